@@ -1,0 +1,26 @@
+//! Generates the gRPC code and the descriptor set served by reflection.
+//!
+//! protox compiles the protos in pure Rust, so no `protoc` is needed on the
+//! build machine.
+
+use std::{env, path::PathBuf};
+
+const PROTOS: &[&str] = &["proto/connector/v1/connector.proto"];
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    // refinery embeds these at compile time.
+    println!("cargo:rerun-if-changed=src/store/postgres/migrations");
+
+    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    std::fs::write(
+        out_dir.join("connector_descriptor.bin"),
+        prost::Message::encode_to_vec(&descriptors),
+    )?;
+
+    tonic_prost_build::configure()
+        .emit_rerun_if_changed(false)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

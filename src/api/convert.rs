@@ -1,0 +1,358 @@
+//! proto <-> domain. Incoming messages are validated here, field by field,
+//! so that a caller learns about every bad field in one round trip.
+
+use super::error::ApiError;
+use crate::domain::validate::{self, Violations};
+use crate::domain::{
+    Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
+    NewConnector, PauseRequest, SearchFilter, StartRequest,
+};
+use crate::proto::v1;
+use chrono::{DateTime, SubsecRound, Utc};
+
+/// Page size when the caller gives none.
+pub const DEFAULT_PAGE_SIZE: usize = 50;
+/// Larger page sizes are lowered to this.
+pub const MAX_PAGE_SIZE: usize = 1000;
+
+fn invalid(rpc: &'static str, violations: Violations) -> Result<(), ApiError> {
+    violations
+        .finish()
+        .map_err(|violations| ApiError::InvalidArgument { rpc, violations })
+}
+
+fn optional(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+/// A well-formed timestamp: within the proto's valid range (years 1 to
+/// 9999), with nanos in [0, 1e9).
+fn timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
+    const MIN_SECONDS: i64 = -62_135_596_800;
+    const MAX_SECONDS: i64 = 253_402_300_799;
+    if !(0..1_000_000_000).contains(&ts.nanos) {
+        return Err(format!("has nanos {}; must be in [0, 999999999]", ts.nanos));
+    }
+    if !(MIN_SECONDS..=MAX_SECONDS).contains(&ts.seconds) {
+        return Err(format!(
+            "has seconds {}; must be between years 1 and 9999",
+            ts.seconds
+        ));
+    }
+    DateTime::from_timestamp(ts.seconds, ts.nanos as u32)
+        .ok_or_else(|| "is not a valid time".to_owned())
+}
+
+fn kind_from_proto(value: i32) -> Result<ConnectorKind, String> {
+    match v1::ConnectorKind::try_from(value) {
+        Ok(v1::ConnectorKind::IncrementalSync) => Ok(ConnectorKind::IncrementalSync),
+        Ok(v1::ConnectorKind::FullMigration) => Ok(ConnectorKind::FullMigration),
+        Ok(v1::ConnectorKind::Unspecified) => Err(
+            "is required: CONNECTOR_KIND_INCREMENTAL_SYNC or CONNECTOR_KIND_FULL_MIGRATION"
+                .to_owned(),
+        ),
+        Err(_) => Err(format!(
+            "has unknown value {value}; use CONNECTOR_KIND_INCREMENTAL_SYNC or \
+             CONNECTOR_KIND_FULL_MIGRATION"
+        )),
+    }
+}
+
+fn state_from_proto(value: i32) -> Result<ConnectorState, String> {
+    let names = || {
+        v1::ConnectorState::STATES
+            .iter()
+            .map(|s| s.as_str_name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match v1::ConnectorState::try_from(value) {
+        Ok(v1::ConnectorState::Unspecified) => Err(format!(
+            "contains CONNECTOR_STATE_UNSPECIFIED; use one of {}",
+            names()
+        )),
+        Ok(v1::ConnectorState::Stopped) => Ok(ConnectorState::Stopped),
+        Ok(v1::ConnectorState::Starting) => Ok(ConnectorState::Starting),
+        Ok(v1::ConnectorState::Running) => Ok(ConnectorState::Running),
+        Ok(v1::ConnectorState::Pausing) => Ok(ConnectorState::Pausing),
+        Ok(v1::ConnectorState::Failed) => Ok(ConnectorState::Failed),
+        Ok(v1::ConnectorState::Unknown) => Ok(ConnectorState::Unknown),
+        Err(_) => Err(format!(
+            "contains unknown value {value}; use one of {}",
+            names()
+        )),
+    }
+}
+
+impl v1::ConnectorState {
+    const STATES: [v1::ConnectorState; 6] = [
+        v1::ConnectorState::Stopped,
+        v1::ConnectorState::Starting,
+        v1::ConnectorState::Running,
+        v1::ConnectorState::Pausing,
+        v1::ConnectorState::Failed,
+        v1::ConnectorState::Unknown,
+    ];
+}
+
+fn endpoint(
+    violations: &mut Violations,
+    field: &str,
+    endpoint: Option<&v1::Endpoint>,
+) -> Option<Endpoint> {
+    let Some(endpoint) = endpoint else {
+        violations.add(field, "is required (type, region and address)");
+        return None;
+    };
+    violations.check(
+        &format!("{field}.type"),
+        validate::endpoint_type(&endpoint.r#type),
+    );
+    violations.check(
+        &format!("{field}.region"),
+        validate::region(&endpoint.region),
+    );
+    violations.check(
+        &format!("{field}.address"),
+        validate::address(&endpoint.address),
+    );
+    Some(Endpoint {
+        kind: endpoint.r#type.clone(),
+        region: endpoint.region.clone(),
+        address: endpoint.address.clone(),
+    })
+}
+
+/// Validates a CreateConnector request. Output-only fields are ignored; an
+/// empty id is replaced by a fresh UUID.
+pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector, ApiError> {
+    let mut violations = Violations::default();
+    let Some(c) = request.connector else {
+        violations.add(
+            "connector",
+            "is required (name, project_id, project_name, kind, source, destination)",
+        );
+        invalid("CreateConnector", violations)?;
+        unreachable!("a violation was added");
+    };
+    if !c.id.is_empty() {
+        violations.check("connector.id", validate::id(&c.id));
+    }
+    violations.check("connector.name", validate::name(&c.name));
+    violations.check("connector.project_id", validate::id(&c.project_id));
+    violations.check("connector.project_name", validate::name(&c.project_name));
+    let kind = kind_from_proto(c.kind);
+    if let Err(description) = &kind {
+        violations.add("connector.kind", description.clone());
+    }
+    let source = endpoint(&mut violations, "connector.source", c.source.as_ref());
+    let destination = endpoint(
+        &mut violations,
+        "connector.destination",
+        c.destination.as_ref(),
+    );
+    invalid("CreateConnector", violations)?;
+    let id = if c.id.is_empty() {
+        uuid::Uuid::now_v7().to_string()
+    } else {
+        c.id
+    };
+    Ok(NewConnector {
+        id,
+        name: c.name,
+        project_id: c.project_id,
+        project_name: c.project_name,
+        kind: kind.expect("checked above"),
+        source: source.expect("checked above"),
+        destination: destination.expect("checked above"),
+    })
+}
+
+pub fn connector_id(rpc: &'static str, id: &str) -> Result<(), ApiError> {
+    let mut violations = Violations::default();
+    violations.check("id", validate::id(id));
+    invalid(rpc, violations)
+}
+
+/// A validated search: normalised filters and the page size to use.
+pub struct ListQuery {
+    pub filter: SearchFilter,
+    pub page_size: usize,
+    pub page_token: String,
+}
+
+pub fn list_query(request: v1::ListConnectorsRequest) -> Result<ListQuery, ApiError> {
+    let mut violations = Violations::default();
+    let query = request.query.trim().to_owned();
+    violations.check("query", validate::query(&query));
+    if !request.region.is_empty() {
+        violations.check("region", validate::region(&request.region));
+    }
+    let mut states = Vec::new();
+    for (i, value) in request.states.iter().enumerate() {
+        match state_from_proto(*value) {
+            Ok(state) => states.push(state),
+            Err(description) => violations.add(&format!("states[{i}]"), description),
+        }
+    }
+    states.sort();
+    states.dedup();
+    let page_size = match request.page_size {
+        size if size < 0 => {
+            violations.add(
+                "page_size",
+                format!("is {size}; must be 0 (default {DEFAULT_PAGE_SIZE}) or positive"),
+            );
+            0
+        }
+        0 => DEFAULT_PAGE_SIZE,
+        size => (size as usize).min(MAX_PAGE_SIZE),
+    };
+    invalid("ListConnectors", violations)?;
+    Ok(ListQuery {
+        filter: SearchFilter {
+            query,
+            region: request.region,
+            states,
+        },
+        page_size,
+        page_token: request.page_token,
+    })
+}
+
+/// Validates a StartConnector request; `now` bounds the pull-back time.
+pub fn start_request(
+    request: &v1::StartConnectorRequest,
+    now: DateTime<Utc>,
+) -> Result<StartRequest, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("id", validate::id(&request.id));
+    if !request.region.is_empty() {
+        violations.check("region", validate::region(&request.region));
+    }
+    violations.check("request_id", validate::request_id(&request.request_id));
+    let mut pull_back_time = None;
+    if let Some(ts) = &request.pull_back_time {
+        match timestamp(ts) {
+            Ok(time) if time > now => violations.add(
+                "pull_back_time",
+                format!(
+                    "is {}, in the future (server time is {}); pull back to a past time",
+                    time.to_rfc3339(),
+                    now.to_rfc3339()
+                ),
+            ),
+            // The store keeps microseconds; comparing retries needs the same.
+            Ok(time) => pull_back_time = Some(time.trunc_subsecs(6)),
+            Err(description) => violations.add("pull_back_time", description),
+        }
+    }
+    invalid("StartConnector", violations)?;
+    Ok(StartRequest {
+        connector_id: request.id.clone(),
+        pull_back_time,
+        region: optional(&request.region),
+        request_id: optional(&request.request_id),
+    })
+}
+
+pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("id", validate::id(&request.id));
+    violations.check("reason", validate::reason(&request.reason));
+    violations.check("request_id", validate::request_id(&request.request_id));
+    invalid("PauseConnector", violations)?;
+    Ok(PauseRequest {
+        connector_id: request.id.clone(),
+        reason: request.reason.clone(),
+        request_id: optional(&request.request_id),
+    })
+}
+
+pub fn timestamp_to_proto(time: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn state_to_proto(state: ConnectorState) -> v1::ConnectorState {
+    match state {
+        ConnectorState::Stopped => v1::ConnectorState::Stopped,
+        ConnectorState::Starting => v1::ConnectorState::Starting,
+        ConnectorState::Running => v1::ConnectorState::Running,
+        ConnectorState::Pausing => v1::ConnectorState::Pausing,
+        ConnectorState::Failed => v1::ConnectorState::Failed,
+        ConnectorState::Unknown => v1::ConnectorState::Unknown,
+    }
+}
+
+fn endpoint_to_proto(endpoint: Endpoint) -> v1::Endpoint {
+    v1::Endpoint {
+        r#type: endpoint.kind,
+        region: endpoint.region,
+        address: endpoint.address,
+    }
+}
+
+pub fn connector_to_proto(c: Connector) -> v1::Connector {
+    v1::Connector {
+        id: c.id,
+        name: c.name,
+        project_id: c.project_id,
+        project_name: c.project_name,
+        kind: match c.kind {
+            ConnectorKind::IncrementalSync => v1::ConnectorKind::IncrementalSync,
+            ConnectorKind::FullMigration => v1::ConnectorKind::FullMigration,
+        } as i32,
+        source: Some(endpoint_to_proto(c.source)),
+        destination: Some(endpoint_to_proto(c.destination)),
+        region: c.region,
+        server_ip: c.server_ip,
+        agent_id: c.agent_id,
+        state: state_to_proto(c.state) as i32,
+        desired_state: state_to_proto(c.desired_state) as i32,
+        generation: c.generation,
+        checkpoint_time: c.checkpoint_time.map(timestamp_to_proto),
+        latency: c.latency.map(|latency| prost_types::Duration {
+            seconds: latency.as_secs() as i64,
+            nanos: latency.subsec_nanos() as i32,
+        }),
+        store_range: c.store_range.map(|range| v1::TimeRange {
+            earliest_time: Some(timestamp_to_proto(range.earliest)),
+            latest_time: Some(timestamp_to_proto(range.latest)),
+        }),
+        status_message: c.status_message,
+        create_time: Some(timestamp_to_proto(c.create_time)),
+        update_time: Some(timestamp_to_proto(c.update_time)),
+        last_heartbeat_time: c.last_heartbeat_time.map(timestamp_to_proto),
+    }
+}
+
+pub fn command_to_proto(c: Command) -> v1::Command {
+    v1::Command {
+        id: c.id,
+        connector_id: c.connector_id,
+        kind: match c.kind {
+            CommandKind::Start => v1::CommandKind::Start,
+            CommandKind::Pause => v1::CommandKind::Pause,
+        } as i32,
+        pull_back_time: c.pull_back_time.map(timestamp_to_proto),
+        region: c.region,
+        generation: c.generation,
+        request_id: c.request_id.unwrap_or_default(),
+        status: match c.status {
+            CommandStatus::Pending => v1::CommandStatus::Pending,
+            CommandStatus::Delivered => v1::CommandStatus::Delivered,
+            CommandStatus::Succeeded => v1::CommandStatus::Succeeded,
+            CommandStatus::Failed => v1::CommandStatus::Failed,
+            CommandStatus::Superseded => v1::CommandStatus::Superseded,
+        } as i32,
+        agent_id: c.agent_id,
+        error_reason: c.error_reason,
+        error_message: c.error_message,
+        create_time: Some(timestamp_to_proto(c.create_time)),
+        complete_time: c.complete_time.map(timestamp_to_proto),
+        reason: c.reason,
+    }
+}

@@ -1,0 +1,244 @@
+//! The one place where failures become gRPC statuses: a fitting code, a
+//! `google.rpc.ErrorInfo` with a stable reason, `BadRequest` violations for
+//! bad fields, and a message a person can act on. Internal causes are logged
+//! here and never sent.
+
+use crate::domain::{CommandKind, PageTokenError, Rejection, Violation};
+use crate::proto::{ERROR_DOMAIN, v1::ErrorReason};
+use crate::store::StoreError;
+use std::collections::HashMap;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid {rpc} request")]
+    InvalidArgument {
+        rpc: &'static str,
+        violations: Vec<Violation>,
+    },
+    #[error(transparent)]
+    InvalidPageToken(#[from] PageTokenError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("command {command_id} not confirmed before the deadline")]
+    NotConfirmed {
+        connector_id: String,
+        command_id: String,
+        kind: CommandKind,
+        region: String,
+    },
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        ApiError::Store(StoreError::Rejected(rejection))
+    }
+}
+
+fn status(
+    code: Code,
+    reason: ErrorReason,
+    message: String,
+    metadata: &[(&str, String)],
+    details: impl FnOnce(&mut ErrorDetails),
+) -> Status {
+    let metadata: HashMap<String, String> = metadata
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), value.clone()))
+        .collect();
+    let mut error_details = ErrorDetails::new();
+    error_details.set_error_info(reason.reason(), ERROR_DOMAIN, metadata);
+    details(&mut error_details);
+    Status::with_error_details(code, message, error_details)
+}
+
+fn no_details(_: &mut ErrorDetails) {}
+
+impl From<ApiError> for Status {
+    fn from(error: ApiError) -> Status {
+        match error {
+            ApiError::InvalidArgument { rpc, violations } => {
+                let summary = violations
+                    .iter()
+                    .map(|v| format!("{} {}", v.field, v.description))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                status(
+                    Code::InvalidArgument,
+                    ErrorReason::InvalidArgument,
+                    format!("invalid {rpc} request: {summary}"),
+                    &[],
+                    |details| {
+                        for v in &violations {
+                            details.add_bad_request_violation(&v.field, &v.description);
+                        }
+                    },
+                )
+            }
+            ApiError::InvalidPageToken(error) => status(
+                Code::InvalidArgument,
+                ErrorReason::InvalidPageToken,
+                error.to_string(),
+                &[],
+                |details| {
+                    details.add_bad_request_violation("page_token", error.to_string());
+                },
+            ),
+            ApiError::NotConfirmed {
+                connector_id,
+                command_id,
+                kind,
+                region,
+            } => status(
+                Code::DeadlineExceeded,
+                ErrorReason::CommandNotConfirmed,
+                format!(
+                    "no agent confirmed the {kind} command {command_id} of connector {connector_id} \
+                     before the deadline; it stays pending and is delivered once an agent in region \
+                     {region} takes it: check with GetConnector, or call again with a longer deadline"
+                ),
+                &[("connector_id", connector_id), ("command_id", command_id)],
+                no_details,
+            ),
+            ApiError::Store(error) => store_status(error),
+        }
+    }
+}
+
+fn store_status(error: StoreError) -> Status {
+    match error {
+        StoreError::ConnectorNotFound(id) => status(
+            Code::NotFound,
+            ErrorReason::ConnectorNotFound,
+            format!(
+                "connector {id} does not exist; search with ListConnectors (query matches names, \
+                 project names, ids and server IPs)"
+            ),
+            &[("connector_id", id)],
+            no_details,
+        ),
+        StoreError::ConnectorAlreadyExists(id) => status(
+            Code::AlreadyExists,
+            ErrorReason::ConnectorAlreadyExists,
+            format!(
+                "connector {id} already exists; choose another id, or leave id empty to have one \
+                 assigned"
+            ),
+            &[("connector_id", id)],
+            no_details,
+        ),
+        StoreError::Rejected(rejection) => rejection_status(rejection),
+        StoreError::Unavailable(cause) => {
+            tracing::warn!(%cause, "database unavailable");
+            status(
+                Code::Unavailable,
+                ErrorReason::StoreUnavailable,
+                "the database is unavailable; nothing was changed, retry shortly".to_owned(),
+                &[],
+                no_details,
+            )
+        }
+        error @ (StoreError::Internal(_) | StoreError::CommandNotFound(_)) => {
+            tracing::error!(%error, "internal error");
+            status(
+                Code::Internal,
+                ErrorReason::Internal,
+                "internal error; the server log has the cause".to_owned(),
+                &[],
+                no_details,
+            )
+        }
+    }
+}
+
+fn rejection_status(rejection: Rejection) -> Status {
+    let message = rejection.to_string();
+    let precondition = |subject: &str, kind: &str| {
+        let subject = format!("connectors/{subject}");
+        let kind = kind.to_owned();
+        let description = message.clone();
+        move |details: &mut ErrorDetails| {
+            details.add_precondition_failure_violation(kind, subject, description);
+        }
+    };
+    match &rejection {
+        Rejection::NotStopped {
+            connector_id,
+            state,
+        } => status(
+            Code::FailedPrecondition,
+            ErrorReason::ConnectorNotStopped,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("state", state.to_string()),
+            ],
+            precondition(connector_id, "STATE"),
+        ),
+        Rejection::NotRunning {
+            connector_id,
+            state,
+        } => status(
+            Code::FailedPrecondition,
+            ErrorReason::ConnectorNotRunning,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("state", state.to_string()),
+            ],
+            precondition(connector_id, "STATE"),
+        ),
+        Rejection::PullBackNotSupported { connector_id, kind } => status(
+            Code::FailedPrecondition,
+            ErrorReason::PullBackNotSupported,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("kind", kind.to_string()),
+            ],
+            precondition(connector_id, "KIND"),
+        ),
+        Rejection::PullBackOutOfRange {
+            connector_id,
+            requested,
+            range,
+        } => status(
+            Code::FailedPrecondition,
+            ErrorReason::PullBackOutOfRange,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("pull_back_time", requested.to_rfc3339()),
+                ("earliest_time", range.earliest.to_rfc3339()),
+                ("latest_time", range.latest.to_rfc3339()),
+            ],
+            precondition(connector_id, "STORE_RANGE"),
+        ),
+        Rejection::UnknownRegion { region } => status(
+            Code::InvalidArgument,
+            ErrorReason::UnknownRegion,
+            message.clone(),
+            &[("region", region.clone())],
+            |details| {
+                details.add_bad_request_violation("region", message.clone());
+            },
+        ),
+        Rejection::RequestIdReused {
+            connector_id,
+            request_id,
+            ..
+        } => status(
+            Code::InvalidArgument,
+            ErrorReason::RequestIdReused,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("request_id", request_id.clone()),
+            ],
+            |details| {
+                details.add_bad_request_violation("request_id", message.clone());
+            },
+        ),
+    }
+}

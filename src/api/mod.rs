@@ -1,0 +1,277 @@
+//! The gRPC surface: request validation and conversion, the services, and
+//! the mapping of every failure to a status.
+
+mod convert;
+mod error;
+
+pub use error::ApiError;
+
+use crate::domain::{Command, CommandKind, Cursor, PageTokenCodec};
+use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::store::{CommandOutcome, Store};
+use std::time::Duration;
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+use tracing::{Span, info, instrument};
+
+/// How often a `wait: true` call re-reads its command.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The ConnectorService implementation over any `Store`.
+#[derive(Clone, Debug)]
+pub struct ConnectorApi<S> {
+    store: S,
+    tokens: PageTokenCodec,
+    max_wait: Duration,
+}
+
+impl<S: Store> ConnectorApi<S> {
+    /// `max_wait` bounds a `wait: true` call that carries no deadline of
+    /// its own.
+    pub fn new(store: S, tokens: PageTokenCodec, max_wait: Duration) -> Self {
+        Self {
+            store,
+            tokens,
+            max_wait,
+        }
+    }
+
+    /// Holds a `wait: true` call until the command reaches a final status
+    /// or the deadline passes; then returns what the agent confirmed.
+    async fn confirm(
+        &self,
+        outcome: CommandOutcome,
+        deadline: Instant,
+    ) -> Result<CommandOutcome, ApiError> {
+        let mut command = outcome.command;
+        if command.status.is_final() {
+            return Ok(CommandOutcome { command, ..outcome });
+        }
+        let confirmed = tokio::time::timeout_at(deadline, async {
+            loop {
+                tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+                command = self.store.get_command(&command.id).await?;
+                if command.status.is_final() {
+                    return Ok::<Command, ApiError>(command.clone());
+                }
+            }
+        })
+        .await;
+        match confirmed {
+            Ok(command) => {
+                let command = command?;
+                let connector = self.store.get_connector(&command.connector_id).await?;
+                Ok(CommandOutcome {
+                    connector,
+                    command,
+                    replayed: outcome.replayed,
+                })
+            }
+            Err(_elapsed) => Err(ApiError::NotConfirmed {
+                connector_id: command.connector_id.clone(),
+                command_id: command.id.clone(),
+                kind: command.kind,
+                region: command.region.clone(),
+            }),
+        }
+    }
+
+    /// When a `wait: true` call must answer: shortly before the caller's
+    /// `grpc-timeout` (so the caller gets our explanation rather than a bare
+    /// deadline error), and never later than `max_wait`.
+    fn deadline<T>(&self, request: &Request<T>) -> Instant {
+        let budget = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|value| value.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|timeout| timeout - (timeout / 10).min(Duration::from_millis(200)))
+            .map_or(self.max_wait, |timeout| timeout.min(self.max_wait));
+        Instant::now() + budget
+    }
+
+    fn record(outcome: &CommandOutcome) {
+        let span = Span::current();
+        span.record("command_id", outcome.command.id.as_str());
+        let verb = match outcome.command.kind {
+            CommandKind::Start => "start",
+            CommandKind::Pause => "pause",
+        };
+        if outcome.replayed {
+            info!(
+                generation = outcome.command.generation,
+                "{verb} retried with the same request_id; returning the original command"
+            );
+        } else {
+            info!(
+                generation = outcome.command.generation,
+                region = %outcome.command.region,
+                "{verb} accepted"
+            );
+        }
+    }
+}
+
+/// Parses a `grpc-timeout` header value: up to 8 digits and a unit.
+fn parse_grpc_timeout(value: &str) -> Option<Duration> {
+    if value.len() < 2 || value.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = value.split_at(value.len() - 1);
+    let amount: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(amount.checked_mul(3600)?),
+        "M" => Duration::from_secs(amount.checked_mul(60)?),
+        "S" => Duration::from_secs(amount),
+        "m" => Duration::from_millis(amount),
+        "u" => Duration::from_micros(amount),
+        "n" => Duration::from_nanos(amount),
+        _ => return None,
+    })
+}
+
+#[tonic::async_trait]
+impl<S: Store> ConnectorService for ConnectorApi<S> {
+    #[instrument(name = "CreateConnector", skip_all, fields(connector_id))]
+    async fn create_connector(
+        &self,
+        request: Request<v1::CreateConnectorRequest>,
+    ) -> Result<Response<v1::Connector>, Status> {
+        let new = convert::new_connector(request.into_inner())?;
+        Span::current().record("connector_id", new.id.as_str());
+        let connector = self
+            .store
+            .create_connector(new)
+            .await
+            .map_err(ApiError::from)?;
+        info!("connector created");
+        Ok(Response::new(convert::connector_to_proto(connector)))
+    }
+
+    #[instrument(name = "GetConnector", skip_all, fields(connector_id = %request.get_ref().id))]
+    async fn get_connector(
+        &self,
+        request: Request<v1::GetConnectorRequest>,
+    ) -> Result<Response<v1::Connector>, Status> {
+        let id = &request.get_ref().id;
+        convert::connector_id("GetConnector", id)?;
+        let connector = self.store.get_connector(id).await.map_err(ApiError::from)?;
+        Ok(Response::new(convert::connector_to_proto(connector)))
+    }
+
+    #[instrument(name = "ListConnectors", skip_all)]
+    async fn list_connectors(
+        &self,
+        request: Request<v1::ListConnectorsRequest>,
+    ) -> Result<Response<v1::ListConnectorsResponse>, Status> {
+        let query = convert::list_query(request.into_inner())?;
+        let after = match query.page_token.as_str() {
+            "" => None,
+            token => Some(
+                self.tokens
+                    .decode(token, &query.filter)
+                    .map_err(ApiError::from)?,
+            ),
+        };
+        let page = self
+            .store
+            .list_connectors(&query.filter, after.as_ref(), query.page_size)
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = match page.connectors.last() {
+            Some(last) if page.more => self.tokens.encode(
+                &query.filter,
+                &Cursor {
+                    name: last.name.clone(),
+                    id: last.id.clone(),
+                },
+            ),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListConnectorsResponse {
+            connectors: page
+                .connectors
+                .into_iter()
+                .map(convert::connector_to_proto)
+                .collect(),
+            next_page_token,
+            total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
+        }))
+    }
+
+    #[instrument(
+        name = "StartConnector",
+        skip_all,
+        fields(connector_id = %request.get_ref().id, command_id)
+    )]
+    async fn start_connector(
+        &self,
+        request: Request<v1::StartConnectorRequest>,
+    ) -> Result<Response<v1::StartConnectorResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let message = request.into_inner();
+        let start = convert::start_request(&message, chrono::Utc::now())?;
+        let mut outcome = self
+            .store
+            .start_connector(&start)
+            .await
+            .map_err(ApiError::from)?;
+        Self::record(&outcome);
+        if message.wait {
+            outcome = self.confirm(outcome, deadline).await?;
+        }
+        Ok(Response::new(v1::StartConnectorResponse {
+            connector: Some(convert::connector_to_proto(outcome.connector)),
+            command: Some(convert::command_to_proto(outcome.command)),
+        }))
+    }
+
+    #[instrument(
+        name = "PauseConnector",
+        skip_all,
+        fields(connector_id = %request.get_ref().id, command_id)
+    )]
+    async fn pause_connector(
+        &self,
+        request: Request<v1::PauseConnectorRequest>,
+    ) -> Result<Response<v1::PauseConnectorResponse>, Status> {
+        let deadline = self.deadline(&request);
+        let message = request.into_inner();
+        let pause = convert::pause_request(&message)?;
+        let mut outcome = self
+            .store
+            .pause_connector(&pause)
+            .await
+            .map_err(ApiError::from)?;
+        Self::record(&outcome);
+        if message.wait {
+            outcome = self.confirm(outcome, deadline).await?;
+        }
+        Ok(Response::new(v1::PauseConnectorResponse {
+            connector: Some(convert::connector_to_proto(outcome.connector)),
+            command: Some(convert::command_to_proto(outcome.command)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_in_every_unit() {
+        assert_eq!(parse_grpc_timeout("2S"), Some(Duration::from_secs(2)));
+        assert_eq!(
+            parse_grpc_timeout("1500m"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            parse_grpc_timeout("99999999n"),
+            Some(Duration::from_nanos(99_999_999))
+        );
+        assert_eq!(parse_grpc_timeout("S"), None);
+        assert_eq!(parse_grpc_timeout("123456789S"), None);
+        assert_eq!(parse_grpc_timeout("5x"), None);
+    }
+}

@@ -1,0 +1,12 @@
+//! Pure domain rules: connector and command types, validation, the start /
+//! pause state machine and page tokens. No I/O lives here.
+
+mod model;
+pub mod page_token;
+pub mod rules;
+pub mod validate;
+
+pub use model::*;
+pub use page_token::{PageTokenCodec, PageTokenError};
+pub use rules::{Rejection, Transition};
+pub use validate::Violation;

@@ -1,0 +1,185 @@
+//! The things the control plane reasons about, free of gRPC and SQL types.
+
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// Declares a closed set of values with the stable text form used in storage
+/// and error metadata (the proto enum name without its prefix).
+macro_rules! text_enum {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),+ }
+            }
+
+            pub fn parse(text: &str) -> Option<Self> {
+                match text { $($text => Some($name::$variant),)+ _ => None }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+text_enum!(
+    /// What a connector does; pull-back applies to incremental sync only.
+    ConnectorKind {
+        IncrementalSync => "INCREMENTAL_SYNC",
+        FullMigration => "FULL_MIGRATION",
+    }
+);
+
+text_enum!(
+    /// Lifecycle state of a connector (see the proto for each meaning).
+    ConnectorState {
+        Stopped => "STOPPED",
+        Starting => "STARTING",
+        Running => "RUNNING",
+        Pausing => "PAUSING",
+        Failed => "FAILED",
+        Unknown => "UNKNOWN",
+    }
+);
+
+text_enum!(
+    /// What a command asks an agent to do.
+    CommandKind {
+        Start => "START",
+        Pause => "PAUSE",
+    }
+);
+
+text_enum!(
+    /// Where a command is in its delivery.
+    CommandStatus {
+        Pending => "PENDING",
+        Delivered => "DELIVERED",
+        Succeeded => "SUCCEEDED",
+        Failed => "FAILED",
+        Superseded => "SUPERSEDED",
+    }
+);
+
+impl CommandStatus {
+    /// Whether the command has reached a status it never leaves.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Succeeded | Self::Failed | Self::Superseded)
+    }
+}
+
+/// A data source a connector reads from or writes to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The proto's `type` ("MYSQL", "OCEANBASE", ...).
+    pub kind: String,
+    pub region: String,
+    pub address: String,
+}
+
+/// The change data a connector's store still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeRange {
+    pub earliest: DateTime<Utc>,
+    pub latest: DateTime<Utc>,
+}
+
+/// A validated CreateConnector request.
+#[derive(Clone, Debug)]
+pub struct NewConnector {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub kind: ConnectorKind,
+    pub source: Endpoint,
+    pub destination: Endpoint,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connector {
+    pub id: String,
+    pub name: String,
+    pub project_id: String,
+    pub project_name: String,
+    pub kind: ConnectorKind,
+    pub source: Endpoint,
+    pub destination: Endpoint,
+    pub region: String,
+    pub server_ip: String,
+    pub agent_id: String,
+    pub state: ConnectorState,
+    pub desired_state: ConnectorState,
+    pub generation: i64,
+    pub checkpoint_time: Option<DateTime<Utc>>,
+    pub latency: Option<Duration>,
+    pub store_range: Option<TimeRange>,
+    pub status_message: String,
+    pub create_time: DateTime<Utc>,
+    pub update_time: DateTime<Utc>,
+    pub last_heartbeat_time: Option<DateTime<Utc>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Command {
+    pub id: String,
+    pub connector_id: String,
+    pub kind: CommandKind,
+    pub pull_back_time: Option<DateTime<Utc>>,
+    pub region: String,
+    pub generation: i64,
+    pub request_id: Option<String>,
+    pub reason: String,
+    pub status: CommandStatus,
+    pub agent_id: String,
+    pub error_reason: String,
+    pub error_message: String,
+    pub create_time: DateTime<Utc>,
+    pub complete_time: Option<DateTime<Utc>>,
+}
+
+/// A validated StartConnector request.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub connector_id: String,
+    /// Truncated to microseconds, the precision the store keeps.
+    pub pull_back_time: Option<DateTime<Utc>>,
+    pub region: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A validated PauseConnector request.
+#[derive(Clone, Debug)]
+pub struct PauseRequest {
+    pub connector_id: String,
+    pub reason: String,
+    pub request_id: Option<String>,
+}
+
+/// Filters of a connector search, normalised so that equal searches compare
+/// (and fingerprint) equal.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SearchFilter {
+    /// Trimmed free text; empty matches everything.
+    pub query: String,
+    /// Exact run region; empty matches every region.
+    pub region: String,
+    /// Sorted and deduplicated; empty matches every state.
+    pub states: Vec<ConnectorState>,
+}
+
+/// Where a page ends: the last (name, id) returned, in the list order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cursor {
+    pub name: String,
+    pub id: String,
+}

@@ -1,0 +1,23 @@
+//! connector-control: a gRPC control plane to list, start and pause the
+//! connectors of a data-replication system.
+//!
+//! Module map (dependencies point inward, towards `domain`):
+//! - [`domain`]: connector and command types, validation, the start/pause
+//!   state machine, page tokens. Pure; no I/O.
+//! - [`store`]: the `Store` trait and its PostgreSQL backend with embedded
+//!   migrations.
+//! - [`api`]: the tonic services, proto <-> domain conversion, and the one
+//!   mapping of errors to gRPC statuses.
+//! - [`server`]: assembles the gRPC server (API, health, reflection) and
+//!   shuts it down gracefully.
+//! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
+//!   traces.
+//! - [`proto`]: code generated from `proto/` by `build.rs`.
+
+pub mod api;
+pub mod cli;
+pub mod domain;
+pub mod proto;
+pub mod server;
+pub mod store;
+pub mod telemetry;

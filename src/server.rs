@@ -1,0 +1,128 @@
+//! Builds the tonic server: ConnectorService, health, reflection (v1 and
+//! v1alpha, so grpcurl works without proto files) and graceful shutdown.
+
+use crate::api::ConnectorApi;
+use crate::domain::PageTokenCodec;
+use crate::proto::{self, v1::connector_service_server::ConnectorServiceServer};
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+use tracing::{info, warn};
+
+/// How often the health service re-checks the database. Load balancers poll
+/// health every few seconds; this keeps the answer at most this stale.
+const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
+
+/// HTTP/2 pings detect half-open connections (a vanished client or a
+/// silently dropped NAT entry) well before TCP would.
+const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serving options that are not about where to listen or what to store in.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Upper bound of a `wait: true` call without a deadline of its own.
+    pub max_wait: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            max_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The service names the health service reports on: "" (the whole server)
+/// and each API service.
+const HEALTH_SERVICES: &[&str] = &["", "connector.v1.ConnectorService"];
+
+/// Serves on an already-bound listener until `shutdown` completes, then
+/// stops accepting calls and lets the ones in flight finish.
+pub async fn serve<S: Store>(
+    listener: TcpListener,
+    store: S,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let key = store
+        .page_token_key()
+        .await
+        .context("reading the page token key (are migrations applied?)")?;
+    let api = ConnectorApi::new(store.clone(), PageTokenCodec::new(key), options.max_wait);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            // google.rpc error details, so that grpcurl prints them as JSON.
+            .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
+
+    let probe = tokio::spawn(watch_database(store, health.clone()));
+    let addr = listener.local_addr()?;
+    info!(%addr, "serving gRPC");
+
+    let draining = health.clone();
+    let result = Server::builder()
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(ConnectorServiceServer::new(api))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async move {
+                shutdown.await;
+                info!("shutting down: finishing calls in flight");
+                set_health(&draining, ServingStatus::NotServing).await;
+            },
+        )
+        .await;
+    probe.abort();
+    result.context("serving gRPC")?;
+    info!("stopped");
+    Ok(())
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    for service in HEALTH_SERVICES {
+        health.set_service_status(*service, status).await;
+    }
+}
+
+/// Reports NOT_SERVING while the database does not answer, so that load
+/// balancers and on-call checks see the outage.
+async fn watch_database<S: Store>(store: S, health: HealthReporter) {
+    let mut interval = tokio::time::interval(DATABASE_PROBE_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut healthy = true;
+    loop {
+        interval.tick().await;
+        match store.ping().await {
+            Ok(()) if !healthy => {
+                info!("database reachable again");
+                healthy = true;
+                set_health(&health, ServingStatus::Serving).await;
+            }
+            Err(error) if healthy => {
+                warn!(%error, "database unreachable; reporting NOT_SERVING");
+                healthy = false;
+                set_health(&health, ServingStatus::NotServing).await;
+            }
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,629 @@
+//! The PostgreSQL backend: a deadpool pool of tokio-postgres connections,
+//! cached prepared statements, one transaction per change, migrations
+//! embedded with refinery.
+
+mod error;
+mod rows;
+
+use super::{CommandOutcome, Page, Store, StoreError};
+use crate::domain::rules::{self, Intent};
+use crate::domain::{
+    Command, Connector, Cursor, NewConnector, PauseRequest, SearchFilter, StartRequest, Transition,
+};
+use anyhow::Context;
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use error::translate;
+use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use std::time::Duration;
+use tokio_postgres::NoTls;
+use tokio_postgres::types::ToSql;
+use tracing::instrument;
+
+refinery::embed_migrations!("src/store/postgres/migrations");
+
+/// Default pool size. Each RPC holds a connection for one short transaction,
+/// so a small pool serves many concurrent calls; several replicas must stay
+/// well under PostgreSQL's default `max_connections` of 100.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// How long to wait for a connection (new or from the pool) before reporting
+/// the database unavailable instead of hanging the call.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Arbitrary constant naming the advisory lock that serialises migrations
+/// when several replicas start at once.
+const MIGRATION_LOCK: i64 = 0x636f_6e6e_6374_726c;
+
+#[derive(Clone)]
+pub struct PgStore {
+    pool: Pool,
+    config: tokio_postgres::Config,
+    redacted_url: String,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore")
+            .field("url", &self.redacted_url)
+            .finish()
+    }
+}
+
+impl PgStore {
+    /// Parses `url` and checks that the database answers. Errors name the
+    /// URL with its password hidden.
+    pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        let redacted_url = redact_url(url);
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .with_context(|| format!("invalid database URL {redacted_url}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        config.application_name("connector-control");
+        let manager = Manager::from_config(
+            config.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(pool_size)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(CONNECT_TIMEOUT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .context("building the connection pool")?;
+        let store = Self {
+            pool,
+            config,
+            redacted_url,
+        };
+        let _probe = store
+            .pool
+            .get()
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe_connect_error(&e.to_string())))
+            .with_context(|| format!("cannot connect to database {}", store.redacted_url))?;
+        Ok(store)
+    }
+
+    /// The URL this store uses, password hidden: safe to log.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
+    }
+
+    /// Applies the embedded forward-only migrations not yet applied. Safe to
+    /// run from several replicas at once.
+    pub async fn migrate(&self) -> anyhow::Result<usize> {
+        let context = || format!("migrating database {}", self.redacted_url);
+        let (mut client, connection) = self
+            .config
+            .connect(NoTls)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", describe_connect_error(&e.to_string())))
+            .with_context(context)?;
+        let driver = tokio::spawn(connection);
+        client
+            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+            .await
+            .with_context(context)?;
+        let report = migrations::runner()
+            .set_abort_divergent(true)
+            .run_async(&mut client)
+            .await
+            .with_context(context)?;
+        // The lock dies with the session; closing the client ends it.
+        drop(client);
+        let _ = driver.await;
+        Ok(report.applied_migrations().len())
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))
+    }
+
+    /// Runs `decide` on the locked connector, then persists the transition
+    /// and its command in the same transaction.
+    async fn transition(&self, change: Change<'_>) -> Result<CommandOutcome, StoreError> {
+        let (connector_id, request_id) = (change.connector_id(), change.request_id());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+
+        let lock = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let connector = match tx
+            .query_opt(&lock, &[&connector_id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => connector_from_row(&row)?,
+            None => return Err(StoreError::ConnectorNotFound(connector_id.to_owned())),
+        };
+
+        if let Some(request_id) = request_id {
+            let previous = tx
+                .prepare_cached(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = $1 AND request_id = $2"
+                ))
+                .await
+                .map_err(translate)?;
+            if let Some(row) = tx
+                .query_opt(&previous, &[&connector_id, &request_id])
+                .await
+                .map_err(translate)?
+            {
+                let command = command_from_row(&row)?;
+                let previous_intent = Intent {
+                    kind: command.kind,
+                    pull_back_time: command.pull_back_time,
+                    region: command.region.clone(),
+                };
+                rules::check_replay(
+                    connector_id,
+                    request_id,
+                    &previous_intent,
+                    &change.intent(&connector),
+                )?;
+                tx.commit().await.map_err(translate)?;
+                return Ok(CommandOutcome {
+                    connector,
+                    command,
+                    replayed: true,
+                });
+            }
+        }
+
+        let transition = change.decide(&tx, &connector).await?;
+
+        let supersede = tx
+            .prepare_cached(
+                "UPDATE commands SET status = 'SUPERSEDED', complete_time = now()
+                 WHERE connector_id = $1 AND status = 'PENDING'",
+            )
+            .await
+            .map_err(translate)?;
+        tx.execute(&supersede, &[&connector_id])
+            .await
+            .map_err(translate)?;
+
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO commands
+                   (id, connector_id, kind, pull_back_time, region, generation, request_id, reason, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING')
+                 RETURNING {COMMAND_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let row = tx
+            .query_one(
+                &insert,
+                &[
+                    &command_id,
+                    &connector_id,
+                    &transition.command_kind.as_str(),
+                    &transition.pull_back_time,
+                    &transition.region,
+                    &transition.generation,
+                    &request_id,
+                    &change.reason(),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        let command = command_from_row(&row)?;
+
+        let update = tx
+            .prepare_cached(&format!(
+                "UPDATE connectors
+                 SET state = $2, desired_state = $3, generation = $4, region = $5, update_time = now()
+                 WHERE id = $1
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = tx
+            .query_one(
+                &update,
+                &[
+                    &connector_id,
+                    &transition.state.as_str(),
+                    &transition.desired_state.as_str(),
+                    &transition.generation,
+                    &transition.region,
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        let connector = connector_from_row(&row)?;
+        tx.commit().await.map_err(translate)?;
+        Ok(CommandOutcome {
+            connector,
+            command,
+            replayed: false,
+        })
+    }
+}
+
+/// A start or a pause, as `PgStore::transition` carries it out.
+#[derive(Clone, Copy)]
+enum Change<'a> {
+    Start(&'a StartRequest),
+    Pause(&'a PauseRequest),
+}
+
+impl<'a> Change<'a> {
+    fn connector_id(self) -> &'a str {
+        match self {
+            Change::Start(request) => &request.connector_id,
+            Change::Pause(request) => &request.connector_id,
+        }
+    }
+
+    fn request_id(self) -> Option<&'a str> {
+        match self {
+            Change::Start(request) => request.request_id.as_deref(),
+            Change::Pause(request) => request.request_id.as_deref(),
+        }
+    }
+
+    fn reason(self) -> &'a str {
+        match self {
+            Change::Start(_) => "",
+            Change::Pause(request) => &request.reason,
+        }
+    }
+
+    fn intent(self, connector: &Connector) -> Intent {
+        match self {
+            Change::Start(request) => Intent::start(connector, request),
+            Change::Pause(_) => Intent::pause(connector),
+        }
+    }
+
+    /// Applies the domain rule; a start may first need to ask the database
+    /// whether its region override exists.
+    async fn decide(
+        self,
+        client: &impl GenericClient,
+        connector: &Connector,
+    ) -> Result<Transition, StoreError> {
+        match self {
+            Change::Start(request) => {
+                let region_known = match rules::region_to_verify(connector, request) {
+                    Some(region) => region_exists(client, region).await?,
+                    None => true,
+                };
+                Ok(rules::decide_start(connector, request, region_known)?)
+            }
+            Change::Pause(request) => Ok(rules::decide_pause(connector, request)?),
+        }
+    }
+}
+
+/// A region is known when some connector reads from, writes to or runs in it.
+async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM connectors WHERE destination_region = $1)
+                 OR EXISTS (SELECT 1 FROM connectors WHERE source_region = $1)
+                 OR EXISTS (SELECT 1 FROM connectors WHERE region = $1)",
+        )
+        .await
+        .map_err(translate)?;
+    let row = client
+        .query_one(&statement, &[&region])
+        .await
+        .map_err(translate)?;
+    Ok(row.get(0))
+}
+
+impl Store for PgStore {
+    #[instrument(skip_all, fields(connector_id = %new.id))]
+    async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO connectors
+                   (id, name, project_id, project_name, kind,
+                    source_type, source_region, source_address,
+                    destination_type, destination_region, destination_address,
+                    region, state, desired_state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, 'STOPPED', 'STOPPED')
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &new.id,
+                    &new.name,
+                    &new.project_id,
+                    &new.project_name,
+                    &new.kind.as_str(),
+                    &new.source.kind,
+                    &new.source.region,
+                    &new.source.address,
+                    &new.destination.kind,
+                    &new.destination.region,
+                    &new.destination.address,
+                ],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    StoreError::ConnectorAlreadyExists(new.id.clone())
+                }
+                _ => translate(e),
+            })?;
+        connector_from_row(&row)
+    }
+
+    #[instrument(skip_all, fields(connector_id = %id))]
+    async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1"
+            ))
+            .await
+            .map_err(translate)?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => connector_from_row(&row),
+            None => Err(StoreError::ConnectorNotFound(id.to_owned())),
+        }
+    }
+
+    #[instrument(skip_all, fields(query = %filter.query, region = %filter.region))]
+    async fn list_connectors(
+        &self,
+        filter: &SearchFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let search = SearchSql::new(filter);
+        let client = self.client().await?;
+
+        let mut sql = format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {}",
+            search.condition
+        );
+        let mut params = search.params();
+        if let Some(after) = after {
+            sql.push_str(&format!(
+                " AND (name, id) > (${}, ${})",
+                params.len() + 1,
+                params.len() + 2
+            ));
+            params.push(&after.name);
+            params.push(&after.id);
+        }
+        // One extra row tells whether another page follows.
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        sql.push_str(&format!(" ORDER BY name, id LIMIT ${}", params.len() + 1));
+        params.push(&fetch);
+
+        let statement = client.prepare_cached(&sql).await.map_err(translate)?;
+        let rows = client.query(&statement, &params).await.map_err(translate)?;
+        let more = rows.len() > limit;
+        let connectors = rows
+            .iter()
+            .take(limit)
+            .map(connector_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let count = client
+            .prepare_cached(&format!(
+                "SELECT count(*) FROM connectors WHERE {}",
+                search.condition
+            ))
+            .await
+            .map_err(translate)?;
+        let total: i64 = client
+            .query_one(&count, &search.params())
+            .await
+            .map_err(translate)?
+            .get(0);
+        Ok(Page {
+            connectors,
+            more,
+            total,
+        })
+    }
+
+    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
+    async fn start_connector(&self, request: &StartRequest) -> Result<CommandOutcome, StoreError> {
+        self.transition(Change::Start(request)).await
+    }
+
+    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
+    async fn pause_connector(&self, request: &PauseRequest) -> Result<CommandOutcome, StoreError> {
+        self.transition(Change::Pause(request)).await
+    }
+
+    #[instrument(skip_all, fields(command_id = %id))]
+    async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
+            ))
+            .await
+            .map_err(translate)?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => command_from_row(&row),
+            None => Err(StoreError::CommandNotFound(id.to_owned())),
+        }
+    }
+
+    async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT key FROM server_keys WHERE name = 'page_token'", &[])
+            .await
+            .map_err(translate)?;
+        Ok(row.get(0))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(translate)?;
+        Ok(())
+    }
+}
+
+/// The WHERE clause of a search and the values it binds, built so that each
+/// predicate can use its index (no `$1 = '' OR ...` catch-alls, which defeat
+/// the planner).
+struct SearchSql {
+    condition: String,
+    substring: String,
+    prefix: String,
+    region: String,
+    states: Vec<&'static str>,
+    has_query: bool,
+}
+
+impl SearchSql {
+    fn new(filter: &SearchFilter) -> Self {
+        let needle = escape_like(&filter.query.to_lowercase());
+        let has_query = !filter.query.is_empty();
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if has_query {
+            let (sub, pre) = (next(), next());
+            conditions.push(format!(
+                "(lower(name) LIKE ${sub} OR lower(project_name) LIKE ${sub}
+                  OR lower(id) LIKE ${pre} OR lower(project_id) LIKE ${pre}
+                  OR server_ip LIKE ${pre})"
+            ));
+        }
+        if !filter.region.is_empty() {
+            conditions.push(format!("region = ${}", next()));
+        }
+        if !filter.states.is_empty() {
+            conditions.push(format!("state = ANY(${})", next()));
+        }
+        if conditions.is_empty() {
+            conditions.push("TRUE".to_owned());
+        }
+        Self {
+            condition: conditions.join(" AND "),
+            substring: format!("%{needle}%"),
+            prefix: format!("{needle}%"),
+            region: filter.region.clone(),
+            states: filter.states.iter().map(|s| s.as_str()).collect(),
+            has_query,
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let mut params: Vec<&(dyn ToSql + Sync)> = Vec::new();
+        if self.has_query {
+            params.push(&self.substring);
+            params.push(&self.prefix);
+        }
+        if !self.region.is_empty() {
+            params.push(&self.region);
+        }
+        if !self.states.is_empty() {
+            params.push(&self.states);
+        }
+        params
+    }
+}
+
+/// Makes `text` match itself literally inside a LIKE pattern.
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Hides the password of a `postgres://user:password@host/db` URL or of a
+/// `password=...` key-value connection string, so the result can be logged.
+pub fn redact_url(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            let userinfo = &rest[..at];
+            if let Some(colon) = userinfo.find(':') {
+                return format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &userinfo[..colon],
+                    &rest[at..]
+                );
+            }
+        }
+        return url.to_owned();
+    }
+    url.split(' ')
+        .map(|part| {
+            if part.starts_with("password=") {
+                "password=***"
+            } else {
+                part
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Turns driver connection errors into one readable clause.
+fn describe_connect_error(message: &str) -> String {
+    message.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_hidden_in_both_url_forms() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/cc?sslmode=disable"),
+            "postgres://app:***@db:5432/cc?sslmode=disable"
+        );
+        assert_eq!(redact_url("postgres://app@db/cc"), "postgres://app@db/cc");
+        assert_eq!(
+            redact_url("host=db user=app password=s3cret dbname=cc"),
+            "host=db user=app password=*** dbname=cc"
+        );
+    }
+
+    #[test]
+    fn like_metacharacters_match_literally() {
+        assert_eq!(escape_like(r"10.0_1%\"), r"10.0\_1\%\\");
+    }
+}
