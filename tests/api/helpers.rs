@@ -1,0 +1,361 @@
+//! Test harness: a fresh PostgreSQL database per test, migrated, and the real
+//! server on a port-0 listener reached through the generated tonic client.
+
+use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
+use connector_control::server::{self, ServeOptions};
+use connector_control::store::PgStore;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+use tonic_types::{ErrorInfo, StatusExt};
+
+/// Where the tests find PostgreSQL when `DATABASE_URL` is unset.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+pub fn base_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.to_owned())
+}
+
+/// `url` pointing at database `name` instead (URL or key-value form).
+pub fn with_database(url: &str, name: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let (query, rest) = match url.find('?') {
+            Some(q) => (&url[q..], &url[..q]),
+            None => ("", url),
+        };
+        let authority_end = rest[scheme_end + 3..]
+            .find('/')
+            .map_or(rest.len(), |i| scheme_end + 3 + i);
+        format!("{}/{name}{query}", &rest[..authority_end])
+    } else {
+        format!("{url} dbname={name}")
+    }
+}
+
+async fn admin_client(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = match tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        Ok(pair) => pair,
+        Err(error) => panic!(
+            "cannot reach PostgreSQL at {url} ({error}). The tests need a PostgreSQL server: \
+             start one (`pg_ctlcluster 15 main start`, or `docker compose up -d postgres`) \
+             or point DATABASE_URL at one"
+        ),
+    };
+    tokio::spawn(connection);
+    client
+}
+
+/// A database of its own for one test, dropped (with its connections) when
+/// the test ends, pass or fail.
+pub struct TestDatabase {
+    pub name: String,
+    pub url: String,
+    admin_url: String,
+}
+
+impl TestDatabase {
+    pub async fn create() -> Self {
+        let admin_url = base_url();
+        let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
+        admin_client(&admin_url)
+            .await
+            .execute(&format!("CREATE DATABASE {name}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("creating test database {name}: {e}"));
+        let url = with_database(&admin_url, &name);
+        Self {
+            name,
+            url,
+            admin_url,
+        }
+    }
+
+    /// A direct connection, for arranging what only agents could report and
+    /// for checking what was (not) written.
+    pub async fn client(&self) -> tokio_postgres::Client {
+        admin_client(&self.url).await
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
+        // Drop runs inside the test's runtime; a thread with its own runtime
+        // can block on the async client.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(async {
+                    admin_client(&admin_url)
+                        .await
+                        .execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), &[])
+                        .await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(_))) && !std::thread::panicking() {
+            panic!("dropping test database {}: {dropped:?}", self.name);
+        }
+    }
+}
+
+/// A running server on its own database.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub client: ConnectorServiceClient<Channel>,
+    pub db: Arc<TestDatabase>,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_on(Arc::new(TestDatabase::create().await)).await
+}
+
+async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
+    let store = PgStore::connect(&db.url, 8)
+        .await
+        .expect("connecting the store");
+    store.migrate().await.expect("migrating");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+    let addr = listener.local_addr().unwrap();
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let options = ServeOptions {
+        max_wait: Duration::from_secs(30),
+    };
+    let server = tokio::spawn(server::serve(listener, store, options, async {
+        let _ = stop.await;
+    }));
+    let client = ConnectorServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connecting the client");
+    TestApp {
+        addr,
+        client,
+        db,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}
+
+impl TestApp {
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connecting")
+    }
+
+    /// Stops the server gracefully and starts a new one on the same database.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        spawn_on(self.db.clone()).await
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server
+                .await
+                .expect("server task panicked")
+                .expect("server failed");
+        }
+    }
+
+    pub async fn create(&self, connector: v1::Connector) -> v1::Connector {
+        self.client
+            .clone()
+            .create_connector(v1::CreateConnectorRequest {
+                connector: Some(connector),
+            })
+            .await
+            .expect("CreateConnector")
+            .into_inner()
+    }
+
+    pub async fn get(&self, id: &str) -> v1::Connector {
+        self.client
+            .clone()
+            .get_connector(v1::GetConnectorRequest { id: id.to_owned() })
+            .await
+            .expect("GetConnector")
+            .into_inner()
+    }
+
+    pub async fn start(
+        &self,
+        request: v1::StartConnectorRequest,
+    ) -> Result<v1::StartConnectorResponse, tonic::Status> {
+        self.client
+            .clone()
+            .start_connector(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn pause(
+        &self,
+        request: v1::PauseConnectorRequest,
+    ) -> Result<v1::PauseConnectorResponse, tonic::Status> {
+        self.client
+            .clone()
+            .pause_connector(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn list(
+        &self,
+        request: v1::ListConnectorsRequest,
+    ) -> Result<v1::ListConnectorsResponse, tonic::Status> {
+        self.client
+            .clone()
+            .list_connectors(request)
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Runs one SQL statement on the test database; returns rows affected.
+    pub async fn sql(&self, statement: &str) -> u64 {
+        self.db
+            .client()
+            .await
+            .execute(statement, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"))
+    }
+
+    /// Runs one query returning a single bigint.
+    pub async fn count(&self, query: &str) -> i64 {
+        self.db
+            .client()
+            .await
+            .query_one(query, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .get(0)
+    }
+
+    /// Sets what an agent would have reported: state and store range.
+    pub async fn observe(&self, id: &str, state: &str) {
+        let n = self
+            .sql(&format!(
+                "UPDATE connectors SET state = '{state}' WHERE id = '{id}'"
+            ))
+            .await;
+        assert_eq!(n, 1);
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
+}
+
+/// A valid connector to create; tests override what they care about.
+pub fn connector(id: &str, name: &str) -> v1::Connector {
+    v1::Connector {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        project_id: "proj-orders".to_owned(),
+        project_name: "Orders Replication".to_owned(),
+        kind: v1::ConnectorKind::IncrementalSync as i32,
+        source: Some(v1::Endpoint {
+            r#type: "MYSQL".to_owned(),
+            region: "eu-1".to_owned(),
+            address: "10.0.1.20:3306".to_owned(),
+        }),
+        destination: Some(v1::Endpoint {
+            r#type: "OCEANBASE".to_owned(),
+            region: "eu-2".to_owned(),
+            address: "10.0.2.30:2881".to_owned(),
+        }),
+        ..Default::default()
+    }
+}
+
+pub fn start_request(id: &str) -> v1::StartConnectorRequest {
+    v1::StartConnectorRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub fn pause_request(id: &str) -> v1::PauseConnectorRequest {
+    v1::PauseConnectorRequest {
+        id: id.to_owned(),
+        ..Default::default()
+    }
+}
+
+/// The ErrorInfo every error must carry, checked for our domain.
+pub fn error_info(status: &tonic::Status) -> ErrorInfo {
+    let info = status
+        .get_details_error_info()
+        .unwrap_or_else(|| panic!("no ErrorInfo in {status:?}"));
+    assert_eq!(info.domain, "connector.v1", "{status:?}");
+    info
+}
+
+/// Asserts code and reason; returns the status for further checks.
+#[track_caller]
+pub fn assert_error<T: std::fmt::Debug>(
+    result: Result<T, tonic::Status>,
+    code: tonic::Code,
+    reason: &str,
+) -> tonic::Status {
+    let status = result.expect_err("the call should have failed");
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(error_info(&status).reason, reason, "{status:?}");
+    status
+}
+
+/// The fields named by the BadRequest detail.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .unwrap_or_else(|| panic!("no BadRequest in {status:?}"))
+        .field_violations
+        .into_iter()
+        .map(|v| v.field)
+        .collect()
+}
+
+pub fn timestamp(time: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: time.timestamp(),
+        nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Polls `check` until it yields a value or `within` passes.
+pub async fn eventually<T, F, Fut>(within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

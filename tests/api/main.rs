@@ -1,0 +1,8 @@
+//! End-to-end tests: the real server on a port-0 listener, the generated
+//! tonic client, and a fresh PostgreSQL database per test.
+
+mod create;
+mod helpers;
+mod list;
+mod process;
+mod start_pause;

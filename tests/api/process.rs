@@ -1,0 +1,292 @@
+//! The server as a whole: restarts, the binary's start-up errors and
+//! signals, health and reflection.
+
+use crate::helpers::*;
+use connector_control::proto::v1;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client};
+
+const BIN: &str = env!("CARGO_BIN_EXE_connector-control");
+
+#[tokio::test]
+async fn data_and_page_tokens_survive_a_server_restart() {
+    let app = spawn_app().await;
+    app.create(connector("a", "a")).await;
+    app.create(connector("b", "b")).await;
+    let started = app.start(start_request("a")).await.unwrap();
+    let page = app
+        .list(v1::ListConnectorsRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    let app = app.restart().await;
+
+    assert_eq!(app.get("a").await, started.connector.unwrap());
+    let next = app
+        .list(v1::ListConnectorsRequest {
+            page_size: 1,
+            page_token: page.next_page_token,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(next.connectors[0].id, "b");
+    // The pending command is still there for agents to receive.
+    assert_eq!(
+        app.count("SELECT count(*) FROM commands WHERE status = 'PENDING'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test]
+async fn health_reports_serving_for_the_server_and_the_api() {
+    let app = spawn_app().await;
+    let mut health = health_client::HealthClient::new(app.channel().await);
+    for service in ["", "connector.v1.ConnectorService"] {
+        let status = health
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status;
+        assert_eq!(status, ServingStatus::Serving as i32, "service {service:?}");
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_the_api_in_both_protocol_versions() {
+    use tonic_reflection::pb::{v1 as r1, v1alpha as r1a};
+    let app = spawn_app().await;
+
+    let request = r1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(r1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut client = r1::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let mut responses = client
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    let Some(r1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        response.message_response
+    else {
+        panic!("unexpected reflection answer {response:?}");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(
+        names.contains(&"connector.v1.ConnectorService"),
+        "{names:?}"
+    );
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    // grpcurl 1.8 speaks v1alpha only; it must also resolve error details.
+    let request = r1a::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            r1a::server_reflection_request::MessageRequest::FileContainingSymbol(
+                "google.rpc.ErrorInfo".to_owned(),
+            ),
+        ),
+    };
+    let mut client =
+        r1a::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let mut responses = client
+        .server_reflection_info(tokio_stream_once(request))
+        .await
+        .unwrap()
+        .into_inner();
+    let response = responses.message().await.unwrap().unwrap();
+    assert!(
+        matches!(
+            response.message_response,
+            Some(r1a::server_reflection_response::MessageResponse::FileDescriptorResponse(_))
+        ),
+        "{response:?}"
+    );
+}
+
+/// A request stream of one message that stays open, as grpcurl's does.
+fn tokio_stream_once<T: Send + 'static>(item: T) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::once(async { item }).chain(futures::stream::pending())
+}
+
+use futures::StreamExt as _;
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_remove("DATABASE_URL");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("running the binary")
+}
+
+#[test]
+fn serve_with_an_unreachable_database_fails_with_one_line_naming_the_url() {
+    // Port 1 on loopback: nothing listens there.
+    let output = run(
+        &["serve", "--listen", "127.0.0.1:0"],
+        &[("DATABASE_URL", "postgres://app:s3cret@127.0.0.1:1/cc")],
+    );
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let error_lines: Vec<_> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(error_lines.len(), 1, "{stderr}");
+    assert!(
+        error_lines[0].contains("cannot connect to database postgres://app:***@127.0.0.1:1/cc"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn serve_without_a_database_url_says_how_to_give_one() {
+    let output = run(&["serve"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--database-url"), "{stderr}");
+    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_with_a_missing_database_names_it() {
+    let url = with_database(&base_url(), "cc_test_does_not_exist");
+    let output = run(&["migrate"], &[("DATABASE_URL", &url)]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("database \"cc_test_does_not_exist\" does not exist"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn migrate_applies_the_migrations_and_exits() {
+    let db = TestDatabase::create().await;
+    let output = run(&["migrate"], &[("DATABASE_URL", &db.url)]);
+    assert!(output.status.success(), "{output:?}");
+    let client = db.client().await;
+    let tables: i64 = client
+        .query_one(
+            "SELECT count(*) FROM information_schema.tables
+             WHERE table_name IN ('connectors', 'commands', 'server_keys')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(tables, 3);
+    // Running it again is a no-op.
+    assert!(
+        run(&["migrate"], &[("DATABASE_URL", &db.url)])
+            .status
+            .success()
+    );
+}
+
+/// A `connector-control serve` child process on a free port.
+struct ServerProcess {
+    child: Child,
+    addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+}
+
+impl ServerProcess {
+    fn spawn(database_url: &str) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawning the server");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = ServerProcess {
+            child,
+            addr: String::new(),
+            log,
+        };
+        let line = process.wait_for_log("serving gRPC");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .expect("the serving line names the address")
+            .split_whitespace()
+            .next()
+            .unwrap();
+        process.addr = addr.to_owned();
+        process
+    }
+
+    fn wait_for_log(&mut self, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(error) => panic!("no log line containing {needle:?}: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn serve_finishes_calls_and_exits_cleanly_on_sigterm() {
+    let db = TestDatabase::create().await;
+    let mut server = ServerProcess::spawn(&db.url);
+    let mut client = v1::connector_service_client::ConnectorServiceClient::connect(format!(
+        "http://{}",
+        server.addr
+    ))
+    .await
+    .unwrap();
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("c1", "c1")),
+        })
+        .await
+        .unwrap();
+
+    let kill = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    server.wait_for_log("received SIGTERM");
+    let status = eventually(Duration::from_secs(30), || {
+        let status = server.child.try_wait().unwrap();
+        async move { status }
+    })
+    .await;
+    assert!(status.success(), "exit status {status:?}");
+    server.wait_for_log("stopped");
+}
