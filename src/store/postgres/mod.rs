@@ -80,12 +80,16 @@ impl PgStore {
             config,
             redacted_url,
         };
-        let _probe = store
-            .pool
-            .get()
+        // Probe with a plain connection: its errors say what went wrong
+        // (refused, unknown database, authentication) without pool wording.
+        let (probe, connection) = store
+            .config
+            .connect(NoTls)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe_connect_error(&e.to_string())))
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .with_context(|| format!("cannot connect to database {}", store.redacted_url))?;
+        drop(probe);
+        let _ = connection.await;
         Ok(store)
     }
 
@@ -102,7 +106,7 @@ impl PgStore {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", describe_connect_error(&e.to_string())))
+            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .with_context(context)?;
         let driver = tokio::spawn(connection);
         client
@@ -600,9 +604,17 @@ pub fn redact_url(url: &str) -> String {
         .join(" ")
 }
 
-/// Turns driver connection errors into one readable clause.
-fn describe_connect_error(message: &str) -> String {
-    message.replace('\n', " ")
+/// An error and its causes on one line, skipping wrapper messages that only
+/// repeat their cause ("db error: FATAL: database \"x\" does not exist").
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts = vec![error.to_string()];
+    let mut source = error.source();
+    while let Some(cause) = source {
+        parts.push(cause.to_string());
+        source = cause.source();
+    }
+    parts.retain(|part| part != "db error");
+    parts.join(": ").replace('\n', " ")
 }
 
 #[cfg(test)]
