@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Smoke test with the real grpcurl, as an on-call engineer would use it:
+# reflection (list, describe), health, a search, a start with a JSON body and
+# a rejected start whose error details must print as JSON.
+#
+# Needs: grpcurl on PATH, psql, a built binary (BIN, default
+# target/debug/connector-control), PostgreSQL at DATABASE_URL (default
+# postgres://postgres@127.0.0.1:5432/postgres). Uses a database of its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BIN=${BIN:-target/debug/connector-control}
+ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
+DB="cc_smoke_$$"
+case "$ADMIN_URL" in
+  *://*/*) SMOKE_URL="${ADMIN_URL%/*}/$DB" ;;
+  *) SMOKE_URL="$ADMIN_URL/$DB" ;;
+esac
+WORK=$(mktemp -d)
+passed=0
+
+cleanup() {
+  [[ -n "${SERVER_PID:-}" ]] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+  psql -q "$ADMIN_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+fail() {
+  echo "smoke: FAILED: $1" >&2
+  [[ -f "$WORK/out" ]] && { echo "--- output:" >&2; cat "$WORK/out" >&2; }
+  echo "--- server log:" >&2
+  cat "$WORK/server.log" >&2 || true
+  echo "smoke: $passed passed, 1 failed"
+  exit 1
+}
+
+# expect NAME PATTERN COMMAND...: runs COMMAND, requires PATTERN in its output.
+expect() {
+  local name=$1 pattern=$2
+  shift 2
+  "$@" >"$WORK/out" 2>&1 || true
+  grep -qF -- "$pattern" "$WORK/out" || fail "$name: expected '$pattern'"
+  passed=$((passed + 1))
+  echo "smoke: ok - $name"
+}
+
+psql -q "$ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
+
+"$BIN" serve --listen 127.0.0.1:0 --database-url "$SMOKE_URL" >"$WORK/server.log" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 300); do
+  ADDR=$(sed -n 's/.*serving gRPC addr=\([0-9.:]*\).*/\1/p' "$WORK/server.log")
+  [[ -n "$ADDR" ]] && break
+  kill -0 "$SERVER_PID" 2>/dev/null || fail "server exited during start-up"
+  sleep 0.1
+done
+[[ -n "${ADDR:-}" ]] || fail "server did not start within 30 s"
+
+G=(grpcurl -plaintext -max-time 10)
+SVC=connector.v1.ConnectorService
+
+expect "list services through reflection" "$SVC" "${G[@]}" "$ADDR" list
+expect "health is SERVING" '"status": "SERVING"' "${G[@]}" "$ADDR" grpc.health.v1.Health/Check
+expect "describe shows StartConnector" "rpc StartConnector" "${G[@]}" "$ADDR" describe "$SVC"
+expect "describe documents error reasons" "ERROR_REASON_PULL_BACK_OUT_OF_RANGE" \
+  "${G[@]}" "$ADDR" describe connector.v1.ErrorReason
+
+expect "create a connector" '"state": "CONNECTOR_STATE_STOPPED"' "${G[@]}" -d '{
+  "connector": {
+    "id": "orders-eu", "name": "orders to warehouse",
+    "project_id": "proj-orders", "project_name": "Orders",
+    "kind": "CONNECTOR_KIND_INCREMENTAL_SYNC",
+    "source": {"type": "MYSQL", "region": "eu-1", "address": "10.0.1.20:3306"},
+    "destination": {"type": "OCEANBASE", "region": "eu-2", "address": "10.0.2.30:2881"}
+  }}' "$ADDR" "$SVC/CreateConnector"
+
+expect "search by name" '"totalSize": 1' "${G[@]}" -d '{"query": "WAREHOUSE"}' \
+  "$ADDR" "$SVC/ListConnectors"
+
+expect "start with pull-back" '"status": "COMMAND_STATUS_PENDING"' "${G[@]}" -d '{
+  "id": "orders-eu", "pull_back_time": "2026-01-01T00:00:00Z", "request_id": "smoke-1"}' \
+  "$ADDR" "$SVC/StartConnector"
+
+expect "a second start explains itself" '"reason":"CONNECTOR_NOT_STOPPED"' "${G[@]}" \
+  -d '{"id": "orders-eu"}' "$ADDR" "$SVC/StartConnector"
+
+expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
+  "$ADDR" "$SVC/ListConnectors"
+
+kill -TERM "$SERVER_PID"
+wait "$SERVER_PID" || fail "server exited non-zero after SIGTERM"
+SERVER_PID=
+grep -q "stopped" "$WORK/server.log" || fail "no graceful stop in the server log"
+passed=$((passed + 1))
+echo "smoke: ok - graceful stop on SIGTERM"
+
+echo "smoke: $passed passed, 0 failed"
