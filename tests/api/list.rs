@@ -219,21 +219,44 @@ async fn region_and_state_filters_combine_with_the_query() {
     assert_eq!(page.total_size, 1);
 }
 
-#[tokio::test]
-async fn page_size_zero_means_fifty_and_large_sizes_are_capped_at_a_thousand() {
-    let app = spawn_app().await;
-    // 1005 connectors, inserted in bulk to keep the test quick.
-    app.sql(
+/// Inserts connectors bulk-FROM..=TO in one statement, to keep tests quick.
+async fn bulk_insert(app: &TestApp, from: u32, to: u32) {
+    app.sql(&format!(
         "INSERT INTO connectors (id, name, project_id, project_name, kind,
             source_type, source_region, source_address,
             destination_type, destination_region, destination_address,
             region, state, desired_state)
-         SELECT 'bulk-' || lpad(n::text, 4, '0'), 'bulk ' || lpad(n::text, 4, '0'), 'p', 'P',
+         SELECT 'bulk-' || lpad(n::text, 5, '0'), 'bulk ' || lpad(n::text, 5, '0'), 'p', 'P',
                 'FULL_MIGRATION', 'MYSQL', 'eu-1', 'h:1', 'MYSQL', 'eu-2', 'h:2',
                 'eu-2', 'STOPPED', 'STOPPED'
-         FROM generate_series(1, 1005) AS n",
-    )
+         FROM generate_series({from}, {to}) AS n"
+    ))
     .await;
+}
+
+#[tokio::test]
+async fn total_size_is_exact_up_to_ten_thousand_and_estimated_beyond() {
+    let app = spawn_app().await;
+    bulk_insert(&app, 1, 10_000).await;
+    let all = v1::ListConnectorsRequest {
+        query: "bulk".to_owned(),
+        page_size: 1,
+        ..Default::default()
+    };
+    assert_eq!(app.list(all.clone()).await.unwrap().total_size, 10_000);
+    bulk_insert(&app, 10_001, 12_000).await;
+    app.sql("ANALYZE connectors").await;
+    let estimated = app.list(all).await.unwrap().total_size;
+    assert!(
+        (10_001..=14_400).contains(&estimated),
+        "estimate {estimated} for 12000 matches"
+    );
+}
+
+#[tokio::test]
+async fn page_size_zero_means_fifty_and_large_sizes_are_capped_at_a_thousand() {
+    let app = spawn_app().await;
+    bulk_insert(&app, 1, 1005).await;
     let default = app
         .list(v1::ListConnectorsRequest::default())
         .await
@@ -259,11 +282,11 @@ async fn page_size_zero_means_fifty_and_large_sizes_are_capped_at_a_thousand() {
     assert_eq!(
         ids(&rest),
         [
-            "bulk-1001",
-            "bulk-1002",
-            "bulk-1003",
-            "bulk-1004",
-            "bulk-1005"
+            "bulk-01001",
+            "bulk-01002",
+            "bulk-01003",
+            "bulk-01004",
+            "bulk-01005"
         ]
     );
 }

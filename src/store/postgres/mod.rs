@@ -61,6 +61,15 @@ impl PgStore {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
         config.application_name("connector-control");
+        // Searches bind their LIKE patterns as parameters; a cached generic
+        // plan cannot use the prefix and trigram indexes for an unknown
+        // pattern and scans the table. Planning each execution with its real
+        // values costs well under a millisecond and keeps searches indexed.
+        let options = match config.get_options() {
+            Some(existing) => format!("{existing} -c plan_cache_mode=force_custom_plan"),
+            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+        };
+        config.options(&options);
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -420,7 +429,17 @@ impl Store for PgStore {
         }
         // One extra row tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        sql.push_str(&format!(" ORDER BY name, id LIMIT ${}", params.len() + 1));
+        // With a text query, order by an expression the (name, id) index
+        // cannot provide: the planner then collects the matches through the
+        // trigram and prefix indexes and keeps the top rows in a small heap.
+        // Walking the (name, id) index instead and filtering looks cheap to
+        // it, but costs a scan of the whole table when the matches sort late.
+        let order = if search.has_query {
+            "name || '', id"
+        } else {
+            "name, id"
+        };
+        sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", params.len() + 1));
         params.push(&fetch);
 
         let statement = client.prepare_cached(&sql).await.map_err(translate)?;
@@ -431,19 +450,7 @@ impl Store for PgStore {
             .take(limit)
             .map(connector_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-
-        let count = client
-            .prepare_cached(&format!(
-                "SELECT count(*) FROM connectors WHERE {}",
-                search.condition
-            ))
-            .await
-            .map_err(translate)?;
-        let total: i64 = client
-            .query_one(&count, &search.params())
-            .await
-            .map_err(translate)?
-            .get(0);
+        let total = count_matches(&client, &search).await?;
         Ok(Page {
             connectors,
             more,
@@ -494,6 +501,52 @@ impl Store for PgStore {
         client.simple_query("SELECT 1").await.map_err(translate)?;
         Ok(())
     }
+}
+
+/// Matches are counted exactly up to this many; past it, the planner's
+/// estimate is reported (as AIP-158 allows for `total_size`), so that a broad
+/// search over a million connectors does not pay for counting them all.
+pub const EXACT_COUNT_LIMIT: i64 = 10_000;
+
+async fn count_matches(client: &impl GenericClient, search: &SearchSql) -> Result<i64, StoreError> {
+    let params = search.params();
+    let count = client
+        .prepare_cached(&format!(
+            "SELECT count(*) FROM (SELECT 1 FROM connectors WHERE {} LIMIT {}) AS capped",
+            search.condition,
+            EXACT_COUNT_LIMIT + 1
+        ))
+        .await
+        .map_err(translate)?;
+    let exact: i64 = client
+        .query_one(&count, &params)
+        .await
+        .map_err(translate)?
+        .get(0);
+    if exact <= EXACT_COUNT_LIMIT {
+        return Ok(exact);
+    }
+    let explain = client
+        .prepare_cached(&format!(
+            "EXPLAIN SELECT 1 FROM connectors WHERE {}",
+            search.condition
+        ))
+        .await
+        .map_err(translate)?;
+    let plan = client.query(&explain, &params).await.map_err(translate)?;
+    let estimate = plan
+        .first()
+        .and_then(|row| row.try_get::<_, String>(0).ok())
+        .and_then(|line| estimated_rows(&line))
+        .unwrap_or(exact);
+    Ok(estimate.max(exact))
+}
+
+/// The `rows=N` estimate of the top line of a text-format plan.
+fn estimated_rows(plan_line: &str) -> Option<i64> {
+    let rest = &plan_line[plan_line.find(" rows=")? + " rows=".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 /// The WHERE clause of a search and the values it binds, built so that each
@@ -632,6 +685,15 @@ mod tests {
             redact_url("host=db user=app password=s3cret dbname=cc"),
             "host=db user=app password=*** dbname=cc"
         );
+    }
+
+    #[test]
+    fn plan_estimates_are_read_from_the_top_line() {
+        assert_eq!(
+            estimated_rows("Seq Scan on connectors  (cost=0.00..4.43 rows=166667 width=4)"),
+            Some(166_667)
+        );
+        assert_eq!(estimated_rows("Result"), None);
     }
 
     #[test]

@@ -41,6 +41,7 @@ CREATE TABLE connectors (
 CREATE INDEX connectors_name_id ON connectors (name, id);
 CREATE INDEX connectors_region_name_id ON connectors (region, name, id);
 CREATE INDEX connectors_state_name_id ON connectors (state, name, id);
+CREATE INDEX connectors_region_state_name_id ON connectors (region, state, name, id);
 -- Search: case-insensitive substrings of names, prefixes of ids and IPs.
 CREATE INDEX connectors_name_trgm ON connectors USING gin (lower(name) gin_trgm_ops);
 CREATE INDEX connectors_project_name_trgm ON connectors USING gin (lower(project_name) gin_trgm_ops);

@@ -1,0 +1,224 @@
+//! ListConnectors at scale: N connectors (default 1,000,000; set
+//! BENCH_CONNECTORS) in a fresh PostgreSQL database, each kind of search
+//! timed through the real gRPC server, reported against GetConnector (a
+//! primary-key lookup) measured in the same run.
+//!
+//!     cargo bench --bench search
+//!
+//! Needs PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+
+use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
+use connector_control::server::{self, ServeOptions};
+use connector_control::store::PgStore;
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
+
+const ITERATIONS: usize = 60;
+const WARMUP: usize = 5;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let count: u64 = std::env::var("BENCH_CONNECTORS")
+        .ok()
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
+    let admin_url = std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    let name = format!("cc_bench_{}", uuid::Uuid::new_v4().simple());
+    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    admin
+        .execute(&format!("CREATE DATABASE {name}"), &[])
+        .await?;
+    let result = run(&admin_url, &name, count).await;
+    admin
+        .execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[])
+        .await?;
+    result
+}
+
+async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
+    let url = match admin_url.rfind('/') {
+        Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
+            format!("{}/{name}", &admin_url[..i])
+        }
+        _ => format!("{admin_url}/{name}"),
+    };
+    let store = PgStore::connect(&url, 16).await?;
+    store.migrate().await?;
+
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    let loading = Instant::now();
+    // A fleet shaped like a real one: 5,000 projects, 6 regions, servers in
+    // 10.x.y.z, a mix of states and kinds.
+    db.batch_execute(&format!(
+        "INSERT INTO connectors (id, name, project_id, project_name, kind,
+            source_type, source_region, source_address,
+            destination_type, destination_region, destination_address,
+            region, server_ip, state, desired_state)
+         SELECT 'conn-' || lpad(n::text, 7, '0'),
+                (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
+                    || '-' || substr(md5(n::text), 1, 8) || ' to warehouse',
+                'proj-' || (n % 5000),
+                'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5] || ' ' || (n % 5000),
+                CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END,
+                'MYSQL', 'eu-1', '10.200.0.1:3306',
+                'OCEANBASE', (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6], '10.201.0.1:2881',
+                (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6],
+                '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256),
+                (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6],
+                'RUNNING'
+         FROM generate_series(1, {count}) AS n;
+         ANALYZE connectors;"
+    ))
+    .await?;
+    println!("loaded {count} connectors in {:.1?}", loading.elapsed());
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(server::serve(
+        listener,
+        store,
+        ServeOptions::default(),
+        std::future::pending(),
+    ));
+    let client = ConnectorServiceClient::connect(format!("http://{addr}")).await?;
+
+    let some_id = format!("conn-{:07}", count / 2 + 42);
+    let baseline = time("GetConnector by id (baseline)", &client, |mut c| {
+        let id = some_id.clone();
+        async move {
+            c.get_connector(v1::GetConnectorRequest { id })
+                .await
+                .map(|_| 1)
+        }
+    })
+    .await?;
+
+    let deep_token = {
+        let mut c = client.clone();
+        c.list_connectors(v1::ListConnectorsRequest {
+            query: "orders".to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .next_page_token
+    };
+
+    let searches: Vec<(&str, v1::ListConnectorsRequest)> = vec![
+        (
+            "first page, no filter",
+            v1::ListConnectorsRequest::default(),
+        ),
+        ("name substring, rare (\"3f2a9\")", query("3f2a9")),
+        ("name substring, common (\"orders\")", query("orders")),
+        (
+            "second page of \"orders\" (keyset)",
+            v1::ListConnectorsRequest {
+                query: "orders".to_owned(),
+                page_size: 50,
+                page_token: deep_token,
+                ..Default::default()
+            },
+        ),
+        ("project name (\"cobalt 4242\")", query("cobalt 4242")),
+        ("connector id prefix (\"conn-00424\")", query("conn-00424")),
+        ("project id exact (\"proj-4242\")", query("proj-4242")),
+        ("server IP exact (\"10.6.121.66\")", query("10.6.121.66")),
+        ("server IP prefix (\"10.6.121.\")", query("10.6.121.")),
+        (
+            "region filter (\"ap-2\")",
+            v1::ListConnectorsRequest {
+                region: "ap-2".to_owned(),
+                ..Default::default()
+            },
+        ),
+        (
+            "state filter (FAILED) + region",
+            v1::ListConnectorsRequest {
+                region: "us-1".to_owned(),
+                states: vec![v1::ConnectorState::Failed as i32],
+                ..Default::default()
+            },
+        ),
+    ];
+    println!();
+    println!(
+        "{:<42} {:>9} {:>9} {:>9} {:>12}",
+        "ListConnectors search", "matches", "p50 ms", "p99 ms", "p50 / Get"
+    );
+    for (label, request) in searches {
+        let stats = time(label, &client, |mut c| {
+            let request = request.clone();
+            async move {
+                c.list_connectors(request)
+                    .await
+                    .map(|r| r.into_inner().total_size as i64)
+            }
+        })
+        .await?;
+        println!(
+            "{label:<42} {:>9} {:>9.2} {:>9.2} {:>11.1}x",
+            stats.matches,
+            ms(stats.p50),
+            ms(stats.p99),
+            stats.p50.as_secs_f64() / baseline.p50.as_secs_f64()
+        );
+    }
+    println!(
+        "\nbaseline GetConnector: p50 {:.2} ms, p99 {:.2} ms ({count} connectors, {ITERATIONS} calls each)",
+        ms(baseline.p50),
+        ms(baseline.p99)
+    );
+    Ok(())
+}
+
+fn query(text: &str) -> v1::ListConnectorsRequest {
+    v1::ListConnectorsRequest {
+        query: text.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+struct Stats {
+    p50: Duration,
+    p99: Duration,
+    matches: i64,
+}
+
+async fn time<F, Fut>(
+    label: &str,
+    client: &ConnectorServiceClient<Channel>,
+    call: F,
+) -> anyhow::Result<Stats>
+where
+    F: Fn(ConnectorServiceClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<i64, tonic::Status>>,
+{
+    let mut matches = 0;
+    for _ in 0..WARMUP {
+        matches = call(client.clone())
+            .await
+            .map_err(|e| anyhow::anyhow!("{label}: {e}"))?;
+    }
+    let mut samples = Vec::with_capacity(ITERATIONS);
+    for _ in 0..ITERATIONS {
+        let started = Instant::now();
+        call(client.clone()).await?;
+        samples.push(started.elapsed());
+    }
+    samples.sort();
+    Ok(Stats {
+        p50: samples[samples.len() / 2],
+        p99: samples[(samples.len() * 99 / 100).min(samples.len() - 1)],
+        matches,
+    })
+}
