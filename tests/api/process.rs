@@ -290,3 +290,67 @@ async fn serve_finishes_calls_and_exits_cleanly_on_sigterm() {
     assert!(status.success(), "exit status {status:?}");
     server.wait_for_log("stopped");
 }
+
+#[tokio::test]
+async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "c1")).await;
+    let admin = {
+        let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    let name = &app.db.name;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+
+    let status = assert_error(
+        app.start(start_request("c1")).await,
+        tonic::Code::Unavailable,
+        "STORE_UNAVAILABLE",
+    );
+    assert!(status.message().contains("nothing was changed"));
+    assert!(
+        !status.message().contains(name.as_str()),
+        "no internals leak"
+    );
+
+    let mut health = health_client::HealthClient::new(app.channel().await);
+    let check = HealthCheckRequest {
+        service: "connector.v1.ConnectorService".to_owned(),
+    };
+    eventually(Duration::from_secs(20), || {
+        let (mut health, check) = (health.clone(), check.clone());
+        async move {
+            let status = health.check(check).await.unwrap().into_inner().status;
+            (status == ServingStatus::NotServing as i32).then_some(())
+        }
+    })
+    .await;
+
+    admin
+        .execute(
+            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
+            &[],
+        )
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(20), || {
+        let (mut health, check) = (health.clone(), check.clone());
+        async move {
+            let status = health.check(check).await.unwrap().into_inner().status;
+            (status == ServingStatus::Serving as i32).then_some(())
+        }
+    })
+    .await;
+    // Nothing was half-written by the failed start.
+    assert_eq!(app.get("c1").await.generation, 0);
+    health.check(check).await.unwrap();
+}

@@ -582,8 +582,13 @@ impl SearchSql {
         if !filter.region.is_empty() {
             conditions.push(format!("region = ${}", next()));
         }
-        if !filter.states.is_empty() {
-            conditions.push(format!("state = ANY(${})", next()));
+        // One state is bound as a plain equality: the planner can then read
+        // the (region, state, name, id) index in order, which it does not do
+        // for `= ANY(array)`.
+        match filter.states.len() {
+            0 => {}
+            1 => conditions.push(format!("state = ${}", next())),
+            _ => conditions.push(format!("state = ANY(${})", next())),
         }
         if conditions.is_empty() {
             conditions.push("TRUE".to_owned());
@@ -607,8 +612,10 @@ impl SearchSql {
         if !self.region.is_empty() {
             params.push(&self.region);
         }
-        if !self.states.is_empty() {
-            params.push(&self.states);
+        match self.states.as_slice() {
+            [] => {}
+            [state] => params.push(state),
+            _ => params.push(&self.states),
         }
         params
     }
