@@ -54,23 +54,28 @@ async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
     // A fleet shaped like a real one: 5,000 projects, 6 regions, servers in
     // 10.x.y.z, a mix of states and kinds.
     db.batch_execute(&format!(
-        "INSERT INTO connectors (id, name, project_id, project_name, kind,
-            source_type, source_region, source_address,
+        "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
+            project_name_folded, kind, source_type, source_region, source_address,
             destination_type, destination_region, destination_address,
             region, server_ip, state, desired_state)
-         SELECT 'conn-' || lpad(n::text, 7, '0'),
-                (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
-                    || '-' || substr(md5(n::text), 1, 8) || ' to warehouse',
-                'proj-' || (n % 5000),
-                'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5] || ' ' || (n % 5000),
-                CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END,
-                'MYSQL', 'eu-1', '10.200.0.1:3306',
-                'OCEANBASE', (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6], '10.201.0.1:2881',
-                (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6],
-                '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256),
-                (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6],
-                'RUNNING'
-         FROM generate_series(1, {count}) AS n;
+         SELECT id, name, project_id, project_name, lower(name), lower(project_name), kind,
+                'MYSQL', 'eu-1', '10.200.0.1:3306', 'OCEANBASE', region, '10.201.0.1:2881',
+                region, server_ip, state, 'RUNNING'
+         FROM (
+           SELECT 'conn-' || lpad(n::text, 7, '0') AS id,
+                  (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
+                      || '-' || substr(md5(n::text), 1, 8) || ' to warehouse' AS name,
+                  'proj-' || (n % 5000) AS project_id,
+                  'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5]
+                      || ' ' || (n % 5000) AS project_name,
+                  CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END AS kind,
+                  (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6] AS region,
+                  '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)
+                      AS server_ip,
+                  (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6]
+                      AS state
+           FROM generate_series(1, {count}) AS n
+         ) AS fleet;
          ANALYZE connectors;"
     ))
     .await?;
@@ -115,6 +120,7 @@ async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
             v1::ListConnectorsRequest::default(),
         ),
         ("name substring, rare (\"3f2a9\")", query("3f2a9")),
+        ("one-letter query (\"a\")", query("a")),
         ("name substring, common (\"orders\")", query("orders")),
         (
             "second page of \"orders\" (keyset)",

@@ -12,9 +12,14 @@ cd "$(dirname "$0")/.."
 BIN=${BIN:-target/debug/connector-control}
 ADMIN_URL=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 DB="cc_smoke_$$"
-case "$ADMIN_URL" in
-  *://*/*) SMOKE_URL="${ADMIN_URL%/*}/$DB" ;;
-  *) SMOKE_URL="$ADMIN_URL/$DB" ;;
+# The same server and options, another database (URL or key-value form).
+BASE=${ADMIN_URL%%\?*}
+QUERY=""
+[[ "$ADMIN_URL" == *\?* ]] && QUERY="?${ADMIN_URL#*\?}"
+case "$BASE" in
+  *://*/*) SMOKE_URL="${BASE%/*}/$DB$QUERY" ;;
+  *://*) SMOKE_URL="$BASE/$DB$QUERY" ;;
+  *) SMOKE_URL="$ADMIN_URL dbname=$DB" ;;
 esac
 WORK=$(mktemp -d)
 passed=0
@@ -47,7 +52,8 @@ expect() {
 
 psql -q "$ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 
-"$BIN" serve --listen 127.0.0.1:0 --database-url "$SMOKE_URL" >"$WORK/server.log" 2>&1 &
+# The URL goes through the environment: a command line is visible in `ps`.
+DATABASE_URL="$SMOKE_URL" "$BIN" serve --listen 127.0.0.1:0 >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do
   ADDR=$(sed -n 's/.*serving gRPC addr=\([0-9.:]*\).*/\1/p' "$WORK/server.log")

@@ -55,7 +55,13 @@ pub async fn serve<S: Store>(
         .page_token_key()
         .await
         .context("reading the page token key (are migrations applied?)")?;
-    let api = ConnectorApi::new(store.clone(), PageTokenCodec::new(key), options.max_wait);
+    let (draining_tx, draining) = tokio::sync::watch::channel(false);
+    let api = ConnectorApi::new(
+        store.clone(),
+        PageTokenCodec::new(key),
+        options.max_wait,
+        draining,
+    );
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -87,6 +93,7 @@ pub async fn serve<S: Store>(
             async move {
                 shutdown.await;
                 info!("shutting down: finishing calls in flight");
+                let _ = draining_tx.send(true);
                 set_health(&draining, ServingStatus::NotServing).await;
             },
         )

@@ -21,13 +21,23 @@ pub enum ApiError {
     InvalidPageToken(#[from] PageTokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("command {command_id} not confirmed before the deadline")]
+    #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
         command_id: String,
         kind: CommandKind,
         region: String,
+        end: WaitEnd,
     },
+}
+
+/// Why a `wait: true` call stopped waiting without a confirmation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WaitEnd {
+    /// The caller's deadline (or the server's `--max-wait`) passed.
+    Deadline,
+    /// The server is shutting down.
+    Draining,
 }
 
 impl From<Rejection> for ApiError {
@@ -90,13 +100,18 @@ impl From<ApiError> for Status {
                 command_id,
                 kind,
                 region,
+                end,
             } => status(
                 Code::DeadlineExceeded,
                 ErrorReason::CommandNotConfirmed,
                 format!(
                     "no agent confirmed the {kind} command {command_id} of connector {connector_id} \
-                     before the deadline; it stays pending and is delivered once an agent in region \
-                     {region} takes it: check with GetConnector, or call again with a longer deadline"
+                     {}; it stays pending and is delivered once an agent in region {region} takes \
+                     it: check with GetConnector, or retry with the same request_id to wait again",
+                    match end {
+                        WaitEnd::Deadline => "before the deadline",
+                        WaitEnd::Draining => "before this server began shutting down",
+                    }
                 ),
                 &[("connector_id", connector_id), ("command_id", command_id)],
                 no_details,
@@ -134,7 +149,9 @@ fn store_status(error: StoreError) -> Status {
             status(
                 Code::Unavailable,
                 ErrorReason::StoreUnavailable,
-                "the database is unavailable; nothing was changed, retry shortly".to_owned(),
+                "the database is unavailable; retry shortly (a Start or Pause retried with the same \
+                 request_id takes effect at most once)"
+                    .to_owned(),
                 &[],
                 no_details,
             )

@@ -4,15 +4,16 @@
 mod convert;
 mod error;
 
-pub use error::ApiError;
+pub use error::{ApiError, WaitEnd};
 
-use crate::domain::{Command, CommandKind, Cursor, PageTokenCodec};
+use crate::domain::{CommandKind, Cursor, PageTokenCodec};
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::{CommandOutcome, Store};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
-use tracing::{Span, info, instrument};
+use tracing::{Span, info, instrument, warn};
 
 /// How often a `wait: true` call re-reads its command.
 const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,16 +24,24 @@ pub struct ConnectorApi<S> {
     store: S,
     tokens: PageTokenCodec,
     max_wait: Duration,
+    draining: watch::Receiver<bool>,
 }
 
 impl<S: Store> ConnectorApi<S> {
     /// `max_wait` bounds a `wait: true` call that carries no deadline of
-    /// its own.
-    pub fn new(store: S, tokens: PageTokenCodec, max_wait: Duration) -> Self {
+    /// its own; `draining` turning true ends every wait at once, so that a
+    /// shutdown is not held up by calls waiting for agents.
+    pub fn new(
+        store: S,
+        tokens: PageTokenCodec,
+        max_wait: Duration,
+        draining: watch::Receiver<bool>,
+    ) -> Self {
         Self {
             store,
             tokens,
             max_wait,
+            draining,
         }
     }
 
@@ -43,23 +52,32 @@ impl<S: Store> ConnectorApi<S> {
         outcome: CommandOutcome,
         deadline: Instant,
     ) -> Result<CommandOutcome, ApiError> {
-        let mut command = outcome.command;
+        let command = outcome.command.clone();
         if command.status.is_final() {
-            return Ok(CommandOutcome { command, ..outcome });
+            return Ok(outcome);
         }
-        let confirmed = tokio::time::timeout_at(deadline, async {
+        let poll = async {
             loop {
                 tokio::time::sleep(WAIT_POLL_INTERVAL).await;
-                command = self.store.get_command(&command.id).await?;
-                if command.status.is_final() {
-                    return Ok::<Command, ApiError>(command.clone());
+                // The command is committed: a failed read is retried until
+                // the deadline rather than reported as a failed call.
+                match self.store.get_command(&command.id).await {
+                    Ok(latest) if latest.status.is_final() => return latest,
+                    Ok(_) => {}
+                    Err(error) => warn!(%error, "re-reading the command while waiting"),
                 }
             }
-        })
-        .await;
-        match confirmed {
+        };
+        let mut draining = self.draining.clone();
+        let end = tokio::select! {
+            confirmed = tokio::time::timeout_at(deadline, poll) => match confirmed {
+                Ok(command) => Ok(command),
+                Err(_elapsed) => Err(WaitEnd::Deadline),
+            },
+            _ = draining.wait_for(|draining| *draining) => Err(WaitEnd::Draining),
+        };
+        match end {
             Ok(command) => {
-                let command = command?;
                 let connector = self.store.get_connector(&command.connector_id).await?;
                 Ok(CommandOutcome {
                     connector,
@@ -67,11 +85,12 @@ impl<S: Store> ConnectorApi<S> {
                     replayed: outcome.replayed,
                 })
             }
-            Err(_elapsed) => Err(ApiError::NotConfirmed {
+            Err(end) => Err(ApiError::NotConfirmed {
                 connector_id: command.connector_id.clone(),
                 command_id: command.id.clone(),
                 kind: command.kind,
                 region: command.region.clone(),
+                end,
             }),
         }
     }

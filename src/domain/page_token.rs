@@ -18,7 +18,9 @@ const TAG_LEN: usize = 16;
 /// Why a page token was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PageTokenError {
-    #[error("page_token is not a token this service issued (altered or truncated)")]
+    #[error(
+        "page_token is not a token this service issued (altered or truncated); repeat the search from the first page"
+    )]
     Malformed,
     #[error(
         "page_token was issued for a different query, region or states; repeat the search from the first page"

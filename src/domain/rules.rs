@@ -158,11 +158,13 @@ pub fn decide_start(
     })
 }
 
-/// Decides a pause. The connector keeps its region: the pause goes where
-/// the start went.
+/// Decides a pause. It goes where the connector runs: its region, unless the
+/// pause supersedes a start that no agent received, whose region change
+/// never took effect (`undelivered_start_from` is the region before it).
 pub fn decide_pause(
     connector: &Connector,
     _request: &PauseRequest,
+    undelivered_start_from: Option<&str>,
 ) -> Result<Transition, Rejection> {
     if !matches!(
         connector.state,
@@ -177,7 +179,9 @@ pub fn decide_pause(
         state: ConnectorState::Pausing,
         desired_state: ConnectorState::Stopped,
         generation: connector.generation + 1,
-        region: connector.region.clone(),
+        region: undelivered_start_from
+            .unwrap_or(&connector.region)
+            .to_owned(),
         command_kind: CommandKind::Pause,
         pull_back_time: None,
     })

@@ -186,3 +186,24 @@ async fn get_with_an_empty_or_malformed_id_is_invalid_argument() {
         assert_eq!(violated_fields(&status), ["id"]);
     }
 }
+
+#[tokio::test]
+async fn of_concurrent_creates_with_one_id_exactly_one_succeeds() {
+    let app = spawn_app().await;
+    let calls = (0..10).map(|i| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .create_connector(v1::CreateConnectorRequest {
+                    connector: Some(connector("same", &format!("attempt {i}"))),
+                })
+                .await
+        }
+    });
+    let results = futures::future::join_all(calls).await;
+    let (created, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|r| r.is_ok());
+    assert_eq!(created.len(), 1);
+    for result in refused {
+        assert_error(result, Code::AlreadyExists, "CONNECTOR_ALREADY_EXISTS");
+    }
+}

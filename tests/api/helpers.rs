@@ -111,7 +111,7 @@ pub struct TestApp {
     pub addr: SocketAddr,
     pub client: ConnectorServiceClient<Channel>,
     pub db: Arc<TestDatabase>,
-    shutdown: Option<oneshot::Sender<()>>,
+    shutdown: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -140,7 +140,7 @@ async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
         addr,
         client,
         db,
-        shutdown: Some(shutdown),
+        shutdown: std::sync::Mutex::new(Some(shutdown)),
         server: Some(server),
     }
 }
@@ -160,10 +160,15 @@ impl TestApp {
         spawn_on(self.db.clone()).await
     }
 
-    pub async fn stop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
+    /// Asks the server to shut down gracefully, without waiting for it.
+    pub fn begin_shutdown(&self) {
+        if let Some(shutdown) = self.shutdown.lock().unwrap().take() {
             let _ = shutdown.send(());
         }
+    }
+
+    pub async fn stop(&mut self) {
+        self.begin_shutdown();
         if let Some(server) = self.server.take() {
             server
                 .await
@@ -259,9 +264,7 @@ impl TestApp {
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
+        self.begin_shutdown();
     }
 }
 

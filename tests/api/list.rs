@@ -222,12 +222,12 @@ async fn region_and_state_filters_combine_with_the_query() {
 /// Inserts connectors bulk-FROM..=TO in one statement, to keep tests quick.
 async fn bulk_insert(app: &TestApp, from: u32, to: u32) {
     app.sql(&format!(
-        "INSERT INTO connectors (id, name, project_id, project_name, kind,
+        "INSERT INTO connectors (id, name, project_id, project_name, name_folded, project_name_folded, kind,
             source_type, source_region, source_address,
             destination_type, destination_region, destination_address,
             region, state, desired_state)
          SELECT 'bulk-' || lpad(n::text, 5, '0'), 'bulk ' || lpad(n::text, 5, '0'), 'p', 'P',
-                'FULL_MIGRATION', 'MYSQL', 'eu-1', 'h:1', 'MYSQL', 'eu-2', 'h:2',
+                'bulk ' || lpad(n::text, 5, '0'), 'p', 'FULL_MIGRATION', 'MYSQL', 'eu-1', 'h:1', 'MYSQL', 'eu-2', 'h:2',
                 'eu-2', 'STOPPED', 'STOPPED'
          FROM generate_series({from}, {to}) AS n"
     ))
@@ -413,4 +413,58 @@ async fn a_page_token_from_another_search_is_rejected() {
         .await
         .unwrap();
     assert_eq!(next.connectors.len(), 2);
+}
+
+#[tokio::test]
+async fn search_folds_case_beyond_ascii() {
+    let app = spawn_app().await;
+    let mut apples = connector("c1", "Äpfel Bestellungen");
+    apples.project_name = "ÉCOLE Données".to_owned();
+    app.create(apples).await;
+    app.create(connector("c2", "apfel")).await;
+    assert_eq!(ids(&app.list(search("äpfel")).await.unwrap()), ["c1"]);
+    assert_eq!(ids(&app.list(search("ÄPFEL")).await.unwrap()), ["c1"]);
+    assert_eq!(ids(&app.list(search("école")).await.unwrap()), ["c1"]);
+}
+
+#[tokio::test]
+async fn a_page_token_accepts_the_same_search_written_differently() {
+    let app = spawn_app().await;
+    small_fleet(&app).await;
+    let first = app
+        .list(v1::ListConnectorsRequest {
+            query: "c".to_owned(),
+            states: vec![
+                v1::ConnectorState::Stopped as i32,
+                v1::ConnectorState::Running as i32,
+            ],
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let same = v1::ListConnectorsRequest {
+        query: " c ".to_owned(),
+        states: vec![
+            v1::ConnectorState::Running as i32,
+            v1::ConnectorState::Stopped as i32,
+            v1::ConnectorState::Running as i32,
+        ],
+        page_size: 1,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    };
+    assert_eq!(ids(&app.list(same).await.unwrap()), ["c3"]);
+    let other_states = v1::ListConnectorsRequest {
+        query: "c".to_owned(),
+        states: vec![v1::ConnectorState::Stopped as i32],
+        page_size: 1,
+        page_token: first.next_page_token,
+        ..Default::default()
+    };
+    assert_error(
+        app.list(other_states).await,
+        Code::InvalidArgument,
+        "INVALID_PAGE_TOKEN",
+    );
 }

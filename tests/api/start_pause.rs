@@ -547,3 +547,141 @@ async fn oversized_pause_reasons_and_malformed_request_ids_are_invalid_argument(
     assert_eq!(violated_fields(&status), ["reason", "request_id"]);
     assert_eq!(command_rows(&app, "c1").await, 0);
 }
+
+#[tokio::test]
+async fn start_and_pause_are_rejected_while_pausing_or_unknown() {
+    let app = app_with("c1").await;
+    for state in ["PAUSING", "UNKNOWN"] {
+        app.observe("c1", state).await;
+        let status = assert_error(
+            app.start(start_request("c1")).await,
+            Code::FailedPrecondition,
+            "CONNECTOR_NOT_STOPPED",
+        );
+        assert_eq!(error_info(&status).metadata["state"], state);
+        assert_error(
+            app.pause(pause_request("c1")).await,
+            Code::FailedPrecondition,
+            "CONNECTOR_NOT_RUNNING",
+        );
+    }
+    assert_eq!(command_rows(&app, "c1").await, 0);
+}
+
+#[tokio::test]
+async fn pull_back_exactly_to_the_earliest_time_is_accepted() {
+    let app = app_with("c1").await;
+    store_range(&app, "c1", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z").await;
+    app.start(v1::StartConnectorRequest {
+        pull_back_time: Some(timestamp("2026-01-01T00:00:00Z".parse().unwrap())),
+        ..start_request("c1")
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_pause_superseding_an_undelivered_start_goes_where_the_connector_was() {
+    let app = app_with("c1").await;
+    app.observe("c1", "FAILED").await;
+    let start = app
+        .start(v1::StartConnectorRequest {
+            region: "eu-1".to_owned(),
+            ..start_request("c1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(start.connector.unwrap().region, "eu-1");
+    let pause = app.pause(pause_request("c1")).await.unwrap();
+    assert_eq!(pause.command.unwrap().region, "eu-2");
+    assert_eq!(pause.connector.unwrap().region, "eu-2");
+}
+
+#[tokio::test]
+async fn a_start_retried_after_the_connector_moved_on_returns_the_first_command() {
+    let app = app_with("c1").await;
+    let request = v1::StartConnectorRequest {
+        request_id: "once".to_owned(),
+        ..start_request("c1")
+    };
+    let first = app.start(request.clone()).await.unwrap().command.unwrap();
+    app.observe("c1", "RUNNING").await;
+    let again = app.start(request).await.unwrap();
+    assert_eq!(again.command.unwrap(), first);
+    assert_eq!(
+        again.connector.unwrap().state,
+        v1::ConnectorState::Running as i32
+    );
+}
+
+#[tokio::test]
+async fn a_request_id_is_scoped_to_its_connector() {
+    let app = app_with("c1").await;
+    app.create(connector("c2", "c2")).await;
+    for id in ["c1", "c2"] {
+        let command = app
+            .start(v1::StartConnectorRequest {
+                request_id: "shared-key".to_owned(),
+                ..start_request(id)
+            })
+            .await
+            .unwrap()
+            .command
+            .unwrap();
+        assert_eq!(command.connector_id, id);
+    }
+}
+
+#[tokio::test]
+async fn start_and_pause_move_update_time_forward() {
+    let app = app_with("c1").await;
+    let created = app.get("c1").await.update_time.unwrap();
+    let started = app
+        .start(start_request("c1"))
+        .await
+        .unwrap()
+        .connector
+        .unwrap()
+        .update_time
+        .unwrap();
+    let paused = app
+        .pause(pause_request("c1"))
+        .await
+        .unwrap()
+        .connector
+        .unwrap()
+        .update_time
+        .unwrap();
+    let key = |t: &prost_types::Timestamp| (t.seconds, t.nanos);
+    assert!(key(&created) < key(&started), "{created:?} {started:?}");
+    assert!(key(&started) < key(&paused), "{started:?} {paused:?}");
+}
+
+#[tokio::test]
+async fn a_waiting_call_ends_with_an_explanation_when_the_server_shuts_down() {
+    let app = app_with("c1").await;
+    let mut client = app.client.clone();
+    let waiting = tokio::spawn(async move {
+        let mut request = tonic::Request::new(v1::StartConnectorRequest {
+            wait: true,
+            ..start_request("c1")
+        });
+        request.set_timeout(Duration::from_secs(60));
+        client.start_connector(request).await
+    });
+    eventually(Duration::from_secs(10), || async {
+        (command_rows(&app, "c1").await == 1).then_some(())
+    })
+    .await;
+    app.begin_shutdown();
+    let status = assert_error(
+        waiting.await.unwrap(),
+        Code::DeadlineExceeded,
+        "COMMAND_NOT_CONFIRMED",
+    );
+    assert!(
+        status.message().contains("shutting down"),
+        "{}",
+        status.message()
+    );
+}

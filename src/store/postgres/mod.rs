@@ -53,10 +53,12 @@ impl PgStore {
     /// Parses `url` and checks that the database answers. Errors name the
     /// URL with its password hidden.
     pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
-        let redacted_url = redact_url(url);
-        let mut config: tokio_postgres::Config = url
-            .parse()
-            .with_context(|| format!("invalid database URL {redacted_url}"))?;
+        // The URL itself is never shown: it may hold a password in places
+        // no redaction reliably finds (query string, odd characters).
+        let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
+            anyhow::anyhow!("invalid database URL (not shown: it may contain a password): {e}")
+        })?;
+        let redacted_url = describe(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -211,8 +213,9 @@ impl PgStore {
         let insert = tx
             .prepare_cached(&format!(
                 "INSERT INTO commands
-                   (id, connector_id, kind, pull_back_time, region, generation, request_id, reason, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'PENDING')
+                   (id, connector_id, kind, pull_back_time, region, previous_region, generation,
+                    request_id, reason, status)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING')
                  RETURNING {COMMAND_COLUMNS}"
             ))
             .await
@@ -227,6 +230,7 @@ impl PgStore {
                     &transition.command_kind.as_str(),
                     &transition.pull_back_time,
                     &transition.region,
+                    &connector.region,
                     &transition.generation,
                     &request_id,
                     &change.reason(),
@@ -319,7 +323,26 @@ impl<'a> Change<'a> {
                 };
                 Ok(rules::decide_start(connector, request, region_known)?)
             }
-            Change::Pause(request) => Ok(rules::decide_pause(connector, request)?),
+            Change::Pause(request) => {
+                let statement = client
+                    .prepare_cached(
+                        "SELECT previous_region FROM commands
+                         WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
+                         ORDER BY generation DESC LIMIT 1",
+                    )
+                    .await
+                    .map_err(translate)?;
+                let undelivered_start_from: Option<String> = client
+                    .query_opt(&statement, &[&connector.id])
+                    .await
+                    .map_err(translate)?
+                    .map(|row| row.get(0));
+                Ok(rules::decide_pause(
+                    connector,
+                    request,
+                    undelivered_start_from.as_deref(),
+                )?)
+            }
         }
     }
 }
@@ -348,11 +371,12 @@ impl Store for PgStore {
         let statement = client
             .prepare_cached(&format!(
                 "INSERT INTO connectors
-                   (id, name, project_id, project_name, kind,
+                   (id, name, project_id, project_name, name_folded, project_name_folded, kind,
                     source_type, source_region, source_address,
                     destination_type, destination_region, destination_address,
                     region, state, desired_state)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $10, 'STOPPED', 'STOPPED')
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
+                         'STOPPED', 'STOPPED')
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
             .await
@@ -365,6 +389,8 @@ impl Store for PgStore {
                     &new.name,
                     &new.project_id,
                     &new.project_name,
+                    &fold(&new.name),
+                    &fold(&new.project_name),
                     &new.kind.as_str(),
                     &new.source.kind,
                     &new.source.region,
@@ -429,12 +455,14 @@ impl Store for PgStore {
         }
         // One extra row tells whether another page follows.
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
-        // With a text query, order by an expression the (name, id) index
-        // cannot provide: the planner then collects the matches through the
-        // trigram and prefix indexes and keeps the top rows in a small heap.
-        // Walking the (name, id) index instead and filtering looks cheap to
-        // it, but costs a scan of the whole table when the matches sort late.
-        let order = if search.has_query {
+        // With a text query the trigram index can serve (3+ characters),
+        // order by an expression the (name, id) index cannot provide: the
+        // planner then collects the matches through the trigram and prefix
+        // indexes and keeps the top rows in a small heap. Walking the
+        // (name, id) index and filtering looks cheap to it, but scans the
+        // whole table when the matches sort late. Shorter queries match
+        // densely, so walking the index in order finds a page quickly.
+        let order = if search.selective_query {
             "name || '', id"
         } else {
             "name, id"
@@ -559,12 +587,16 @@ struct SearchSql {
     region: String,
     states: Vec<&'static str>,
     has_query: bool,
+    /// A query long enough for trigram lookups.
+    selective_query: bool,
 }
 
 impl SearchSql {
     fn new(filter: &SearchFilter) -> Self {
-        let needle = escape_like(&filter.query.to_lowercase());
+        let folded = fold(&filter.query);
+        let needle = escape_like(&folded);
         let has_query = !filter.query.is_empty();
+        let selective_query = folded.chars().count() >= 3;
         let mut conditions = Vec::new();
         let mut n = 0;
         let mut next = || {
@@ -574,7 +606,7 @@ impl SearchSql {
         if has_query {
             let (sub, pre) = (next(), next());
             conditions.push(format!(
-                "(lower(name) LIKE ${sub} OR lower(project_name) LIKE ${sub}
+                "(name_folded LIKE ${sub} OR project_name_folded LIKE ${sub}
                   OR lower(id) LIKE ${pre} OR lower(project_id) LIKE ${pre}
                   OR server_ip LIKE ${pre})"
             ));
@@ -600,6 +632,7 @@ impl SearchSql {
             region: filter.region.clone(),
             states: filter.states.iter().map(|s| s.as_str()).collect(),
             has_query,
+            selective_query,
         }
     }
 
@@ -621,6 +654,12 @@ impl SearchSql {
     }
 }
 
+/// The case-insensitive form that search compares: Unicode lower case, the
+/// same for stored names and for queries.
+fn fold(text: &str) -> String {
+    text.to_lowercase()
+}
+
 /// Makes `text` match itself literally inside a LIKE pattern.
 fn escape_like(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
@@ -633,35 +672,40 @@ fn escape_like(text: &str) -> String {
     out
 }
 
-/// Hides the password of a `postgres://user:password@host/db` URL or of a
-/// `password=...` key-value connection string, so the result can be logged.
-pub fn redact_url(url: &str) -> String {
-    if let Some(scheme_end) = url.find("://") {
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            let userinfo = &rest[..at];
-            if let Some(colon) = userinfo.find(':') {
-                return format!(
-                    "{}{}:***{}",
-                    &url[..scheme_end + 3],
-                    &userinfo[..colon],
-                    &rest[at..]
-                );
-            }
-        }
-        return url.to_owned();
-    }
-    url.split(' ')
-        .map(|part| {
-            if part.starts_with("password=") {
-                "password=***"
-            } else {
-                part
+/// A loggable form of the connection settings, `postgres://user:***@host:port/db`,
+/// built from the parsed configuration so that no password can slip through.
+pub fn describe(config: &tokio_postgres::Config) -> String {
+    use tokio_postgres::config::Host;
+    let user = config.get_user().unwrap_or("");
+    let password = if config.get_password().is_some() {
+        ":***"
+    } else {
+        ""
+    };
+    let at = if user.is_empty() && password.is_empty() {
+        ""
+    } else {
+        "@"
+    };
+    let ports = config.get_ports();
+    let hosts = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let name = match host {
+                Host::Tcp(name) => name.clone(),
+                Host::Unix(path) => path.display().to_string(),
+            };
+            match ports.get(i).or(ports.first()) {
+                Some(port) => format!("{name}:{port}"),
+                None => name,
             }
         })
         .collect::<Vec<_>>()
-        .join(" ")
+        .join(",");
+    let dbname = config.get_dbname().unwrap_or("");
+    format!("postgres://{user}{password}{at}{hosts}/{dbname}")
 }
 
 /// An error and its causes on one line, skipping wrapper messages that only
@@ -681,16 +725,31 @@ fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
+    fn described(url: &str) -> String {
+        describe(&url.parse().unwrap())
+    }
+
     #[test]
-    fn passwords_are_hidden_in_both_url_forms() {
+    fn passwords_are_never_described() {
         assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/cc?sslmode=disable"),
-            "postgres://app:***@db:5432/cc?sslmode=disable"
+            described("postgres://app:s3cret@db:5432/cc?sslmode=disable"),
+            "postgres://app:***@db:5432/cc"
         );
-        assert_eq!(redact_url("postgres://app@db/cc"), "postgres://app@db/cc");
         assert_eq!(
-            redact_url("host=db user=app password=s3cret dbname=cc"),
-            "host=db user=app password=*** dbname=cc"
+            described("postgres://app@db/cc"),
+            "postgres://app@db:5432/cc"
+        );
+        assert_eq!(
+            described("postgres://app:pa%2Fss@db/cc"),
+            "postgres://app:***@db:5432/cc"
+        );
+        assert_eq!(
+            described("postgres://db/cc?user=u&password=x"),
+            "postgres://u:***@db:5432/cc"
+        );
+        assert_eq!(
+            described("host=db user=app password='a b' dbname=cc"),
+            "postgres://app:***@db/cc"
         );
     }
 

@@ -10,6 +10,11 @@ CREATE TABLE connectors (
     name                 text COLLATE "C" NOT NULL,
     project_id           text COLLATE "C" NOT NULL,
     project_name         text COLLATE "C" NOT NULL,
+    -- Unicode lower-case forms of name and project_name, written by the
+    -- application (lower() under the "C" collation folds ASCII only); what
+    -- case-insensitive search matches against.
+    name_folded          text COLLATE "C" NOT NULL,
+    project_name_folded  text COLLATE "C" NOT NULL,
     kind                 text NOT NULL CHECK (kind IN ('INCREMENTAL_SYNC', 'FULL_MIGRATION')),
     source_type          text NOT NULL,
     source_region        text COLLATE "C" NOT NULL,
@@ -19,8 +24,9 @@ CREATE TABLE connectors (
     destination_address  text NOT NULL,
     -- Where it runs, or will run once started.
     region               text COLLATE "C" NOT NULL,
-    -- Observed: reported by the agent running it; '' until then.
-    server_ip            text COLLATE "C" NOT NULL DEFAULT '',
+    -- Observed: reported by the agent running it; '' until then. Stored in
+    -- lower case so that IPv6 prefixes match whatever case was reported.
+    server_ip            text COLLATE "C" NOT NULL DEFAULT '' CHECK (server_ip = lower(server_ip)),
     agent_id             text COLLATE "C" NOT NULL DEFAULT '',
     state                text NOT NULL CHECK (state IN
                            ('STOPPED', 'STARTING', 'RUNNING', 'PAUSING', 'FAILED', 'UNKNOWN')),
@@ -43,8 +49,8 @@ CREATE INDEX connectors_region_name_id ON connectors (region, name, id);
 CREATE INDEX connectors_state_name_id ON connectors (state, name, id);
 CREATE INDEX connectors_region_state_name_id ON connectors (region, state, name, id);
 -- Search: case-insensitive substrings of names, prefixes of ids and IPs.
-CREATE INDEX connectors_name_trgm ON connectors USING gin (lower(name) gin_trgm_ops);
-CREATE INDEX connectors_project_name_trgm ON connectors USING gin (lower(project_name) gin_trgm_ops);
+CREATE INDEX connectors_name_trgm ON connectors USING gin (name_folded gin_trgm_ops);
+CREATE INDEX connectors_project_name_trgm ON connectors USING gin (project_name_folded gin_trgm_ops);
 CREATE INDEX connectors_lower_id ON connectors (lower(id) text_pattern_ops);
 CREATE INDEX connectors_lower_project_id ON connectors (lower(project_id) text_pattern_ops);
 CREATE INDEX connectors_server_ip ON connectors (server_ip text_pattern_ops);
@@ -61,6 +67,9 @@ CREATE TABLE commands (
     kind               text NOT NULL CHECK (kind IN ('START', 'PAUSE')),
     pull_back_time     timestamptz,
     region             text COLLATE "C" NOT NULL,
+    -- The connector's region before this command: where a pause must go
+    -- when it supersedes a start that moved the connector but never ran.
+    previous_region    text COLLATE "C" NOT NULL,
     generation         bigint NOT NULL,
     request_id         text COLLATE "C",
     reason             text NOT NULL DEFAULT '',
