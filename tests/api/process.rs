@@ -6,6 +6,7 @@ use connector_control::proto::v1;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
+use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-control");
@@ -345,18 +346,8 @@ async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
         "no internals leak"
     );
 
-    let mut health = health_client::HealthClient::new(app.channel().await);
-    let check = HealthCheckRequest {
-        service: "connector.v1.ConnectorService".to_owned(),
-    };
-    eventually(Duration::from_secs(20), || {
-        let (mut health, check) = (health.clone(), check.clone());
-        async move {
-            let status = health.check(check).await.unwrap().into_inner().status;
-            (status == ServingStatus::NotServing as i32).then_some(())
-        }
-    })
-    .await;
+    let health = health_client::HealthClient::new(app.channel().await);
+    health_becomes(&health, ServingStatus::NotServing).await;
 
     admin
         .execute(
@@ -365,15 +356,22 @@ async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
         )
         .await
         .unwrap();
+    health_becomes(&health, ServingStatus::Serving).await;
+    // Nothing was half-written by the failed start.
+    assert_eq!(app.get("c1").await.generation, 0);
+}
+
+/// Waits until the health service reports `wanted` for ConnectorService.
+async fn health_becomes(health: &health_client::HealthClient<Channel>, wanted: ServingStatus) {
     eventually(Duration::from_secs(20), || {
-        let (mut health, check) = (health.clone(), check.clone());
+        let mut health = health.clone();
         async move {
+            let check = HealthCheckRequest {
+                service: "connector.v1.ConnectorService".to_owned(),
+            };
             let status = health.check(check).await.unwrap().into_inner().status;
-            (status == ServingStatus::Serving as i32).then_some(())
+            (status == wanted as i32).then_some(())
         }
     })
     .await;
-    // Nothing was half-written by the failed start.
-    assert_eq!(app.get("c1").await.generation, 0);
-    health.check(check).await.unwrap();
 }
