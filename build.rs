@@ -5,7 +5,10 @@
 
 use std::{env, path::PathBuf};
 
-const PROTOS: &[&str] = &["proto/connector/v1/connector.proto"];
+const PROTOS: &[&str] = &[
+    "proto/connector/v1/connector.proto",
+    "proto/connector/v1/agent.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
@@ -20,6 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
 
     tonic_prost_build::configure()
+        // The generated `connect(dst)` constructor would clash with the
+        // AgentService.Connect method; clients are built from a Channel.
+        .build_transport(false)
         .emit_rerun_if_changed(false)
         .compile_fds(descriptors)?;
     Ok(())

@@ -89,7 +89,10 @@ async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
         ServeOptions::default(),
         std::future::pending(),
     ));
-    let client = ConnectorServiceClient::connect(format!("http://{addr}")).await?;
+    let channel = Channel::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    let client = ConnectorServiceClient::new(channel);
 
     let some_id = format!("conn-{:07}", count / 2 + 42);
     let baseline = time("GetConnector by id (baseline)", &client, |mut c| {

@@ -56,6 +56,11 @@ pub struct ServeArgs {
     /// deadline, for example 30s or 2m.
     #[arg(long, env = "CONNECTOR_CONTROL_MAX_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
+
+    /// How often agents send heartbeats, for example 10s. An agent that
+    /// misses four is offline and its connectors show UNKNOWN.
+    #[arg(long, env = "CONNECTOR_CONTROL_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
 }
 
 impl DatabaseArgs {
@@ -88,8 +93,12 @@ impl Cli {
                 let listener = TcpListener::bind(args.listen)
                     .await
                     .with_context(|| format!("cannot listen on {}", args.listen))?;
+                if args.heartbeat_interval.is_zero() {
+                    bail!("--heartbeat-interval must be longer than zero");
+                }
                 let options = ServeOptions {
                     max_wait: args.max_wait,
+                    heartbeat_interval: args.heartbeat_interval,
                 };
                 server::serve(listener, store, options, shutdown_signal()).await
             }

@@ -8,6 +8,8 @@
 //!   migrations.
 //! - [`api`]: the tonic services, proto <-> domain conversion, and the one
 //!   mapping of errors to gRPC statuses.
+//! - [`fleet`]: agent sessions on this replica: command dispatch, coalesced
+//!   heartbeats, the liveness sweep.
 //! - [`server`]: assembles the gRPC server (API, health, reflection) and
 //!   shuts it down gracefully.
 //! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
@@ -17,6 +19,7 @@
 pub mod api;
 pub mod cli;
 pub mod domain;
+pub mod fleet;
 pub mod proto;
 pub mod server;
 pub mod store;

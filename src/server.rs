@@ -1,14 +1,19 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
-use crate::api::ConnectorApi;
+use crate::api::{AgentApi, ConnectorApi};
 use crate::domain::PageTokenCodec;
-use crate::proto::{self, v1::connector_service_server::ConnectorServiceServer};
-use crate::store::Store;
+use crate::fleet::Fleet;
+use crate::proto::{
+    self, v1::agent_service_server::AgentServiceServer,
+    v1::connector_service_server::ConnectorServiceServer,
+};
+use crate::store::{FleetStore, Store};
 use anyhow::Context;
 use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -29,23 +34,31 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeOptions {
     /// Upper bound of a `wait: true` call without a deadline of its own.
     pub max_wait: Duration,
+    /// How often agents send heartbeats; four missed ones make an agent
+    /// offline. Also the period of the heartbeat flush and liveness sweep.
+    pub heartbeat_interval: Duration,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_wait: Duration::from_secs(60),
+            heartbeat_interval: Duration::from_secs(10),
         }
     }
 }
 
 /// The service names the health service reports on: "" (the whole server)
 /// and each API service.
-const HEALTH_SERVICES: &[&str] = &["", "connector.v1.ConnectorService"];
+const HEALTH_SERVICES: &[&str] = &[
+    "",
+    "connector.v1.ConnectorService",
+    "connector.v1.AgentService",
+];
 
 /// Serves on an already-bound listener until `shutdown` completes, then
 /// stops accepting calls and lets the ones in flight finish.
-pub async fn serve<S: Store>(
+pub async fn serve<S: FleetStore>(
     listener: TcpListener,
     store: S,
     options: ServeOptions,
@@ -56,12 +69,18 @@ pub async fn serve<S: Store>(
         .await
         .context("reading the page token key (are migrations applied?)")?;
     let (draining_tx, draining) = tokio::sync::watch::channel(false);
+    let stopping = CancellationToken::new();
+    let fleet = Fleet::new(store.clone(), options.heartbeat_interval, stopping.clone());
+    let loops = fleet.spawn_loops();
     let api = ConnectorApi::new(
         store.clone(),
         PageTokenCodec::new(key),
         options.max_wait,
         draining,
+        fleet.signals(),
+        fleet.offline_after(),
     );
+    let agents = AgentApi::new(fleet.clone(), store.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -88,17 +107,23 @@ pub async fn serve<S: Store>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(ConnectorServiceServer::new(api))
+        .add_service(AgentServiceServer::new(agents))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 shutdown.await;
                 info!("shutting down: finishing calls in flight");
                 let _ = draining_tx.send(true);
+                // Agent streams end with `reconnect`, so the drain can finish.
+                stopping.cancel();
                 set_health(&draining, ServingStatus::NotServing).await;
             },
         )
         .await;
     probe.abort();
+    for task in loops {
+        task.abort();
+    }
     result.context("serving gRPC")?;
     info!("stopped");
     Ok(())

@@ -15,7 +15,7 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Larger page sizes are lowered to this.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-fn invalid(rpc: &'static str, violations: Violations) -> Result<(), ApiError> {
+pub(crate) fn invalid_request(rpc: &'static str, violations: Violations) -> Result<(), ApiError> {
     violations
         .finish()
         .map_err(|violations| ApiError::InvalidArgument { rpc, violations })
@@ -27,7 +27,7 @@ fn optional(value: &str) -> Option<String> {
 
 /// A well-formed timestamp: within the proto's valid range (years 1 to
 /// 9999), with nanos in [0, 1e9).
-fn timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
+pub(crate) fn timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
     const MIN_SECONDS: i64 = -62_135_596_800;
     const MAX_SECONDS: i64 = 253_402_300_799;
     if !(0..1_000_000_000).contains(&ts.nanos) {
@@ -132,7 +132,7 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
             "connector",
             "is required (name, project_id, project_name, kind, source, destination)",
         );
-        invalid("CreateConnector", violations)?;
+        invalid_request("CreateConnector", violations)?;
         unreachable!("a violation was added");
     };
     if !c.id.is_empty() {
@@ -151,7 +151,7 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
         "connector.destination",
         c.destination.as_ref(),
     );
-    invalid("CreateConnector", violations)?;
+    invalid_request("CreateConnector", violations)?;
     let id = if c.id.is_empty() {
         uuid::Uuid::now_v7().to_string()
     } else {
@@ -171,7 +171,7 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
 pub fn connector_id(rpc: &'static str, id: &str) -> Result<(), ApiError> {
     let mut violations = Violations::default();
     violations.check("id", validate::id(id));
-    invalid(rpc, violations)
+    invalid_request(rpc, violations)
 }
 
 /// A validated search: normalised filters and the page size to use.
@@ -208,7 +208,7 @@ pub fn list_query(request: v1::ListConnectorsRequest) -> Result<ListQuery, ApiEr
         0 => DEFAULT_PAGE_SIZE,
         size => (size as usize).min(MAX_PAGE_SIZE),
     };
-    invalid("ListConnectors", violations)?;
+    invalid_request("ListConnectors", violations)?;
     Ok(ListQuery {
         filter: SearchFilter {
             query,
@@ -247,7 +247,7 @@ pub fn start_request(
             Err(description) => violations.add("pull_back_time", description),
         }
     }
-    invalid("StartConnector", violations)?;
+    invalid_request("StartConnector", violations)?;
     Ok(StartRequest {
         connector_id: request.id.clone(),
         pull_back_time,
@@ -261,7 +261,7 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
     violations.check("id", validate::id(&request.id));
     violations.check("reason", validate::reason(&request.reason));
     violations.check("request_id", validate::request_id(&request.request_id));
-    invalid("PauseConnector", violations)?;
+    invalid_request("PauseConnector", violations)?;
     Ok(PauseRequest {
         connector_id: request.id.clone(),
         reason: request.reason.clone(),
@@ -355,4 +355,39 @@ pub fn command_to_proto(c: Command) -> v1::Command {
         complete_time: c.complete_time.map(timestamp_to_proto),
         reason: c.reason,
     }
+}
+
+pub fn agent_to_proto(a: crate::domain::Agent) -> v1::Agent {
+    v1::Agent {
+        id: a.id,
+        region: a.region,
+        server_ip: a.server_ip,
+        state: if a.online {
+            v1::AgentState::Online
+        } else {
+            v1::AgentState::Offline
+        } as i32,
+        last_heartbeat_time: Some(timestamp_to_proto(a.last_heartbeat_time)),
+        connectors: i32::try_from(a.connectors).unwrap_or(i32::MAX),
+        version: a.version,
+    }
+}
+
+pub fn region_to_proto(r: crate::domain::RegionSummary) -> v1::Region {
+    v1::Region {
+        name: r.name,
+        online_agents: i32::try_from(r.online_agents).unwrap_or(i32::MAX),
+        connectors: i32::try_from(r.connectors).unwrap_or(i32::MAX),
+    }
+}
+
+/// Validates an optional region filter.
+pub fn region_filter(rpc: &'static str, region: &str) -> Result<Option<String>, ApiError> {
+    if region.is_empty() {
+        return Ok(None);
+    }
+    let mut violations = Violations::default();
+    violations.check("region", validate::region(region));
+    invalid_request(rpc, violations)?;
+    Ok(Some(region.to_owned()))
 }

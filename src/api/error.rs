@@ -156,6 +156,13 @@ fn store_status(error: StoreError) -> Status {
                 no_details,
             )
         }
+        StoreError::Fenced { agent_id, epoch } => status(
+            Code::Aborted,
+            ErrorReason::SessionSuperseded,
+            format!("session {epoch} of agent {agent_id} was replaced by a newer session"),
+            &[("agent_id", agent_id)],
+            no_details,
+        ),
         error @ (StoreError::Internal(_) | StoreError::CommandNotFound(_)) => {
             tracing::error!(%error, "internal error");
             status(

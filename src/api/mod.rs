@@ -1,22 +1,29 @@
 //! The gRPC surface: request validation and conversion, the services, and
 //! the mapping of every failure to a status.
 
+pub(crate) mod agent_convert;
+mod agents;
 mod convert;
 mod error;
 
+pub use agents::AgentApi;
+pub use convert::command_to_proto;
 pub use error::{ApiError, WaitEnd};
 
 use crate::domain::{CommandKind, Cursor, PageTokenCodec};
+use crate::fleet::Signals;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
-use crate::store::{CommandOutcome, Store};
+use crate::store::{CommandOutcome, FleetStore};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Span, info, instrument, warn};
 
-/// How often a `wait: true` call re-reads its command.
-const WAIT_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a `wait: true` call re-reads its command when no completion
+/// on this replica woke it: the safety net for results that reach another
+/// replica.
+const WAIT_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The ConnectorService implementation over any `Store`.
 #[derive(Clone, Debug)]
@@ -25,23 +32,32 @@ pub struct ConnectorApi<S> {
     tokens: PageTokenCodec,
     max_wait: Duration,
     draining: watch::Receiver<bool>,
+    signals: Signals,
+    offline_after: Duration,
 }
 
-impl<S: Store> ConnectorApi<S> {
+impl<S: FleetStore> ConnectorApi<S> {
     /// `max_wait` bounds a `wait: true` call that carries no deadline of
     /// its own; `draining` turning true ends every wait at once, so that a
     /// shutdown is not held up by calls waiting for agents.
+    /// `signals` wakes the dispatcher after each accepted command and tells
+    /// waiting calls about completions; `offline_after` is the agents'
+    /// liveness bound, for ListRegions.
     pub fn new(
         store: S,
         tokens: PageTokenCodec,
         max_wait: Duration,
         draining: watch::Receiver<bool>,
+        signals: Signals,
+        offline_after: Duration,
     ) -> Self {
         Self {
             store,
             tokens,
             max_wait,
             draining,
+            signals,
+            offline_after,
         }
     }
 
@@ -56,9 +72,13 @@ impl<S: Store> ConnectorApi<S> {
         if command.status.is_final() {
             return Ok(outcome);
         }
+        let mut completions = self.signals.completions();
         let poll = async {
             loop {
-                tokio::time::sleep(WAIT_POLL_INTERVAL).await;
+                tokio::select! {
+                    _ = completions.changed() => {}
+                    _ = tokio::time::sleep(WAIT_POLL_INTERVAL) => {}
+                }
                 // The command is committed: a failed read is retried until
                 // the deadline rather than reported as a failed call.
                 match self.store.get_command(&command.id).await {
@@ -109,6 +129,14 @@ impl<S: Store> ConnectorApi<S> {
         Instant::now() + budget
     }
 
+    /// Logs the outcome and, for a new command, wakes the dispatcher.
+    fn accepted(&self, outcome: &CommandOutcome) {
+        if !outcome.replayed {
+            self.signals.wake(&outcome.command.region);
+        }
+        Self::record(outcome);
+    }
+
     fn record(outcome: &CommandOutcome) {
         let span = Span::current();
         span.record("command_id", outcome.command.id.as_str());
@@ -150,7 +178,22 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
 }
 
 #[tonic::async_trait]
-impl<S: Store> ConnectorService for ConnectorApi<S> {
+impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
+    #[instrument(name = "ListRegions", skip_all)]
+    async fn list_regions(
+        &self,
+        _request: Request<v1::ListRegionsRequest>,
+    ) -> Result<Response<v1::ListRegionsResponse>, Status> {
+        let regions = self
+            .store
+            .list_regions(self.offline_after)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ListRegionsResponse {
+            regions: regions.into_iter().map(convert::region_to_proto).collect(),
+        }))
+    }
+
     #[instrument(name = "CreateConnector", skip_all, fields(connector_id))]
     async fn create_connector(
         &self,
@@ -235,7 +278,7 @@ impl<S: Store> ConnectorService for ConnectorApi<S> {
             .start_connector(&start)
             .await
             .map_err(ApiError::from)?;
-        Self::record(&outcome);
+        self.accepted(&outcome);
         if message.wait {
             outcome = self.confirm(outcome, deadline).await?;
         }
@@ -262,7 +305,7 @@ impl<S: Store> ConnectorService for ConnectorApi<S> {
             .pause_connector(&pause)
             .await
             .map_err(ApiError::from)?;
-        Self::record(&outcome);
+        self.accepted(&outcome);
         if message.wait {
             outcome = self.confirm(outcome, deadline).await?;
         }

@@ -1,11 +1,15 @@
 //! Pure domain rules: connector and command types, validation, the start /
 //! pause state machine and page tokens. No I/O lives here.
 
+pub mod fleet;
 mod model;
 pub mod page_token;
 pub mod rules;
 pub mod validate;
 
+pub use fleet::{
+    Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Session,
+};
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};
 pub use rules::{Rejection, Transition};

@@ -4,9 +4,12 @@
 pub mod postgres;
 
 use crate::domain::{
-    Command, Connector, Cursor, NewConnector, PauseRequest, Rejection, SearchFilter, StartRequest,
+    Agent, Command, CommandReport, Connector, Cursor, Hello, NewConnector, ObservedStatus,
+    PauseRequest, RegionSummary, Rejection, SearchFilter, Session, StartRequest,
 };
+use chrono::{DateTime, Utc};
 use std::future::Future;
+use std::time::Duration;
 
 pub use postgres::PgStore;
 
@@ -26,6 +29,9 @@ pub enum StoreError {
     /// exhausted, server shutting down). Retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A newer session of the agent exists; this session's write was refused.
+    #[error("session {epoch} of agent {agent_id} was superseded")]
+    Fenced { agent_id: String, epoch: i64 },
     /// Anything else: a bug or a schema mismatch. Logged, never shown.
     #[error("store failure: {0}")]
     Internal(String),
@@ -93,4 +99,93 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A heartbeat kept in memory until the next flush.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub agent_id: String,
+    pub epoch: i64,
+    pub time: DateTime<Utc>,
+}
+
+/// What agent sessions need from persistence. Every write on behalf of a
+/// session is fenced: it fails with `StoreError::Fenced` once a newer
+/// session of the same agent exists. `offline_after` is how long an agent
+/// may stay silent before it counts as offline.
+pub trait FleetStore: Store {
+    /// Records a new session (bumping the agent's epoch), makes the
+    /// commands delivered to an earlier session pending again, and records
+    /// the connectors the hello reports.
+    fn open_session(
+        &self,
+        hello: &Hello,
+    ) -> impl Future<Output = Result<Session, StoreError>> + Send;
+
+    /// Marks the session's stream ended (no-op for a superseded session).
+    fn close_session(
+        &self,
+        session: &Session,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Applies reported statuses (see `domain::fleet::status_effect`).
+    fn record_statuses(
+        &self,
+        session: &Session,
+        statuses: &[ObservedStatus],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Writes the last heartbeat times kept in memory, in one statement;
+    /// entries of superseded sessions are skipped.
+    fn flush_heartbeats(
+        &self,
+        seen: &[Seen],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Marks up to `limit` pending commands DELIVERED to this session's
+    /// agent and returns them: commands of its region whose connector it
+    /// runs, or whose connector no online agent of the region runs when it
+    /// is the least loaded online agent there; at most one unanswered
+    /// command per connector, in generation order.
+    fn claim_commands(
+        &self,
+        session: &Session,
+        limit: usize,
+        offline_after: Duration,
+    ) -> impl Future<Output = Result<Vec<Command>, StoreError>> + Send;
+
+    /// Makes a claimed command pending again (it could not be sent).
+    fn release_command(
+        &self,
+        session: &Session,
+        command_id: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Completes a delivered command with the agent's result (see
+    /// `domain::fleet::result_effect`). None when the result is a duplicate,
+    /// late, or for a command this agent does not hold: nothing changes.
+    fn complete_command(
+        &self,
+        session: &Session,
+        report: &CommandReport,
+    ) -> impl Future<Output = Result<Option<Command>, StoreError>> + Send;
+
+    /// Agents silent for `offline_after`: their connectors that were running
+    /// or failed become UNKNOWN, their unanswered commands pending again.
+    /// Returns how many connectors became UNKNOWN.
+    fn sweep_offline(
+        &self,
+        offline_after: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    fn list_agents(
+        &self,
+        region: Option<&str>,
+        offline_after: Duration,
+    ) -> impl Future<Output = Result<Vec<Agent>, StoreError>> + Send;
+
+    fn list_regions(
+        &self,
+        offline_after: Duration,
+    ) -> impl Future<Output = Result<Vec<RegionSummary>, StoreError>> + Send;
 }

@@ -14,6 +14,9 @@ use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 use tonic_types::{ErrorInfo, StatusExt};
 
+/// The servers' heartbeat interval in tests.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+
 /// Where the tests find PostgreSQL when `DATABASE_URL` is unset.
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -129,13 +132,14 @@ async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
     let (shutdown, stop) = oneshot::channel::<()>();
     let options = ServeOptions {
         max_wait: Duration::from_secs(30),
+        // Short, so that liveness tests finish quickly; they wait on
+        // conditions, never on this value.
+        heartbeat_interval: HEARTBEAT_INTERVAL,
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;
     }));
-    let client = ConnectorServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connecting the client");
+    let client = ConnectorServiceClient::new(channel_to(&addr.to_string()).await);
     TestApp {
         addr,
         client,
@@ -147,11 +151,7 @@ async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
 
 impl TestApp {
     pub async fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr))
-            .unwrap()
-            .connect()
-            .await
-            .expect("connecting")
+        channel_to(&self.addr.to_string()).await
     }
 
     /// Stops the server gracefully and starts a new one on the same database.
@@ -268,6 +268,15 @@ impl Drop for TestApp {
     }
 }
 
+/// A gRPC channel to `addr` (host:port).
+pub async fn channel_to(addr: &str) -> Channel {
+    Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {addr}: {e}"))
+}
+
 /// A valid connector to create; tests override what they care about.
 pub fn connector(id: &str, name: &str) -> v1::Connector {
     v1::Connector {
@@ -360,5 +369,183 @@ where
             "condition not met within {within:?}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A hand-driven agent speaking the real protocol, for precise scenarios.
+pub struct TestAgent {
+    pub id: String,
+    pub welcome: v1::Welcome,
+    outbound: tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    inbound: tonic::Streaming<v1::ControlMessage>,
+}
+
+pub fn hello(agent_id: &str, region: &str, server_ip: &str) -> v1::Hello {
+    v1::Hello {
+        agent_id: agent_id.to_owned(),
+        instance_id: uuid::Uuid::new_v4().to_string(),
+        region: region.to_owned(),
+        server_ip: server_ip.to_owned(),
+        version: "test".to_owned(),
+        connectors: Vec::new(),
+    }
+}
+
+/// Opens a stream whose first message is `first`; the server's answer.
+pub async fn open_stream(
+    app: &TestApp,
+    first: v1::AgentMessage,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<v1::AgentMessage>,
+        tonic::Streaming<v1::ControlMessage>,
+    ),
+    tonic::Status,
+> {
+    use connector_control::proto::v1::agent_service_client::AgentServiceClient;
+    let (outbound, receiver) = tokio::sync::mpsc::channel(16);
+    // The hello is queued before the call is awaited, as agents must.
+    outbound.send(first).await.unwrap();
+    let mut client = AgentServiceClient::new(app.channel().await);
+    let response = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await?;
+    Ok((outbound, response.into_inner()))
+}
+
+impl TestAgent {
+    pub async fn connect(app: &TestApp, hello: v1::Hello) -> TestAgent {
+        let id = hello.agent_id.clone();
+        let first = v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Hello(hello)),
+        };
+        let (outbound, mut inbound) = open_stream(app, first).await.expect("Connect");
+        let welcome = match next_message(&mut inbound).await {
+            Ok(v1::control_message::Message::Welcome(welcome)) => welcome,
+            other => panic!("expected welcome, got {other:?}"),
+        };
+        TestAgent {
+            id,
+            welcome,
+            outbound,
+            inbound,
+        }
+    }
+
+    /// The next message from the control plane, or the stream's error.
+    pub async fn next(&mut self) -> Result<v1::control_message::Message, tonic::Status> {
+        next_message(&mut self.inbound).await
+    }
+
+    /// The next command; panics on anything else.
+    pub async fn next_command(&mut self) -> v1::Command {
+        match self.next().await {
+            Ok(v1::control_message::Message::Command(command)) => command,
+            other => panic!("agent {} expected a command, got {other:?}", self.id),
+        }
+    }
+
+    pub async fn send(&self, message: v1::agent_message::Message) {
+        self.outbound
+            .send(v1::AgentMessage {
+                message: Some(message),
+            })
+            .await
+            .expect("the stream is open");
+    }
+
+    pub async fn heartbeat(&self, sequence: i64, connectors: Vec<v1::ConnectorStatus>) {
+        self.send(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+            sequence,
+            connectors,
+        }))
+        .await;
+    }
+
+    /// Answers `command` as carried out, reporting the connector in `state`.
+    pub async fn succeed(&self, command: &v1::Command, state: v1::ConnectorState) {
+        self.send(v1::agent_message::Message::Result(v1::CommandResult {
+            command_id: command.id.clone(),
+            success: true,
+            status: Some(status(&command.connector_id, state, command.generation)),
+            ..Default::default()
+        }))
+        .await;
+    }
+
+    /// Like `fail`, on a stream that may already be closed.
+    pub async fn try_fail(&self, command: &v1::Command, reason: &str, message: &str) {
+        let _ = self
+            .outbound
+            .send(v1::AgentMessage {
+                message: Some(v1::agent_message::Message::Result(v1::CommandResult {
+                    command_id: command.id.clone(),
+                    success: false,
+                    error_reason: reason.to_owned(),
+                    error_message: message.to_owned(),
+                    status: None,
+                })),
+            })
+            .await;
+    }
+
+    pub async fn fail(&self, command: &v1::Command, reason: &str, message: &str) {
+        self.send(v1::agent_message::Message::Result(v1::CommandResult {
+            command_id: command.id.clone(),
+            success: false,
+            error_reason: reason.to_owned(),
+            error_message: message.to_owned(),
+            status: None,
+        }))
+        .await;
+    }
+}
+
+async fn next_message(
+    inbound: &mut tonic::Streaming<v1::ControlMessage>,
+) -> Result<v1::control_message::Message, tonic::Status> {
+    match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+        Ok(Ok(Some(message))) => Ok(message.message.expect("a message")),
+        Ok(Ok(None)) => Err(tonic::Status::unavailable("stream ended")),
+        Ok(Err(status)) => Err(status),
+        Err(_) => panic!("no control message within 10 s"),
+    }
+}
+
+pub fn status(
+    connector_id: &str,
+    state: v1::ConnectorState,
+    generation: i64,
+) -> v1::ConnectorStatus {
+    v1::ConnectorStatus {
+        connector_id: connector_id.to_owned(),
+        state: state as i32,
+        generation,
+        ..Default::default()
+    }
+}
+
+impl TestApp {
+    pub async fn command_status(&self, command_id: &str) -> String {
+        self.db
+            .client()
+            .await
+            .query_one("SELECT status FROM commands WHERE id = $1", &[&command_id])
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Waits until GetConnector satisfies `check`.
+    pub async fn connector_becomes(
+        &self,
+        id: &str,
+        check: impl Fn(&v1::Connector) -> bool,
+    ) -> v1::Connector {
+        eventually(Duration::from_secs(10), || async {
+            let connector = self.get(id).await;
+            check(&connector).then_some(connector)
+        })
+        .await
     }
 }

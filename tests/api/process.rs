@@ -287,12 +287,8 @@ async fn serve_exits_cleanly_on_sigint() {
 async fn serve_exits_cleanly_on(signal: &str, logged: &str) {
     let db = TestDatabase::create().await;
     let mut server = ServerProcess::spawn(&db.url);
-    let mut client = v1::connector_service_client::ConnectorServiceClient::connect(format!(
-        "http://{}",
-        server.addr
-    ))
-    .await
-    .unwrap();
+    let mut client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&server.addr).await);
     client
         .create_connector(v1::CreateConnectorRequest {
             connector: Some(connector("c1", "c1")),

@@ -3,6 +3,7 @@
 //! embedded with refinery.
 
 mod error;
+mod fleet;
 mod rows;
 
 use super::{CommandOutcome, Page, Store, StoreError};
@@ -347,13 +348,15 @@ impl<'a> Change<'a> {
     }
 }
 
-/// A region is known when some connector reads from, writes to or runs in it.
+/// A region is known when some connector reads from, writes to or runs in
+/// it, or some agent serves it.
 async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool, StoreError> {
     let statement = client
         .prepare_cached(
             "SELECT EXISTS (SELECT 1 FROM connectors WHERE destination_region = $1)
                  OR EXISTS (SELECT 1 FROM connectors WHERE source_region = $1)
-                 OR EXISTS (SELECT 1 FROM connectors WHERE region = $1)",
+                 OR EXISTS (SELECT 1 FROM connectors WHERE region = $1)
+                 OR EXISTS (SELECT 1 FROM agents WHERE region = $1)",
         )
         .await
         .map_err(translate)?;

@@ -1,0 +1,171 @@
+//! proto -> domain for what agents send, validated like operator requests.
+
+use super::convert::{invalid_request, timestamp};
+use super::error::ApiError;
+use crate::domain::fleet::reportable;
+use crate::domain::validate::{self, Violations};
+use crate::domain::{CommandReport, ConnectorState, Hello, ObservedStatus, TimeRange};
+use crate::proto::v1;
+use std::time::Duration;
+
+const MAX_INSTANCE_ID_LEN: usize = 128;
+const MAX_VERSION_LEN: usize = 64;
+const MAX_MESSAGE_LEN: usize = 4096;
+
+fn state(value: i32) -> Result<ConnectorState, String> {
+    let state = match v1::ConnectorState::try_from(value) {
+        Ok(v1::ConnectorState::Running) => ConnectorState::Running,
+        Ok(v1::ConnectorState::Stopped) => ConnectorState::Stopped,
+        Ok(v1::ConnectorState::Failed) => ConnectorState::Failed,
+        _ => {
+            return Err(format!(
+                "is {value}; agents report CONNECTOR_STATE_RUNNING, _STOPPED or _FAILED"
+            ));
+        }
+    };
+    debug_assert!(reportable(state));
+    Ok(state)
+}
+
+fn status(
+    violations: &mut Violations,
+    field: &str,
+    s: v1::ConnectorStatus,
+) -> Option<ObservedStatus> {
+    violations.check(
+        &format!("{field}.connector_id"),
+        validate::id(&s.connector_id),
+    );
+    let state = state(s.state)
+        .map_err(|e| violations.add(&format!("{field}.state"), e))
+        .ok();
+    let mut time = |name: &str, ts: Option<prost_types::Timestamp>| {
+        ts.and_then(|ts| {
+            timestamp(&ts)
+                .map_err(|e| violations.add(&format!("{field}.{name}"), e))
+                .ok()
+        })
+    };
+    let checkpoint_time = time("checkpoint_time", s.checkpoint_time);
+    let range = s.store_range.map(|r| {
+        (
+            time("store_range.earliest_time", r.earliest_time),
+            time("store_range.latest_time", r.latest_time),
+        )
+    });
+    let store_range = match range {
+        Some((Some(earliest), Some(latest))) if earliest <= latest => {
+            Some(TimeRange { earliest, latest })
+        }
+        Some(_) => {
+            violations.add(
+                &format!("{field}.store_range"),
+                "needs earliest_time and latest_time, earliest first",
+            );
+            None
+        }
+        None => None,
+    };
+    let latency = s.latency.and_then(|d| {
+        Duration::try_from(d)
+            .map_err(|_| violations.add(&format!("{field}.latency"), "must not be negative"))
+            .ok()
+    });
+    if s.generation < 0 {
+        violations.add(&format!("{field}.generation"), "must not be negative");
+    }
+    if s.message.chars().count() > MAX_MESSAGE_LEN {
+        violations.add(
+            &format!("{field}.message"),
+            format!("at most {MAX_MESSAGE_LEN} characters"),
+        );
+    }
+    Some(ObservedStatus {
+        connector_id: s.connector_id,
+        state: state?,
+        checkpoint_time,
+        latency,
+        store_range,
+        generation: s.generation,
+        message: s.message,
+    })
+}
+
+fn collect(
+    violations: &mut Violations,
+    field: &str,
+    statuses: Vec<v1::ConnectorStatus>,
+) -> Vec<ObservedStatus> {
+    statuses
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, s)| status(violations, &format!("{field}[{i}]"), s))
+        .collect()
+}
+
+/// Server IPs are stored in their canonical, lower-case form.
+fn server_ip(value: &str) -> Result<String, String> {
+    value
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| format!("'{value}' is not an IPv4 or IPv6 address"))
+}
+
+pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("hello.agent_id", validate::id(&h.agent_id));
+    if h.instance_id.is_empty() || h.instance_id.chars().count() > MAX_INSTANCE_ID_LEN {
+        violations.add(
+            "hello.instance_id",
+            format!("is required, at most {MAX_INSTANCE_ID_LEN} characters"),
+        );
+    }
+    violations.check("hello.region", validate::region(&h.region));
+    let ip = server_ip(&h.server_ip)
+        .map_err(|e| violations.add("hello.server_ip", e))
+        .unwrap_or_default();
+    if h.version.chars().count() > MAX_VERSION_LEN {
+        violations.add(
+            "hello.version",
+            format!("at most {MAX_VERSION_LEN} characters"),
+        );
+    }
+    let connectors = collect(&mut violations, "hello.connectors", h.connectors);
+    invalid_request("Connect", violations)?;
+    Ok(Hello {
+        agent_id: h.agent_id,
+        instance_id: h.instance_id,
+        region: h.region,
+        server_ip: ip,
+        version: h.version,
+        connectors,
+    })
+}
+
+pub fn statuses(
+    statuses: Vec<v1::ConnectorStatus>,
+    field: &str,
+) -> Result<Vec<ObservedStatus>, ApiError> {
+    let mut violations = Violations::default();
+    let statuses = collect(&mut violations, field, statuses);
+    invalid_request("Connect", violations)?;
+    Ok(statuses)
+}
+
+pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
+    let mut violations = Violations::default();
+    if r.command_id.is_empty() || r.command_id.len() > 64 {
+        violations.add("result.command_id", "is required (the Command.id answered)");
+    }
+    let status = r
+        .status
+        .and_then(|s| status(&mut violations, "result.status", s));
+    invalid_request("Connect", violations)?;
+    Ok(CommandReport {
+        command_id: r.command_id,
+        success: r.success,
+        error_reason: r.error_reason.chars().take(64).collect(),
+        error_message: r.error_message.chars().take(MAX_MESSAGE_LEN).collect(),
+        status,
+    })
+}

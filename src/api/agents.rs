@@ -1,0 +1,53 @@
+//! AgentService: agents' sessions (handed to `crate::fleet`) and the agent
+//! list for operators.
+
+use super::convert;
+use super::error::ApiError;
+use crate::fleet::{self, Fleet};
+use crate::proto::v1::{self, agent_service_server::AgentService};
+use crate::store::FleetStore;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::instrument;
+
+pub struct AgentApi<S> {
+    fleet: Arc<Fleet<S>>,
+    store: S,
+}
+
+impl<S: FleetStore> AgentApi<S> {
+    pub fn new(fleet: Arc<Fleet<S>>, store: S) -> Self {
+        Self { fleet, store }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: FleetStore> AgentService for AgentApi<S> {
+    type ConnectStream = ReceiverStream<Result<v1::ControlMessage, Status>>;
+
+    #[instrument(name = "Connect", skip_all)]
+    async fn connect(
+        &self,
+        request: Request<Streaming<v1::AgentMessage>>,
+    ) -> Result<Response<Self::ConnectStream>, Status> {
+        let stream = fleet::connect(self.fleet.clone(), request.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    #[instrument(name = "ListAgents", skip_all)]
+    async fn list_agents(
+        &self,
+        request: Request<v1::ListAgentsRequest>,
+    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        let region = convert::region_filter("ListAgents", &request.get_ref().region)?;
+        let agents = self
+            .store
+            .list_agents(region.as_deref(), self.fleet.offline_after())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ListAgentsResponse {
+            agents: agents.into_iter().map(convert::agent_to_proto).collect(),
+        }))
+    }
+}

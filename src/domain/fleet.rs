@@ -1,0 +1,340 @@
+//! Agents, their sessions and reports, and the rules for what a report may
+//! change: a result completes its command and, if the command is still the
+//! newest for its connector, sets the observed state; a heartbeat never
+//! overrides a newer desired state.
+
+use super::model::{Command, CommandKind, Connector, ConnectorState, TimeRange};
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+/// What an agent observes of one connector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedStatus {
+    pub connector_id: String,
+    pub state: ConnectorState,
+    pub checkpoint_time: Option<DateTime<Utc>>,
+    pub latency: Option<Duration>,
+    pub store_range: Option<TimeRange>,
+    /// The newest command generation the agent has applied.
+    pub generation: i64,
+    pub message: String,
+}
+
+/// A validated `hello`.
+#[derive(Clone, Debug)]
+pub struct Hello {
+    pub agent_id: String,
+    pub instance_id: String,
+    pub region: String,
+    pub server_ip: String,
+    pub version: String,
+    pub connectors: Vec<ObservedStatus>,
+}
+
+/// An accepted session: what every write on its behalf is fenced with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub agent_id: String,
+    pub session_id: String,
+    pub epoch: i64,
+    pub region: String,
+    pub server_ip: String,
+}
+
+/// A validated `result`.
+#[derive(Clone, Debug)]
+pub struct CommandReport {
+    pub command_id: String,
+    pub success: bool,
+    pub error_reason: String,
+    pub error_message: String,
+    pub status: Option<ObservedStatus>,
+}
+
+/// An agent as operators see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Agent {
+    pub id: String,
+    pub region: String,
+    pub server_ip: String,
+    pub online: bool,
+    pub last_heartbeat_time: DateTime<Utc>,
+    pub connectors: i64,
+    pub version: String,
+}
+
+/// A region and what runs in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RegionSummary {
+    pub name: String,
+    pub online_agents: i64,
+    pub connectors: i64,
+}
+
+/// How a report changes a connector row.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConnectorUpdate {
+    /// New state; None keeps the current one.
+    pub state: Option<ConnectorState>,
+    pub desired_state: Option<ConnectorState>,
+    /// Where it runs now: the reporting agent, its server and region.
+    pub placement: Option<Placement>,
+    /// Observed metrics to record (checkpoint, latency, store range).
+    pub observed: Option<ObservedStatus>,
+    pub status_message: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub agent_id: String,
+    pub server_ip: String,
+    pub region: String,
+}
+
+impl Placement {
+    fn of(session: &Session, region: &str) -> Self {
+        Placement {
+            agent_id: session.agent_id.clone(),
+            server_ip: session.server_ip.clone(),
+            region: region.to_owned(),
+        }
+    }
+}
+
+/// The states an agent may report; the rest belong to the control plane.
+pub fn reportable(state: ConnectorState) -> bool {
+    matches!(
+        state,
+        ConnectorState::Running | ConnectorState::Stopped | ConnectorState::Failed
+    )
+}
+
+/// What a command's result changes on its connector. None when the command
+/// is no longer the newest for the connector: a newer desired state wins.
+pub fn result_effect(
+    connector: &Connector,
+    command: &Command,
+    report: &CommandReport,
+    session: &Session,
+) -> Option<ConnectorUpdate> {
+    if command.generation != connector.generation {
+        return None;
+    }
+    let reported = report
+        .status
+        .as_ref()
+        .map(|s| s.state)
+        .filter(|s| reportable(*s));
+    let failure = || {
+        let reason = if report.error_reason.is_empty() {
+            "UNKNOWN".to_owned()
+        } else {
+            report.error_reason.clone()
+        };
+        format!(
+            "{} failed ({reason}): {}",
+            command.kind.as_str().to_lowercase(),
+            report.error_message
+        )
+    };
+    let update = match (command.kind, report.success) {
+        (CommandKind::Start, true) => ConnectorUpdate {
+            state: Some(reported.unwrap_or(ConnectorState::Running)),
+            desired_state: None,
+            placement: Some(Placement::of(session, &command.region)),
+            observed: report.status.clone(),
+            status_message: Some(
+                report
+                    .status
+                    .as_ref()
+                    .map(|s| s.message.clone())
+                    .unwrap_or_default(),
+            ),
+        },
+        // Nothing runs: the connector is back where an operator can start
+        // it again, with the agent's explanation.
+        (CommandKind::Start, false) => ConnectorUpdate {
+            state: Some(ConnectorState::Stopped),
+            desired_state: Some(ConnectorState::Stopped),
+            placement: None,
+            observed: report.status.clone(),
+            status_message: Some(failure()),
+        },
+        (CommandKind::Pause, true) => ConnectorUpdate {
+            state: Some(ConnectorState::Stopped),
+            desired_state: None,
+            placement: None,
+            observed: report.status.clone(),
+            status_message: Some(String::new()),
+        },
+        (CommandKind::Pause, false) => ConnectorUpdate {
+            state: Some(reported.unwrap_or(ConnectorState::Failed)),
+            desired_state: None,
+            placement: None,
+            observed: report.status.clone(),
+            status_message: Some(failure()),
+        },
+    };
+    Some(update)
+}
+
+/// What a heartbeat (or hello) status changes. Metrics and placement are
+/// always recorded; the state only when the agent has applied the newest
+/// generation, so that a report sent before a start or pause reached the
+/// agent does not undo STARTING / PAUSING.
+pub fn status_effect(
+    connector: &Connector,
+    status: &ObservedStatus,
+    session: &Session,
+) -> ConnectorUpdate {
+    let current = status.generation >= connector.generation;
+    ConnectorUpdate {
+        state: (current && reportable(status.state)).then_some(status.state),
+        desired_state: None,
+        placement: Some(Placement::of(session, &connector.region)),
+        observed: Some(status.clone()),
+        status_message: current.then(|| status.message.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CommandStatus, ConnectorKind, Endpoint};
+
+    fn connector(generation: i64, state: ConnectorState) -> Connector {
+        let endpoint = Endpoint {
+            kind: "MYSQL".into(),
+            region: "eu-1".into(),
+            address: "h:1".into(),
+        };
+        Connector {
+            id: "c1".into(),
+            name: "c1".into(),
+            project_id: "p".into(),
+            project_name: "P".into(),
+            kind: ConnectorKind::IncrementalSync,
+            source: endpoint.clone(),
+            destination: endpoint,
+            region: "eu-1".into(),
+            server_ip: String::new(),
+            agent_id: String::new(),
+            state,
+            desired_state: ConnectorState::Running,
+            generation,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            status_message: String::new(),
+            create_time: Utc::now(),
+            update_time: Utc::now(),
+            last_heartbeat_time: None,
+        }
+    }
+
+    fn command(kind: CommandKind, generation: i64) -> Command {
+        Command {
+            id: "k".into(),
+            connector_id: "c1".into(),
+            kind,
+            pull_back_time: None,
+            region: "eu-1".into(),
+            generation,
+            request_id: None,
+            reason: String::new(),
+            status: CommandStatus::Delivered,
+            agent_id: "a1".into(),
+            error_reason: String::new(),
+            error_message: String::new(),
+            create_time: Utc::now(),
+            complete_time: None,
+        }
+    }
+
+    fn session() -> Session {
+        Session {
+            agent_id: "a1".into(),
+            session_id: "s".into(),
+            epoch: 1,
+            region: "eu-1".into(),
+            server_ip: "10.0.0.1".into(),
+        }
+    }
+
+    fn report(success: bool) -> CommandReport {
+        CommandReport {
+            command_id: "k".into(),
+            success,
+            error_reason: if success {
+                ""
+            } else {
+                "PULL_BACK_OUT_OF_RANGE"
+            }
+            .into(),
+            error_message: if success { "" } else { "store starts later" }.into(),
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_successful_start_runs_where_the_agent_is() {
+        let update = result_effect(
+            &connector(1, ConnectorState::Starting),
+            &command(CommandKind::Start, 1),
+            &report(true),
+            &session(),
+        )
+        .unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Running));
+        assert_eq!(update.placement.unwrap().server_ip, "10.0.0.1");
+    }
+
+    #[test]
+    fn a_failed_start_leaves_the_connector_stopped_with_the_reason() {
+        let update = result_effect(
+            &connector(1, ConnectorState::Starting),
+            &command(CommandKind::Start, 1),
+            &report(false),
+            &session(),
+        )
+        .unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Stopped));
+        assert_eq!(update.desired_state, Some(ConnectorState::Stopped));
+        let message = update.status_message.unwrap();
+        assert!(
+            message.contains("PULL_BACK_OUT_OF_RANGE") && message.contains("store starts later")
+        );
+    }
+
+    #[test]
+    fn a_result_for_an_older_generation_changes_nothing() {
+        let effect = result_effect(
+            &connector(2, ConnectorState::Pausing),
+            &command(CommandKind::Start, 1),
+            &report(true),
+            &session(),
+        );
+        assert_eq!(effect, None);
+    }
+
+    #[test]
+    fn a_heartbeat_behind_the_newest_generation_keeps_the_state() {
+        let status = ObservedStatus {
+            connector_id: "c1".into(),
+            state: ConnectorState::Running,
+            checkpoint_time: None,
+            latency: Some(Duration::from_secs(3)),
+            store_range: None,
+            generation: 1,
+            message: String::new(),
+        };
+        let update = status_effect(&connector(2, ConnectorState::Pausing), &status, &session());
+        assert_eq!(update.state, None);
+        assert_eq!(
+            update.observed.unwrap().latency,
+            Some(Duration::from_secs(3))
+        );
+        let update = status_effect(&connector(1, ConnectorState::Starting), &status, &session());
+        assert_eq!(update.state, Some(ConnectorState::Running));
+    }
+}

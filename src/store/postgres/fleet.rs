@@ -1,0 +1,497 @@
+//! Agent sessions over PostgreSQL: epochs for fencing, command claiming,
+//! results, batched heartbeats and the liveness sweep.
+
+use super::PgStore;
+use super::error::translate;
+use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use crate::domain::fleet::{result_effect, status_effect};
+use crate::domain::{
+    Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
+    RegionSummary, Session,
+};
+use crate::store::{FleetStore, Seen, StoreError};
+use deadpool_postgres::GenericClient;
+use std::time::Duration;
+use tracing::{debug, instrument};
+
+/// SQL true when agent `a` counts as online; `$secs` is `offline_after`.
+fn online(secs: usize) -> String {
+    format!(
+        "(a.disconnect_time IS NULL \
+          AND a.last_heartbeat_time > now() - make_interval(secs => ${secs}))"
+    )
+}
+
+/// Fails with `Fenced` unless `session` is the agent's current session;
+/// holds a share lock on the agent row until the transaction ends, so that
+/// a newer session cannot start half-way through this write.
+async fn fence(client: &impl GenericClient, session: &Session) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached("SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE")
+        .await
+        .map_err(translate)?;
+    let epoch: Option<i64> = client
+        .query_opt(&statement, &[&session.agent_id])
+        .await
+        .map_err(translate)?
+        .map(|row| row.get(0));
+    if epoch == Some(session.epoch) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            agent_id: session.agent_id.clone(),
+            epoch: session.epoch,
+        })
+    }
+}
+
+/// Writes a report's effect on one connector row.
+async fn apply_update(
+    client: &impl GenericClient,
+    connector_id: &str,
+    update: &ConnectorUpdate,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE connectors SET
+                 state = COALESCE($2, state),
+                 desired_state = COALESCE($3, desired_state),
+                 agent_id = COALESCE($4, agent_id),
+                 server_ip = COALESCE($5, server_ip),
+                 region = COALESCE($6, region),
+                 checkpoint_time = COALESCE($7, checkpoint_time),
+                 latency_us = COALESCE($8, latency_us),
+                 store_earliest_time = COALESCE($9, store_earliest_time),
+                 store_latest_time = COALESCE($10, store_latest_time),
+                 status_message = COALESCE($11, status_message),
+                 update_time = now()
+             WHERE id = $1",
+        )
+        .await
+        .map_err(translate)?;
+    let observed = update.observed.as_ref();
+    let range = observed.and_then(|o| o.store_range);
+    client
+        .execute(
+            &statement,
+            &[
+                &connector_id,
+                &update.state.map(|s| s.as_str()),
+                &update.desired_state.map(|s| s.as_str()),
+                &update.placement.as_ref().map(|p| p.agent_id.as_str()),
+                &update.placement.as_ref().map(|p| p.server_ip.as_str()),
+                &update.placement.as_ref().map(|p| p.region.as_str()),
+                &observed.and_then(|o| o.checkpoint_time),
+                &observed
+                    .and_then(|o| o.latency)
+                    .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX)),
+                &range.map(|r| r.earliest),
+                &range.map(|r| r.latest),
+                &update.status_message,
+            ],
+        )
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
+
+/// Applies statuses inside the caller's transaction, locking the connector
+/// rows in id order so that concurrent writers cannot deadlock.
+async fn record(
+    client: &impl GenericClient,
+    session: &Session,
+    statuses: &[ObservedStatus],
+) -> Result<(), StoreError> {
+    if statuses.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = statuses.iter().map(|s| s.connector_id.as_str()).collect();
+    let statement = client
+        .prepare_cached(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .await
+        .map_err(translate)?;
+    for row in client.query(&statement, &[&ids]).await.map_err(translate)? {
+        let connector = connector_from_row(&row)?;
+        if let Some(status) = statuses.iter().find(|s| s.connector_id == connector.id) {
+            apply_update(
+                client,
+                &connector.id,
+                &status_effect(&connector, status, session),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl FleetStore for PgStore {
+    #[instrument(skip_all, fields(agent_id = %hello.agent_id))]
+    async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        let session_id = uuid::Uuid::now_v7().to_string();
+        let upsert = tx
+            .prepare_cached(
+                "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
+                                     session_epoch, connect_time, last_heartbeat_time)
+                 VALUES ($1, $2, $3, $4, $5, $6, 1, now(), now())
+                 ON CONFLICT (id) DO UPDATE SET
+                     region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
+                     instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
+                     session_id = EXCLUDED.session_id,
+                     session_epoch = agents.session_epoch + 1,
+                     connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL
+                 RETURNING session_epoch",
+            )
+            .await
+            .map_err(translate)?;
+        let epoch: i64 = tx
+            .query_one(
+                &upsert,
+                &[
+                    &hello.agent_id,
+                    &hello.region,
+                    &hello.server_ip,
+                    &hello.instance_id,
+                    &hello.version,
+                    &session_id,
+                ],
+            )
+            .await
+            .map_err(translate)?
+            .get(0);
+        let session = Session {
+            agent_id: hello.agent_id.clone(),
+            session_id,
+            epoch,
+            region: hello.region.clone(),
+            server_ip: hello.server_ip.clone(),
+        };
+        // What an earlier session received but never answered is delivered
+        // again (same command id): at-least-once across reconnects.
+        let requeue = tx
+            .prepare_cached(
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE agent_id = $1 AND status = 'DELIVERED'",
+            )
+            .await
+            .map_err(translate)?;
+        let requeued = tx
+            .execute(&requeue, &[&hello.agent_id])
+            .await
+            .map_err(translate)?;
+        record(&tx, &session, &hello.connectors).await?;
+        tx.commit().await.map_err(translate)?;
+        debug!(epoch, requeued, "session opened");
+        Ok(session)
+    }
+
+    async fn close_session(&self, session: &Session) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE agents SET disconnect_time = now()
+                 WHERE id = $1 AND session_epoch = $2",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .execute(&statement, &[&session.agent_id, &session.epoch])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
+    async fn record_statuses(
+        &self,
+        session: &Session,
+        statuses: &[ObservedStatus],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        record(&tx, session, statuses).await?;
+        tx.commit().await.map_err(translate)
+    }
+
+    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE agents SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
+                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
+                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch",
+            )
+            .await
+            .map_err(translate)?;
+        let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
+        let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
+        let times: Vec<_> = seen.iter().map(|s| s.time).collect();
+        client
+            .execute(&statement, &[&ids, &epochs, &times])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id))]
+    async fn claim_commands(
+        &self,
+        session: &Session,
+        limit: usize,
+        offline_after: Duration,
+    ) -> Result<Vec<Command>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        let online = online(3);
+        let claim = tx
+            .prepare_cached(&format!(
+                "WITH candidates AS (
+                     SELECT c.id FROM commands c JOIN connectors k ON k.id = c.connector_id
+                     WHERE c.status = 'PENDING' AND c.region = $2
+                       AND NOT EXISTS (SELECT 1 FROM commands d
+                                       WHERE d.connector_id = c.connector_id
+                                         AND d.status = 'DELIVERED')
+                       AND (k.agent_id = $1
+                            OR (NOT EXISTS (SELECT 1 FROM agents a
+                                            WHERE a.id = k.agent_id AND a.region = $2 AND {online})
+                                AND $1 = (SELECT a.id FROM agents a
+                                          WHERE a.region = $2 AND {online}
+                                          ORDER BY (SELECT count(*) FROM connectors x
+                                                    WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                                                 + (SELECT count(*) FROM commands y
+                                                    WHERE y.agent_id = a.id AND y.status = 'DELIVERED'),
+                                                   a.id
+                                          LIMIT 1)))
+                     ORDER BY c.generation, c.create_time
+                     LIMIT $4
+                     FOR UPDATE OF c SKIP LOCKED)
+                 UPDATE commands SET status = 'DELIVERED', agent_id = $1, deliver_time = now(),
+                                     delivery_attempts = delivery_attempts + 1
+                 WHERE id IN (SELECT id FROM candidates)
+                 RETURNING {COMMAND_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let secs = offline_after.as_secs_f64();
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = tx
+            .query(&claim, &[&session.agent_id, &session.region, &secs, &limit])
+            .await
+            .map_err(translate)?;
+        let mut commands = rows
+            .iter()
+            .map(command_from_row)
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().await.map_err(translate)?;
+        commands.sort_by_key(|c| c.generation);
+        Ok(commands)
+    }
+
+    async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .execute(&statement, &[&command_id, &session.agent_id])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
+    async fn complete_command(
+        &self,
+        session: &Session,
+        report: &CommandReport,
+    ) -> Result<Option<Command>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        let find = tx
+            .prepare_cached("SELECT connector_id FROM commands WHERE id = $1")
+            .await
+            .map_err(translate)?;
+        let Some(row) = tx
+            .query_opt(&find, &[&report.command_id])
+            .await
+            .map_err(translate)?
+        else {
+            return Ok(None);
+        };
+        let connector_id: String = row.get(0);
+        // Connector first, then command: the same lock order as Start/Pause.
+        let lock_connector = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let connector = connector_from_row(
+            &tx.query_one(&lock_connector, &[&connector_id])
+                .await
+                .map_err(translate)?,
+        )?;
+        let lock_command = tx
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let command = command_from_row(
+            &tx.query_one(&lock_command, &[&report.command_id])
+                .await
+                .map_err(translate)?,
+        )?;
+        if command.status != CommandStatus::Delivered || command.agent_id != session.agent_id {
+            return Ok(None);
+        }
+        let status = if report.success {
+            CommandStatus::Succeeded
+        } else {
+            CommandStatus::Failed
+        };
+        let complete = tx
+            .prepare_cached(&format!(
+                "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
+                                     complete_time = now()
+                 WHERE id = $1
+                 RETURNING {COMMAND_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let completed = command_from_row(
+            &tx.query_one(
+                &complete,
+                &[
+                    &command.id,
+                    &status.as_str(),
+                    &report.error_reason,
+                    &report.error_message,
+                ],
+            )
+            .await
+            .map_err(translate)?,
+        )?;
+        if let Some(update) = result_effect(&connector, &command, report, session) {
+            apply_update(&tx, &connector.id, &update).await?;
+        }
+        tx.commit().await.map_err(translate)?;
+        Ok(Some(completed))
+    }
+
+    async fn sweep_offline(&self, offline_after: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "WITH offline AS (
+                     SELECT id FROM agents
+                     WHERE last_heartbeat_time <= now() - make_interval(secs => $1)),
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
+                     RETURNING 1),
+                 unknown AS (
+                     UPDATE connectors SET state = 'UNKNOWN', update_time = now()
+                     WHERE agent_id IN (SELECT id FROM offline) AND state IN ('RUNNING', 'FAILED')
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM unknown), (SELECT count(*) FROM requeued)",
+            )
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(&statement, &[&offline_after.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        let (unknown, requeued): (i64, i64) = (row.get(0), row.get(1));
+        if unknown > 0 || requeued > 0 {
+            tracing::info!(unknown, requeued, "agents went silent");
+        }
+        Ok(u64::try_from(unknown).unwrap_or(0))
+    }
+
+    async fn list_agents(
+        &self,
+        region: Option<&str>,
+        offline_after: Duration,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                        {} AS online,
+                        (SELECT count(*) FROM connectors c
+                         WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
+                 FROM agents a
+                 WHERE $1::text IS NULL OR a.region = $1
+                 ORDER BY a.region, a.id",
+                online(2)
+            ))
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(&statement, &[&region, &offline_after.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        Ok(rows
+            .iter()
+            .map(|row| Agent {
+                id: row.get("id"),
+                region: row.get("region"),
+                server_ip: row.get("server_ip"),
+                version: row.get("version"),
+                last_heartbeat_time: row.get("last_heartbeat_time"),
+                online: row.get("online"),
+                connectors: row.get("connectors"),
+            })
+            .collect())
+    }
+
+    async fn list_regions(
+        &self,
+        offline_after: Duration,
+    ) -> Result<Vec<RegionSummary>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH running AS (SELECT region AS name, count(*) AS connectors
+                                  FROM connectors GROUP BY region),
+                      serving AS (SELECT a.region AS name, count(*) FILTER (WHERE {}) AS online
+                                  FROM agents a GROUP BY a.region)
+                 SELECT COALESCE(r.name, s.name) AS name,
+                        COALESCE(s.online, 0) AS online, COALESCE(r.connectors, 0) AS connectors
+                 FROM running r FULL JOIN serving s ON s.name = r.name
+                 ORDER BY 1",
+                online(1)
+            ))
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(&statement, &[&offline_after.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        Ok(rows
+            .iter()
+            .map(|row| RegionSummary {
+                name: row.get("name"),
+                online_agents: row.get("online"),
+                connectors: row.get("connectors"),
+            })
+            .collect())
+    }
+}

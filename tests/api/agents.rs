@@ -1,0 +1,335 @@
+//! Agents over real streams: sessions, delivery, results, liveness.
+
+use crate::helpers::*;
+use connector_control::proto::v1::{self, ConnectorState as S};
+use tonic::Code;
+
+const RUNNING: i32 = S::Running as i32;
+
+/// An app with connector c1 (destination region eu-2) and agent a1 there.
+async fn app_with_agent() -> (TestApp, TestAgent) {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    (app, agent)
+}
+
+/// Starts c1 through its agent: returns the command, answered.
+async fn run_c1(app: &TestApp, agent: &mut TestAgent) -> v1::Command {
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+    command
+}
+
+#[tokio::test]
+async fn welcome_carries_the_session_and_the_heartbeat_interval() {
+    let (_app, agent) = app_with_agent().await;
+    assert!(!agent.welcome.session_id.is_empty());
+    assert_eq!(agent.welcome.session_epoch, 1);
+    let interval = agent.welcome.heartbeat_interval.unwrap();
+    assert_eq!(
+        std::time::Duration::try_from(interval).unwrap(),
+        HEARTBEAT_INTERVAL
+    );
+}
+
+#[tokio::test]
+async fn a_first_message_other_than_hello_is_refused() {
+    let app = spawn_app().await;
+    let heartbeat = v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Heartbeat(
+            v1::Heartbeat::default(),
+        )),
+    };
+    let status = open_stream(&app, heartbeat).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(error_info(&status).reason, "HELLO_REQUIRED");
+
+    let bad = v1::AgentMessage {
+        message: Some(v1::agent_message::Message::Hello(hello(
+            "a1",
+            "EU",
+            "not-an-ip",
+        ))),
+    };
+    let status = open_stream(&app, bad).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["hello.region", "hello.server_ip"]
+    );
+}
+
+#[tokio::test]
+async fn a_start_reaches_the_agent_and_its_result_makes_the_connector_running() {
+    let (app, mut agent) = app_with_agent().await;
+    let accepted = app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, accepted.command.unwrap().id);
+    assert_eq!(command.kind, v1::CommandKind::Start as i32);
+    assert_eq!((command.generation, command.region.as_str()), (1, "eu-2"));
+    assert_eq!(app.command_status(&command.id).await, "DELIVERED");
+
+    agent.succeed(&command, S::Running).await;
+    let running = app.connector_becomes("c1", |c| c.state == RUNNING).await;
+    assert_eq!(running.agent_id, "a1");
+    assert_eq!(running.server_ip, "10.0.2.7");
+    assert_eq!(app.command_status(&command.id).await, "SUCCEEDED");
+}
+
+#[tokio::test]
+async fn pause_with_wait_returns_once_the_agent_confirms() {
+    let (app, mut agent) = app_with_agent().await;
+    run_c1(&app, &mut agent).await;
+    let waiting = {
+        let mut client = app.client.clone();
+        tokio::spawn(async move {
+            let mut request = tonic::Request::new(v1::PauseConnectorRequest {
+                wait: true,
+                ..pause_request("c1")
+            });
+            request.set_timeout(std::time::Duration::from_secs(20));
+            client.pause_connector(request).await
+        })
+    };
+    let pause = agent.next_command().await;
+    assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
+    agent.succeed(&pause, S::Stopped).await;
+    let response = waiting.await.unwrap().unwrap().into_inner();
+    assert_eq!(
+        response.command.unwrap().status,
+        v1::CommandStatus::Succeeded as i32
+    );
+    assert_eq!(response.connector.unwrap().state, S::Stopped as i32);
+}
+
+#[tokio::test]
+async fn an_agent_never_receives_another_regions_commands() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "eu-2 connector")).await;
+    let mut eu1 = connector("c2", "eu-1 connector");
+    eu1.destination.as_mut().unwrap().region = "eu-1".to_owned();
+    app.create(eu1).await;
+    let mut agent_eu1 = TestAgent::connect(&app, hello("a-eu1", "eu-1", "10.0.1.7")).await;
+
+    // c1's start waits: no agent of eu-2 is connected.
+    let start_c1 = app
+        .start(start_request("c1"))
+        .await
+        .unwrap()
+        .command
+        .unwrap();
+    app.start(start_request("c2")).await.unwrap();
+    // The eu-1 agent's first command is c2's: it was never offered c1's.
+    assert_eq!(agent_eu1.next_command().await.connector_id, "c2");
+    assert_eq!(app.command_status(&start_c1.id).await, "PENDING");
+
+    let mut agent_eu2 = TestAgent::connect(&app, hello("a-eu2", "eu-2", "10.0.2.7")).await;
+    assert_eq!(agent_eu2.next_command().await.id, start_c1.id);
+}
+
+#[tokio::test]
+async fn pull_back_is_checked_against_the_store_range_the_agent_reports() {
+    let (app, mut agent) = app_with_agent().await;
+    let command = run_c1(&app, &mut agent).await;
+    let earliest = chrono::Utc::now() - chrono::Duration::hours(2);
+    let mut report = status("c1", S::Running, command.generation);
+    report.store_range = Some(v1::TimeRange {
+        earliest_time: Some(timestamp(earliest)),
+        latest_time: Some(timestamp(chrono::Utc::now())),
+    });
+    agent.heartbeat(1, vec![report]).await;
+    app.connector_becomes("c1", |c| c.store_range.is_some())
+        .await;
+
+    app.pause(pause_request("c1")).await.unwrap();
+    let pause = agent.next_command().await;
+    agent.succeed(&pause, S::Stopped).await;
+    app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+
+    let status = assert_error(
+        app.start(v1::StartConnectorRequest {
+            pull_back_time: Some(timestamp(earliest - chrono::Duration::minutes(5))),
+            ..start_request("c1")
+        })
+        .await,
+        Code::FailedPrecondition,
+        "PULL_BACK_OUT_OF_RANGE",
+    );
+    assert!(status.message().contains("choose a pull_back_time"));
+}
+
+#[tokio::test]
+async fn a_command_is_delivered_again_after_the_agent_drops_before_answering() {
+    let (app, mut agent) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let first = agent.next_command().await;
+    drop(agent);
+
+    let mut again = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    let second = again.next_command().await;
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.generation, first.generation);
+    again.succeed(&second, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+}
+
+#[tokio::test]
+async fn a_duplicate_result_changes_nothing() {
+    let (app, mut agent) = app_with_agent().await;
+    let start = run_c1(&app, &mut agent).await;
+    agent
+        .fail(&start, "LATE", "a duplicate that disagrees")
+        .await;
+    // A heartbeat after the duplicate: once it is recorded, so is the
+    // duplicate (one stream, in order).
+    let mut marker = status("c1", S::Running, start.generation);
+    marker.message = "after the duplicate".to_owned();
+    agent.heartbeat(1, vec![marker]).await;
+    let connector = app
+        .connector_becomes("c1", |c| c.status_message == "after the duplicate")
+        .await;
+    assert_eq!(connector.state, RUNNING);
+    assert_eq!(app.command_status(&start.id).await, "SUCCEEDED");
+}
+
+#[tokio::test]
+async fn a_newer_session_ends_and_fences_the_older_one() {
+    let (app, mut old) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = old.next_command().await;
+
+    let mut new = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    assert_eq!(new.welcome.session_epoch, old.welcome.session_epoch + 1);
+    let ended = old.next().await.unwrap_err();
+    assert_eq!(ended.code(), Code::Aborted);
+    assert_eq!(error_info(&ended).reason, "SESSION_SUPERSEDED");
+
+    // The old session's late answer changes nothing; the new one receives
+    // the command again and decides.
+    old.try_fail(&command, "LATE", "from the old session").await;
+    let redelivered = new.next_command().await;
+    assert_eq!(redelivered.id, command.id);
+    assert_eq!(app.get("c1").await.state, S::Starting as i32);
+    new.fail(&redelivered, "BROKEN", "from the new session")
+        .await;
+    let stopped = app
+        .connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+    assert!(stopped.status_message.contains("from the new session"));
+}
+
+#[tokio::test]
+async fn a_command_accepted_without_agents_survives_a_restart_and_is_delivered() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let accepted = app
+        .start(start_request("c1"))
+        .await
+        .unwrap()
+        .command
+        .unwrap();
+    let app = app.restart().await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    assert_eq!(agent.next_command().await.id, accepted.id);
+}
+
+#[tokio::test]
+async fn a_failed_start_leaves_the_connector_stopped_with_the_agents_message() {
+    let (app, mut agent) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent
+        .fail(
+            &command,
+            "DESTINATION_UNREACHABLE",
+            "10.0.2.30:2881 refused the connection",
+        )
+        .await;
+    let stopped = app
+        .connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+    assert_eq!(stopped.desired_state, S::Stopped as i32);
+    assert!(stopped.status_message.contains("DESTINATION_UNREACHABLE"));
+    assert!(stopped.status_message.contains("refused the connection"));
+    assert_eq!(app.command_status(&command.id).await, "FAILED");
+    // It can be started again.
+    app.start(start_request("c1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_silent_agent_goes_offline_and_its_connectors_show_unknown_until_it_reports() {
+    use connector_control::proto::v1::agent_service_client::AgentServiceClient;
+    let (app, mut agent) = app_with_agent().await;
+    let command = run_c1(&app, &mut agent).await;
+    let mut agents = AgentServiceClient::new(app.channel().await);
+    let list = agents
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.agents[0].state, v1::AgentState::Online as i32);
+    assert_eq!(list.agents[0].connectors, 1);
+
+    // No heartbeats from here on.
+    app.connector_becomes("c1", |c| c.state == S::Unknown as i32)
+        .await;
+    let list = agents
+        .list_agents(v1::ListAgentsRequest {
+            region: "eu-2".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.agents[0].state, v1::AgentState::Offline as i32);
+    let regions = app
+        .client
+        .clone()
+        .list_regions(v1::ListRegionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let eu2 = regions.regions.iter().find(|r| r.name == "eu-2").unwrap();
+    assert_eq!((eu2.online_agents, eu2.connectors), (0, 1));
+
+    agent
+        .heartbeat(1, vec![status("c1", S::Running, command.generation)])
+        .await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+}
+
+#[tokio::test]
+async fn a_result_for_an_older_generation_does_not_override_a_newer_pause() {
+    let (app, mut agent) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let start = agent.next_command().await;
+    // Paused before the agent answered the (delivered) start.
+    app.pause(pause_request("c1")).await.unwrap();
+    agent.succeed(&start, S::Running).await;
+    // One command in flight per connector: the pause comes only now.
+    let pause = agent.next_command().await;
+    assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
+    assert_eq!(app.command_status(&start.id).await, "SUCCEEDED");
+    assert_eq!(app.get("c1").await.state, S::Pausing as i32);
+    agent.succeed(&pause, S::Stopped).await;
+    app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+}
+
+#[tokio::test]
+async fn list_regions_counts_online_agents_and_connectors() {
+    let (app, _agent) = app_with_agent().await;
+    let regions = app
+        .client
+        .clone()
+        .list_regions(v1::ListRegionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .regions;
+    let eu2 = regions.iter().find(|r| r.name == "eu-2").unwrap();
+    assert_eq!((eu2.online_agents, eu2.connectors), (1, 1));
+}
