@@ -26,6 +26,42 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(DatabaseArgs),
+    /// Run the reference agent: connects to the control plane and runs
+    /// simulated connectors for one server of one region.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        env = "CONNECTOR_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub control_plane: String,
+
+    /// The region this agent serves; it receives only this region's commands.
+    #[arg(long, env = "AGENT_REGION")]
+    pub region: String,
+
+    /// This server's IP address, reported as its connectors' server_ip.
+    #[arg(long, env = "AGENT_SERVER_IP")]
+    pub server_ip: String,
+
+    /// Stable id of this agent (one per server).
+    #[arg(long, env = "AGENT_ID")]
+    pub agent_id: String,
+
+    /// Replication lag the simulated connectors report, for example 2s or 15m
+    /// (to rehearse a high-latency incident).
+    #[arg(long, env = "AGENT_LATENCY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+
+    /// How far back the simulated stores hold change data: the limit of a
+    /// pull-back.
+    #[arg(long, env = "AGENT_STORE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub store_retention: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -87,6 +123,17 @@ impl Cli {
             Command::Migrate(database) => {
                 database.connect().await?;
                 Ok(())
+            }
+            Command::Agent(args) => {
+                let config = crate::agent::AgentConfig {
+                    control_plane: args.control_plane,
+                    agent_id: args.agent_id,
+                    region: args.region,
+                    server_ip: args.server_ip,
+                    latency: args.latency,
+                    store_retention: args.store_retention,
+                };
+                crate::agent::run(config, shutdown_signal()).await
             }
             Command::Serve(args) => {
                 let store = args.database.connect().await?;

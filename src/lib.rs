@@ -12,10 +12,13 @@
 //!   heartbeats, the liveness sweep.
 //! - [`server`]: assembles the gRPC server (API, health, reflection) and
 //!   shuts it down gracefully.
+//! - [`agent`]: the reference agent, a real client of AgentService running
+//!   simulated connectors.
 //! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
 //!   traces.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod domain;

@@ -7,7 +7,7 @@ mod convert;
 mod error;
 
 pub use agents::AgentApi;
-pub use convert::command_to_proto;
+pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
 
 use crate::domain::{CommandKind, Cursor, PageTokenCodec};

@@ -123,11 +123,15 @@ pub async fn spawn_app() -> TestApp {
 }
 
 async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
+    spawn_at(db, "127.0.0.1:0").await
+}
+
+async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
     let store = PgStore::connect(&db.url, 8)
         .await
         .expect("connecting the store");
     store.migrate().await.expect("migrating");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("binding");
+    let listener = TcpListener::bind(addr).await.expect("binding");
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = oneshot::channel::<()>();
     let options = ServeOptions {
@@ -165,6 +169,13 @@ impl TestApp {
         if let Some(shutdown) = self.shutdown.lock().unwrap().take() {
             let _ = shutdown.send(());
         }
+    }
+
+    /// As `restart`, listening on the same address, so that connected
+    /// agents find the new server when they reconnect.
+    pub async fn restart_in_place(mut self) -> TestApp {
+        self.stop().await;
+        spawn_at(self.db.clone(), &self.addr.to_string()).await
     }
 
     pub async fn stop(&mut self) {

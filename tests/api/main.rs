@@ -6,4 +6,5 @@ mod create;
 mod helpers;
 mod list;
 mod process;
+mod reference_agent;
 mod start_pause;

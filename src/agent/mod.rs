@@ -1,0 +1,405 @@
+//! The reference agent: a real client of AgentService that runs simulated
+//! connectors. It is what docker-compose, the demo and the tests run, and
+//! the model for production agents:
+//!
+//! - queues `hello` before awaiting the call, then waits for `welcome`;
+//! - applies a command only if its generation is newer than what it has
+//!   applied for that connector, and acknowledges duplicates as no-ops;
+//! - checks a pull-back time against its store's range and fails the
+//!   command with `PULL_BACK_OUT_OF_RANGE` when the store does not reach;
+//! - reports every connector in a heartbeat per `heartbeat_interval`
+//!   (a checkpoint that advances, a store range that moves, a latency set
+//!   by `--latency`);
+//! - reconnects with jittered exponential backoff (1 s x 1.6, at most 30 s).
+
+use crate::proto::v1::{
+    self, AgentMessage, ConnectorState, agent_message, agent_service_client::AgentServiceClient,
+    control_message,
+};
+use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+use tracing::{info, warn};
+
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_FACTOR: f64 = 1.6;
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the reference agent is and simulates.
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The control plane, for example http://127.0.0.1:50051.
+    pub control_plane: String,
+    pub agent_id: String,
+    pub region: String,
+    pub server_ip: String,
+    /// The lag every running connector reports.
+    pub latency: Duration,
+    /// How far back each connector's store holds change data.
+    pub store_retention: Duration,
+}
+
+/// One simulated connector.
+#[derive(Clone, Debug)]
+struct Simulated {
+    running: bool,
+    generation: i64,
+    /// Where replication stands; advances while running.
+    checkpoint: DateTime<Utc>,
+}
+
+/// The agent's connectors, by id.
+#[derive(Debug, Default)]
+pub struct Connectors(BTreeMap<String, Simulated>);
+
+impl Connectors {
+    fn store_range(config: &AgentConfig, now: DateTime<Utc>) -> v1::TimeRange {
+        let retention =
+            chrono::Duration::from_std(config.store_retention).unwrap_or(chrono::Duration::days(1));
+        v1::TimeRange {
+            earliest_time: Some(timestamp(now - retention)),
+            latest_time: Some(timestamp(now)),
+        }
+    }
+
+    fn statuses(&mut self, config: &AgentConfig) -> Vec<v1::ConnectorStatus> {
+        let now = Utc::now();
+        self.0
+            .iter_mut()
+            .map(|(id, c)| {
+                if c.running {
+                    let lag = chrono::Duration::from_std(config.latency).unwrap_or_default();
+                    c.checkpoint = c.checkpoint.max(now - lag);
+                }
+                status(config, id, c, now)
+            })
+            .collect()
+    }
+
+    /// Carries out a command; the result to send.
+    fn apply(&mut self, config: &AgentConfig, command: &v1::Command) -> v1::CommandResult {
+        let now = Utc::now();
+        let entry = self
+            .0
+            .entry(command.connector_id.clone())
+            .or_insert(Simulated {
+                running: false,
+                generation: 0,
+                checkpoint: now,
+            });
+        let mut result = v1::CommandResult {
+            command_id: command.id.clone(),
+            success: true,
+            ..Default::default()
+        };
+        if command.generation <= entry.generation {
+            // Already applied: a redelivery. Acknowledge without acting.
+            result.status = Some(status(config, &command.connector_id, entry, now));
+            return result;
+        }
+        match v1::CommandKind::try_from(command.kind) {
+            Ok(v1::CommandKind::Start) => {
+                let range = Self::store_range(config, now);
+                let earliest = range.earliest_time.expect("set above");
+                if let Some(pull_back) = &command.pull_back_time
+                    && (pull_back.seconds, pull_back.nanos) < (earliest.seconds, earliest.nanos)
+                {
+                    result.success = false;
+                    result.error_reason = "PULL_BACK_OUT_OF_RANGE".to_owned();
+                    result.error_message = format!(
+                        "the store holds data from {} on; cannot pull back to {}",
+                        rfc3339(&earliest),
+                        rfc3339(pull_back)
+                    );
+                } else {
+                    if let Some(pull_back) = &command.pull_back_time {
+                        entry.checkpoint = from_timestamp(pull_back).unwrap_or(now);
+                    }
+                    entry.running = true;
+                    entry.generation = command.generation;
+                }
+            }
+            Ok(v1::CommandKind::Pause) => {
+                entry.running = false;
+                entry.generation = command.generation;
+            }
+            _ => {
+                result.success = false;
+                result.error_reason = "UNKNOWN_COMMAND".to_owned();
+                result.error_message = format!("command kind {} is not known", command.kind);
+            }
+        }
+        result.status = Some(status(config, &command.connector_id, entry, now));
+        result
+    }
+}
+
+fn status(
+    config: &AgentConfig,
+    id: &str,
+    c: &Simulated,
+    now: DateTime<Utc>,
+) -> v1::ConnectorStatus {
+    v1::ConnectorStatus {
+        connector_id: id.to_owned(),
+        state: if c.running {
+            ConnectorState::Running
+        } else {
+            ConnectorState::Stopped
+        } as i32,
+        checkpoint_time: Some(timestamp(c.checkpoint)),
+        latency: c
+            .running
+            .then(|| prost_types::Duration::try_from(config.latency).ok())
+            .flatten(),
+        store_range: Some(Connectors::store_range(config, now)),
+        generation: c.generation,
+        message: String::new(),
+    }
+}
+
+fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
+    crate::api::timestamp_to_proto(time)
+}
+
+fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
+    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
+}
+
+fn rfc3339(ts: &prost_types::Timestamp) -> String {
+    from_timestamp(ts).map_or_else(|| format!("{ts:?}"), |t| t.to_rfc3339())
+}
+
+/// The next reconnect delay: 1.6 times the last, at most 30 s, jittered by
+/// up to ±20% so that a fleet does not reconnect in lockstep.
+fn next_backoff(current: Duration) -> Duration {
+    let grown = current.mul_f64(BACKOFF_FACTOR).min(BACKOFF_MAX);
+    // A random fraction in [0, 1) from a v4 UUID's random bits.
+    let random = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+    grown.mul_f64(0.8 + 0.4 * random)
+}
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let endpoint = Endpoint::from_shared(config.control_plane.clone())?
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_timeout(Duration::from_secs(5));
+    let instance_id = uuid::Uuid::new_v4().to_string();
+    let mut connectors = Connectors::default();
+    let mut backoff = BACKOFF_START;
+    tokio::pin!(shutdown);
+    loop {
+        let session = session(&endpoint, &config, &instance_id, &mut connectors);
+        let outcome = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            outcome = session => outcome,
+        };
+        let delay = match outcome {
+            SessionEnd::Reconnect(after) => {
+                backoff = BACKOFF_START;
+                after
+            }
+            SessionEnd::Lost { was_welcomed, why } => {
+                if was_welcomed {
+                    backoff = BACKOFF_START;
+                }
+                warn!(agent_id = %config.agent_id, %why, retry_in = ?backoff, "session lost");
+                let delay = backoff;
+                backoff = next_backoff(backoff);
+                delay
+            }
+        };
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+enum SessionEnd {
+    /// The control plane asked to come back after this long.
+    Reconnect(Duration),
+    Lost {
+        was_welcomed: bool,
+        why: String,
+    },
+}
+
+async fn session(
+    endpoint: &Endpoint,
+    config: &AgentConfig,
+    instance_id: &str,
+    connectors: &mut Connectors,
+) -> SessionEnd {
+    let lost = |was_welcomed, why: String| SessionEnd::Lost { was_welcomed, why };
+    let channel: Channel = match endpoint.connect().await {
+        Ok(channel) => channel,
+        Err(error) => return lost(false, format!("connecting: {error}")),
+    };
+    let (outbound, receiver) = mpsc::channel::<AgentMessage>(16);
+    let hello = v1::Hello {
+        agent_id: config.agent_id.clone(),
+        instance_id: instance_id.to_owned(),
+        region: config.region.clone(),
+        server_ip: config.server_ip.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        connectors: connectors.statuses(config),
+    };
+    // Queued before the call is awaited: the server reads it first.
+    let _ = outbound
+        .send(AgentMessage {
+            message: Some(agent_message::Message::Hello(hello)),
+        })
+        .await;
+    let mut inbound = match AgentServiceClient::new(channel)
+        .connect(ReceiverStream::new(receiver))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) => return lost(false, format!("{}: {}", status.code(), status.message())),
+    };
+    let interval = match inbound.message().await {
+        Ok(Some(v1::ControlMessage {
+            message: Some(control_message::Message::Welcome(welcome)),
+        })) => {
+            info!(
+                agent_id = %config.agent_id,
+                epoch = welcome.session_epoch,
+                "connected to the control plane"
+            );
+            welcome
+                .heartbeat_interval
+                .and_then(|d| Duration::try_from(d).ok())
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(10))
+        }
+        other => return lost(false, format!("expected welcome, got {other:?}")),
+    };
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sequence = 0;
+    loop {
+        let message = tokio::select! {
+            _ = heartbeat.tick() => {
+                sequence += 1;
+                let beat = v1::Heartbeat { sequence, connectors: connectors.statuses(config) };
+                if outbound.send(AgentMessage {
+                    message: Some(agent_message::Message::Heartbeat(beat)),
+                }).await.is_err() {
+                    return lost(true, "the stream closed".to_owned());
+                }
+                continue;
+            }
+            message = inbound.message() => message,
+        };
+        match message {
+            Ok(Some(v1::ControlMessage {
+                message: Some(control_message::Message::Command(command)),
+            })) => {
+                let result = connectors.apply(config, &command);
+                info!(
+                    agent_id = %config.agent_id,
+                    command_id = %command.id,
+                    connector_id = %command.connector_id,
+                    success = result.success,
+                    "command applied"
+                );
+                if outbound
+                    .send(AgentMessage {
+                        message: Some(agent_message::Message::Result(result)),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return lost(true, "the stream closed".to_owned());
+                }
+            }
+            Ok(Some(v1::ControlMessage {
+                message: Some(control_message::Message::Reconnect(reconnect)),
+            })) => {
+                info!(agent_id = %config.agent_id, reason = %reconnect.reason, "asked to reconnect");
+                let after = reconnect
+                    .retry_after
+                    .and_then(|d| Duration::try_from(d).ok())
+                    .unwrap_or(BACKOFF_START);
+                return SessionEnd::Reconnect(after);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) => return lost(true, "the control plane closed the stream".to_owned()),
+            Err(status) => {
+                return lost(true, format!("{}: {}", status.code(), status.message()));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> AgentConfig {
+        AgentConfig {
+            control_plane: String::new(),
+            agent_id: "a1".into(),
+            region: "eu-1".into(),
+            server_ip: "10.0.0.1".into(),
+            latency: Duration::from_secs(2),
+            store_retention: Duration::from_secs(3600),
+        }
+    }
+
+    fn command(kind: v1::CommandKind, generation: i64) -> v1::Command {
+        v1::Command {
+            id: format!("k{generation}"),
+            connector_id: "c1".into(),
+            kind: kind as i32,
+            generation,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn commands_apply_once_per_generation() {
+        let mut connectors = Connectors::default();
+        let start = command(v1::CommandKind::Start, 1);
+        assert!(connectors.apply(&config(), &start).success);
+        assert!(connectors.0["c1"].running);
+        connectors.0.get_mut("c1").unwrap().running = false;
+        // A redelivery is acknowledged and changes nothing.
+        assert!(connectors.apply(&config(), &start).success);
+        assert!(!connectors.0["c1"].running);
+        assert!(
+            connectors
+                .apply(&config(), &command(v1::CommandKind::Start, 2))
+                .success
+        );
+        assert!(connectors.0["c1"].running);
+    }
+
+    #[test]
+    fn pull_back_beyond_the_store_fails_the_command() {
+        let mut connectors = Connectors::default();
+        let mut start = command(v1::CommandKind::Start, 1);
+        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::hours(2)));
+        let result = connectors.apply(&config(), &start);
+        assert!(!result.success);
+        assert_eq!(result.error_reason, "PULL_BACK_OUT_OF_RANGE");
+        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::minutes(30)));
+        start.generation = 2;
+        assert!(connectors.apply(&config(), &start).success);
+    }
+
+    #[test]
+    fn backoff_grows_by_about_1_6_and_stops_at_30_seconds() {
+        let next = next_backoff(Duration::from_secs(10));
+        assert!(next >= Duration::from_secs_f64(12.8) && next <= Duration::from_secs_f64(19.2));
+        let capped = next_backoff(Duration::from_secs(30));
+        assert!(capped <= Duration::from_secs(36) && capped >= Duration::from_secs(24));
+    }
+}

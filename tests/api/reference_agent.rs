@@ -1,0 +1,139 @@
+//! The reference agent (`connector-control agent`) against the real server.
+
+use crate::helpers::*;
+use connector_control::agent::{self, AgentConfig};
+use connector_control::proto::v1::{self, ConnectorState as S};
+use std::time::Duration;
+
+fn config(app: &TestApp, agent_id: &str) -> AgentConfig {
+    AgentConfig {
+        control_plane: format!("http://{}", app.addr),
+        agent_id: agent_id.to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.9".to_owned(),
+        latency: Duration::from_secs(3),
+        store_retention: Duration::from_secs(3600),
+    }
+}
+
+/// Runs the reference agent in this process until the guard is dropped.
+fn run_agent(config: AgentConfig) -> tokio::sync::oneshot::Sender<()> {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(config, async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+async fn start_and_wait(
+    app: &TestApp,
+    request: v1::StartConnectorRequest,
+) -> v1::StartConnectorResponse {
+    let mut request = tonic::Request::new(v1::StartConnectorRequest {
+        wait: true,
+        ..request
+    });
+    request.set_timeout(Duration::from_secs(20));
+    app.client
+        .clone()
+        .start_connector(request)
+        .await
+        .expect("StartConnector")
+        .into_inner()
+}
+
+#[tokio::test]
+async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = run_agent(config(&app, "ref-1"));
+
+    let started = start_and_wait(&app, start_request("c1")).await;
+    let connector = started.connector.unwrap();
+    assert_eq!(connector.state, S::Running as i32);
+    assert_eq!(connector.server_ip, "10.0.2.9");
+    // Heartbeats bring latency, checkpoint and the store range.
+    let reported = app
+        .connector_becomes("c1", |c| c.latency.is_some() && c.store_range.is_some())
+        .await;
+    assert_eq!(reported.latency.unwrap().seconds, 3);
+
+    let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
+        wait: true,
+        ..pause_request("c1")
+    });
+    pause.set_timeout(Duration::from_secs(20));
+    let paused = app
+        .client
+        .clone()
+        .pause_connector(pause)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(paused.connector.unwrap().state, S::Stopped as i32);
+}
+
+#[tokio::test]
+async fn the_reference_agent_fails_a_pull_back_its_store_cannot_serve() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = run_agent(config(&app, "ref-1"));
+    // The control plane knows no store range for c1 yet: the agent decides.
+    let response = start_and_wait(
+        &app,
+        v1::StartConnectorRequest {
+            pull_back_time: Some(timestamp(chrono::Utc::now() - chrono::Duration::hours(2))),
+            ..start_request("c1")
+        },
+    )
+    .await;
+    let command = response.command.unwrap();
+    assert_eq!(command.status, v1::CommandStatus::Failed as i32);
+    assert_eq!(command.error_reason, "PULL_BACK_OUT_OF_RANGE");
+    let connector = response.connector.unwrap();
+    assert_eq!(connector.state, S::Stopped as i32);
+    assert!(connector.status_message.contains("PULL_BACK_OUT_OF_RANGE"));
+}
+
+#[tokio::test]
+async fn the_reference_agent_reconnects_after_the_control_plane_restarts() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = run_agent(config(&app, "ref-1"));
+    start_and_wait(&app, start_request("c1")).await;
+
+    let app = app.restart_in_place().await;
+    app.pause(pause_request("c1")).await.unwrap();
+    app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+}
+
+#[tokio::test]
+async fn the_agent_subcommand_connects_with_its_flags() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+        .args([
+            "agent",
+            "--control-plane",
+            &format!("http://{}", app.addr),
+            "--region",
+            "eu-2",
+            "--server-ip",
+            "10.0.2.11",
+            "--agent-id",
+            "bin-agent",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawning the agent");
+    let response = start_and_wait(&app, start_request("c1")).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    let connector = response.connector.unwrap();
+    assert_eq!(connector.state, S::Running as i32);
+    assert_eq!(
+        (connector.agent_id.as_str(), connector.server_ip.as_str()),
+        ("bin-agent", "10.0.2.11")
+    );
+}
