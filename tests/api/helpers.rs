@@ -413,11 +413,25 @@ pub async fn open_stream(
     ),
     tonic::Status,
 > {
+    open_stream_to(app.channel().await, first).await
+}
+
+/// As `open_stream`, over any channel.
+pub async fn open_stream_to(
+    channel: Channel,
+    first: v1::AgentMessage,
+) -> Result<
+    (
+        tokio::sync::mpsc::Sender<v1::AgentMessage>,
+        tonic::Streaming<v1::ControlMessage>,
+    ),
+    tonic::Status,
+> {
     use connector_control::proto::v1::agent_service_client::AgentServiceClient;
     let (outbound, receiver) = tokio::sync::mpsc::channel(16);
     // The hello is queued before the call is awaited, as agents must.
     outbound.send(first).await.unwrap();
-    let mut client = AgentServiceClient::new(app.channel().await);
+    let mut client = AgentServiceClient::new(channel);
     let response = client
         .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
         .await?;
@@ -426,11 +440,15 @@ pub async fn open_stream(
 
 impl TestAgent {
     pub async fn connect(app: &TestApp, hello: v1::Hello) -> TestAgent {
+        Self::connect_to(app.channel().await, hello).await
+    }
+
+    pub async fn connect_to(channel: Channel, hello: v1::Hello) -> TestAgent {
         let id = hello.agent_id.clone();
         let first = v1::AgentMessage {
             message: Some(v1::agent_message::Message::Hello(hello)),
         };
-        let (outbound, mut inbound) = open_stream(app, first).await.expect("Connect");
+        let (outbound, mut inbound) = open_stream_to(channel, first).await.expect("Connect");
         let welcome = match next_message(&mut inbound).await {
             Ok(v1::control_message::Message::Welcome(welcome)) => welcome,
             other => panic!("expected welcome, got {other:?}"),

@@ -371,3 +371,36 @@ async fn health_becomes(health: &health_client::HealthClient<Channel>, wanted: S
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_command_survives_a_killed_server_and_reaches_the_agent_after_restart() {
+    let db = TestDatabase::create().await;
+    let mut first = ServerProcess::spawn(&db.url);
+    let mut client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&first.addr).await);
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("c1", "c1")),
+        })
+        .await
+        .unwrap();
+    let accepted = client
+        .start_connector(start_request("c1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    // SIGKILL: no graceful anything.
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+
+    let second = ServerProcess::spawn(&db.url);
+    let mut agent = TestAgent::connect_to(
+        channel_to(&second.addr).await,
+        hello("a1", "eu-2", "10.0.2.7"),
+    )
+    .await;
+    let delivered = agent.next_command().await;
+    assert_eq!(delivered.id, accepted.id);
+}
