@@ -174,13 +174,17 @@ fn rfc3339(ts: &prost_types::Timestamp) -> String {
     from_timestamp(ts).map_or_else(|| format!("{ts:?}"), |t| t.to_rfc3339())
 }
 
-/// The next reconnect delay: 1.6 times the last, at most 30 s, jittered by
-/// up to ±20% so that a fleet does not reconnect in lockstep.
+/// The next reconnect backoff: 1.6 times the last, at most 30 s.
 fn next_backoff(current: Duration) -> Duration {
-    let grown = current.mul_f64(BACKOFF_FACTOR).min(BACKOFF_MAX);
+    current.mul_f64(BACKOFF_FACTOR).min(BACKOFF_MAX)
+}
+
+/// `delay` varied by up to ±20% (and still at most 30 s), so that a fleet
+/// does not reconnect in lockstep after a control-plane restart.
+fn jittered(delay: Duration) -> Duration {
     // A random fraction in [0, 1) from a v4 UUID's random bits.
     let random = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
-    grown.mul_f64(0.8 + 0.4 * random)
+    delay.mul_f64(0.8 + 0.4 * random).min(BACKOFF_MAX)
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -203,14 +207,14 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         let delay = match outcome {
             SessionEnd::Reconnect(after) => {
                 backoff = BACKOFF_START;
-                after
+                jittered(after)
             }
             SessionEnd::Lost { was_welcomed, why } => {
                 if was_welcomed {
                     backoff = BACKOFF_START;
                 }
                 warn!(agent_id = %config.agent_id, %why, retry_in = ?backoff, "session lost");
-                let delay = backoff;
+                let delay = jittered(backoff);
                 backoff = next_backoff(backoff);
                 delay
             }
@@ -396,10 +400,19 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_by_about_1_6_and_stops_at_30_seconds() {
-        let next = next_backoff(Duration::from_secs(10));
-        assert!(next >= Duration::from_secs_f64(12.8) && next <= Duration::from_secs_f64(19.2));
-        let capped = next_backoff(Duration::from_secs(30));
-        assert!(capped <= Duration::from_secs(36) && capped >= Duration::from_secs(24));
+    fn backoff_grows_by_1_6_and_stops_at_30_seconds() {
+        assert_eq!(
+            next_backoff(Duration::from_secs(1)),
+            Duration::from_millis(1600)
+        );
+        assert_eq!(
+            next_backoff(Duration::from_secs(25)),
+            Duration::from_secs(30)
+        );
+        for _ in 0..100 {
+            let delay = jittered(Duration::from_secs(10));
+            assert!(delay >= Duration::from_secs(8) && delay <= Duration::from_secs(12));
+            assert!(jittered(Duration::from_secs(30)) <= Duration::from_secs(30));
+        }
     }
 }

@@ -118,7 +118,16 @@ pub fn result_effect(
     session: &Session,
 ) -> Option<ConnectorUpdate> {
     if command.generation != connector.generation {
-        return None;
+        // A newer command exists: its desired state wins. A start that did
+        // happen still tells where the connector now runs, so that the newer
+        // command (a pause, say) goes to that agent.
+        return (command.kind == CommandKind::Start && report.success).then(|| ConnectorUpdate {
+            state: None,
+            desired_state: None,
+            placement: Some(Placement::of(session, &command.region)),
+            observed: report.status.clone(),
+            status_message: None,
+        });
     }
     let reported = report
         .status
@@ -195,6 +204,52 @@ pub fn status_effect(
         observed: Some(status.clone()),
         status_message: current.then(|| status.message.clone()),
     }
+}
+
+/// A command waiting for delivery, with the agent that runs its connector
+/// (empty if none).
+#[derive(Clone, Debug)]
+pub struct Deliverable {
+    pub command_id: String,
+    pub runner: String,
+}
+
+/// An online agent of a region and how busy it is.
+#[derive(Clone, Debug)]
+pub struct Candidate {
+    pub agent_id: String,
+    /// Connectors it runs plus commands it has not answered yet.
+    pub load: i64,
+}
+
+/// Chooses the agent for each command of one region: the online agent that
+/// runs its connector, else the least loaded online agent (ties by id),
+/// counting each assignment as load so that a batch spreads out. Commands
+/// with no online agent stay unassigned.
+pub fn assign(commands: &[Deliverable], agents: &[Candidate]) -> Vec<(String, String)> {
+    let mut load: Vec<(i64, &str)> = agents
+        .iter()
+        .map(|a| (a.load, a.agent_id.as_str()))
+        .collect();
+    let mut assigned = Vec::new();
+    for command in commands {
+        let target = if let Some(i) = load.iter().position(|(_, id)| *id == command.runner) {
+            i
+        } else {
+            match load
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| a.cmp(b))
+                .map(|(i, _)| i)
+            {
+                Some(i) => i,
+                None => continue,
+            }
+        };
+        load[target].0 += 1;
+        assigned.push((command.command_id.clone(), load[target].1.to_owned()));
+    }
+    assigned
 }
 
 #[cfg(test)]
@@ -307,14 +362,53 @@ mod tests {
     }
 
     #[test]
-    fn a_result_for_an_older_generation_changes_nothing() {
+    fn a_result_for_an_older_generation_keeps_the_newer_state() {
         let effect = result_effect(
             &connector(2, ConnectorState::Pausing),
             &command(CommandKind::Start, 1),
             &report(true),
             &session(),
+        )
+        .unwrap();
+        assert_eq!(effect.state, None);
+        assert_eq!(effect.placement.unwrap().agent_id, "a1");
+        let failed = result_effect(
+            &connector(2, ConnectorState::Pausing),
+            &command(CommandKind::Start, 1),
+            &report(false),
+            &session(),
         );
-        assert_eq!(effect, None);
+        assert_eq!(failed, None);
+    }
+
+    #[test]
+    fn commands_go_to_their_runner_else_to_the_least_loaded_agent() {
+        let commands = |runners: &[&str]| -> Vec<Deliverable> {
+            runners
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Deliverable {
+                    command_id: format!("k{i}"),
+                    runner: (*r).to_owned(),
+                })
+                .collect()
+        };
+        let agents = vec![
+            Candidate {
+                agent_id: "a".into(),
+                load: 2,
+            },
+            Candidate {
+                agent_id: "b".into(),
+                load: 0,
+            },
+        ];
+        let assigned = assign(&commands(&["a", "", "", "", "gone"]), &agents);
+        let targets: Vec<&str> = assigned.iter().map(|(_, a)| a.as_str()).collect();
+        // k0 to its runner (a: 3); the rest by load: b (1), b (2), b (3),
+        // then the 3/3 tie goes to a.
+        assert_eq!(targets, ["a", "b", "b", "b", "a"]);
+        assert!(assign(&commands(&[""]), &[]).is_empty());
     }
 
     #[test]

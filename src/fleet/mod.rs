@@ -10,7 +10,7 @@ mod session;
 
 use crate::domain::Session;
 use crate::proto::v1::ControlMessage;
-use crate::store::{FleetStore, Seen, StoreError};
+use crate::store::{FleetStore, Seen};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -136,10 +136,19 @@ impl<S: FleetStore> Fleet<S> {
         ]
     }
 
-    /// Registers a session, ending the agent's previous one on this replica.
+    /// Registers a session, ending the agent's older one on this replica.
+    /// If a newer session registered first (two connects racing), the
+    /// newcomer is the one ended: its token comes back cancelled.
     fn register(&self, session: Session, outbound: Outbound) -> CancellationToken {
         let superseded = CancellationToken::new();
-        let previous = self.sessions.lock().unwrap().insert(
+        let mut sessions = self.sessions.lock().unwrap();
+        if let Some(existing) = sessions.get(&session.agent_id)
+            && existing.session.epoch > session.epoch
+        {
+            superseded.cancel();
+            return superseded;
+        }
+        let previous = sessions.insert(
             session.agent_id.clone(),
             LocalSession {
                 session,
@@ -176,8 +185,10 @@ impl<S: FleetStore> Fleet<S> {
     }
 
     /// Hands pending commands to connected agents. Woken after every
-    /// accepted Start/Pause, session start and result; the interval tick is
-    /// the safety net for commands written by other replicas.
+    /// accepted Start/Pause (for its region), session start and result; the
+    /// interval tick is the safety net for commands written by other
+    /// replicas. A round costs one query when nothing is pending, and one
+    /// claim per region with work and local sessions.
     async fn dispatch_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -187,57 +198,64 @@ impl<S: FleetStore> Fleet<S> {
                 _ = self.signals.dispatch.notified() => self.signals.take_regions(),
                 _ = tick.tick() => None,
             };
-            let targets: Vec<(Session, Outbound, CancellationToken)> = self
-                .sessions
-                .lock()
-                .unwrap()
-                .values()
-                .filter(|local| {
-                    regions
-                        .as_ref()
-                        .is_none_or(|regions| regions.contains(&local.session.region))
-                })
-                .map(|local| {
-                    (
-                        local.session.clone(),
-                        local.outbound.clone(),
-                        local.superseded.clone(),
-                    )
-                })
-                .collect();
-            for (session, outbound, superseded) in targets {
-                self.deliver(&session, &outbound, &superseded).await;
+            let regions: HashSet<String> = match regions {
+                Some(regions) => regions,
+                None => match self.store.pending_regions().await {
+                    Ok(regions) => regions.into_iter().collect(),
+                    Err(error) => {
+                        warn!(%error, "listing regions with pending commands failed");
+                        continue;
+                    }
+                },
+            };
+            for region in regions {
+                self.deliver(&region).await;
             }
         }
     }
 
-    async fn deliver(
-        &self,
-        session: &Session,
-        outbound: &Outbound,
-        superseded: &CancellationToken,
-    ) {
-        let room = outbound.capacity();
-        if room == 0 {
-            debug!(agent_id = %session.agent_id, "session queue full; commands wait");
+    /// One claim for `region`: commands go straight into the sessions'
+    /// queues; one that does not fit goes back to pending.
+    async fn deliver(&self, region: &str) {
+        let local: Vec<(Session, Outbound, CancellationToken)> = self
+            .sessions
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|local| local.session.region == region)
+            .map(|local| {
+                (
+                    local.session.clone(),
+                    local.outbound.clone(),
+                    local.superseded.clone(),
+                )
+            })
+            .collect();
+        if local.is_empty() {
             return;
         }
-        let commands = match self
+        let rooms: Vec<(Session, usize)> = local
+            .iter()
+            .map(|(session, outbound, _)| (session.clone(), outbound.capacity()))
+            .collect();
+        let claimed = match self
             .store
-            .claim_commands(session, room, self.offline_after())
+            .claim_commands(region, &rooms, self.offline_after())
             .await
         {
-            Ok(commands) => commands,
-            Err(StoreError::Fenced { .. }) => {
-                superseded.cancel();
-                return;
-            }
+            Ok(claimed) => claimed,
             Err(error) => {
-                warn!(%error, agent_id = %session.agent_id, "claiming commands failed");
+                warn!(%error, %region, "claiming commands failed");
                 return;
             }
         };
-        for command in commands {
+        for (session, command) in claimed {
+            let Some((_, outbound, session_token)) = local
+                .iter()
+                .find(|(s, _, _)| s.session_id == session.session_id)
+            else {
+                continue;
+            };
             let id = command.id.clone();
             debug!(agent_id = %session.agent_id, command_id = %id, "delivering command");
             let message = ControlMessage {
@@ -245,10 +263,12 @@ impl<S: FleetStore> Fleet<S> {
                     crate::api::command_to_proto(command),
                 )),
             };
-            if outbound.try_send(Ok(message)).is_err()
-                && let Err(error) = self.store.release_command(session, &id).await
-            {
-                warn!(%error, command_id = %id, "releasing an unsent command failed");
+            if outbound.try_send(Ok(message)).is_err() {
+                if let Err(error) = self.store.release_command(&session, &id).await {
+                    // Ending the session requeues it: never leave it stuck.
+                    warn!(%error, command_id = %id, "releasing an unsent command failed");
+                    session_token.cancel();
+                }
             }
         }
     }

@@ -92,7 +92,7 @@ pub async fn connect<S: FleetStore>(
         .expect("a new channel has room");
     let superseded_token = fleet.register(session.clone(), outbound.clone());
     fleet.saw(&session);
-    fleet.signals.wake_all();
+    fleet.signals.wake(&session.region);
 
     let span = info_span!("agent_session", agent_id = %session.agent_id, epoch = session.epoch);
     let mut served = Served {
@@ -179,7 +179,16 @@ impl<S: FleetStore> Served<S> {
             match outcome {
                 Ok(()) => {}
                 Err(StoreError::Fenced { .. }) => return End::Superseded,
-                Err(error) => warn!(%error, "recording an agent report failed"),
+                // A result that could not be recorded would leave its
+                // command delivered and unanswered, blocking the connector:
+                // end the session, so that its commands are requeued and the
+                // agent, reconnecting, answers them again.
+                Err(error) => {
+                    warn!(%error, "recording an agent report failed; ending the session");
+                    return End::Violation(Status::unavailable(
+                        "the control plane could not record your report; reconnect",
+                    ));
+                }
             }
         }
     }
@@ -187,8 +196,13 @@ impl<S: FleetStore> Served<S> {
     async fn heartbeat(&mut self, statuses: Vec<ObservedStatus>) -> Result<(), StoreError> {
         self.fleet.saw(&self.session);
         // Back from silence: the sweep may have marked its connectors
-        // UNKNOWN, so everything it reports is written again.
-        if self.last_heard.elapsed() >= self.fleet.offline_after() {
+        // UNKNOWN (the database's last-seen time lags by up to one flush
+        // interval), so everything it reports is written again.
+        let silence = self
+            .fleet
+            .offline_after()
+            .saturating_sub(self.fleet.heartbeat_interval);
+        if self.last_heard.elapsed() >= silence {
             self.reported.clear();
         }
         self.last_heard = Instant::now();
@@ -225,11 +239,9 @@ impl<S: FleetStore> Served<S> {
                     status = %command.status,
                     "command completed"
                 );
-                if let Some(status) = report.status {
-                    self.reported.insert(status.connector_id.clone(), status);
-                }
                 self.fleet.signals.command_completed();
-                self.fleet.signals.wake(&self.session.region);
+                // The connector's next command may be for any region.
+                self.fleet.signals.wake_all();
             }
             None => debug!(command_id = %report.command_id, "duplicate or stale result ignored"),
         }
@@ -252,11 +264,16 @@ impl<S: FleetStore> Served<S> {
             End::Violation(status) => Some(Err(status)),
         };
         if let Some(farewell) = farewell {
-            let _ = self.outbound.try_send(farewell);
+            let _ = self
+                .outbound
+                .send_timeout(farewell, Duration::from_secs(1))
+                .await;
         }
         self.fleet.unregister(&self.session);
-        if let Err(error) = self.fleet.store.close_session(&self.session).await {
-            warn!(%error, "recording the session end failed");
+        match self.fleet.store.close_session(&self.session).await {
+            Ok(0) => {}
+            Ok(_) => self.fleet.signals.wake(&self.session.region),
+            Err(error) => warn!(%error, "recording the session end failed"),
         }
         info!("agent session ended");
     }

@@ -122,11 +122,13 @@ pub trait FleetStore: Store {
         hello: &Hello,
     ) -> impl Future<Output = Result<Session, StoreError>> + Send;
 
-    /// Marks the session's stream ended (no-op for a superseded session).
+    /// Marks the session's stream ended and makes what it left unanswered
+    /// pending again (no-op for a superseded session). Returns how many
+    /// commands became pending.
     fn close_session(
         &self,
         session: &Session,
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Applies reported statuses (see `domain::fleet::status_effect`).
     fn record_statuses(
@@ -142,17 +144,22 @@ pub trait FleetStore: Store {
         seen: &[Seen],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Marks up to `limit` pending commands DELIVERED to this session's
-    /// agent and returns them: commands of its region whose connector it
-    /// runs, or whose connector no online agent of the region runs when it
-    /// is the least loaded online agent there; at most one unanswered
-    /// command per connector, in generation order.
+    /// Regions that have pending commands.
+    fn pending_regions(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Delivers pending commands of `region` to the given local sessions
+    /// (each with how many more commands its queue takes): marks them
+    /// DELIVERED and returns them with the session they are for. Each goes
+    /// to the online agent running its connector, else to the least loaded
+    /// online agent of the region (`domain::fleet::assign`); commands whose
+    /// agent is not among `sessions` stay pending. At most one unanswered
+    /// command per connector, oldest generation first.
     fn claim_commands(
         &self,
-        session: &Session,
-        limit: usize,
+        region: &str,
+        sessions: &[(Session, usize)],
         offline_after: Duration,
-    ) -> impl Future<Output = Result<Vec<Command>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(Session, Command)>, StoreError>> + Send;
 
     /// Makes a claimed command pending again (it could not be sent).
     fn release_command(
@@ -172,7 +179,7 @@ pub trait FleetStore: Store {
 
     /// Agents silent for `offline_after`: their connectors that were running
     /// or failed become UNKNOWN, their unanswered commands pending again.
-    /// Returns how many connectors became UNKNOWN.
+    /// Returns how many rows changed.
     fn sweep_offline(
         &self,
         offline_after: Duration,

@@ -333,3 +333,52 @@ async fn list_regions_counts_online_agents_and_connectors() {
     let eu2 = regions.iter().find(|r| r.name == "eu-2").unwrap();
     assert_eq!((eu2.online_agents, eu2.connectors), (1, 1));
 }
+
+#[tokio::test]
+async fn after_a_reconnect_only_the_oldest_open_command_is_delivered() {
+    let (app, mut agent) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let start = agent.next_command().await;
+    app.pause(pause_request("c1")).await.unwrap();
+    drop(agent);
+
+    let mut again = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    assert_eq!(again.next_command().await.id, start.id);
+    again.succeed(&start, S::Running).await;
+    // Only now, the pause.
+    let pause = again.next_command().await;
+    assert_eq!(
+        (pause.kind, pause.generation),
+        (v1::CommandKind::Pause as i32, 2)
+    );
+}
+
+#[tokio::test]
+async fn unowned_commands_go_to_the_least_loaded_agent_of_the_region() {
+    let (app, mut a1) = app_with_agent().await;
+    run_c1(&app, &mut a1).await;
+    let mut a2 = TestAgent::connect(&app, hello("a2", "eu-2", "10.0.2.8")).await;
+    app.create(connector("c2", "payments")).await;
+    app.start(start_request("c2")).await.unwrap();
+    // a1 runs c1; a2 runs nothing: c2 goes to a2.
+    let command = a2.next_command().await;
+    assert_eq!(command.connector_id, "c2");
+    a2.succeed(&command, S::Running).await;
+    let c2 = app.connector_becomes("c2", |c| c.state == RUNNING).await;
+    assert_eq!(c2.agent_id, "a2");
+}
+
+#[tokio::test]
+async fn a_pause_goes_to_the_agent_whose_start_was_answered_late() {
+    let (app, mut a1) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let start = a1.next_command().await;
+    // A second, idle agent joins: less loaded than a1.
+    let _a2 = TestAgent::connect(&app, hello("a2", "eu-2", "10.0.2.8")).await;
+    app.pause(pause_request("c1")).await.unwrap();
+    a1.succeed(&start, S::Running).await;
+    // The start happened on a1, so the pause must reach a1, not a2.
+    let pause = a1.next_command().await;
+    assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
+    assert_eq!(app.get("c1").await.agent_id, "a1");
+}

@@ -4,13 +4,14 @@
 use super::PgStore;
 use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
-use crate::domain::fleet::{result_effect, status_effect};
+use crate::domain::fleet::{Candidate, Deliverable, assign, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Session,
 };
 use crate::store::{FleetStore, Seen, StoreError};
 use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{debug, instrument};
 
@@ -188,20 +189,37 @@ impl FleetStore for PgStore {
         Ok(session)
     }
 
-    async fn close_session(&self, session: &Session) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let statement = client
+    async fn close_session(&self, session: &Session) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        match fence(&tx, session).await {
+            Ok(()) => {}
+            // A newer session owns the agent now; nothing to close.
+            Err(StoreError::Fenced { .. }) => return Ok(0),
+            Err(error) => return Err(error),
+        }
+        let disconnect = tx
+            .prepare_cached("UPDATE agents SET disconnect_time = now() WHERE id = $1")
+            .await
+            .map_err(translate)?;
+        tx.execute(&disconnect, &[&session.agent_id])
+            .await
+            .map_err(translate)?;
+        // Unanswered commands go back to the queue at once, for another
+        // agent of the region or for this one when it returns.
+        let requeue = tx
             .prepare_cached(
-                "UPDATE agents SET disconnect_time = now()
-                 WHERE id = $1 AND session_epoch = $2",
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE agent_id = $1 AND status = 'DELIVERED'",
             )
             .await
             .map_err(translate)?;
-        client
-            .execute(&statement, &[&session.agent_id, &session.epoch])
+        let requeued = tx
+            .execute(&requeue, &[&session.agent_id])
             .await
             .map_err(translate)?;
-        Ok(())
+        tx.commit().await.map_err(translate)?;
+        Ok(requeued)
     }
 
     #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
@@ -240,78 +258,159 @@ impl FleetStore for PgStore {
         Ok(())
     }
 
-    #[instrument(skip_all, fields(agent_id = %session.agent_id))]
+    async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
+            .await
+            .map_err(translate)?;
+        let rows = client.query(&statement, &[]).await.map_err(translate)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    #[instrument(skip_all, fields(region = %region))]
     async fn claim_commands(
         &self,
-        session: &Session,
-        limit: usize,
+        region: &str,
+        sessions: &[(Session, usize)],
         offline_after: Duration,
-    ) -> Result<Vec<Command>, StoreError> {
-        if limit == 0 {
+    ) -> Result<Vec<(Session, Command)>, StoreError> {
+        let room: usize = sessions.iter().map(|(_, room)| room).sum();
+        if room == 0 {
             return Ok(Vec::new());
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
-        fence(&tx, session).await?;
-        let online = online(3);
-        let claim = tx
+        // The oldest open command of each connector, if it is pending (one
+        // delivered and unanswered blocks the rest). Rows another claim or a
+        // Start/Pause holds are skipped, never waited for.
+        let candidates = tx
+            .prepare_cached(
+                "SELECT c.id, k.agent_id FROM commands c JOIN connectors k ON k.id = c.connector_id
+                 WHERE c.status = 'PENDING' AND c.region = $1
+                   AND c.generation = (SELECT min(p.generation) FROM commands p
+                                       WHERE p.connector_id = c.connector_id
+                                         AND p.status IN ('PENDING', 'DELIVERED'))
+                 ORDER BY c.create_time
+                 LIMIT $2
+                 FOR UPDATE OF c, k SKIP LOCKED",
+            )
+            .await
+            .map_err(translate)?;
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let deliverable: Vec<Deliverable> = tx
+            .query(&candidates, &[&region, &limit])
+            .await
+            .map_err(translate)?
+            .iter()
+            .map(|row| Deliverable {
+                command_id: row.get(0),
+                runner: row.get(1),
+            })
+            .collect();
+        if deliverable.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Online agents of the region and their load. The share lock makes
+        // a concurrent new session of one of them wait for this claim, so
+        // that its requeue sees what is delivered here.
+        let agents = tx
             .prepare_cached(&format!(
-                "WITH candidates AS (
-                     SELECT c.id FROM commands c JOIN connectors k ON k.id = c.connector_id
-                     WHERE c.status = 'PENDING' AND c.region = $2
-                       AND NOT EXISTS (SELECT 1 FROM commands d
-                                       WHERE d.connector_id = c.connector_id
-                                         AND d.status = 'DELIVERED')
-                       AND (k.agent_id = $1
-                            OR (NOT EXISTS (SELECT 1 FROM agents a
-                                            WHERE a.id = k.agent_id AND a.region = $2 AND {online})
-                                AND $1 = (SELECT a.id FROM agents a
-                                          WHERE a.region = $2 AND {online}
-                                          ORDER BY (SELECT count(*) FROM connectors x
-                                                    WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
-                                                 + (SELECT count(*) FROM commands y
-                                                    WHERE y.agent_id = a.id AND y.status = 'DELIVERED'),
-                                                   a.id
-                                          LIMIT 1)))
-                     ORDER BY c.generation, c.create_time
-                     LIMIT $4
-                     FOR UPDATE OF c SKIP LOCKED)
-                 UPDATE commands SET status = 'DELIVERED', agent_id = $1, deliver_time = now(),
-                                     delivery_attempts = delivery_attempts + 1
-                 WHERE id IN (SELECT id FROM candidates)
-                 RETURNING {COMMAND_COLUMNS}"
+                "SELECT a.id, a.session_epoch,
+                        (SELECT count(*) FROM connectors x
+                         WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                      + (SELECT count(*) FROM commands y
+                         WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
+                 FROM agents a
+                 WHERE a.region = $1 AND {}
+                 ORDER BY a.id
+                 FOR SHARE OF a",
+                online(2)
             ))
             .await
             .map_err(translate)?;
-        let secs = offline_after.as_secs_f64();
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = tx
-            .query(&claim, &[&session.agent_id, &session.region, &secs, &limit])
+            .query(&agents, &[&region, &offline_after.as_secs_f64()])
             .await
             .map_err(translate)?;
-        let mut commands = rows
+        let epochs: HashMap<String, i64> = rows
             .iter()
-            .map(command_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
+            .collect();
+        let candidates: Vec<Candidate> = rows
+            .iter()
+            .map(|row| Candidate {
+                agent_id: row.get(0),
+                load: row.get(2),
+            })
+            .collect();
+
+        // Local sessions that are current, with their free queue slots.
+        let mut room: HashMap<&str, (usize, &Session)> = sessions
+            .iter()
+            .filter(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch))
+            .map(|(session, room)| (session.agent_id.as_str(), (*room, session)))
+            .collect();
+        let mut ids = Vec::new();
+        let mut targets = Vec::new();
+        for (command_id, agent_id) in assign(&deliverable, &candidates) {
+            if let Some((left, _)) = room.get_mut(agent_id.as_str())
+                && *left > 0
+            {
+                *left -= 1;
+                ids.push(command_id);
+                targets.push(agent_id);
+            }
+        }
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deliver = tx
+            .prepare_cached(&format!(
+                "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
+                                     deliver_time = now(),
+                                     delivery_attempts = delivery_attempts + 1
+                 FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
+                 WHERE commands.id = t.id
+                 RETURNING {}",
+                COMMAND_COLUMNS
+                    .split(',')
+                    .map(|column| format!("commands.{}", column.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await
+            .map_err(translate)?;
+        let rows = tx
+            .query(&deliver, &[&ids, &targets])
+            .await
+            .map_err(translate)?;
+        let mut delivered = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let command = command_from_row(row)?;
+            let (_, session) = room[command.agent_id.as_str()];
+            delivered.push((session.clone(), command));
+        }
         tx.commit().await.map_err(translate)?;
-        commands.sort_by_key(|c| c.generation);
-        Ok(commands)
+        delivered.sort_by_key(|(_, command)| command.generation);
+        Ok(delivered)
     }
 
     async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        let statement = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        let statement = tx
             .prepare_cached(
                 "UPDATE commands SET status = 'PENDING'
                  WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
             )
             .await
             .map_err(translate)?;
-        client
-            .execute(&statement, &[&command_id, &session.agent_id])
+        tx.execute(&statement, &[&command_id, &session.agent_id])
             .await
             .map_err(translate)?;
-        Ok(())
+        tx.commit().await.map_err(translate)
     }
 
     #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
@@ -401,7 +500,10 @@ impl FleetStore for PgStore {
             .prepare_cached(
                 "WITH offline AS (
                      SELECT id FROM agents
-                     WHERE last_heartbeat_time <= now() - make_interval(secs => $1)),
+                     WHERE last_heartbeat_time <= now() - make_interval(secs => $1)
+                     -- An agent reconnecting right now holds its row: skip
+                     -- it rather than mark its fresh session's work.
+                     FOR UPDATE SKIP LOCKED),
                  requeued AS (
                      UPDATE commands SET status = 'PENDING'
                      WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
@@ -422,7 +524,7 @@ impl FleetStore for PgStore {
         if unknown > 0 || requeued > 0 {
             tracing::info!(unknown, requeued, "agents went silent");
         }
-        Ok(u64::try_from(unknown).unwrap_or(0))
+        Ok(u64::try_from(unknown + requeued).unwrap_or(0))
     }
 
     async fn list_agents(

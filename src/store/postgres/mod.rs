@@ -329,7 +329,8 @@ impl<'a> Change<'a> {
                     .prepare_cached(
                         "SELECT previous_region FROM commands
                          WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
-                         ORDER BY generation DESC LIMIT 1",
+                         ORDER BY generation DESC LIMIT 1
+                         FOR UPDATE",
                     )
                     .await
                     .map_err(translate)?;
