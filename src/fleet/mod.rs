@@ -263,12 +263,12 @@ impl<S: FleetStore> Fleet<S> {
                     crate::api::command_to_proto(command),
                 )),
             };
-            if outbound.try_send(Ok(message)).is_err() {
-                if let Err(error) = self.store.release_command(&session, &id).await {
-                    // Ending the session requeues it: never leave it stuck.
-                    warn!(%error, command_id = %id, "releasing an unsent command failed");
-                    session_token.cancel();
-                }
+            if outbound.try_send(Ok(message)).is_err()
+                && let Err(error) = self.store.release_command(&session, &id).await
+            {
+                // Ending the session requeues it: never leave it stuck.
+                warn!(%error, command_id = %id, "releasing an unsent command failed");
+                session_token.cancel();
             }
         }
     }
