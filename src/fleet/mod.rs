@@ -162,6 +162,15 @@ impl<S: FleetStore> Fleet<S> {
         superseded
     }
 
+    /// Whether `session` is the agent's registered session on this replica.
+    fn is_current(&self, session: &Session) -> bool {
+        self.sessions
+            .lock()
+            .unwrap()
+            .get(&session.agent_id)
+            .is_some_and(|local| local.session.session_id == session.session_id)
+    }
+
     /// Removes the session if it is still the registered one.
     fn unregister(&self, session: &Session) {
         let mut sessions = self.sessions.lock().unwrap();

@@ -144,7 +144,16 @@ impl<S: FleetStore> Served<S> {
     ) -> End {
         loop {
             let message = tokio::select! {
-                _ = superseded.cancelled() => return End::Superseded,
+                _ = superseded.cancelled() => {
+                    return if self.fleet.is_current(&self.session) {
+                        // Cancelled by the dispatcher, not by a newer session.
+                        End::Violation(Status::unavailable(
+                            "the control plane could not hand over a command; reconnect",
+                        ))
+                    } else {
+                        End::Superseded
+                    };
+                }
                 _ = self.fleet.shutdown.cancelled() => return End::Draining,
                 message = inbound.message() => message,
             };
