@@ -382,3 +382,91 @@ async fn a_pause_goes_to_the_agent_whose_start_was_answered_late() {
     assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
     assert_eq!(app.get("c1").await.agent_id, "a1");
 }
+
+#[tokio::test]
+async fn an_agent_that_stops_reading_does_not_hold_up_other_agents() {
+    let (app, mut fast) = app_with_agent().await;
+    // 300 connectors of eu-9 with pending starts, for an agent that never
+    // reads its stream (tiny HTTP/2 windows fill at once).
+    app.sql(
+        "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
+            project_name_folded, kind, source_type, source_region, source_address,
+            destination_type, destination_region, destination_address, region, state,
+            desired_state, generation)
+         SELECT 'slow-' || n, 'slow ' || n, 'p', 'P', 'slow ' || n, 'p', 'INCREMENTAL_SYNC',
+                'MYSQL', 'eu-9', 'h:1', 'MYSQL', 'eu-9', 'h:2', 'eu-9', 'STARTING', 'RUNNING', 1
+         FROM generate_series(1, 300) AS n",
+    )
+    .await;
+    app.sql(
+        "INSERT INTO commands (id, connector_id, kind, region, previous_region, generation, status)
+         SELECT 'slow-command-' || n, 'slow-' || n, 'START', 'eu-9', 'eu-9', 1, 'PENDING'
+         FROM generate_series(1, 300) AS n",
+    )
+    .await;
+    let tiny = tonic::transport::Endpoint::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(Some(1024))
+        .initial_connection_window_size(Some(1024))
+        .connect()
+        .await
+        .unwrap();
+    let _slow = TestAgent::connect_to(tiny, hello("slow", "eu-9", "10.0.9.1")).await;
+    // Wait until the slow agent's queue is full and the rest stays pending.
+    eventually(std::time::Duration::from_secs(10), || async {
+        let delivered = app
+            .count("SELECT count(*) FROM commands WHERE region = 'eu-9' AND status = 'DELIVERED'")
+            .await;
+        (delivered > 0).then_some(())
+    })
+    .await;
+
+    app.start(start_request("c1")).await.unwrap();
+    assert_eq!(fast.next_command().await.connector_id, "c1");
+    assert!(
+        app.count("SELECT count(*) FROM commands WHERE region = 'eu-9' AND status = 'PENDING'")
+            .await
+            > 0,
+        "a slow agent's commands wait in the database, not in memory"
+    );
+}
+
+#[tokio::test]
+async fn writes_for_a_superseded_session_are_refused() {
+    use connector_control::domain::{CommandReport, Hello, ObservedStatus};
+    use connector_control::store::{FleetStore, PgStore, StoreError};
+    let (app, _agent) = app_with_agent().await;
+    let store = PgStore::connect(&app.db.url, 2).await.unwrap();
+    let hello = Hello {
+        agent_id: "a9".to_owned(),
+        instance_id: "i".to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.9".to_owned(),
+        version: String::new(),
+        connectors: Vec::new(),
+    };
+    let old = store.open_session(&hello).await.unwrap();
+    let new = store.open_session(&hello).await.unwrap();
+    assert_eq!(new.epoch, old.epoch + 1);
+    let status = ObservedStatus {
+        connector_id: "c1".to_owned(),
+        state: connector_control::domain::ConnectorState::Running,
+        checkpoint_time: None,
+        latency: None,
+        store_range: None,
+        generation: 9,
+        message: "from the old session".to_owned(),
+    };
+    let refused = store.record_statuses(&old, &[status]).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { .. }), "{refused:?}");
+    let report = CommandReport {
+        command_id: "any".to_owned(),
+        success: true,
+        error_reason: String::new(),
+        error_message: String::new(),
+        status: None,
+    };
+    let refused = store.complete_command(&old, &report).await.unwrap_err();
+    assert!(matches!(refused, StoreError::Fenced { .. }), "{refused:?}");
+    assert_eq!(app.get("c1").await.status_message, "");
+}
