@@ -91,6 +91,10 @@ expect "start with pull-back" '"status": "COMMAND_STATUS_PENDING"' "${G[@]}" -d 
 expect "a second start explains itself" '"reason":"CONNECTOR_NOT_STOPPED"' "${G[@]}" \
   -d '{"id": "orders-eu"}' "$ADDR" "$SVC/StartConnector"
 
+expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
+expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
+  connector.v1.AgentService/ListAgents
+
 expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
   "$ADDR" "$SVC/ListConnectors"
 
