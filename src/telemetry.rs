@@ -24,9 +24,10 @@ impl Drop for Telemetry {
 }
 
 /// Installs the global subscriber. Logs go to stderr; `RUST_LOG` (default
-/// `info`) filters them.
-pub fn init() -> Telemetry {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `default_level`) filters them.
+pub fn init(default_level: &str) -> Telemetry {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

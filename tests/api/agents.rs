@@ -76,6 +76,10 @@ async fn a_start_reaches_the_agent_and_its_result_makes_the_connector_running() 
     let running = app.connector_becomes("c1", |c| c.state == RUNNING).await;
     assert_eq!(running.agent_id, "a1");
     assert_eq!(running.server_ip, "10.0.2.7");
+    assert!(
+        running.last_heartbeat_time.is_some(),
+        "the agent's last heartbeat"
+    );
     assert_eq!(app.command_status(&command.id).await, "SUCCEEDED");
 }
 

@@ -15,7 +15,9 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
     destination_type, destination_region, destination_address, \
     region, server_ip, agent_id, state, desired_state, generation, \
     checkpoint_time, latency_us, store_earliest_time, store_latest_time, \
-    status_message, create_time, update_time, last_heartbeat_time";
+    status_message, create_time, update_time, \
+    (SELECT a.last_heartbeat_time FROM agents a WHERE a.id = connectors.agent_id) \
+    AS last_heartbeat_time";
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time";

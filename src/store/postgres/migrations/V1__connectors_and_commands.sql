@@ -39,7 +39,6 @@ CREATE TABLE connectors (
     status_message       text NOT NULL DEFAULT '',
     create_time          timestamptz NOT NULL DEFAULT now(),
     update_time          timestamptz NOT NULL DEFAULT now(),
-    last_heartbeat_time  timestamptz,
     CHECK ((store_earliest_time IS NULL) = (store_latest_time IS NULL))
 );
 

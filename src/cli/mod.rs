@@ -1,4 +1,11 @@
 //! Command-line interface: every flag also reads an environment variable.
+//! `serve`, `migrate` and `agent` run the system; `connectors`, `agents` and
+//! `regions` are the people's CLI (see `people`).
+
+mod people;
+mod render;
+
+pub use people::Failure;
 
 use crate::server::{self, ServeOptions};
 use crate::store::PgStore;
@@ -29,6 +36,15 @@ pub enum Command {
     /// Run the reference agent: connects to the control plane and runs
     /// simulated connectors for one server of one region.
     Agent(AgentArgs),
+    /// Find, inspect, start and pause connectors.
+    #[command(subcommand)]
+    Connectors(people::ConnectorsCommand),
+    /// List the region agents.
+    #[command(subcommand)]
+    Agents(people::AgentsCommand),
+    /// List the regions.
+    #[command(subcommand)]
+    Regions(people::RegionsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -118,8 +134,20 @@ impl DatabaseArgs {
 }
 
 impl Cli {
+    /// The log level when RUST_LOG is unset: services log their work, the
+    /// people's CLI only its warnings.
+    pub fn default_log_level(&self) -> &'static str {
+        match self.command {
+            Command::Serve(_) | Command::Migrate(_) | Command::Agent(_) => "info",
+            _ => "warn",
+        }
+    }
+
     pub async fn run(self) -> anyhow::Result<()> {
         match self.command {
+            Command::Connectors(command) => command.run().await,
+            Command::Agents(command) => command.run().await,
+            Command::Regions(command) => command.run().await,
             Command::Migrate(database) => {
                 database.connect().await?;
                 Ok(())

@@ -1,0 +1,454 @@
+//! The people's CLI: `connectors list|get|start|pause`, `agents list`,
+//! `regions list`, talking to a running control plane. Tables for people,
+//! `-o json` (the proto JSON mapping) for scripts. A failed call prints its
+//! reason and message and exits with a code that says what kind of failure
+//! it was.
+
+use super::render::{self, Output};
+use crate::proto::v1::{
+    self, agent_service_client::AgentServiceClient,
+    connector_service_client::ConnectorServiceClient,
+};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use std::time::Duration;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+
+/// Exit codes of a failed call (clap itself exits with 2 on bad usage).
+pub mod exit {
+    pub const FAILED: u8 = 1;
+    pub const INVALID_ARGUMENT: u8 = 2;
+    pub const NOT_FOUND: u8 = 3;
+    pub const FAILED_PRECONDITION: u8 = 4;
+    pub const NOT_CONFIRMED: u8 = 5;
+    pub const UNAVAILABLE: u8 = 6;
+}
+
+/// A call that failed, ready to print: `error: REASON: message`.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit_code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+impl From<tonic::Status> for Failure {
+    fn from(status: tonic::Status) -> Self {
+        let exit_code = match status.code() {
+            tonic::Code::InvalidArgument => exit::INVALID_ARGUMENT,
+            tonic::Code::NotFound => exit::NOT_FOUND,
+            tonic::Code::FailedPrecondition => exit::FAILED_PRECONDITION,
+            tonic::Code::DeadlineExceeded => exit::NOT_CONFIRMED,
+            tonic::Code::Unavailable => exit::UNAVAILABLE,
+            _ => exit::FAILED,
+        };
+        let reason = status
+            .get_details_error_info()
+            .map_or_else(|| format!("{:?}", status.code()), |info| info.reason);
+        let mut message = format!("error: {reason}: {}", status.message());
+        if let Some(bad) = status.get_details_bad_request() {
+            for violation in bad.field_violations {
+                message.push_str(&format!(
+                    "\n  {}: {}",
+                    violation.field, violation.description
+                ));
+            }
+        }
+        Failure { exit_code, message }
+    }
+}
+
+fn usage(message: String) -> anyhow::Error {
+    Failure {
+        exit_code: exit::INVALID_ARGUMENT,
+        message: format!("error: {message}"),
+    }
+    .into()
+}
+
+/// Where the control plane is and how to print answers.
+#[derive(Debug, Args)]
+pub struct ClientArgs {
+    /// The control plane's gRPC address.
+    #[arg(
+        long,
+        env = "CONNECTOR_CONTROL_SERVER",
+        default_value = "http://127.0.0.1:50051"
+    )]
+    pub server: String,
+
+    /// `table` for people, `json` (the API's JSON mapping) for scripts.
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+impl ClientArgs {
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        let unreachable = |error: String| -> anyhow::Error {
+            Failure {
+                exit_code: exit::UNAVAILABLE,
+                message: format!(
+                    "error: cannot reach the control plane at {}: {error} (is `connector-control \
+                     serve` running? set --server or CONNECTOR_CONTROL_SERVER)",
+                    self.server
+                ),
+            }
+            .into()
+        };
+        Endpoint::from_shared(self.server.clone())
+            .map_err(|e| unreachable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect()
+            .await
+            .map_err(|e| unreachable(e.to_string()))
+    }
+
+    async fn connectors(&self) -> anyhow::Result<ConnectorServiceClient<Channel>> {
+        Ok(ConnectorServiceClient::new(self.channel().await?))
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConnectorsCommand {
+    /// Search connectors: QUERY matches names and project names (any case,
+    /// any part), connector and project ids and server IPs (exact or prefix).
+    List(ListArgs),
+    /// Show one connector.
+    Get(GetArgs),
+    /// Start a stopped or failed connector, optionally pulling it back.
+    Start(StartArgs),
+    /// Pause a running, starting or failed connector.
+    Pause(PauseArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Free text; empty lists everything.
+    pub query: Option<String>,
+    /// Only connectors running (or to run) in this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only these states, comma-separated: running,failed,...
+    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
+    pub state: Vec<v1::ConnectorState>,
+    /// Connectors per page (the server caps it at 1000).
+    #[arg(long, default_value_t = 50)]
+    pub page_size: i32,
+    /// Continue a listing: the token printed after the previous page.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+    /// Fetch every page.
+    #[arg(long, conflicts_with = "page_token")]
+    pub all: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The connector id.
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The connector id.
+    pub id: String,
+    /// Replay incremental data from this time: RFC 3339
+    /// (2026-11-24T09:30:00Z) or relative to now (-30m, -2h).
+    #[arg(long, allow_hyphen_values = true)]
+    pub pull_back: Option<String>,
+    /// Run in this region instead of the destination's.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Idempotency key: repeating the command with it is safe.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Wait until the agent confirms (a spinner shows meanwhile).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, for example 30s or 2m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct PauseArgs {
+    /// The connector id.
+    pub id: String,
+    /// Why, for the record (an incident id, say).
+    #[arg(long, default_value = "")]
+    pub reason: String,
+    /// Idempotency key: repeating the command with it is safe.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Wait until the agent confirms (a spinner shows meanwhile).
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits, for example 30s or 2m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentsCommand {
+    /// List agents, ONLINE or OFFLINE.
+    List {
+        /// Only agents of this region.
+        #[arg(long, default_value = "")]
+        region: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RegionsCommand {
+    /// List regions with their online agents and connectors.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn parse_state(text: &str) -> Result<v1::ConnectorState, String> {
+    let name = format!("CONNECTOR_STATE_{}", text.trim().to_ascii_uppercase());
+    v1::ConnectorState::from_str_name(&name)
+        .filter(|state| *state != v1::ConnectorState::Unspecified)
+        .ok_or_else(|| {
+            format!(
+                "unknown state '{text}'; use stopped, starting, running, pausing, failed or unknown"
+            )
+        })
+}
+
+/// A pull-back time: RFC 3339, or `-DURATION` before now (`-30m`, `-2h`).
+pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, String> {
+    if let Some(ago) = text.strip_prefix('-') {
+        let ago = humantime::parse_duration(ago)
+            .map_err(|e| format!("'{text}' is not a relative time like -30m or -2h: {e}"))?;
+        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
+        return Ok(now - ago);
+    }
+    DateTime::parse_from_rfc3339(text)
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|e| {
+            format!("'{text}' is neither RFC 3339 (2026-11-24T09:30:00Z) nor relative (-30m): {e}")
+        })
+}
+
+/// Runs `call`, showing a spinner on a terminal while it waits.
+async fn with_spinner<T>(
+    show: bool,
+    message: String,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    if !show {
+        return call.await;
+    }
+    let spinner = indicatif::ProgressBar::new_spinner().with_message(message);
+    spinner.enable_steady_tick(Duration::from_millis(100));
+    let result = call.await;
+    spinner.finish_and_clear();
+    result
+}
+
+impl ConnectorsCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            ConnectorsCommand::List(args) => list(args).await,
+            ConnectorsCommand::Get(args) => {
+                let connector = args
+                    .client
+                    .connectors()
+                    .await?
+                    .get_connector(v1::GetConnectorRequest { id: args.id })
+                    .await
+                    .map_err(Failure::from)?
+                    .into_inner();
+                print!("{}", render::connector(&connector, args.client.output)?);
+                Ok(())
+            }
+            ConnectorsCommand::Start(args) => start(args).await,
+            ConnectorsCommand::Pause(args) => pause(args).await,
+        }
+    }
+}
+
+async fn list(args: ListArgs) -> anyhow::Result<()> {
+    let mut client = args.client.connectors().await?;
+    let mut request = v1::ListConnectorsRequest {
+        query: args.query.unwrap_or_default(),
+        region: args.region.unwrap_or_default(),
+        states: args.state.iter().map(|s| *s as i32).collect(),
+        page_size: args.page_size,
+        page_token: args.page_token,
+    };
+    let mut page = client
+        .list_connectors(request.clone())
+        .await
+        .map_err(Failure::from)?
+        .into_inner();
+    if args.all {
+        let mut all = std::mem::take(&mut page.connectors);
+        while !page.next_page_token.is_empty() {
+            request.page_token = std::mem::take(&mut page.next_page_token);
+            page = client
+                .list_connectors(request.clone())
+                .await
+                .map_err(Failure::from)?
+                .into_inner();
+            all.append(&mut page.connectors);
+        }
+        page.connectors = all;
+    }
+    print!("{}", render::connectors(&page, args.client.output)?);
+    Ok(())
+}
+
+async fn start(args: StartArgs) -> anyhow::Result<()> {
+    let pull_back_time = args
+        .pull_back
+        .as_deref()
+        .map(|text| parse_time(text, Utc::now()))
+        .transpose()
+        .map_err(usage)?
+        .map(crate::api::timestamp_to_proto);
+    let mut request = tonic::Request::new(v1::StartConnectorRequest {
+        id: args.id.clone(),
+        pull_back_time,
+        region: args.region.unwrap_or_default(),
+        request_id: args.request_id.unwrap_or_default(),
+        wait: args.wait,
+    });
+    if args.wait {
+        request.set_timeout(args.timeout);
+    }
+    let mut client = args.client.connectors().await?;
+    let response = with_spinner(
+        args.wait && args.client.output == Output::Table,
+        format!("starting {}: waiting for the agent to confirm", args.id),
+        client.start_connector(request),
+    )
+    .await
+    .map_err(Failure::from)?
+    .into_inner();
+    print!(
+        "{}",
+        render::command_outcome(
+            response.connector.as_ref(),
+            response.command.as_ref(),
+            &response,
+            args.client.output
+        )?
+    );
+    Ok(())
+}
+
+async fn pause(args: PauseArgs) -> anyhow::Result<()> {
+    let mut request = tonic::Request::new(v1::PauseConnectorRequest {
+        id: args.id.clone(),
+        reason: args.reason,
+        request_id: args.request_id.unwrap_or_default(),
+        wait: args.wait,
+    });
+    if args.wait {
+        request.set_timeout(args.timeout);
+    }
+    let mut client = args.client.connectors().await?;
+    let response = with_spinner(
+        args.wait && args.client.output == Output::Table,
+        format!("pausing {}: waiting for the agent to confirm", args.id),
+        client.pause_connector(request),
+    )
+    .await
+    .map_err(Failure::from)?
+    .into_inner();
+    print!(
+        "{}",
+        render::command_outcome(
+            response.connector.as_ref(),
+            response.command.as_ref(),
+            &response,
+            args.client.output
+        )?
+    );
+    Ok(())
+}
+
+impl AgentsCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let AgentsCommand::List { region, client } = self;
+        let response = AgentServiceClient::new(client.channel().await?)
+            .list_agents(v1::ListAgentsRequest { region })
+            .await
+            .map_err(Failure::from)?
+            .into_inner();
+        print!("{}", render::agents(&response, client.output)?);
+        Ok(())
+    }
+}
+
+impl RegionsCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let RegionsCommand::List { client } = self;
+        let response = client
+            .connectors()
+            .await?
+            .list_regions(v1::ListRegionsRequest {})
+            .await
+            .map_err(Failure::from)?
+            .into_inner();
+        print!("{}", render::regions(&response, client.output)?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pull_back_times_are_rfc3339_or_relative() {
+        let now: DateTime<Utc> = "2026-11-24T12:00:00Z".parse().unwrap();
+        assert_eq!(
+            parse_time("-30m", now).unwrap(),
+            "2026-11-24T11:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_time("-2h", now).unwrap(),
+            "2026-11-24T10:00:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert_eq!(
+            parse_time("2026-11-24T09:30:00+01:00", now).unwrap(),
+            "2026-11-24T08:30:00Z".parse::<DateTime<Utc>>().unwrap()
+        );
+        assert!(
+            parse_time("yesterday", now)
+                .unwrap_err()
+                .contains("RFC 3339")
+        );
+        assert!(parse_time("-soon", now).unwrap_err().contains("-30m"));
+    }
+
+    #[test]
+    fn states_parse_in_any_case() {
+        assert_eq!(parse_state("Running"), Ok(v1::ConnectorState::Running));
+        assert!(parse_state("unspecified").is_err());
+        assert!(parse_state("sleeping").unwrap_err().contains("stopped"));
+    }
+}

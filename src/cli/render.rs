@@ -1,0 +1,266 @@
+//! How the people's CLI prints answers: tables for people, and for scripts
+//! the proto JSON mapping (the same JSON grpcurl prints).
+
+use crate::proto::{self, v1};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use comfy_table::{Table, presets};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use std::sync::OnceLock;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+fn pool() -> anyhow::Result<&'static DescriptorPool> {
+    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
+    if let Some(pool) = POOL.get() {
+        return Ok(pool);
+    }
+    let pool = DescriptorPool::decode(proto::FILE_DESCRIPTOR_SET)
+        .context("decoding the API descriptors")?;
+    Ok(POOL.get_or_init(|| pool))
+}
+
+/// `message` in the proto JSON mapping, pretty-printed.
+fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String> {
+    let descriptor = pool()?
+        .get_message_by_name(full_name)
+        .with_context(|| format!("no descriptor for {full_name}"))?;
+    let dynamic = DynamicMessage::decode(descriptor, message.encode_to_vec().as_slice())?;
+    Ok(serde_json::to_string_pretty(&dynamic)? + "\n")
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_style(presets::NOTHING)
+        .set_header(header.to_vec());
+    table
+}
+
+fn state(value: i32) -> String {
+    v1::ConnectorState::try_from(value)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("CONNECTOR_STATE_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| value.to_string())
+}
+
+fn time(ts: Option<&prost_types::Timestamp>) -> String {
+    ts.and_then(|ts| DateTime::<Utc>::from_timestamp(ts.seconds, 0))
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn latency(d: Option<&prost_types::Duration>) -> String {
+    d.and_then(|d| std::time::Duration::try_from(*d).ok())
+        .map(|d| {
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+        })
+        .unwrap_or_else(|| "-".to_owned())
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(page, "connector.v1.ListConnectorsResponse");
+    }
+    let mut table = table(&[
+        "ID",
+        "NAME",
+        "PROJECT",
+        "REGION",
+        "STATE",
+        "SERVER IP",
+        "LATENCY",
+        "CHECKPOINT",
+    ]);
+    for c in &page.connectors {
+        table.add_row(vec![
+            c.id.clone(),
+            c.name.clone(),
+            c.project_name.clone(),
+            c.region.clone(),
+            state(c.state),
+            or_dash(&c.server_ip).to_owned(),
+            latency(c.latency.as_ref()),
+            time(c.checkpoint_time.as_ref()),
+        ]);
+    }
+    let mut out = format!("{table}\n");
+    out.push_str(&format!(
+        "{} shown, {} matching\n",
+        page.connectors.len(),
+        page.total_size
+    ));
+    if !page.next_page_token.is_empty() {
+        out.push_str(&format!(
+            "more: add --page-token {} (or --all)\n",
+            page.next_page_token
+        ));
+    }
+    Ok(out)
+}
+
+pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(c, "connector.v1.Connector");
+    }
+    let endpoint = |e: Option<&v1::Endpoint>| {
+        e.map(|e| format!("{} {} ({})", e.r#type, e.address, e.region))
+            .unwrap_or_default()
+    };
+    let kind = v1::ConnectorKind::try_from(c.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("CONNECTOR_KIND_")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let range = c
+        .store_range
+        .as_ref()
+        .map(|r| {
+            format!(
+                "{} .. {}",
+                time(r.earliest_time.as_ref()),
+                time(r.latest_time.as_ref())
+            )
+        })
+        .unwrap_or_else(|| "-".to_owned());
+    let mut table = Table::new();
+    table.load_style(presets::NOTHING);
+    for (field, value) in [
+        ("ID", c.id.clone()),
+        ("NAME", c.name.clone()),
+        ("PROJECT", format!("{} ({})", c.project_name, c.project_id)),
+        ("KIND", kind),
+        ("SOURCE", endpoint(c.source.as_ref())),
+        ("DESTINATION", endpoint(c.destination.as_ref())),
+        ("REGION", c.region.clone()),
+        (
+            "STATE",
+            format!("{} (desired {})", state(c.state), state(c.desired_state)),
+        ),
+        ("GENERATION", c.generation.to_string()),
+        ("AGENT", or_dash(&c.agent_id).to_owned()),
+        ("SERVER IP", or_dash(&c.server_ip).to_owned()),
+        ("LATENCY", latency(c.latency.as_ref())),
+        ("CHECKPOINT", time(c.checkpoint_time.as_ref())),
+        ("STORE RANGE", range),
+        ("MESSAGE", or_dash(&c.status_message).to_owned()),
+        ("LAST HEARTBEAT", time(c.last_heartbeat_time.as_ref())),
+        ("UPDATED", time(c.update_time.as_ref())),
+    ] {
+        table.add_row(vec![field.to_owned(), value]);
+    }
+    Ok(format!("{table}\n"))
+}
+
+/// The answer of a Start or Pause.
+pub fn command_outcome<M: prost::Message>(
+    connector: Option<&v1::Connector>,
+    command: Option<&v1::Command>,
+    response: &M,
+    output: Output,
+) -> anyhow::Result<String> {
+    if output == Output::Json {
+        let name = if command.is_some_and(|c| c.kind == v1::CommandKind::Pause as i32) {
+            "connector.v1.PauseConnectorResponse"
+        } else {
+            "connector.v1.StartConnectorResponse"
+        };
+        return json(response, name);
+    }
+    let (Some(connector), Some(command)) = (connector, command) else {
+        return Ok(String::new());
+    };
+    let kind = v1::CommandKind::try_from(command.kind)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("COMMAND_KIND_")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let status = v1::CommandStatus::try_from(command.status)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("COMMAND_STATUS_")
+                .to_owned()
+        })
+        .unwrap_or_default();
+    let mut out = format!(
+        "connector {} is {} (desired {})\ncommand {} {} generation {} in {}: {}\n",
+        connector.id,
+        state(connector.state),
+        state(connector.desired_state),
+        command.id,
+        kind,
+        command.generation,
+        command.region,
+        status
+    );
+    if !command.error_reason.is_empty() {
+        out.push_str(&format!(
+            "agent: {}: {}\n",
+            command.error_reason, command.error_message
+        ));
+    }
+    Ok(out)
+}
+
+pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.ListAgentsResponse");
+    }
+    let mut table = table(&[
+        "ID",
+        "REGION",
+        "SERVER IP",
+        "STATE",
+        "CONNECTORS",
+        "LAST HEARTBEAT",
+        "VERSION",
+    ]);
+    for a in &response.agents {
+        table.add_row(vec![
+            a.id.clone(),
+            a.region.clone(),
+            a.server_ip.clone(),
+            v1::AgentState::try_from(a.state)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("AGENT_STATE_")
+                        .to_owned()
+                })
+                .unwrap_or_default(),
+            a.connectors.to_string(),
+            time(a.last_heartbeat_time.as_ref()),
+            or_dash(&a.version).to_owned(),
+        ]);
+    }
+    Ok(format!("{table}\n"))
+}
+
+pub fn regions(response: &v1::ListRegionsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.ListRegionsResponse");
+    }
+    let mut table = table(&["REGION", "ONLINE AGENTS", "CONNECTORS"]);
+    for r in &response.regions {
+        table.add_row(vec![
+            r.name.clone(),
+            r.online_agents.to_string(),
+            r.connectors.to_string(),
+        ]);
+    }
+    Ok(format!("{table}\n"))
+}

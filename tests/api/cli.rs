@@ -1,0 +1,220 @@
+//! The people's CLI (`connector-control connectors|agents|regions`) against
+//! a real server: output for people and scripts, and exit codes.
+
+use crate::helpers::*;
+use connector_control::agent::{self, AgentConfig};
+use std::time::Duration;
+
+struct Run {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs the CLI against `app` (off the runtime: the server shares it).
+async fn cli(app: &TestApp, args: &[&str]) -> Run {
+    let server = format!("http://{}", app.addr);
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+            .args(&args)
+            .env("CONNECTOR_CONTROL_SERVER", server)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("running the CLI")
+    })
+    .await
+    .unwrap();
+    Run {
+        code: output.status.code(),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn connectors_list_prints_a_table_for_people_and_json_for_scripts() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders to warehouse")).await;
+    app.create(connector("c2", "payments stream")).await;
+
+    let table = cli(&app, &["connectors", "list", "WAREHOUSE"]).await;
+    assert_eq!(table.code, Some(0), "{}", table.stderr);
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    assert!(
+        lines[0].contains("ID") && lines[0].contains("STATE"),
+        "{}",
+        table.stdout
+    );
+    assert!(
+        lines[1].contains("c1") && lines[1].contains("STOPPED"),
+        "{}",
+        table.stdout
+    );
+    assert!(!table.stdout.contains("payments"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains("1 shown, 1 matching"),
+        "{}",
+        table.stdout
+    );
+
+    let json = cli(
+        &app,
+        &["connectors", "list", "-o", "json", "--page-size", "1"],
+    )
+    .await;
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let page: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(page["connectors"][0]["id"], "c1");
+    assert_eq!(page["connectors"][0]["state"], "CONNECTOR_STATE_STOPPED");
+    assert_eq!(page["totalSize"], 2);
+    assert!(page["nextPageToken"].is_string());
+
+    let all = cli(
+        &app,
+        &[
+            "connectors",
+            "list",
+            "--page-size",
+            "1",
+            "--all",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    let all: serde_json::Value = serde_json::from_str(&all.stdout).unwrap();
+    assert_eq!(all["connectors"].as_array().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn exit_codes_tell_not_found_from_precondition_failed() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+
+    let missing = cli(&app, &["connectors", "get", "ghost"]).await;
+    assert_eq!(missing.code, Some(3));
+    assert!(
+        missing
+            .stderr
+            .starts_with("error: CONNECTOR_NOT_FOUND: connector ghost does not exist")
+    );
+
+    let stopped = cli(&app, &["connectors", "pause", "c1"]).await;
+    assert_eq!(stopped.code, Some(4));
+    assert!(
+        stopped.stderr.contains("CONNECTOR_NOT_RUNNING"),
+        "{}",
+        stopped.stderr
+    );
+
+    let invalid = cli(&app, &["connectors", "list", "--region", "EU 2"]).await;
+    assert_eq!(invalid.code, Some(2));
+    assert!(
+        invalid.stderr.contains("\n  region: "),
+        "{}",
+        invalid.stderr
+    );
+
+    let bad_time = cli(
+        &app,
+        &["connectors", "start", "c1", "--pull-back", "yesterday"],
+    )
+    .await;
+    assert_eq!(bad_time.code, Some(2));
+    assert!(bad_time.stderr.contains("RFC 3339"), "{}", bad_time.stderr);
+    assert_eq!(app.get("c1").await.generation, 0);
+}
+
+#[tokio::test]
+async fn start_with_a_relative_pull_back_and_wait_returns_what_the_agent_confirmed() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(
+        AgentConfig {
+            control_plane: format!("http://{}", app.addr),
+            agent_id: "ref-1".to_owned(),
+            region: "eu-2".to_owned(),
+            server_ip: "10.0.2.9".to_owned(),
+            latency: Duration::from_secs(1),
+            store_retention: Duration::from_secs(3600),
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    let started = cli(
+        &app,
+        &[
+            "connectors",
+            "start",
+            "c1",
+            "--pull-back",
+            "-30m",
+            "--wait",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(started.code, Some(0), "{}", started.stderr);
+    let response: serde_json::Value = serde_json::from_str(&started.stdout).unwrap();
+    assert_eq!(response["command"]["status"], "COMMAND_STATUS_SUCCEEDED");
+    assert!(response["command"]["pullBackTime"].is_string());
+    assert_eq!(response["connector"]["state"], "CONNECTOR_STATE_RUNNING");
+
+    let paused = cli(
+        &app,
+        &["connectors", "pause", "c1", "--reason", "INC-7", "--wait"],
+    )
+    .await;
+    assert_eq!(paused.code, Some(0), "{}", paused.stderr);
+    assert!(
+        paused.stdout.contains("connector c1 is STOPPED"),
+        "{}",
+        paused.stdout
+    );
+    assert!(paused.stdout.contains("SUCCEEDED"), "{}", paused.stdout);
+    drop(stop);
+}
+
+#[tokio::test]
+async fn agents_and_regions_list_show_who_runs_where() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+
+    let agents = cli(&app, &["agents", "list"]).await;
+    assert_eq!(agents.code, Some(0), "{}", agents.stderr);
+    let row = agents.stdout.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains("a1") && row.contains("eu-2") && row.contains("ONLINE"),
+        "{}",
+        agents.stdout
+    );
+
+    let regions = cli(&app, &["regions", "list", "-o", "json"]).await;
+    let regions: serde_json::Value = serde_json::from_str(&regions.stdout).unwrap();
+    assert_eq!(regions["regions"][0]["name"], "eu-2");
+    assert_eq!(regions["regions"][0]["onlineAgents"], 1);
+}
+
+#[tokio::test]
+async fn an_unreachable_control_plane_is_explained() {
+    let output = tokio::task::spawn_blocking(|| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+            .args(["connectors", "list", "--server", "http://127.0.0.1:1"])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(output.status.code(), Some(6));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot reach the control plane at http://127.0.0.1:1"),
+        "{stderr}"
+    );
+}
