@@ -14,6 +14,7 @@
 //!   shuts it down gracefully.
 //! - [`agent`]: the reference agent, a real client of AgentService running
 //!   simulated connectors.
+//! - [`demo`]: `serve --demo`, a seeded fleet with in-process agents.
 //! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
 //!   traces.
 //! - [`proto`]: code generated from `proto/` by `build.rs`.
@@ -21,6 +22,7 @@
 pub mod agent;
 pub mod api;
 pub mod cli;
+pub mod demo;
 pub mod domain;
 pub mod fleet;
 pub mod proto;

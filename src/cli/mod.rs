@@ -15,6 +15,7 @@ use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 /// Control plane for the connectors of a data-replication system: list,
@@ -109,6 +110,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_MAX_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
 
+    /// Seed a demo fleet (when the store is empty) and run demo agents in
+    /// this process.
+    #[arg(long, env = "CONNECTOR_CONTROL_DEMO")]
+    pub demo: bool,
+
     /// How often agents send heartbeats, for example 10s. An agent that
     /// misses four is offline and its connectors show UNKNOWN.
     #[arg(long, env = "CONNECTOR_CONTROL_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -175,7 +181,21 @@ impl Cli {
                     max_wait: args.max_wait,
                     heartbeat_interval: args.heartbeat_interval,
                 };
-                server::serve(listener, store, options, shutdown_signal()).await
+                let shutdown = CancellationToken::new();
+                if args.demo {
+                    crate::demo::seed(&store).await?;
+                    let addr = listener.local_addr()?;
+                    crate::demo::spawn_agents(addr, shutdown.clone());
+                    println!("{}", crate::demo::banner(addr));
+                }
+                let stopping = shutdown.clone();
+                let signal = async move {
+                    shutdown_signal().await;
+                    stopping.cancel();
+                };
+                let result = server::serve(listener, store, options, signal).await;
+                shutdown.cancel();
+                result
             }
         }
     }

@@ -578,3 +578,87 @@ impl TestApp {
         .await
     }
 }
+
+/// A `connector-control serve` child process on a free port.
+pub struct ServerProcess {
+    pub child: std::process::Child,
+    pub addr: String,
+    log: std::sync::mpsc::Receiver<String>,
+    /// Every log line read so far.
+    seen: Vec<String>,
+}
+
+impl ServerProcess {
+    /// Serves on a free port, given through CONNECTOR_CONTROL_LISTEN.
+    pub fn spawn(database_url: &str) -> Self {
+        Self::spawn_with(database_url, &[])
+    }
+
+    /// As `spawn`, with more `serve` arguments.
+    pub fn spawn_with(database_url: &str, args: &[&str]) -> Self {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+            .arg("serve")
+            .args(args)
+            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0")
+            .env("DATABASE_URL", database_url)
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawning the server");
+        let stderr = child.stderr.take().unwrap();
+        let (lines, log) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in
+                std::io::BufRead::lines(std::io::BufReader::new(stderr)).map_while(Result::ok)
+            {
+                if lines.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut process = ServerProcess {
+            child,
+            addr: String::new(),
+            log,
+            seen: Vec::new(),
+        };
+        let line = process.wait_for_log("serving gRPC");
+        let addr = line
+            .split("addr=")
+            .nth(1)
+            .expect("the serving line names the address")
+            .split_whitespace()
+            .next()
+            .unwrap();
+        process.addr = addr.to_owned();
+        process
+    }
+
+    /// The first log line containing `needle`, waiting up to 30 s for it.
+    pub fn wait_for_log(&mut self, needle: &str) -> String {
+        if let Some(line) = self.seen.iter().find(|line| line.contains(needle)) {
+            return line.clone();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(needle) {
+                        return line;
+                    }
+                }
+                Err(error) => panic!("no log line containing {needle:?}: {error}"),
+            }
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

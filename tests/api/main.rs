@@ -4,6 +4,7 @@
 mod agents;
 mod cli;
 mod create;
+mod demo;
 mod helpers;
 mod list;
 mod process;

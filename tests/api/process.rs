@@ -3,8 +3,7 @@
 
 use crate::helpers::*;
 use connector_control::proto::v1;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client};
@@ -208,70 +207,6 @@ async fn migrate_applies_the_migrations_and_exits() {
             .status
             .success()
     );
-}
-
-/// A `connector-control serve` child process on a free port.
-struct ServerProcess {
-    child: Child,
-    addr: String,
-    log: std::sync::mpsc::Receiver<String>,
-}
-
-impl ServerProcess {
-    /// Serves on a free port, given through CONNECTOR_CONTROL_LISTEN.
-    fn spawn(database_url: &str) -> Self {
-        let mut child = Command::new(BIN)
-            .arg("serve")
-            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
-            .env("RUST_LOG", "info")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawning the server");
-        let stderr = child.stderr.take().unwrap();
-        let (lines, log) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if lines.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut process = ServerProcess {
-            child,
-            addr: String::new(),
-            log,
-        };
-        let line = process.wait_for_log("serving gRPC");
-        let addr = line
-            .split("addr=")
-            .nth(1)
-            .expect("the serving line names the address")
-            .split_whitespace()
-            .next()
-            .unwrap();
-        process.addr = addr.to_owned();
-        process
-    }
-
-    fn wait_for_log(&mut self, needle: &str) -> String {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.log.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(error) => panic!("no log line containing {needle:?}: {error}"),
-            }
-        }
-    }
-}
-
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[tokio::test]

@@ -1,0 +1,144 @@
+//! `serve --demo`: a realistic fleet to try the control plane with. Seeds a
+//! dozen connectors across three regions when the store is empty, starts
+//! most of them, and runs reference agents in this process (two in eu-1,
+//! one each in us-1 and ap-1, the ap-1 one lagging 12 minutes) so that List,
+//! Start (with and without pull-back), Pause and `wait` behave as in
+//! production.
+
+use crate::agent::{self, AgentConfig};
+use crate::domain::{ConnectorKind, Endpoint, NewConnector, SearchFilter, StartRequest};
+use crate::store::{Store, StoreError};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// id, name, project id, project name, kind, source region, destination
+/// region, and whether the demo starts it.
+type Seed = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    ConnectorKind,
+    &'static str,
+    &'static str,
+    bool,
+);
+
+#[rustfmt::skip]
+const FLEET: &[Seed] = &[
+    ("orders-eu", "orders to warehouse", "proj-orders", "Orders", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
+    ("orders-us", "orders to warehouse (US)", "proj-orders", "Orders", ConnectorKind::IncrementalSync, "us-1", "us-1", true),
+    ("orders-archive", "orders archive backfill", "proj-orders", "Orders", ConnectorKind::FullMigration, "eu-1", "eu-1", false),
+    ("payments-eu", "payments ledger sync", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
+    ("payments-ap", "payments ledger sync (APAC)", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "ap-1", "ap-1", true),
+    ("payments-audit", "payments audit trail", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "eu-1", "us-1", true),
+    ("users-eu", "user profiles to search", "proj-users", "Users", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
+    ("users-ap", "user profiles to search (APAC)", "proj-users", "Users", ConnectorKind::IncrementalSync, "ap-1", "ap-1", true),
+    ("users-migration", "user store migration", "proj-users", "Users", ConnectorKind::FullMigration, "us-1", "us-1", false),
+    ("inventory-us", "inventory levels", "proj-inventory", "Inventory", ConnectorKind::IncrementalSync, "us-1", "us-1", true),
+    ("inventory-eu", "inventory levels (EU)", "proj-inventory", "Inventory", ConnectorKind::IncrementalSync, "eu-1", "eu-1", false),
+    ("billing-eu", "billing events to lake", "proj-billing", "Billing", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
+];
+
+/// (agent id, region, server IP, reported latency)
+const AGENTS: &[(&str, &str, &str, Duration)] = &[
+    ("eu-1a", "eu-1", "10.0.1.7", Duration::from_secs(2)),
+    ("eu-1b", "eu-1", "10.0.1.8", Duration::from_secs(3)),
+    ("us-1a", "us-1", "10.1.1.7", Duration::from_secs(1)),
+    ("ap-1a", "ap-1", "10.2.1.7", Duration::from_secs(12 * 60)),
+];
+
+/// Seeds the demo fleet if the store has no connector yet. Returns how many
+/// connectors were created.
+pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
+    let existing = store
+        .list_connectors(&SearchFilter::default(), None, 1)
+        .await?;
+    if existing.total > 0 {
+        info!(
+            connectors = existing.total,
+            "store not empty; demo fleet not seeded"
+        );
+        return Ok(0);
+    }
+    for (id, name, project_id, project_name, kind, source, destination, started) in FLEET {
+        store
+            .create_connector(NewConnector {
+                id: (*id).to_owned(),
+                name: (*name).to_owned(),
+                project_id: (*project_id).to_owned(),
+                project_name: (*project_name).to_owned(),
+                kind: *kind,
+                source: Endpoint {
+                    kind: "MYSQL".to_owned(),
+                    region: (*source).to_owned(),
+                    address: format!("mysql.{source}.internal:3306"),
+                },
+                destination: Endpoint {
+                    kind: "OCEANBASE".to_owned(),
+                    region: (*destination).to_owned(),
+                    address: format!("oceanbase.{destination}.internal:2881"),
+                },
+            })
+            .await?;
+        if *started {
+            store
+                .start_connector(&StartRequest {
+                    connector_id: (*id).to_owned(),
+                    pull_back_time: None,
+                    region: None,
+                    request_id: Some("demo-seed".to_owned()),
+                })
+                .await?;
+        }
+    }
+    info!(connectors = FLEET.len(), "demo fleet seeded");
+    Ok(FLEET.len())
+}
+
+/// Runs the demo agents against `addr` until `stop` is cancelled.
+pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
+    let host = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    for (id, region, ip, latency) in AGENTS {
+        let config = AgentConfig {
+            control_plane: format!("http://{host}"),
+            agent_id: (*id).to_owned(),
+            region: (*region).to_owned(),
+            server_ip: (*ip).to_owned(),
+            latency: *latency,
+            store_retention: Duration::from_secs(24 * 3600),
+        };
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            if let Err(error) = agent::run(config, stop.cancelled_owned()).await {
+                tracing::warn!(%error, "demo agent stopped");
+            }
+        });
+    }
+}
+
+/// What to try, printed at start-up.
+pub fn banner(addr: SocketAddr) -> String {
+    let s = if addr.ip().is_unspecified() {
+        format!("127.0.0.1:{}", addr.port())
+    } else {
+        addr.to_string()
+    };
+    format!(
+        "\nconnector-control demo: 12 connectors in eu-1, us-1 and ap-1, 4 agents (ap-1a lags 12 min).\n\
+         Try:\n\
+         \x20 grpcurl -plaintext -d '{{\"query\": \"payments\"}}' {s} connector.v1.ConnectorService/ListConnectors\n\
+         \x20 grpcurl -plaintext -d '{{\"id\": \"payments-ap\", \"reason\": \"latency\", \"wait\": true}}' {s} connector.v1.ConnectorService/PauseConnector\n\
+         \x20 grpcurl -plaintext -d '{{\"id\": \"payments-ap\", \"pull_back_time\": \"<RFC 3339, within 24h>\", \"wait\": true}}' {s} connector.v1.ConnectorService/StartConnector\n\
+         \x20 connector-control connectors list --server http://{s}\n\
+         \x20 connector-control connectors pause users-ap --wait --server http://{s}\n\
+         \x20 connector-control connectors start users-ap --pull-back -30m --wait --server http://{s}\n\
+         \x20 connector-control agents list --server http://{s}\n"
+    )
+}
