@@ -3,9 +3,10 @@
 
 pub mod postgres;
 
+use crate::domain::rules::{self, Intent};
 use crate::domain::{
     Agent, Command, CommandReport, Connector, Cursor, Hello, NewConnector, ObservedStatus,
-    PauseRequest, RegionSummary, Rejection, SearchFilter, Session, StartRequest,
+    PauseRequest, RegionSummary, Rejection, SearchFilter, Session, StartRequest, Transition,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -99,6 +100,69 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+/// A start or a pause, as a backend carries it out: load the connector
+/// under a lock, check a retried `request_id`, decide, persist.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Change<'a> {
+    Start(&'a StartRequest),
+    Pause(&'a PauseRequest),
+}
+
+impl<'a> Change<'a> {
+    pub(crate) fn connector_id(self) -> &'a str {
+        match self {
+            Change::Start(request) => &request.connector_id,
+            Change::Pause(request) => &request.connector_id,
+        }
+    }
+
+    pub(crate) fn request_id(self) -> Option<&'a str> {
+        match self {
+            Change::Start(request) => request.request_id.as_deref(),
+            Change::Pause(request) => request.request_id.as_deref(),
+        }
+    }
+
+    pub(crate) fn reason(self) -> &'a str {
+        match self {
+            Change::Start(_) => "",
+            Change::Pause(request) => &request.reason,
+        }
+    }
+
+    pub(crate) fn intent(self, connector: &Connector) -> Intent {
+        match self {
+            Change::Start(request) => Intent::start(connector, request),
+            Change::Pause(_) => Intent::pause(connector),
+        }
+    }
+
+    /// The region override a start must confirm exists before deciding.
+    pub(crate) fn region_to_verify(self, connector: &Connector) -> Option<&'a str> {
+        match self {
+            Change::Start(request) => rules::region_to_verify(connector, request),
+            Change::Pause(_) => None,
+        }
+    }
+
+    /// The domain decision, given what the backend looked up: whether the
+    /// region override exists, and for a pause the region before a start
+    /// it supersedes.
+    pub(crate) fn decide_with(
+        self,
+        connector: &Connector,
+        region_known: bool,
+        undelivered_start_from: Option<&str>,
+    ) -> Result<Transition, Rejection> {
+        match self {
+            Change::Start(request) => rules::decide_start(connector, request, region_known),
+            Change::Pause(request) => {
+                rules::decide_pause(connector, request, undelivered_start_from)
+            }
+        }
+    }
 }
 
 /// A heartbeat kept in memory until the next flush.

@@ -6,7 +6,7 @@ mod error;
 mod fleet;
 mod rows;
 
-use super::{CommandOutcome, Page, Store, StoreError};
+use super::{Change, CommandOutcome, Page, Store, StoreError};
 use crate::domain::rules::{self, Intent};
 use crate::domain::{
     Command, Connector, Cursor, NewConnector, PauseRequest, SearchFilter, StartRequest, Transition,
@@ -198,7 +198,7 @@ impl PgStore {
             }
         }
 
-        let transition = change.decide(&tx, &connector).await?;
+        let transition = decide(change, &tx, &connector).await?;
 
         let supersede = tx
             .prepare_cached(
@@ -273,78 +273,38 @@ impl PgStore {
     }
 }
 
-/// A start or a pause, as `PgStore::transition` carries it out.
-#[derive(Clone, Copy)]
-enum Change<'a> {
-    Start(&'a StartRequest),
-    Pause(&'a PauseRequest),
-}
-
-impl<'a> Change<'a> {
-    fn connector_id(self) -> &'a str {
-        match self {
-            Change::Start(request) => &request.connector_id,
-            Change::Pause(request) => &request.connector_id,
+/// Applies the domain rule inside the transaction; a start may first need
+/// to ask the database whether its region override exists, a pause where a
+/// start it supersedes came from.
+async fn decide(
+    change: Change<'_>,
+    client: &impl GenericClient,
+    connector: &Connector,
+) -> Result<Transition, StoreError> {
+    match change {
+        Change::Start(_) => {
+            let region_known = match change.region_to_verify(connector) {
+                Some(region) => region_exists(client, region).await?,
+                None => true,
+            };
+            Ok(change.decide_with(connector, region_known, None)?)
         }
-    }
-
-    fn request_id(self) -> Option<&'a str> {
-        match self {
-            Change::Start(request) => request.request_id.as_deref(),
-            Change::Pause(request) => request.request_id.as_deref(),
-        }
-    }
-
-    fn reason(self) -> &'a str {
-        match self {
-            Change::Start(_) => "",
-            Change::Pause(request) => &request.reason,
-        }
-    }
-
-    fn intent(self, connector: &Connector) -> Intent {
-        match self {
-            Change::Start(request) => Intent::start(connector, request),
-            Change::Pause(_) => Intent::pause(connector),
-        }
-    }
-
-    /// Applies the domain rule; a start may first need to ask the database
-    /// whether its region override exists.
-    async fn decide(
-        self,
-        client: &impl GenericClient,
-        connector: &Connector,
-    ) -> Result<Transition, StoreError> {
-        match self {
-            Change::Start(request) => {
-                let region_known = match rules::region_to_verify(connector, request) {
-                    Some(region) => region_exists(client, region).await?,
-                    None => true,
-                };
-                Ok(rules::decide_start(connector, request, region_known)?)
-            }
-            Change::Pause(request) => {
-                let statement = client
-                    .prepare_cached(
-                        "SELECT previous_region FROM commands
+        Change::Pause(_) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT previous_region FROM commands
                          WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
                          ORDER BY generation DESC LIMIT 1
                          FOR UPDATE",
-                    )
-                    .await
-                    .map_err(translate)?;
-                let undelivered_start_from: Option<String> = client
-                    .query_opt(&statement, &[&connector.id])
-                    .await
-                    .map_err(translate)?
-                    .map(|row| row.get(0));
-                Ok(rules::decide_pause(
-                    connector,
-                    request,
-                    undelivered_start_from.as_deref(),
-                )?)
-            }
+                )
+                .await
+                .map_err(translate)?;
+            let undelivered_start_from: Option<String> = client
+                .query_opt(&statement, &[&connector.id])
+                .await
+                .map_err(translate)?
+                .map(|row| row.get(0));
+            Ok(change.decide_with(connector, true, undelivered_start_from.as_deref())?)
         }
     }
 }
