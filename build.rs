@@ -14,6 +14,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     // refinery embeds these at compile time.
     println!("cargo:rerun-if-changed=src/store/postgres/migrations");
+    println!("cargo:rerun-if-changed=src/store/sqlite/migrations");
 
     let descriptors = protox::compile(PROTOS, ["proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);

@@ -8,8 +8,8 @@ mod render;
 pub use people::Failure;
 
 use crate::server::{self, ServeOptions};
-use crate::store::PgStore;
 use crate::store::postgres::DEFAULT_POOL_SIZE;
+use crate::store::{FleetStore, PgStore, SqliteStore};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -90,6 +90,21 @@ pub struct DatabaseArgs {
     /// Maximum database connections of this process.
     #[arg(long, env = "CONNECTOR_CONTROL_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: usize,
+
+    /// Without --database-url: the embedded store's file (SQLite, one
+    /// process at a time).
+    #[arg(
+        long,
+        env = "CONNECTOR_CONTROL_DATA_FILE",
+        default_value = "connector-control.db"
+    )]
+    pub data_file: std::path::PathBuf,
+}
+
+/// The store a command runs on.
+enum Backend {
+    Postgres(Box<PgStore>),
+    Embedded(SqliteStore),
 }
 
 #[derive(Debug, Args)]
@@ -122,20 +137,24 @@ pub struct ServeArgs {
 }
 
 impl DatabaseArgs {
-    async fn connect(&self) -> anyhow::Result<PgStore> {
+    /// PostgreSQL when a URL is given, else the embedded store; migrated.
+    async fn connect(&self) -> anyhow::Result<Backend> {
         let Some(url) = self.database_url.as_deref() else {
-            bail!(
-                "no database configured: pass --database-url or set DATABASE_URL \
-                 (for example postgres://postgres@127.0.0.1:5432/postgres)"
+            let store = SqliteStore::open(&self.data_file)?;
+            info!(
+                store = "embedded",
+                file = %store.path().display(),
+                "using the embedded store (pass --database-url for PostgreSQL)"
             );
+            return Ok(Backend::Embedded(store));
         };
         if self.pool_size == 0 {
             bail!("--pool-size must be at least 1");
         }
         let store = PgStore::connect(url, self.pool_size).await?;
         let applied = store.migrate().await?;
-        info!(database = %store.redacted_url(), applied, "database ready");
-        Ok(store)
+        info!(store = "postgres", database = %store.redacted_url(), applied, "database ready");
+        Ok(Backend::Postgres(Box::new(store)))
     }
 }
 
@@ -169,36 +188,41 @@ impl Cli {
                 };
                 crate::agent::run(config, shutdown_signal()).await
             }
-            Command::Serve(args) => {
-                let store = args.database.connect().await?;
-                let listener = TcpListener::bind(args.listen)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", args.listen))?;
-                if args.heartbeat_interval.is_zero() {
-                    bail!("--heartbeat-interval must be longer than zero");
-                }
-                let options = ServeOptions {
-                    max_wait: args.max_wait,
-                    heartbeat_interval: args.heartbeat_interval,
-                };
-                let shutdown = CancellationToken::new();
-                if args.demo {
-                    crate::demo::seed(&store).await?;
-                    let addr = listener.local_addr()?;
-                    crate::demo::spawn_agents(addr, shutdown.clone());
-                    println!("{}", crate::demo::banner(addr));
-                }
-                let stopping = shutdown.clone();
-                let signal = async move {
-                    shutdown_signal().await;
-                    stopping.cancel();
-                };
-                let result = server::serve(listener, store, options, signal).await;
-                shutdown.cancel();
-                result
-            }
+            Command::Serve(args) => match args.database.connect().await? {
+                Backend::Postgres(store) => serve(args, *store).await,
+                Backend::Embedded(store) => serve(args, store).await,
+            },
         }
     }
+}
+
+/// `serve` on either backend.
+async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if args.heartbeat_interval.is_zero() {
+        bail!("--heartbeat-interval must be longer than zero");
+    }
+    let options = ServeOptions {
+        max_wait: args.max_wait,
+        heartbeat_interval: args.heartbeat_interval,
+    };
+    let shutdown = CancellationToken::new();
+    if args.demo {
+        crate::demo::seed(&store).await?;
+        let addr = listener.local_addr()?;
+        crate::demo::spawn_agents(addr, shutdown.clone());
+        println!("{}", crate::demo::banner(addr));
+    }
+    let stopping = shutdown.clone();
+    let signal = async move {
+        shutdown_signal().await;
+        stopping.cancel();
+    };
+    let result = server::serve(listener, store, options, signal).await;
+    shutdown.cancel();
+    result
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).

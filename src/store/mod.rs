@@ -2,6 +2,7 @@
 //! save, and leave every decision to `crate::domain`.
 
 pub mod postgres;
+pub mod sqlite;
 
 use crate::domain::rules::{self, Intent};
 use crate::domain::{
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// Failures a store reports, already translated from driver errors.
 #[derive(Debug, thiserror::Error)]

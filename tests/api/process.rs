@@ -165,12 +165,47 @@ fn an_unparsable_database_url_is_not_echoed() {
 }
 
 #[test]
-fn serve_without_a_database_url_says_how_to_give_one() {
-    let output = run(&["serve"], &[]);
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--database-url"), "{stderr}");
-    assert!(stderr.contains("DATABASE_URL"), "{stderr}");
+fn serve_without_a_database_url_uses_the_embedded_store_and_refuses_a_second_server() {
+    let dir = std::env::temp_dir().join(format!("cc-embedded-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut first = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .current_dir(&dir)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = first.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let store_line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|line| line.contains("using the embedded store"))
+        .expect("the store in use is logged");
+    assert!(store_line.contains("connector-control.db"), "{store_line}");
+    assert!(
+        lines
+            .map_while(Result::ok)
+            .any(|line| line.contains("serving gRPC")),
+        "the first server serves"
+    );
+
+    let second = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .env_remove("DATABASE_URL")
+        .current_dir(&dir)
+        .output()
+        .unwrap();
+    let _ = first.kill();
+    let _ = first.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("connector-control.db is in use by another connector-control process"),
+        "{stderr}"
+    );
 }
 
 #[tokio::test]

@@ -1,0 +1,994 @@
+//! The embedded backend: one SQLite file (bundled SQLite, WAL journal), one
+//! writer. For a control plane that needs no database server: a laptop, a
+//! demo, a small single-replica deployment. A second process on the same
+//! file is refused (an exclusive lock on `<file>.lock`).
+//!
+//! Every operation runs on a blocking thread holding the one connection, so
+//! operations are serialised; the domain rules are the same as PostgreSQL's
+//! (`crate::domain`, `store::Change`), only the SQL differs.
+
+mod rows;
+
+use super::{Change, CommandOutcome, FleetStore, Page, Seen, Store, StoreError};
+use crate::domain::fleet::{Candidate, Deliverable, assign, result_effect, status_effect};
+use crate::domain::rules;
+use crate::domain::{
+    Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
+    NewConnector, ObservedStatus, PauseRequest, RegionSummary, SearchFilter, Session, StartRequest,
+};
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+refinery::embed_migrations!("src/store/sqlite/migrations");
+
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<Connection>>,
+    path: PathBuf,
+    /// Held for the store's lifetime: the single-replica guarantee.
+    _lock: Arc<std::fs::File>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+fn translate(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            StoreError::Unavailable(error.to_string())
+        }
+        _ => StoreError::Internal(error.to_string()),
+    }
+}
+
+fn is_unique_violation(error: &rusqlite::Error) -> bool {
+    matches!(
+        error,
+        rusqlite::Error::SqliteFailure(e, _)
+            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+    )
+}
+
+/// Now, to the microsecond, as stored.
+fn now() -> DateTime<Utc> {
+    chrono::SubsecRound::trunc_subsecs(Utc::now(), 6)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and applies its
+    /// migrations. Fails if another process holds the file.
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                "{} is in use by another connector-control process; the embedded store serves \
+                 one process at a time (use PostgreSQL, --database-url, for several replicas)",
+                path.display()
+            ),
+            Err(std::fs::TryLockError::Error(error)) => {
+                return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+            }
+        }
+        let mut connection = Connection::open(path)
+            .with_context(|| format!("cannot open the embedded store {}", path.display()))?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = FULL;
+                 PRAGMA foreign_keys = ON;
+                 PRAGMA busy_timeout = 5000;",
+            )
+            .with_context(|| format!("configuring {}", path.display()))?;
+        migrations::runner()
+            .set_abort_divergent(true)
+            .run(&mut connection)
+            .with_context(|| format!("migrating {}", path.display()))?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            path: path.to_owned(),
+            _lock: Arc::new(lock),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `work` on a blocking thread with the connection.
+    async fn with<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = self.connection.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .map_err(|_| StoreError::Internal("the store's lock is poisoned".to_owned()))?;
+            work(&mut connection)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+    }
+}
+
+fn get_connector(connection: &Connection, id: &str) -> Result<Option<Connector>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1"
+        ))
+        .map_err(translate)?
+        .query_row([id], |row| Ok(connector_from_row(row)))
+        .optional()
+        .map_err(translate)?
+        .transpose()
+}
+
+fn get_command(connection: &Connection, id: &str) -> Result<Option<Command>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"
+        ))
+        .map_err(translate)?
+        .query_row([id], |row| Ok(command_from_row(row)))
+        .optional()
+        .map_err(translate)?
+        .transpose()
+}
+
+fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM connectors WHERE destination_region = ?1
+                              OR source_region = ?1 OR region = ?1)
+                 OR EXISTS (SELECT 1 FROM agents WHERE region = ?1)",
+        )
+        .map_err(translate)?
+        .query_row([region], |row| row.get(0))
+        .map_err(translate)
+}
+
+fn transition(
+    connection: &mut Connection,
+    change: Change<'_>,
+) -> Result<CommandOutcome, StoreError> {
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(translate)?;
+    let connector_id = change.connector_id();
+    let Some(connector) = get_connector(&tx, connector_id)? else {
+        return Err(StoreError::ConnectorNotFound(connector_id.to_owned()));
+    };
+    if let Some(request_id) = change.request_id() {
+        let previous = tx
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = ?1 AND request_id = ?2"
+            ))
+            .map_err(translate)?
+            .query_row([connector_id, request_id], |row| Ok(command_from_row(row)))
+            .optional()
+            .map_err(translate)?
+            .transpose()?;
+        if let Some(command) = previous {
+            let previous_intent = rules::Intent {
+                kind: command.kind,
+                pull_back_time: command.pull_back_time,
+                region: command.region.clone(),
+            };
+            rules::check_replay(
+                connector_id,
+                request_id,
+                &previous_intent,
+                &change.intent(&connector),
+            )?;
+            return Ok(CommandOutcome {
+                connector,
+                command,
+                replayed: true,
+            });
+        }
+    }
+    let region_known = match change.region_to_verify(&connector) {
+        Some(region) => region_exists(&tx, region)?,
+        None => true,
+    };
+    let undelivered_start_from: Option<String> = match change {
+        Change::Pause(_) => tx
+            .prepare_cached(
+                "SELECT previous_region FROM commands
+                 WHERE connector_id = ?1 AND kind = 'START' AND status = 'PENDING'
+                 ORDER BY generation DESC LIMIT 1",
+            )
+            .map_err(translate)?
+            .query_row([connector_id], |row| row.get(0))
+            .optional()
+            .map_err(translate)?,
+        Change::Start(_) => None,
+    };
+    let transition =
+        change.decide_with(&connector, region_known, undelivered_start_from.as_deref())?;
+    let at = text(now());
+    tx.prepare_cached(
+        "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
+         WHERE connector_id = ?1 AND status = 'PENDING'",
+    )
+    .map_err(translate)?
+    .execute(params![connector_id, at])
+    .map_err(translate)?;
+    let command_id = uuid::Uuid::now_v7().to_string();
+    let command = tx
+        .prepare_cached(&format!(
+            "INSERT INTO commands (id, connector_id, kind, pull_back_time, region, previous_region,
+                                   generation, request_id, reason, status, create_time)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10)
+             RETURNING {COMMAND_COLUMNS}"
+        ))
+        .map_err(translate)?
+        .query_row(
+            params![
+                command_id,
+                connector_id,
+                transition.command_kind.as_str(),
+                transition.pull_back_time.map(text),
+                transition.region,
+                connector.region,
+                transition.generation,
+                change.request_id(),
+                change.reason(),
+                at,
+            ],
+            |row| Ok(command_from_row(row)),
+        )
+        .map_err(translate)??;
+    tx.prepare_cached(
+        "UPDATE connectors SET state = ?2, desired_state = ?3, generation = ?4, region = ?5,
+                               update_time = ?6
+         WHERE id = ?1",
+    )
+    .map_err(translate)?
+    .execute(params![
+        connector_id,
+        transition.state.as_str(),
+        transition.desired_state.as_str(),
+        transition.generation,
+        transition.region,
+        at,
+    ])
+    .map_err(translate)?;
+    let connector = get_connector(&tx, connector_id)?.expect("locked above");
+    tx.commit().map_err(translate)?;
+    Ok(CommandOutcome {
+        connector,
+        command,
+        replayed: false,
+    })
+}
+
+/// The WHERE clause of a search and its values (LIKE patterns escaped with
+/// a backslash, as in the PostgreSQL backend).
+fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
+    let mut conditions = Vec::new();
+    let mut values = Vec::new();
+    if !filter.query.is_empty() {
+        let needle = escape_like(&filter.query.to_lowercase());
+        values.push(format!("%{needle}%"));
+        values.push(format!("{needle}%"));
+        let (sub, pre) = (values.len() - 1, values.len());
+        conditions.push(format!(
+            "(name_folded LIKE ?{sub} ESCAPE '\\' OR project_name_folded LIKE ?{sub} ESCAPE '\\'
+              OR lower(id) LIKE ?{pre} ESCAPE '\\' OR lower(project_id) LIKE ?{pre} ESCAPE '\\'
+              OR server_ip LIKE ?{pre} ESCAPE '\\')"
+        ));
+    }
+    if !filter.region.is_empty() {
+        values.push(filter.region.clone());
+        conditions.push(format!("region = ?{}", values.len()));
+    }
+    if !filter.states.is_empty() {
+        let first = values.len() + 1;
+        let placeholders: Vec<String> = filter
+            .states
+            .iter()
+            .enumerate()
+            .map(|(i, state)| {
+                values.push(state.as_str().to_owned());
+                format!("?{}", first + i)
+            })
+            .collect();
+        conditions.push(format!("state IN ({})", placeholders.join(", ")));
+    }
+    if conditions.is_empty() {
+        conditions.push("1".to_owned());
+    }
+    (conditions.join(" AND "), values)
+}
+
+fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl Store for SqliteStore {
+    async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
+        self.with(move |connection| {
+            let at = text(now());
+            let inserted = connection
+                .prepare_cached(
+                    "INSERT INTO connectors
+                       (id, name, project_id, project_name, name_folded, project_name_folded, kind,
+                        source_type, source_region, source_address,
+                        destination_type, destination_region, destination_address,
+                        region, state, desired_state, create_time, update_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12,
+                             'STOPPED', 'STOPPED', ?14, ?14)",
+                )
+                .map_err(translate)?
+                .execute(params![
+                    new.id,
+                    new.name,
+                    new.project_id,
+                    new.project_name,
+                    new.name.to_lowercase(),
+                    new.project_name.to_lowercase(),
+                    new.kind.as_str(),
+                    new.source.kind,
+                    new.source.region,
+                    new.source.address,
+                    new.destination.kind,
+                    new.destination.region,
+                    new.destination.address,
+                    at,
+                ]);
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::ConnectorAlreadyExists(new.id.clone()));
+                }
+                Err(e) => return Err(translate(e)),
+            }
+            get_connector(connection, &new.id)?
+                .ok_or_else(|| StoreError::Internal("inserted row vanished".to_owned()))
+        })
+        .await
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            get_connector(connection, &id)?.ok_or(StoreError::ConnectorNotFound(id))
+        })
+        .await
+    }
+
+    async fn list_connectors(
+        &self,
+        filter: &SearchFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> Result<Page, StoreError> {
+        let (condition, values) = search_condition(filter);
+        let after = after.cloned();
+        self.with(move |connection| {
+            let mut page_values = values.clone();
+            let mut sql = format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {condition}");
+            if let Some(after) = after {
+                page_values.push(after.name);
+                page_values.push(after.id);
+                sql.push_str(&format!(
+                    " AND (name, id) > (?{}, ?{})",
+                    page_values.len() - 1,
+                    page_values.len()
+                ));
+            }
+            page_values.push((limit + 1).to_string());
+            sql.push_str(&format!(
+                " ORDER BY name, id LIMIT CAST(?{} AS INTEGER)",
+                page_values.len()
+            ));
+            let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
+            let rows = statement
+                .query_map(params_from_iter(page_values.iter()), |row| {
+                    Ok(connector_from_row(row))
+                })
+                .map_err(translate)?;
+            let mut connectors = Vec::new();
+            for row in rows {
+                connectors.push(row.map_err(translate)??);
+            }
+            let more = connectors.len() > limit;
+            connectors.truncate(limit);
+            let total: i64 = connection
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM connectors WHERE {condition}"
+                ))
+                .map_err(translate)?
+                .query_row(params_from_iter(values.iter()), |row| row.get(0))
+                .map_err(translate)?;
+            Ok(Page {
+                connectors,
+                more,
+                total,
+            })
+        })
+        .await
+    }
+
+    async fn start_connector(&self, request: &StartRequest) -> Result<CommandOutcome, StoreError> {
+        let request = request.clone();
+        self.with(move |connection| transition(connection, Change::Start(&request)))
+            .await
+    }
+
+    async fn pause_connector(&self, request: &PauseRequest) -> Result<CommandOutcome, StoreError> {
+        let request = request.clone();
+        self.with(move |connection| transition(connection, Change::Pause(&request)))
+            .await
+    }
+
+    async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            get_command(connection, &id)?.ok_or(StoreError::CommandNotFound(id))
+        })
+        .await
+    }
+
+    async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row(
+                    "SELECT key FROM server_keys WHERE name = 'page_token'",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(translate)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row("SELECT 1", [], |_| Ok(()))
+                .map_err(translate)
+        })
+        .await
+    }
+}
+
+/// The agent's current epoch must be the session's.
+fn fence(connection: &Connection, session: &Session) -> Result<(), StoreError> {
+    let epoch: Option<i64> = connection
+        .prepare_cached("SELECT session_epoch FROM agents WHERE id = ?1")
+        .map_err(translate)?
+        .query_row([&session.agent_id], |row| row.get(0))
+        .optional()
+        .map_err(translate)?;
+    if epoch == Some(session.epoch) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            agent_id: session.agent_id.clone(),
+            epoch: session.epoch,
+        })
+    }
+}
+
+fn apply_update(
+    connection: &Connection,
+    connector_id: &str,
+    update: &ConnectorUpdate,
+) -> Result<(), StoreError> {
+    let observed = update.observed.as_ref();
+    let range = observed.and_then(|o| o.store_range);
+    connection
+        .prepare_cached(
+            "UPDATE connectors SET
+                 state = COALESCE(?2, state),
+                 desired_state = COALESCE(?3, desired_state),
+                 agent_id = COALESCE(?4, agent_id),
+                 server_ip = COALESCE(?5, server_ip),
+                 region = COALESCE(?6, region),
+                 checkpoint_time = COALESCE(?7, checkpoint_time),
+                 latency_us = COALESCE(?8, latency_us),
+                 store_earliest_time = COALESCE(?9, store_earliest_time),
+                 store_latest_time = COALESCE(?10, store_latest_time),
+                 status_message = COALESCE(?11, status_message),
+                 update_time = ?12
+             WHERE id = ?1",
+        )
+        .map_err(translate)?
+        .execute(params![
+            connector_id,
+            update.state.map(|s| s.as_str()),
+            update.desired_state.map(|s| s.as_str()),
+            update.placement.as_ref().map(|p| p.agent_id.as_str()),
+            update.placement.as_ref().map(|p| p.server_ip.as_str()),
+            update.placement.as_ref().map(|p| p.region.as_str()),
+            observed.and_then(|o| o.checkpoint_time).map(text),
+            observed
+                .and_then(|o| o.latency)
+                .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX)),
+            range.map(|r| text(r.earliest)),
+            range.map(|r| text(r.latest)),
+            update.status_message,
+            text(now()),
+        ])
+        .map_err(translate)?;
+    Ok(())
+}
+
+fn record(
+    connection: &Connection,
+    session: &Session,
+    statuses: &[ObservedStatus],
+) -> Result<(), StoreError> {
+    for status in statuses {
+        if let Some(connector) = get_connector(connection, &status.connector_id)? {
+            apply_update(
+                connection,
+                &connector.id,
+                &status_effect(&connector, status, session),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Online: connected, and heard from within `offline_after` of `now`.
+fn online_since(offline_after: Duration) -> String {
+    let cutoff =
+        now() - chrono::Duration::from_std(offline_after).unwrap_or(chrono::Duration::seconds(40));
+    text(cutoff)
+}
+
+impl FleetStore for SqliteStore {
+    async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
+        let hello = hello.clone();
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let session_id = uuid::Uuid::now_v7().to_string();
+            let at = text(now());
+            let epoch: i64 = tx
+                .prepare_cached(
+                    "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
+                                         session_epoch, connect_time, last_heartbeat_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)
+                     ON CONFLICT (id) DO UPDATE SET
+                         region = excluded.region, server_ip = excluded.server_ip,
+                         instance_id = excluded.instance_id, version = excluded.version,
+                         session_id = excluded.session_id,
+                         session_epoch = agents.session_epoch + 1,
+                         connect_time = excluded.connect_time,
+                         last_heartbeat_time = excluded.last_heartbeat_time,
+                         disconnect_time = NULL
+                     RETURNING session_epoch",
+                )
+                .map_err(translate)?
+                .query_row(
+                    params![
+                        hello.agent_id,
+                        hello.region,
+                        hello.server_ip,
+                        hello.instance_id,
+                        hello.version,
+                        session_id,
+                        at
+                    ],
+                    |row| row.get(0),
+                )
+                .map_err(translate)?;
+            let session = Session {
+                agent_id: hello.agent_id.clone(),
+                session_id,
+                epoch,
+                region: hello.region.clone(),
+                server_ip: hello.server_ip.clone(),
+            };
+            tx.prepare_cached(
+                "UPDATE commands SET status = 'PENDING' WHERE agent_id = ?1 AND status = 'DELIVERED'",
+            )
+            .map_err(translate)?
+            .execute([&hello.agent_id])
+            .map_err(translate)?;
+            record(&tx, &session, &hello.connectors)?;
+            tx.commit().map_err(translate)?;
+            Ok(session)
+        })
+        .await
+    }
+
+    async fn close_session(&self, session: &Session) -> Result<u64, StoreError> {
+        let session = session.clone();
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            match fence(&tx, &session) {
+                Ok(()) => {}
+                Err(StoreError::Fenced { .. }) => return Ok(0),
+                Err(error) => return Err(error),
+            }
+            tx.execute(
+                "UPDATE agents SET disconnect_time = ?2 WHERE id = ?1",
+                params![session.agent_id, text(now())],
+            )
+            .map_err(translate)?;
+            let requeued = tx
+                .execute(
+                    "UPDATE commands SET status = 'PENDING'
+                     WHERE agent_id = ?1 AND status = 'DELIVERED'",
+                    [&session.agent_id],
+                )
+                .map_err(translate)?;
+            tx.commit().map_err(translate)?;
+            Ok(requeued as u64)
+        })
+        .await
+    }
+
+    async fn record_statuses(
+        &self,
+        session: &Session,
+        statuses: &[ObservedStatus],
+    ) -> Result<(), StoreError> {
+        let (session, statuses) = (session.clone(), statuses.to_vec());
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            fence(&tx, &session)?;
+            record(&tx, &session, &statuses)?;
+            tx.commit().map_err(translate)
+        })
+        .await
+    }
+
+    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<(), StoreError> {
+        if seen.is_empty() {
+            return Ok(());
+        }
+        let seen = seen.to_vec();
+        self.with(move |connection| {
+            let tx = connection.transaction().map_err(translate)?;
+            {
+                let mut statement = tx
+                    .prepare_cached(
+                        "UPDATE agents SET last_heartbeat_time = max(last_heartbeat_time, ?3)
+                         WHERE id = ?1 AND session_epoch = ?2",
+                    )
+                    .map_err(translate)?;
+                for entry in &seen {
+                    statement
+                        .execute(params![entry.agent_id, entry.epoch, text(entry.time)])
+                        .map_err(translate)?;
+                }
+            }
+            tx.commit().map_err(translate)
+        })
+        .await
+    }
+
+    async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
+        self.with(|connection| {
+            let mut statement = connection
+                .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
+                .map_err(translate)?;
+            let regions = statement
+                .query_map([], |row| row.get(0))
+                .map_err(translate)?
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(translate)?;
+            Ok(regions)
+        })
+        .await
+    }
+
+    async fn claim_commands(
+        &self,
+        region: &str,
+        sessions: &[(Session, usize)],
+        offline_after: Duration,
+    ) -> Result<Vec<(Session, Command)>, StoreError> {
+        let room: usize = sessions.iter().map(|(_, room)| room).sum();
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let (region, sessions) = (region.to_owned(), sessions.to_vec());
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let deliverable: Vec<Deliverable> = tx
+                .prepare_cached(
+                    "SELECT c.id, k.agent_id FROM commands c JOIN connectors k ON k.id = c.connector_id
+                     WHERE c.status = 'PENDING' AND c.region = ?1
+                       AND c.generation = (SELECT min(p.generation) FROM commands p
+                                           WHERE p.connector_id = c.connector_id
+                                             AND p.status IN ('PENDING', 'DELIVERED'))
+                     ORDER BY c.create_time
+                     LIMIT ?2",
+                )
+                .map_err(translate)?
+                .query_map(params![region, room as i64], |row| {
+                    Ok(Deliverable {
+                        command_id: row.get(0)?,
+                        runner: row.get(1)?,
+                    })
+                })
+                .map_err(translate)?
+                .collect::<Result<_, _>>()
+                .map_err(translate)?;
+            if deliverable.is_empty() {
+                return Ok(Vec::new());
+            }
+            let agents: Vec<(String, i64, i64)> = tx
+                .prepare_cached(
+                    "SELECT a.id, a.session_epoch,
+                            (SELECT count(*) FROM connectors x
+                             WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                          + (SELECT count(*) FROM commands y
+                             WHERE y.agent_id = a.id AND y.status = 'DELIVERED')
+                     FROM agents a
+                     WHERE a.region = ?1 AND a.disconnect_time IS NULL
+                       AND a.last_heartbeat_time > ?2
+                     ORDER BY a.id",
+                )
+                .map_err(translate)?
+                .query_map(params![region, online_since(offline_after)], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .map_err(translate)?
+                .collect::<Result<_, _>>()
+                .map_err(translate)?;
+            let epochs: HashMap<&str, i64> =
+                agents.iter().map(|(id, epoch, _)| (id.as_str(), *epoch)).collect();
+            let candidates: Vec<Candidate> = agents
+                .iter()
+                .map(|(id, _, load)| Candidate {
+                    agent_id: id.clone(),
+                    load: *load,
+                })
+                .collect();
+            let mut room: HashMap<String, (usize, Session)> = sessions
+                .iter()
+                .filter(|(s, _)| epochs.get(s.agent_id.as_str()) == Some(&s.epoch))
+                .map(|(s, room)| (s.agent_id.clone(), (*room, s.clone())))
+                .collect();
+            let mut delivered = Vec::new();
+            let at = text(now());
+            for (command_id, agent_id) in assign(&deliverable, &candidates) {
+                let Some((left, session)) = room.get_mut(&agent_id) else {
+                    continue;
+                };
+                if *left == 0 {
+                    continue;
+                }
+                *left -= 1;
+                let command = tx
+                    .prepare_cached(&format!(
+                        "UPDATE commands SET status = 'DELIVERED', agent_id = ?2, deliver_time = ?3,
+                                             delivery_attempts = delivery_attempts + 1
+                         WHERE id = ?1
+                         RETURNING {COMMAND_COLUMNS}"
+                    ))
+                    .map_err(translate)?
+                    .query_row(params![command_id, agent_id, at], |row| {
+                        Ok(command_from_row(row))
+                    })
+                    .map_err(translate)??;
+                delivered.push((session.clone(), command));
+            }
+            tx.commit().map_err(translate)?;
+            delivered.sort_by_key(|(_, command): &(Session, Command)| command.generation);
+            Ok(delivered)
+        })
+        .await
+    }
+
+    async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
+        let (session, command_id) = (session.clone(), command_id.to_owned());
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            fence(&tx, &session)?;
+            tx.execute(
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE id = ?1 AND agent_id = ?2 AND status = 'DELIVERED'",
+                params![command_id, session.agent_id],
+            )
+            .map_err(translate)?;
+            tx.commit().map_err(translate)
+        })
+        .await
+    }
+
+    async fn complete_command(
+        &self,
+        session: &Session,
+        report: &CommandReport,
+    ) -> Result<Option<Command>, StoreError> {
+        let (session, report) = (session.clone(), report.clone());
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            fence(&tx, &session)?;
+            let Some(command) = get_command(&tx, &report.command_id)? else {
+                return Ok(None);
+            };
+            if command.status != CommandStatus::Delivered || command.agent_id != session.agent_id {
+                return Ok(None);
+            }
+            let connector = get_connector(&tx, &command.connector_id)?
+                .ok_or_else(|| StoreError::Internal("a command without connector".to_owned()))?;
+            let status = if report.success {
+                CommandStatus::Succeeded
+            } else {
+                CommandStatus::Failed
+            };
+            let completed = tx
+                .prepare_cached(&format!(
+                    "UPDATE commands SET status = ?2, error_reason = ?3, error_message = ?4,
+                                         complete_time = ?5
+                     WHERE id = ?1
+                     RETURNING {COMMAND_COLUMNS}"
+                ))
+                .map_err(translate)?
+                .query_row(
+                    params![
+                        command.id,
+                        status.as_str(),
+                        report.error_reason,
+                        report.error_message,
+                        text(now())
+                    ],
+                    |row| Ok(command_from_row(row)),
+                )
+                .map_err(translate)??;
+            if let Some(update) = result_effect(&connector, &command, &report, &session) {
+                apply_update(&tx, &connector.id, &update)?;
+            }
+            tx.commit().map_err(translate)?;
+            Ok(Some(completed))
+        })
+        .await
+    }
+
+    async fn sweep_offline(&self, offline_after: Duration) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let cutoff = online_since(offline_after);
+            let requeued = tx
+                .execute(
+                    "UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN
+                         (SELECT id FROM agents WHERE last_heartbeat_time <= ?1)",
+                    [&cutoff],
+                )
+                .map_err(translate)?;
+            let unknown = tx
+                .execute(
+                    "UPDATE connectors SET state = 'UNKNOWN', update_time = ?2
+                     WHERE state IN ('RUNNING', 'FAILED') AND agent_id IN
+                         (SELECT id FROM agents WHERE last_heartbeat_time <= ?1)",
+                    params![cutoff, text(now())],
+                )
+                .map_err(translate)?;
+            tx.commit().map_err(translate)?;
+            Ok((requeued + unknown) as u64)
+        })
+        .await
+    }
+
+    async fn list_agents(
+        &self,
+        region: Option<&str>,
+        offline_after: Duration,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let region = region.map(str::to_owned);
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                            (a.disconnect_time IS NULL AND a.last_heartbeat_time > ?2),
+                            (SELECT count(*) FROM connectors c
+                             WHERE c.agent_id = a.id AND c.state <> 'STOPPED')
+                     FROM agents a
+                     WHERE ?1 IS NULL OR a.region = ?1
+                     ORDER BY a.region, a.id",
+                )
+                .map_err(translate)?;
+            let rows = statement
+                .query_map(params![region, online_since(offline_after)], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, bool>(5)?,
+                        row.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(translate)?;
+            let mut agents = Vec::new();
+            for row in rows {
+                let (id, region, server_ip, version, last, online, connectors) =
+                    row.map_err(translate)?;
+                agents.push(Agent {
+                    id,
+                    region,
+                    server_ip,
+                    version,
+                    last_heartbeat_time: rows::parse_time(&last)?,
+                    online,
+                    connectors,
+                });
+            }
+            Ok(agents)
+        })
+        .await
+    }
+
+    async fn list_regions(
+        &self,
+        offline_after: Duration,
+    ) -> Result<Vec<RegionSummary>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "WITH names AS (SELECT region AS name FROM connectors
+                                    UNION SELECT region FROM agents)
+                     SELECT n.name,
+                            (SELECT count(*) FROM agents a WHERE a.region = n.name
+                               AND a.disconnect_time IS NULL AND a.last_heartbeat_time > ?1),
+                            (SELECT count(*) FROM connectors c WHERE c.region = n.name)
+                     FROM names n ORDER BY n.name",
+                )
+                .map_err(translate)?;
+            let regions = statement
+                .query_map([online_since(offline_after)], |row| {
+                    Ok(RegionSummary {
+                        name: row.get(0)?,
+                        online_agents: row.get(1)?,
+                        connectors: row.get(2)?,
+                    })
+                })
+                .map_err(translate)?
+                .collect::<Result<_, _>>()
+                .map_err(translate)?;
+            Ok(regions)
+        })
+        .await
+    }
+}
