@@ -3,6 +3,7 @@
 
 mod agents;
 mod cli;
+mod contract;
 mod create;
 mod demo;
 mod helpers;

@@ -1,0 +1,513 @@
+//! The store contract: the same test bodies run against both backends
+//! (PostgreSQL and the embedded SQLite store), covering every store
+//! operation. The gRPC tests elsewhere run on PostgreSQL; these make sure
+//! the embedded store behaves identically.
+
+use crate::helpers::TestDatabase;
+use chrono::Utc;
+use connector_control::domain::{
+    CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
+    NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, StartRequest, TimeRange,
+};
+use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
+use std::time::Duration;
+
+struct Postgres {
+    store: PgStore,
+    _db: TestDatabase,
+}
+
+async fn postgres() -> Postgres {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    Postgres { store, _db: db }
+}
+
+struct Embedded {
+    store: SqliteStore,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn embedded() -> Embedded {
+    let dir = std::env::temp_dir().join(format!("cc-contract-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&dir.join("store.db")).unwrap();
+    Embedded { store, dir }
+}
+
+macro_rules! contract_suite {
+    ($($test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let backend = super::postgres().await;
+                    super::$test(&backend.store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let backend = super::embedded();
+                    super::$test(&backend.store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    create_and_get_keep_what_was_given,
+    search_matches_names_ids_and_ips_and_pages_in_order,
+    start_and_pause_follow_the_state_machine_and_supersede,
+    retried_requests_replay_and_conflicting_ones_are_refused,
+    pull_back_rules_use_the_reported_store_range,
+    commands_are_claimed_once_redelivered_and_completed_with_fencing,
+    heartbeats_flush_and_silent_agents_go_offline,
+);
+
+fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
+    NewConnector {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        project_id: format!("proj-{id}"),
+        project_name: format!("Project {name}"),
+        kind,
+        source: Endpoint {
+            kind: "MYSQL".to_owned(),
+            region: "eu-1".to_owned(),
+            address: "h:1".to_owned(),
+        },
+        destination: Endpoint {
+            kind: "OCEANBASE".to_owned(),
+            region: "eu-2".to_owned(),
+            address: "h:2".to_owned(),
+        },
+    }
+}
+
+fn start(id: &str) -> StartRequest {
+    StartRequest {
+        connector_id: id.to_owned(),
+        pull_back_time: None,
+        region: None,
+        request_id: None,
+    }
+}
+
+fn pause(id: &str) -> PauseRequest {
+    PauseRequest {
+        connector_id: id.to_owned(),
+        reason: "test".to_owned(),
+        request_id: None,
+    }
+}
+
+fn hello(agent_id: &str, region: &str, ip: &str) -> Hello {
+    Hello {
+        agent_id: agent_id.to_owned(),
+        instance_id: "i".to_owned(),
+        region: region.to_owned(),
+        server_ip: ip.to_owned(),
+        version: String::new(),
+        connectors: Vec::new(),
+    }
+}
+
+fn running(id: &str, generation: i64) -> ObservedStatus {
+    ObservedStatus {
+        connector_id: id.to_owned(),
+        state: ConnectorState::Running,
+        checkpoint_time: None,
+        latency: Some(Duration::from_secs(2)),
+        store_range: None,
+        generation,
+        message: String::new(),
+    }
+}
+
+fn filter(query: &str) -> SearchFilter {
+    SearchFilter {
+        query: query.to_owned(),
+        ..Default::default()
+    }
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+async fn create_and_get_keep_what_was_given<S: FleetStore>(store: &S) {
+    let created = store
+        .create_connector(new_connector(
+            "c1",
+            "Orders",
+            ConnectorKind::IncrementalSync,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(created.state, ConnectorState::Stopped);
+    assert_eq!((created.region.as_str(), created.generation), ("eu-2", 0));
+    assert_eq!(store.get_connector("c1").await.unwrap(), created);
+    assert!(matches!(
+        store
+            .create_connector(new_connector("c1", "again", ConnectorKind::IncrementalSync))
+            .await,
+        Err(StoreError::ConnectorAlreadyExists(id)) if id == "c1"
+    ));
+    assert!(matches!(
+        store.get_connector("ghost").await,
+        Err(StoreError::ConnectorNotFound(_))
+    ));
+    store.ping().await.unwrap();
+    assert!(!store.page_token_key().await.unwrap().is_empty());
+}
+
+async fn search_matches_names_ids_and_ips_and_pages_in_order<S: FleetStore>(store: &S) {
+    for (id, name) in [
+        ("a1", "Äpfel orders"),
+        ("b2", "bananas"),
+        ("c3", "cherries 100%"),
+    ] {
+        store
+            .create_connector(new_connector(id, name, ConnectorKind::IncrementalSync))
+            .await
+            .unwrap();
+    }
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    store
+        .record_statuses(&session, &[running("b2", 0)])
+        .await
+        .unwrap();
+    let ids = |page: connector_control::store::Page| -> Vec<String> {
+        page.connectors.into_iter().map(|c| c.id).collect()
+    };
+    async fn search<S: FleetStore>(store: &S, query: &str) -> Vec<String> {
+        let page = store
+            .list_connectors(&filter(query), None, 10)
+            .await
+            .unwrap();
+        page.connectors.into_iter().map(|c| c.id).collect()
+    }
+    assert_eq!(search(store, "äPFEL").await, ["a1"]);
+    assert_eq!(search(store, "B2").await, ["b2"]);
+    assert_eq!(search(store, "proj-c").await, ["c3"]);
+    assert_eq!(search(store, "10.0.2.").await, ["b2"]);
+    assert_eq!(search(store, "0%").await, ["c3"]);
+    assert!(search(store, "_").await.is_empty());
+
+    let first = store.list_connectors(&filter(""), None, 2).await.unwrap();
+    assert_eq!((first.total, first.more), (3, true));
+    let last = first.connectors.last().unwrap();
+    let cursor = Cursor {
+        name: last.name.clone(),
+        id: last.id.clone(),
+    };
+    let second = store
+        .list_connectors(&filter(""), Some(&cursor), 2)
+        .await
+        .unwrap();
+    assert_eq!(ids(first), ["b2", "c3"]);
+    assert_eq!(
+        (ids(second.clone()), second.more),
+        (vec!["a1".to_owned()], false)
+    );
+
+    let states = SearchFilter {
+        states: vec![ConnectorState::Running],
+        region: "eu-2".to_owned(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ids(store.list_connectors(&states, None, 10).await.unwrap()),
+        ["b2"]
+    );
+}
+
+async fn start_and_pause_follow_the_state_machine_and_supersede<S: FleetStore>(store: &S) {
+    store
+        .create_connector(new_connector("c1", "c1", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let started = store.start_connector(&start("c1")).await.unwrap();
+    assert_eq!(started.connector.state, ConnectorState::Starting);
+    assert_eq!(started.connector.desired_state, ConnectorState::Running);
+    assert_eq!(
+        (started.command.generation, started.command.status),
+        (1, CommandStatus::Pending)
+    );
+    assert!(matches!(
+        store.start_connector(&start("c1")).await,
+        Err(StoreError::Rejected(Rejection::NotStopped { .. }))
+    ));
+    let paused = store.pause_connector(&pause("c1")).await.unwrap();
+    assert_eq!(
+        (paused.connector.state, paused.connector.generation),
+        (ConnectorState::Pausing, 2)
+    );
+    assert_eq!(paused.command.reason, "test");
+    assert_eq!(
+        store.get_command(&started.command.id).await.unwrap().status,
+        CommandStatus::Superseded
+    );
+    assert!(matches!(
+        store.pause_connector(&pause("c1")).await,
+        Err(StoreError::Rejected(Rejection::NotRunning { .. }))
+    ));
+    assert!(matches!(
+        store
+            .start_connector(&StartRequest {
+                region: Some("mars-1".to_owned()),
+                ..start("c1")
+            })
+            .await,
+        Err(StoreError::Rejected(Rejection::NotStopped { .. }))
+    ));
+    assert!(matches!(
+        store.start_connector(&start("ghost")).await,
+        Err(StoreError::ConnectorNotFound(_))
+    ));
+}
+
+async fn retried_requests_replay_and_conflicting_ones_are_refused<S: FleetStore>(store: &S) {
+    store
+        .create_connector(new_connector("c1", "c1", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let request = StartRequest {
+        request_id: Some("r1".to_owned()),
+        ..start("c1")
+    };
+    let first = store.start_connector(&request).await.unwrap();
+    let again = store.start_connector(&request).await.unwrap();
+    assert!(again.replayed);
+    assert_eq!(again.command, first.command);
+    let conflicting = PauseRequest {
+        request_id: Some("r1".to_owned()),
+        ..pause("c1")
+    };
+    assert!(matches!(
+        store.pause_connector(&conflicting).await,
+        Err(StoreError::Rejected(Rejection::RequestIdReused { .. }))
+    ));
+}
+
+async fn pull_back_rules_use_the_reported_store_range<S: FleetStore>(store: &S) {
+    store
+        .create_connector(new_connector("full", "full", ConnectorKind::FullMigration))
+        .await
+        .unwrap();
+    store
+        .create_connector(new_connector("inc", "inc", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let an_hour_ago = Utc::now() - chrono::Duration::hours(1);
+    assert!(matches!(
+        store
+            .start_connector(&StartRequest {
+                pull_back_time: Some(an_hour_ago),
+                ..start("full")
+            })
+            .await,
+        Err(StoreError::Rejected(Rejection::PullBackNotSupported { .. }))
+    ));
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let mut status = running("inc", 0);
+    status.state = ConnectorState::Stopped;
+    status.store_range = Some(TimeRange {
+        earliest: Utc::now() - chrono::Duration::minutes(30),
+        latest: Utc::now(),
+    });
+    store.record_statuses(&session, &[status]).await.unwrap();
+    assert!(
+        store
+            .get_connector("inc")
+            .await
+            .unwrap()
+            .store_range
+            .is_some()
+    );
+    assert!(matches!(
+        store
+            .start_connector(&StartRequest {
+                pull_back_time: Some(an_hour_ago),
+                ..start("inc")
+            })
+            .await,
+        Err(StoreError::Rejected(Rejection::PullBackOutOfRange { .. }))
+    ));
+    assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
+}
+
+async fn commands_are_claimed_once_redelivered_and_completed_with_fencing<S: FleetStore>(
+    store: &S,
+) {
+    store
+        .create_connector(new_connector("c1", "c1", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let old = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let other_region = store
+        .open_session(&hello("far", "eu-1", "10.0.1.7"))
+        .await
+        .unwrap();
+    let accepted = store.start_connector(&start("c1")).await.unwrap().command;
+    assert_eq!(store.pending_regions().await.unwrap(), ["eu-2"]);
+    assert!(
+        store
+            .claim_commands("eu-1", &[(other_region, 16)], HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let claimed = store
+        .claim_commands("eu-2", &[(old.clone(), 16)], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].1.id, accepted.id);
+    assert_eq!(claimed[0].1.status, CommandStatus::Delivered);
+    // A pause waits while the start is unanswered: one in flight.
+    store.pause_connector(&pause("c1")).await.unwrap();
+    assert!(
+        store
+            .claim_commands("eu-2", &[(old.clone(), 16)], HOUR)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A new session: the start is delivered again; the old one is fenced.
+    let new = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    assert_eq!(new.epoch, old.epoch + 1);
+    let again = store
+        .claim_commands("eu-2", &[(new.clone(), 16)], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].1.id, accepted.id);
+    let report = CommandReport {
+        command_id: accepted.id.clone(),
+        success: true,
+        error_reason: String::new(),
+        error_message: String::new(),
+        status: Some(running("c1", 1)),
+    };
+    assert!(matches!(
+        store.complete_command(&old, &report).await,
+        Err(StoreError::Fenced { .. })
+    ));
+    let done = store
+        .complete_command(&new, &report)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(done.status, CommandStatus::Succeeded);
+    assert!(
+        store
+            .complete_command(&new, &report)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The start was older than the pause: the pause stays, placement is set.
+    let connector = store.get_connector("c1").await.unwrap();
+    assert_eq!(connector.state, ConnectorState::Pausing);
+    assert_eq!(connector.agent_id, "ag");
+    let pause = store
+        .claim_commands("eu-2", &[(new.clone(), 16)], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(pause.len(), 1);
+    store.release_command(&new, &pause[0].1.id).await.unwrap();
+    assert_eq!(
+        store.get_command(&pause[0].1.id).await.unwrap().status,
+        CommandStatus::Pending
+    );
+    assert_eq!(store.close_session(&old).await.unwrap(), 0, "fenced: no-op");
+}
+
+async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>(store: &S) {
+    store
+        .create_connector(new_connector("c1", "c1", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    store
+        .record_statuses(&session, &[running("c1", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c1").await.unwrap().state,
+        ConnectorState::Running
+    );
+
+    // Silent for longer than the bound: its running connector is UNKNOWN,
+    // until it reports again.
+    assert_eq!(store.sweep_offline(HOUR).await.unwrap(), 0);
+    assert!(store.sweep_offline(Duration::ZERO).await.unwrap() >= 1);
+    assert_eq!(
+        store.get_connector("c1").await.unwrap().state,
+        ConnectorState::Unknown
+    );
+    store
+        .record_statuses(&session, &[running("c1", 0)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c1").await.unwrap().state,
+        ConnectorState::Running
+    );
+
+    // Heartbeats kept in memory are written in one batch; a superseded
+    // session's entry is skipped.
+    let later = Utc::now() + chrono::Duration::minutes(10);
+    store
+        .flush_heartbeats(&[
+            Seen {
+                agent_id: "ag".to_owned(),
+                epoch: session.epoch,
+                time: later,
+            },
+            Seen {
+                agent_id: "ag".to_owned(),
+                epoch: session.epoch - 1,
+                time: later + chrono::Duration::hours(1),
+            },
+        ])
+        .await
+        .unwrap();
+    let agents = store.list_agents(None, HOUR).await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert!(agents[0].online);
+    assert_eq!(agents[0].connectors, 1);
+    assert_eq!(agents[0].last_heartbeat_time.timestamp(), later.timestamp());
+    let regions = store.list_regions(HOUR).await.unwrap();
+    assert_eq!(regions.len(), 1);
+    assert_eq!((regions[0].online_agents, regions[0].connectors), (1, 1));
+
+    store.close_session(&session).await.unwrap();
+    assert!(!store.list_agents(Some("eu-2"), HOUR).await.unwrap()[0].online);
+}
