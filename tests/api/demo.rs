@@ -8,9 +8,36 @@ use connector_control::proto::v1::{
 use std::time::Duration;
 
 #[tokio::test]
+async fn the_demo_on_the_embedded_store_needs_nothing_else() {
+    let dir = TempDir::new();
+    let mut server =
+        ServerProcess::spawn_embedded(&dir.0, &["--demo", "--heartbeat-interval", "1s"]);
+    server.wait_for_log("using the embedded store");
+    demo_tour(&server).await;
+}
+
+#[tokio::test]
 async fn the_demo_seeds_a_fleet_runs_agents_and_confirms_a_start_through_wait() {
     let db = TestDatabase::create().await;
     let mut server = ServerProcess::spawn_with(&db.url, &["--demo", "--heartbeat-interval", "1s"]);
+    demo_tour(&server).await;
+
+    // A restart does not seed again.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    server.wait_for_log("demo fleet seeded");
+    let mut again = ServerProcess::spawn_with(&db.url, &["--demo"]);
+    again.wait_for_log("store not empty; demo fleet not seeded");
+    let page = ConnectorServiceClient::new(channel_to(&again.addr).await)
+        .list_connectors(v1::ListConnectorsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.total_size, 12);
+}
+
+/// Seeded, agents online, a start confirmed through `wait`.
+async fn demo_tour(server: &ServerProcess) {
     let channel = channel_to(&server.addr).await;
     let mut connectors = ConnectorServiceClient::new(channel.clone());
     let agents = AgentServiceClient::new(channel);
@@ -62,17 +89,4 @@ async fn the_demo_seeds_a_fleet_runs_agents_and_confirms_a_start_through_wait() 
         started.connector.unwrap().state,
         v1::ConnectorState::Running as i32
     );
-
-    // A restart does not seed again.
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    server.wait_for_log("demo fleet seeded");
-    let mut again = ServerProcess::spawn_with(&db.url, &["--demo"]);
-    again.wait_for_log("store not empty; demo fleet not seeded");
-    let page = ConnectorServiceClient::new(channel_to(&again.addr).await)
-        .list_connectors(v1::ListConnectorsRequest::default())
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(page.total_size, 12);
 }

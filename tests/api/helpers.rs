@@ -596,11 +596,23 @@ impl ServerProcess {
 
     /// As `spawn`, with more `serve` arguments.
     pub fn spawn_with(database_url: &str, args: &[&str]) -> Self {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
+        command.env("DATABASE_URL", database_url);
+        Self::spawn_command(command, args)
+    }
+
+    /// A server on the embedded store in `dir` (no DATABASE_URL).
+    pub fn spawn_embedded(dir: &std::path::Path, args: &[&str]) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
+        command.env_remove("DATABASE_URL").current_dir(dir);
+        Self::spawn_command(command, args)
+    }
+
+    fn spawn_command(mut command: std::process::Command, args: &[&str]) -> Self {
+        let mut child = command
             .arg("serve")
             .args(args)
             .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0")
-            .env("DATABASE_URL", database_url)
             .env("RUST_LOG", "info")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
@@ -660,5 +672,22 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// A temporary directory, removed when dropped.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        let path = std::env::temp_dir().join(format!("cc-test-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&path).unwrap();
+        TempDir(path)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }

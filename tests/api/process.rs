@@ -374,3 +374,43 @@ async fn a_command_survives_a_killed_server_and_reaches_the_agent_after_restart(
     let delivered = agent.next_command().await;
     assert_eq!(delivered.id, accepted.id);
 }
+
+#[tokio::test]
+async fn the_embedded_store_keeps_its_data_through_a_kill_9() {
+    let dir = TempDir::new();
+    let mut first = ServerProcess::spawn_embedded(&dir.0, &[]);
+    let mut client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&first.addr).await);
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("c1", "c1")),
+        })
+        .await
+        .unwrap();
+    let accepted = client
+        .start_connector(start_request("c1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    first.child.kill().unwrap(); // SIGKILL
+    first.child.wait().unwrap();
+
+    let second = ServerProcess::spawn_embedded(&dir.0, &[]);
+    let connector =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&second.addr).await)
+            .get_connector(v1::GetConnectorRequest {
+                id: "c1".to_owned(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+    assert_eq!(connector.state, v1::ConnectorState::Starting as i32);
+    let mut agent = TestAgent::connect_to(
+        channel_to(&second.addr).await,
+        hello("a1", "eu-2", "10.0.2.7"),
+    )
+    .await;
+    assert_eq!(agent.next_command().await.id, accepted.id);
+}
