@@ -83,13 +83,14 @@ impl Connectors {
     /// Carries out a command; the result to send.
     fn apply(&mut self, config: &AgentConfig, command: &v1::Command) -> v1::CommandResult {
         let now = Utc::now();
+        let lag = chrono::Duration::from_std(config.latency).unwrap_or_default();
         let entry = self
             .0
             .entry(command.connector_id.clone())
             .or_insert(Simulated {
                 running: false,
                 generation: 0,
-                checkpoint: now,
+                checkpoint: now - lag,
             });
         let mut result = v1::CommandResult {
             command_id: command.id.clone(),
