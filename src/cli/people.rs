@@ -328,64 +328,78 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         .transpose()
         .map_err(usage)?
         .map(crate::api::timestamp_to_proto);
-    let mut request = tonic::Request::new(v1::StartConnectorRequest {
+    let message = v1::StartConnectorRequest {
         id: args.id.clone(),
         pull_back_time,
         region: args.region.unwrap_or_default(),
         request_id: args.request_id.unwrap_or_default(),
         wait: args.wait,
-    });
-    if args.wait {
-        request.set_timeout(args.timeout);
-    }
-    let mut client = args.client.connectors().await?;
-    let response = with_spinner(
-        args.wait && args.client.output == Output::Table,
-        format!("starting {}: waiting for the agent to confirm", args.id),
-        client.start_connector(request),
+    };
+    let wait = args.wait.then_some(args.timeout);
+    command_call(
+        &args.client,
+        format!("starting {}", args.id),
+        message,
+        wait,
+        async |mut client, request| client.start_connector(request).await,
+        |response: &v1::StartConnectorResponse| {
+            (response.connector.as_ref(), response.command.as_ref())
+        },
     )
     .await
-    .map_err(Failure::from)?
-    .into_inner();
-    print!(
-        "{}",
-        render::command_outcome(
-            response.connector.as_ref(),
-            response.command.as_ref(),
-            &response,
-            args.client.output
-        )?
-    );
-    Ok(())
 }
 
 async fn pause(args: PauseArgs) -> anyhow::Result<()> {
-    let mut request = tonic::Request::new(v1::PauseConnectorRequest {
+    let message = v1::PauseConnectorRequest {
         id: args.id.clone(),
         reason: args.reason,
         request_id: args.request_id.unwrap_or_default(),
         wait: args.wait,
-    });
-    if args.wait {
-        request.set_timeout(args.timeout);
+    };
+    let wait = args.wait.then_some(args.timeout);
+    command_call(
+        &args.client,
+        format!("pausing {}", args.id),
+        message,
+        wait,
+        async |mut client, request| client.pause_connector(request).await,
+        |response: &v1::PauseConnectorResponse| {
+            (response.connector.as_ref(), response.command.as_ref())
+        },
+    )
+    .await
+}
+
+/// Sends a Start or Pause; with `wait` (the timeout), holds it under a
+/// spinner until the agent confirms. Prints the outcome.
+async fn command_call<Req, Resp: prost::Message>(
+    client_args: &ClientArgs,
+    doing: String,
+    message: Req,
+    wait: Option<Duration>,
+    call: impl AsyncFnOnce(
+        ConnectorServiceClient<Channel>,
+        tonic::Request<Req>,
+    ) -> Result<tonic::Response<Resp>, tonic::Status>,
+    parts: impl Fn(&Resp) -> (Option<&v1::Connector>, Option<&v1::Command>),
+) -> anyhow::Result<()> {
+    let mut request = tonic::Request::new(message);
+    if let Some(timeout) = wait {
+        request.set_timeout(timeout);
     }
-    let mut client = args.client.connectors().await?;
+    let client = client_args.connectors().await?;
     let response = with_spinner(
-        args.wait && args.client.output == Output::Table,
-        format!("pausing {}: waiting for the agent to confirm", args.id),
-        client.pause_connector(request),
+        wait.is_some() && client_args.output == Output::Table,
+        format!("{doing}: waiting for the agent to confirm"),
+        call(client, request),
     )
     .await
     .map_err(Failure::from)?
     .into_inner();
+    let (connector, command) = parts(&response);
     print!(
         "{}",
-        render::command_outcome(
-            response.connector.as_ref(),
-            response.command.as_ref(),
-            &response,
-            args.client.output
-        )?
+        render::command_outcome(connector, command, &response, client_args.output)?
     );
     Ok(())
 }

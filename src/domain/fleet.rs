@@ -218,6 +218,8 @@ pub struct Deliverable {
 #[derive(Clone, Debug)]
 pub struct Candidate {
     pub agent_id: String,
+    /// Its current session epoch.
+    pub epoch: i64,
     /// Connectors it runs plus commands it has not answered yet.
     pub load: i64,
 }
@@ -250,6 +252,35 @@ pub fn assign(commands: &[Deliverable], agents: &[Candidate]) -> Vec<(String, St
         assigned.push((command.command_id.clone(), load[target].1.to_owned()));
     }
     assigned
+}
+
+/// `assign`, keeping what this replica can hand over now: commands whose
+/// agent is one of `sessions` (current epoch, with free queue slots, as
+/// given), up to those slots. The rest stay pending.
+pub fn assign_local(
+    commands: &[Deliverable],
+    agents: &[Candidate],
+    sessions: &[(Session, usize)],
+) -> Vec<(String, Session)> {
+    let mut room: std::collections::HashMap<&str, (usize, &Session)> = sessions
+        .iter()
+        .filter(|(session, _)| {
+            agents
+                .iter()
+                .any(|a| a.agent_id == session.agent_id && a.epoch == session.epoch)
+        })
+        .map(|(session, room)| (session.agent_id.as_str(), (*room, session)))
+        .collect();
+    let mut local = Vec::new();
+    for (command_id, agent_id) in assign(commands, agents) {
+        if let Some((left, session)) = room.get_mut(agent_id.as_str())
+            && *left > 0
+        {
+            *left -= 1;
+            local.push((command_id, (*session).clone()));
+        }
+    }
+    local
 }
 
 #[cfg(test)]
@@ -396,10 +427,12 @@ mod tests {
         let agents = vec![
             Candidate {
                 agent_id: "a".into(),
+                epoch: 1,
                 load: 2,
             },
             Candidate {
                 agent_id: "b".into(),
+                epoch: 1,
                 load: 0,
             },
         ];
@@ -409,6 +442,25 @@ mod tests {
         // then the 3/3 tie goes to a.
         assert_eq!(targets, ["a", "b", "b", "b", "a"]);
         assert!(assign(&commands(&[""]), &[]).is_empty());
+
+        // Only local, current sessions with room take commands.
+        let local_b = Session {
+            agent_id: "b".into(),
+            epoch: 1,
+            ..session()
+        };
+        let stale_a = Session {
+            agent_id: "a".into(),
+            epoch: 0,
+            ..session()
+        };
+        let local = assign_local(
+            &commands(&["a", "", "", "", "gone"]),
+            &agents,
+            &[(local_b, 2), (stale_a, 9)],
+        );
+        let ids: Vec<&str> = local.iter().map(|(id, _)| id.as_str()).collect();
+        assert_eq!(ids, ["k1", "k2"]);
     }
 
     #[test]

@@ -141,6 +141,26 @@ impl<'a> Change<'a> {
         }
     }
 
+    /// Whether a retry with an already used `request_id` repeats the call
+    /// that produced `previous` (then `previous` is the answer).
+    pub(crate) fn check_replay(
+        self,
+        connector: &Connector,
+        previous: &Command,
+    ) -> Result<(), Rejection> {
+        let previous_intent = Intent {
+            kind: previous.kind,
+            pull_back_time: previous.pull_back_time,
+            region: previous.region.clone(),
+        };
+        rules::check_replay(
+            self.connector_id(),
+            self.request_id().unwrap_or_default(),
+            &previous_intent,
+            &self.intent(connector),
+        )
+    }
+
     /// The region override a start must confirm exists before deciding.
     pub(crate) fn region_to_verify(self, connector: &Connector) -> Option<&'a str> {
         match self {

@@ -4,7 +4,7 @@
 use super::PgStore;
 use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
-use crate::domain::fleet::{Candidate, Deliverable, assign, result_effect, status_effect};
+use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Session,
@@ -333,35 +333,23 @@ impl FleetStore for PgStore {
             .query(&agents, &[&region, &offline_after.as_secs_f64()])
             .await
             .map_err(translate)?;
-        let epochs: HashMap<String, i64> = rows
-            .iter()
-            .map(|row| (row.get::<_, String>(0), row.get::<_, i64>(1)))
-            .collect();
         let candidates: Vec<Candidate> = rows
             .iter()
             .map(|row| Candidate {
                 agent_id: row.get(0),
+                epoch: row.get(1),
                 load: row.get(2),
             })
             .collect();
-
-        // Local sessions that are current, with their free queue slots.
-        let mut room: HashMap<&str, (usize, &Session)> = sessions
+        let local = assign_local(&deliverable, &candidates, sessions);
+        let sessions: HashMap<String, Session> = local
             .iter()
-            .filter(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch))
-            .map(|(session, room)| (session.agent_id.as_str(), (*room, session)))
+            .map(|(_, session)| (session.agent_id.clone(), session.clone()))
             .collect();
-        let mut ids = Vec::new();
-        let mut targets = Vec::new();
-        for (command_id, agent_id) in assign(&deliverable, &candidates) {
-            if let Some((left, _)) = room.get_mut(agent_id.as_str())
-                && *left > 0
-            {
-                *left -= 1;
-                ids.push(command_id);
-                targets.push(agent_id);
-            }
-        }
+        let (ids, targets): (Vec<String>, Vec<String>) = local
+            .into_iter()
+            .map(|(command_id, session)| (command_id, session.agent_id))
+            .unzip();
         if ids.is_empty() {
             return Ok(Vec::new());
         }
@@ -388,8 +376,8 @@ impl FleetStore for PgStore {
         let mut delivered = Vec::with_capacity(rows.len());
         for row in &rows {
             let command = command_from_row(row)?;
-            let (_, session) = room[command.agent_id.as_str()];
-            delivered.push((session.clone(), command));
+            let session = sessions[&command.agent_id].clone();
+            delivered.push((session, command));
         }
         tx.commit().await.map_err(translate)?;
         delivered.sort_by_key(|(_, command)| command.generation);

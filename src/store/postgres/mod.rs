@@ -7,7 +7,6 @@ mod fleet;
 mod rows;
 
 use super::{Change, CommandOutcome, Page, Store, StoreError};
-use crate::domain::rules::{self, Intent};
 use crate::domain::{
     Command, Connector, Cursor, NewConnector, PauseRequest, SearchFilter, StartRequest, Transition,
 };
@@ -178,17 +177,7 @@ impl PgStore {
                 .map_err(translate)?
             {
                 let command = command_from_row(&row)?;
-                let previous_intent = Intent {
-                    kind: command.kind,
-                    pull_back_time: command.pull_back_time,
-                    region: command.region.clone(),
-                };
-                rules::check_replay(
-                    connector_id,
-                    request_id,
-                    &previous_intent,
-                    &change.intent(&connector),
-                )?;
+                change.check_replay(&connector, &command)?;
                 tx.commit().await.map_err(translate)?;
                 return Ok(CommandOutcome {
                     connector,

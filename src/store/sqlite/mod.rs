@@ -10,8 +10,7 @@
 mod rows;
 
 use super::{Change, CommandOutcome, FleetStore, Page, Seen, Store, StoreError};
-use crate::domain::fleet::{Candidate, Deliverable, assign, result_effect, status_effect};
-use crate::domain::rules;
+use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
     NewConnector, ObservedStatus, PauseRequest, RegionSummary, SearchFilter, Session, StartRequest,
@@ -20,7 +19,6 @@ use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params, params_from_iter};
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -188,17 +186,7 @@ fn transition(
             .map_err(translate)?
             .transpose()?;
         if let Some(command) = previous {
-            let previous_intent = rules::Intent {
-                kind: command.kind,
-                pull_back_time: command.pull_back_time,
-                region: command.region.clone(),
-            };
-            rules::check_replay(
-                connector_id,
-                request_id,
-                &previous_intent,
-                &change.intent(&connector),
-            )?;
+            change.check_replay(&connector, &command)?;
             return Ok(CommandOutcome {
                 connector,
                 command,
@@ -767,30 +755,17 @@ impl FleetStore for SqliteStore {
                 .map_err(translate)?
                 .collect::<Result<_, _>>()
                 .map_err(translate)?;
-            let epochs: HashMap<&str, i64> =
-                agents.iter().map(|(id, epoch, _)| (id.as_str(), *epoch)).collect();
             let candidates: Vec<Candidate> = agents
-                .iter()
-                .map(|(id, _, load)| Candidate {
-                    agent_id: id.clone(),
-                    load: *load,
+                .into_iter()
+                .map(|(agent_id, epoch, load)| Candidate {
+                    agent_id,
+                    epoch,
+                    load,
                 })
-                .collect();
-            let mut room: HashMap<String, (usize, Session)> = sessions
-                .iter()
-                .filter(|(s, _)| epochs.get(s.agent_id.as_str()) == Some(&s.epoch))
-                .map(|(s, room)| (s.agent_id.clone(), (*room, s.clone())))
                 .collect();
             let mut delivered = Vec::new();
             let at = text(now());
-            for (command_id, agent_id) in assign(&deliverable, &candidates) {
-                let Some((left, session)) = room.get_mut(&agent_id) else {
-                    continue;
-                };
-                if *left == 0 {
-                    continue;
-                }
-                *left -= 1;
+            for (command_id, session) in assign_local(&deliverable, &candidates, &sessions) {
                 let command = tx
                     .prepare_cached(&format!(
                         "UPDATE commands SET status = 'DELIVERED', agent_id = ?2, deliver_time = ?3,
@@ -799,11 +774,11 @@ impl FleetStore for SqliteStore {
                          RETURNING {COMMAND_COLUMNS}"
                     ))
                     .map_err(translate)?
-                    .query_row(params![command_id, agent_id, at], |row| {
+                    .query_row(params![command_id, session.agent_id, at], |row| {
                         Ok(command_from_row(row))
                     })
                     .map_err(translate)??;
-                delivered.push((session.clone(), command));
+                delivered.push((session, command));
             }
             tx.commit().map_err(translate)?;
             delivered.sort_by_key(|(_, command): &(Session, Command)| command.generation);
