@@ -201,8 +201,8 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
-    if args.heartbeat_interval.is_zero() {
-        bail!("--heartbeat-interval must be longer than zero");
+    if args.heartbeat_interval.is_zero() || args.heartbeat_interval > Duration::from_secs(3600) {
+        bail!("--heartbeat-interval must be between 1ms and 1h");
     }
     let options = ServeOptions {
         max_wait: args.max_wait,

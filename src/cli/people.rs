@@ -241,8 +241,10 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, Strin
     if let Some(ago) = text.strip_prefix('-') {
         let ago = humantime::parse_duration(ago)
             .map_err(|e| format!("'{text}' is not a relative time like -30m or -2h: {e}"))?;
-        let ago = chrono::Duration::from_std(ago).map_err(|e| e.to_string())?;
-        return Ok(now - ago);
+        return chrono::Duration::from_std(ago)
+            .ok()
+            .and_then(|ago| now.checked_sub_signed(ago))
+            .ok_or_else(|| format!("'{text}' reaches back further than a timestamp can"));
     }
     DateTime::parse_from_rfc3339(text)
         .map(|time| time.with_timezone(&Utc))
@@ -320,25 +322,55 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The request id to send: the one given, else (with --wait) a new one, so
+/// that a call that was not confirmed in time can be retried safely.
+fn request_id(given: Option<String>, wait: bool) -> String {
+    given
+        .or_else(|| wait.then(|| format!("cli-{}", uuid::Uuid::new_v4())))
+        .unwrap_or_default()
+}
+
 async fn start(args: StartArgs) -> anyhow::Result<()> {
-    let pull_back_time = args
+    let pull_back = args
         .pull_back
         .as_deref()
         .map(|text| parse_time(text, Utc::now()))
         .transpose()
-        .map_err(usage)?
-        .map(crate::api::timestamp_to_proto);
+        .map_err(usage)?;
+    if let (Some(text), Some(time), Some(_)) = (&args.pull_back, pull_back, &args.request_id)
+        && text.starts_with('-')
+    {
+        return Err(usage(format!(
+            "--pull-back {text} means a different time on every run, so a retry with the same \
+             --request-id would not repeat the call; give the time itself: --pull-back {}",
+            time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )));
+    }
+    let pull_back_time = pull_back.map(crate::api::timestamp_to_proto);
     let message = v1::StartConnectorRequest {
         id: args.id.clone(),
         pull_back_time,
         region: args.region.unwrap_or_default(),
-        request_id: args.request_id.unwrap_or_default(),
+        request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
     };
+    let retry = format!(
+        "connector-control connectors start {} --request-id {}{}",
+        args.id,
+        message.request_id,
+        pull_back
+            .map(|t| format!(
+                " --pull-back {}",
+                t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+            ))
+            .unwrap_or_default()
+    );
     let wait = args.wait.then_some(args.timeout);
     command_call(
         &args.client,
         format!("starting {}", args.id),
+        retry,
+        "connector.v1.StartConnectorResponse",
         message,
         wait,
         async |mut client, request| client.start_connector(request).await,
@@ -353,13 +385,19 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
     let message = v1::PauseConnectorRequest {
         id: args.id.clone(),
         reason: args.reason,
-        request_id: args.request_id.unwrap_or_default(),
+        request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
     };
+    let retry = format!(
+        "connector-control connectors pause {} --request-id {}",
+        args.id, message.request_id
+    );
     let wait = args.wait.then_some(args.timeout);
     command_call(
         &args.client,
         format!("pausing {}", args.id),
+        retry,
+        "connector.v1.PauseConnectorResponse",
         message,
         wait,
         async |mut client, request| client.pause_connector(request).await,
@@ -372,9 +410,12 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
 
 /// Sends a Start or Pause; with `wait` (the timeout), holds it under a
 /// spinner until the agent confirms. Prints the outcome.
+#[allow(clippy::too_many_arguments)]
 async fn command_call<Req, Resp: prost::Message>(
     client_args: &ClientArgs,
     doing: String,
+    retry: String,
+    json_name: &str,
     message: Req,
     wait: Option<Duration>,
     call: impl AsyncFnOnce(
@@ -394,12 +435,20 @@ async fn command_call<Req, Resp: prost::Message>(
         call(client, request),
     )
     .await
-    .map_err(Failure::from)?
+    .map_err(|status| {
+        let mut failure = Failure::from(status);
+        if failure.exit_code == exit::NOT_CONFIRMED {
+            failure
+                .message
+                .push_str(&format!("\n  to wait again: {retry} --wait"));
+        }
+        failure
+    })?
     .into_inner();
     let (connector, command) = parts(&response);
     print!(
         "{}",
-        render::command_outcome(connector, command, &response, client_args.output)?
+        render::command_outcome(connector, command, &response, json_name, client_args.output)?
     );
     Ok(())
 }

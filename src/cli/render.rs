@@ -51,9 +51,10 @@ fn state(value: i32) -> String {
         .unwrap_or_else(|_| value.to_string())
 }
 
+/// RFC 3339 in UTC to the second: pasteable into `--pull-back`.
 fn time(ts: Option<&prost_types::Timestamp>) -> String {
     ts.and_then(|ts| DateTime::<Utc>::from_timestamp(ts.seconds, 0))
-        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".to_owned())
 }
 
@@ -170,15 +171,11 @@ pub fn command_outcome<M: prost::Message>(
     connector: Option<&v1::Connector>,
     command: Option<&v1::Command>,
     response: &M,
+    json_name: &str,
     output: Output,
 ) -> anyhow::Result<String> {
     if output == Output::Json {
-        let name = if command.is_some_and(|c| c.kind == v1::CommandKind::Pause as i32) {
-            "connector.v1.PauseConnectorResponse"
-        } else {
-            "connector.v1.StartConnectorResponse"
-        };
-        return json(response, name);
+        return json(response, json_name);
     }
     let (Some(connector), Some(command)) = (connector, command) else {
         return Ok(String::new());

@@ -218,3 +218,57 @@ async fn an_unreachable_control_plane_is_explained() {
         "{stderr}"
     );
 }
+
+#[tokio::test]
+async fn an_unconfirmed_wait_exits_5_and_says_how_to_wait_again() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let waited = cli(
+        &app,
+        &["connectors", "start", "c1", "--wait", "--timeout", "1s"],
+    )
+    .await;
+    assert_eq!(waited.code, Some(5), "{}", waited.stderr);
+    assert!(
+        waited.stderr.contains("COMMAND_NOT_CONFIRMED"),
+        "{}",
+        waited.stderr
+    );
+    let hint = waited
+        .stderr
+        .lines()
+        .find_map(|line| {
+            line.trim()
+                .strip_prefix("to wait again: connector-control ")
+        })
+        .expect("a retry hint")
+        .to_owned();
+    // The hint repeats the same call: it is accepted as a retry.
+    let args: Vec<&str> = hint
+        .split_whitespace()
+        .filter(|arg| *arg != "--wait")
+        .collect();
+    let retried = cli(&app, &args).await;
+    assert_eq!(retried.code, Some(0), "{}", retried.stderr);
+    assert_eq!(app.get("c1").await.generation, 1);
+
+    let relative = cli(
+        &app,
+        &[
+            "connectors",
+            "start",
+            "c1",
+            "--pull-back",
+            "-5m",
+            "--request-id",
+            "r9",
+        ],
+    )
+    .await;
+    assert_eq!(relative.code, Some(2));
+    assert!(
+        relative.stderr.contains("give the time itself"),
+        "{}",
+        relative.stderr
+    );
+}

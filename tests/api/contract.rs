@@ -264,15 +264,27 @@ async fn start_and_pause_follow_the_state_machine_and_supersede<S: FleetStore>(s
         store.pause_connector(&pause("c1")).await,
         Err(StoreError::Rejected(Rejection::NotRunning { .. }))
     ));
+    store
+        .create_connector(new_connector("c2", "c2", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
     assert!(matches!(
         store
             .start_connector(&StartRequest {
                 region: Some("mars-1".to_owned()),
-                ..start("c1")
+                ..start("c2")
             })
             .await,
-        Err(StoreError::Rejected(Rejection::NotStopped { .. }))
+        Err(StoreError::Rejected(Rejection::UnknownRegion { .. }))
     ));
+    let moved = store
+        .start_connector(&StartRequest {
+            region: Some("eu-1".to_owned()),
+            ..start("c2")
+        })
+        .await
+        .unwrap();
+    assert_eq!(moved.connector.region, "eu-1");
     assert!(matches!(
         store.start_connector(&start("ghost")).await,
         Err(StoreError::ConnectorNotFound(_))

@@ -115,7 +115,12 @@ async fn record(
         .map_err(translate)?;
     for row in client.query(&statement, &[&ids]).await.map_err(translate)? {
         let connector = connector_from_row(&row)?;
-        if let Some(status) = statuses.iter().find(|s| s.connector_id == connector.id) {
+        // Several reports of one connector in a batch: the last one counts.
+        if let Some(status) = statuses
+            .iter()
+            .rev()
+            .find(|s| s.connector_id == connector.id)
+        {
             apply_update(
                 client,
                 &connector.id,

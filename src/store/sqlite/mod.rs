@@ -68,7 +68,17 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and applies its
     /// migrations. Fails if another process holds the file.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let lock_path = PathBuf::from(format!("{}.lock", path.display()));
+        // Name the lock after the file's canonical path, so that the same
+        // file reached through a link shares it.
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .with_context(|| format!("cannot create the embedded store {}", path.display()))?;
+        let canonical = std::fs::canonicalize(path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        let lock_path = PathBuf::from(format!("{}.lock", canonical.display()));
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -118,9 +128,11 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let connection = self.connection.clone();
         tokio::task::spawn_blocking(move || {
+            // A panic mid-operation rolled its transaction back when the
+            // transaction was dropped: the connection is still sound.
             let mut connection = connection
                 .lock()
-                .map_err(|_| StoreError::Internal("the store's lock is poisoned".to_owned()))?;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             work(&mut connection)
         })
         .await
