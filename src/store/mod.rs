@@ -187,6 +187,25 @@ impl<'a> Change<'a> {
     }
 }
 
+/// The case-insensitive form that search compares, in every backend:
+/// Unicode lower case, the same for stored names and for queries.
+pub(crate) fn fold(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// Makes `text` match itself literally inside a LIKE pattern whose escape
+/// character is a backslash (both backends' searches).
+pub(crate) fn escape_like(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// A heartbeat kept in memory until the next flush.
 #[derive(Clone, Debug)]
 pub struct Seen {
@@ -281,4 +300,15 @@ pub trait FleetStore: Store {
         &self,
         offline_after: Duration,
     ) -> impl Future<Output = Result<Vec<RegionSummary>, StoreError>> + Send;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_metacharacters_match_literally() {
+        assert_eq!(escape_like(r"10.0_1%\"), r"10.0\_1\%\\");
+        assert_eq!(fold("ÄPFEL"), "äpfel");
+    }
 }

@@ -46,6 +46,21 @@ async fn fence(client: &impl GenericClient, session: &Session) -> Result<(), Sto
     }
 }
 
+/// Makes what `agent_id` was sent and has not answered pending again.
+async fn requeue_delivered(client: &impl GenericClient, agent_id: &str) -> Result<u64, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE commands SET status = 'PENDING'
+             WHERE agent_id = $1 AND status = 'DELIVERED'",
+        )
+        .await
+        .map_err(translate)?;
+    client
+        .execute(&statement, &[&agent_id])
+        .await
+        .map_err(translate)
+}
+
 /// Writes a report's effect on one connector row.
 async fn apply_update(
     client: &impl GenericClient,
@@ -177,17 +192,7 @@ impl FleetStore for PgStore {
         };
         // What an earlier session received but never answered is delivered
         // again (same command id): at-least-once across reconnects.
-        let requeue = tx
-            .prepare_cached(
-                "UPDATE commands SET status = 'PENDING'
-                 WHERE agent_id = $1 AND status = 'DELIVERED'",
-            )
-            .await
-            .map_err(translate)?;
-        let requeued = tx
-            .execute(&requeue, &[&hello.agent_id])
-            .await
-            .map_err(translate)?;
+        let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
         record(&tx, &session, &hello.connectors).await?;
         tx.commit().await.map_err(translate)?;
         debug!(epoch, requeued, "session opened");
@@ -212,17 +217,7 @@ impl FleetStore for PgStore {
             .map_err(translate)?;
         // Unanswered commands go back to the queue at once, for another
         // agent of the region or for this one when it returns.
-        let requeue = tx
-            .prepare_cached(
-                "UPDATE commands SET status = 'PENDING'
-                 WHERE agent_id = $1 AND status = 'DELIVERED'",
-            )
-            .await
-            .map_err(translate)?;
-        let requeued = tx
-            .execute(&requeue, &[&session.agent_id])
-            .await
-            .map_err(translate)?;
+        let requeued = requeue_delivered(&tx, &session.agent_id).await?;
         tx.commit().await.map_err(translate)?;
         Ok(requeued)
     }

@@ -6,7 +6,7 @@ mod error;
 mod fleet;
 mod rows;
 
-use super::{Change, CommandOutcome, Page, Store, StoreError};
+use super::{Change, CommandOutcome, Page, Store, StoreError, escape_like, fold};
 use crate::domain::{
     Command, Connector, Cursor, NewConnector, PauseRequest, SearchFilter, StartRequest, Transition,
 };
@@ -607,24 +607,6 @@ impl SearchSql {
     }
 }
 
-/// The case-insensitive form that search compares: Unicode lower case, the
-/// same for stored names and for queries.
-fn fold(text: &str) -> String {
-    text.to_lowercase()
-}
-
-/// Makes `text` match itself literally inside a LIKE pattern.
-fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// A loggable form of the connection settings, `postgres://user:***@host:port/db`,
 /// built from the parsed configuration so that no password can slip through.
 pub fn describe(config: &tokio_postgres::Config) -> String {
@@ -713,10 +695,5 @@ mod tests {
             Some(166_667)
         );
         assert_eq!(estimated_rows("Result"), None);
-    }
-
-    #[test]
-    fn like_metacharacters_match_literally() {
-        assert_eq!(escape_like(r"10.0_1%\"), r"10.0\_1\%\\");
     }
 }

@@ -9,7 +9,7 @@
 
 mod rows;
 
-use super::{Change, CommandOutcome, FleetStore, Page, Seen, Store, StoreError};
+use super::{Change, CommandOutcome, FleetStore, Page, Seen, Store, StoreError, escape_like, fold};
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
@@ -288,7 +288,7 @@ fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
     if !filter.query.is_empty() {
-        let needle = escape_like(&filter.query.to_lowercase());
+        let needle = escape_like(&fold(&filter.query));
         values.push(format!("%{needle}%"));
         values.push(format!("{needle}%"));
         let (sub, pre) = (values.len() - 1, values.len());
@@ -321,17 +321,6 @@ fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
     (conditions.join(" AND "), values)
 }
 
-fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
 impl Store for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         self.with(move |connection| {
@@ -352,8 +341,8 @@ impl Store for SqliteStore {
                     new.name,
                     new.project_id,
                     new.project_name,
-                    new.name.to_lowercase(),
-                    new.project_name.to_lowercase(),
+                    fold(&new.name),
+                    fold(&new.project_name),
                     new.kind.as_str(),
                     new.source.kind,
                     new.source.region,
@@ -478,6 +467,17 @@ impl Store for SqliteStore {
         })
         .await
     }
+}
+
+/// Makes what `agent_id` was sent and has not answered pending again.
+fn requeue_delivered(connection: &Connection, agent_id: &str) -> Result<usize, StoreError> {
+    connection
+        .prepare_cached(
+            "UPDATE commands SET status = 'PENDING' WHERE agent_id = ?1 AND status = 'DELIVERED'",
+        )
+        .map_err(translate)?
+        .execute([agent_id])
+        .map_err(translate)
 }
 
 /// The agent's current epoch must be the session's.
@@ -611,12 +611,7 @@ impl FleetStore for SqliteStore {
                 region: hello.region.clone(),
                 server_ip: hello.server_ip.clone(),
             };
-            tx.prepare_cached(
-                "UPDATE commands SET status = 'PENDING' WHERE agent_id = ?1 AND status = 'DELIVERED'",
-            )
-            .map_err(translate)?
-            .execute([&hello.agent_id])
-            .map_err(translate)?;
+            requeue_delivered(&tx, &hello.agent_id)?;
             record(&tx, &session, &hello.connectors)?;
             tx.commit().map_err(translate)?;
             Ok(session)
@@ -640,13 +635,7 @@ impl FleetStore for SqliteStore {
                 params![session.agent_id, text(now())],
             )
             .map_err(translate)?;
-            let requeued = tx
-                .execute(
-                    "UPDATE commands SET status = 'PENDING'
-                     WHERE agent_id = ?1 AND status = 'DELIVERED'",
-                    [&session.agent_id],
-                )
-                .map_err(translate)?;
+            let requeued = requeue_delivered(&tx, &session.agent_id)?;
             tx.commit().map_err(translate)?;
             Ok(requeued as u64)
         })
