@@ -3,7 +3,7 @@
 
 use crate::api::{AgentApi, ConnectorApi};
 use crate::domain::PageTokenCodec;
-use crate::fleet::Fleet;
+use crate::fleet::{Fleet, FleetOptions};
 use crate::proto::{
     self, v1::agent_service_server::AgentServiceServer,
     v1::connector_service_server::ConnectorServiceServer,
@@ -34,16 +34,19 @@ const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ServeOptions {
     /// Upper bound of a `wait: true` call without a deadline of its own.
     pub max_wait: Duration,
-    /// How often agents send heartbeats; four missed ones make an agent
-    /// offline. Also the period of the heartbeat flush and liveness sweep.
-    pub heartbeat_interval: Duration,
+    /// On shutdown, how long calls in flight may take to finish.
+    pub drain_timeout: Duration,
+    /// Agents and replicas: heartbeat interval (four missed ones make an
+    /// agent offline), polling, wake-ups, stream recycling.
+    pub fleet: FleetOptions,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
             max_wait: Duration::from_secs(60),
-            heartbeat_interval: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(30),
+            fleet: FleetOptions::new(Duration::from_secs(10)),
         }
     }
 }
@@ -70,7 +73,11 @@ pub async fn serve<S: FleetStore>(
         .context("reading the page token key (are migrations applied?)")?;
     let (draining_tx, draining) = tokio::sync::watch::channel(false);
     let stopping = CancellationToken::new();
-    let fleet = Fleet::new(store.clone(), options.heartbeat_interval, stopping.clone());
+    let mut fleet_options = options.fleet.clone();
+    if fleet_options.address.is_empty() {
+        fleet_options.address = listener.local_addr()?.to_string();
+    }
+    let fleet = Fleet::new(store.clone(), fleet_options, stopping.clone());
     let loops = fleet.spawn_loops();
     let api = ConnectorApi::new(
         store.clone(),
@@ -100,7 +107,9 @@ pub async fn serve<S: FleetStore>(
     info!(%addr, "serving gRPC");
 
     let draining = health.clone();
-    let result = Server::builder()
+    let drain_fleet = fleet.clone();
+    let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
@@ -112,19 +121,34 @@ pub async fn serve<S: FleetStore>(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 shutdown.await;
-                info!("shutting down: finishing calls in flight");
+                info!("draining: no new calls; agents are asked to reconnect elsewhere");
+                set_health(&draining, ServingStatus::NotServing).await;
                 let _ = draining_tx.send(true);
+                drain_fleet.draining().await;
                 // Agent streams end with `reconnect`, so the drain can finish.
                 stopping.cancel();
-                set_health(&draining, ServingStatus::NotServing).await;
+                let _ = drain_started.send(());
             },
-        )
-        .await;
+        );
+    let drain_timeout = options.drain_timeout;
+    let result = tokio::select! {
+        result = server => result.context("serving gRPC"),
+        () = async move {
+            if drain_deadline.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep(drain_timeout).await;
+        } => {
+            warn!(?drain_timeout, "calls still in flight at the drain deadline are cut off");
+            Ok(())
+        }
+    };
     probe.abort();
     for task in loops {
         task.abort();
     }
-    result.context("serving gRPC")?;
+    fleet.retire().await;
+    result?;
     info!("stopped");
     Ok(())
 }

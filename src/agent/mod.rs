@@ -32,8 +32,10 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// What the reference agent is and simulates.
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The control plane, for example http://127.0.0.1:50051.
-    pub control_plane: String,
+    /// The control plane's replicas, for example http://127.0.0.1:50051; the
+    /// agent starts at a random one and moves to the next whenever its
+    /// stream ends.
+    pub control_plane: Vec<String>,
     pub agent_id: String,
     pub region: String,
     pub server_ip: String,
@@ -190,17 +192,30 @@ fn jittered(delay: Duration) -> Duration {
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let endpoint = Endpoint::from_shared(config.control_plane.clone())?
-        .http2_keep_alive_interval(Duration::from_secs(20))
-        .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true)
-        .connect_timeout(Duration::from_secs(5));
+    if config.control_plane.is_empty() {
+        anyhow::bail!("no control-plane address given");
+    }
+    let endpoints = config
+        .control_plane
+        .iter()
+        .map(|address| {
+            Ok(Endpoint::from_shared(address.trim().to_owned())?
+                .http2_keep_alive_interval(Duration::from_secs(20))
+                .keep_alive_timeout(Duration::from_secs(10))
+                .keep_alive_while_idle(true)
+                .connect_timeout(Duration::from_secs(5)))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let instance_id = uuid::Uuid::new_v4().to_string();
     let mut connectors = Connectors::default();
     let mut backoff = BACKOFF_START;
+    // A random first replica spreads a fleet that starts together.
+    let mut next = (uuid::Uuid::new_v4().as_u128() % endpoints.len() as u128) as usize;
     tokio::pin!(shutdown);
     loop {
-        let session = session(&endpoint, &config, &instance_id, &mut connectors);
+        let endpoint = &endpoints[next];
+        next = (next + 1) % endpoints.len();
+        let session = session(endpoint, &config, &instance_id, &mut connectors);
         let outcome = tokio::select! {
             _ = &mut shutdown => return Ok(()),
             outcome = session => outcome,
@@ -350,7 +365,7 @@ mod tests {
 
     fn config() -> AgentConfig {
         AgentConfig {
-            control_plane: String::new(),
+            control_plane: Vec::new(),
             agent_id: "a1".into(),
             region: "eu-1".into(),
             server_ip: "10.0.0.1".into(),

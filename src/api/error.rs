@@ -153,7 +153,9 @@ fn store_status(error: StoreError) -> Status {
                  request_id takes effect at most once)"
                     .to_owned(),
                 &[],
-                no_details,
+                |details| {
+                    details.set_retry_info(Some(std::time::Duration::from_secs(1)));
+                },
             )
         }
         StoreError::Fenced { agent_id, epoch } => status(
@@ -163,7 +165,9 @@ fn store_status(error: StoreError) -> Status {
             &[("agent_id", agent_id)],
             no_details,
         ),
-        error @ (StoreError::Internal(_) | StoreError::CommandNotFound(_)) => {
+        error @ (StoreError::Internal(_)
+        | StoreError::CommandNotFound(_)
+        | StoreError::NotLeader { .. }) => {
             tracing::error!(%error, "internal error");
             status(
                 Code::Internal,

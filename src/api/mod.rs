@@ -132,7 +132,8 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// Logs the outcome and, for a new command, wakes the dispatcher.
     fn accepted(&self, outcome: &CommandOutcome) {
         if !outcome.replayed {
-            self.signals.wake(&outcome.command.region);
+            self.signals
+                .command_added(&outcome.command.region, &outcome.connector.agent_id);
         }
         Self::record(outcome);
     }

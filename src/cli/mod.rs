@@ -7,6 +7,7 @@ mod render;
 
 pub use people::Failure;
 
+use crate::fleet::FleetOptions;
 use crate::server::{self, ServeOptions};
 use crate::store::postgres::DEFAULT_POOL_SIZE;
 use crate::store::{FleetStore, PgStore, SqliteStore};
@@ -50,13 +51,16 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct AgentArgs {
-    /// The control plane's gRPC address.
+    /// The control plane's gRPC address; several, comma-separated, for
+    /// several replicas (the agent moves to the next one when its stream
+    /// ends).
     #[arg(
         long,
         env = "CONNECTOR_CONTROL_PLANE",
-        default_value = "http://127.0.0.1:50051"
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
     )]
-    pub control_plane: String,
+    pub control_plane: Vec<String>,
 
     /// The region this agent serves; it receives only this region's commands.
     #[arg(long, env = "AGENT_REGION")]
@@ -134,6 +138,37 @@ pub struct ServeArgs {
     /// misses four is offline and its connectors show UNKNOWN.
     #[arg(long, env = "CONNECTOR_CONTROL_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
+
+    /// How often each replica looks for pending commands by itself: the
+    /// longest a command waits when a wake-up is lost (or with --poll-only).
+    #[arg(long, env = "CONNECTOR_CONTROL_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll_interval: Duration,
+
+    /// Replicas do not wake each other with LISTEN/NOTIFY (for databases or
+    /// poolers without it, such as PgBouncer in transaction mode); commands
+    /// committed on another replica are delivered by polling.
+    #[arg(long, env = "CONNECTOR_CONTROL_POLL_ONLY")]
+    pub poll_only: bool,
+
+    /// This replica's name in the replicas table and logs (default: host
+    /// name and a random suffix).
+    #[arg(long, env = "CONNECTOR_CONTROL_REPLICA_ID")]
+    pub replica_id: Option<String>,
+
+    /// Agent streams are asked to reconnect after this long (plus or minus
+    /// 10%), so that agents spread over replicas added later; 0 never.
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_STREAM_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    pub max_stream_age: Duration,
+
+    /// On SIGTERM, how long calls in flight may take before the process
+    /// exits anyway.
+    #[arg(long, env = "CONNECTOR_CONTROL_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// A command delivered to an agent and unanswered for this long is
+    /// delivered again (agents apply each generation once).
+    #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub delivery_timeout: Duration,
 }
 
 impl DatabaseArgs {
@@ -189,8 +224,21 @@ impl Cli {
                 crate::agent::run(config, shutdown_signal()).await
             }
             Command::Serve(args) => match args.database.connect().await? {
-                Backend::Postgres(store) => serve(args, *store).await,
-                Backend::Embedded(store) => serve(args, store).await,
+                Backend::Postgres(store) => {
+                    let store = match &args.replica_id {
+                        Some(id) => store.with_replica_id(id),
+                        None => *store,
+                    };
+                    serve(args, store).await
+                }
+                Backend::Embedded(store) => {
+                    if args.poll_only || args.replica_id.is_some() {
+                        info!(
+                            "the embedded store serves one process: --poll-only and --replica-id do nothing"
+                        );
+                    }
+                    serve(args, store).await
+                }
             },
         }
     }
@@ -204,9 +252,29 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.heartbeat_interval.is_zero() || args.heartbeat_interval > Duration::from_secs(3600) {
         bail!("--heartbeat-interval must be between 1ms and 1h");
     }
+    if args.poll_interval.is_zero() || args.poll_interval > Duration::from_secs(3600) {
+        bail!("--poll-interval must be between 1ms and 1h");
+    }
+    if args.delivery_timeout < args.heartbeat_interval {
+        bail!("--delivery-timeout must be at least --heartbeat-interval");
+    }
+    info!(
+        replica = store.replica_id(),
+        poll_interval = ?args.poll_interval,
+        wakeups = if args.poll_only { "polling only" } else { "LISTEN/NOTIFY" },
+        "replica starting"
+    );
     let options = ServeOptions {
         max_wait: args.max_wait,
-        heartbeat_interval: args.heartbeat_interval,
+        drain_timeout: args.drain_timeout,
+        fleet: FleetOptions {
+            heartbeat_interval: args.heartbeat_interval,
+            poll_interval: args.poll_interval,
+            poll_only: args.poll_only,
+            max_stream_age: (!args.max_stream_age.is_zero()).then_some(args.max_stream_age),
+            delivery_timeout: args.delivery_timeout,
+            address: listener.local_addr()?.to_string(),
+        },
     };
     let shutdown = CancellationToken::new();
     if args.demo {

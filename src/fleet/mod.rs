@@ -1,27 +1,82 @@
 //! Agent sessions on this replica: the registry of connected agents, command
-//! dispatch, coalesced heartbeats and the liveness sweep.
+//! dispatch, coalesced heartbeats, and this replica's part among several:
+//! wake-ups to and from the others, its own heartbeat, and the leader-only
+//! work (liveness sweep, expiry of stuck deliveries) while it holds the
+//! lease.
 //!
 //! Each session is one task that `select!`s over the agent's messages and a
 //! cancellation token; commands reach it through a small bounded channel,
 //! and a full channel (a slow agent) only means the command waits in the
 //! database for the next dispatch round. Nothing here blocks on an agent.
+//!
+//! Delivery never depends on a wake-up arriving: every replica polls for
+//! pending commands each `poll_interval`, and wake-ups (in-process when the
+//! target agent is here, LISTEN/NOTIFY otherwise) only make it sooner.
 
 mod session;
 
 use crate::domain::Session;
 use crate::proto::v1::ControlMessage;
-use crate::store::{FleetStore, Seen};
+use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 pub use session::connect;
 
 /// An agent is offline after this many missed heartbeats.
 pub const MISSED_HEARTBEATS: u32 = 4;
+
+/// The leader lease and a replica's heartbeat row go stale after this many
+/// heartbeat intervals.
+pub const MISSED_REPLICA_HEARTBEATS: u32 = 3;
+
+/// How this replica serves agents and works with the other replicas.
+#[derive(Clone, Debug)]
+pub struct FleetOptions {
+    /// How often agents send heartbeats (and this replica its own).
+    pub heartbeat_interval: Duration,
+    /// How often pending commands are looked for without a wake-up: the
+    /// bound on delivery delay when every wake-up is lost.
+    pub poll_interval: Duration,
+    /// No LISTEN/NOTIFY (a database or pooler without it): polling only.
+    pub poll_only: bool,
+    /// Agent streams older than this (plus or minus 10%) are asked to
+    /// reconnect, so that agents spread over replicas added later.
+    pub max_stream_age: Option<Duration>,
+    /// A delivered command unanswered this long is delivered again.
+    pub delivery_timeout: Duration,
+    /// Where this replica serves, as recorded for operators.
+    pub address: String,
+}
+
+impl FleetOptions {
+    pub fn new(heartbeat_interval: Duration) -> Self {
+        Self {
+            heartbeat_interval,
+            poll_interval: Duration::from_secs(2).min(heartbeat_interval),
+            poll_only: false,
+            max_stream_age: None,
+            delivery_timeout: Duration::from_secs(300),
+            address: String::new(),
+        }
+    }
+}
+
+/// A wake-up this replica owes the others, decided by the publisher.
+#[derive(Debug)]
+enum Outgoing {
+    /// A command for `region`; `runner` is the agent running its connector.
+    Command {
+        region: String,
+        runner: String,
+    },
+    Completed(String),
+}
 
 /// Messages queued per session. Small on purpose: a command waits in the
 /// database, not in memory, while an agent is slow to read.
@@ -44,19 +99,41 @@ pub struct Signals {
     regions: Arc<Mutex<Option<HashSet<String>>>>,
     dispatch: Arc<Notify>,
     completed: Arc<watch::Sender<u64>>,
+    /// Wake-ups for other replicas; None when polling only.
+    outbox: Option<mpsc::UnboundedSender<Outgoing>>,
 }
 
-impl Default for Signals {
-    fn default() -> Self {
+impl Signals {
+    fn new(outbox: Option<mpsc::UnboundedSender<Outgoing>>) -> Self {
         Self {
             regions: Arc::new(Mutex::new(Some(HashSet::new()))),
             dispatch: Arc::new(Notify::new()),
             completed: Arc::new(watch::channel(0).0),
+            outbox,
         }
     }
-}
 
-impl Signals {
+    /// A command for `region` was committed; `runner` is the agent running
+    /// its connector ("" if none). Wakes this replica's dispatcher at once,
+    /// and the others unless the runner is connected here.
+    pub fn command_added(&self, region: &str, runner: &str) {
+        self.wake(region);
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(Outgoing::Command {
+                region: region.to_owned(),
+                runner: runner.to_owned(),
+            });
+        }
+    }
+
+    /// A command completed here: local waiters and other replicas' hear.
+    fn completed_here(&self, command_id: &str) {
+        self.command_completed();
+        if let Some(outbox) = &self.outbox {
+            let _ = outbox.send(Outgoing::Completed(command_id.to_owned()));
+        }
+    }
+
     /// A command for `region` became deliverable.
     pub fn wake(&self, region: &str) {
         if let Some(regions) = self.regions.lock().unwrap().as_mut() {
@@ -94,23 +171,50 @@ impl Signals {
 /// The agents connected to this replica, and the loops that serve them.
 pub struct Fleet<S> {
     store: S,
+    options: FleetOptions,
     heartbeat_interval: Duration,
     signals: Signals,
+    outbox: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     sessions: Mutex<HashMap<String, LocalSession>>,
     seen: Mutex<HashMap<String, Seen>>,
+    /// Cancelled (and replaced) to end every session at once: this replica
+    /// may have been presumed dead by the others.
+    reset: Mutex<CancellationToken>,
     shutdown: CancellationToken,
 }
 
 impl<S: FleetStore> Fleet<S> {
-    pub fn new(store: S, heartbeat_interval: Duration, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(store: S, options: FleetOptions, shutdown: CancellationToken) -> Arc<Self> {
+        let (outbox, receiver) = if options.poll_only {
+            (None, None)
+        } else {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            (Some(sender), Some(receiver))
+        };
         Arc::new(Self {
             store,
-            heartbeat_interval,
-            signals: Signals::default(),
+            heartbeat_interval: options.heartbeat_interval,
+            options,
+            signals: Signals::new(outbox),
+            outbox: Mutex::new(receiver),
             sessions: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            reset: Mutex::new(CancellationToken::new()),
             shutdown,
         })
+    }
+
+    /// How long the leader lease lasts, and after how long the others
+    /// count a silent replica as dead.
+    fn replica_ttl(&self) -> Duration {
+        self.heartbeat_interval * MISSED_REPLICA_HEARTBEATS
+    }
+
+    /// After this long without writing its heartbeat, this replica ends its
+    /// sessions: the others may soon count it dead and its agents' sessions
+    /// as ended. One interval earlier than they would, to be safe.
+    fn presumed_dead_after(&self) -> Duration {
+        self.replica_ttl().saturating_sub(self.heartbeat_interval)
     }
 
     pub fn signals(&self) -> Signals {
@@ -129,11 +233,51 @@ impl<S: FleetStore> Fleet<S> {
     /// Starts the dispatcher, the heartbeat flush and the liveness sweep;
     /// they stop with the shutdown token.
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
+        let mut loops = vec![
             tokio::spawn(self.clone().dispatch_loop()),
             tokio::spawn(self.clone().flush_loop()),
-            tokio::spawn(self.clone().sweep_loop()),
-        ]
+            tokio::spawn(self.clone().replica_loop()),
+        ];
+        if let Some(outbox) = self.outbox.lock().unwrap().take() {
+            loops.push(tokio::spawn(self.clone().publish_loop(outbox)));
+            let signals = self.signals.clone();
+            let handler: crate::store::WakeupHandler = Arc::new(move |wakeup| match wakeup {
+                Wakeup::Region(region) => signals.wake(&region),
+                Wakeup::Completed(_) => signals.command_completed(),
+                Wakeup::All => {
+                    signals.wake_all();
+                    signals.command_completed();
+                }
+            });
+            loops.extend(self.store.listen(
+                handler,
+                self.heartbeat_interval,
+                self.shutdown.clone(),
+            ));
+        }
+        loops
+    }
+
+    /// Whether `runner` (an agent id) has a session here for `region`.
+    fn runs_here(&self, region: &str, runner: &str) -> bool {
+        !runner.is_empty()
+            && self
+                .sessions
+                .lock()
+                .unwrap()
+                .get(runner)
+                .is_some_and(|local| local.session.region == region)
+    }
+
+    /// The token that ends every current session when cancelled.
+    fn reset_token(&self) -> CancellationToken {
+        self.reset.lock().unwrap().clone()
+    }
+
+    /// Asks every agent connected here to reconnect.
+    fn end_all_sessions(&self) {
+        let previous = std::mem::take(&mut *self.reset.lock().unwrap());
+        previous.cancel();
     }
 
     /// Registers a session, ending the agent's older one on this replica.
@@ -194,12 +338,11 @@ impl<S: FleetStore> Fleet<S> {
     }
 
     /// Hands pending commands to connected agents. Woken after every
-    /// accepted Start/Pause (for its region), session start and result; the
-    /// interval tick is the safety net for commands written by other
-    /// replicas. A round costs one query when nothing is pending, and one
+    /// accepted Start/Pause (for its region, here or on another replica),
+    /// session start and result; the poll tick is the safety net. A round costs one query when nothing is pending, and one
     /// claim per region with work and local sessions.
     async fn dispatch_loop(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.heartbeat_interval);
+        let mut tick = tokio::time::interval(self.options.poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let regions = tokio::select! {
@@ -303,21 +446,148 @@ impl<S: FleetStore> Fleet<S> {
         }
     }
 
-    /// Marks the connectors of silent agents UNKNOWN and requeues what they
-    /// were sent, once per interval.
-    async fn sweep_loop(self: Arc<Self>) {
+    /// Sends the wake-ups other replicas need, batched: one statement for
+    /// whatever accumulated while the previous one ran.
+    async fn publish_loop(self: Arc<Self>, mut outbox: mpsc::UnboundedReceiver<Outgoing>) {
+        const BATCH: usize = 512;
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let received = tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                received = outbox.recv_many(&mut batch, BATCH) => received,
+            };
+            if received == 0 {
+                return;
+            }
+            let mut wakeups: Vec<Wakeup> = Vec::with_capacity(batch.len());
+            for outgoing in batch.drain(..) {
+                let wakeup = match outgoing {
+                    // The dispatcher here already has it.
+                    Outgoing::Command { region, runner } if self.runs_here(&region, &runner) => {
+                        continue;
+                    }
+                    Outgoing::Command { region, .. } => Wakeup::Region(region),
+                    Outgoing::Completed(command_id) => Wakeup::Completed(command_id),
+                };
+                if !wakeups.contains(&wakeup) {
+                    wakeups.push(wakeup);
+                }
+            }
+            if let Err(error) = self.store.publish(&wakeups).await {
+                debug!(%error, "waking other replicas failed; their polling delivers");
+            }
+        }
+    }
+
+    /// This replica's heartbeat, then leader-only work while it holds the
+    /// lease, once per heartbeat interval.
+    async fn replica_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_alive = Instant::now();
+        // The lease held, and until when this leader grants agents a grace.
+        let mut leader: Option<(Lease, Instant)> = None;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self.store.sweep_offline(self.offline_after()).await {
-                Ok(0) => {}
-                Ok(_) => self.signals.wake_all(),
-                Err(error) => warn!(%error, "liveness sweep failed"),
+            match self
+                .store
+                .replica_heartbeat(&self.options.address, false)
+                .await
+            {
+                Ok(()) => last_alive = Instant::now(),
+                Err(error) => {
+                    warn!(%error, "recording this replica's heartbeat failed");
+                    if last_alive.elapsed() >= self.presumed_dead_after() {
+                        warn!(
+                            "other replicas may count this one dead; asking its agents to reconnect"
+                        );
+                        self.end_all_sessions();
+                        last_alive = Instant::now();
+                    }
+                }
             }
+            leader = match self.store.acquire_lease(self.replica_ttl()).await {
+                Ok(Some(lease)) => {
+                    let grace_until = match leader {
+                        Some((held, until)) if held == lease => until,
+                        _ => {
+                            // Agents of a replica that just died, or of a
+                            // whole restarted cluster, get time to come
+                            // back before anything is marked offline.
+                            info!(
+                                term = lease.term,
+                                grace = ?self.offline_after(),
+                                "this replica is the leader"
+                            );
+                            Instant::now() + self.offline_after()
+                        }
+                    };
+                    match self.lead(lease, grace_until).await {
+                        Ok(()) => Some((lease, grace_until)),
+                        Err(StoreError::NotLeader { term }) => {
+                            info!(term, "the leader lease was lost; stepping down");
+                            None
+                        }
+                        Err(error) => {
+                            warn!(%error, "leader work failed");
+                            None
+                        }
+                    }
+                }
+                Ok(None) => {
+                    if let Some((lease, _)) = leader {
+                        info!(term = lease.term, "another replica holds the leader lease");
+                    }
+                    None
+                }
+                Err(error) => {
+                    warn!(%error, "renewing the leader lease failed");
+                    None
+                }
+            };
+        }
+    }
+
+    /// Leader-only: marks silent agents (and those of dead replicas)
+    /// offline, and redelivers commands stuck without an answer. Both
+    /// writes are fenced by the lease's term.
+    async fn lead(&self, lease: Lease, grace_until: Instant) -> Result<(), StoreError> {
+        if Instant::now() >= grace_until {
+            let changed = self
+                .store
+                .sweep_offline(lease, self.offline_after(), self.replica_ttl())
+                .await?;
+            if changed > 0 {
+                self.signals.wake_all();
+            }
+        }
+        if self
+            .store
+            .expire_deliveries(lease, self.options.delivery_timeout)
+            .await?
+            > 0
+        {
+            self.signals.wake_all();
+        }
+        Ok(())
+    }
+
+    /// Shutdown began: other replicas see this one draining.
+    pub async fn draining(&self) {
+        let record = self.store.replica_heartbeat(&self.options.address, true);
+        if let Ok(Err(error)) = tokio::time::timeout(Duration::from_secs(1), record).await {
+            debug!(%error, "recording the drain failed");
+        }
+    }
+
+    /// Clean stop: the row goes, and the lease with it, so that another
+    /// replica takes over at once.
+    pub async fn retire(&self) {
+        if let Err(error) = self.store.retire_replica().await {
+            warn!(%error, "removing this replica's record failed; it expires by itself");
         }
     }
 }

@@ -2,13 +2,13 @@
 
 use super::{Fleet, SESSION_QUEUE};
 use crate::api::{ApiError, agent_convert};
-use crate::domain::{ObservedStatus, Session};
+use crate::domain::{CommandReport, ObservedStatus, Session};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
 };
 use crate::proto::{ERROR_DOMAIN, v1::ErrorReason};
 use crate::store::{FleetStore, StoreError};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -16,6 +16,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
 use tonic_types::{ErrorDetails, StatusExt};
 use tracing::{Instrument, debug, info, info_span, warn};
+
+/// How often results held during a database outage are retried.
+const RESULT_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a new stream may take to send its `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -91,23 +94,30 @@ pub async fn connect<S: FleetStore>(
         .try_send(Ok(welcome))
         .expect("a new channel has room");
     let superseded_token = fleet.register(session.clone(), outbound.clone());
+    let reset = fleet.reset_token();
     fleet.saw(&session);
     fleet.signals.wake(&session.region);
 
     let span = info_span!("agent_session", agent_id = %session.agent_id, epoch = session.epoch);
+    let recycle_at = fleet
+        .options
+        .max_stream_age
+        .map(|age| Instant::now() + jittered(age));
     let mut served = Served {
         fleet,
         session,
         outbound,
         reported: HashMap::new(),
         last_heard: Instant::now(),
+        unrecorded: VecDeque::new(),
+        recycle_at,
     };
     for status in hello.connectors {
         served.reported.insert(status.connector_id.clone(), status);
     }
     tokio::spawn(
         async move {
-            let end = served.serve(inbound, superseded_token).await;
+            let end = served.serve(inbound, superseded_token, reset).await;
             served.finish(end).await;
         }
         .instrument(span),
@@ -123,6 +133,8 @@ enum End {
     Superseded,
     /// The server is shutting down; the agent is asked to reconnect.
     Draining,
+    /// The agent is asked to reconnect, to any replica, at once.
+    Recycle(&'static str),
     /// The agent broke the protocol.
     Violation(Status),
 }
@@ -134,6 +146,18 @@ struct Served<S> {
     /// The last status written per connector: unchanged reports cost nothing.
     reported: HashMap<String, ObservedStatus>,
     last_heard: Instant,
+    /// Results received while the database was unreachable, oldest first;
+    /// recorded when it is back.
+    unrecorded: VecDeque<CommandReport>,
+    /// When this stream is recycled (its maximum age, with jitter).
+    recycle_at: Option<Instant>,
+}
+
+/// `age` varied by up to ±10%, so that streams opened together (after a
+/// restart) are not all recycled together.
+fn jittered(age: Duration) -> Duration {
+    let random = (uuid::Uuid::new_v4().as_u128() % 10_000) as f64 / 10_000.0;
+    age.mul_f64(0.9 + 0.2 * random)
 }
 
 impl<S: FleetStore> Served<S> {
@@ -141,9 +165,33 @@ impl<S: FleetStore> Served<S> {
         &mut self,
         mut inbound: Streaming<AgentMessage>,
         superseded: tokio_util::sync::CancellationToken,
+        reset: tokio_util::sync::CancellationToken,
     ) -> End {
+        let recycle_at = self.recycle_at;
+        let recycle = async move {
+            match recycle_at {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::pin!(recycle);
+        let mut retry = tokio::time::interval(RESULT_RETRY);
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
+                _ = reset.cancelled() => {
+                    return End::Recycle("this control-plane replica lost its database for too long");
+                }
+                _ = &mut recycle => {
+                    return End::Recycle("the stream reached its maximum age; reconnect to rebalance");
+                }
+                _ = retry.tick(), if !self.unrecorded.is_empty() => {
+                    match self.record_unrecorded().await {
+                        Ok(()) => continue,
+                        Err(StoreError::Fenced { .. }) => return End::Superseded,
+                        Err(error) => return Self::unrecordable(error),
+                    }
+                }
                 _ = superseded.cancelled() => {
                     return if self.fleet.is_current(&self.session) {
                         // Cancelled by the dispatcher, not by a newer session.
@@ -188,18 +236,37 @@ impl<S: FleetStore> Served<S> {
             match outcome {
                 Ok(()) => {}
                 Err(StoreError::Fenced { .. }) => return End::Superseded,
-                // A result that could not be recorded would leave its
-                // command delivered and unanswered, blocking the connector:
-                // end the session, so that its commands are requeued and the
-                // agent, reconnecting, answers them again.
-                Err(error) => {
-                    warn!(%error, "recording an agent report failed; ending the session");
-                    return End::Violation(Status::unavailable(
-                        "the control plane could not record your report; reconnect",
-                    ));
-                }
+                Err(error) => return Self::unrecordable(error),
             }
         }
+    }
+
+    /// A report that could not be recorded, and not for a passing outage,
+    /// would leave its command delivered and unanswered, blocking the
+    /// connector: the session ends, so that its commands are requeued and
+    /// the agent, reconnecting, answers them again.
+    fn unrecordable(error: StoreError) -> End {
+        warn!(%error, "recording an agent report failed; ending the session");
+        End::Violation(Status::unavailable(
+            "the control plane could not record your report; reconnect",
+        ))
+    }
+
+    /// Records the results held back during an outage, in order; stops at
+    /// the first that still cannot be written.
+    async fn record_unrecorded(&mut self) -> Result<(), StoreError> {
+        while let Some(report) = self.unrecorded.pop_front() {
+            match self.complete(&report).await {
+                Ok(()) => {}
+                Err(StoreError::Unavailable(_)) => {
+                    self.unrecorded.push_front(report);
+                    return Ok(());
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        info!("results held during a database outage are recorded");
+        Ok(())
     }
 
     async fn heartbeat(&mut self, statuses: Vec<ObservedStatus>) -> Result<(), StoreError> {
@@ -222,23 +289,50 @@ impl<S: FleetStore> Served<S> {
         if changed.is_empty() {
             return Ok(());
         }
-        self.fleet
+        match self
+            .fleet
             .store
             .record_statuses(&self.session, &changed)
-            .await?;
+            .await
+        {
+            Ok(()) => {}
+            // Not marked reported: the next heartbeat writes them again.
+            Err(StoreError::Unavailable(error)) => {
+                debug!(%error, "heartbeat statuses not recorded; retrying with the next one");
+                return Ok(());
+            }
+            Err(error) => return Err(error),
+        }
         for status in changed {
             self.reported.insert(status.connector_id.clone(), status);
         }
         Ok(())
     }
 
-    async fn result(&mut self, report: crate::domain::CommandReport) -> Result<(), StoreError> {
+    async fn result(&mut self, report: CommandReport) -> Result<(), StoreError> {
         self.last_heard = Instant::now();
         self.fleet.saw(&self.session);
+        if !self.unrecorded.is_empty() {
+            // Keep the agent's order: this one waits behind the others.
+            self.unrecorded.push_back(report);
+            return Ok(());
+        }
+        match self.complete(&report).await {
+            Err(StoreError::Unavailable(error)) => {
+                warn!(%error, command_id = %report.command_id,
+                      "database unavailable; holding the result until it is back");
+                self.unrecorded.push_back(report);
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    async fn complete(&mut self, report: &CommandReport) -> Result<(), StoreError> {
         match self
             .fleet
             .store
-            .complete_command(&self.session, &report)
+            .complete_command(&self.session, report)
             .await?
         {
             Some(command) => {
@@ -248,7 +342,7 @@ impl<S: FleetStore> Served<S> {
                     status = %command.status,
                     "command completed"
                 );
-                self.fleet.signals.command_completed();
+                self.fleet.signals.completed_here(&command.id);
                 // The connector's next command may be for any region.
                 self.fleet.signals.wake_all();
             }
@@ -268,6 +362,12 @@ impl<S: FleetStore> Served<S> {
                         seconds: 1,
                         nanos: 0,
                     }),
+                })),
+            })),
+            End::Recycle(reason) => Some(Ok(ControlMessage {
+                message: Some(control_message::Message::Reconnect(Reconnect {
+                    reason: reason.to_owned(),
+                    retry_after: Some(prost_types::Duration::default()),
                 })),
             })),
             End::Violation(status) => Some(Err(status)),

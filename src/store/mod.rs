@@ -35,6 +35,10 @@ pub enum StoreError {
     /// A newer session of the agent exists; this session's write was refused.
     #[error("session {epoch} of agent {agent_id} was superseded")]
     Fenced { agent_id: String, epoch: i64 },
+    /// Leader-only work was refused: the lease of this term lapsed or
+    /// another replica holds it now.
+    #[error("the leader lease of term {term} is no longer held")]
+    NotLeader { term: i64 },
     /// Anything else: a bug or a schema mismatch. Logged, never shown.
     #[error("store failure: {0}")]
     Internal(String),
@@ -214,6 +218,30 @@ pub struct Seen {
     pub time: DateTime<Utc>,
 }
 
+/// The leader lease as one replica holds it. Leader-only writes pass it
+/// and are refused (`StoreError::NotLeader`) once it lapsed or changed hands:
+/// the term is a fencing token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lease {
+    pub term: i64,
+}
+
+/// A wake-up from another replica: only which region's dispatcher to run,
+/// or which command completed; never data, which is read from the tables.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wakeup {
+    /// A command for this region was committed elsewhere.
+    Region(String),
+    /// A command completed elsewhere (a `wait: true` call may be waiting).
+    Completed(String),
+    /// The listener (re)connected: wake-ups may have been missed, so look
+    /// at everything.
+    All,
+}
+
+/// Receives wake-ups from other replicas.
+pub type WakeupHandler = std::sync::Arc<dyn Fn(Wakeup) + Send + Sync>;
+
 /// What agent sessions need from persistence. Every write on behalf of a
 /// session is fenced: it fails with `StoreError::Fenced` once a newer
 /// session of the same agent exists. `offline_after` is how long an agent
@@ -282,13 +310,60 @@ pub trait FleetStore: Store {
         report: &CommandReport,
     ) -> impl Future<Output = Result<Option<Command>, StoreError>> + Send;
 
-    /// Agents silent for `offline_after`: their connectors that were running
-    /// or failed become UNKNOWN, their unanswered commands pending again.
-    /// Returns how many rows changed.
+    /// Leader-only. Agents silent for `offline_after`, and agents whose
+    /// session is held by a replica silent for `replica_ttl` (it died):
+    /// their connectors that were running or failed become UNKNOWN, their
+    /// unanswered commands pending again. Returns how many rows changed.
     fn sweep_offline(
         &self,
+        lease: Lease,
         offline_after: Duration,
+        replica_ttl: Duration,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Leader-only. Commands delivered longer than `timeout` ago and never
+    /// answered become pending again (agents apply a generation once, so a
+    /// redelivery is safe). Returns how many.
+    fn expire_deliveries(
+        &self,
+        lease: Lease,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// This replica's identity, recorded with every session it opens.
+    fn replica_id(&self) -> &str;
+
+    /// Records that this replica is alive (and whether it is draining);
+    /// called once per heartbeat interval.
+    fn replica_heartbeat(
+        &self,
+        address: &str,
+        draining: bool,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes this replica's row and gives up its lease (clean stop).
+    fn retire_replica(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes or renews the leader lease for `ttl`. None while another
+    /// replica holds it.
+    fn acquire_lease(
+        &self,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
+
+    /// Wakes the other replicas (their dispatchers for these regions, or
+    /// their waiters for these commands). A no-op where replicas cannot
+    /// signal each other; their polling then delivers.
+    fn publish(&self, wakeups: &[Wakeup]) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Starts listening for other replicas' wake-ups, if the backend can;
+    /// the task reconnects by itself and ends with `shutdown`.
+    fn listen(
+        &self,
+        handler: WakeupHandler,
+        check_every: Duration,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>>;
 
     fn list_agents(
         &self,

@@ -478,8 +478,20 @@ async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>(store: &S)
 
     // Silent for longer than the bound: its running connector is UNKNOWN,
     // until it reports again.
-    assert_eq!(store.sweep_offline(HOUR).await.unwrap(), 0);
-    assert!(store.sweep_offline(Duration::ZERO).await.unwrap() >= 1);
+    store.replica_heartbeat("test", false).await.unwrap();
+    let lease = store
+        .acquire_lease(HOUR)
+        .await
+        .unwrap()
+        .expect("the only replica leads");
+    assert_eq!(store.sweep_offline(lease, HOUR, HOUR).await.unwrap(), 0);
+    assert!(
+        store
+            .sweep_offline(lease, Duration::ZERO, HOUR)
+            .await
+            .unwrap()
+            >= 1
+    );
     assert_eq!(
         store.get_connector("c1").await.unwrap().state,
         ConnectorState::Unknown

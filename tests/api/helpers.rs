@@ -1,6 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, migrated, and the real
 //! server on a port-0 listener reached through the generated tonic client.
 
+use connector_control::fleet::FleetOptions;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use connector_control::server::{self, ServeOptions};
 use connector_control::store::PgStore;
@@ -136,9 +137,10 @@ async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
     let (shutdown, stop) = oneshot::channel::<()>();
     let options = ServeOptions {
         max_wait: Duration::from_secs(30),
+        drain_timeout: Duration::from_secs(10),
         // Short, so that liveness tests finish quickly; they wait on
         // conditions, never on this value.
-        heartbeat_interval: HEARTBEAT_INTERVAL,
+        fleet: FleetOptions::new(HEARTBEAT_INTERVAL),
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

@@ -3,17 +3,27 @@
 
 use super::PgStore;
 use super::error::translate;
+use super::listen;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Session,
 };
-use crate::store::{FleetStore, Seen, StoreError};
+use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup, WakeupHandler};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
+
+/// The leader lease if `$1` (replica id) still holds it in term `$2`. The
+/// share lock keeps another replica from taking it over until the
+/// statement's transaction ends, so the check holds for the whole write.
+const LEASE_CTE: &str = "lease AS (
+    SELECT 1 FROM leases
+    WHERE name = 'leader' AND holder = $1 AND term = $2 AND expire_time > now()
+    FOR SHARE)";
 
 /// SQL true when agent `a` counts as online; `$secs` is `offline_after`.
 fn online(secs: usize) -> String {
@@ -156,12 +166,13 @@ impl FleetStore for PgStore {
         let upsert = tx
             .prepare_cached(
                 "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
-                                     session_epoch, connect_time, last_heartbeat_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, 1, now(), now())
+                                     replica_id, session_epoch, connect_time,
+                                     last_heartbeat_time)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now())
                  ON CONFLICT (id) DO UPDATE SET
                      region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
                      instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
-                     session_id = EXCLUDED.session_id,
+                     session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
                      session_epoch = agents.session_epoch + 1,
                      connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL
                  RETURNING session_epoch",
@@ -178,6 +189,7 @@ impl FleetStore for PgStore {
                     &hello.instance_id,
                     &hello.version,
                     &session_id,
+                    &&*self.replica_id,
                 ],
             )
             .await
@@ -482,16 +494,37 @@ impl FleetStore for PgStore {
         Ok(Some(completed))
     }
 
-    async fn sweep_offline(&self, offline_after: Duration) -> Result<u64, StoreError> {
+    async fn sweep_offline(
+        &self,
+        lease: Lease,
+        offline_after: Duration,
+        replica_ttl: Duration,
+    ) -> Result<u64, StoreError> {
         let client = self.client().await?;
         let statement = client
-            .prepare_cached(
-                "WITH offline AS (
-                     SELECT id FROM agents
-                     WHERE last_heartbeat_time <= now() - make_interval(secs => $1)
+            .prepare_cached(&format!(
+                "WITH {LEASE_CTE},
+                 offline AS (
+                     SELECT a.id FROM agents a
+                     WHERE EXISTS (SELECT 1 FROM lease)
+                       AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
+                            OR (a.disconnect_time IS NULL AND a.replica_id <> ''
+                                AND NOT EXISTS (
+                                    SELECT 1 FROM replicas r WHERE r.id = a.replica_id
+                                    AND r.heartbeat_time > now() - make_interval(secs => $4))))
                      -- An agent reconnecting right now holds its row: skip
                      -- it rather than mark its fresh session's work.
-                     FOR UPDATE SKIP LOCKED),
+                     FOR UPDATE OF a SKIP LOCKED),
+                 -- Sessions of a dead replica end here; their agents come
+                 -- back through another replica with a new epoch.
+                 ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
+                       AND replica_id <> ''
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
+                           AND r.heartbeat_time > now() - make_interval(secs => $4))
+                     RETURNING 1),
                  requeued AS (
                      UPDATE commands SET status = 'PENDING'
                      WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
@@ -499,20 +532,176 @@ impl FleetStore for PgStore {
                  unknown AS (
                      UPDATE connectors SET state = 'UNKNOWN', update_time = now()
                      WHERE agent_id IN (SELECT id FROM offline) AND state IN ('RUNNING', 'FAILED')
+                     RETURNING 1),
+                 forgotten AS (
+                     DELETE FROM replicas
+                     WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
                      RETURNING 1)
-                 SELECT (SELECT count(*) FROM unknown), (SELECT count(*) FROM requeued)",
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
+                        (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
+                        (SELECT count(*) FROM forgotten)"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &&*self.replica_id,
+                    &lease.term,
+                    &offline_after.as_secs_f64(),
+                    &replica_ttl.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        let (unknown, requeued, ended): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+        if unknown > 0 || requeued > 0 || ended > 0 {
+            tracing::info!(
+                unknown,
+                requeued,
+                sessions_of_dead_replicas = ended,
+                "agents went silent"
+            );
+        }
+        Ok(u64::try_from(unknown + requeued + ended).unwrap_or(0))
+    }
+
+    async fn expire_deliveries(&self, lease: Lease, timeout: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH {LEASE_CTE},
+                 expired AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED'
+                       AND deliver_time <= now() - make_interval(secs => $3)
+                       AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING id)
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[&&*self.replica_id, &lease.term, &timeout.as_secs_f64()],
+            )
+            .await
+            .map_err(translate)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        let expired: i64 = row.get(1);
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                ?timeout,
+                "deliveries unanswered for too long were made pending again"
+            );
+        }
+        Ok(u64::try_from(expired).unwrap_or(0))
+    }
+
+    fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
+                     address = EXCLUDED.address, draining = EXCLUDED.draining",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .execute(&statement, &[&&*self.replica_id, &address, &draining])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn retire_replica(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH released AS (
+                     UPDATE leases SET expire_time = now()
+                     WHERE holder = $1 AND expire_time > now() RETURNING 1)
+                 DELETE FROM replicas WHERE id = $1",
+                &[&&*self.replica_id],
+            )
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        // Renewing keeps the term; taking over (or coming back after the
+        // lease lapsed) starts a new one.
+        let statement = client
+            .prepare_cached(
+                "UPDATE leases SET
+                     term = CASE WHEN holder = $1 AND expire_time > now()
+                                 THEN term ELSE term + 1 END,
+                     acquire_time = CASE WHEN holder = $1 AND expire_time > now()
+                                         THEN acquire_time ELSE now() END,
+                     holder = $1,
+                     expire_time = now() + make_interval(secs => $2)
+                 WHERE name = 'leader' AND (holder = $1 OR expire_time <= now())
+                 RETURNING term",
             )
             .await
             .map_err(translate)?;
         let row = client
-            .query_one(&statement, &[&offline_after.as_secs_f64()])
+            .query_opt(&statement, &[&&*self.replica_id, &ttl.as_secs_f64()])
             .await
             .map_err(translate)?;
-        let (unknown, requeued): (i64, i64) = (row.get(0), row.get(1));
-        if unknown > 0 || requeued > 0 {
-            tracing::info!(unknown, requeued, "agents went silent");
+        Ok(row.map(|row| Lease { term: row.get(0) }))
+    }
+
+    async fn publish(&self, wakeups: &[Wakeup]) -> Result<(), StoreError> {
+        let (channels, payloads): (Vec<&str>, Vec<&str>) =
+            wakeups.iter().filter_map(listen::channel_of).unzip();
+        if channels.is_empty() {
+            return Ok(());
         }
-        Ok(u64::try_from(unknown + requeued).unwrap_or(0))
+        let client = self.client().await?;
+        // Its own short transaction: NOTIFY serialises commits that send
+        // one, so it never rides on a Start or Pause transaction.
+        let statement = client
+            .prepare_cached(
+                "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .query_one(&statement, &[&channels, &payloads])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    fn listen(
+        &self,
+        handler: WakeupHandler,
+        check_every: Duration,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(listen::run(
+            self.config.clone(),
+            self.replica_id.to_string(),
+            handler,
+            check_every,
+            shutdown,
+        )))
     }
 
     async fn list_agents(

@@ -4,6 +4,7 @@
 
 mod error;
 mod fleet;
+mod listen;
 mod rows;
 
 use super::{Change, CommandOutcome, Page, Store, StoreError, escape_like, fold};
@@ -18,6 +19,18 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tracing::instrument;
+
+/// `<host name>-<8 random hex digits>`: readable in logs and in the
+/// `replicas` table, unique across restarts.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "replica".to_owned());
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{host}-{}", &suffix[..8])
+}
 
 refinery::embed_migrations!("src/store/postgres/migrations");
 
@@ -39,6 +52,8 @@ pub struct PgStore {
     pool: Pool,
     config: tokio_postgres::Config,
     redacted_url: String,
+    /// This process among the replicas sharing the database.
+    replica_id: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -90,6 +105,7 @@ impl PgStore {
             pool,
             config,
             redacted_url,
+            replica_id: default_replica_id().into(),
         };
         // Probe with a plain connection: its errors say what went wrong
         // (refused, unknown database, authentication) without pool wording.
@@ -102,6 +118,13 @@ impl PgStore {
         drop(probe);
         let _ = connection.await;
         Ok(store)
+    }
+
+    /// Names this process among the replicas (default: host name and a
+    /// random suffix).
+    pub fn with_replica_id(mut self, id: &str) -> Self {
+        self.replica_id = id.into();
+        self
     }
 
     /// The URL this store uses, password hidden: safe to log.

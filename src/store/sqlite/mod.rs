@@ -9,7 +9,10 @@
 
 mod rows;
 
-use super::{Change, CommandOutcome, FleetStore, Page, Seen, Store, StoreError, escape_like, fold};
+use super::{
+    Change, CommandOutcome, FleetStore, Lease, Page, Seen, Store, StoreError, Wakeup,
+    WakeupHandler, escape_like, fold,
+};
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
@@ -858,7 +861,14 @@ impl FleetStore for SqliteStore {
         .await
     }
 
-    async fn sweep_offline(&self, offline_after: Duration) -> Result<u64, StoreError> {
+    /// One process owns the file (see `open`): it is always the leader, and
+    /// sessions of other replicas cannot exist.
+    async fn sweep_offline(
+        &self,
+        _lease: Lease,
+        offline_after: Duration,
+        _replica_ttl: Duration,
+    ) -> Result<u64, StoreError> {
         self.with(move |connection| {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -884,6 +894,50 @@ impl FleetStore for SqliteStore {
             Ok((requeued + unknown) as u64)
         })
         .await
+    }
+
+    async fn expire_deliveries(&self, _lease: Lease, timeout: Duration) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let cutoff = online_since(timeout);
+            let expired = connection
+                .execute(
+                    "UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND deliver_time <= ?1",
+                    [&cutoff],
+                )
+                .map_err(translate)?;
+            Ok(expired as u64)
+        })
+        .await
+    }
+
+    fn replica_id(&self) -> &str {
+        "embedded"
+    }
+
+    async fn replica_heartbeat(&self, _address: &str, _draining: bool) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn retire_replica(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, _ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        Ok(Some(Lease { term: 1 }))
+    }
+
+    async fn publish(&self, _wakeups: &[Wakeup]) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    fn listen(
+        &self,
+        _handler: WakeupHandler,
+        _check_every: Duration,
+        _shutdown: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        None
     }
 
     async fn list_agents(
