@@ -40,7 +40,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     // Named so that operators (and tests) can find it in pg_stat_activity.
-    config.application_name(&format!("connector-control listener {replica_id}"));
+    config.application_name(format!("connector-control listener {replica_id}"));
     let mut retry = RETRY_START;
     loop {
         let (listening_tx, mut listening) = tokio::sync::oneshot::channel();
