@@ -64,7 +64,12 @@ pub struct TestDatabase {
 
 impl TestDatabase {
     pub async fn create() -> Self {
-        let admin_url = base_url();
+        Self::create_on(&base_url()).await
+    }
+
+    /// A fresh database on the server at `admin_url`.
+    pub async fn create_on(admin_url: &str) -> Self {
+        let admin_url = admin_url.to_owned();
         let name = format!("cc_test_{}", uuid::Uuid::new_v4().simple());
         admin_client(&admin_url)
             .await
@@ -128,9 +133,32 @@ async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
 }
 
 async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
-    let store = PgStore::connect(&db.url, 8)
+    // Short, so that liveness tests finish quickly; they wait on
+    // conditions, never on this value.
+    spawn_replica_at(db, addr, FleetOptions::new(HEARTBEAT_INTERVAL), None).await
+}
+
+/// One more replica (its own pool, listener and loops) on `db`.
+pub async fn spawn_replica(
+    db: Arc<TestDatabase>,
+    fleet: FleetOptions,
+    replica_id: &str,
+) -> TestApp {
+    spawn_replica_at(db, "127.0.0.1:0", fleet, Some(replica_id)).await
+}
+
+async fn spawn_replica_at(
+    db: Arc<TestDatabase>,
+    addr: &str,
+    fleet: FleetOptions,
+    replica_id: Option<&str>,
+) -> TestApp {
+    let mut store = PgStore::connect(&db.url, 8)
         .await
         .expect("connecting the store");
+    if let Some(id) = replica_id {
+        store = store.with_replica_id(id);
+    }
     store.migrate().await.expect("migrating");
     let listener = TcpListener::bind(addr).await.expect("binding");
     let addr = listener.local_addr().unwrap();
@@ -138,9 +166,7 @@ async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
     let options = ServeOptions {
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
-        // Short, so that liveness tests finish quickly; they wait on
-        // conditions, never on this value.
-        fleet: FleetOptions::new(HEARTBEAT_INTERVAL),
+        fleet,
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;
@@ -603,23 +629,24 @@ impl ServerProcess {
         Self::spawn_command(command, args)
     }
 
-    /// A server on the embedded store in `dir` (no DATABASE_URL).
-    pub fn spawn_embedded(dir: &std::path::Path, args: &[&str]) -> Self {
+    /// The reference agent (`connector-control agent ARGS`), once it has
+    /// connected to the control plane.
+    pub fn spawn_agent(args: &[&str]) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
-        command.env_remove("DATABASE_URL").current_dir(dir);
-        Self::spawn_command(command, args)
+        command.arg("agent").args(args);
+        let mut process = Self::spawn_logging(command);
+        process.wait_for_log("connected to the control plane");
+        process
     }
 
-    fn spawn_command(mut command: std::process::Command, args: &[&str]) -> Self {
+    fn spawn_logging(mut command: std::process::Command) -> Self {
         let mut child = command
-            .arg("serve")
-            .args(args)
-            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0")
             .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped())
             .spawn()
-            .expect("spawning the server");
+            .expect("spawning connector-control");
         let stderr = child.stderr.take().unwrap();
         let (lines, log) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -631,12 +658,36 @@ impl ServerProcess {
                 }
             }
         });
-        let mut process = ServerProcess {
+        ServerProcess {
             child,
             addr: String::new(),
             log,
             seen: Vec::new(),
-        };
+        }
+    }
+
+    /// Sends `signal` (TERM, INT, ...) to the process.
+    pub fn signal(&self, signal: &str) {
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{signal} failed");
+    }
+
+    /// A server on the embedded store in `dir` (no DATABASE_URL).
+    pub fn spawn_embedded(dir: &std::path::Path, args: &[&str]) -> Self {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
+        command.env_remove("DATABASE_URL").current_dir(dir);
+        Self::spawn_command(command, args)
+    }
+
+    fn spawn_command(mut command: std::process::Command, args: &[&str]) -> Self {
+        command
+            .arg("serve")
+            .args(args)
+            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0");
+        let mut process = Self::spawn_logging(command);
         let line = process.wait_for_log("serving gRPC");
         let addr = line
             .split("addr=")

@@ -10,4 +10,6 @@ mod helpers;
 mod list;
 mod process;
 mod reference_agent;
+mod replica_processes;
+mod replicas;
 mod start_pause;

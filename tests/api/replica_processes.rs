@@ -1,0 +1,460 @@
+//! Replicas as real processes on one database: one killed with SIGKILL
+//! while holding agents, one drained with SIGTERM, the docker-compose
+//! topology (two replicas, reference agents in two regions), and
+//! PostgreSQL itself restarted under a running replica.
+
+use crate::helpers::*;
+use connector_control::fleet::FleetOptions;
+use connector_control::proto::v1::{
+    self, ConnectorState as S, connector_service_client::ConnectorServiceClient,
+};
+use std::sync::Arc;
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// A replica process. Agents driven by hand send no heartbeats, so the
+/// interval is long enough for them to stay online through a test.
+fn replica(db: &TestDatabase, id: &str, heartbeat: &str) -> ServerProcess {
+    ServerProcess::spawn_with(
+        &db.url,
+        &[
+            "--replica-id",
+            id,
+            "--heartbeat-interval",
+            heartbeat,
+            "--drain-timeout",
+            "10s",
+        ],
+    )
+}
+
+async fn client(process: &ServerProcess) -> ConnectorServiceClient<Channel> {
+    ConnectorServiceClient::new(channel_to(&process.addr).await)
+}
+
+async fn create(client: &mut ConnectorServiceClient<Channel>, id: &str, region: &str) {
+    let mut connector = connector(id, id);
+    connector.destination.as_mut().unwrap().region = region.to_owned();
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector),
+        })
+        .await
+        .unwrap();
+}
+
+async fn start(client: &mut ConnectorServiceClient<Channel>, id: &str) -> v1::Command {
+    client
+        .start_connector(start_request(id))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap()
+}
+
+async fn state_becomes(client: &ConnectorServiceClient<Channel>, id: &str, wanted: S) {
+    eventually(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            let connector = client
+                .get_connector(v1::GetConnectorRequest { id: id.to_owned() })
+                .await
+                .ok()?
+                .into_inner();
+            (connector.state == wanted as i32).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn process_exits(process: &mut ServerProcess) -> std::process::ExitStatus {
+    eventually(Duration::from_secs(30), || {
+        let status = process.child.try_wait().unwrap();
+        async move { status }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn agents_of_a_killed_replica_get_their_commands_from_another() {
+    let db = TestDatabase::create().await;
+    let mut a = replica(&db, "replica-a", "2s");
+    let b = replica(&db, "replica-b", "2s");
+    let mut via_b = client(&b).await;
+    create(&mut via_b, "c1", "eu-2").await;
+    create(&mut via_b, "c2", "eu-2").await;
+
+    let mut agent =
+        TestAgent::connect_to(channel_to(&a.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    // An agent of replica a that will never come back.
+    let bystander =
+        TestAgent::connect_to(channel_to(&a.addr).await, hello("gone", "eu-1", "10.0.1.9")).await;
+    let first = start(&mut via_b, "c1").await;
+    let delivered = agent.next_command().await;
+    assert_eq!(delivered.id, first.id);
+
+    // Killed before the agent answers: c1's command is delivered and
+    // unanswered; c2's is committed while a is gone.
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    let second = start(&mut via_b, "c2").await;
+
+    let mut agent =
+        TestAgent::connect_to(channel_to(&b.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    let mut received = vec![agent.next_command().await, agent.next_command().await];
+    received.sort_by(|x, y| x.connector_id.cmp(&y.connector_id));
+    assert_eq!(received[0].id, first.id);
+    assert_eq!(received[1].id, second.id);
+    for command in &received {
+        agent.succeed(command, S::Running).await;
+    }
+    state_becomes(&via_b, "c1", S::Running).await;
+    state_becomes(&via_b, "c2", S::Running).await;
+
+    // The leader (b, once a's lease lapsed) ends the sessions a held:
+    // a's heartbeat row went stale.
+    let client = db.client().await;
+    eventually(Duration::from_secs(60), || async {
+        let row = client
+            .query_one(
+                "SELECT disconnect_time IS NOT NULL FROM agents WHERE id = 'gone'",
+                &[],
+            )
+            .await
+            .unwrap();
+        row.get::<_, bool>(0).then_some(())
+    })
+    .await;
+    drop(bystander);
+    let replica_of_a1: String = client
+        .query_one("SELECT replica_id FROM agents WHERE id = 'a1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(replica_of_a1, "replica-b");
+}
+
+#[tokio::test]
+async fn a_drained_replica_hands_its_agents_to_another_without_losing_a_command() {
+    let db = TestDatabase::create().await;
+    let mut a = replica(&db, "replica-a", "2s");
+    let b = replica(&db, "replica-b", "2s");
+    let mut via_b = client(&b).await;
+    create(&mut via_b, "c1", "eu-2").await;
+    let mut agent =
+        TestAgent::connect_to(channel_to(&a.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    let accepted = start(&mut via_b, "c1").await;
+    assert_eq!(agent.next_command().await.id, accepted.id);
+
+    // SIGTERM while the command is unanswered: the agent is asked to
+    // reconnect, and a exits cleanly, leaving no record behind.
+    a.signal("TERM");
+    match agent.next().await {
+        Ok(v1::control_message::Message::Reconnect(reconnect)) => {
+            assert!(reconnect.reason.contains("shutting down"), "{reconnect:?}");
+        }
+        other => panic!("expected reconnect, got {other:?}"),
+    }
+    assert!(process_exits(&mut a).await.success());
+    let client = db.client().await;
+    let rows: i64 = client
+        .query_one("SELECT count(*) FROM replicas WHERE id = 'replica-a'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0);
+
+    // On b, the same command again; answered, it completes.
+    let mut agent =
+        TestAgent::connect_to(channel_to(&b.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    let redelivered = agent.next_command().await;
+    assert_eq!(redelivered.id, accepted.id);
+    agent.succeed(&redelivered, S::Running).await;
+    state_becomes(&via_b, "c1", S::Running).await;
+}
+
+/// Start or pause with `wait: true`: the command's final status.
+async fn wait_for(client: &mut ConnectorServiceClient<Channel>, id: &str, start: bool) -> i32 {
+    let command = if start {
+        client
+            .start_connector(v1::StartConnectorRequest {
+                wait: true,
+                ..start_request(id)
+            })
+            .await
+            .map(|r| r.into_inner().command)
+    } else {
+        client
+            .pause_connector(v1::PauseConnectorRequest {
+                wait: true,
+                ..pause_request(id)
+            })
+            .await
+            .map(|r| r.into_inner().command)
+    };
+    command
+        .unwrap_or_else(|status| panic!("{id}: {status:?}"))
+        .unwrap()
+        .status
+}
+
+#[tokio::test]
+async fn the_compose_topology_as_processes_survives_a_replica_drain() {
+    // docker-compose.yml: two replicas, reference agents in two regions,
+    // each agent knowing both replicas.
+    let db = TestDatabase::create().await;
+    let mut a = replica(&db, "replica-a", "500ms");
+    let b = replica(&db, "replica-b", "500ms");
+    let plane = format!("http://{},http://{}", a.addr, b.addr);
+    let _agents: Vec<ServerProcess> = [
+        ("agent-eu-1", "eu-1", "10.0.1.5"),
+        ("agent-eu-2", "eu-2", "10.0.2.5"),
+    ]
+    .into_iter()
+    .map(|(id, region, ip)| {
+        ServerProcess::spawn_agent(&[
+            "--control-plane",
+            &plane,
+            "--agent-id",
+            id,
+            "--region",
+            region,
+            "--server-ip",
+            ip,
+        ])
+    })
+    .collect();
+    let mut via_a = client(&a).await;
+    let mut via_b = client(&b).await;
+    let succeeded = v1::CommandStatus::Succeeded as i32;
+    for (id, region) in [
+        ("x1", "eu-1"),
+        ("x2", "eu-2"),
+        ("y1", "eu-1"),
+        ("y2", "eu-2"),
+    ] {
+        create(&mut via_a, id, region).await;
+    }
+    // Commands through either replica reach agents on either replica.
+    assert_eq!(wait_for(&mut via_a, "x1", true).await, succeeded);
+    assert_eq!(wait_for(&mut via_b, "x2", true).await, succeeded);
+    assert_eq!(wait_for(&mut via_b, "y1", true).await, succeeded);
+    assert_eq!(wait_for(&mut via_a, "y2", true).await, succeeded);
+
+    // Replica a drains; its agents move to b; nothing is lost.
+    a.signal("TERM");
+    assert!(process_exits(&mut a).await.success());
+    for id in ["x1", "x2", "y1", "y2"] {
+        assert_eq!(wait_for(&mut via_b, id, false).await, succeeded);
+    }
+    for id in ["x1", "x2"] {
+        assert_eq!(wait_for(&mut via_b, id, true).await, succeeded);
+    }
+    state_becomes(&via_b, "x1", S::Running).await;
+    state_becomes(&via_b, "y2", S::Stopped).await;
+    let on_b: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM agents WHERE replica_id = 'replica-b' AND disconnect_time IS NULL",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(on_b, 2);
+}
+
+/// A PostgreSQL server of this test's own, which it can stop and start:
+/// the shared one serves every other test. Created with the machine's
+/// PostgreSQL binaries (as the `postgres` user when the tests run as root,
+/// since PostgreSQL refuses to run as root).
+struct PrivateCluster {
+    dir: TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    fn create() -> Self {
+        let bin = postgres_bin();
+        let dir = TempDir::new();
+        if running_as_root() {
+            run("chown", &["-R", "postgres", dir.0.to_str().unwrap()], false);
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PrivateCluster { dir, bin, port };
+        cluster.pg(
+            "initdb",
+            &[
+                "-D",
+                &cluster.data(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        cluster.start();
+        cluster
+    }
+
+    fn data(&self) -> String {
+        self.dir.0.join("data").display().to_string()
+    }
+
+    fn pg(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool).display().to_string();
+        run(&program, args, running_as_root());
+    }
+
+    fn start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.0.display()
+        );
+        let log = self.dir.0.join("log").display().to_string();
+        self.pg(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn stop(&self) {
+        self.pg("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let program = self.bin.join("pg_ctl").display().to_string();
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
+        let _ = as_postgres(&program, &args, running_as_root()).output();
+    }
+}
+
+fn postgres_bin() -> std::path::PathBuf {
+    if let Ok(dir) = std::env::var("PG_BINDIR") {
+        return dir.into();
+    }
+    let mut versions: Vec<std::path::PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect(
+            "PostgreSQL server binaries (initdb, pg_ctl) are needed: install postgresql, \
+             or set PG_BINDIR",
+        )
+        .map(|entry| entry.unwrap().path().join("bin"))
+        .filter(|bin| bin.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("no initdb under /usr/lib/postgresql/*/bin")
+}
+
+fn running_as_root() -> bool {
+    let out = std::process::Command::new("id").arg("-u").output().unwrap();
+    String::from_utf8_lossy(&out.stdout).trim() == "0"
+}
+
+fn as_postgres(program: &str, args: &[&str], root: bool) -> std::process::Command {
+    if root {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]).args(args);
+        command
+    } else {
+        let mut command = std::process::Command::new(program);
+        command.args(args);
+        command
+    }
+}
+
+fn run(program: &str, args: &[&str], root: bool) {
+    let out = as_postgres(program, args, root)
+        .output()
+        .unwrap_or_else(|e| panic!("running {program}: {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn a_replica_rides_out_a_postgresql_restart() {
+    let cluster = PrivateCluster::create();
+    let db = Arc::new(TestDatabase::create_on(&cluster.url()).await);
+    // Heartbeats every 2 s: the restart is shorter than the four seconds
+    // after which the replica would end its sessions.
+    let options = FleetOptions {
+        poll_interval: Duration::from_millis(200),
+        ..FleetOptions::new(Duration::from_secs(2))
+    };
+    let app = spawn_replica(db.clone(), options, "replica-a").await;
+    app.create(connector("c1", "c1")).await;
+    app.create(connector("c2", "c2")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+
+    cluster.stop();
+    // Calls fail at once, saying why and that a retry is safe.
+    let status = app.start(start_request("c2")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    assert_eq!(error_info(&status).reason, "STORE_UNAVAILABLE");
+    assert!(status.message().contains("retry"), "{}", status.message());
+    let status = app
+        .client
+        .clone()
+        .get_connector(v1::GetConnectorRequest { id: "c1".into() })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    // The agent answers while the database is down; the stream stays up.
+    agent.succeed(&command, S::Running).await;
+    agent
+        .heartbeat(
+            1,
+            vec![crate::helpers::status("c1", S::Running, command.generation)],
+        )
+        .await;
+
+    cluster.start();
+    // The held result is recorded without the agent sending it again...
+    app.connector_becomes("c1", |c| c.state == S::Running as i32)
+        .await;
+    assert_eq!(app.command_status(&command.id).await, "SUCCEEDED");
+    // ...and the same stream carries the next command.
+    let accepted = eventually(Duration::from_secs(30), || async {
+        app.start(start_request("c2")).await.ok()
+    })
+    .await;
+    assert_eq!(agent.next_command().await.id, accepted.command.unwrap().id);
+    assert_eq!(
+        app.count("SELECT session_epoch FROM agents WHERE id = 'a1'")
+            .await,
+        1
+    );
+}

@@ -1,0 +1,269 @@
+//! Several replicas on one database: cross-replica delivery (LISTEN/NOTIFY
+//! and polling), the listening connection cut, the leader lease and its
+//! fencing. Replicas here are real servers in this process, each with its
+//! own pool, listener and loops; `process.rs`-style tests with real
+//! processes are in `replica_processes.rs`.
+
+use crate::helpers::*;
+use connector_control::fleet::FleetOptions;
+use connector_control::proto::v1::{self, ConnectorState as S};
+use connector_control::store::{FleetStore, PgStore, StoreError};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Agents stay online for the whole test without heartbeats from the hand-
+/// driven agent (offline after four intervals).
+const SLOW_HEARTBEATS: Duration = Duration::from_secs(15);
+
+/// Replica options where polling never happens during a test: whatever is
+/// delivered was woken.
+fn wakeups_only() -> FleetOptions {
+    FleetOptions {
+        poll_interval: Duration::from_secs(3600),
+        ..FleetOptions::new(SLOW_HEARTBEATS)
+    }
+}
+
+fn polling_only(every: Duration) -> FleetOptions {
+    FleetOptions {
+        poll_interval: every,
+        poll_only: true,
+        ..FleetOptions::new(SLOW_HEARTBEATS)
+    }
+}
+
+/// Replicas a and b on one fresh database, with c1 created.
+async fn two_replicas(options: FleetOptions) -> (TestApp, TestApp) {
+    let db = Arc::new(TestDatabase::create().await);
+    let a = spawn_replica(db.clone(), options.clone(), "replica-a").await;
+    let b = spawn_replica(db, options, "replica-b").await;
+    a.create(connector("c1", "orders")).await;
+    (a, b)
+}
+
+/// The backend pids of `app`'s database connections named `name%`.
+async fn backends(app: &TestApp, name: &str) -> Vec<i32> {
+    app.db
+        .client()
+        .await
+        .query(
+            "SELECT pid FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name LIKE $1 || '%'",
+            &[&name],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_command_committed_on_one_replica_reaches_an_agent_on_another_by_notify() {
+    let (a, b) = two_replicas(wakeups_only()).await;
+    eventually(Duration::from_secs(10), || async {
+        (backends(&a, "connector-control listener replica-a")
+            .await
+            .len()
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let mut agent = TestAgent::connect(&a, hello("ag", "eu-2", "10.0.2.7")).await;
+
+    // Committed on b; a never polls: only the wake-up can bring it.
+    let started = b.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, started.command.unwrap().id);
+    agent.succeed(&command, S::Running).await;
+    b.connector_becomes("c1", |c| c.state == S::Running as i32)
+        .await;
+
+    // Now the agent runs c1: a pause committed on b goes to it the same way.
+    let paused = b.pause(pause_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, paused.command.unwrap().id);
+    assert_eq!(command.kind, v1::CommandKind::Pause as i32);
+}
+
+#[tokio::test]
+async fn a_wait_on_one_replica_ends_when_the_agent_answers_on_another() {
+    let (a, b) = two_replicas(wakeups_only()).await;
+    let mut agent = TestAgent::connect(&a, hello("ag", "eu-2", "10.0.2.7")).await;
+    let waiting = tokio::spawn({
+        let b = b.client.clone();
+        async move {
+            let mut b = b;
+            b.start_connector(v1::StartConnectorRequest {
+                wait: true,
+                ..start_request("c1")
+            })
+            .await
+        }
+    });
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    let response = waiting
+        .await
+        .unwrap()
+        .expect("the wait ends with the result");
+    let command = response.into_inner().command.unwrap();
+    assert_eq!(command.status, v1::CommandStatus::Succeeded as i32);
+}
+
+#[tokio::test]
+async fn poll_only_replicas_deliver_by_polling() {
+    let (a, b) = two_replicas(polling_only(Duration::from_millis(100))).await;
+    let mut agent = TestAgent::connect(&a, hello("ag", "eu-2", "10.0.2.7")).await;
+    let started = b.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, started.command.unwrap().id);
+    // Nothing listens: the database needs no LISTEN/NOTIFY.
+    assert!(backends(&a, "connector-control listener").await.is_empty());
+}
+
+#[tokio::test]
+async fn delivery_continues_after_the_listening_connection_is_cut() {
+    let (a, b) = two_replicas(wakeups_only()).await;
+    let mut agent = TestAgent::connect(&a, hello("ag", "eu-2", "10.0.2.7")).await;
+    let listener = "connector-control listener replica-a";
+    let first = eventually(Duration::from_secs(10), || async {
+        backends(&a, listener).await.first().copied()
+    })
+    .await;
+    let terminated: bool =
+        a.db.client()
+            .await
+            .query_one("SELECT pg_terminate_backend($1)", &[&first])
+            .await
+            .unwrap()
+            .get(0);
+    assert!(terminated);
+
+    // Committed while a may not be listening: the NOTIFY can be lost, and
+    // the full look after re-listening finds it.
+    let started = b.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, started.command.unwrap().id);
+    agent.succeed(&command, S::Running).await;
+
+    // A new listening connection exists, and wake-ups work through it.
+    let second = eventually(Duration::from_secs(10), || async {
+        backends(&a, listener)
+            .await
+            .first()
+            .copied()
+            .filter(|pid| *pid != first)
+    })
+    .await;
+    assert_ne!(first, second);
+    b.connector_becomes("c1", |c| c.state == S::Running as i32)
+        .await;
+    let paused = b.pause(pause_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, paused.command.unwrap().id);
+}
+
+/// A store on `db` as replica `id`, with its own pool.
+async fn replica_store(db: &TestDatabase, id: &str) -> PgStore {
+    let store = PgStore::connect(&db.url, 2)
+        .await
+        .unwrap()
+        .with_replica_id(id);
+    store.migrate().await.unwrap();
+    store
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
+    let db = TestDatabase::create().await;
+    let a = replica_store(&db, "a").await;
+    let b = replica_store(&db, "b").await;
+    let hour = Duration::from_secs(3600);
+
+    let lease = a.acquire_lease(hour).await.unwrap().expect("a is first");
+    assert_eq!(b.acquire_lease(hour).await.unwrap(), None);
+    // Renewing keeps the term.
+    assert_eq!(a.acquire_lease(hour).await.unwrap(), Some(lease));
+    assert_eq!(a.sweep_offline(lease, hour, hour).await.unwrap(), 0);
+
+    // Both compete at once, again and again: never two holders.
+    for _ in 0..20 {
+        let (x, y) = tokio::join!(a.acquire_lease(hour), b.acquire_lease(hour));
+        assert!(x.unwrap().is_some() != y.unwrap().is_some());
+    }
+
+    // a's lease lapses (a paused, say); b takes over with a newer term.
+    db.client()
+        .await
+        .execute("UPDATE leases SET expire_time = now()", &[])
+        .await
+        .unwrap();
+    let taken = b.acquire_lease(hour).await.unwrap().expect("b takes over");
+    assert!(taken.term > lease.term);
+    assert_eq!(a.acquire_lease(hour).await.unwrap(), None);
+
+    // a, acting on its old term, is refused and changes nothing.
+    assert!(matches!(
+        a.sweep_offline(lease, Duration::ZERO, Duration::ZERO).await,
+        Err(StoreError::NotLeader { term }) if term == lease.term
+    ));
+    assert!(matches!(
+        a.expire_deliveries(lease, Duration::ZERO).await,
+        Err(StoreError::NotLeader { .. })
+    ));
+    assert_eq!(b.sweep_offline(taken, hour, hour).await.unwrap(), 0);
+
+    // A clean stop hands the lease over at once.
+    b.retire_replica().await.unwrap();
+    let next = a.acquire_lease(hour).await.unwrap().expect("a again");
+    assert!(next.term > taken.term);
+}
+
+/// The replica holding an unexpired leader lease, if any.
+async fn leader(db: &TestDatabase) -> Option<String> {
+    db.client()
+        .await
+        .query_opt(
+            "SELECT holder FROM leases WHERE name = 'leader' AND expire_time > now()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .map(|row| row.get(0))
+}
+
+#[tokio::test]
+async fn replicas_elect_one_leader_and_another_takes_over_when_it_stops() {
+    let options = FleetOptions::new(Duration::from_millis(100));
+    let (a, b) = two_replicas(options).await;
+    let db = a.db.clone();
+    let first = eventually(Duration::from_secs(10), || leader(&db)).await;
+    let live = a
+        .count("SELECT count(*) FROM replicas WHERE heartbeat_time > now() - interval '1 minute'")
+        .await;
+    assert_eq!(live, 2);
+
+    // Stop whichever leads; the other leads next, with a newer term.
+    let term = a.count("SELECT term FROM leases").await;
+    let (mut stopped, survivor) = match first.as_str() {
+        "replica-a" => (a, "replica-b"),
+        "replica-b" => (b, "replica-a"),
+        other => panic!("unexpected leader {other}"),
+    };
+    stopped.stop().await;
+    eventually(Duration::from_secs(10), || async {
+        (leader(&db).await.as_deref() == Some(survivor)).then_some(())
+    })
+    .await;
+    assert!(stopped.count("SELECT term FROM leases").await > term);
+    // The stopped replica's record is gone.
+    assert_eq!(
+        stopped
+            .count(&format!(
+                "SELECT count(*) FROM replicas WHERE id = '{first}'"
+            ))
+            .await,
+        0
+    );
+}
