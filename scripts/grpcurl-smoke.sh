@@ -94,6 +94,8 @@ expect "a second start explains itself" '"reason":"CONNECTOR_NOT_STOPPED"' "${G[
 expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
 expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
   connector.v1.AgentService/ListAgents
+expect "this replica leads" '"leader": true' "${G[@]}" "$ADDR" \
+  connector.v1.AgentService/ListReplicas
 
 expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
   "$ADDR" "$SVC/ListConnectors"

@@ -50,4 +50,28 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
             agents: agents.into_iter().map(convert::agent_to_proto).collect(),
         }))
     }
+
+    #[instrument(name = "ListReplicas", skip_all)]
+    async fn list_replicas(
+        &self,
+        _request: Request<v1::ListReplicasRequest>,
+    ) -> Result<Response<v1::ListReplicasResponse>, Status> {
+        let replicas = self
+            .store
+            .list_replicas(self.fleet.replica_ttl())
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(v1::ListReplicasResponse {
+            replicas: replicas
+                .into_iter()
+                .map(|mut replica| {
+                    if replica.address.is_empty() {
+                        // The embedded store's one process: this one.
+                        replica.address = self.fleet.address().to_owned();
+                    }
+                    convert::replica_to_proto(replica)
+                })
+                .collect(),
+        }))
+    }
 }

@@ -370,6 +370,25 @@ pub fn agent_to_proto(a: crate::domain::Agent) -> v1::Agent {
         last_heartbeat_time: Some(timestamp_to_proto(a.last_heartbeat_time)),
         connectors: i32::try_from(a.connectors).unwrap_or(i32::MAX),
         version: a.version,
+        replica_id: a.replica_id,
+    }
+}
+
+pub fn replica_to_proto(r: crate::domain::Replica) -> v1::Replica {
+    let state = match (r.alive, r.draining) {
+        (false, _) => v1::ReplicaState::Dead,
+        (true, true) => v1::ReplicaState::Draining,
+        (true, false) => v1::ReplicaState::Alive,
+    };
+    v1::Replica {
+        id: r.id,
+        address: r.address,
+        start_time: Some(timestamp_to_proto(r.start_time)),
+        heartbeat_time: Some(timestamp_to_proto(r.heartbeat_time)),
+        state: state as i32,
+        leader: r.leader_term.is_some(),
+        leader_term: r.leader_term.unwrap_or(0),
+        agents: i32::try_from(r.agents).unwrap_or(i32::MAX),
     }
 }
 

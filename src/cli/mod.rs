@@ -47,6 +47,9 @@ pub enum Command {
     /// List the regions.
     #[command(subcommand)]
     Regions(people::RegionsCommand),
+    /// List the control-plane replicas.
+    #[command(subcommand)]
+    Replicas(people::ReplicasCommand),
 }
 
 #[derive(Debug, Args)]
@@ -208,6 +211,7 @@ impl Cli {
             Command::Connectors(command) => command.run().await,
             Command::Agents(command) => command.run().await,
             Command::Regions(command) => command.run().await,
+            Command::Replicas(command) => command.run().await,
             Command::Migrate(database) => {
                 database.connect().await?;
                 Ok(())

@@ -217,6 +217,16 @@ pub enum AgentsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum ReplicasCommand {
+    /// List the control-plane replicas: alive, draining or dead, the
+    /// leader, and how many agents each holds.
+    List {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum RegionsCommand {
     /// List regions with their online agents and connectors.
     List {
@@ -462,6 +472,19 @@ impl AgentsCommand {
             .map_err(Failure::from)?
             .into_inner();
         print!("{}", render::agents(&response, client.output)?);
+        Ok(())
+    }
+}
+
+impl ReplicasCommand {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let ReplicasCommand::List { client } = self;
+        let response = AgentServiceClient::new(client.channel().await?)
+            .list_replicas(v1::ListReplicasRequest {})
+            .await
+            .map_err(Failure::from)?
+            .into_inner();
+        print!("{}", render::replicas(&response, client.output)?);
         Ok(())
     }
 }

@@ -226,6 +226,7 @@ pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Resu
         "CONNECTORS",
         "LAST HEARTBEAT",
         "VERSION",
+        "REPLICA",
     ]);
     for a in &response.agents {
         table.add_row(vec![
@@ -242,6 +243,44 @@ pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Resu
             a.connectors.to_string(),
             time(a.last_heartbeat_time.as_ref()),
             or_dash(&a.version).to_owned(),
+            or_dash(&a.replica_id).to_owned(),
+        ]);
+    }
+    Ok(format!("{table}\n"))
+}
+
+pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.ListReplicasResponse");
+    }
+    let mut table = table(&[
+        "REPLICA",
+        "ADDRESS",
+        "STATE",
+        "LEADER",
+        "AGENTS",
+        "LAST HEARTBEAT",
+        "STARTED",
+    ]);
+    for r in &response.replicas {
+        table.add_row(vec![
+            r.id.clone(),
+            or_dash(&r.address).to_owned(),
+            v1::ReplicaState::try_from(r.state)
+                .map(|s| {
+                    s.as_str_name()
+                        .trim_start_matches("REPLICA_STATE_")
+                        .to_owned()
+                })
+                .unwrap_or_default(),
+            if r.leader {
+                format!("yes (term {})", r.leader_term)
+            } else {
+                "-".to_owned()
+            },
+            r.agents.to_string(),
+            time(r.heartbeat_time.as_ref()),
+            time(r.start_time.as_ref()),
         ]);
     }
     Ok(format!("{table}\n"))

@@ -61,6 +61,24 @@ pub struct Agent {
     pub last_heartbeat_time: DateTime<Utc>,
     pub connectors: i64,
     pub version: String,
+    /// The replica holding its session; empty when offline.
+    pub replica_id: String,
+}
+
+/// A control-plane replica as operators see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Replica {
+    pub id: String,
+    pub address: String,
+    pub start_time: DateTime<Utc>,
+    pub heartbeat_time: DateTime<Utc>,
+    /// Heard from within its time to live.
+    pub alive: bool,
+    pub draining: bool,
+    /// The lease term while it leads.
+    pub leader_term: Option<i64>,
+    /// Agent sessions it holds.
+    pub agents: i64,
 }
 
 /// A region and what runs in it.

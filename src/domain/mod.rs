@@ -8,7 +8,7 @@ pub mod rules;
 pub mod validate;
 
 pub use fleet::{
-    Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Session,
+    Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
 };
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};

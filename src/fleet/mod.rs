@@ -206,7 +206,7 @@ impl<S: FleetStore> Fleet<S> {
 
     /// How long the leader lease lasts, and after how long the others
     /// count a silent replica as dead.
-    fn replica_ttl(&self) -> Duration {
+    pub fn replica_ttl(&self) -> Duration {
         self.heartbeat_interval * MISSED_REPLICA_HEARTBEATS
     }
 
@@ -219,6 +219,11 @@ impl<S: FleetStore> Fleet<S> {
 
     pub fn signals(&self) -> Signals {
         self.signals.clone()
+    }
+
+    /// Where this replica serves.
+    pub fn address(&self) -> &str {
+        &self.options.address
     }
 
     pub fn heartbeat_interval(&self) -> Duration {

@@ -7,7 +7,8 @@ pub mod sqlite;
 use crate::domain::rules::{self, Intent};
 use crate::domain::{
     Agent, Command, CommandReport, Connector, Cursor, Hello, NewConnector, ObservedStatus,
-    PauseRequest, RegionSummary, Rejection, SearchFilter, Session, StartRequest, Transition,
+    PauseRequest, RegionSummary, Rejection, Replica, SearchFilter, Session, StartRequest,
+    Transition,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -332,6 +333,13 @@ pub trait FleetStore: Store {
 
     /// This replica's identity, recorded with every session it opens.
     fn replica_id(&self) -> &str;
+
+    /// The replicas sharing the database, alive when heard from within
+    /// `replica_ttl` (the embedded store's one process is `embedded`).
+    fn list_replicas(
+        &self,
+        replica_ttl: Duration,
+    ) -> impl Future<Output = Result<Vec<Replica>, StoreError>> + Send;
 
     /// Records that this replica is alive (and whether it is draining);
     /// called once per heartbeat interval.

@@ -199,6 +199,19 @@ async fn agents_and_regions_list_show_who_runs_where() {
     let regions: serde_json::Value = serde_json::from_str(&regions.stdout).unwrap();
     assert_eq!(regions["regions"][0]["name"], "eu-2");
     assert_eq!(regions["regions"][0]["onlineAgents"], 1);
+
+    // One replica, which leads once its first lease round ran.
+    let replicas = eventually(Duration::from_secs(30), || async {
+        let replicas = cli(&app, &["replicas", "list"]).await;
+        assert_eq!(replicas.code, Some(0), "{}", replicas.stderr);
+        replicas.stdout.contains("yes (term").then_some(replicas.stdout)
+    })
+    .await;
+    let row = replicas.lines().nth(1).unwrap_or_default();
+    assert!(
+        row.contains(&app.addr.to_string()) && row.contains("ALIVE") && row.contains(" 1 "),
+        "{replicas}"
+    );
 }
 
 #[tokio::test]

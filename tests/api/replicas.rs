@@ -267,3 +267,51 @@ async fn replicas_elect_one_leader_and_another_takes_over_when_it_stops() {
         0
     );
 }
+
+#[tokio::test]
+async fn operators_see_replicas_their_leader_and_where_each_agent_is() {
+    let (a, b) = two_replicas(wakeups_only()).await;
+    let _agent = TestAgent::connect(&b, hello("ag", "eu-2", "10.0.2.7")).await;
+    // A replica that stopped writing its heartbeat long ago.
+    a.sql(
+        "INSERT INTO replicas (id, address, start_time, heartbeat_time)
+         VALUES ('replica-old', '10.9.9.9:50051', now() - interval '1 day', now() - interval '1 hour')",
+    )
+    .await;
+    let mut agents = v1::agent_service_client::AgentServiceClient::new(a.channel().await);
+    let replicas = eventually(Duration::from_secs(30), || {
+        let mut agents = agents.clone();
+        async move {
+            let replicas = agents
+                .list_replicas(v1::ListReplicasRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .replicas;
+            // The first lease round may still be running.
+            replicas.iter().any(|r| r.leader).then_some(replicas)
+        }
+    })
+    .await;
+    let ids: Vec<&str> = replicas.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["replica-a", "replica-b", "replica-old"]);
+    let state = |id: &str| replicas.iter().find(|r| r.id == id).unwrap().state;
+    assert_eq!(state("replica-a"), v1::ReplicaState::Alive as i32);
+    assert_eq!(state("replica-b"), v1::ReplicaState::Alive as i32);
+    assert_eq!(state("replica-old"), v1::ReplicaState::Dead as i32);
+    assert_eq!(replicas.iter().filter(|r| r.leader).count(), 1);
+    let leader = replicas.iter().find(|r| r.leader).unwrap();
+    assert!(leader.leader_term >= 1);
+    assert_ne!(leader.id, "replica-old");
+    let agents_of = |id: &str| replicas.iter().find(|r| r.id == id).unwrap().agents;
+    assert_eq!((agents_of("replica-a"), agents_of("replica-b")), (0, 1));
+    assert_eq!(replicas[0].address, a.addr.to_string());
+
+    let listed = agents
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents;
+    assert_eq!(listed[0].replica_id, "replica-b");
+}

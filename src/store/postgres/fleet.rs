@@ -8,7 +8,7 @@ use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connecto
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
-    RegionSummary, Session,
+    RegionSummary, Replica, Session,
 };
 use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup, WakeupHandler};
 use deadpool_postgres::GenericClient;
@@ -610,6 +610,42 @@ impl FleetStore for PgStore {
         &self.replica_id
     }
 
+    async fn list_replicas(&self, replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
+                        r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
+                        r.draining,
+                        (SELECT l.term FROM leases l
+                         WHERE l.name = 'leader' AND l.holder = r.id AND l.expire_time > now())
+                            AS leader_term,
+                        (SELECT count(*) FROM agents a
+                         WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
+                 FROM replicas r
+                 ORDER BY r.id",
+            )
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(&statement, &[&replica_ttl.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        Ok(rows
+            .iter()
+            .map(|row| Replica {
+                id: row.get("id"),
+                address: row.get("address"),
+                start_time: row.get("start_time"),
+                heartbeat_time: row.get("heartbeat_time"),
+                alive: row.get("alive"),
+                draining: row.get("draining"),
+                leader_term: row.get("leader_term"),
+                agents: row.get("agents"),
+            })
+            .collect())
+    }
+
     async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
         let client = self.client().await?;
         let statement = client
@@ -713,7 +749,7 @@ impl FleetStore for PgStore {
         let statement = client
             .prepare_cached(&format!(
                 "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
-                        {} AS online,
+                        a.replica_id, {} AS online,
                         (SELECT count(*) FROM connectors c
                          WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
                  FROM agents a
@@ -737,6 +773,11 @@ impl FleetStore for PgStore {
                 last_heartbeat_time: row.get("last_heartbeat_time"),
                 online: row.get("online"),
                 connectors: row.get("connectors"),
+                replica_id: if row.get("online") {
+                    row.get("replica_id")
+                } else {
+                    String::new()
+                },
             })
             .collect())
     }

@@ -16,7 +16,8 @@ use super::{
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
-    NewConnector, ObservedStatus, PauseRequest, RegionSummary, SearchFilter, Session, StartRequest,
+    NewConnector, ObservedStatus, PauseRequest, RegionSummary, Replica, SearchFilter, Session,
+    StartRequest,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -28,12 +29,16 @@ use std::time::Duration;
 
 refinery::embed_migrations!("src/store/sqlite/migrations");
 
+/// The replica id of the embedded store's one process.
+const EMBEDDED: &str = "embedded";
+
 #[derive(Clone)]
 pub struct SqliteStore {
     connection: Arc<Mutex<Connection>>,
     path: PathBuf,
     /// Held for the store's lifetime: the single-replica guarantee.
     _lock: Arc<std::fs::File>,
+    opened: DateTime<Utc>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -117,6 +122,7 @@ impl SqliteStore {
             connection: Arc::new(Mutex::new(connection)),
             path: path.to_owned(),
             _lock: Arc::new(lock),
+            opened: now(),
         })
     }
 
@@ -912,7 +918,27 @@ impl FleetStore for SqliteStore {
     }
 
     fn replica_id(&self) -> &str {
-        "embedded"
+        EMBEDDED
+    }
+
+    /// The one process that owns the file, always alive and leading.
+    async fn list_replicas(&self, offline_after: Duration) -> Result<Vec<Replica>, StoreError> {
+        let online = self
+            .list_agents(None, offline_after)
+            .await?
+            .iter()
+            .filter(|agent| agent.online)
+            .count();
+        Ok(vec![Replica {
+            id: EMBEDDED.to_owned(),
+            address: String::new(),
+            start_time: self.opened,
+            heartbeat_time: now(),
+            alive: true,
+            draining: false,
+            leader_term: Some(1),
+            agents: online as i64,
+        }])
     }
 
     async fn replica_heartbeat(&self, _address: &str, _draining: bool) -> Result<(), StoreError> {
@@ -983,6 +1009,7 @@ impl FleetStore for SqliteStore {
                     last_heartbeat_time: rows::parse_time(&last)?,
                     online,
                     connectors,
+                    replica_id: if online { EMBEDDED } else { "" }.to_owned(),
                 });
             }
             Ok(agents)
