@@ -204,7 +204,10 @@ async fn agents_and_regions_list_show_who_runs_where() {
     let replicas = eventually(Duration::from_secs(30), || async {
         let replicas = cli(&app, &["replicas", "list"]).await;
         assert_eq!(replicas.code, Some(0), "{}", replicas.stderr);
-        replicas.stdout.contains("yes (term").then_some(replicas.stdout)
+        replicas
+            .stdout
+            .contains("yes (term")
+            .then_some(replicas.stdout)
     })
     .await;
     let row = replicas.lines().nth(1).unwrap_or_default();

@@ -502,6 +502,11 @@ impl TestAgent {
         }
     }
 
+    /// A second handle on the outbound stream (for a background heartbeat).
+    pub fn sender(&self) -> tokio::sync::mpsc::Sender<v1::AgentMessage> {
+        self.outbound.clone()
+    }
+
     pub async fn send(&self, message: v1::agent_message::Message) {
         self.outbound
             .send(v1::AgentMessage {

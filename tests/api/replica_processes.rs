@@ -458,3 +458,41 @@ async fn a_replica_rides_out_a_postgresql_restart() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_replica_cut_off_from_postgresql_too_long_sends_its_agents_elsewhere() {
+    let cluster = PrivateCluster::create();
+    let db = Arc::new(TestDatabase::create_on(&cluster.url()).await);
+    // Two missed replica heartbeats (600 ms) and the others could count
+    // it dead: it asks its agents to reconnect rather than hold them.
+    let app = spawn_replica(
+        db.clone(),
+        FleetOptions::new(Duration::from_millis(300)),
+        "replica-a",
+    )
+    .await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    cluster.stop();
+    match agent.next().await {
+        Ok(v1::control_message::Message::Reconnect(reconnect)) => {
+            assert!(reconnect.reason.contains("database"), "{reconnect:?}");
+        }
+        other => panic!("expected reconnect, got {other:?}"),
+    }
+    cluster.start();
+    let agent = eventually(Duration::from_secs(30), || async {
+        let first = v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Hello(hello(
+                "a1", "eu-2", "10.0.2.7",
+            ))),
+        };
+        open_stream(&app, first).await.ok()
+    })
+    .await;
+    drop(agent);
+    assert_eq!(
+        app.count("SELECT session_epoch FROM agents WHERE id = 'a1'")
+            .await,
+        2
+    );
+}

@@ -315,3 +315,66 @@ async fn operators_see_replicas_their_leader_and_where_each_agent_is() {
         .agents;
     assert_eq!(listed[0].replica_id, "replica-b");
 }
+
+#[tokio::test]
+async fn streams_are_recycled_after_their_maximum_age() {
+    let db = Arc::new(TestDatabase::create().await);
+    let options = FleetOptions {
+        max_stream_age: Some(Duration::from_millis(300)),
+        ..FleetOptions::new(SLOW_HEARTBEATS)
+    };
+    let app = spawn_replica(db, options, "replica-a").await;
+    let mut agent = TestAgent::connect(&app, hello("ag", "eu-2", "10.0.2.7")).await;
+    match agent.next().await {
+        Ok(v1::control_message::Message::Reconnect(reconnect)) => {
+            assert!(reconnect.reason.contains("maximum age"), "{reconnect:?}");
+            assert_eq!(reconnect.retry_after.unwrap_or_default().seconds, 0);
+        }
+        other => panic!("expected reconnect, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_leader_redelivers_a_command_left_unanswered_too_long() {
+    let db = Arc::new(TestDatabase::create().await);
+    let options = FleetOptions {
+        delivery_timeout: Duration::from_millis(500),
+        ..FleetOptions::new(Duration::from_millis(200))
+    };
+    let app = spawn_replica(db, options, "replica-a").await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("ag", "eu-2", "10.0.2.7")).await;
+    // Heartbeats keep the agent online; the command is never answered.
+    let beating = {
+        let sender = agent.sender();
+        tokio::spawn(async move {
+            let mut sequence = 0;
+            loop {
+                sequence += 1;
+                let beat = v1::AgentMessage {
+                    message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                        sequence,
+                        connectors: Vec::new(),
+                    })),
+                };
+                if sender.send(beat).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    let started = app.start(start_request("c1")).await.unwrap();
+    let first = agent.next_command().await;
+    assert_eq!(first.id, started.command.unwrap().id);
+    let again = agent.next_command().await;
+    assert_eq!(again.id, first.id);
+    agent.succeed(&again, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == S::Running as i32)
+        .await;
+    let attempts = app
+        .count("SELECT delivery_attempts::bigint FROM commands")
+        .await;
+    assert!(attempts >= 2, "{attempts}");
+    beating.abort();
+}
