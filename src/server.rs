@@ -78,6 +78,10 @@ pub async fn serve<S: FleetStore>(
         fleet_options.address = listener.local_addr()?.to_string();
     }
     let fleet = Fleet::new(store.clone(), fleet_options, stopping.clone());
+    fleet
+        .register_replica()
+        .await
+        .context("recording this replica in the database")?;
     let loops = fleet.spawn_loops();
     let api = ConnectorApi::new(
         store.clone(),
@@ -144,8 +148,13 @@ pub async fn serve<S: FleetStore>(
         }
     };
     probe.abort();
-    for task in loops {
+    for task in &loops {
         task.abort();
+    }
+    // Wait for them to stop, so that no lease renewal lands after the
+    // release below.
+    for task in loops {
+        let _ = task.await;
     }
     fleet.retire().await;
     result?;

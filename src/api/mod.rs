@@ -20,11 +20,6 @@ use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 use tracing::{Span, info, instrument, warn};
 
-/// How often a `wait: true` call re-reads its command when no completion
-/// on this replica woke it: the safety net for results that reach another
-/// replica.
-const WAIT_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
 /// The ConnectorService implementation over any `Store`.
 #[derive(Clone, Debug)]
 pub struct ConnectorApi<S> {
@@ -77,7 +72,9 @@ impl<S: FleetStore> ConnectorApi<S> {
             loop {
                 tokio::select! {
                     _ = completions.changed() => {}
-                    _ = tokio::time::sleep(WAIT_POLL_INTERVAL) => {}
+                    // The safety net when a completion's wake-up is lost
+                    // (another replica recorded it): the poll interval.
+                    _ = tokio::time::sleep(self.signals.recheck_every()) => {}
                 }
                 // The command is committed: a failed read is retried until
                 // the deadline rather than reported as a failed call.

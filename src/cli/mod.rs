@@ -229,6 +229,17 @@ impl Cli {
             }
             Command::Serve(args) => match args.database.connect().await? {
                 Backend::Postgres(store) => {
+                    if let Some(id) = &args.replica_id
+                        && (id.is_empty()
+                            || id.len() > 100
+                            || !id
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c)))
+                    {
+                        bail!(
+                            "--replica-id must be 1 to 100 characters: letters, digits, '-', '_', '.' or ':'"
+                        );
+                    }
                     let store = match &args.replica_id {
                         Some(id) => store.with_replica_id(id),
                         None => *store,

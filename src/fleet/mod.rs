@@ -90,6 +90,9 @@ struct LocalSession {
     outbound: Outbound,
     /// Cancelled when a newer session of the agent replaces this one.
     superseded: CancellationToken,
+    /// Cancelled to ask the agent to reconnect: its session was recorded as
+    /// ended (this replica was taken for dead). A child of `Fleet::reset`.
+    recycle: CancellationToken,
 }
 
 /// Wakes the dispatcher for some regions (or all), and tells `wait: true`
@@ -101,16 +104,24 @@ pub struct Signals {
     completed: Arc<watch::Sender<u64>>,
     /// Wake-ups for other replicas; None when polling only.
     outbox: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// How often to look again without a signal (the poll interval).
+    recheck: Duration,
 }
 
 impl Signals {
-    fn new(outbox: Option<mpsc::UnboundedSender<Outgoing>>) -> Self {
+    fn new(outbox: Option<mpsc::UnboundedSender<Outgoing>>, recheck: Duration) -> Self {
         Self {
             regions: Arc::new(Mutex::new(Some(HashSet::new()))),
             dispatch: Arc::new(Notify::new()),
             completed: Arc::new(watch::channel(0).0),
             outbox,
+            recheck,
         }
+    }
+
+    /// How often a waiter should look again in case a signal was lost.
+    pub fn recheck_every(&self) -> Duration {
+        self.recheck
     }
 
     /// A command for `region` was committed; `runner` is the agent running
@@ -191,11 +202,12 @@ impl<S: FleetStore> Fleet<S> {
             let (sender, receiver) = mpsc::unbounded_channel();
             (Some(sender), Some(receiver))
         };
+        let poll_interval = options.poll_interval;
         Arc::new(Self {
             store,
             heartbeat_interval: options.heartbeat_interval,
             options,
-            signals: Signals::new(outbox),
+            signals: Signals::new(outbox, poll_interval),
             outbox: Mutex::new(receiver),
             sessions: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
@@ -274,11 +286,6 @@ impl<S: FleetStore> Fleet<S> {
                 .is_some_and(|local| local.session.region == region)
     }
 
-    /// The token that ends every current session when cancelled.
-    fn reset_token(&self) -> CancellationToken {
-        self.reset.lock().unwrap().clone()
-    }
-
     /// Asks every agent connected here to reconnect.
     fn end_all_sessions(&self) {
         let previous = std::mem::take(&mut *self.reset.lock().unwrap());
@@ -287,15 +294,21 @@ impl<S: FleetStore> Fleet<S> {
 
     /// Registers a session, ending the agent's older one on this replica.
     /// If a newer session registered first (two connects racing), the
-    /// newcomer is the one ended: its token comes back cancelled.
-    fn register(&self, session: Session, outbound: Outbound) -> CancellationToken {
+    /// newcomer is the one ended: its token comes back cancelled. Returns
+    /// the session's `superseded` and `recycle` tokens.
+    fn register(
+        &self,
+        session: Session,
+        outbound: Outbound,
+    ) -> (CancellationToken, CancellationToken) {
         let superseded = CancellationToken::new();
+        let recycle = self.reset.lock().unwrap().child_token();
         let mut sessions = self.sessions.lock().unwrap();
         if let Some(existing) = sessions.get(&session.agent_id)
             && existing.session.epoch > session.epoch
         {
             superseded.cancel();
-            return superseded;
+            return (superseded, recycle);
         }
         let previous = sessions.insert(
             session.agent_id.clone(),
@@ -303,12 +316,26 @@ impl<S: FleetStore> Fleet<S> {
                 session,
                 outbound,
                 superseded: superseded.clone(),
+                recycle: recycle.clone(),
             },
         );
         if let Some(previous) = previous {
             previous.superseded.cancel();
         }
-        superseded
+        (superseded, recycle)
+    }
+
+    /// Asks the agents of these sessions (agent id, epoch) to reconnect.
+    fn recycle(&self, ended: &[(String, i64)]) {
+        let sessions = self.sessions.lock().unwrap();
+        for (agent_id, epoch) in ended {
+            if let Some(local) = sessions.get(agent_id)
+                && local.session.epoch == *epoch
+            {
+                warn!(%agent_id, epoch, "this session was recorded as ended elsewhere; asking the agent to reconnect");
+                local.recycle.cancel();
+            }
+        }
     }
 
     /// Whether `session` is the agent's registered session on this replica.
@@ -441,11 +468,14 @@ impl<S: FleetStore> Fleet<S> {
                 _ = tick.tick() => {}
             }
             let seen: Vec<Seen> = self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
-            if let Err(error) = self.store.flush_heartbeats(&seen).await {
-                warn!(%error, agents = seen.len(), "flushing heartbeats failed; retrying next round");
-                let mut pending = self.seen.lock().unwrap();
-                for entry in seen {
-                    pending.entry(entry.agent_id.clone()).or_insert(entry);
+            match self.store.flush_heartbeats(&seen).await {
+                Ok(ended) => self.recycle(&ended),
+                Err(error) => {
+                    warn!(%error, agents = seen.len(), "flushing heartbeats failed; retrying next round");
+                    let mut pending = self.seen.lock().unwrap();
+                    for entry in seen {
+                        pending.entry(entry.agent_id.clone()).or_insert(entry);
+                    }
                 }
             }
         }
@@ -484,23 +514,36 @@ impl<S: FleetStore> Fleet<S> {
         }
     }
 
+    /// Records this replica in the database; `serve` calls it before
+    /// accepting connections, so that no session exists for a replica the
+    /// others cannot see.
+    pub async fn register_replica(&self) -> Result<(), StoreError> {
+        self.store
+            .replica_heartbeat(&self.options.address, false)
+            .await
+    }
+
     /// This replica's heartbeat, then leader-only work while it holds the
-    /// lease, once per heartbeat interval.
+    /// lease, once per heartbeat interval. Each database call is bounded by
+    /// the interval, so that a hung connection cannot stall the loop.
     async fn replica_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let bound = self.heartbeat_interval;
+        let timed_out = || StoreError::Unavailable(format!("no answer within {bound:?}"));
         let mut last_alive = Instant::now();
         // The lease held, and until when this leader grants agents a grace.
+        // Kept through transient errors: only a new term starts a new grace.
         let mut leader: Option<(Lease, Instant)> = None;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            match self
-                .store
-                .replica_heartbeat(&self.options.address, false)
+            let heartbeat = self.store.replica_heartbeat(&self.options.address, false);
+            match tokio::time::timeout(bound, heartbeat)
                 .await
+                .unwrap_or_else(|_| Err(timed_out()))
             {
                 Ok(()) => last_alive = Instant::now(),
                 Err(error) => {
@@ -512,47 +555,52 @@ impl<S: FleetStore> Fleet<S> {
                         self.end_all_sessions();
                         last_alive = Instant::now();
                     }
+                    continue;
                 }
             }
-            leader = match self.store.acquire_lease(self.replica_ttl()).await {
-                Ok(Some(lease)) => {
-                    let grace_until = match leader {
-                        Some((held, until)) if held == lease => until,
-                        _ => {
-                            // Agents of a replica that just died, or of a
-                            // whole restarted cluster, get time to come
-                            // back before anything is marked offline.
-                            info!(
-                                term = lease.term,
-                                grace = ?self.offline_after(),
-                                "this replica is the leader"
-                            );
-                            Instant::now() + self.offline_after()
-                        }
-                    };
-                    match self.lead(lease, grace_until).await {
-                        Ok(()) => Some((lease, grace_until)),
-                        Err(StoreError::NotLeader { term }) => {
-                            info!(term, "the leader lease was lost; stepping down");
-                            None
-                        }
-                        Err(error) => {
-                            warn!(%error, "leader work failed");
-                            None
-                        }
-                    }
-                }
+            let acquired =
+                tokio::time::timeout(bound, self.store.acquire_lease(self.replica_ttl()))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
+            let lease = match acquired {
+                Ok(Some(lease)) => lease,
                 Ok(None) => {
-                    if let Some((lease, _)) = leader {
+                    if let Some((lease, _)) = leader.take() {
                         info!(term = lease.term, "another replica holds the leader lease");
                     }
-                    None
+                    continue;
                 }
                 Err(error) => {
                     warn!(%error, "renewing the leader lease failed");
-                    None
+                    continue;
                 }
             };
+            let grace_until = match leader {
+                Some((held, until)) if held == lease => until,
+                _ => {
+                    // Agents of a replica that just died, or of a whole
+                    // restarted cluster, get time to come back before
+                    // anything is marked offline.
+                    info!(
+                        term = lease.term,
+                        grace = ?self.offline_after(),
+                        "this replica is the leader"
+                    );
+                    Instant::now() + self.offline_after()
+                }
+            };
+            leader = Some((lease, grace_until));
+            match tokio::time::timeout(bound, self.lead(lease, grace_until))
+                .await
+                .unwrap_or_else(|_| Err(timed_out()))
+            {
+                Ok(()) => {}
+                Err(StoreError::NotLeader { term }) => {
+                    info!(term, "the leader lease was lost; stepping down");
+                    leader = None;
+                }
+                Err(error) => warn!(%error, "leader work failed; retrying next round"),
+            }
         }
     }
 
@@ -589,10 +637,14 @@ impl<S: FleetStore> Fleet<S> {
     }
 
     /// Clean stop: the row goes, and the lease with it, so that another
-    /// replica takes over at once.
+    /// replica takes over at once. Bounded: a stop never hangs on this.
     pub async fn retire(&self) {
-        if let Err(error) = self.store.retire_replica().await {
-            warn!(%error, "removing this replica's record failed; it expires by itself");
+        match tokio::time::timeout(Duration::from_secs(2), self.store.retire_replica()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                warn!(%error, "removing this replica's record failed; it expires by itself");
+            }
+            Err(_) => warn!("removing this replica's record timed out; it expires by itself"),
         }
     }
 }

@@ -93,8 +93,7 @@ pub async fn connect<S: FleetStore>(
     outbound
         .try_send(Ok(welcome))
         .expect("a new channel has room");
-    let superseded_token = fleet.register(session.clone(), outbound.clone());
-    let reset = fleet.reset_token();
+    let (superseded_token, recycle) = fleet.register(session.clone(), outbound.clone());
     fleet.saw(&session);
     fleet.signals.wake(&session.region);
 
@@ -117,7 +116,7 @@ pub async fn connect<S: FleetStore>(
     }
     tokio::spawn(
         async move {
-            let end = served.serve(inbound, superseded_token, reset).await;
+            let end = served.serve(inbound, superseded_token, recycle).await;
             served.finish(end).await;
         }
         .instrument(span),
@@ -165,24 +164,27 @@ impl<S: FleetStore> Served<S> {
         &mut self,
         mut inbound: Streaming<AgentMessage>,
         superseded: tokio_util::sync::CancellationToken,
-        reset: tokio_util::sync::CancellationToken,
+        recycle: tokio_util::sync::CancellationToken,
     ) -> End {
         let recycle_at = self.recycle_at;
-        let recycle = async move {
+        let max_age = async move {
             match recycle_at {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }
         };
-        tokio::pin!(recycle);
+        tokio::pin!(max_age);
         let mut retry = tokio::time::interval(RESULT_RETRY);
         retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let message = tokio::select! {
-                _ = reset.cancelled() => {
-                    return End::Recycle("this control-plane replica lost its database for too long");
+                _ = recycle.cancelled() => {
+                    return End::Recycle(
+                        "this control-plane replica was cut off from its database; reconnect",
+                    );
                 }
-                _ = &mut recycle => {
+                // Not while results wait for the database: they would be lost.
+                _ = &mut max_age, if self.unrecorded.is_empty() => {
                     return End::Recycle("the stream reached its maximum age; reconnect to rebalance");
                 }
                 _ = retry.tick(), if !self.unrecorded.is_empty() => {
@@ -351,7 +353,21 @@ impl<S: FleetStore> Served<S> {
         Ok(())
     }
 
-    async fn finish(self, end: End) {
+    async fn finish(mut self, end: End) {
+        if !self.unrecorded.is_empty() {
+            // One last, bounded try; what is still unrecorded is delivered
+            // again when the agent reconnects, and it answers again.
+            let held = self.unrecorded.len();
+            let recorded =
+                tokio::time::timeout(Duration::from_secs(2), self.record_unrecorded()).await;
+            if !matches!(recorded, Ok(Ok(()))) || !self.unrecorded.is_empty() {
+                warn!(
+                    held,
+                    dropped = self.unrecorded.len(),
+                    "results could not be recorded before the session ended; their commands will be delivered again"
+                );
+            }
+        }
         let farewell = match end {
             End::Gone => None,
             End::Superseded => Some(Err(superseded(&self.session.agent_id))),

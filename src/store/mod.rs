@@ -272,11 +272,14 @@ pub trait FleetStore: Store {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Writes the last heartbeat times kept in memory, in one statement;
-    /// entries of superseded sessions are skipped.
+    /// entries of superseded sessions are skipped. Returns the sessions
+    /// among them (agent id, epoch) recorded as ended: by the leader, which
+    /// took this replica for dead, or by this replica itself a moment ago.
+    /// Live streams of those sessions must end.
     fn flush_heartbeats(
         &self,
         seen: &[Seen],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 
     /// Regions that have pending commands.
     fn pending_regions(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;

@@ -406,11 +406,11 @@ fn run(program: &str, args: &[&str], root: bool) {
 async fn a_replica_rides_out_a_postgresql_restart() {
     let cluster = PrivateCluster::create();
     let db = Arc::new(TestDatabase::create_on(&cluster.url()).await);
-    // Heartbeats every 2 s: the restart is shorter than the four seconds
-    // after which the replica would end its sessions.
+    // Heartbeats every 5 s: the restart is far shorter than the ten
+    // seconds after which the replica would end its sessions.
     let options = FleetOptions {
         poll_interval: Duration::from_millis(200),
-        ..FleetOptions::new(Duration::from_secs(2))
+        ..FleetOptions::new(Duration::from_secs(5))
     };
     let app = spawn_replica(db.clone(), options, "replica-a").await;
     app.create(connector("c1", "c1")).await;

@@ -41,6 +41,27 @@ async fn two_replicas(options: FleetOptions) -> (TestApp, TestApp) {
     (a, b)
 }
 
+/// Waits until `replica`'s listening connection has run LISTEN (its last
+/// statement, until its first idle probe, a heartbeat interval later).
+async fn listening(app: &TestApp, replica: &str) -> i32 {
+    let name = format!("connector-control listener {replica}");
+    eventually(Duration::from_secs(10), || async {
+        app.db
+            .client()
+            .await
+            .query_opt(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = $1
+                   AND query LIKE 'LISTEN%' AND state = 'idle'",
+                &[&name],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get(0))
+    })
+    .await
+}
+
 /// The backend pids of `app`'s database connections named `name%`.
 async fn backends(app: &TestApp, name: &str) -> Vec<i32> {
     app.db
@@ -89,7 +110,10 @@ async fn a_command_committed_on_one_replica_reaches_an_agent_on_another_by_notif
 #[tokio::test]
 async fn a_wait_on_one_replica_ends_when_the_agent_answers_on_another() {
     let (a, b) = two_replicas(wakeups_only()).await;
+    listening(&b, "replica-b").await;
     let mut agent = TestAgent::connect(&a, hello("ag", "eu-2", "10.0.2.7")).await;
+    // b re-reads a waiting command only every poll interval (an hour
+    // here): the wait ends through the completion's wake-up.
     let waiting = tokio::spawn({
         let b = b.client.clone();
         async move {
@@ -187,21 +211,70 @@ async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
     assert_eq!(a.acquire_lease(hour).await.unwrap(), Some(lease));
     assert_eq!(a.sweep_offline(lease, hour, hour).await.unwrap(), 0);
 
-    // Both compete at once, again and again: never two holders.
+    // The lease lapses and both compete at once, again and again: exactly
+    // one wins each time, with a newer term.
+    let client = db.client().await;
+    let lapse = || async {
+        client
+            .execute("UPDATE leases SET expire_time = now()", &[])
+            .await
+            .unwrap();
+    };
+    let mut term = lease.term;
     for _ in 0..20 {
+        lapse().await;
         let (x, y) = tokio::join!(a.acquire_lease(hour), b.acquire_lease(hour));
-        assert!(x.unwrap().is_some() != y.unwrap().is_some());
+        let won = match (x.unwrap(), y.unwrap()) {
+            (Some(won), None) | (None, Some(won)) => won,
+            other => panic!("one winner expected, got {other:?}"),
+        };
+        assert!(won.term > term);
+        term = won.term;
     }
 
     // a's lease lapses (a paused, say); b takes over with a newer term.
-    db.client()
-        .await
-        .execute("UPDATE leases SET expire_time = now()", &[])
+    lapse().await;
+    let taken = b.acquire_lease(hour).await.unwrap().expect("b takes over");
+    assert_eq!(a.acquire_lease(hour).await.unwrap(), None);
+
+    // What a stale leader would change: an agent silent for an hour with a
+    // delivered command and a running connector.
+    client
+        .batch_execute(
+            "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
+                 project_name_folded, kind, source_type, source_region, source_address,
+                 destination_type, destination_region, destination_address, region, agent_id,
+                 state, desired_state, generation)
+             VALUES ('c1', 'c1', 'p', 'P', 'c1', 'p', 'INCREMENTAL_SYNC', 'MYSQL', 'eu-1', 'h:1',
+                 'MYSQL', 'eu-2', 'h:2', 'eu-2', 'ag', 'RUNNING', 'RUNNING', 1);
+             INSERT INTO commands (id, connector_id, kind, region, previous_region, generation,
+                 status, agent_id, deliver_time)
+             VALUES ('k1', 'c1', 'START', 'eu-2', 'eu-2', 1, 'DELIVERED', 'ag',
+                 now() - interval '1 hour');
+             INSERT INTO agents (id, region, server_ip, instance_id, session_id, session_epoch,
+                 connect_time, last_heartbeat_time, replica_id)
+             VALUES ('ag', 'eu-2', '10.0.2.7', 'i', 's', 1, now() - interval '2 hours',
+                 now() - interval '1 hour', 'a');",
+        )
         .await
         .unwrap();
-    let taken = b.acquire_lease(hour).await.unwrap().expect("b takes over");
-    assert!(taken.term > lease.term);
-    assert_eq!(a.acquire_lease(hour).await.unwrap(), None);
+    let snapshot = || async {
+        let row = client
+            .query_one(
+                "SELECT (SELECT state FROM connectors), (SELECT status FROM commands),
+                        (SELECT disconnect_time IS NULL FROM agents)",
+                &[],
+            )
+            .await
+            .unwrap();
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, bool>(2),
+        )
+    };
+    let before = snapshot().await;
+    assert_eq!(before, ("RUNNING".to_owned(), "DELIVERED".to_owned(), true));
 
     // a, acting on its old term, is refused and changes nothing.
     assert!(matches!(
@@ -212,7 +285,14 @@ async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
         a.expire_deliveries(lease, Duration::ZERO).await,
         Err(StoreError::NotLeader { .. })
     ));
-    assert_eq!(b.sweep_offline(taken, hour, hour).await.unwrap(), 0);
+    assert_eq!(snapshot().await, before);
+    // The leader's own sweep does change them (replica "a" never wrote a
+    // heartbeat: its session ends too).
+    assert!(b.sweep_offline(taken, hour, hour).await.unwrap() > 0);
+    assert_eq!(
+        snapshot().await,
+        ("UNKNOWN".to_owned(), "PENDING".to_owned(), false)
+    );
 
     // A clean stop hands the lease over at once.
     b.retire_replica().await.unwrap();
@@ -220,43 +300,46 @@ async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
     assert!(next.term > taken.term);
 }
 
-/// The replica holding an unexpired leader lease, if any.
-async fn leader(db: &TestDatabase) -> Option<String> {
+/// The replica holding an unexpired leader lease, if any, and its term.
+async fn leader(db: &TestDatabase) -> Option<(String, i64)> {
     db.client()
         .await
         .query_opt(
-            "SELECT holder FROM leases WHERE name = 'leader' AND expire_time > now()",
+            "SELECT split_part(holder, '/', 1), term FROM leases
+             WHERE name = 'leader' AND expire_time > now()",
             &[],
         )
         .await
         .unwrap()
-        .map(|row| row.get(0))
+        .map(|row| (row.get(0), row.get(1)))
 }
 
 #[tokio::test]
 async fn replicas_elect_one_leader_and_another_takes_over_when_it_stops() {
-    let options = FleetOptions::new(Duration::from_millis(100));
+    // A lease of 3 s (three 1 s intervals): it cannot lapse by accident
+    // while the test reads it.
+    let options = FleetOptions::new(Duration::from_secs(1));
     let (a, b) = two_replicas(options).await;
     let db = a.db.clone();
-    let first = eventually(Duration::from_secs(10), || leader(&db)).await;
+    let (first, term) = eventually(Duration::from_secs(10), || leader(&db)).await;
     let live = a
         .count("SELECT count(*) FROM replicas WHERE heartbeat_time > now() - interval '1 minute'")
         .await;
     assert_eq!(live, 2);
 
-    // Stop whichever leads; the other leads next, with a newer term.
-    let term = a.count("SELECT term FROM leases").await;
+    // Stop whichever leads; the other leads next, with a newer term, at
+    // once (the stopped one gave the lease up).
     let (mut stopped, survivor) = match first.as_str() {
         "replica-a" => (a, "replica-b"),
         "replica-b" => (b, "replica-a"),
         other => panic!("unexpected leader {other}"),
     };
     stopped.stop().await;
-    eventually(Duration::from_secs(10), || async {
-        (leader(&db).await.as_deref() == Some(survivor)).then_some(())
+    let (_, next_term) = eventually(Duration::from_secs(10), || async {
+        leader(&db).await.filter(|(holder, _)| holder == survivor)
     })
     .await;
-    assert!(stopped.count("SELECT term FROM leases").await > term);
+    assert!(next_term > term);
     // The stopped replica's record is gone.
     assert_eq!(
         stopped
@@ -334,6 +417,50 @@ async fn streams_are_recycled_after_their_maximum_age() {
     }
 }
 
+/// Sends heartbeats for `agent` every 100 ms until aborted.
+fn keep_beating(agent: &TestAgent) -> tokio::task::JoinHandle<()> {
+    let sender = agent.sender();
+    tokio::spawn(async move {
+        let mut sequence = 0;
+        loop {
+            sequence += 1;
+            let beat = v1::AgentMessage {
+                message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                    sequence,
+                    connectors: Vec::new(),
+                })),
+            };
+            if sender.send(beat).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_session_recorded_as_ended_elsewhere_is_asked_to_reconnect() {
+    let db = Arc::new(TestDatabase::create().await);
+    let app = spawn_replica(
+        db,
+        FleetOptions::new(Duration::from_millis(200)),
+        "replica-a",
+    )
+    .await;
+    let mut agent = TestAgent::connect(&app, hello("ag", "eu-2", "10.0.2.7")).await;
+    let beating = keep_beating(&agent);
+    // What the leader does to the sessions of a replica it counts dead:
+    // left in place, the stream would live on and never get a command.
+    app.sql("UPDATE agents SET disconnect_time = now()").await;
+    match agent.next().await {
+        Ok(v1::control_message::Message::Reconnect(reconnect)) => {
+            assert!(reconnect.reason.contains("reconnect"), "{reconnect:?}");
+        }
+        other => panic!("expected reconnect, got {other:?}"),
+    }
+    beating.abort();
+}
+
 #[tokio::test]
 async fn the_leader_redelivers_a_command_left_unanswered_too_long() {
     let db = Arc::new(TestDatabase::create().await);
@@ -345,25 +472,7 @@ async fn the_leader_redelivers_a_command_left_unanswered_too_long() {
     app.create(connector("c1", "orders")).await;
     let mut agent = TestAgent::connect(&app, hello("ag", "eu-2", "10.0.2.7")).await;
     // Heartbeats keep the agent online; the command is never answered.
-    let beating = {
-        let sender = agent.sender();
-        tokio::spawn(async move {
-            let mut sequence = 0;
-            loop {
-                sequence += 1;
-                let beat = v1::AgentMessage {
-                    message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
-                        sequence,
-                        connectors: Vec::new(),
-                    })),
-                };
-                if sender.send(beat).await.is_err() {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let beating = keep_beating(&agent);
     let started = app.start(start_request("c1")).await.unwrap();
     let first = agent.next_command().await;
     assert_eq!(first.id, started.command.unwrap().id);

@@ -17,7 +17,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, instrument};
 
-/// The leader lease if `$1` (replica id) still holds it in term `$2`. The
+/// The leader lease if `$1` (this process's lease holder name) still holds
+/// it in term `$2`. The
 /// share lock keeps another replica from taking it over until the
 /// statement's transaction ends, so the check holds for the whole write.
 const LEASE_CTE: &str = "lease AS (
@@ -247,27 +248,32 @@ impl FleetStore for PgStore {
         tx.commit().await.map_err(translate)
     }
 
-    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<(), StoreError> {
+    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
         if seen.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
                 "UPDATE agents SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
                  FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
-                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch",
+                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
+                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
             )
             .await
             .map_err(translate)?;
         let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
         let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
         let times: Vec<_> = seen.iter().map(|s| s.time).collect();
-        client
-            .execute(&statement, &[&ids, &epochs, &times])
+        let rows = client
+            .query(&statement, &[&ids, &epochs, &times])
             .await
             .map_err(translate)?;
-        Ok(())
+        Ok(rows
+            .iter()
+            .filter(|row| row.get::<_, bool>(2))
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
     }
 
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
@@ -547,7 +553,7 @@ impl FleetStore for PgStore {
             .query_one(
                 &statement,
                 &[
-                    &&*self.replica_id,
+                    &&*self.lease_holder,
                     &lease.term,
                     &offline_after.as_secs_f64(),
                     &replica_ttl.as_secs_f64(),
@@ -588,7 +594,7 @@ impl FleetStore for PgStore {
         let row = client
             .query_one(
                 &statement,
-                &[&&*self.replica_id, &lease.term, &timeout.as_secs_f64()],
+                &[&&*self.lease_holder, &lease.term, &timeout.as_secs_f64()],
             )
             .await
             .map_err(translate)?;
@@ -618,8 +624,8 @@ impl FleetStore for PgStore {
                         r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
                         r.draining,
                         (SELECT l.term FROM leases l
-                         WHERE l.name = 'leader' AND l.holder = r.id AND l.expire_time > now())
-                            AS leader_term,
+                         WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
+                           AND l.expire_time > now()) AS leader_term,
                         (SELECT count(*) FROM agents a
                          WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
                  FROM replicas r
@@ -669,9 +675,9 @@ impl FleetStore for PgStore {
             .execute(
                 "WITH released AS (
                      UPDATE leases SET expire_time = now()
-                     WHERE holder = $1 AND expire_time > now() RETURNING 1)
+                     WHERE holder = $2 AND expire_time > now() RETURNING 1)
                  DELETE FROM replicas WHERE id = $1",
-                &[&&*self.replica_id],
+                &[&&*self.replica_id, &&*self.lease_holder],
             )
             .await
             .map_err(translate)?;
@@ -697,7 +703,7 @@ impl FleetStore for PgStore {
             .await
             .map_err(translate)?;
         let row = client
-            .query_opt(&statement, &[&&*self.replica_id, &ttl.as_secs_f64()])
+            .query_opt(&statement, &[&&*self.lease_holder, &ttl.as_secs_f64()])
             .await
             .map_err(translate)?;
         Ok(row.map(|row| Lease { term: row.get(0) }))

@@ -44,11 +44,14 @@ pub async fn run(
     let mut retry = RETRY_START;
     loop {
         let (listening_tx, mut listening) = tokio::sync::oneshot::channel();
+        let began = tokio::time::Instant::now();
         let error = tokio::select! {
             _ = shutdown.cancelled() => return,
             error = listen(&config, &handler, check_every, listening_tx) => error,
         };
-        if listening.try_recv().is_ok() {
+        // Back to a quick retry only after a connection that lasted: one
+        // cut right after each LISTEN must not become a tight loop.
+        if listening.try_recv().is_ok() && began.elapsed() >= check_every {
             retry = RETRY_START;
         }
         warn!(

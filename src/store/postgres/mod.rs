@@ -43,6 +43,10 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 /// the database unavailable instead of hanging the call.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long sent data may stay unacknowledged before the connection is
+/// given up (TCP_USER_TIMEOUT).
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Arbitrary constant naming the advisory lock that serialises migrations
 /// when several replicas start at once.
 const MIGRATION_LOCK: i64 = 0x636f_6e6e_6374_726c;
@@ -54,6 +58,10 @@ pub struct PgStore {
     redacted_url: String,
     /// This process among the replicas sharing the database.
     replica_id: std::sync::Arc<str>,
+    /// Who holds the leader lease when this process does:
+    /// `<replica id>/<random>`, unique per process, so that a restarted
+    /// replica (or two started with one id by mistake) never shares a term.
+    lease_holder: std::sync::Arc<str>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -76,6 +84,12 @@ impl PgStore {
         let redacted_url = describe(&config);
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // A connection whose peer vanished (host down, network cut, no RST)
+        // fails within this instead of hanging a call for the kernel's
+        // default of about 15 minutes.
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(TCP_USER_TIMEOUT);
         }
         config.application_name("connector-control");
         // Searches bind their LIKE patterns as parameters; a cached generic
@@ -105,8 +119,10 @@ impl PgStore {
             pool,
             config,
             redacted_url,
-            replica_id: default_replica_id().into(),
-        };
+            replica_id: "".into(),
+            lease_holder: "".into(),
+        }
+        .with_replica_id(&default_replica_id());
         // Probe with a plain connection: its errors say what went wrong
         // (refused, unknown database, authentication) without pool wording.
         let (probe, connection) = store
@@ -123,6 +139,8 @@ impl PgStore {
     /// Names this process among the replicas (default: host name and a
     /// random suffix).
     pub fn with_replica_id(mut self, id: &str) -> Self {
+        let instance = uuid::Uuid::new_v4().simple().to_string();
+        self.lease_holder = format!("{id}/{}", &instance[..8]).into();
         self.replica_id = id.into();
         self
     }

@@ -668,9 +668,10 @@ impl FleetStore for SqliteStore {
         .await
     }
 
-    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<(), StoreError> {
+    /// Sessions are only ever ended by this process here: none to report.
+    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
         if seen.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let seen = seen.to_vec();
         self.with(move |connection| {
@@ -688,7 +689,8 @@ impl FleetStore for SqliteStore {
                         .map_err(translate)?;
                 }
             }
-            tx.commit().map_err(translate)
+            tx.commit().map_err(translate)?;
+            Ok(Vec::new())
         })
         .await
     }
@@ -922,13 +924,18 @@ impl FleetStore for SqliteStore {
     }
 
     /// The one process that owns the file, always alive and leading.
-    async fn list_replicas(&self, offline_after: Duration) -> Result<Vec<Replica>, StoreError> {
-        let online = self
-            .list_agents(None, offline_after)
-            .await?
-            .iter()
-            .filter(|agent| agent.online)
-            .count();
+    async fn list_replicas(&self, _replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
+        let sessions: i64 = self
+            .with(|connection| {
+                connection
+                    .query_row(
+                        "SELECT count(*) FROM agents WHERE disconnect_time IS NULL",
+                        [],
+                        |row| row.get(0),
+                    )
+                    .map_err(translate)
+            })
+            .await?;
         Ok(vec![Replica {
             id: EMBEDDED.to_owned(),
             address: String::new(),
@@ -937,7 +944,7 @@ impl FleetStore for SqliteStore {
             alive: true,
             draining: false,
             leader_term: Some(1),
-            agents: online as i64,
+            agents: sessions,
         }])
     }
 
