@@ -108,6 +108,7 @@ pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
     for (id, region, ip, latency) in AGENTS {
         let config = AgentConfig {
             control_plane: vec![format!("http://{host}")],
+            bearer: Default::default(),
             agent_id: (*id).to_owned(),
             region: (*region).to_owned(),
             server_ip: (*ip).to_owned(),

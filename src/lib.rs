@@ -21,6 +21,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod auth;
 pub mod cli;
 pub mod demo;
 pub mod domain;

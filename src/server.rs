@@ -2,6 +2,7 @@
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
 use crate::api::{AgentApi, ConnectorApi};
+use crate::auth::Authenticator;
 use crate::domain::PageTokenCodec;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::proto::{
@@ -14,6 +15,7 @@ use std::future::Future;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
@@ -39,6 +41,8 @@ pub struct ServeOptions {
     /// Agents and replicas: heartbeat interval (four missed ones make an
     /// agent offline), polling, wake-ups, stream recycling.
     pub fleet: FleetOptions,
+    /// Who may call what. `Authenticator::open()` lets everyone in.
+    pub auth: Authenticator,
 }
 
 impl Default for ServeOptions {
@@ -47,6 +51,7 @@ impl Default for ServeOptions {
             max_wait: Duration::from_secs(60),
             drain_timeout: Duration::from_secs(30),
             fleet: FleetOptions::new(Duration::from_secs(10)),
+            auth: Authenticator::open(),
         }
     }
 }
@@ -119,8 +124,14 @@ pub async fn serve<S: FleetStore>(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(ConnectorServiceServer::new(api))
-        .add_service(AgentServiceServer::new(agents))
+        .add_service(InterceptedService::new(
+            ConnectorServiceServer::new(api),
+            options.auth.interceptor(),
+        ))
+        .add_service(InterceptedService::new(
+            AgentServiceServer::new(agents),
+            options.auth.interceptor(),
+        ))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {

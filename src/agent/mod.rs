@@ -43,6 +43,8 @@ pub struct AgentConfig {
     pub latency: Duration,
     /// How far back each connector's store holds change data.
     pub store_retention: Duration,
+    /// Sent as `authorization: Bearer <token>`.
+    pub bearer: crate::auth::Bearer,
 }
 
 /// One simulated connector.
@@ -277,7 +279,9 @@ async fn session(
             message: Some(agent_message::Message::Hello(hello)),
         })
         .await;
-    let mut inbound = match AgentServiceClient::new(channel)
+    let authed =
+        tonic::service::interceptor::InterceptedService::new(channel, config.bearer.clone());
+    let mut inbound = match AgentServiceClient::new(authed)
         .connect(ReceiverStream::new(receiver))
         .await
     {
@@ -371,6 +375,7 @@ mod tests {
             server_ip: "10.0.0.1".into(),
             latency: Duration::from_secs(2),
             store_retention: Duration::from_secs(3600),
+            bearer: Default::default(),
         }
     }
 

@@ -3,6 +3,7 @@
 
 use super::convert;
 use super::error::ApiError;
+use crate::auth::{self, Permission};
 use crate::fleet::{self, Fleet};
 use crate::proto::v1::{self, agent_service_server::AgentService};
 use crate::store::FleetStore;
@@ -31,7 +32,9 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let stream = fleet::connect(self.fleet.clone(), request.into_inner()).await?;
+        let principal =
+            auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
+        let stream = fleet::connect(self.fleet.clone(), request.into_inner(), principal).await?;
         Ok(Response::new(stream))
     }
 
@@ -40,6 +43,7 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         &self,
         request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
+        auth::require(&request, Permission::AgentsRead).map_err(ApiError::from)?;
         let region = convert::region_filter("ListAgents", &request.get_ref().region)?;
         let agents = self
             .store
@@ -54,8 +58,9 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
     #[instrument(name = "ListReplicas", skip_all)]
     async fn list_replicas(
         &self,
-        _request: Request<v1::ListReplicasRequest>,
+        request: Request<v1::ListReplicasRequest>,
     ) -> Result<Response<v1::ListReplicasResponse>, Status> {
+        auth::require(&request, Permission::AgentsRead).map_err(ApiError::from)?;
         let replicas = self
             .store
             .list_replicas(self.fleet.replica_ttl())

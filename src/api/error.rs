@@ -21,6 +21,8 @@ pub enum ApiError {
     InvalidPageToken(#[from] PageTokenError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
     #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
@@ -117,7 +119,50 @@ impl From<ApiError> for Status {
                 no_details,
             ),
             ApiError::Store(error) => store_status(error),
+            ApiError::Auth(error) => auth_status(error),
         }
+    }
+}
+
+fn auth_status(error: crate::auth::AuthError) -> Status {
+    use crate::auth::AuthError;
+    match error {
+        AuthError::Unauthenticated(why) => status(
+            Code::Unauthenticated,
+            ErrorReason::Unauthenticated,
+            why,
+            &[],
+            no_details,
+        ),
+        AuthError::PermissionDenied {
+            principal,
+            role,
+            permission,
+        } => status(
+            Code::PermissionDenied,
+            ErrorReason::PermissionDenied,
+            format!(
+                "principal {principal} (role {role}) lacks permission {permission}, which role \
+                 {} has; ask an administrator of the auth file",
+                permission.granted_by()
+            ),
+            &[
+                ("principal", principal),
+                ("role", role.to_owned()),
+                ("permission", permission.name().to_owned()),
+            ],
+            no_details,
+        ),
+        AuthError::AgentClaimRefused { principal, reason } => status(
+            Code::PermissionDenied,
+            ErrorReason::PermissionDenied,
+            format!("{reason}; nothing this session sent was applied"),
+            &[
+                ("principal", principal),
+                ("permission", "agents.connect".to_owned()),
+            ],
+            no_details,
+        ),
     }
 }
 

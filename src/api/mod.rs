@@ -10,6 +10,8 @@ pub use agents::AgentApi;
 pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
 
+use crate::auth::{self, Permission};
+
 use crate::domain::{CommandKind, Cursor, PageTokenCodec};
 use crate::fleet::Signals;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
@@ -180,8 +182,9 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
     #[instrument(name = "ListRegions", skip_all)]
     async fn list_regions(
         &self,
-        _request: Request<v1::ListRegionsRequest>,
+        request: Request<v1::ListRegionsRequest>,
     ) -> Result<Response<v1::ListRegionsResponse>, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
         let regions = self
             .store
             .list_regions(self.offline_after)
@@ -197,6 +200,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::CreateConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
+        auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
         let new = convert::new_connector(request.into_inner())?;
         Span::current().record("connector_id", new.id.as_str());
         let connector = self
@@ -213,6 +217,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::GetConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
         let id = &request.get_ref().id;
         convert::connector_id("GetConnector", id)?;
         let connector = self.store.get_connector(id).await.map_err(ApiError::from)?;
@@ -224,6 +229,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::ListConnectorsRequest>,
     ) -> Result<Response<v1::ListConnectorsResponse>, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
         let query = convert::list_query(request.into_inner())?;
         let after = match query.page_token.as_str() {
             "" => None,
@@ -268,6 +274,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::StartConnectorRequest>,
     ) -> Result<Response<v1::StartConnectorResponse>, Status> {
+        auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
         let deadline = self.deadline(&request);
         let message = request.into_inner();
         let start = convert::start_request(&message, chrono::Utc::now())?;
@@ -295,6 +302,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::PauseConnectorRequest>,
     ) -> Result<Response<v1::PauseConnectorResponse>, Status> {
+        auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
         let deadline = self.deadline(&request);
         let message = request.into_inner();
         let pause = convert::pause_request(&message)?;

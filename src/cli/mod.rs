@@ -7,6 +7,7 @@ mod render;
 
 pub use people::Failure;
 
+use crate::auth::Authenticator;
 use crate::fleet::FleetOptions;
 use crate::server::{self, ServeOptions};
 use crate::store::postgres::DEFAULT_POOL_SIZE;
@@ -86,6 +87,15 @@ pub struct AgentArgs {
     /// pull-back.
     #[arg(long, env = "AGENT_STORE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub store_retention: Duration,
+
+    /// Bearer token of an `agent` principal, when the control plane has an
+    /// auth file.
+    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A file whose content is the bearer token (instead of --token).
+    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -168,6 +178,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
+    /// Principals, roles and token hashes (TOML; see README "Security").
+    /// Reloaded on SIGHUP. Without it, every caller may do everything, and
+    /// `serve` listens on loopback addresses only.
+    #[arg(long, env = "CONNECTOR_CONTROL_AUTH_FILE")]
+    pub auth_file: Option<std::path::PathBuf>,
+
+    /// Serve a non-loopback address without --auth-file: anyone who can
+    /// reach the port may start and pause every connector.
+    #[arg(long, env = "CONNECTOR_CONTROL_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
     /// A command delivered to an agent and unanswered for this long is
     /// delivered again (agents apply each generation once).
     #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
@@ -224,6 +245,10 @@ impl Cli {
                     server_ip: args.server_ip,
                     latency: args.latency,
                     store_retention: args.store_retention,
+                    bearer: crate::auth::Bearer::from_args(
+                        args.token.as_deref(),
+                        args.token_file.as_deref(),
+                    )?,
                 };
                 crate::agent::run(config, shutdown_signal()).await
             }
@@ -261,6 +286,7 @@ impl Cli {
 
 /// `serve` on either backend.
 async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
+    let auth = authenticator(&args)?;
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -290,7 +316,11 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             delivery_timeout: args.delivery_timeout,
             address: listener.local_addr()?.to_string(),
         },
+        auth: auth.clone(),
     };
+    if auth.enabled() {
+        tokio::spawn(reload_on_sighup(auth));
+    }
     let shutdown = CancellationToken::new();
     if args.demo {
         crate::demo::seed(&store).await?;
@@ -306,6 +336,53 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     let result = server::serve(listener, store, options, signal).await;
     shutdown.cancel();
     result
+}
+
+/// The auth file's principals, or, without one, open access: refused
+/// unless the listen address is loopback or --insecure-no-auth says so.
+fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
+    if let Some(path) = &args.auth_file {
+        let auth = Authenticator::from_file(path)?;
+        info!(file = %path.display(), "callers are authenticated by bearer token");
+        return Ok(auth);
+    }
+    if !args.listen.ip().is_loopback() {
+        if !args.insecure_no_auth {
+            bail!(
+                "refusing to serve {} without --auth-file: anyone who can reach it could start \
+                 and pause every connector. Give --auth-file, listen on 127.0.0.1, or pass \
+                 --insecure-no-auth to accept the risk",
+                args.listen
+            );
+        }
+        tracing::error!(
+            listen = %args.listen,
+            "INSECURE: serving a non-loopback address without authentication \
+             (--insecure-no-auth); anyone who can reach it may start and pause every connector"
+        );
+    }
+    Ok(Authenticator::open())
+}
+
+/// Reloads the auth file on each SIGHUP; calls and streams in progress are
+/// not touched, and a bad file leaves the principals in force.
+async fn reload_on_sighup(auth: Authenticator) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the auth file will not be reloaded");
+            return;
+        }
+    };
+    while hangups.recv().await.is_some() {
+        match auth.reload() {
+            Ok(principals) => info!(principals, "auth file reloaded"),
+            Err(error) => {
+                tracing::error!(%error, "auth file not reloaded; the previous principals stay in force");
+            }
+        }
+    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM (what orchestrators send).

@@ -5,6 +5,7 @@
 //! it was.
 
 use super::render::{self, Output};
+use crate::auth::Bearer;
 use crate::proto::v1::{
     self, agent_service_client::AgentServiceClient,
     connector_service_client::ConnectorServiceClient,
@@ -12,6 +13,7 @@ use crate::proto::v1::{
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use std::time::Duration;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 use tonic_types::StatusExt;
 
@@ -23,6 +25,8 @@ pub mod exit {
     pub const FAILED_PRECONDITION: u8 = 4;
     pub const NOT_CONFIRMED: u8 = 5;
     pub const UNAVAILABLE: u8 = 6;
+    /// UNAUTHENTICATED or PERMISSION_DENIED.
+    pub const NOT_ALLOWED: u8 = 7;
 }
 
 /// A call that failed, ready to print: `error: REASON: message`.
@@ -48,6 +52,7 @@ impl From<tonic::Status> for Failure {
             tonic::Code::FailedPrecondition => exit::FAILED_PRECONDITION,
             tonic::Code::DeadlineExceeded => exit::NOT_CONFIRMED,
             tonic::Code::Unavailable => exit::UNAVAILABLE,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => exit::NOT_ALLOWED,
             _ => exit::FAILED,
         };
         let reason = status
@@ -88,7 +93,18 @@ pub struct ClientArgs {
     /// `table` for people, `json` (the API's JSON mapping) for scripts.
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+
+    /// Bearer token, when the control plane has an auth file.
+    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+
+    /// A file whose content is the bearer token (instead of --token).
+    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
+    pub token_file: Option<std::path::PathBuf>,
 }
+
+/// A client channel that sends the bearer token with every call.
+type Authed = InterceptedService<Channel, Bearer>;
 
 impl ClientArgs {
     async fn channel(&self) -> anyhow::Result<Channel> {
@@ -111,8 +127,17 @@ impl ClientArgs {
             .map_err(|e| unreachable(e.to_string()))
     }
 
-    async fn connectors(&self) -> anyhow::Result<ConnectorServiceClient<Channel>> {
-        Ok(ConnectorServiceClient::new(self.channel().await?))
+    async fn authed(&self) -> anyhow::Result<Authed> {
+        let bearer = Bearer::from_args(self.token.as_deref(), self.token_file.as_deref())?;
+        Ok(InterceptedService::new(self.channel().await?, bearer))
+    }
+
+    async fn connectors(&self) -> anyhow::Result<ConnectorServiceClient<Authed>> {
+        Ok(ConnectorServiceClient::new(self.authed().await?))
+    }
+
+    async fn agents(&self) -> anyhow::Result<AgentServiceClient<Authed>> {
+        Ok(AgentServiceClient::new(self.authed().await?))
     }
 }
 
@@ -429,7 +454,7 @@ async fn command_call<Req, Resp: prost::Message>(
     message: Req,
     wait: Option<Duration>,
     call: impl AsyncFnOnce(
-        ConnectorServiceClient<Channel>,
+        ConnectorServiceClient<Authed>,
         tonic::Request<Req>,
     ) -> Result<tonic::Response<Resp>, tonic::Status>,
     parts: impl Fn(&Resp) -> (Option<&v1::Connector>, Option<&v1::Command>),
@@ -466,7 +491,9 @@ async fn command_call<Req, Resp: prost::Message>(
 impl AgentsCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let AgentsCommand::List { region, client } = self;
-        let response = AgentServiceClient::new(client.channel().await?)
+        let response = client
+            .agents()
+            .await?
             .list_agents(v1::ListAgentsRequest { region })
             .await
             .map_err(Failure::from)?
@@ -479,7 +506,9 @@ impl AgentsCommand {
 impl ReplicasCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let ReplicasCommand::List { client } = self;
-        let response = AgentServiceClient::new(client.channel().await?)
+        let response = client
+            .agents()
+            .await?
             .list_replicas(v1::ListReplicasRequest {})
             .await
             .map_err(Failure::from)?

@@ -2,6 +2,7 @@
 
 use super::{Fleet, SESSION_QUEUE};
 use crate::api::{ApiError, agent_convert};
+use crate::auth::{AuthError, Principal};
 use crate::domain::{CommandReport, ObservedStatus, Session};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
@@ -52,6 +53,7 @@ fn superseded(agent_id: &str) -> Status {
 pub async fn connect<S: FleetStore>(
     fleet: Arc<Fleet<S>>,
     mut inbound: Streaming<AgentMessage>,
+    principal: Principal,
 ) -> Result<ReceiverStream<Result<ControlMessage, Status>>, Status> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
         .await
@@ -70,6 +72,16 @@ pub async fn connect<S: FleetStore>(
             ));
         }
     };
+    // Checked before anything the hello carries is written.
+    if let Some(reason) = principal.agent_claim_refused(&hello.agent_id, &hello.region) {
+        warn!(principal = %principal.name, agent_id = %hello.agent_id, region = %hello.region,
+              "agent session refused: {reason}");
+        return Err(ApiError::from(AuthError::AgentClaimRefused {
+            principal: principal.name,
+            reason,
+        })
+        .into());
+    }
     let session = fleet
         .store
         .open_session(&hello)

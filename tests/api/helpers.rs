@@ -1,6 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, migrated, and the real
 //! server on a port-0 listener reached through the generated tonic client.
 
+use connector_control::auth::Authenticator;
 use connector_control::fleet::FleetOptions;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use connector_control::server::{self, ServeOptions};
@@ -135,7 +136,26 @@ async fn spawn_on(db: Arc<TestDatabase>) -> TestApp {
 async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
     // Short, so that liveness tests finish quickly; they wait on
     // conditions, never on this value.
-    spawn_replica_at(db, addr, FleetOptions::new(HEARTBEAT_INTERVAL), None).await
+    spawn_replica_at(
+        db,
+        addr,
+        FleetOptions::new(HEARTBEAT_INTERVAL),
+        None,
+        Authenticator::open(),
+    )
+    .await
+}
+
+/// A server on its own database that authenticates callers with `auth`.
+pub async fn spawn_with_auth(auth: Authenticator) -> TestApp {
+    spawn_replica_at(
+        Arc::new(TestDatabase::create().await),
+        "127.0.0.1:0",
+        FleetOptions::new(HEARTBEAT_INTERVAL),
+        None,
+        auth,
+    )
+    .await
 }
 
 /// One more replica (its own pool, listener and loops) on `db`.
@@ -144,7 +164,14 @@ pub async fn spawn_replica(
     fleet: FleetOptions,
     replica_id: &str,
 ) -> TestApp {
-    spawn_replica_at(db, "127.0.0.1:0", fleet, Some(replica_id)).await
+    spawn_replica_at(
+        db,
+        "127.0.0.1:0",
+        fleet,
+        Some(replica_id),
+        Authenticator::open(),
+    )
+    .await
 }
 
 async fn spawn_replica_at(
@@ -152,6 +179,7 @@ async fn spawn_replica_at(
     addr: &str,
     fleet: FleetOptions,
     replica_id: Option<&str>,
+    auth: Authenticator,
 ) -> TestApp {
     let mut store = PgStore::connect(&db.url, 8)
         .await
@@ -167,6 +195,7 @@ async fn spawn_replica_at(
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
         fleet,
+        auth,
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

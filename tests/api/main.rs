@@ -12,4 +12,5 @@ mod process;
 mod reference_agent;
 mod replica_processes;
 mod replicas;
+mod security;
 mod start_pause;

@@ -1,0 +1,553 @@
+//! Who may do what: principals from the auth file, their roles and
+//! permissions, and bearer-token authentication.
+//!
+//! The auth file (`serve --auth-file`, TOML) names principals with a role and
+//! the SHA-256 of their bearer token, never the token itself:
+//!
+//! ```toml
+//! [[principal]]
+//! name = "oncall"
+//! role = "operator"
+//! token_sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+//!
+//! [[principal]]
+//! name = "agent-eu-1"
+//! role = "agent"
+//! region = "eu-1"
+//! agent_id = "eu-1a"          # optional: only this agent id
+//! token_sha256 = "..."
+//! ```
+//!
+//! Every API call is authenticated by an interceptor (UNAUTHENTICATED without
+//! a known token) and checked by its handler against one permission
+//! (PERMISSION_DENIED names it). Reflection and health are not intercepted.
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use subtle::ConstantTimeEq;
+use tonic::metadata::MetadataMap;
+
+/// What a call needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    /// GetConnector, ListConnectors, ListRegions.
+    ConnectorsRead,
+    /// ListAgents, ListReplicas.
+    AgentsRead,
+    /// StartConnector, PauseConnector.
+    ConnectorsOperate,
+    /// CreateConnector.
+    ConnectorsCreate,
+    /// AgentService/Connect.
+    AgentsConnect,
+}
+
+impl Permission {
+    pub fn name(self) -> &'static str {
+        match self {
+            Permission::ConnectorsRead => "connectors.read",
+            Permission::AgentsRead => "agents.read",
+            Permission::ConnectorsOperate => "connectors.operate",
+            Permission::ConnectorsCreate => "connectors.create",
+            Permission::AgentsConnect => "agents.connect",
+        }
+    }
+
+    /// The roles that grant it, for error messages.
+    pub fn granted_by(self) -> &'static str {
+        match self {
+            Permission::ConnectorsRead | Permission::AgentsRead => "viewer, operator or admin",
+            Permission::ConnectorsOperate => "operator or admin",
+            Permission::ConnectorsCreate => "admin",
+            Permission::AgentsConnect => "agent",
+        }
+    }
+}
+
+/// A principal's role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Viewer,
+    Operator,
+    Admin,
+    Agent,
+}
+
+impl Role {
+    pub fn grants(self, permission: Permission) -> bool {
+        use Permission::*;
+        match self {
+            Role::Viewer => matches!(permission, ConnectorsRead | AgentsRead),
+            Role::Operator => matches!(permission, ConnectorsRead | AgentsRead | ConnectorsOperate),
+            Role::Admin => matches!(
+                permission,
+                ConnectorsRead | AgentsRead | ConnectorsOperate | ConnectorsCreate
+            ),
+            Role::Agent => permission == AgentsConnect,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+            Role::Agent => "agent",
+        }
+    }
+}
+
+/// Who is calling. Put into each request's extensions by the interceptor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub role: Role,
+    /// For agents: the only region their sessions may claim.
+    pub region: Option<String>,
+    /// For agents: the only agent id their sessions may claim, if set.
+    pub agent_id: Option<String>,
+    /// Without an auth file every caller may do everything.
+    pub unrestricted: bool,
+}
+
+impl Principal {
+    /// The caller when the server runs without an auth file.
+    pub fn anonymous() -> Self {
+        Principal {
+            name: "anonymous".to_owned(),
+            role: Role::Admin,
+            region: None,
+            agent_id: None,
+            unrestricted: true,
+        }
+    }
+
+    pub fn allows(&self, permission: Permission) -> bool {
+        self.unrestricted || self.role.grants(permission)
+    }
+
+    /// Why an agent session claiming `agent_id` in `region` is refused,
+    /// if it is.
+    pub fn agent_claim_refused(&self, agent_id: &str, region: &str) -> Option<String> {
+        if self.unrestricted {
+            return None;
+        }
+        if self.region.as_deref() != Some(region) {
+            return Some(format!(
+                "principal {} may connect agents of region {} only, not {region}",
+                self.name,
+                self.region.as_deref().unwrap_or("(none)")
+            ));
+        }
+        match &self.agent_id {
+            Some(allowed) if allowed != agent_id => Some(format!(
+                "principal {} may connect as agent {allowed} only, not {agent_id}",
+                self.name
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// Why a call was not authenticated or not allowed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("principal {principal} (role {role}) lacks permission {permission}")]
+    PermissionDenied {
+        principal: String,
+        role: &'static str,
+        permission: Permission,
+    },
+    /// An agent's hello claims a region or agent id its token does not
+    /// allow.
+    #[error("{reason}")]
+    AgentClaimRefused { principal: String, reason: String },
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The request's principal checked against `permission`.
+pub fn require<T>(
+    request: &tonic::Request<T>,
+    permission: Permission,
+) -> Result<Principal, AuthError> {
+    let principal = request
+        .extensions()
+        .get::<Principal>()
+        .cloned()
+        .ok_or_else(|| AuthError::Unauthenticated("no credentials were checked".to_owned()))?;
+    if principal.allows(permission) {
+        Ok(principal)
+    } else {
+        Err(AuthError::PermissionDenied {
+            principal: principal.name.clone(),
+            role: principal.role.as_str(),
+            permission,
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuthFileToml {
+    #[serde(default)]
+    principal: Vec<PrincipalToml>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrincipalToml {
+    name: String,
+    role: Role,
+    token_sha256: String,
+    region: Option<String>,
+    agent_id: Option<String>,
+}
+
+/// The principals of one version of the auth file.
+#[derive(Debug, Default)]
+pub struct Principals {
+    entries: Vec<(Principal, [u8; 32])>,
+}
+
+impl Principals {
+    /// Parses and checks an auth file's text; errors say which principal
+    /// and field is wrong.
+    pub fn parse(text: &str) -> anyhow::Result<Self> {
+        let file: AuthFileToml = toml::from_str(text)?;
+        let mut entries: Vec<(Principal, [u8; 32])> = Vec::new();
+        for (index, p) in file.principal.into_iter().enumerate() {
+            let at = format!("principal {} ({:?})", index + 1, p.name);
+            anyhow::ensure!(!p.name.trim().is_empty(), "{at}: name is empty");
+            anyhow::ensure!(
+                entries.iter().all(|(e, _)| e.name != p.name),
+                "{at}: the name is used twice"
+            );
+            let digest = parse_sha256(&p.token_sha256).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{at}: token_sha256 must be 64 hexadecimal digits (the SHA-256 of the token, \
+                     e.g. `printf %s TOKEN | sha256sum`)"
+                )
+            })?;
+            anyhow::ensure!(
+                entries.iter().all(|(_, d)| *d != digest),
+                "{at}: the same token as another principal"
+            );
+            match p.role {
+                Role::Agent => anyhow::ensure!(
+                    p.region.as_deref().is_some_and(|r| !r.is_empty()),
+                    "{at}: an agent needs a region"
+                ),
+                _ => anyhow::ensure!(
+                    p.region.is_none() && p.agent_id.is_none(),
+                    "{at}: region and agent_id are for role agent only"
+                ),
+            }
+            entries.push((
+                Principal {
+                    name: p.name,
+                    role: p.role,
+                    region: p.region,
+                    agent_id: p.agent_id,
+                    unrestricted: false,
+                },
+                digest,
+            ));
+        }
+        Ok(Self { entries })
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The principal whose token is `token`. Every entry is compared, in
+    /// constant time, so timing tells nothing about which digest is close.
+    fn find(&self, token: &str) -> Option<&Principal> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let mut found = None;
+        for (principal, expected) in &self.entries {
+            if bool::from(expected.ct_eq(&digest)) {
+                found = Some(principal);
+            }
+        }
+        found
+    }
+}
+
+fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// The lowercase hex SHA-256 of `token`: what the auth file holds.
+pub fn token_sha256(token: &str) -> String {
+    Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Authenticates calls: against the auth file's principals, or, without
+/// one, lets everyone in as `anonymous`. Reloadable (SIGHUP) without
+/// touching calls and streams in progress.
+#[derive(Clone, Debug)]
+pub struct Authenticator {
+    file: Option<PathBuf>,
+    principals: Arc<RwLock<Arc<Principals>>>,
+}
+
+impl Authenticator {
+    /// Everyone may do everything (no auth file).
+    pub fn open() -> Self {
+        Self {
+            file: None,
+            principals: Arc::default(),
+        }
+    }
+
+    /// Loads `path`; fails if it cannot be read or is invalid.
+    pub fn from_file(path: &Path) -> anyhow::Result<Self> {
+        let principals = load(path)?;
+        Ok(Self {
+            file: Some(path.to_owned()),
+            principals: Arc::new(RwLock::new(Arc::new(principals))),
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.file.is_some()
+    }
+
+    /// Reads the auth file again. On error the principals in force stay.
+    /// Returns how many principals are now in force.
+    pub fn reload(&self) -> anyhow::Result<usize> {
+        let Some(path) = &self.file else {
+            return Ok(0);
+        };
+        let principals = load(path)?;
+        let count = principals.len();
+        *self.principals.write().unwrap() = Arc::new(principals);
+        Ok(count)
+    }
+
+    /// The caller named by the `authorization: Bearer <token>` metadata.
+    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
+        if !self.enabled() {
+            return Ok(Principal::anonymous());
+        }
+        let header = metadata.get("authorization").ok_or_else(|| {
+            AuthError::Unauthenticated(
+                "no credentials: send `authorization: Bearer <token>` (grpcurl -H, or --token / \
+                 CONNECTOR_CONTROL_TOKEN for the CLI)"
+                    .to_owned(),
+            )
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| {
+                let (scheme, token) = value.trim().split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                AuthError::Unauthenticated(
+                    "malformed authorization metadata: expected `Bearer <token>`".to_owned(),
+                )
+            })?;
+        let principals = self.principals.read().unwrap().clone();
+        principals.find(token).cloned().ok_or_else(|| {
+            AuthError::Unauthenticated("unknown token: it matches no principal".to_owned())
+        })
+    }
+
+    /// A tonic interceptor putting the caller's `Principal` into each
+    /// request, or refusing it with UNAUTHENTICATED.
+    pub fn interceptor(
+        &self,
+    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>
+    {
+        let auth = self.clone();
+        move |mut request: tonic::Request<()>| {
+            let principal = auth
+                .authenticate(request.metadata())
+                .map_err(|error| tonic::Status::from(crate::api::ApiError::from(error)))?;
+            request.extensions_mut().insert(principal);
+            Ok(request)
+        }
+    }
+}
+
+/// The client side: adds `authorization: Bearer <token>` to every call
+/// (the CLI and the reference agent).
+#[derive(Clone, Debug, Default)]
+pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+impl Bearer {
+    /// From `--token`, else the first line of `--token-file`, else none.
+    pub fn from_args(token: Option<&str>, file: Option<&Path>) -> anyhow::Result<Self> {
+        let token = match (token, file) {
+            (Some(token), _) => Some(token.trim().to_owned()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| {
+                        anyhow::anyhow!("cannot read the token file {}: {e}", path.display())
+                    })?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        match token.filter(|token| !token.is_empty()) {
+            None => Ok(Bearer(None)),
+            Some(token) => format!("Bearer {token}")
+                .parse()
+                .map(|value| Bearer(Some(value)))
+                .map_err(|_| anyhow::anyhow!("the token must be printable ASCII")),
+        }
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.0 {
+            request
+                .metadata_mut()
+                .insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Principals> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read the auth file {}: {e}", path.display()))?;
+    Principals::parse(&text)
+        .map_err(|e| anyhow::anyhow!("invalid auth file {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(entries: &[(&str, &str, &str)]) -> String {
+        entries
+            .iter()
+            .map(|(name, role, token)| {
+                let region = if *role == "agent" {
+                    "region = \"eu-1\"\n"
+                } else {
+                    ""
+                };
+                format!(
+                    "[[principal]]\nname = \"{name}\"\nrole = \"{role}\"\n{region}token_sha256 = \"{}\"\n",
+                    token_sha256(token)
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roles_grant_what_the_contract_says() {
+        use Permission::*;
+        let all = [
+            ConnectorsRead,
+            AgentsRead,
+            ConnectorsOperate,
+            ConnectorsCreate,
+            AgentsConnect,
+        ];
+        let granted = |role: Role| -> Vec<Permission> {
+            all.into_iter().filter(|p| role.grants(*p)).collect()
+        };
+        assert_eq!(granted(Role::Viewer), [ConnectorsRead, AgentsRead]);
+        assert_eq!(
+            granted(Role::Operator),
+            [ConnectorsRead, AgentsRead, ConnectorsOperate]
+        );
+        assert_eq!(
+            granted(Role::Admin),
+            [
+                ConnectorsRead,
+                AgentsRead,
+                ConnectorsOperate,
+                ConnectorsCreate
+            ]
+        );
+        assert_eq!(granted(Role::Agent), [AgentsConnect]);
+    }
+
+    #[test]
+    fn tokens_find_their_principal_and_nothing_else() {
+        let principals =
+            Principals::parse(&file(&[("a", "viewer", "tok-a"), ("b", "agent", "tok-b")])).unwrap();
+        assert_eq!(principals.find("tok-a").unwrap().name, "a");
+        assert_eq!(principals.find("tok-b").unwrap().role, Role::Agent);
+        assert!(principals.find("tok-c").is_none());
+        assert!(principals.find("").is_none());
+    }
+
+    #[test]
+    fn bad_files_say_what_is_wrong() {
+        let error = |text: &str| Principals::parse(text).unwrap_err().to_string();
+        assert!(
+            error("[[principal]]\nname = \"x\"\nrole = \"root\"\ntoken_sha256 = \"00\"")
+                .contains("role")
+        );
+        assert!(
+            error("[[principal]]\nname = \"x\"\nrole = \"viewer\"\ntoken_sha256 = \"00\"")
+                .contains("64 hexadecimal")
+        );
+        assert!(error(&file(&[("x", "viewer", "t"), ("x", "admin", "u")])).contains("twice"));
+        assert!(error(&file(&[("x", "viewer", "t"), ("y", "admin", "t")])).contains("same token"));
+        let agent_without_region = format!(
+            "[[principal]]\nname = \"a\"\nrole = \"agent\"\ntoken_sha256 = \"{}\"",
+            token_sha256("t")
+        );
+        assert!(error(&agent_without_region).contains("needs a region"));
+    }
+
+    #[test]
+    fn agents_are_held_to_their_region_and_id() {
+        let agent = Principal {
+            name: "ag".into(),
+            role: Role::Agent,
+            region: Some("eu-1".into()),
+            agent_id: Some("eu-1a".into()),
+            unrestricted: false,
+        };
+        assert!(agent.agent_claim_refused("eu-1a", "eu-1").is_none());
+        assert!(agent.agent_claim_refused("eu-1a", "eu-2").is_some());
+        assert!(agent.agent_claim_refused("eu-1b", "eu-1").is_some());
+        assert!(
+            Principal::anonymous()
+                .agent_claim_refused("x", "y")
+                .is_none()
+        );
+    }
+}

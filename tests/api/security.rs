@@ -1,0 +1,565 @@
+//! Who may do what: the role matrix (every RPC, every role, no token, a bad
+//! token), agents held to their region, the auth file reloaded on SIGHUP,
+//! secure defaults, and the CLI's token.
+
+use crate::helpers::*;
+use connector_control::auth::{Authenticator, token_sha256};
+use connector_control::proto::v1::{
+    self, agent_service_client::AgentServiceClient,
+    connector_service_client::ConnectorServiceClient,
+};
+use std::time::Duration;
+use tonic::Code;
+use tonic::transport::Channel;
+
+const VIEWER: &str = "viewer-token-1";
+const OPERATOR: &str = "operator-token-2";
+const ADMIN: &str = "admin-token-3";
+const AGENT: &str = "agent-token-4";
+
+fn auth_file(dir: &TempDir, extra: &str) -> std::path::PathBuf {
+    let principal = |name: &str, role: &str, token: &str, more: &str| {
+        format!(
+            "[[principal]]\nname = \"{name}\"\nrole = \"{role}\"\n{more}token_sha256 = \"{}\"\n\n",
+            token_sha256(token)
+        )
+    };
+    let text = [
+        principal("vera", "viewer", VIEWER, ""),
+        principal("otto", "operator", OPERATOR, ""),
+        principal("ada", "admin", ADMIN, ""),
+        principal(
+            "agent-eu-2",
+            "agent",
+            AGENT,
+            "region = \"eu-2\"\nagent_id = \"a1\"\n",
+        ),
+        extra.to_owned(),
+    ]
+    .concat();
+    let path = dir.0.join("auth.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+async fn secured() -> (TestApp, TempDir) {
+    let dir = TempDir::new();
+    let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
+    (spawn_with_auth(auth).await, dir)
+}
+
+fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    if let Some(token) = token {
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    }
+    request
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Allowed,
+    Unauthenticated,
+    Denied,
+}
+
+fn outcome<T>(result: Result<T, tonic::Status>) -> Outcome {
+    match result {
+        Err(status) if status.code() == Code::Unauthenticated => {
+            assert_eq!(error_info(&status).reason, "UNAUTHENTICATED");
+            Outcome::Unauthenticated
+        }
+        Err(status) if status.code() == Code::PermissionDenied => {
+            let info = error_info(&status);
+            assert_eq!(info.reason, "PERMISSION_DENIED");
+            assert!(
+                status.message().contains(&info.metadata["permission"]),
+                "the message names the permission: {}",
+                status.message()
+            );
+            Outcome::Denied
+        }
+        _ => Outcome::Allowed,
+    }
+}
+
+/// Calls `rpc` as the holder of `token`.
+async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: usize) -> Outcome {
+    let mut connectors = ConnectorServiceClient::new(channel.clone());
+    let mut agents = AgentServiceClient::new(channel.clone());
+    match rpc {
+        "CreateConnector" => outcome(
+            connectors
+                .create_connector(with_token(
+                    v1::CreateConnectorRequest {
+                        connector: Some(connector(&format!("new-{n}"), "new")),
+                    },
+                    token,
+                ))
+                .await,
+        ),
+        "GetConnector" => outcome(
+            connectors
+                .get_connector(with_token(
+                    v1::GetConnectorRequest { id: "c1".into() },
+                    token,
+                ))
+                .await,
+        ),
+        "ListConnectors" => outcome(
+            connectors
+                .list_connectors(with_token(v1::ListConnectorsRequest::default(), token))
+                .await,
+        ),
+        "StartConnector" => outcome(
+            connectors
+                .start_connector(with_token(start_request("missing"), token))
+                .await,
+        ),
+        "PauseConnector" => outcome(
+            connectors
+                .pause_connector(with_token(pause_request("missing"), token))
+                .await,
+        ),
+        "ListRegions" => outcome(
+            connectors
+                .list_regions(with_token(v1::ListRegionsRequest {}, token))
+                .await,
+        ),
+        "ListAgents" => outcome(
+            agents
+                .list_agents(with_token(v1::ListAgentsRequest::default(), token))
+                .await,
+        ),
+        "ListReplicas" => outcome(
+            agents
+                .list_replicas(with_token(v1::ListReplicasRequest {}, token))
+                .await,
+        ),
+        "Connect" => outcome(connect_as(channel, token, hello("a1", "eu-2", "10.0.2.7")).await),
+        other => panic!("unknown rpc {other}"),
+    }
+}
+
+/// Opens an agent stream as the holder of `token`.
+async fn connect_as(
+    channel: &Channel,
+    token: Option<&str>,
+    hello: v1::Hello,
+) -> Result<tonic::Streaming<v1::ControlMessage>, tonic::Status> {
+    let (outbound, receiver) = tokio::sync::mpsc::channel(4);
+    outbound
+        .send(v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Hello(hello)),
+        })
+        .await
+        .unwrap();
+    let mut stream = AgentServiceClient::new(channel.clone())
+        .connect(with_token(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+            token,
+        ))
+        .await?
+        .into_inner();
+    // The stream stays open as long as the sender lives: leak it into the
+    // returned stream's lifetime by keeping it in a task.
+    tokio::spawn(async move {
+        outbound.closed().await;
+    });
+    match stream.message().await? {
+        Some(_) => Ok(stream),
+        None => Err(tonic::Status::unknown("the stream ended")),
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_checks_every_role() {
+    use Outcome::*;
+    let (app, _dir) = secured().await;
+    let channel = app.channel().await;
+    ConnectorServiceClient::new(channel.clone())
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector("c1", "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    // Columns: no token, unknown token, viewer, operator, admin, agent.
+    let matrix: [(&str, [Outcome; 6]); 9] = [
+        (
+            "GetConnector",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "ListConnectors",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "ListRegions",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "ListAgents",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "ListReplicas",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "StartConnector",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Denied,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "PauseConnector",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Denied,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "CreateConnector",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Denied,
+                Denied,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "Connect",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Denied,
+                Denied,
+                Denied,
+                Allowed,
+            ],
+        ),
+    ];
+    let callers = [
+        None,
+        Some("not-a-token"),
+        Some(VIEWER),
+        Some(OPERATOR),
+        Some(ADMIN),
+        Some(AGENT),
+    ];
+    let mut n = 0;
+    for (rpc, expected) in matrix {
+        for (token, want) in callers.iter().zip(expected) {
+            n += 1;
+            let got = call(&channel, rpc, *token, n).await;
+            assert_eq!(got, want, "{rpc} as {token:?}");
+        }
+    }
+    // Health stays open (load balancers, grpcurl).
+    let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health needs no token")
+        .into_inner();
+    assert_eq!(
+        health.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    // Only the admin's CreateConnector wrote a connector; denied calls
+    // wrote nothing.
+    assert_eq!(app.count("SELECT count(*) FROM connectors").await, 2);
+    assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
+}
+
+#[tokio::test]
+async fn a_denied_start_changes_nothing_and_says_which_permission_is_missing() {
+    let (app, _dir) = secured().await;
+    let channel = app.channel().await;
+    let mut client = ConnectorServiceClient::new(channel);
+    client
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector("c1", "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let status = client
+        .start_connector(with_token(start_request("c1"), Some(VIEWER)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let info = error_info(&status);
+    assert_eq!(info.metadata["permission"], "connectors.operate");
+    assert_eq!(info.metadata["principal"], "vera");
+    assert!(
+        status.message().contains("operator or admin"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
+    let state: String = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT state FROM connectors WHERE id = 'c1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(state, "STOPPED");
+
+    // A malformed header is not a token.
+    let mut request = tonic::Request::new(start_request("c1"));
+    request
+        .metadata_mut()
+        .insert("authorization", OPERATOR.parse().unwrap());
+    let status = client.start_connector(request).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unauthenticated);
+    assert!(status.message().contains("Bearer"), "{}", status.message());
+}
+
+#[tokio::test]
+async fn an_agent_cannot_claim_another_region_or_agent_id() {
+    let (app, _dir) = secured().await;
+    let channel = app.channel().await;
+    ConnectorServiceClient::new(channel.clone())
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector("c1", "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    // The hello also reports c1 as running: none of it may be applied.
+    let claim = |agent_id: &str, region: &str| {
+        let mut hello = hello(agent_id, region, "10.6.6.6");
+        hello.connectors = vec![status("c1", v1::ConnectorState::Running, 0)];
+        hello
+    };
+    for (agent_id, region) in [("a1", "eu-1"), ("a2", "eu-2")] {
+        let status = connect_as(&channel, Some(AGENT), claim(agent_id, region))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{agent_id}@{region}");
+        assert_eq!(error_info(&status).reason, "PERMISSION_DENIED");
+        assert!(status.message().contains("nothing"), "{}", status.message());
+    }
+    assert_eq!(app.count("SELECT count(*) FROM agents").await, 0);
+    let server_ip: String = app
+        .db
+        .client()
+        .await
+        .query_one("SELECT server_ip FROM connectors WHERE id = 'c1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(server_ip, "");
+    // Its own region and id are accepted.
+    connect_as(&channel, Some(AGENT), claim("a1", "eu-2"))
+        .await
+        .expect("the agent's own claim");
+}
+
+#[tokio::test]
+async fn the_auth_file_is_reloaded_on_sighup_without_dropping_streams() {
+    let db = TestDatabase::create().await;
+    let dir = TempDir::new();
+    let path = auth_file(&dir, "");
+    let mut server = ServerProcess::spawn_with(&db.url, &["--auth-file", path.to_str().unwrap()]);
+    let channel = channel_to(&server.addr).await;
+    let mut client = ConnectorServiceClient::new(channel.clone());
+    client
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector("c1", "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    let mut agent = connect_as(&channel, Some(AGENT), hello("a1", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+
+    // The viewer's token is replaced by a new one.
+    let replaced = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace(&token_sha256(VIEWER), &token_sha256("viewer-token-new"));
+    std::fs::write(&path, replaced).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("auth file reloaded");
+    let reader = client.clone();
+    let list = |token: &'static str| {
+        let mut client = reader.clone();
+        async move {
+            client
+                .list_connectors(with_token(
+                    v1::ListConnectorsRequest::default(),
+                    Some(token),
+                ))
+                .await
+        }
+    };
+    assert_eq!(
+        list(VIEWER).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    list("viewer-token-new").await.expect("the new token works");
+
+    // The agent's stream, opened before the reload, still carries commands.
+    let started = client
+        .start_connector(with_token(start_request("c1"), Some(OPERATOR)))
+        .await
+        .unwrap()
+        .into_inner();
+    let next = tokio::time::timeout(Duration::from_secs(10), agent.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    match next.message {
+        Some(v1::control_message::Message::Command(command)) => {
+            assert_eq!(command.id, started.command.unwrap().id);
+        }
+        other => panic!("expected a command, got {other:?}"),
+    }
+
+    // A broken file is refused; the principals in force stay.
+    std::fs::write(&path, "[[principal]]\nname = 1").unwrap();
+    server.signal("HUP");
+    server.wait_for_log("auth file not reloaded");
+    list("viewer-token-new").await.expect("still in force");
+}
+
+#[tokio::test]
+async fn serve_refuses_a_public_address_without_an_auth_file() {
+    let db = TestDatabase::create().await;
+    let output = tokio::task::spawn_blocking({
+        let url = db.url.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+                .args(["serve", "--listen", "0.0.0.0:0"])
+                .env("DATABASE_URL", url)
+                .env_remove("CONNECTOR_CONTROL_INSECURE_NO_AUTH")
+                .env_remove("CONNECTOR_CONTROL_AUTH_FILE")
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--auth-file"), "{stderr}");
+
+    let mut server =
+        ServerProcess::spawn_with(&db.url, &["--listen", "0.0.0.0:0", "--insecure-no-auth"]);
+    server.wait_for_log("INSECURE");
+}
+
+#[tokio::test]
+async fn the_cli_sends_its_token() {
+    let (app, dir) = secured().await;
+    let token_file = dir.0.join("token");
+    std::fs::write(&token_file, format!("{VIEWER}\n")).unwrap();
+    let run = |args: Vec<String>| {
+        let server = format!("http://{}", app.addr);
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+                .args(&args)
+                .env("CONNECTOR_CONTROL_SERVER", server)
+                .env_remove("CONNECTOR_CONTROL_TOKEN")
+                .env_remove("CONNECTOR_CONTROL_TOKEN_FILE")
+                .output()
+                .unwrap()
+        })
+    };
+    let args = |extra: &[&str]| -> Vec<String> {
+        ["connectors", "list"]
+            .iter()
+            .chain(extra)
+            .map(|s| (*s).to_owned())
+            .collect()
+    };
+    let without = run(args(&[])).await.unwrap();
+    assert_eq!(without.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&without.stderr).contains("UNAUTHENTICATED"));
+    let with = run(args(&["--token", VIEWER])).await.unwrap();
+    assert_eq!(
+        with.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    let from_file = run(args(&["--token-file", token_file.to_str().unwrap()]))
+        .await
+        .unwrap();
+    assert_eq!(from_file.status.code(), Some(0));
+    let denied = run(vec![
+        "connectors".into(),
+        "start".into(),
+        "c1".into(),
+        "--token".into(),
+        VIEWER.into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(denied.status.code(), Some(7));
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("connectors.operate"));
+}
