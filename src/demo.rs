@@ -109,6 +109,7 @@ pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
         let config = AgentConfig {
             control_plane: vec![format!("http://{host}")],
             bearer: Default::default(),
+            tls: None,
             agent_id: (*id).to_owned(),
             region: (*region).to_owned(),
             server_ip: (*ip).to_owned(),

@@ -43,6 +43,8 @@ pub struct ServeOptions {
     pub fleet: FleetOptions,
     /// Who may call what. `Authenticator::open()` lets everyone in.
     pub auth: Authenticator,
+    /// TLS (and mutual TLS with a client CA); None serves plaintext.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl Default for ServeOptions {
@@ -52,6 +54,7 @@ impl Default for ServeOptions {
             drain_timeout: Duration::from_secs(30),
             fleet: FleetOptions::new(Duration::from_secs(10)),
             auth: Authenticator::open(),
+            tls: None,
         }
     }
 }
@@ -113,12 +116,16 @@ pub async fn serve<S: FleetStore>(
 
     let probe = tokio::spawn(watch_database(store, health.clone()));
     let addr = listener.local_addr()?;
-    info!(%addr, "serving gRPC");
+    info!(%addr, tls = options.tls.is_some(), "serving gRPC");
 
     let draining = health.clone();
     let drain_fleet = fleet.clone();
     let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
-    let server = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder.tls_config(tls).context("configuring TLS")?;
+    }
+    let server = builder
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)

@@ -45,6 +45,8 @@ pub struct AgentConfig {
     pub store_retention: Duration,
     /// Sent as `authorization: Bearer <token>`.
     pub bearer: crate::auth::Bearer,
+    /// TLS towards `https://` replicas.
+    pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
 /// One simulated connector.
@@ -201,11 +203,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         .control_plane
         .iter()
         .map(|address| {
-            Ok(Endpoint::from_shared(address.trim().to_owned())?
+            let endpoint = Endpoint::from_shared(address.trim().to_owned())?
                 .http2_keep_alive_interval(Duration::from_secs(20))
                 .keep_alive_timeout(Duration::from_secs(10))
                 .keep_alive_while_idle(true)
-                .connect_timeout(Duration::from_secs(5)))
+                .connect_timeout(Duration::from_secs(5));
+            Ok(match &config.tls {
+                Some(tls) => endpoint.tls_config(tls.clone())?,
+                None => endpoint,
+            })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let instance_id = uuid::Uuid::new_v4().to_string();
@@ -376,6 +382,7 @@ mod tests {
             latency: Duration::from_secs(2),
             store_retention: Duration::from_secs(3600),
             bearer: Default::default(),
+            tls: None,
         }
     }
 

@@ -209,15 +209,26 @@ struct AuthFileToml {
 struct PrincipalToml {
     name: String,
     role: Role,
-    token_sha256: String,
+    token_sha256: Option<String>,
+    /// With mutual TLS: a client certificate whose subject common name or
+    /// DNS alternative name is this stands for the principal.
+    tls_client_name: Option<String>,
     region: Option<String>,
     agent_id: Option<String>,
+}
+
+/// One principal and what proves it is the caller.
+#[derive(Debug)]
+struct Entry {
+    principal: Principal,
+    token_sha256: Option<[u8; 32]>,
+    tls_client_name: Option<String>,
 }
 
 /// The principals of one version of the auth file.
 #[derive(Debug, Default)]
 pub struct Principals {
-    entries: Vec<(Principal, [u8; 32])>,
+    entries: Vec<Entry>,
 }
 
 impl Principals {
@@ -225,23 +236,37 @@ impl Principals {
     /// and field is wrong.
     pub fn parse(text: &str) -> anyhow::Result<Self> {
         let file: AuthFileToml = toml::from_str(text)?;
-        let mut entries: Vec<(Principal, [u8; 32])> = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         for (index, p) in file.principal.into_iter().enumerate() {
             let at = format!("principal {} ({:?})", index + 1, p.name);
             anyhow::ensure!(!p.name.trim().is_empty(), "{at}: name is empty");
             anyhow::ensure!(
-                entries.iter().all(|(e, _)| e.name != p.name),
+                entries.iter().all(|e| e.principal.name != p.name),
                 "{at}: the name is used twice"
             );
-            let digest = parse_sha256(&p.token_sha256).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{at}: token_sha256 must be 64 hexadecimal digits (the SHA-256 of the token, \
-                     e.g. `printf %s TOKEN | sha256sum`)"
-                )
-            })?;
             anyhow::ensure!(
-                entries.iter().all(|(_, d)| *d != digest),
+                p.token_sha256.is_some() || p.tls_client_name.is_some(),
+                "{at}: give token_sha256, tls_client_name or both"
+            );
+            let digest = match &p.token_sha256 {
+                None => None,
+                Some(hex) => Some(parse_sha256(hex).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{at}: token_sha256 must be 64 hexadecimal digits (the SHA-256 of the \
+                         token, e.g. `printf %s TOKEN | sha256sum`)"
+                    )
+                })?),
+            };
+            anyhow::ensure!(
+                digest.is_none() || entries.iter().all(|e| e.token_sha256 != digest),
                 "{at}: the same token as another principal"
+            );
+            anyhow::ensure!(
+                p.tls_client_name.is_none()
+                    || entries
+                        .iter()
+                        .all(|e| e.tls_client_name != p.tls_client_name),
+                "{at}: the same tls_client_name as another principal"
             );
             match p.role {
                 Role::Agent => anyhow::ensure!(
@@ -253,16 +278,17 @@ impl Principals {
                     "{at}: region and agent_id are for role agent only"
                 ),
             }
-            entries.push((
-                Principal {
+            entries.push(Entry {
+                principal: Principal {
                     name: p.name,
                     role: p.role,
                     region: p.region,
                     agent_id: p.agent_id,
                     unrestricted: false,
                 },
-                digest,
-            ));
+                token_sha256: digest,
+                tls_client_name: p.tls_client_name,
+            });
         }
         Ok(Self { entries })
     }
@@ -280,12 +306,26 @@ impl Principals {
     fn find(&self, token: &str) -> Option<&Principal> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
-        for (principal, expected) in &self.entries {
-            if bool::from(expected.ct_eq(&digest)) {
-                found = Some(principal);
+        for entry in &self.entries {
+            if let Some(expected) = &entry.token_sha256
+                && bool::from(expected.ct_eq(&digest))
+            {
+                found = Some(&entry.principal);
             }
         }
         found
+    }
+
+    /// The principal a client certificate with these names stands for.
+    fn find_certificate(&self, names: &[String]) -> Option<&Principal> {
+        self.entries
+            .iter()
+            .find(|e| {
+                e.tls_client_name
+                    .as_ref()
+                    .is_some_and(|wanted| names.contains(wanted))
+            })
+            .map(|e| &e.principal)
     }
 }
 
@@ -352,18 +392,36 @@ impl Authenticator {
         Ok(count)
     }
 
-    /// The caller named by the `authorization: Bearer <token>` metadata.
-    pub fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal, AuthError> {
+    /// The caller named by the `authorization: Bearer <token>` metadata,
+    /// else by its TLS client certificate (`certificate_names`).
+    pub fn authenticate(
+        &self,
+        metadata: &MetadataMap,
+        certificate_names: &[String],
+    ) -> Result<Principal, AuthError> {
         if !self.enabled() {
             return Ok(Principal::anonymous());
         }
-        let header = metadata.get("authorization").ok_or_else(|| {
-            AuthError::Unauthenticated(
-                "no credentials: send `authorization: Bearer <token>` (grpcurl -H, or --token / \
-                 CONNECTOR_CONTROL_TOKEN for the CLI)"
-                    .to_owned(),
-            )
-        })?;
+        let Some(header) = metadata.get("authorization") else {
+            if certificate_names.is_empty() {
+                return Err(AuthError::Unauthenticated(
+                    "no credentials: send `authorization: Bearer <token>` (grpcurl -H, or \
+                     --token / CONNECTOR_CONTROL_TOKEN for the CLI)"
+                        .to_owned(),
+                ));
+            }
+            let principals = self.principals.read().unwrap().clone();
+            return principals
+                .find_certificate(certificate_names)
+                .cloned()
+                .ok_or_else(|| {
+                    AuthError::Unauthenticated(format!(
+                        "the client certificate ({}) is no principal's tls_client_name, and no \
+                         bearer token was sent",
+                        certificate_names.join(", ")
+                    ))
+                });
+        };
         let token = header
             .to_str()
             .ok()
@@ -391,8 +449,16 @@ impl Authenticator {
     {
         let auth = self.clone();
         move |mut request: tonic::Request<()>| {
+            let names = request
+                .peer_certs()
+                .and_then(|certs| {
+                    certs
+                        .first()
+                        .map(|cert| crate::tls::certificate_names(cert))
+                })
+                .unwrap_or_default();
             let principal = auth
-                .authenticate(request.metadata())
+                .authenticate(request.metadata(), &names)
                 .map_err(|error| tonic::Status::from(crate::api::ApiError::from(error)))?;
             request.extensions_mut().insert(principal);
             Ok(request)

@@ -96,6 +96,9 @@ pub struct AgentArgs {
     /// A file whose content is the bearer token (instead of --token).
     #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub tls: people::TlsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +187,20 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_AUTH_FILE")]
     pub auth_file: Option<std::path::PathBuf>,
 
+    /// The server's TLS certificate chain (PEM); with --tls-key, serves TLS.
+    #[arg(long, env = "CONNECTOR_CONTROL_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// The server's TLS private key (PEM).
+    #[arg(long, env = "CONNECTOR_CONTROL_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: clients must present a certificate chaining to this CA
+    /// (PEM); its common name or DNS name can stand for a principal
+    /// (`tls_client_name` in the auth file).
+    #[arg(long, env = "CONNECTOR_CONTROL_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
     /// Serve a non-loopback address without --auth-file: anyone who can
     /// reach the port may start and pause every connector.
     #[arg(long, env = "CONNECTOR_CONTROL_INSECURE_NO_AUTH")]
@@ -249,6 +266,7 @@ impl Cli {
                         args.token.as_deref(),
                         args.token_file.as_deref(),
                     )?,
+                    tls: args.tls.config()?,
                 };
                 crate::agent::run(config, shutdown_signal()).await
             }
@@ -317,6 +335,11 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             address: listener.local_addr()?.to_string(),
         },
         auth: auth.clone(),
+        tls: crate::tls::server(
+            args.tls_cert.as_deref(),
+            args.tls_key.as_deref(),
+            args.tls_client_ca.as_deref(),
+        )?,
     };
     if auth.enabled() {
         tokio::spawn(reload_on_sighup(auth));

@@ -101,6 +101,35 @@ pub struct ClientArgs {
     /// A file whose content is the bearer token (instead of --token).
     #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// TLS towards the control plane (an `https://` address).
+#[derive(Debug, Args)]
+pub struct TlsArgs {
+    /// The CA certificate (PEM) the control plane's certificate chains to.
+    #[arg(long, env = "CONNECTOR_CONTROL_CA_CERT")]
+    pub ca_cert: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: this client's certificate (PEM).
+    #[arg(long, env = "CONNECTOR_CONTROL_CLIENT_CERT", requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+
+    /// Mutual TLS: this client's private key (PEM).
+    #[arg(long, env = "CONNECTOR_CONTROL_CLIENT_KEY", requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl TlsArgs {
+    pub fn config(&self) -> anyhow::Result<Option<tonic::transport::ClientTlsConfig>> {
+        crate::tls::client(
+            self.ca_cert.as_deref(),
+            self.client_cert.as_deref(),
+            self.client_key.as_deref(),
+        )
+    }
 }
 
 /// A client channel that sends the bearer token with every call.
@@ -119,9 +148,15 @@ impl ClientArgs {
             }
             .into()
         };
-        Endpoint::from_shared(self.server.clone())
+        let mut endpoint = Endpoint::from_shared(self.server.clone())
             .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = self.tls.config()? {
+            endpoint = endpoint
+                .tls_config(tls)
+                .map_err(|e| unreachable(e.to_string()))?;
+        }
+        endpoint
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))

@@ -135,6 +135,7 @@ async fn start_with_a_relative_pull_back_and_wait_returns_what_the_agent_confirm
         AgentConfig {
             control_plane: vec![format!("http://{}", app.addr)],
             bearer: Default::default(),
+            tls: None,
             agent_id: "ref-1".to_owned(),
             region: "eu-2".to_owned(),
             server_ip: "10.0.2.9".to_owned(),

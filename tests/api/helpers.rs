@@ -196,6 +196,7 @@ async fn spawn_replica_at(
         drain_timeout: Duration::from_secs(10),
         fleet,
         auth,
+        tls: None,
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

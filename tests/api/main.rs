@@ -14,3 +14,4 @@ mod replica_processes;
 mod replicas;
 mod security;
 mod start_pause;
+mod tls;

@@ -9,6 +9,7 @@ fn config(app: &TestApp, agent_id: &str) -> AgentConfig {
     AgentConfig {
         control_plane: vec![format!("http://{}", app.addr)],
         bearer: Default::default(),
+        tls: None,
         agent_id: agent_id.to_owned(),
         region: "eu-2".to_owned(),
         server_ip: "10.0.2.9".to_owned(),
