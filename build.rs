@@ -8,6 +8,7 @@ use std::{env, path::PathBuf};
 const PROTOS: &[&str] = &[
     "proto/connector/v1/connector.proto",
     "proto/connector/v1/agent.proto",
+    "proto/connector/v1/audit.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -81,6 +81,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
                     region: (*destination).to_owned(),
                     address: format!("oceanbase.{destination}.internal:2881"),
                 },
+                actor: Default::default(),
             })
             .await?;
         if *started {
@@ -90,6 +91,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
                     pull_back_time: None,
                     region: None,
                     request_id: Some("demo-seed".to_owned()),
+                    actor: Default::default(),
                 })
                 .await?;
         }

@@ -1,12 +1,13 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
-use crate::api::{AgentApi, ConnectorApi};
+use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
 use crate::domain::PageTokenCodec;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::proto::{
     self, v1::agent_service_server::AgentServiceServer,
+    v1::audit_service_server::AuditServiceServer,
     v1::connector_service_server::ConnectorServiceServer,
 };
 use crate::store::{FleetStore, Store};
@@ -65,6 +66,7 @@ const HEALTH_SERVICES: &[&str] = &[
     "",
     "connector.v1.ConnectorService",
     "connector.v1.AgentService",
+    "connector.v1.AuditService",
 ];
 
 /// Serves on an already-bound listener until `shutdown` completes, then
@@ -100,6 +102,7 @@ pub async fn serve<S: FleetStore>(
         fleet.offline_after(),
     );
     let agents = AgentApi::new(fleet.clone(), store.clone());
+    let audit = AuditApi::new(store.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -137,6 +140,10 @@ pub async fn serve<S: FleetStore>(
         ))
         .add_service(InterceptedService::new(
             AgentServiceServer::new(agents),
+            options.auth.interceptor(),
+        ))
+        .add_service(InterceptedService::new(
+            AuditServiceServer::new(audit),
             options.auth.interceptor(),
         ))
         .serve_with_incoming_shutdown(

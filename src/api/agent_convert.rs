@@ -137,6 +137,7 @@ pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
         server_ip: ip,
         version: h.version,
         connectors,
+        actor: Default::default(),
     })
 }
 

@@ -34,7 +34,9 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal =
             auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
-        let stream = fleet::connect(self.fleet.clone(), request.into_inner(), principal).await?;
+        let actor = super::actor(&request);
+        let stream =
+            fleet::connect(self.fleet.clone(), request.into_inner(), principal, actor).await?;
         Ok(Response::new(stream))
     }
 

@@ -165,6 +165,7 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
         kind: kind.expect("checked above"),
         source: source.expect("checked above"),
         destination: destination.expect("checked above"),
+        actor: Default::default(),
     })
 }
 
@@ -253,6 +254,7 @@ pub fn start_request(
         pull_back_time,
         region: optional(&request.region),
         request_id: optional(&request.request_id),
+        actor: Default::default(),
     })
 }
 
@@ -266,6 +268,7 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
         connector_id: request.id.clone(),
         reason: request.reason.clone(),
         request_id: optional(&request.request_id),
+        actor: Default::default(),
     })
 }
 

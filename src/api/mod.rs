@@ -3,24 +3,80 @@
 
 pub(crate) mod agent_convert;
 mod agents;
+mod audit;
 mod convert;
 mod error;
 
 pub use agents::AgentApi;
+pub use audit::AuditApi;
 pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
 
 use crate::auth::{self, Permission};
 
-use crate::domain::{CommandKind, Cursor, PageTokenCodec};
+use crate::domain::{Actor, AuditAction, CommandKind, Cursor, NewAuditEvent, PageTokenCodec};
 use crate::fleet::Signals;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::{CommandOutcome, FleetStore};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tonic::{Request, Response, Status};
+use tonic::{Code, Request, Response, Status};
 use tracing::{Span, info, instrument, warn};
+
+/// What the audit trail records of a mutating call that is refused.
+struct Refusal {
+    actor: Actor,
+    action: AuditAction,
+    connector_id: String,
+    request_id: String,
+    reason: String,
+}
+
+impl Refusal {
+    fn new<T>(
+        request: &Request<T>,
+        action: AuditAction,
+        connector_id: &str,
+        request_id: &str,
+    ) -> Self {
+        Refusal {
+            actor: actor(request),
+            action,
+            connector_id: connector_id.to_owned(),
+            request_id: request_id.to_owned(),
+            reason: String::new(),
+        }
+    }
+}
+
+/// Who is calling (the authenticated principal) and from where.
+pub fn actor<T>(request: &Request<T>) -> Actor {
+    Actor {
+        principal: request
+            .extensions()
+            .get::<auth::Principal>()
+            .map_or_else(|| "unknown".to_owned(), |p| p.name.clone()),
+        peer: request
+            .remote_addr()
+            .map(|addr| addr.to_string())
+            .unwrap_or_default(),
+    }
+}
+
+/// `PERMISSION_DENIED`, `NOT_FOUND`, ...: how the audit trail names a code.
+fn code_name(code: Code) -> String {
+    format!("{code:?}")
+        .chars()
+        .enumerate()
+        .fold(String::new(), |mut name, (i, c)| {
+            if c.is_uppercase() && i > 0 {
+                name.push('_');
+            }
+            name.push(c.to_ascii_uppercase());
+            name
+        })
+}
 
 /// The ConnectorService implementation over any `Store`.
 #[derive(Clone, Debug)]
@@ -128,6 +184,39 @@ impl<S: FleetStore> ConnectorApi<S> {
         Instant::now() + budget
     }
 
+    /// Records a refused mutating call (a change that was made recorded its
+    /// own event in its transaction). Not for an unreachable database, nor
+    /// for a `wait` that ran out after the change was made.
+    async fn audit_refusal<T>(&self, refusal: Refusal, result: &Result<T, Status>) {
+        let Err(status) = result else { return };
+        if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+            return;
+        }
+        let reason = tonic_types::StatusExt::get_error_details(status)
+            .error_info()
+            .map(|info| info.reason.clone())
+            .unwrap_or_default();
+        let event = NewAuditEvent {
+            outcome: code_name(status.code()),
+            reason: if reason.is_empty() {
+                refusal.reason
+            } else {
+                format!("{reason}: {}", refusal.reason)
+            }
+            .trim_end_matches(": ")
+            .to_owned(),
+            detail: status.message().chars().take(500).collect(),
+            ..NewAuditEvent::ok(&refusal.actor, refusal.action, &refusal.connector_id)
+        };
+        let event = NewAuditEvent {
+            request_id: refusal.request_id,
+            ..event
+        };
+        if let Err(error) = self.store.append_audit(&event).await {
+            warn!(%error, "recording a refused call in the audit trail failed");
+        }
+    }
+
     /// Logs the outcome and, for a new command, wakes the dispatcher.
     fn accepted(&self, outcome: &CommandOutcome) {
         if !outcome.replayed {
@@ -200,16 +289,30 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::CreateConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
-        let new = convert::new_connector(request.into_inner())?;
-        Span::current().record("connector_id", new.id.as_str());
-        let connector = self
-            .store
-            .create_connector(new)
-            .await
-            .map_err(ApiError::from)?;
-        info!("connector created");
-        Ok(Response::new(convert::connector_to_proto(connector)))
+        let id = request
+            .get_ref()
+            .connector
+            .as_ref()
+            .map(|c| c.id.clone())
+            .unwrap_or_default();
+        let mut audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
+        let result = async {
+            auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
+            let mut new = convert::new_connector(request.into_inner())?;
+            new.actor = audit.actor.clone();
+            audit.connector_id.clone_from(&new.id);
+            Span::current().record("connector_id", new.id.as_str());
+            let connector = self
+                .store
+                .create_connector(new)
+                .await
+                .map_err(ApiError::from)?;
+            info!("connector created");
+            Ok(Response::new(convert::connector_to_proto(connector)))
+        }
+        .await;
+        self.audit_refusal(audit, &result).await;
+        result
     }
 
     #[instrument(name = "GetConnector", skip_all, fields(connector_id = %request.get_ref().id))]
@@ -274,23 +377,36 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::StartConnectorRequest>,
     ) -> Result<Response<v1::StartConnectorResponse>, Status> {
-        auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-        let deadline = self.deadline(&request);
-        let message = request.into_inner();
-        let start = convert::start_request(&message, chrono::Utc::now())?;
-        let mut outcome = self
-            .store
-            .start_connector(&start)
-            .await
-            .map_err(ApiError::from)?;
-        self.accepted(&outcome);
-        if message.wait {
-            outcome = self.confirm(outcome, deadline).await?;
+        let message = request.get_ref();
+        let audit = Refusal::new(
+            &request,
+            AuditAction::StartConnector,
+            &message.id,
+            &message.request_id,
+        );
+        let result = async {
+            auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            let deadline = self.deadline(&request);
+            let message = request.into_inner();
+            let mut start = convert::start_request(&message, chrono::Utc::now())?;
+            start.actor = audit.actor.clone();
+            let mut outcome = self
+                .store
+                .start_connector(&start)
+                .await
+                .map_err(ApiError::from)?;
+            self.accepted(&outcome);
+            if message.wait {
+                outcome = self.confirm(outcome, deadline).await?;
+            }
+            Ok(Response::new(v1::StartConnectorResponse {
+                connector: Some(convert::connector_to_proto(outcome.connector)),
+                command: Some(convert::command_to_proto(outcome.command)),
+            }))
         }
-        Ok(Response::new(v1::StartConnectorResponse {
-            connector: Some(convert::connector_to_proto(outcome.connector)),
-            command: Some(convert::command_to_proto(outcome.command)),
-        }))
+        .await;
+        self.audit_refusal(audit, &result).await;
+        result
     }
 
     #[instrument(
@@ -302,23 +418,37 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::PauseConnectorRequest>,
     ) -> Result<Response<v1::PauseConnectorResponse>, Status> {
-        auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-        let deadline = self.deadline(&request);
-        let message = request.into_inner();
-        let pause = convert::pause_request(&message)?;
-        let mut outcome = self
-            .store
-            .pause_connector(&pause)
-            .await
-            .map_err(ApiError::from)?;
-        self.accepted(&outcome);
-        if message.wait {
-            outcome = self.confirm(outcome, deadline).await?;
+        let message = request.get_ref();
+        let mut audit = Refusal::new(
+            &request,
+            AuditAction::PauseConnector,
+            &message.id,
+            &message.request_id,
+        );
+        audit.reason.clone_from(&message.reason);
+        let result = async {
+            auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            let deadline = self.deadline(&request);
+            let message = request.into_inner();
+            let mut pause = convert::pause_request(&message)?;
+            pause.actor = audit.actor.clone();
+            let mut outcome = self
+                .store
+                .pause_connector(&pause)
+                .await
+                .map_err(ApiError::from)?;
+            self.accepted(&outcome);
+            if message.wait {
+                outcome = self.confirm(outcome, deadline).await?;
+            }
+            Ok(Response::new(v1::PauseConnectorResponse {
+                connector: Some(convert::connector_to_proto(outcome.connector)),
+                command: Some(convert::command_to_proto(outcome.command)),
+            }))
         }
-        Ok(Response::new(v1::PauseConnectorResponse {
-            connector: Some(convert::connector_to_proto(outcome.connector)),
-            command: Some(convert::command_to_proto(outcome.command)),
-        }))
+        .await;
+        self.audit_refusal(audit, &result).await;
+        result
     }
 }
 

@@ -43,6 +43,8 @@ pub enum Permission {
     ConnectorsCreate,
     /// AgentService/Connect.
     AgentsConnect,
+    /// AuditService/ListAuditEvents.
+    AuditRead,
 }
 
 impl Permission {
@@ -53,13 +55,16 @@ impl Permission {
             Permission::ConnectorsOperate => "connectors.operate",
             Permission::ConnectorsCreate => "connectors.create",
             Permission::AgentsConnect => "agents.connect",
+            Permission::AuditRead => "audit.read",
         }
     }
 
     /// The roles that grant it, for error messages.
     pub fn granted_by(self) -> &'static str {
         match self {
-            Permission::ConnectorsRead | Permission::AgentsRead => "viewer, operator or admin",
+            Permission::ConnectorsRead | Permission::AgentsRead | Permission::AuditRead => {
+                "viewer, operator or admin"
+            }
             Permission::ConnectorsOperate => "operator or admin",
             Permission::ConnectorsCreate => "admin",
             Permission::AgentsConnect => "agent",
@@ -81,11 +86,14 @@ impl Role {
     pub fn grants(self, permission: Permission) -> bool {
         use Permission::*;
         match self {
-            Role::Viewer => matches!(permission, ConnectorsRead | AgentsRead),
-            Role::Operator => matches!(permission, ConnectorsRead | AgentsRead | ConnectorsOperate),
+            Role::Viewer => matches!(permission, ConnectorsRead | AgentsRead | AuditRead),
+            Role::Operator => matches!(
+                permission,
+                ConnectorsRead | AgentsRead | AuditRead | ConnectorsOperate
+            ),
             Role::Admin => matches!(
                 permission,
-                ConnectorsRead | AgentsRead | ConnectorsOperate | ConnectorsCreate
+                ConnectorsRead | AgentsRead | AuditRead | ConnectorsOperate | ConnectorsCreate
             ),
             Role::Agent => permission == AgentsConnect,
         }
@@ -544,6 +552,7 @@ mod tests {
         let all = [
             ConnectorsRead,
             AgentsRead,
+            AuditRead,
             ConnectorsOperate,
             ConnectorsCreate,
             AgentsConnect,
@@ -551,16 +560,20 @@ mod tests {
         let granted = |role: Role| -> Vec<Permission> {
             all.into_iter().filter(|p| role.grants(*p)).collect()
         };
-        assert_eq!(granted(Role::Viewer), [ConnectorsRead, AgentsRead]);
+        assert_eq!(
+            granted(Role::Viewer),
+            [ConnectorsRead, AgentsRead, AuditRead]
+        );
         assert_eq!(
             granted(Role::Operator),
-            [ConnectorsRead, AgentsRead, ConnectorsOperate]
+            [ConnectorsRead, AgentsRead, AuditRead, ConnectorsOperate]
         );
         assert_eq!(
             granted(Role::Admin),
             [
                 ConnectorsRead,
                 AgentsRead,
+                AuditRead,
                 ConnectorsOperate,
                 ConnectorsCreate
             ]

@@ -29,6 +29,8 @@ pub struct Hello {
     pub server_ip: String,
     pub version: String,
     pub connectors: Vec<ObservedStatus>,
+    /// Who opens the session (its token's principal) and from where.
+    pub actor: super::Actor,
 }
 
 /// An accepted session: what every write on its behalf is fenced with.
@@ -39,6 +41,8 @@ pub struct Session {
     pub epoch: i64,
     pub region: String,
     pub server_ip: String,
+    /// Who opened it and from where (audited when it ends).
+    pub actor: super::Actor,
 }
 
 /// A validated `result`.
@@ -116,6 +120,17 @@ impl Placement {
             server_ip: session.server_ip.clone(),
             region: region.to_owned(),
         }
+    }
+}
+
+/// The audit event of a session starting or ending.
+pub fn session_event(session: &Session, action: super::AuditAction) -> super::NewAuditEvent {
+    super::NewAuditEvent {
+        detail: format!(
+            "agent {} session {} epoch {} region {}",
+            session.agent_id, session.session_id, session.epoch, session.region
+        ),
+        ..super::NewAuditEvent::ok(&session.actor, action, "")
     }
 }
 
@@ -362,6 +377,7 @@ mod tests {
             epoch: 1,
             region: "eu-1".into(),
             server_ip: "10.0.0.1".into(),
+            actor: Default::default(),
         }
     }
 

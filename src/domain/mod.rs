@@ -1,12 +1,14 @@
 //! Pure domain rules: connector and command types, validation, the start /
 //! pause state machine and page tokens. No I/O lives here.
 
+pub mod audit;
 pub mod fleet;
 mod model;
 pub mod page_token;
 pub mod rules;
 pub mod validate;
 
+pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent};
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
 };

@@ -103,6 +103,8 @@ pub struct NewConnector {
     pub kind: ConnectorKind,
     pub source: Endpoint,
     pub destination: Endpoint,
+    /// Who creates it (audited with it).
+    pub actor: super::Actor,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -155,6 +157,8 @@ pub struct StartRequest {
     pub pull_back_time: Option<DateTime<Utc>>,
     pub region: Option<String>,
     pub request_id: Option<String>,
+    /// Who starts it (audited with it).
+    pub actor: super::Actor,
 }
 
 /// A validated PauseConnector request.
@@ -163,6 +167,8 @@ pub struct PauseRequest {
     pub connector_id: String,
     pub reason: String,
     pub request_id: Option<String>,
+    /// Who pauses it (audited with it).
+    pub actor: super::Actor,
 }
 
 /// Filters of a connector search, normalised so that equal searches compare

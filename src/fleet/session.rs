@@ -3,7 +3,7 @@
 use super::{Fleet, SESSION_QUEUE};
 use crate::api::{ApiError, agent_convert};
 use crate::auth::{AuthError, Principal};
-use crate::domain::{CommandReport, ObservedStatus, Session};
+use crate::domain::{Actor, CommandReport, ObservedStatus, Session};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
 };
@@ -54,6 +54,7 @@ pub async fn connect<S: FleetStore>(
     fleet: Arc<Fleet<S>>,
     mut inbound: Streaming<AgentMessage>,
     principal: Principal,
+    actor: Actor,
 ) -> Result<ReceiverStream<Result<ControlMessage, Status>>, Status> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
         .await
@@ -62,7 +63,7 @@ pub async fn connect<S: FleetStore>(
                 "no hello within {HELLO_TIMEOUT:?}: send hello as the first message"
             ))
         })??;
-    let hello = match first {
+    let mut hello = match first {
         Some(AgentMessage {
             message: Some(agent_message::Message::Hello(hello)),
         }) => agent_convert::hello(hello).map_err(Status::from)?,
@@ -76,12 +77,26 @@ pub async fn connect<S: FleetStore>(
     if let Some(reason) = principal.agent_claim_refused(&hello.agent_id, &hello.region) {
         warn!(principal = %principal.name, agent_id = %hello.agent_id, region = %hello.region,
               "agent session refused: {reason}");
+        let refused = crate::domain::NewAuditEvent {
+            outcome: "PERMISSION_DENIED".to_owned(),
+            reason: "PERMISSION_DENIED".to_owned(),
+            detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
+            ..crate::domain::NewAuditEvent::ok(
+                &actor,
+                crate::domain::AuditAction::AgentSessionStart,
+                "",
+            )
+        };
+        if let Err(error) = fleet.store.append_audit(&refused).await {
+            warn!(%error, "recording a refused session in the audit trail failed");
+        }
         return Err(ApiError::from(AuthError::AgentClaimRefused {
             principal: principal.name,
             reason,
         })
         .into());
     }
+    hello.actor = actor;
     let session = fleet
         .store
         .open_session(&hello)

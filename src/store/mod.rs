@@ -6,9 +6,9 @@ pub mod sqlite;
 
 use crate::domain::rules::{self, Intent};
 use crate::domain::{
-    Agent, Command, CommandReport, Connector, Cursor, Hello, NewConnector, ObservedStatus,
-    PauseRequest, RegionSummary, Rejection, Replica, SearchFilter, Session, StartRequest,
-    Transition,
+    Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, Connector, Cursor, Hello,
+    NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
+    SearchFilter, Session, StartRequest, Transition,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -105,6 +105,21 @@ pub trait Store: Clone + Send + Sync + 'static {
     /// The key page tokens are signed with, the same for every replica.
     fn page_token_key(&self) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
 
+    /// Appends an audit event on its own (a refused call; changes that were
+    /// made record theirs in their own transaction).
+    fn append_audit(
+        &self,
+        event: &NewAuditEvent,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Up to `limit` audit events matching `filter`, newest first, and
+    /// whether more follow.
+    fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<AuditEvent>, bool), StoreError>> + Send;
+
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
@@ -129,6 +144,20 @@ impl<'a> Change<'a> {
         match self {
             Change::Start(request) => request.request_id.as_deref(),
             Change::Pause(request) => request.request_id.as_deref(),
+        }
+    }
+
+    /// The audit event a change that was made records with it.
+    pub(crate) fn audit_event(self, command_id: &str) -> NewAuditEvent {
+        let (actor, action) = match self {
+            Change::Start(request) => (&request.actor, AuditAction::StartConnector),
+            Change::Pause(request) => (&request.actor, AuditAction::PauseConnector),
+        };
+        NewAuditEvent {
+            request_id: self.request_id().unwrap_or_default().to_owned(),
+            reason: self.reason().to_owned(),
+            detail: format!("command {command_id}"),
+            ..NewAuditEvent::ok(actor, action, self.connector_id())
         }
     }
 

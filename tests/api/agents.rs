@@ -448,6 +448,7 @@ async fn writes_for_a_superseded_session_are_refused() {
         server_ip: "10.0.2.9".to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        actor: Default::default(),
     };
     let old = store.open_session(&hello).await.unwrap();
     let new = store.open_session(&hello).await.unwrap();

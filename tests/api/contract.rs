@@ -66,6 +66,7 @@ macro_rules! contract_suite {
 }
 
 contract_suite!(
+    changes_are_audited_with_who_and_refusals_appended,
     create_and_get_keep_what_was_given,
     search_matches_names_ids_and_ips_and_pages_in_order,
     start_and_pause_follow_the_state_machine_and_supersede,
@@ -92,6 +93,7 @@ fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
             region: "eu-2".to_owned(),
             address: "h:2".to_owned(),
         },
+        actor: Default::default(),
     }
 }
 
@@ -101,6 +103,7 @@ fn start(id: &str) -> StartRequest {
         pull_back_time: None,
         region: None,
         request_id: None,
+        actor: Default::default(),
     }
 }
 
@@ -109,6 +112,7 @@ fn pause(id: &str) -> PauseRequest {
         connector_id: id.to_owned(),
         reason: "test".to_owned(),
         request_id: None,
+        actor: Default::default(),
     }
 }
 
@@ -120,6 +124,7 @@ fn hello(agent_id: &str, region: &str, ip: &str) -> Hello {
         server_ip: ip.to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        actor: Default::default(),
     }
 }
 
@@ -534,4 +539,144 @@ async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>(store: &S)
 
     store.close_session(&session).await.unwrap();
     assert!(!store.list_agents(Some("eu-2"), HOUR).await.unwrap()[0].online);
+}
+
+async fn changes_are_audited_with_who_and_refusals_appended<S: FleetStore>(store: &S) {
+    use connector_control::domain::{Actor, AuditAction, AuditFilter, NewAuditEvent};
+    let ada = Actor {
+        principal: "ada".to_owned(),
+        peer: "10.9.9.9:5555".to_owned(),
+    };
+    let otto = Actor {
+        principal: "otto".to_owned(),
+        peer: "10.9.9.8:5555".to_owned(),
+    };
+    store
+        .create_connector(NewConnector {
+            actor: ada.clone(),
+            ..new_connector("c1", "orders", ConnectorKind::IncrementalSync)
+        })
+        .await
+        .unwrap();
+    let started = store
+        .start_connector(&StartRequest {
+            request_id: Some("r-1".to_owned()),
+            actor: otto.clone(),
+            ..start("c1")
+        })
+        .await
+        .unwrap();
+    store
+        .pause_connector(&PauseRequest {
+            reason: "INC-1 latency".to_owned(),
+            actor: otto.clone(),
+            ..pause("c1")
+        })
+        .await
+        .unwrap();
+    store
+        .append_audit(&NewAuditEvent {
+            outcome: "PERMISSION_DENIED".to_owned(),
+            reason: "PERMISSION_DENIED".to_owned(),
+            ..NewAuditEvent::ok(&otto, AuditAction::CreateConnector, "c2")
+        })
+        .await
+        .unwrap();
+    let session = store
+        .open_session(&Hello {
+            actor: Actor {
+                principal: "agent-eu-2".to_owned(),
+                peer: "10.0.2.7:4000".to_owned(),
+            },
+            ..hello("ag", "eu-2", "10.0.2.7")
+        })
+        .await
+        .unwrap();
+    store.close_session(&session).await.unwrap();
+
+    let (all, more) = store
+        .list_audit_events(&AuditFilter::default(), 100)
+        .await
+        .unwrap();
+    assert!(!more);
+    let actions: Vec<(&str, &str, &str)> = all
+        .iter()
+        .map(|e| (e.action.as_str(), e.principal.as_str(), e.outcome.as_str()))
+        .collect();
+    // Newest first.
+    assert_eq!(
+        actions,
+        [
+            ("AGENT_SESSION_END", "agent-eu-2", "OK"),
+            ("AGENT_SESSION_START", "agent-eu-2", "OK"),
+            ("CREATE_CONNECTOR", "otto", "PERMISSION_DENIED"),
+            ("PAUSE_CONNECTOR", "otto", "OK"),
+            ("START_CONNECTOR", "otto", "OK"),
+            ("CREATE_CONNECTOR", "ada", "OK"),
+        ]
+    );
+    let start_event = &all[4];
+    assert_eq!(start_event.request_id, "r-1");
+    assert_eq!(start_event.peer, "10.9.9.8:5555");
+    assert!(start_event.detail.contains(&started.command.id));
+    assert_eq!(all[3].reason, "INC-1 latency");
+    assert!(all[0].detail.contains("agent ag"));
+
+    // Filters and pages.
+    let of = |filter: AuditFilter, limit| async move {
+        store.list_audit_events(&filter, limit).await.unwrap()
+    };
+    let (c1, _) = of(
+        AuditFilter {
+            connector_id: Some("c1".to_owned()),
+            ..Default::default()
+        },
+        100,
+    )
+    .await;
+    assert_eq!(c1.len(), 3);
+    let (by_otto, more) = of(
+        AuditFilter {
+            principal: Some("otto".to_owned()),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    assert_eq!(by_otto.len(), 2);
+    assert!(more);
+    let (rest, more) = of(
+        AuditFilter {
+            principal: Some("otto".to_owned()),
+            before_id: Some(by_otto[1].id),
+            ..Default::default()
+        },
+        2,
+    )
+    .await;
+    assert_eq!((rest.len(), more), (1, false));
+    assert_eq!(rest[0].action, "START_CONNECTOR");
+    let (future, _) = of(
+        AuditFilter {
+            start_time: Some(Utc::now() + chrono::Duration::hours(1)),
+            ..Default::default()
+        },
+        100,
+    )
+    .await;
+    assert!(future.is_empty());
+    let (past, _) = of(
+        AuditFilter {
+            end_time: Some(Utc::now() + chrono::Duration::hours(1)),
+            start_time: Some(Utc::now() - chrono::Duration::hours(1)),
+            ..Default::default()
+        },
+        100,
+    )
+    .await;
+    assert_eq!(past.len(), 6);
+
+    // A refused change leaves no event of its own (nothing was written).
+    assert!(store.start_connector(&start("missing")).await.is_err());
+    assert_eq!(of(AuditFilter::default(), 100).await.0.len(), 6);
 }

@@ -5,7 +5,7 @@
 use crate::helpers::*;
 use connector_control::auth::{Authenticator, token_sha256};
 use connector_control::proto::v1::{
-    self, agent_service_client::AgentServiceClient,
+    self, agent_service_client::AgentServiceClient, audit_service_client::AuditServiceClient,
     connector_service_client::ConnectorServiceClient,
 };
 use std::time::Duration;
@@ -138,17 +138,28 @@ async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: usize) -> Ou
                 .list_replicas(with_token(v1::ListReplicasRequest {}, token))
                 .await,
         ),
+        "ListAuditEvents" => outcome(
+            AuditServiceClient::new(channel.clone())
+                .list_audit_events(with_token(v1::ListAuditEventsRequest::default(), token))
+                .await,
+        ),
         "Connect" => outcome(connect_as(channel, token, hello("a1", "eu-2", "10.0.2.7")).await),
         other => panic!("unknown rpc {other}"),
     }
 }
+
+/// An open agent stream; dropping it ends the session.
+type AgentStream = (
+    tokio::sync::mpsc::Sender<v1::AgentMessage>,
+    tonic::Streaming<v1::ControlMessage>,
+);
 
 /// Opens an agent stream as the holder of `token`.
 async fn connect_as(
     channel: &Channel,
     token: Option<&str>,
     hello: v1::Hello,
-) -> Result<tonic::Streaming<v1::ControlMessage>, tonic::Status> {
+) -> Result<AgentStream, tonic::Status> {
     let (outbound, receiver) = tokio::sync::mpsc::channel(4);
     outbound
         .send(v1::AgentMessage {
@@ -163,13 +174,8 @@ async fn connect_as(
         ))
         .await?
         .into_inner();
-    // The stream stays open as long as the sender lives: leak it into the
-    // returned stream's lifetime by keeping it in a task.
-    tokio::spawn(async move {
-        outbound.closed().await;
-    });
     match stream.message().await? {
-        Some(_) => Ok(stream),
+        Some(_) => Ok((outbound, stream)),
         None => Err(tonic::Status::unknown("the stream ended")),
     }
 }
@@ -189,7 +195,7 @@ async fn every_rpc_checks_every_role() {
         .await
         .unwrap();
     // Columns: no token, unknown token, viewer, operator, admin, agent.
-    let matrix: [(&str, [Outcome; 6]); 9] = [
+    let matrix: [(&str, [Outcome; 6]); 10] = [
         (
             "GetConnector",
             [
@@ -225,6 +231,17 @@ async fn every_rpc_checks_every_role() {
         ),
         (
             "ListAgents",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "ListAuditEvents",
             [
                 Unauthenticated,
                 Unauthenticated,
@@ -468,7 +485,7 @@ async fn the_auth_file_is_reloaded_on_sighup_without_dropping_streams() {
         .await
         .unwrap()
         .into_inner();
-    let next = tokio::time::timeout(Duration::from_secs(10), agent.message())
+    let next = tokio::time::timeout(Duration::from_secs(10), agent.1.message())
         .await
         .unwrap()
         .unwrap()
@@ -562,4 +579,164 @@ async fn the_cli_sends_its_token() {
     .unwrap();
     assert_eq!(denied.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("connectors.operate"));
+}
+
+#[tokio::test]
+async fn the_audit_trail_names_who_did_what_from_where_allowed_or_not() {
+    let (app, _dir) = secured().await;
+    let channel = app.channel().await;
+    let mut client = ConnectorServiceClient::new(channel.clone());
+    client
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector("c1", "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+    client
+        .start_connector(with_token(
+            v1::StartConnectorRequest {
+                request_id: "inc-7-start".into(),
+                ..start_request("c1")
+            },
+            Some(OPERATOR),
+        ))
+        .await
+        .unwrap();
+    // Refused: not allowed, then not in a state to start.
+    client
+        .pause_connector(with_token(pause_request("c1"), Some(VIEWER)))
+        .await
+        .unwrap_err();
+    client
+        .start_connector(with_token(start_request("c1"), Some(OPERATOR)))
+        .await
+        .unwrap_err();
+    let agent = connect_as(&channel, Some(AGENT), hello("a1", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    drop(agent);
+    let audit = AuditServiceClient::new(channel.clone());
+    let list = |request: v1::ListAuditEventsRequest| {
+        let mut audit = audit.clone();
+        async move {
+            audit
+                .list_audit_events(with_token(request, Some(VIEWER)))
+                .await
+                .map(|r| r.into_inner())
+        }
+    };
+    // The session end is written when the server notices the stream closed.
+    eventually(Duration::from_secs(10), || async {
+        let events = list(v1::ListAuditEventsRequest::default())
+            .await
+            .unwrap()
+            .events;
+        events
+            .iter()
+            .any(|e| e.action == "AGENT_SESSION_END")
+            .then_some(())
+    })
+    .await;
+    connect_as(&channel, Some(AGENT), hello("a1", "eu-1", "10.0.2.7"))
+        .await
+        .unwrap_err();
+    let events = list(v1::ListAuditEventsRequest::default())
+        .await
+        .unwrap()
+        .events;
+    let summary: Vec<(String, String, String, String)> = events
+        .iter()
+        .rev()
+        .map(|e| {
+            (
+                e.action.clone(),
+                e.principal.clone(),
+                e.outcome.clone(),
+                e.reason.clone(),
+            )
+        })
+        .collect();
+    let row = |a: &str, p: &str, o: &str, r: &str| {
+        (a.to_owned(), p.to_owned(), o.to_owned(), r.to_owned())
+    };
+    assert_eq!(
+        summary,
+        [
+            row("CREATE_CONNECTOR", "ada", "OK", ""),
+            row("START_CONNECTOR", "otto", "OK", ""),
+            row(
+                "PAUSE_CONNECTOR",
+                "vera",
+                "PERMISSION_DENIED",
+                "PERMISSION_DENIED"
+            ),
+            row(
+                "START_CONNECTOR",
+                "otto",
+                "FAILED_PRECONDITION",
+                "CONNECTOR_NOT_STOPPED"
+            ),
+            row("AGENT_SESSION_START", "agent-eu-2", "OK", ""),
+            row("AGENT_SESSION_END", "agent-eu-2", "OK", ""),
+            row(
+                "AGENT_SESSION_START",
+                "agent-eu-2",
+                "PERMISSION_DENIED",
+                "PERMISSION_DENIED"
+            ),
+        ]
+    );
+    let started = &events[events.len() - 2];
+    assert_eq!(started.request_id, "inc-7-start");
+    assert!(started.peer.starts_with("127.0.0.1:"), "{started:?}");
+    assert!(started.detail.starts_with("command "), "{started:?}");
+
+    // One connector, two per page, oldest last.
+    let first = list(v1::ListAuditEventsRequest {
+        connector_id: "c1".into(),
+        page_size: 2,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(first.events.len(), 2);
+    let second = list(v1::ListAuditEventsRequest {
+        connector_id: "c1".into(),
+        page_size: 2,
+        page_token: first.next_page_token.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(second.events.len(), 2);
+    assert_eq!(second.events[1].action, "CREATE_CONNECTOR");
+    assert!(second.next_page_token.is_empty());
+    let by_vera = list(v1::ListAuditEventsRequest {
+        principal: "vera".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(by_vera.events.len(), 1);
+
+    let bad = list(v1::ListAuditEventsRequest {
+        page_token: "garbage".into(),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(error_info(&bad).reason, "INVALID_PAGE_TOKEN");
+    let bad = list(v1::ListAuditEventsRequest {
+        page_size: 100_000,
+        start_time: Some(timestamp(chrono::Utc::now())),
+        end_time: Some(timestamp(chrono::Utc::now() - chrono::Duration::hours(1))),
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&bad), ["end_time", "page_size"]);
 }

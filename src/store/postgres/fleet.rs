@@ -1,10 +1,12 @@
 //! Agent sessions over PostgreSQL: epochs for fencing, command claiming,
 //! results, batched heartbeats and the liveness sweep.
 
-use super::PgStore;
 use super::error::translate;
 use super::listen;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::{PgStore, insert_audit};
+use crate::domain::AuditAction;
+use crate::domain::fleet::session_event;
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
@@ -202,7 +204,13 @@ impl FleetStore for PgStore {
             epoch,
             region: hello.region.clone(),
             server_ip: hello.server_ip.clone(),
+            actor: hello.actor.clone(),
         };
+        insert_audit(
+            &tx,
+            &session_event(&session, AuditAction::AgentSessionStart),
+        )
+        .await?;
         // What an earlier session received but never answered is delivered
         // again (same command id): at-least-once across reconnects.
         let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
@@ -228,6 +236,7 @@ impl FleetStore for PgStore {
         tx.execute(&disconnect, &[&session.agent_id])
             .await
             .map_err(translate)?;
+        insert_audit(&tx, &session_event(session, AuditAction::AgentSessionEnd)).await?;
         // Unanswered commands go back to the queue at once, for another
         // agent of the region or for this one when it returns.
         let requeued = requeue_delivered(&tx, &session.agent_id).await?;

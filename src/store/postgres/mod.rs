@@ -9,7 +9,8 @@ mod rows;
 
 use super::{Change, CommandOutcome, Page, Store, StoreError, escape_like, fold};
 use crate::domain::{
-    Command, Connector, Cursor, NewConnector, PauseRequest, SearchFilter, StartRequest, Transition,
+    AuditAction, AuditEvent, AuditFilter, Command, Connector, Cursor, NewAuditEvent, NewConnector,
+    PauseRequest, SearchFilter, StartRequest, Transition,
 };
 use anyhow::Context;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -19,6 +20,38 @@ use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;
 use tracing::instrument;
+
+/// Appends `event` inside the caller's transaction (or on its own).
+pub(super) async fn insert_audit(
+    client: &impl GenericClient,
+    event: &NewAuditEvent,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO audit_events
+               (principal, action, connector_id, request_id, outcome, reason, peer, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await
+        .map_err(translate)?;
+    client
+        .execute(
+            &statement,
+            &[
+                &event.actor.principal,
+                &event.action.as_str(),
+                &event.connector_id,
+                &event.request_id,
+                &event.outcome,
+                &event.reason,
+                &event.actor.peer,
+                &event.detail,
+            ],
+        )
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
 
 /// `<host name>-<8 random hex digits>`: readable in logs and in the
 /// `replicas` table, unique across restarts.
@@ -294,6 +327,7 @@ impl PgStore {
             .await
             .map_err(translate)?;
         let connector = connector_from_row(&row)?;
+        insert_audit(&tx, &change.audit_event(&command.id)).await?;
         tx.commit().await.map_err(translate)?;
         Ok(CommandOutcome {
             connector,
@@ -361,7 +395,8 @@ async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool
 impl Store for PgStore {
     #[instrument(skip_all, fields(connector_id = %new.id))]
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
-        let client = self.client().await?;
+        let mut client = self.client().await?;
+        let client = client.transaction().await.map_err(translate)?;
         let statement = client
             .prepare_cached(&format!(
                 "INSERT INTO connectors
@@ -401,7 +436,14 @@ impl Store for PgStore {
                 }
                 _ => translate(e),
             })?;
-        connector_from_row(&row)
+        let connector = connector_from_row(&row)?;
+        insert_audit(
+            &client,
+            &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &connector.id),
+        )
+        .await?;
+        client.commit().await.map_err(translate)?;
+        Ok(connector)
     }
 
     #[instrument(skip_all, fields(connector_id = %id))]
@@ -516,6 +558,65 @@ impl Store for PgStore {
             .await
             .map_err(translate)?;
         Ok(row.get(0))
+    }
+
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        insert_audit(&self.client().await?, event).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, time, principal, action, connector_id, request_id, outcome, reason,
+                        peer, detail
+                 FROM audit_events
+                 WHERE ($1::text IS NULL OR connector_id = $1)
+                   AND ($2::text IS NULL OR principal = $2)
+                   AND ($3::timestamptz IS NULL OR time >= $3)
+                   AND ($4::timestamptz IS NULL OR time < $4)
+                   AND ($5::int8 IS NULL OR id < $5)
+                 ORDER BY id DESC
+                 LIMIT $6",
+            )
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &filter.connector_id,
+                    &filter.principal,
+                    &filter.start_time,
+                    &filter.end_time,
+                    &filter.before_id,
+                    &(i64::try_from(limit).unwrap_or(i64::MAX) + 1),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        let mut events: Vec<AuditEvent> = rows
+            .iter()
+            .map(|row| AuditEvent {
+                id: row.get("id"),
+                time: row.get("time"),
+                principal: row.get("principal"),
+                action: row.get("action"),
+                connector_id: row.get("connector_id"),
+                request_id: row.get("request_id"),
+                outcome: row.get("outcome"),
+                reason: row.get("reason"),
+                peer: row.get("peer"),
+                detail: row.get("detail"),
+            })
+            .collect();
+        let more = events.len() > limit;
+        events.truncate(limit);
+        Ok((events, more))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -13,11 +13,13 @@ use super::{
     Change, CommandOutcome, FleetStore, Lease, Page, Seen, Store, StoreError, Wakeup,
     WakeupHandler, escape_like, fold,
 };
-use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
+use crate::domain::fleet::{
+    Candidate, Deliverable, assign_local, result_effect, session_event, status_effect,
+};
 use crate::domain::{
-    Agent, Command, CommandReport, CommandStatus, Connector, ConnectorUpdate, Cursor, Hello,
-    NewConnector, ObservedStatus, PauseRequest, RegionSummary, Replica, SearchFilter, Session,
-    StartRequest,
+    Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, CommandStatus, Connector,
+    ConnectorUpdate, Cursor, Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
+    RegionSummary, Replica, SearchFilter, Session, StartRequest,
 };
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -283,6 +285,7 @@ fn transition(
     ])
     .map_err(translate)?;
     let connector = get_connector(&tx, connector_id)?.expect("locked above");
+    insert_audit(&tx, &change.audit_event(&command.id))?;
     tx.commit().map_err(translate)?;
     Ok(CommandOutcome {
         connector,
@@ -334,7 +337,10 @@ impl Store for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         self.with(move |connection| {
             let at = text(now());
-            let inserted = connection
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let inserted = tx
                 .prepare_cached(
                     "INSERT INTO connectors
                        (id, name, project_id, project_name, name_folded, project_name_folded, kind,
@@ -368,8 +374,14 @@ impl Store for SqliteStore {
                 }
                 Err(e) => return Err(translate(e)),
             }
-            get_connector(connection, &new.id)?
-                .ok_or_else(|| StoreError::Internal("inserted row vanished".to_owned()))
+            let connector = get_connector(&tx, &new.id)?
+                .ok_or_else(|| StoreError::Internal("inserted row vanished".to_owned()))?;
+            insert_audit(
+                &tx,
+                &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &new.id),
+            )?;
+            tx.commit().map_err(translate)?;
+            Ok(connector)
         })
         .await
     }
@@ -468,6 +480,97 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        let event = event.clone();
+        self.with(move |connection| insert_audit(connection, &event))
+            .await
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
+        let filter = filter.clone();
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT id, time, principal, action, connector_id, request_id, outcome,
+                            reason, peer, detail
+                     FROM audit_events
+                     WHERE (?1 IS NULL OR connector_id = ?1)
+                       AND (?2 IS NULL OR principal = ?2)
+                       AND (?3 IS NULL OR time >= ?3)
+                       AND (?4 IS NULL OR time < ?4)
+                       AND (?5 IS NULL OR id < ?5)
+                     ORDER BY id DESC
+                     LIMIT ?6",
+                )
+                .map_err(translate)?;
+            let rows = statement
+                .query_map(
+                    params![
+                        filter.connector_id,
+                        filter.principal,
+                        filter.start_time.map(text),
+                        filter.end_time.map(text),
+                        filter.before_id,
+                        i64::try_from(limit).unwrap_or(i64::MAX) + 1,
+                    ],
+                    |row| {
+                        Ok((
+                            row.get::<_, i64>(0)?,
+                            row.get::<_, String>(1)?,
+                            [
+                                row.get::<_, String>(2)?,
+                                row.get::<_, String>(3)?,
+                                row.get::<_, String>(4)?,
+                                row.get::<_, String>(5)?,
+                                row.get::<_, String>(6)?,
+                                row.get::<_, String>(7)?,
+                                row.get::<_, String>(8)?,
+                                row.get::<_, String>(9)?,
+                            ],
+                        ))
+                    },
+                )
+                .map_err(translate)?;
+            let mut events = Vec::new();
+            for row in rows {
+                let (
+                    id,
+                    time,
+                    [
+                        principal,
+                        action,
+                        connector_id,
+                        request_id,
+                        outcome,
+                        reason,
+                        peer,
+                        detail,
+                    ],
+                ) = row.map_err(translate)?;
+                events.push(AuditEvent {
+                    id,
+                    time: rows::parse_time(&time)?,
+                    principal,
+                    action,
+                    connector_id,
+                    request_id,
+                    outcome,
+                    reason,
+                    peer,
+                    detail,
+                });
+            }
+            let more = events.len() > limit;
+            events.truncate(limit);
+            Ok((events, more))
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.with(|connection| {
             connection
@@ -479,6 +582,30 @@ impl Store for SqliteStore {
 }
 
 /// Makes what `agent_id` was sent and has not answered pending again.
+/// Appends `event` inside the caller's transaction (or on its own).
+fn insert_audit(connection: &Connection, event: &NewAuditEvent) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "INSERT INTO audit_events
+               (time, principal, action, connector_id, request_id, outcome, reason, peer, detail)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .map_err(translate)?
+        .execute(params![
+            text(now()),
+            event.actor.principal,
+            event.action.as_str(),
+            event.connector_id,
+            event.request_id,
+            event.outcome,
+            event.reason,
+            event.actor.peer,
+            event.detail,
+        ])
+        .map_err(translate)?;
+    Ok(())
+}
+
 fn requeue_delivered(connection: &Connection, agent_id: &str) -> Result<usize, StoreError> {
     connection
         .prepare_cached(
@@ -619,7 +746,12 @@ impl FleetStore for SqliteStore {
                 epoch,
                 region: hello.region.clone(),
                 server_ip: hello.server_ip.clone(),
+                actor: hello.actor.clone(),
             };
+            insert_audit(
+                &tx,
+                &session_event(&session, AuditAction::AgentSessionStart),
+            )?;
             requeue_delivered(&tx, &hello.agent_id)?;
             record(&tx, &session, &hello.connectors)?;
             tx.commit().map_err(translate)?;
@@ -644,6 +776,7 @@ impl FleetStore for SqliteStore {
                 params![session.agent_id, text(now())],
             )
             .map_err(translate)?;
+            insert_audit(&tx, &session_event(&session, AuditAction::AgentSessionEnd))?;
             let requeued = requeue_delivered(&tx, &session.agent_id)?;
             tx.commit().map_err(translate)?;
             Ok(requeued as u64)
