@@ -228,15 +228,24 @@ pub fn status_effect(
     connector: &Connector,
     status: &ObservedStatus,
     session: &Session,
-) -> ConnectorUpdate {
+) -> Option<ConnectorUpdate> {
+    // Only the agent running a connector reports on it: another agent
+    // naming it (a bug, or a hostile agent) changes nothing. An agent
+    // becomes the runner by carrying out a start (`result_effect`), or by
+    // reporting a connector of its region that no agent runs (connectors
+    // that already ran before they were registered here).
+    let adopts = connector.agent_id.is_empty() && connector.region == session.region;
+    if connector.agent_id != session.agent_id && !adopts {
+        return None;
+    }
     let current = status.generation >= connector.generation;
-    ConnectorUpdate {
+    Some(ConnectorUpdate {
         state: (current && reportable(status.state)).then_some(status.state),
         desired_state: None,
         placement: Some(Placement::of(session, &connector.region)),
         observed: Some(status.clone()),
         status_message: current.then(|| status.message.clone()),
-    }
+    })
 }
 
 /// A command waiting for delivery, with the agent that runs its connector
@@ -508,13 +517,45 @@ mod tests {
             generation: 1,
             message: String::new(),
         };
-        let update = status_effect(&connector(2, ConnectorState::Pausing), &status, &session());
+        let run_by_a1 = |generation, state| Connector {
+            agent_id: "a1".into(),
+            ..connector(generation, state)
+        };
+        let update =
+            status_effect(&run_by_a1(2, ConnectorState::Pausing), &status, &session()).unwrap();
         assert_eq!(update.state, None);
         assert_eq!(
             update.observed.unwrap().latency,
             Some(Duration::from_secs(3))
         );
-        let update = status_effect(&connector(1, ConnectorState::Starting), &status, &session());
+        let update =
+            status_effect(&run_by_a1(1, ConnectorState::Starting), &status, &session()).unwrap();
         assert_eq!(update.state, Some(ConnectorState::Running));
+    }
+
+    #[test]
+    fn an_agent_cannot_report_on_a_connector_it_does_not_run() {
+        let status = ObservedStatus {
+            connector_id: "c1".into(),
+            state: ConnectorState::Failed,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            generation: 9,
+            message: "hijack".into(),
+        };
+        let elsewhere = Connector {
+            agent_id: "a2".into(),
+            ..connector(1, ConnectorState::Running)
+        };
+        assert_eq!(status_effect(&elsewhere, &status, &session()), None);
+        // Nobody runs it: an agent of its region adopts it, no other.
+        let unowned = connector(1, ConnectorState::Stopped);
+        assert!(status_effect(&unowned, &status, &session()).is_some());
+        let other_region = Connector {
+            region: "us-1".into(),
+            ..unowned
+        };
+        assert_eq!(status_effect(&other_region, &status, &session()), None);
     }
 }

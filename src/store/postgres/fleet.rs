@@ -144,17 +144,13 @@ async fn record(
     for row in client.query(&statement, &[&ids]).await.map_err(translate)? {
         let connector = connector_from_row(&row)?;
         // Several reports of one connector in a batch: the last one counts.
-        if let Some(status) = statuses
+        if let Some(update) = statuses
             .iter()
             .rev()
             .find(|s| s.connector_id == connector.id)
+            .and_then(|status| status_effect(&connector, status, session))
         {
-            apply_update(
-                client,
-                &connector.id,
-                &status_effect(&connector, status, session),
-            )
-            .await?;
+            apply_update(client, &connector.id, &update).await?;
         }
     }
     Ok(())

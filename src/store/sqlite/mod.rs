@@ -684,12 +684,10 @@ fn record(
     statuses: &[ObservedStatus],
 ) -> Result<(), StoreError> {
     for status in statuses {
-        if let Some(connector) = get_connector(connection, &status.connector_id)? {
-            apply_update(
-                connection,
-                &connector.id,
-                &status_effect(&connector, status, session),
-            )?;
+        if let Some(connector) = get_connector(connection, &status.connector_id)?
+            && let Some(update) = status_effect(&connector, status, session)
+        {
+            apply_update(connection, &connector.id, &update)?;
         }
     }
     Ok(())
