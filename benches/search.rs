@@ -86,7 +86,10 @@ async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
     tokio::spawn(server::serve(
         listener,
         store,
-        ServeOptions::default(),
+        ServeOptions {
+            rate_limit: None,
+            ..ServeOptions::default()
+        },
         std::future::pending(),
     ));
     let channel = Channel::from_shared(format!("http://{addr}"))?

@@ -1,6 +1,7 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
+use crate::api::limits::{ChangeLimiter, RateLimit};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
 use crate::domain::PageTokenCodec;
@@ -13,6 +14,7 @@ use crate::proto::{
 use crate::store::{FleetStore, Store};
 use anyhow::Context;
 use std::future::Future;
+use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +34,13 @@ const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest request an operator's call needs is a few kilobytes (ids,
+/// names and addresses are bounded); anything far larger is refused before
+/// it is decoded (OUT_OF_RANGE).
+const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// An agent message carries up to 10,000 connector statuses.
+const MAX_AGENT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
 /// Serving options that are not about where to listen or what to store in.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
@@ -46,6 +55,8 @@ pub struct ServeOptions {
     pub auth: Authenticator,
     /// TLS (and mutual TLS with a client CA); None serves plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Each principal's allowance of changes (create, start, pause).
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl Default for ServeOptions {
@@ -56,6 +67,10 @@ impl Default for ServeOptions {
             fleet: FleetOptions::new(Duration::from_secs(10)),
             auth: Authenticator::open(),
             tls: None,
+            rate_limit: Some(RateLimit {
+                per_second: NonZeroU32::new(10).expect("not zero"),
+                burst: NonZeroU32::new(20).expect("not zero"),
+            }),
         }
     }
 }
@@ -100,7 +115,8 @@ pub async fn serve<S: FleetStore>(
         draining,
         fleet.signals(),
         fleet.offline_after(),
-    );
+    )
+    .with_limiter(ChangeLimiter::new(options.rate_limit));
     let agents = AgentApi::new(fleet.clone(), store.clone());
     let audit = AuditApi::new(store.clone());
 
@@ -135,15 +151,15 @@ pub async fn serve<S: FleetStore>(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
-            ConnectorServiceServer::new(api),
+            ConnectorServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
             options.auth.interceptor(),
         ))
         .add_service(InterceptedService::new(
-            AgentServiceServer::new(agents),
+            AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES),
             options.auth.interceptor(),
         ))
         .add_service(InterceptedService::new(
-            AuditServiceServer::new(audit),
+            AuditServiceServer::new(audit).max_decoding_message_size(MAX_REQUEST_BYTES),
             options.auth.interceptor(),
         ))
         .serve_with_incoming_shutdown(

@@ -70,6 +70,9 @@ pub fn spawn_server(url: &str, args: &[&str]) -> anyhow::Result<Server> {
             "127.0.0.1:0",
             "--heartbeat-interval",
             "10s",
+            // The bench is one principal making many changes on purpose.
+            "--rate-limit",
+            "0",
         ])
         .args(args)
         .env("DATABASE_URL", url)

@@ -10,6 +10,8 @@ use std::time::Duration;
 const MAX_INSTANCE_ID_LEN: usize = 128;
 const MAX_VERSION_LEN: usize = 64;
 const MAX_MESSAGE_LEN: usize = 4096;
+/// Connector statuses in one hello or heartbeat.
+pub const MAX_STATUSES: usize = 10_000;
 
 fn state(value: i32) -> Result<ConnectorState, String> {
     let state = match v1::ConnectorState::try_from(value) {
@@ -94,6 +96,17 @@ fn collect(
     field: &str,
     statuses: Vec<v1::ConnectorStatus>,
 ) -> Vec<ObservedStatus> {
+    if statuses.len() > MAX_STATUSES {
+        violations.add(
+            field,
+            format!(
+                "has {} entries; at most {MAX_STATUSES} per message (send the rest in the next \
+                 heartbeat)",
+                statuses.len()
+            ),
+        );
+        return Vec::new();
+    }
     statuses
         .into_iter()
         .enumerate()

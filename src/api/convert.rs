@@ -27,6 +27,9 @@ fn optional(value: &str) -> Option<String> {
 
 /// A well-formed timestamp: within the proto's valid range (years 1 to
 /// 9999), with nanos in [0, 1e9).
+/// Entries of `ListConnectorsRequest.states`: each of the six states once.
+const MAX_STATES: usize = 6;
+
 pub(crate) fn timestamp(ts: &prost_types::Timestamp) -> Result<DateTime<Utc>, String> {
     const MIN_SECONDS: i64 = -62_135_596_800;
     const MAX_SECONDS: i64 = 253_402_300_799;
@@ -190,7 +193,16 @@ pub fn list_query(request: v1::ListConnectorsRequest) -> Result<ListQuery, ApiEr
         violations.check("region", validate::region(&request.region));
     }
     let mut states = Vec::new();
-    for (i, value) in request.states.iter().enumerate() {
+    if request.states.len() > MAX_STATES {
+        violations.add(
+            "states",
+            format!(
+                "has {} entries; at most {MAX_STATES} (each state once)",
+                request.states.len()
+            ),
+        );
+    }
+    for (i, value) in request.states.iter().take(MAX_STATES).enumerate() {
         match state_from_proto(*value) {
             Ok(state) => states.push(state),
             Err(description) => violations.add(&format!("states[{i}]"), description),

@@ -23,6 +23,11 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error("{principal} is over its rate limit")]
+    RateLimited {
+        principal: String,
+        retry_after: std::time::Duration,
+    },
     #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
@@ -120,6 +125,27 @@ impl From<ApiError> for Status {
             ),
             ApiError::Store(error) => store_status(error),
             ApiError::Auth(error) => auth_status(error),
+            ApiError::RateLimited {
+                principal,
+                retry_after,
+            } => {
+                // Whole milliseconds, at least one: what a person can read.
+                let retry_after =
+                    std::time::Duration::from_millis(retry_after.as_millis().max(1) as u64);
+                status(
+                    Code::ResourceExhausted,
+                    ErrorReason::RateLimited,
+                    format!(
+                        "principal {principal} made more changes (create, start, pause) than \
+                         its rate limit allows; retry in {} ms",
+                        retry_after.as_millis()
+                    ),
+                    &[("principal", principal)],
+                    |details| {
+                        details.set_retry_info(Some(retry_after));
+                    },
+                )
+            }
         }
     }
 }

@@ -6,6 +6,7 @@ mod agents;
 mod audit;
 mod convert;
 mod error;
+pub mod limits;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
@@ -87,6 +88,7 @@ pub struct ConnectorApi<S> {
     draining: watch::Receiver<bool>,
     signals: Signals,
     offline_after: Duration,
+    limiter: limits::ChangeLimiter,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -111,7 +113,14 @@ impl<S: FleetStore> ConnectorApi<S> {
             draining,
             signals,
             offline_after,
+            limiter: limits::ChangeLimiter::default(),
         }
+    }
+
+    /// Limits each principal's changes (create, start, pause).
+    pub fn with_limiter(mut self, limiter: limits::ChangeLimiter) -> Self {
+        self.limiter = limiter;
+        self
     }
 
     /// Holds a `wait: true` call until the command reaches a final status
@@ -297,7 +306,9 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             .unwrap_or_default();
         let mut audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
         let result = async {
-            auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
+            let principal =
+                auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
+            self.limiter.check(&principal.name)?;
             let mut new = convert::new_connector(request.into_inner())?;
             new.actor = audit.actor.clone();
             audit.connector_id.clone_from(&new.id);
@@ -385,7 +396,9 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             &message.request_id,
         );
         let result = async {
-            auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            let principal =
+                auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            self.limiter.check(&principal.name)?;
             let deadline = self.deadline(&request);
             let message = request.into_inner();
             let mut start = convert::start_request(&message, chrono::Utc::now())?;
@@ -427,7 +440,9 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         );
         audit.reason.clone_from(&message.reason);
         let result = async {
-            auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            let principal =
+                auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
+            self.limiter.check(&principal.name)?;
             let deadline = self.deadline(&request);
             let message = request.into_inner();
             let mut pause = convert::pause_request(&message)?;

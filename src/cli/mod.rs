@@ -201,6 +201,16 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
+    /// Changes (create, start, pause) each principal may make per second;
+    /// more are refused with RESOURCE_EXHAUSTED and a retry delay. 0: no
+    /// limit.
+    #[arg(long, env = "CONNECTOR_CONTROL_RATE_LIMIT", default_value_t = 10)]
+    pub rate_limit: u32,
+
+    /// How many changes a principal may make at once above --rate-limit.
+    #[arg(long, env = "CONNECTOR_CONTROL_RATE_BURST", default_value_t = 20)]
+    pub rate_burst: u32,
+
     /// Serve a non-loopback address without --auth-file: anyone who can
     /// reach the port may start and pause every connector.
     #[arg(long, env = "CONNECTOR_CONTROL_INSECURE_NO_AUTH")]
@@ -335,6 +345,12 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             address: listener.local_addr()?.to_string(),
         },
         auth: auth.clone(),
+        rate_limit: std::num::NonZeroU32::new(args.rate_limit).map(|per_second| {
+            crate::api::limits::RateLimit {
+                per_second,
+                burst: std::num::NonZeroU32::new(args.rate_burst).unwrap_or(per_second),
+            }
+        }),
         tls: crate::tls::server(
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),

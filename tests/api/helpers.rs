@@ -1,6 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, migrated, and the real
 //! server on a port-0 listener reached through the generated tonic client.
 
+use connector_control::api::limits::RateLimit;
 use connector_control::auth::Authenticator;
 use connector_control::fleet::FleetOptions;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
@@ -146,16 +147,12 @@ async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
     .await
 }
 
-/// A server on its own database that authenticates callers with `auth`.
-pub async fn spawn_with_auth(auth: Authenticator) -> TestApp {
-    spawn_replica_at(
-        Arc::new(TestDatabase::create().await),
-        "127.0.0.1:0",
-        FleetOptions::new(HEARTBEAT_INTERVAL),
-        None,
-        auth,
-    )
-    .await
+/// A server on its own database that authenticates callers with `auth`
+/// and limits each principal's changes to `rate_limit`.
+pub async fn spawn_with_auth(auth: Authenticator, rate_limit: Option<RateLimit>) -> TestApp {
+    let db = Arc::new(TestDatabase::create().await);
+    let fleet = FleetOptions::new(HEARTBEAT_INTERVAL);
+    spawn_with(db, "127.0.0.1:0", fleet, None, auth, rate_limit).await
 }
 
 /// One more replica (its own pool, listener and loops) on `db`.
@@ -181,6 +178,17 @@ async fn spawn_replica_at(
     replica_id: Option<&str>,
     auth: Authenticator,
 ) -> TestApp {
+    spawn_with(db, addr, fleet, replica_id, auth, None).await
+}
+
+async fn spawn_with(
+    db: Arc<TestDatabase>,
+    addr: &str,
+    fleet: FleetOptions,
+    replica_id: Option<&str>,
+    auth: Authenticator,
+    rate_limit: Option<RateLimit>,
+) -> TestApp {
     let mut store = PgStore::connect(&db.url, 8)
         .await
         .expect("connecting the store");
@@ -197,6 +205,7 @@ async fn spawn_replica_at(
         fleet,
         auth,
         tls: None,
+        rate_limit,
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

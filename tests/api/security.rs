@@ -45,7 +45,7 @@ fn auth_file(dir: &TempDir, extra: &str) -> std::path::PathBuf {
 async fn secured() -> (TestApp, TempDir) {
     let dir = TempDir::new();
     let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
-    (spawn_with_auth(auth).await, dir)
+    (spawn_with_auth(auth, None).await, dir)
 }
 
 fn with_token<T>(message: T, token: Option<&str>) -> tonic::Request<T> {
@@ -739,4 +739,187 @@ async fn the_audit_trail_names_who_did_what_from_where_allowed_or_not() {
     .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&bad), ["end_time", "page_size"]);
+}
+
+#[tokio::test]
+async fn each_principal_has_its_own_rate_limit_on_changes() {
+    use connector_control::api::limits::RateLimit;
+    use std::num::NonZeroU32;
+    let dir = TempDir::new();
+    let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
+    // A burst of three, then one change a second: the fourth is refused.
+    let limit = RateLimit {
+        per_second: NonZeroU32::new(1).unwrap(),
+        burst: NonZeroU32::new(3).unwrap(),
+    };
+    let app = spawn_with_auth(auth, Some(limit)).await;
+    let mut client = ConnectorServiceClient::new(app.channel().await);
+    for i in 0..3 {
+        client
+            .create_connector(with_token(
+                v1::CreateConnectorRequest {
+                    connector: Some(connector(&format!("c{i}"), "orders")),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+    let status = client
+        .start_connector(with_token(start_request("c0"), Some(ADMIN)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert_eq!(error_info(&status).reason, "RATE_LIMITED");
+    let retry = tonic_types::StatusExt::get_error_details(&status)
+        .retry_info()
+        .and_then(|info| info.retry_delay)
+        .expect("a RetryInfo with a delay");
+    assert!(
+        retry > Duration::ZERO && retry <= Duration::from_secs(1),
+        "{retry:?}"
+    );
+    assert_eq!(app.count("SELECT count(*) FROM commands").await, 0);
+    // Another principal is not slowed by the first one's calls; reads are
+    // not limited.
+    client
+        .start_connector(with_token(start_request("c0"), Some(OPERATOR)))
+        .await
+        .expect("operator has its own allowance");
+    for _ in 0..5 {
+        client
+            .get_connector(with_token(
+                v1::GetConnectorRequest { id: "c0".into() },
+                Some(ADMIN),
+            ))
+            .await
+            .expect("reads are not limited");
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_malformed_input_gets_a_precise_status_and_changes_nothing() {
+    let (app, _dir) = secured().await;
+    let mut client = ConnectorServiceClient::new(app.channel().await);
+    // A request far beyond anything valid is refused before decoding.
+    let mut huge = connector("c1", "orders");
+    huge.name = "x".repeat(200_000);
+    let status = client
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(huge),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // Too long, but small enough to decode: the field is named.
+    let mut long = connector("c1", "orders");
+    long.name = "x".repeat(201);
+    long.source.as_mut().unwrap().address = "a".repeat(513);
+    let status = client
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(long),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(
+        violated_fields(&status),
+        ["connector.name", "connector.source.address"]
+    );
+    // Too many repeated entries.
+    let status = client
+        .list_connectors(with_token(
+            v1::ListConnectorsRequest {
+                states: vec![1; 5000],
+                ..Default::default()
+            },
+            Some(VIEWER),
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&status), ["states"]);
+    assert_eq!(app.count("SELECT count(*) FROM connectors").await, 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM audit_events WHERE outcome = 'OK'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test]
+async fn an_agent_cannot_change_a_connector_another_agent_runs() {
+    let (app, _dir) = secured().await;
+    let channel = app.channel().await;
+    let mut client = ConnectorServiceClient::new(channel.clone());
+    for id in ["c1", "c2"] {
+        client
+            .create_connector(with_token(
+                v1::CreateConnectorRequest {
+                    connector: Some(connector(id, "orders")),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .unwrap();
+    }
+    app.sql(
+        "UPDATE connectors SET agent_id = 'a9', state = 'RUNNING', server_ip = '10.0.2.9'
+         WHERE id = 'c1'",
+    )
+    .await;
+    let (outbound, _inbound) = connect_as(&channel, Some(AGENT), hello("a1", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    outbound
+        .send(v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                sequence: 1,
+                connectors: vec![status("c1", v1::ConnectorState::Failed, 99)],
+            })),
+        })
+        .await
+        .unwrap();
+    // A second heartbeat adopts c2, which nobody runs: once it shows, the
+    // first (handled before it, on the same stream) was handled too.
+    outbound
+        .send(v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                sequence: 2,
+                connectors: vec![status("c2", v1::ConnectorState::Running, 0)],
+            })),
+        })
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), || async {
+        (app.count("SELECT count(*) FROM connectors WHERE id = 'c2' AND agent_id = 'a1'")
+            .await
+            == 1)
+            .then_some(())
+    })
+    .await;
+    let row = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT state, agent_id, server_ip FROM connectors WHERE id = 'c1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, String>(2)
+        ),
+        ("RUNNING".to_owned(), "a9".to_owned(), "10.0.2.9".to_owned())
+    );
 }
