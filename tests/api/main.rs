@@ -14,4 +14,5 @@ mod replica_processes;
 mod replicas;
 mod security;
 mod start_pause;
+mod state_machine;
 mod tls;

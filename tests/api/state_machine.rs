@@ -1,0 +1,320 @@
+//! Property: no sequence of starts, pauses, deliveries, results,
+//! heartbeats, reconnects and liveness sweeps leaves a connector in a state
+//! the state machine does not allow, or loses a command. Runs against the
+//! real embedded store (the same rules as PostgreSQL, checked by the
+//! contract suite), many sequences per run.
+
+use chrono::Utc;
+use connector_control::domain::{
+    CommandKind, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Endpoint, Hello,
+    NewConnector, ObservedStatus, PauseRequest, Session, StartRequest, TimeRange,
+};
+use connector_control::store::{FleetStore, SqliteStore, Store};
+use proptest::prelude::*;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Start { pull_back_minutes: Option<u16> },
+    Pause,
+    Deliver,
+    Answer { success: bool },
+    Heartbeat { state: ConnectorState, behind: bool },
+    Reconnect,
+    Sweep,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => proptest::option::of(0u16..240).prop_map(|m| Op::Start { pull_back_minutes: m }),
+        3 => Just(Op::Pause),
+        3 => Just(Op::Deliver),
+        3 => any::<bool>().prop_map(|success| Op::Answer { success }),
+        2 => (
+            prop_oneof![
+                Just(ConnectorState::Running),
+                Just(ConnectorState::Stopped),
+                Just(ConnectorState::Failed)
+            ],
+            any::<bool>()
+        )
+            .prop_map(|(state, behind)| Op::Heartbeat { state, behind }),
+        1 => Just(Op::Reconnect),
+        1 => Just(Op::Sweep),
+    ]
+}
+
+struct World {
+    store: SqliteStore,
+    session: Session,
+    /// Commands the agent holds, delivered and not yet answered.
+    held: Vec<connector_control::domain::Command>,
+    /// Every command the store accepted, by id.
+    accepted: Vec<String>,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn hello() -> Hello {
+    Hello {
+        agent_id: "ag".to_owned(),
+        instance_id: "i".to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.7".to_owned(),
+        version: String::new(),
+        connectors: Vec::new(),
+        actor: Default::default(),
+    }
+}
+
+async fn world() -> World {
+    let dir = std::env::temp_dir().join(format!("cc-prop-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&dir.join("store.db")).unwrap();
+    let endpoint = |region: &str| Endpoint {
+        kind: "MYSQL".to_owned(),
+        region: region.to_owned(),
+        address: "h:1".to_owned(),
+    };
+    store
+        .create_connector(NewConnector {
+            id: "c1".to_owned(),
+            name: "c1".to_owned(),
+            project_id: "p".to_owned(),
+            project_name: "P".to_owned(),
+            kind: ConnectorKind::IncrementalSync,
+            source: endpoint("eu-1"),
+            destination: endpoint("eu-2"),
+            actor: Default::default(),
+        })
+        .await
+        .unwrap();
+    let session = store.open_session(&hello()).await.unwrap();
+    World {
+        store,
+        session,
+        held: Vec::new(),
+        accepted: Vec::new(),
+        dir,
+    }
+}
+
+fn observed(state: ConnectorState, generation: i64) -> ObservedStatus {
+    let now = Utc::now();
+    ObservedStatus {
+        connector_id: "c1".to_owned(),
+        state,
+        checkpoint_time: Some(now),
+        latency: Some(Duration::from_secs(1)),
+        store_range: Some(TimeRange {
+            earliest: now - chrono::Duration::hours(2),
+            latest: now,
+        }),
+        generation,
+        message: String::new(),
+    }
+}
+
+async fn apply(world: &mut World, op: &Op) {
+    let hour = Duration::from_secs(3600);
+    match op {
+        Op::Start { pull_back_minutes } => {
+            let request = StartRequest {
+                connector_id: "c1".to_owned(),
+                pull_back_time: pull_back_minutes
+                    .map(|m| Utc::now() - chrono::Duration::minutes(i64::from(m))),
+                region: None,
+                request_id: None,
+                actor: Default::default(),
+            };
+            // Refusals (wrong state, pull-back out of range) are fine; they
+            // must change nothing, which the invariants check.
+            if let Ok(outcome) = world.store.start_connector(&request).await {
+                world.accepted.push(outcome.command.id);
+            }
+        }
+        Op::Pause => {
+            let request = PauseRequest {
+                connector_id: "c1".to_owned(),
+                reason: String::new(),
+                request_id: None,
+                actor: Default::default(),
+            };
+            if let Ok(outcome) = world.store.pause_connector(&request).await {
+                world.accepted.push(outcome.command.id);
+            }
+        }
+        Op::Deliver => {
+            let claimed = world
+                .store
+                .claim_commands("eu-2", &[(world.session.clone(), 16)], hour)
+                .await
+                .unwrap();
+            world.held.extend(claimed.into_iter().map(|(_, c)| c));
+        }
+        Op::Answer { success } => {
+            if world.held.is_empty() {
+                return;
+            }
+            let command = world.held.remove(0);
+            let state = match (command.kind, success) {
+                (CommandKind::Start, true) => ConnectorState::Running,
+                (CommandKind::Pause, true) => ConnectorState::Stopped,
+                (_, false) => ConnectorState::Failed,
+            };
+            let report = CommandReport {
+                command_id: command.id.clone(),
+                success: *success,
+                error_reason: if *success { "" } else { "BROKEN" }.to_owned(),
+                error_message: String::new(),
+                status: Some(observed(state, command.generation)),
+            };
+            world
+                .store
+                .complete_command(&world.session, &report)
+                .await
+                .unwrap();
+        }
+        Op::Heartbeat { state, behind } => {
+            let connector = world.store.get_connector("c1").await.unwrap();
+            let generation = if *behind {
+                (connector.generation - 1).max(0)
+            } else {
+                connector.generation
+            };
+            world
+                .store
+                .record_statuses(&world.session, &[observed(*state, generation)])
+                .await
+                .unwrap();
+        }
+        Op::Reconnect => {
+            // Whatever the agent held is delivered again to the new session.
+            world.held.clear();
+            world.session = world.store.open_session(&hello()).await.unwrap();
+        }
+        Op::Sweep => {
+            let lease = world.store.acquire_lease(hour).await.unwrap().unwrap();
+            world
+                .store
+                .sweep_offline(lease, Duration::ZERO, hour)
+                .await
+                .unwrap();
+            world.held.clear();
+        }
+    }
+}
+
+/// What must hold after every step.
+async fn check(world: &World) -> Result<(), TestCaseError> {
+    let connector = world.store.get_connector("c1").await.unwrap();
+    let mut commands = Vec::new();
+    for id in &world.accepted {
+        // No accepted command is ever lost.
+        commands.push(
+            world
+                .store
+                .get_command(id)
+                .await
+                .map_err(|e| TestCaseError::fail(format!("accepted command {id} is gone: {e}")))?,
+        );
+    }
+    // One command at a time is with the agent. (Several may be pending: a
+    // start that was delivered, then requeued when the session ended, is
+    // not superseded by a pause accepted meanwhile; both go, in order.)
+    let delivered = commands
+        .iter()
+        .filter(|c| c.status == CommandStatus::Delivered)
+        .count();
+    prop_assert!(delivered <= 1, "two delivered: {commands:?}");
+    let Some(newest) = commands.iter().max_by_key(|c| c.generation) else {
+        // Never started here: only what its agent observes (it may adopt a
+        // connector that already ran), never a transition in progress.
+        prop_assert!(
+            !matches!(
+                connector.state,
+                ConnectorState::Starting | ConnectorState::Pausing
+            ),
+            "{connector:?}"
+        );
+        prop_assert_eq!(connector.desired_state, ConnectorState::Stopped);
+        prop_assert_eq!(connector.generation, 0);
+        return Ok(());
+    };
+    prop_assert_eq!(connector.generation, newest.generation);
+    // The newest command is never dropped: it is open (so it will reach
+    // the agent) or it ended with the agent's answer.
+    prop_assert!(
+        matches!(
+            newest.status,
+            CommandStatus::Pending
+                | CommandStatus::Delivered
+                | CommandStatus::Succeeded
+                | CommandStatus::Failed
+        ),
+        "newest command {newest:?}"
+    );
+    let newest_open = matches!(
+        newest.status,
+        CommandStatus::Pending | CommandStatus::Delivered
+    );
+    let wants = match (newest.kind, newest.status) {
+        (CommandKind::Start, CommandStatus::Failed) => ConnectorState::Stopped,
+        (CommandKind::Start, _) => ConnectorState::Running,
+        (CommandKind::Pause, _) => ConnectorState::Stopped,
+    };
+    prop_assert_eq!(connector.desired_state, wants, "{:?}", newest);
+    match connector.state {
+        ConnectorState::Starting => {
+            prop_assert!(
+                newest_open && newest.kind == CommandKind::Start,
+                "{newest:?}"
+            )
+        }
+        ConnectorState::Pausing => {
+            prop_assert!(
+                newest_open && newest.kind == CommandKind::Pause,
+                "{newest:?}"
+            )
+        }
+        // Observed states: what the agent reported, the sweep, or a failed
+        // command.
+        _ => {}
+    }
+    // Every open command is one the agent can still receive: pending, or
+    // delivered to the agent's current session (or requeued when it ends).
+    for command in commands
+        .iter()
+        .filter(|c| c.status == CommandStatus::Delivered)
+    {
+        prop_assert_eq!(&command.agent_id, &world.session.agent_id);
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_sequence_breaks_the_state_machine_or_loses_a_command(
+        ops in proptest::collection::vec(op(), 1..40)
+    ) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let mut world = world().await;
+            for op in &ops {
+                apply(&mut world, op).await;
+                check(&world).await?;
+            }
+            Ok::<(), TestCaseError>(())
+        })?;
+    }
+}
