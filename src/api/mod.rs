@@ -6,6 +6,8 @@ mod agents;
 mod audit;
 mod convert;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 
 pub use agents::AgentApi;
