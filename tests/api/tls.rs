@@ -48,8 +48,11 @@ impl Pki {
             format!(
                 "[[principal]]\nname = \"oncall\"\nrole = \"operator\"\n\
                  tls_client_name = \"oncall-laptop\"\n\n\
-                 [[principal]]\nname = \"dashboard\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n",
-                token_sha256("dashboard-token")
+                 [[principal]]\nname = \"dashboard\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n\n\
+                 [[principal]]\nname = \"agent-eu-2\"\nrole = \"agent\"\nregion = \"eu-2\"\n\
+                 token_sha256 = \"{}\"\n",
+                token_sha256("dashboard-token"),
+                token_sha256("agent-token")
             ),
         )
         .unwrap();
@@ -235,4 +238,30 @@ async fn tls_without_client_certificates_takes_bearer_tokens() {
     // The server's certificate must be trusted.
     let untrusted = grpcurl(&[&server.addr, "list"]);
     assert!(!untrusted.status.success());
+
+    // The reference agent over TLS, with its token.
+    let port = server.addr.rsplit(':').next().unwrap().to_owned();
+    let _agent = ServerProcess::spawn_agent(&[
+        "--control-plane",
+        &format!("https://localhost:{port}"),
+        "--ca-cert",
+        &ca,
+        "--token",
+        "agent-token",
+        "--agent-id",
+        "eu-2a",
+        "--region",
+        "eu-2",
+        "--server-ip",
+        "10.0.2.5",
+    ]);
+    let listed = grpcurl(&[
+        "-cacert",
+        &ca,
+        "-H",
+        "authorization: Bearer dashboard-token",
+        &server.addr,
+        "connector.v1.AgentService/ListAgents",
+    ]);
+    assert!(text(&listed).contains("eu-2a"), "{}", text(&listed));
 }
