@@ -96,6 +96,8 @@ expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
   connector.v1.AgentService/ListAgents
 expect "this replica leads" '"leader": true' "${G[@]}" "$ADDR" \
   connector.v1.AgentService/ListReplicas
+expect "the audit trail has the start" '"action": "START_CONNECTOR"' "${G[@]}" \
+  -d '{"connector_id": "orders-eu"}' "$ADDR" connector.v1.AuditService/ListAuditEvents
 
 expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
   "$ADDR" "$SVC/ListConnectors"
