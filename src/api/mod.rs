@@ -17,6 +17,7 @@ pub use error::{ApiError, WaitEnd};
 
 use crate::auth::{self, Permission};
 
+use crate::domain::validate;
 use crate::domain::{Actor, AuditAction, CommandKind, Cursor, NewAuditEvent, PageTokenCodec};
 use crate::fleet::Signals;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
@@ -200,7 +201,12 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// for a `wait` that ran out after the change was made.
     async fn audit_refusal<T>(&self, refusal: Refusal, result: &Result<T, Status>) {
         let Err(status) = result else { return };
-        if matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded) {
+        // Not an outage, nor a wait that ran out after the change was made;
+        // nor a rate-limited call, whose purpose is to cost nothing.
+        if matches!(
+            status.code(),
+            Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted
+        ) {
             return;
         }
         let reason = tonic_types::StatusExt::get_error_details(status)
@@ -219,8 +225,13 @@ impl<S: FleetStore> ConnectorApi<S> {
             detail: status.message().chars().take(500).collect(),
             ..NewAuditEvent::ok(&refusal.actor, refusal.action, &refusal.connector_id)
         };
+        // What the caller sent is kept only up to the lengths a valid call
+        // may have: a refused call cannot make the trail grow without bound.
+        let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
         let event = NewAuditEvent {
-            request_id: refusal.request_id,
+            connector_id: bounded(&event.connector_id, validate::MAX_ID_LEN),
+            request_id: bounded(&refusal.request_id, validate::MAX_REQUEST_ID_LEN),
+            reason: bounded(&event.reason, validate::MAX_REASON_LEN + 64),
             ..event
         };
         if let Err(error) = self.store.append_audit(&event).await {

@@ -476,8 +476,19 @@ impl Authenticator {
 
 /// The client side: adds `authorization: Bearer <token>` to every call
 /// (the CLI and the reference agent).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Bearer(Option<tonic::metadata::AsciiMetadataValue>);
+
+/// Never prints the token.
+impl fmt::Debug for Bearer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Bearer(<redacted>)"
+        } else {
+            "Bearer(None)"
+        })
+    }
+}
 
 impl Bearer {
     /// From `--token`, else the first line of `--token-file`, else none.
@@ -497,8 +508,11 @@ impl Bearer {
         match token.filter(|token| !token.is_empty()) {
             None => Ok(Bearer(None)),
             Some(token) => format!("Bearer {token}")
-                .parse()
-                .map(|value| Bearer(Some(value)))
+                .parse::<tonic::metadata::AsciiMetadataValue>()
+                .map(|mut value| {
+                    value.set_sensitive(true);
+                    Bearer(Some(value))
+                })
                 .map_err(|_| anyhow::anyhow!("the token must be printable ASCII")),
         }
     }

@@ -234,7 +234,13 @@ pub fn status_effect(
     // becomes the runner by carrying out a start (`result_effect`), or by
     // reporting a connector of its region that no agent runs (connectors
     // that already ran before they were registered here).
-    let adopts = connector.agent_id.is_empty() && connector.region == session.region;
+    // Always within the agent's own region: an agent id claimed from
+    // another region, or a connector just moved elsewhere by a start, gives
+    // no say over connectors outside it.
+    if connector.region != session.region {
+        return None;
+    }
+    let adopts = connector.agent_id.is_empty();
     if connector.agent_id != session.agent_id && !adopts {
         return None;
     }
@@ -549,6 +555,13 @@ mod tests {
             ..connector(1, ConnectorState::Running)
         };
         assert_eq!(status_effect(&elsewhere, &status, &session()), None);
+        // Its own connector, once moved to another region, no longer.
+        let moved = Connector {
+            agent_id: "a1".into(),
+            region: "us-1".into(),
+            ..connector(1, ConnectorState::Running)
+        };
+        assert_eq!(status_effect(&moved, &status, &session()), None);
         // Nobody runs it: an agent of its region adopts it, no other.
         let unowned = connector(1, ConnectorState::Stopped);
         assert!(status_effect(&unowned, &status, &session()).is_some());
