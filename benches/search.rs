@@ -7,6 +7,8 @@
 //!
 //! Needs PostgreSQL at DATABASE_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 
+mod common;
+
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use connector_control::server::{self, ServeOptions};
 use connector_control::store::PgStore;
@@ -23,32 +25,14 @@ async fn main() -> anyhow::Result<()> {
         .map(|v| v.parse())
         .transpose()?
         .unwrap_or(1_000_000);
-    let admin_url = std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    let name = format!("cc_bench_{}", uuid::Uuid::new_v4().simple());
-    let (admin, connection) = tokio_postgres::connect(&admin_url, tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    admin
-        .execute(&format!("CREATE DATABASE {name}"), &[])
-        .await?;
-    let result = run(&admin_url, &name, count).await;
-    admin
-        .execute(&format!("DROP DATABASE {name} WITH (FORCE)"), &[])
-        .await?;
-    result
+    common::with_database(|url| async move { run(&url, count).await }).await
 }
 
-async fn run(admin_url: &str, name: &str, count: u64) -> anyhow::Result<()> {
-    let url = match admin_url.rfind('/') {
-        Some(i) if admin_url[..i].contains("://") && i > admin_url.find("://").unwrap() + 2 => {
-            format!("{}/{name}", &admin_url[..i])
-        }
-        _ => format!("{admin_url}/{name}"),
-    };
-    let store = PgStore::connect(&url, 16).await?;
+async fn run(url: &str, count: u64) -> anyhow::Result<()> {
+    let store = PgStore::connect(url, 16).await?;
     store.migrate().await?;
 
-    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
+    let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let loading = Instant::now();
     // A fleet shaped like a real one: 5,000 projects, 6 regions, servers in

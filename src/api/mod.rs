@@ -209,30 +209,26 @@ impl<S: FleetStore> ConnectorApi<S> {
         ) {
             return;
         }
-        let reason = tonic_types::StatusExt::get_error_details(status)
+        let code_reason = tonic_types::StatusExt::get_error_details(status)
             .error_info()
             .map(|info| info.reason.clone())
             .unwrap_or_default();
-        let event = NewAuditEvent {
-            outcome: code_name(status.code()),
-            reason: if reason.is_empty() {
-                refusal.reason
-            } else {
-                format!("{reason}: {}", refusal.reason)
-            }
-            .trim_end_matches(": ")
-            .to_owned(),
-            detail: status.message().chars().take(500).collect(),
-            ..NewAuditEvent::ok(&refusal.actor, refusal.action, &refusal.connector_id)
-        };
+        let reason = [code_reason.as_str(), refusal.reason.as_str()]
+            .into_iter()
+            .filter(|part| !part.is_empty())
+            .collect::<Vec<_>>()
+            .join(": ");
         // What the caller sent is kept only up to the lengths a valid call
         // may have: a refused call cannot make the trail grow without bound.
         let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
         let event = NewAuditEvent {
-            connector_id: bounded(&event.connector_id, validate::MAX_ID_LEN),
+            actor: refusal.actor,
+            action: refusal.action,
+            connector_id: bounded(&refusal.connector_id, validate::MAX_ID_LEN),
             request_id: bounded(&refusal.request_id, validate::MAX_REQUEST_ID_LEN),
-            reason: bounded(&event.reason, validate::MAX_REASON_LEN + 64),
-            ..event
+            outcome: code_name(status.code()),
+            reason: bounded(&reason, validate::MAX_REASON_LEN + 64),
+            detail: bounded(status.message(), 500),
         };
         if let Err(error) = self.store.append_audit(&event).await {
             warn!(%error, "recording a refused call in the audit trail failed");

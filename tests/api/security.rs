@@ -42,6 +42,20 @@ fn auth_file(dir: &TempDir, extra: &str) -> std::path::PathBuf {
     path
 }
 
+/// Creates connector `id` as the admin.
+async fn create_as_admin(client: &ConnectorServiceClient<Channel>, id: &str) {
+    client
+        .clone()
+        .create_connector(with_token(
+            v1::CreateConnectorRequest {
+                connector: Some(connector(id, "orders")),
+            },
+            Some(ADMIN),
+        ))
+        .await
+        .unwrap();
+}
+
 async fn secured() -> (TestApp, TempDir) {
     let dir = TempDir::new();
     let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
@@ -185,15 +199,7 @@ async fn every_rpc_checks_every_role() {
     use Outcome::*;
     let (app, _dir) = secured().await;
     let channel = app.channel().await;
-    ConnectorServiceClient::new(channel.clone())
-        .create_connector(with_token(
-            v1::CreateConnectorRequest {
-                connector: Some(connector("c1", "orders")),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    create_as_admin(&ConnectorServiceClient::new(channel.clone()), "c1").await;
     // Columns: no token, unknown token, viewer, operator, admin, agent.
     let matrix: [(&str, [Outcome; 6]); 10] = [
         (
@@ -347,15 +353,7 @@ async fn a_denied_start_changes_nothing_and_says_which_permission_is_missing() {
     let (app, _dir) = secured().await;
     let channel = app.channel().await;
     let mut client = ConnectorServiceClient::new(channel);
-    client
-        .create_connector(with_token(
-            v1::CreateConnectorRequest {
-                connector: Some(connector("c1", "orders")),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    create_as_admin(&client, "c1").await;
     let status = client
         .start_connector(with_token(start_request("c1"), Some(VIEWER)))
         .await
@@ -394,15 +392,7 @@ async fn a_denied_start_changes_nothing_and_says_which_permission_is_missing() {
 async fn an_agent_cannot_claim_another_region_or_agent_id() {
     let (app, _dir) = secured().await;
     let channel = app.channel().await;
-    ConnectorServiceClient::new(channel.clone())
-        .create_connector(with_token(
-            v1::CreateConnectorRequest {
-                connector: Some(connector("c1", "orders")),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    create_as_admin(&ConnectorServiceClient::new(channel.clone()), "c1").await;
     // The hello also reports c1 as running: none of it may be applied.
     let claim = |agent_id: &str, region: &str| {
         let mut hello = hello(agent_id, region, "10.6.6.6");
@@ -441,15 +431,7 @@ async fn the_auth_file_is_reloaded_on_sighup_without_dropping_streams() {
     let mut server = ServerProcess::spawn_with(&db.url, &["--auth-file", path.to_str().unwrap()]);
     let channel = channel_to(&server.addr).await;
     let mut client = ConnectorServiceClient::new(channel.clone());
-    client
-        .create_connector(with_token(
-            v1::CreateConnectorRequest {
-                connector: Some(connector("c1", "orders")),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    create_as_admin(&client, "c1").await;
     let mut agent = connect_as(&channel, Some(AGENT), hello("a1", "eu-2", "10.0.2.7"))
         .await
         .unwrap();
@@ -586,15 +568,7 @@ async fn the_audit_trail_names_who_did_what_from_where_allowed_or_not() {
     let (app, _dir) = secured().await;
     let channel = app.channel().await;
     let mut client = ConnectorServiceClient::new(channel.clone());
-    client
-        .create_connector(with_token(
-            v1::CreateConnectorRequest {
-                connector: Some(connector("c1", "orders")),
-            },
-            Some(ADMIN),
-        ))
-        .await
-        .unwrap();
+    create_as_admin(&client, "c1").await;
     client
         .start_connector(with_token(
             v1::StartConnectorRequest {
@@ -755,15 +729,7 @@ async fn each_principal_has_its_own_rate_limit_on_changes() {
     let app = spawn_with_auth(auth, Some(limit)).await;
     let mut client = ConnectorServiceClient::new(app.channel().await);
     for i in 0..3 {
-        client
-            .create_connector(with_token(
-                v1::CreateConnectorRequest {
-                    connector: Some(connector(&format!("c{i}"), "orders")),
-                },
-                Some(ADMIN),
-            ))
-            .await
-            .unwrap();
+        create_as_admin(&client, &format!("c{i}")).await;
     }
     let status = client
         .start_connector(with_token(start_request("c0"), Some(ADMIN)))
@@ -857,17 +823,9 @@ async fn oversized_and_malformed_input_gets_a_precise_status_and_changes_nothing
 async fn an_agent_cannot_change_a_connector_another_agent_runs() {
     let (app, _dir) = secured().await;
     let channel = app.channel().await;
-    let mut client = ConnectorServiceClient::new(channel.clone());
+    let client = ConnectorServiceClient::new(channel.clone());
     for id in ["c1", "c2"] {
-        client
-            .create_connector(with_token(
-                v1::CreateConnectorRequest {
-                    connector: Some(connector(id, "orders")),
-                },
-                Some(ADMIN),
-            ))
-            .await
-            .unwrap();
+        create_as_admin(&client, id).await;
     }
     app.sql(
         "UPDATE connectors SET agent_id = 'a9', state = 'RUNNING', server_ip = '10.0.2.9'
