@@ -92,6 +92,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
                     region: None,
                     request_id: Some("demo-seed".to_owned()),
                     actor: Default::default(),
+                    trace_context: Default::default(),
                 })
                 .await?;
         }

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let _telemetry = telemetry::init(cli.default_log_level());
+    let _telemetry = telemetry::init(cli.telemetry_options());
     match cli.run().await {
         Ok(()) => ExitCode::SUCCESS,
         // A failed call of the people's CLI: its reason, message and a

@@ -57,6 +57,11 @@ pub struct ServeOptions {
     pub tls: Option<tonic::transport::ServerTlsConfig>,
     /// Each principal's allowance of changes (create, start, pause).
     pub rate_limit: Option<RateLimit>,
+    /// Connectors reporting more latency than this are flagged as lagging.
+    pub latency_alert: Duration,
+    /// How often the database-wide gauges are re-read (when metrics are
+    /// exported).
+    pub metrics_interval: Duration,
 }
 
 impl Default for ServeOptions {
@@ -71,6 +76,8 @@ impl Default for ServeOptions {
                 per_second: NonZeroU32::new(10).expect("not zero"),
                 burst: NonZeroU32::new(20).expect("not zero"),
             }),
+            latency_alert: crate::api::DEFAULT_LATENCY_ALERT,
+            metrics_interval: crate::telemetry::metrics::SAMPLE_INTERVAL,
         }
     }
 }
@@ -116,7 +123,8 @@ pub async fn serve<S: FleetStore>(
         fleet.signals(),
         fleet.offline_after(),
     )
-    .with_limiter(ChangeLimiter::new(options.rate_limit));
+    .with_limiter(ChangeLimiter::new(options.rate_limit))
+    .with_latency_alert(options.latency_alert);
     let agents = AgentApi::new(fleet.clone(), store.clone());
     let audit = AuditApi::new(store.clone());
 
@@ -133,6 +141,22 @@ pub async fn serve<S: FleetStore>(
     let reflection_v1 = reflection().build_v1()?;
     let reflection_v1alpha = reflection().build_v1alpha()?;
 
+    let sampler = crate::telemetry::metrics_exported().then(|| {
+        let sample = crate::telemetry::metrics::SharedSample::default();
+        let sessions = fleet.clone();
+        let pool = store.clone();
+        crate::telemetry::metrics::register_gauges(crate::telemetry::metrics::GaugeSources {
+            connected_agents: Box::new(move || sessions.connected_by_region()),
+            pool: Box::new(move || pool.pool_status()),
+            sample: sample.clone(),
+        });
+        tokio::spawn(crate::telemetry::metrics::sample_loop(
+            store.clone(),
+            options.latency_alert,
+            options.metrics_interval,
+            sample,
+        ))
+    });
     let probe = tokio::spawn(watch_database(store, health.clone()));
     let addr = listener.local_addr()?;
     info!(%addr, tls = options.tls.is_some(), "serving gRPC");
@@ -145,6 +169,7 @@ pub async fn serve<S: FleetStore>(
         builder = builder.tls_config(tls).context("configuring TLS")?;
     }
     let server = builder
+        .layer(crate::telemetry::rpc::RpcLayer)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
@@ -189,6 +214,9 @@ pub async fn serve<S: FleetStore>(
         }
     };
     probe.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     for task in &loops {
         task.abort();
     }

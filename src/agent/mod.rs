@@ -332,14 +332,30 @@ async fn session(
             Ok(Some(v1::ControlMessage {
                 message: Some(control_message::Message::Command(command)),
             })) => {
-                let result = connectors.apply(config, &command);
-                info!(
+                // The command carries the trace of the call that issued it;
+                // the handling joins it, and the result carries it back.
+                let span = tracing::info_span!(
+                    "apply command",
+                    otel.kind = "consumer",
                     agent_id = %config.agent_id,
                     command_id = %command.id,
                     connector_id = %command.connector_id,
-                    success = result.success,
-                    "command applied"
+                    success = tracing::field::Empty,
                 );
+                crate::telemetry::continue_trace(&span, &command.trace_context);
+                let result = span.in_scope(|| {
+                    let mut result = connectors.apply(config, &command);
+                    result.trace_context = crate::telemetry::inject_current();
+                    tracing::Span::current().record("success", result.success);
+                    info!(
+                        agent_id = %config.agent_id,
+                        command_id = %command.id,
+                        connector_id = %command.connector_id,
+                        success = result.success,
+                        "command applied"
+                    );
+                    result
+                });
                 if outbound
                     .send(AgentMessage {
                         message: Some(agent_message::Message::Result(result)),

@@ -164,6 +164,19 @@ pub fn statuses(
     Ok(statuses)
 }
 
+/// A result's trace context, or none when it is larger than a W3C
+/// `traceparent` and `tracestate` can be: it only links traces, so a bad
+/// one is dropped rather than refused.
+fn bounded_trace_context(
+    context: std::collections::HashMap<String, String>,
+) -> crate::domain::TraceContext {
+    let fits = context.len() <= 4
+        && context
+            .iter()
+            .all(|(key, value)| key.len() <= 64 && value.len() <= 512);
+    if fits { context } else { Default::default() }
+}
+
 pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
     let mut violations = Violations::default();
     if r.command_id.is_empty() || r.command_id.len() > 64 {
@@ -179,5 +192,6 @@ pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
         error_reason: r.error_reason.chars().take(64).collect(),
         error_message: r.error_message.chars().take(MAX_MESSAGE_LEN).collect(),
         status,
+        trace_context: bounded_trace_context(r.trace_context),
     })
 }

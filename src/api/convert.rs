@@ -185,7 +185,11 @@ pub struct ListQuery {
     pub page_token: String,
 }
 
-pub fn list_query(request: v1::ListConnectorsRequest) -> Result<ListQuery, ApiError> {
+/// `latency_alert` is the threshold a `lagging` search applies.
+pub fn list_query(
+    request: v1::ListConnectorsRequest,
+    latency_alert: std::time::Duration,
+) -> Result<ListQuery, ApiError> {
     let mut violations = Violations::default();
     let query = request.query.trim().to_owned();
     violations.check("query", validate::query(&query));
@@ -227,6 +231,7 @@ pub fn list_query(request: v1::ListConnectorsRequest) -> Result<ListQuery, ApiEr
             query,
             region: request.region,
             states,
+            lagging_over: request.lagging.then_some(latency_alert),
         },
         page_size,
         page_token: request.page_token,
@@ -267,6 +272,7 @@ pub fn start_request(
         region: optional(&request.region),
         request_id: optional(&request.request_id),
         actor: Default::default(),
+        trace_context: Default::default(),
     })
 }
 
@@ -281,6 +287,7 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
         reason: request.reason.clone(),
         request_id: optional(&request.request_id),
         actor: Default::default(),
+        trace_context: Default::default(),
     })
 }
 
@@ -368,6 +375,7 @@ pub fn command_to_proto(c: Command) -> v1::Command {
         error_message: c.error_message,
         create_time: Some(timestamp_to_proto(c.create_time)),
         complete_time: c.complete_time.map(timestamp_to_proto),
+        trace_context: c.trace_context,
         reason: c.reason,
     }
 }

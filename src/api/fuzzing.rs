@@ -26,7 +26,7 @@ pub fn requests(data: &[u8]) {
         let _ = convert::pause_request(&request);
     }
     if let Ok(request) = v1::ListConnectorsRequest::decode(data) {
-        let _ = convert::list_query(request);
+        let _ = convert::list_query(request, std::time::Duration::from_secs(60));
     }
     if let Ok(token) = std::str::from_utf8(data) {
         let _ = PageTokenCodec::new(vec![7; 32]).decode(token, &SearchFilter::default());
@@ -126,6 +126,7 @@ pub fn agent_message(data: &[u8]) {
                             error_message: String::new(),
                             create_time: Utc::now(),
                             complete_time: None,
+                            trace_context: Default::default(),
                         };
                         for state in states {
                             let _ =

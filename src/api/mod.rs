@@ -70,17 +70,11 @@ pub fn actor<T>(request: &Request<T>) -> Actor {
 
 /// `PERMISSION_DENIED`, `NOT_FOUND`, ...: how the audit trail names a code.
 fn code_name(code: Code) -> String {
-    format!("{code:?}")
-        .chars()
-        .enumerate()
-        .fold(String::new(), |mut name, (i, c)| {
-            if c.is_uppercase() && i > 0 {
-                name.push('_');
-            }
-            name.push(c.to_ascii_uppercase());
-            name
-        })
+    crate::telemetry::rpc::code_name(code).to_owned()
 }
+
+/// The default of `--latency-alert`.
+pub const DEFAULT_LATENCY_ALERT: Duration = Duration::from_secs(60);
 
 /// The ConnectorService implementation over any `Store`.
 #[derive(Clone, Debug)]
@@ -92,6 +86,7 @@ pub struct ConnectorApi<S> {
     signals: Signals,
     offline_after: Duration,
     limiter: limits::ChangeLimiter,
+    latency_alert: Duration,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -117,7 +112,22 @@ impl<S: FleetStore> ConnectorApi<S> {
             signals,
             offline_after,
             limiter: limits::ChangeLimiter::default(),
+            latency_alert: DEFAULT_LATENCY_ALERT,
         }
+    }
+
+    /// Connectors reporting more latency than this are flagged as lagging.
+    pub fn with_latency_alert(mut self, alert: Duration) -> Self {
+        self.latency_alert = alert;
+        self
+    }
+
+    /// A connector as callers see it: `status_message` carries the lag flag.
+    fn view(&self, connector: crate::domain::Connector) -> v1::Connector {
+        let message = crate::domain::flagged_message(&connector, self.latency_alert);
+        let mut view = convert::connector_to_proto(connector);
+        view.status_message = message;
+        view
     }
 
     /// Limits each principal's changes (create, start, pause).
@@ -266,6 +276,15 @@ impl<S: FleetStore> ConnectorApi<S> {
     }
 }
 
+/// Names the call's outcome on its span: `OK` or the status code.
+fn record_outcome<T>(result: &Result<T, Status>) {
+    let code = match result {
+        Ok(_) => Code::Ok,
+        Err(status) => status.code(),
+    };
+    Span::current().record("outcome", crate::telemetry::rpc::code_name(code));
+}
+
 /// Parses a `grpc-timeout` header value: up to 8 digits and a unit.
 fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
@@ -302,7 +321,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         }))
     }
 
-    #[instrument(name = "CreateConnector", skip_all, fields(connector_id))]
+    #[instrument(name = "CreateConnector", skip_all, fields(connector_id, outcome))]
     async fn create_connector(
         &self,
         request: Request<v1::CreateConnectorRequest>,
@@ -328,9 +347,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 .await
                 .map_err(ApiError::from)?;
             info!("connector created");
-            Ok(Response::new(convert::connector_to_proto(connector)))
+            Ok(Response::new(self.view(connector)))
         }
         .await;
+        record_outcome(&result);
         self.audit_refusal(audit, &result).await;
         result
     }
@@ -344,7 +364,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         let id = &request.get_ref().id;
         convert::connector_id("GetConnector", id)?;
         let connector = self.store.get_connector(id).await.map_err(ApiError::from)?;
-        Ok(Response::new(convert::connector_to_proto(connector)))
+        Ok(Response::new(self.view(connector)))
     }
 
     #[instrument(name = "ListConnectors", skip_all)]
@@ -353,7 +373,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         request: Request<v1::ListConnectorsRequest>,
     ) -> Result<Response<v1::ListConnectorsResponse>, Status> {
         auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
-        let query = convert::list_query(request.into_inner())?;
+        let query = convert::list_query(request.into_inner(), self.latency_alert)?;
         let after = match query.page_token.as_str() {
             "" => None,
             token => Some(
@@ -381,7 +401,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             connectors: page
                 .connectors
                 .into_iter()
-                .map(convert::connector_to_proto)
+                .map(|connector| self.view(connector))
                 .collect(),
             next_page_token,
             total_size: i32::try_from(page.total).unwrap_or(i32::MAX),
@@ -391,7 +411,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
     #[instrument(
         name = "StartConnector",
         skip_all,
-        fields(connector_id = %request.get_ref().id, command_id)
+        fields(connector_id = %request.get_ref().id, request_id = %request.get_ref().request_id, command_id, outcome)
     )]
     async fn start_connector(
         &self,
@@ -412,6 +432,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             let message = request.into_inner();
             let mut start = convert::start_request(&message, chrono::Utc::now())?;
             start.actor = audit.actor.clone();
+            start.trace_context = crate::telemetry::inject_current();
             let mut outcome = self
                 .store
                 .start_connector(&start)
@@ -422,11 +443,12 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 outcome = self.confirm(outcome, deadline).await?;
             }
             Ok(Response::new(v1::StartConnectorResponse {
-                connector: Some(convert::connector_to_proto(outcome.connector)),
+                connector: Some(self.view(outcome.connector)),
                 command: Some(convert::command_to_proto(outcome.command)),
             }))
         }
         .await;
+        record_outcome(&result);
         self.audit_refusal(audit, &result).await;
         result
     }
@@ -434,7 +456,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
     #[instrument(
         name = "PauseConnector",
         skip_all,
-        fields(connector_id = %request.get_ref().id, command_id)
+        fields(connector_id = %request.get_ref().id, request_id = %request.get_ref().request_id, command_id, outcome)
     )]
     async fn pause_connector(
         &self,
@@ -456,6 +478,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             let message = request.into_inner();
             let mut pause = convert::pause_request(&message)?;
             pause.actor = audit.actor.clone();
+            pause.trace_context = crate::telemetry::inject_current();
             let mut outcome = self
                 .store
                 .pause_connector(&pause)
@@ -466,11 +489,12 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 outcome = self.confirm(outcome, deadline).await?;
             }
             Ok(Response::new(v1::PauseConnectorResponse {
-                connector: Some(convert::connector_to_proto(outcome.connector)),
+                connector: Some(self.view(outcome.connector)),
                 command: Some(convert::command_to_proto(outcome.command)),
             }))
         }
         .await;
+        record_outcome(&result);
         self.audit_refusal(audit, &result).await;
         result
     }

@@ -220,6 +220,23 @@ pub struct ServeArgs {
     /// delivered again (agents apply each generation once).
     #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
+
+    /// Connectors that should run and report more replication latency than
+    /// this are flagged LAGGING (status_message, `lagging` filter, metric).
+    #[arg(long, env = "CONNECTOR_CONTROL_LATENCY_ALERT", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub latency_alert: Duration,
+
+    /// Serve Prometheus metrics at http://ADDR/metrics (for example
+    /// 127.0.0.1:9464). Metrics also go over OTLP when
+    /// OTEL_EXPORTER_OTLP_ENDPOINT is set.
+    #[arg(long, env = "CONNECTOR_CONTROL_METRICS_LISTEN")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
+
+    /// How often the database-wide gauges (connectors by state, lagging
+    /// connectors, unanswered commands) are re-read, while metrics are
+    /// exported. Each read is three aggregate queries.
+    #[arg(long, env = "CONNECTOR_CONTROL_METRICS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub metrics_interval: Duration,
 }
 
 impl DatabaseArgs {
@@ -245,12 +262,21 @@ impl DatabaseArgs {
 }
 
 impl Cli {
-    /// The log level when RUST_LOG is unset: services log their work, the
-    /// people's CLI only its warnings.
-    pub fn default_log_level(&self) -> &'static str {
-        match self.command {
+    /// What this invocation logs and exports. The log level when RUST_LOG
+    /// is unset: services log their work, the people's CLI only its
+    /// warnings.
+    pub fn telemetry_options(&self) -> crate::telemetry::Options<'static> {
+        let default_level = match self.command {
             Command::Serve(_) | Command::Migrate(_) | Command::Agent(_) => "info",
             _ => "warn",
+        };
+        crate::telemetry::Options {
+            default_level,
+            service_name: match self.command {
+                Command::Agent(_) => "connector-control-agent",
+                _ => "connector-control",
+            },
+            prometheus: matches!(&self.command, Command::Serve(args) if args.metrics_listen.is_some()),
         }
     }
 
@@ -327,6 +353,30 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.delivery_timeout < args.heartbeat_interval {
         bail!("--delivery-timeout must be at least --heartbeat-interval");
     }
+    if args.metrics_interval < Duration::from_millis(100) {
+        bail!("--metrics-interval must be at least 100ms");
+    }
+    if args.latency_alert.is_zero() {
+        bail!("--latency-alert must be positive, for example 60s");
+    }
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            let metrics_listener = TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for --metrics-listen"))?;
+            let registry = crate::telemetry::prometheus_registry()
+                .context("the Prometheus exporter failed to start (see the warning above)")?;
+            info!(addr = %metrics_listener.local_addr()?, "serving Prometheus metrics at /metrics");
+            Some(tokio::spawn(async move {
+                if let Err(error) =
+                    crate::telemetry::metrics::serve_prometheus(metrics_listener, registry).await
+                {
+                    tracing::error!(%error, "the /metrics listener failed");
+                }
+            }))
+        }
+        None => None,
+    };
     info!(
         replica = store.replica_id(),
         poll_interval = ?args.poll_interval,
@@ -334,6 +384,8 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         "replica starting"
     );
     let options = ServeOptions {
+        latency_alert: args.latency_alert,
+        metrics_interval: args.metrics_interval,
         max_wait: args.max_wait,
         drain_timeout: args.drain_timeout,
         fleet: FleetOptions {
@@ -374,6 +426,9 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     };
     let result = server::serve(listener, store, options, signal).await;
     shutdown.cancel();
+    if let Some(metrics) = metrics {
+        metrics.abort();
+    }
     result
 }
 

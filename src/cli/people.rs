@@ -199,6 +199,10 @@ pub struct ListArgs {
     /// Only these states, comma-separated: running,failed,...
     #[arg(long, value_delimiter = ',', value_parser = parse_state)]
     pub state: Vec<v1::ConnectorState>,
+    /// Only connectors that should run and lag: latency over the server's
+    /// --latency-alert, or agent offline.
+    #[arg(long)]
+    pub lagging: bool,
     /// Connectors per page (the server caps it at 1000).
     #[arg(long, default_value_t = 50)]
     pub page_size: i32,
@@ -369,6 +373,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         states: args.state.iter().map(|s| *s as i32).collect(),
         page_size: args.page_size,
         page_token: args.page_token,
+        lagging: args.lagging,
     };
     let mut page = client
         .list_connectors(request.clone())

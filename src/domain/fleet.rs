@@ -53,6 +53,8 @@ pub struct CommandReport {
     pub error_reason: String,
     pub error_message: String,
     pub status: Option<ObservedStatus>,
+    /// The agent's trace of its handling, continued when recording it.
+    pub trace_context: super::TraceContext,
 }
 
 /// An agent as operators see it.
@@ -368,6 +370,7 @@ mod tests {
 
     fn command(kind: CommandKind, generation: i64) -> Command {
         Command {
+            trace_context: Default::default(),
             id: "k".into(),
             connector_id: "c1".into(),
             kind,
@@ -398,6 +401,7 @@ mod tests {
 
     fn report(success: bool) -> CommandReport {
         CommandReport {
+            trace_context: Default::default(),
             command_id: "k".into(),
             success,
             error_reason: if success {

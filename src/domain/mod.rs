@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod fleet;
+pub mod lag;
 mod model;
 pub mod page_token;
 pub mod rules;
@@ -12,6 +13,7 @@ pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent};
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
 };
+pub use lag::{LagCause, flagged_message, lag_cause};
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};
 pub use rules::{Rejection, Transition};

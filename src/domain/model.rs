@@ -1,6 +1,7 @@
 //! The things the control plane reasons about, free of gRPC and SQL types.
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// Declares a closed set of values with the stable text form used in storage
@@ -147,6 +148,25 @@ pub struct Command {
     pub error_message: String,
     pub create_time: DateTime<Utc>,
     pub complete_time: Option<DateTime<Utc>>,
+    /// W3C trace context of the call that issued it; empty when untraced.
+    pub trace_context: TraceContext,
+}
+
+/// W3C trace context entries (`traceparent`, `tracestate`).
+pub type TraceContext = HashMap<String, String>;
+
+/// The stored form of a trace context: JSON, or empty for none.
+pub fn trace_context_to_text(context: &TraceContext) -> String {
+    if context.is_empty() {
+        String::new()
+    } else {
+        serde_json::to_string(context).unwrap_or_default()
+    }
+}
+
+/// Reads what `trace_context_to_text` wrote; anything else is no context.
+pub fn trace_context_from_text(text: &str) -> TraceContext {
+    serde_json::from_str(text).unwrap_or_default()
 }
 
 /// A validated StartConnector request.
@@ -159,6 +179,8 @@ pub struct StartRequest {
     pub request_id: Option<String>,
     /// Who starts it (audited with it).
     pub actor: super::Actor,
+    /// The caller's trace, carried to the agent with the command.
+    pub trace_context: TraceContext,
 }
 
 /// A validated PauseConnector request.
@@ -169,6 +191,8 @@ pub struct PauseRequest {
     pub request_id: Option<String>,
     /// Who pauses it (audited with it).
     pub actor: super::Actor,
+    /// The caller's trace, carried to the agent with the command.
+    pub trace_context: TraceContext,
 }
 
 /// Filters of a connector search, normalised so that equal searches compare
@@ -181,6 +205,9 @@ pub struct SearchFilter {
     pub region: String,
     /// Sorted and deduplicated; empty matches every state.
     pub states: Vec<ConnectorState>,
+    /// Only lagging connectors under this alert threshold (see
+    /// `domain::lag`); None matches all.
+    pub lagging_over: Option<Duration>,
 }
 
 /// Where a page ends: the last (name, id) returned, in the list order.

@@ -117,6 +117,12 @@ fn fingerprint(filter: &SearchFilter) -> [u8; FINGERPRINT_LEN] {
         hasher.update(state.as_str().as_bytes());
         hasher.update([0]);
     }
+    // 0xFF never occurs in a state name; filters without it keep the
+    // fingerprint they always had.
+    if let Some(alert) = filter.lagging_over {
+        hasher.update([0xFF]);
+        hasher.update(alert.as_micros().to_be_bytes());
+    }
     let mut out = [0; FINGERPRINT_LEN];
     out.copy_from_slice(&hasher.finalize()[..FINGERPRINT_LEN]);
     out
@@ -129,6 +135,7 @@ mod tests {
 
     fn filter(query: &str) -> SearchFilter {
         SearchFilter {
+            lagging_over: None,
             query: query.to_owned(),
             region: "eu-1".to_owned(),
             states: vec![ConnectorState::Running],

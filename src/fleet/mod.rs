@@ -358,6 +358,15 @@ impl<S: FleetStore> Fleet<S> {
         }
     }
 
+    /// Agent sessions held here, by region (for the metrics).
+    pub fn connected_by_region(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut regions = std::collections::BTreeMap::new();
+        for local in self.sessions.lock().unwrap().values() {
+            *regions.entry(local.session.region.clone()).or_insert(0) += 1;
+        }
+        regions
+    }
+
     fn saw(&self, session: &Session) {
         self.seen.lock().unwrap().insert(
             session.agent_id.clone(),
@@ -441,18 +450,40 @@ impl<S: FleetStore> Fleet<S> {
                 continue;
             };
             let id = command.id.clone();
-            debug!(agent_id = %session.agent_id, command_id = %id, "delivering command");
+            // Joins the trace of the call that issued the command.
+            let span = tracing::info_span!(
+                "deliver command",
+                otel.kind = "producer",
+                command_id = %id,
+                connector_id = %command.connector_id,
+                agent_id = %session.agent_id,
+            );
+            crate::telemetry::continue_trace(&span, &command.trace_context);
+            let created = command.create_time;
+            let attributes = [
+                opentelemetry::KeyValue::new("region", region.to_owned()),
+                opentelemetry::KeyValue::new("kind", command.kind.as_str()),
+            ];
             let message = ControlMessage {
                 message: Some(crate::proto::v1::control_message::Message::Command(
                     crate::api::command_to_proto(command),
                 )),
             };
-            if outbound.try_send(Ok(message)).is_err()
-                && let Err(error) = self.store.release_command(&session, &id).await
-            {
-                // Ending the session requeues it: never leave it stuck.
-                warn!(%error, command_id = %id, "releasing an unsent command failed");
-                session_token.cancel();
+            let sent = span.in_scope(|| {
+                debug!("delivering command");
+                outbound.try_send(Ok(message)).is_ok()
+            });
+            if sent {
+                let delay = (chrono::Utc::now() - created).to_std().unwrap_or_default();
+                crate::telemetry::metrics::instruments()
+                    .delivery_delay
+                    .record(delay.as_secs_f64(), &attributes);
+            } else {
+                if let Err(error) = self.store.release_command(&session, &id).await {
+                    // Ending the session requeues it: never leave it stuck.
+                    warn!(%error, command_id = %id, "releasing an unsent command failed");
+                    session_token.cancel();
+                }
             }
         }
     }
@@ -468,7 +499,16 @@ impl<S: FleetStore> Fleet<S> {
                 _ = tick.tick() => {}
             }
             let seen: Vec<Seen> = self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
-            match self.store.flush_heartbeats(&seen).await {
+            let started = std::time::Instant::now();
+            let flushed = self.store.flush_heartbeats(&seen).await;
+            let metrics = crate::telemetry::metrics::instruments();
+            metrics
+                .flush_duration
+                .record(started.elapsed().as_secs_f64(), &[]);
+            metrics
+                .flush_size
+                .record(u64::try_from(seen.len()).unwrap_or(u64::MAX), &[]);
+            match flushed {
                 Ok(ended) => self.recycle(&ended),
                 Err(error) => {
                     warn!(%error, agents = seen.len(), "flushing heartbeats failed; retrying next round");

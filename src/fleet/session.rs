@@ -311,6 +311,16 @@ impl<S: FleetStore> Served<S> {
             self.reported.clear();
         }
         self.last_heard = Instant::now();
+        let latency = &crate::telemetry::metrics::instruments().connector_latency;
+        let region = [opentelemetry::KeyValue::new(
+            "region",
+            self.session.region.clone(),
+        )];
+        for status in &statuses {
+            if let Some(lag) = status.latency {
+                latency.record(lag.as_secs_f64(), &region);
+            }
+        }
         let changed: Vec<ObservedStatus> = statuses
             .into_iter()
             .filter(|status| self.reported.get(&status.connector_id) != Some(status))
@@ -358,13 +368,37 @@ impl<S: FleetStore> Served<S> {
     }
 
     async fn complete(&mut self, report: &CommandReport) -> Result<(), StoreError> {
-        match self
+        // Joins the agent's trace of its handling, and so the caller's.
+        let span = tracing::info_span!(
+            "record command result",
+            command_id = %report.command_id,
+            success = report.success,
+            error_reason = %report.error_reason,
+        );
+        crate::telemetry::continue_trace(&span, &report.trace_context);
+        let completed = self
             .fleet
             .store
             .complete_command(&self.session, report)
-            .await?
-        {
+            .instrument(span)
+            .await?;
+        match completed {
             Some(command) => {
+                if let Some(done) = command.complete_time {
+                    crate::telemetry::metrics::instruments()
+                        .completion_delay
+                        .record(
+                            (done - command.create_time)
+                                .to_std()
+                                .unwrap_or_default()
+                                .as_secs_f64(),
+                            &[
+                                opentelemetry::KeyValue::new("region", command.region.clone()),
+                                opentelemetry::KeyValue::new("kind", command.kind.as_str()),
+                                opentelemetry::KeyValue::new("status", command.status.as_str()),
+                            ],
+                        );
+                }
                 info!(
                     command_id = %command.id,
                     connector_id = %command.connector_id,

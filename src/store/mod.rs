@@ -10,7 +10,9 @@ use crate::domain::{
     NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
     SearchFilter, Session, StartRequest, Transition,
 };
+use crate::domain::{CommandStatus, ConnectorState, LagCause};
 use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -122,6 +124,39 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The connection pool's occupancy, for metrics; None without a pool.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+}
+
+/// A connection pool's occupancy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub max: u64,
+    pub in_use: u64,
+    pub idle: u64,
+    /// Callers waiting for a connection.
+    pub waiting: u64,
+}
+
+/// Unanswered commands of one region and status.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct OpenCommands {
+    pub count: u64,
+    pub oldest_age: Duration,
+}
+
+/// The database-wide figures the metrics report, sampled together.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MetricsSample {
+    /// Connectors by (region, state).
+    pub connectors: BTreeMap<(String, ConnectorState), u64>,
+    /// Lagging connectors by (region, cause).
+    pub lagging: BTreeMap<(String, LagCause), u64>,
+    /// PENDING and DELIVERED commands by (region, status).
+    pub open_commands: BTreeMap<(String, CommandStatus), OpenCommands>,
 }
 
 /// A start or a pause, as a backend carries it out: load the connector
@@ -158,6 +193,13 @@ impl<'a> Change<'a> {
             reason: self.reason().to_owned(),
             detail: format!("command {command_id}"),
             ..NewAuditEvent::ok(actor, action, self.connector_id())
+        }
+    }
+
+    pub(crate) fn trace_context(self) -> &'a crate::domain::TraceContext {
+        match self {
+            Change::Start(request) => &request.trace_context,
+            Change::Pause(request) => &request.trace_context,
         }
     }
 
@@ -415,6 +457,13 @@ pub trait FleetStore: Store {
         &self,
         offline_after: Duration,
     ) -> impl Future<Output = Result<Vec<RegionSummary>, StoreError>> + Send;
+
+    /// Connectors by region and state, lagging ones under `latency_alert`
+    /// by cause, and unanswered commands: what the metrics gauges show.
+    fn metrics_sample(
+        &self,
+        latency_alert: Duration,
+    ) -> impl Future<Output = Result<MetricsSample, StoreError>> + Send;
 }
 
 #[cfg(test)]

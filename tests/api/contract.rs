@@ -99,6 +99,7 @@ fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
 
 fn start(id: &str) -> StartRequest {
     StartRequest {
+        trace_context: Default::default(),
         connector_id: id.to_owned(),
         pull_back_time: None,
         region: None,
@@ -109,6 +110,7 @@ fn start(id: &str) -> StartRequest {
 
 fn pause(id: &str) -> PauseRequest {
     PauseRequest {
+        trace_context: Default::default(),
         connector_id: id.to_owned(),
         reason: "test".to_owned(),
         request_id: None,
@@ -423,6 +425,7 @@ async fn commands_are_claimed_once_redelivered_and_completed_with_fencing<S: Fle
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1.id, accepted.id);
     let report = CommandReport {
+        trace_context: Default::default(),
         command_id: accepted.id.clone(),
         success: true,
         error_reason: String::new(),

@@ -200,6 +200,8 @@ async fn spawn_with(
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = oneshot::channel::<()>();
     let options = ServeOptions {
+        latency_alert: connector_control::api::DEFAULT_LATENCY_ALERT,
+        metrics_interval: Duration::from_secs(15),
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
         fleet,
@@ -580,6 +582,7 @@ impl TestAgent {
             .outbound
             .send(v1::AgentMessage {
                 message: Some(v1::agent_message::Message::Result(v1::CommandResult {
+                    trace_context: Default::default(),
                     command_id: command.id.clone(),
                     success: false,
                     error_reason: reason.to_owned(),
@@ -592,6 +595,7 @@ impl TestAgent {
 
     pub async fn fail(&self, command: &v1::Command, reason: &str, message: &str) {
         self.send(v1::agent_message::Message::Result(v1::CommandResult {
+            trace_context: Default::default(),
             command_id: command.id.clone(),
             success: false,
             error_reason: reason.to_owned(),
@@ -668,16 +672,27 @@ impl ServerProcess {
 
     /// As `spawn`, with more `serve` arguments.
     pub fn spawn_with(database_url: &str, args: &[&str]) -> Self {
+        Self::spawn_with_env(database_url, args, &[])
+    }
+
+    /// As `spawn_with`, with more environment variables.
+    pub fn spawn_with_env(database_url: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
         command.env("DATABASE_URL", database_url);
+        command.envs(env.iter().copied());
         Self::spawn_command(command, args)
     }
 
     /// The reference agent (`connector-control agent ARGS`), once it has
     /// connected to the control plane.
     pub fn spawn_agent(args: &[&str]) -> Self {
+        Self::spawn_agent_with_env(args, &[])
+    }
+
+    /// As `spawn_agent`, with more environment variables.
+    pub fn spawn_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
-        command.arg("agent").args(args);
+        command.arg("agent").args(args).envs(env.iter().copied());
         let mut process = Self::spawn_logging(command);
         process.wait_for_log("connected to the control plane");
         process

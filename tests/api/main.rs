@@ -8,6 +8,7 @@ mod create;
 mod demo;
 mod helpers;
 mod list;
+mod observability;
 mod process;
 mod reference_agent;
 mod replica_processes;

@@ -125,6 +125,7 @@ async fn apply(world: &mut World, op: &Op) {
     match op {
         Op::Start { pull_back_minutes } => {
             let request = StartRequest {
+                trace_context: Default::default(),
                 connector_id: "c1".to_owned(),
                 pull_back_time: pull_back_minutes
                     .map(|m| Utc::now() - chrono::Duration::minutes(i64::from(m))),
@@ -140,6 +141,7 @@ async fn apply(world: &mut World, op: &Op) {
         }
         Op::Pause => {
             let request = PauseRequest {
+                trace_context: Default::default(),
                 connector_id: "c1".to_owned(),
                 reason: String::new(),
                 request_id: None,
@@ -168,6 +170,7 @@ async fn apply(world: &mut World, op: &Op) {
                 (_, false) => ConnectorState::Failed,
             };
             let report = CommandReport {
+                trace_context: Default::default(),
                 command_id: command.id.clone(),
                 success: *success,
                 error_reason: if *success { "" } else { "BROKEN" }.to_owned(),

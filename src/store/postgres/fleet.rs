@@ -12,7 +12,10 @@ use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Replica, Session,
 };
-use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup, WakeupHandler};
+use crate::domain::{ConnectorState, LagCause};
+use crate::store::{
+    FleetStore, Lease, MetricsSample, OpenCommands, Seen, StoreError, Wakeup, WakeupHandler,
+};
 use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -824,5 +827,75 @@ impl FleetStore for PgStore {
                 connectors: row.get("connectors"),
             })
             .collect())
+    }
+
+    #[instrument(skip_all)]
+    async fn metrics_sample(&self, latency_alert: Duration) -> Result<MetricsSample, StoreError> {
+        let client = self.client().await?;
+        let by_state = client
+            .prepare_cached(
+                "SELECT region, state, count(*) AS n FROM connectors GROUP BY region, state",
+            )
+            .await
+            .map_err(translate)?;
+        let lagging = client
+            .prepare_cached(&format!(
+                "SELECT region, state = 'UNKNOWN' AS offline, count(*) AS n
+                 FROM connectors WHERE {} GROUP BY 1, 2",
+                super::lagging_condition(1)
+            ))
+            .await
+            .map_err(translate)?;
+        let open = client
+            .prepare_cached(
+                "SELECT region, status, count(*) AS n,
+                        EXTRACT(EPOCH FROM now() - min(create_time))::float8 AS oldest
+                 FROM commands WHERE status IN ('PENDING', 'DELIVERED')
+                 GROUP BY region, status",
+            )
+            .await
+            .map_err(translate)?;
+        let alert = super::micros(latency_alert);
+        let alert_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&alert];
+        // Pipelined: three statements, one round trip's worth of waiting.
+        let (by_state, lagging, open) = tokio::try_join!(
+            client.query(&by_state, &[]),
+            client.query(&lagging, &alert_param),
+            client.query(&open, &[]),
+        )
+        .map_err(translate)?;
+        let count = |row: &tokio_postgres::Row| row.get::<_, i64>("n").max(0).unsigned_abs();
+        let mut sample = MetricsSample::default();
+        for row in &by_state {
+            if let Some(state) = ConnectorState::parse(row.get("state")) {
+                sample
+                    .connectors
+                    .insert((row.get("region"), state), count(row));
+            }
+        }
+        for row in &lagging {
+            let cause = if row.get("offline") {
+                LagCause::AgentOffline
+            } else {
+                LagCause::Latency
+            };
+            sample
+                .lagging
+                .insert((row.get("region"), cause), count(row));
+        }
+        for row in &open {
+            if let Some(status) = CommandStatus::parse(row.get("status")) {
+                let oldest: f64 = row.get("oldest");
+                sample.open_commands.insert(
+                    (row.get("region"), status),
+                    OpenCommands {
+                        count: count(row),
+                        oldest_age: Duration::try_from_secs_f64(oldest.max(0.0))
+                            .unwrap_or_default(),
+                    },
+                );
+            }
+        }
+        Ok(sample)
     }
 }

@@ -7,10 +7,10 @@ mod fleet;
 mod listen;
 mod rows;
 
-use super::{Change, CommandOutcome, Page, Store, StoreError, escape_like, fold};
+use super::{Change, CommandOutcome, Page, PoolStatus, Store, StoreError, escape_like, fold};
 use crate::domain::{
     AuditAction, AuditEvent, AuditFilter, Command, Connector, Cursor, NewAuditEvent, NewConnector,
-    PauseRequest, SearchFilter, StartRequest, Transition,
+    PauseRequest, SearchFilter, StartRequest, Transition, trace_context_to_text,
 };
 use anyhow::Context;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -278,8 +278,8 @@ impl PgStore {
             .prepare_cached(&format!(
                 "INSERT INTO commands
                    (id, connector_id, kind, pull_back_time, region, previous_region, generation,
-                    request_id, reason, status)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING')
+                    request_id, reason, status, trace_context)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
                  RETURNING {COMMAND_COLUMNS}"
             ))
             .await
@@ -298,6 +298,7 @@ impl PgStore {
                     &transition.generation,
                     &request_id,
                     &change.reason(),
+                    &trace_context_to_text(change.trace_context()),
                 ],
             )
             .await
@@ -624,6 +625,30 @@ impl Store for PgStore {
         client.simple_query("SELECT 1").await.map_err(translate)?;
         Ok(())
     }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        Some(PoolStatus {
+            max: count(status.max_size),
+            in_use: count(status.size.saturating_sub(status.available)),
+            idle: count(status.available),
+            waiting: count(status.waiting),
+        })
+    }
+}
+
+/// The rule of `domain::lag` in SQL; `$n` is the alert threshold in µs.
+pub(super) fn lagging_condition(n: usize) -> String {
+    format!(
+        "(desired_state = 'RUNNING'
+          AND (state = 'UNKNOWN' OR (state = 'RUNNING' AND latency_us > ${n})))"
+    )
+}
+
+/// A duration in whole microseconds, as the store keeps latencies.
+pub(super) fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// Matches are counted exactly up to this many; past it, the planner's
@@ -681,6 +706,7 @@ struct SearchSql {
     prefix: String,
     region: String,
     states: Vec<&'static str>,
+    lagging_over_us: Option<i64>,
     has_query: bool,
     /// A query long enough for trigram lookups.
     selective_query: bool,
@@ -717,6 +743,9 @@ impl SearchSql {
             1 => conditions.push(format!("state = ${}", next())),
             _ => conditions.push(format!("state = ANY(${})", next())),
         }
+        if filter.lagging_over.is_some() {
+            conditions.push(lagging_condition(next()));
+        }
         if conditions.is_empty() {
             conditions.push("TRUE".to_owned());
         }
@@ -726,6 +755,7 @@ impl SearchSql {
             prefix: format!("{needle}%"),
             region: filter.region.clone(),
             states: filter.states.iter().map(|s| s.as_str()).collect(),
+            lagging_over_us: filter.lagging_over.map(micros),
             has_query,
             selective_query,
         }
@@ -744,6 +774,9 @@ impl SearchSql {
             [] => {}
             [state] => params.push(state),
             _ => params.push(&self.states),
+        }
+        if let Some(alert) = &self.lagging_over_us {
+            params.push(alert);
         }
         params
     }

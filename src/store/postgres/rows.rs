@@ -3,7 +3,7 @@
 
 use crate::domain::{
     Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
-    TimeRange,
+    TimeRange, trace_context_from_text,
 };
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -20,7 +20,8 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
     AS last_heartbeat_time";
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
-    request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time";
+    request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
+    trace_context";
 
 fn parse_text<T>(
     row: &Row,
@@ -96,5 +97,6 @@ pub fn command_from_row(row: &Row) -> Result<Command, StoreError> {
         error_message: get(row, "error_message")?,
         create_time: get(row, "create_time")?,
         complete_time: get(row, "complete_time")?,
+        trace_context: trace_context_from_text(&get::<String>(row, "trace_context")?),
     })
 }

@@ -10,8 +10,8 @@
 mod rows;
 
 use super::{
-    Change, CommandOutcome, FleetStore, Lease, Page, Seen, Store, StoreError, Wakeup,
-    WakeupHandler, escape_like, fold,
+    Change, CommandOutcome, FleetStore, Lease, MetricsSample, OpenCommands, Page, Seen, Store,
+    StoreError, Wakeup, WakeupHandler, escape_like, fold,
 };
 use crate::domain::fleet::{
     Candidate, Deliverable, assign_local, result_effect, session_event, status_effect,
@@ -19,8 +19,9 @@ use crate::domain::fleet::{
 use crate::domain::{
     Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, CommandStatus, Connector,
     ConnectorUpdate, Cursor, Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
-    RegionSummary, Replica, SearchFilter, Session, StartRequest,
+    RegionSummary, Replica, SearchFilter, Session, StartRequest, trace_context_to_text,
 };
+use crate::domain::{ConnectorState, LagCause};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
@@ -248,8 +249,9 @@ fn transition(
     let command = tx
         .prepare_cached(&format!(
             "INSERT INTO commands (id, connector_id, kind, pull_back_time, region, previous_region,
-                                   generation, request_id, reason, status, create_time)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10)
+                                   generation, request_id, reason, status, create_time,
+                                   trace_context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11)
              RETURNING {COMMAND_COLUMNS}"
         ))
         .map_err(translate)?
@@ -265,6 +267,7 @@ fn transition(
                 change.request_id(),
                 change.reason(),
                 at,
+                trace_context_to_text(change.trace_context()),
             ],
             |row| Ok(command_from_row(row)),
         )
@@ -296,6 +299,18 @@ fn transition(
 
 /// The WHERE clause of a search and its values (LIKE patterns escaped with
 /// a backslash, as in the PostgreSQL backend).
+/// The rule of `domain::lag` in SQL; `?n` is the alert threshold in µs.
+fn lagging_condition(n: usize) -> String {
+    format!(
+        "(desired_state = 'RUNNING'
+          AND (state = 'UNKNOWN' OR (state = 'RUNNING' AND latency_us > CAST(?{n} AS INTEGER))))"
+    )
+}
+
+fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
@@ -326,6 +341,10 @@ fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
             })
             .collect();
         conditions.push(format!("state IN ({})", placeholders.join(", ")));
+    }
+    if let Some(alert) = filter.lagging_over {
+        values.push(micros(alert).to_string());
+        conditions.push(lagging_condition(values.len()));
     }
     if conditions.is_empty() {
         conditions.push("1".to_owned());
@@ -1151,6 +1170,79 @@ impl FleetStore for SqliteStore {
                 });
             }
             Ok(agents)
+        })
+        .await
+    }
+
+    async fn metrics_sample(&self, latency_alert: Duration) -> Result<MetricsSample, StoreError> {
+        self.with(move |connection| {
+            let mut sample = MetricsSample::default();
+            let count = |n: i64| n.max(0).unsigned_abs();
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT region, state, count(*) FROM connectors GROUP BY region, state",
+                )
+                .map_err(translate)?;
+            let mut rows = statement.query([]).map_err(translate)?;
+            while let Some(row) = rows.next().map_err(translate)? {
+                let state: String = row.get(1).map_err(translate)?;
+                if let Some(state) = ConnectorState::parse(&state) {
+                    sample.connectors.insert(
+                        (row.get(0).map_err(translate)?, state),
+                        count(row.get(2).map_err(translate)?),
+                    );
+                }
+            }
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT region, state = 'UNKNOWN', count(*) FROM connectors
+                     WHERE {} GROUP BY 1, 2",
+                    lagging_condition(1)
+                ))
+                .map_err(translate)?;
+            let mut rows = statement
+                .query([micros(latency_alert).to_string()])
+                .map_err(translate)?;
+            while let Some(row) = rows.next().map_err(translate)? {
+                let cause = if row.get(1).map_err(translate)? {
+                    LagCause::AgentOffline
+                } else {
+                    LagCause::Latency
+                };
+                sample.lagging.insert(
+                    (row.get(0).map_err(translate)?, cause),
+                    count(row.get(2).map_err(translate)?),
+                );
+            }
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT region, status, count(*), min(create_time) FROM commands
+                     WHERE status IN ('PENDING', 'DELIVERED') GROUP BY region, status",
+                )
+                .map_err(translate)?;
+            let mut rows = statement.query([]).map_err(translate)?;
+            let now = now();
+            while let Some(row) = rows.next().map_err(translate)? {
+                let status: String = row.get(1).map_err(translate)?;
+                let oldest: String = row.get(3).map_err(translate)?;
+                let oldest = chrono::DateTime::parse_from_rfc3339(&oldest)
+                    .map(|at| {
+                        (now - at.with_timezone(&chrono::Utc))
+                            .to_std()
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
+                if let Some(status) = CommandStatus::parse(&status) {
+                    sample.open_commands.insert(
+                        (row.get(0).map_err(translate)?, status),
+                        OpenCommands {
+                            count: count(row.get(2).map_err(translate)?),
+                            oldest_age: oldest,
+                        },
+                    );
+                }
+            }
+            Ok(sample)
         })
         .await
     }

@@ -1,0 +1,302 @@
+//! The service's metrics (OpenTelemetry instruments; Prometheus names in
+//! parentheses are what `/metrics` shows):
+//!
+//! - `rpc.server.call.duration` (`rpc_server_call_duration_seconds`): every
+//!   call by `rpc_service`, `rpc_method` and `rpc_grpc_status_code`; its
+//!   `_count` is the call count. For the agents' stream it measures the time
+//!   to the response headers.
+//! - `connector_control.agents.connected`: agent sessions on this replica
+//!   by `region`.
+//! - `connector_control.commands.open`, `connector_control.commands.oldest_age`:
+//!   commands not yet answered by `region` and `status` (PENDING, DELIVERED).
+//! - `connector_control.command.delivery_delay`: commit of a command to its
+//!   hand-over to the agent's stream; `connector_control.command.completion_delay`:
+//!   commit to the recorded result, by `region`, `kind` and `status`.
+//! - `connector_control.heartbeat.flush.size` and `.duration`: the batched
+//!   write of heartbeat times.
+//! - `connector_control.db.pool.*`: connections in use, idle, the maximum,
+//!   and callers waiting for one.
+//! - `connector_control.connectors`: connectors by `region` and `state`;
+//!   `connector_control.connectors.lagging` by `region` and `cause`
+//!   (`latency` over `--latency-alert`, `agent_offline`).
+//! - `connector_control.connector.latency`: replication latency reported in
+//!   heartbeats, by `region`.
+//!
+//! The database-wide gauges come from one sample every `--metrics-interval`
+//! (15 s), taken only while metrics are exported.
+
+use crate::store::{FleetStore, MetricsSample, PoolStatus};
+use opentelemetry::KeyValue;
+use opentelemetry::metrics::{Histogram, Meter};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// How often the database-wide gauges are refreshed by default.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Seconds: a gRPC call, from 100 µs to 30 s.
+const CALL_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
+];
+/// Seconds: replication latency, from 100 ms to 6 h.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 21600.0,
+];
+/// Agents per heartbeat flush.
+const FLUSH_BUCKETS: &[f64] = &[
+    0.0, 1.0, 10.0, 100.0, 1000.0, 5000.0, 10000.0, 50000.0, 100000.0,
+];
+
+/// The instruments recorded as things happen.
+pub struct Instruments {
+    pub rpc_duration: Histogram<f64>,
+    pub delivery_delay: Histogram<f64>,
+    pub completion_delay: Histogram<f64>,
+    pub flush_size: Histogram<u64>,
+    pub flush_duration: Histogram<f64>,
+    pub connector_latency: Histogram<f64>,
+}
+
+fn meter() -> Meter {
+    opentelemetry::global::meter("connector-control")
+}
+
+/// The instruments, from the meter provider installed at start-up (a
+/// no-op one when nothing is exported).
+pub fn instruments() -> &'static Instruments {
+    static INSTRUMENTS: OnceLock<Instruments> = OnceLock::new();
+    INSTRUMENTS.get_or_init(|| {
+        let meter = meter();
+        let seconds = |name: &'static str, description: &'static str, buckets: &[f64]| {
+            meter
+                .f64_histogram(name)
+                .with_unit("s")
+                .with_description(description)
+                .with_boundaries(buckets.to_vec())
+                .build()
+        };
+        Instruments {
+            rpc_duration: seconds(
+                "rpc.server.call.duration",
+                "gRPC calls served, by service, method and status code",
+                CALL_BUCKETS,
+            ),
+            delivery_delay: seconds(
+                "connector_control.command.delivery_delay",
+                "From a command's commit to its hand-over to the agent's stream",
+                CALL_BUCKETS,
+            ),
+            completion_delay: seconds(
+                "connector_control.command.completion_delay",
+                "From a command's commit to the recording of the agent's result",
+                CALL_BUCKETS,
+            ),
+            flush_size: meter
+                .u64_histogram("connector_control.heartbeat.flush.size")
+                .with_unit("{agent}")
+                .with_description("Agents whose heartbeat times one flush writes")
+                .with_boundaries(FLUSH_BUCKETS.to_vec())
+                .build(),
+            flush_duration: seconds(
+                "connector_control.heartbeat.flush.duration",
+                "Time to write one batch of heartbeat times",
+                CALL_BUCKETS,
+            ),
+            connector_latency: seconds(
+                "connector_control.connector.latency",
+                "Replication latency that agents report in heartbeats, by region",
+                LATENCY_BUCKETS,
+            ),
+        }
+    })
+}
+
+/// The latest database-wide sample, shared by the sampler and the gauges.
+pub type SharedSample = Arc<Mutex<Option<MetricsSample>>>;
+
+/// What the observable gauges read: the local sessions, the pool, the
+/// sample. Each source is a closure so that this module needs no generic
+/// parameter.
+pub struct GaugeSources {
+    pub connected_agents: Box<dyn Fn() -> BTreeMap<String, u64> + Send + Sync>,
+    pub pool: Box<dyn Fn() -> Option<PoolStatus> + Send + Sync>,
+    pub sample: SharedSample,
+}
+
+/// Registers the observable gauges. They are read at each export (each
+/// scrape of `/metrics`).
+pub fn register_gauges(sources: GaugeSources) {
+    let meter = meter();
+    let GaugeSources {
+        connected_agents,
+        pool,
+        sample,
+    } = sources;
+    meter
+        .u64_observable_gauge("connector_control.agents.connected")
+        .with_unit("{agent}")
+        .with_description("Agent sessions held by this replica, by region")
+        .with_callback(move |gauge| {
+            for (region, count) in connected_agents() {
+                gauge.observe(count, &[KeyValue::new("region", region)]);
+            }
+        })
+        .build();
+    let pool = Arc::new(pool);
+    let in_pool = pool.clone();
+    meter
+        .u64_observable_gauge("connector_control.db.pool.connections")
+        .with_unit("{connection}")
+        .with_description("Database connections of this replica, by state (in_use, idle)")
+        .with_callback(move |gauge| {
+            if let Some(status) = in_pool() {
+                gauge.observe(status.in_use, &[KeyValue::new("state", "in_use")]);
+                gauge.observe(status.idle, &[KeyValue::new("state", "idle")]);
+            }
+        })
+        .build();
+    let max_pool = pool.clone();
+    meter
+        .u64_observable_gauge("connector_control.db.pool.max")
+        .with_unit("{connection}")
+        .with_description("The most database connections this replica opens")
+        .with_callback(move |gauge| {
+            if let Some(status) = max_pool() {
+                gauge.observe(status.max, &[]);
+            }
+        })
+        .build();
+    meter
+        .u64_observable_gauge("connector_control.db.pool.waiting")
+        .with_unit("{call}")
+        .with_description("Callers waiting for a database connection")
+        .with_callback(move |gauge| {
+            if let Some(status) = pool() {
+                gauge.observe(status.waiting, &[]);
+            }
+        })
+        .build();
+
+    let read = sample.clone();
+    meter
+        .u64_observable_gauge("connector_control.connectors")
+        .with_unit("{connector}")
+        .with_description("Connectors by region and state")
+        .with_callback(move |gauge| {
+            if let Some(sample) = read.lock().unwrap().as_ref() {
+                for ((region, state), count) in &sample.connectors {
+                    gauge.observe(
+                        *count,
+                        &[
+                            KeyValue::new("region", region.clone()),
+                            KeyValue::new("state", state.as_str()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let read = sample.clone();
+    meter
+        .u64_observable_gauge("connector_control.connectors.lagging")
+        .with_unit("{connector}")
+        .with_description(
+            "Connectors that should run and lag: latency over --latency-alert, or agent offline",
+        )
+        .with_callback(move |gauge| {
+            if let Some(sample) = read.lock().unwrap().as_ref() {
+                for ((region, cause), count) in &sample.lagging {
+                    gauge.observe(
+                        *count,
+                        &[
+                            KeyValue::new("region", region.clone()),
+                            KeyValue::new("cause", cause.as_str()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    let read = sample.clone();
+    meter
+        .u64_observable_gauge("connector_control.commands.open")
+        .with_unit("{command}")
+        .with_description("Commands not answered yet, by region and status (PENDING, DELIVERED)")
+        .with_callback(move |gauge| {
+            if let Some(sample) = read.lock().unwrap().as_ref() {
+                for ((region, status), open) in &sample.open_commands {
+                    gauge.observe(
+                        open.count,
+                        &[
+                            KeyValue::new("region", region.clone()),
+                            KeyValue::new("status", status.as_str()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+    meter
+        .f64_observable_gauge("connector_control.commands.oldest_age")
+        .with_unit("s")
+        .with_description("Age of the oldest unanswered command, by region and status")
+        .with_callback(move |gauge| {
+            if let Some(sample) = sample.lock().unwrap().as_ref() {
+                for ((region, status), open) in &sample.open_commands {
+                    gauge.observe(
+                        open.oldest_age.as_secs_f64(),
+                        &[
+                            KeyValue::new("region", region.clone()),
+                            KeyValue::new("status", status.as_str()),
+                        ],
+                    );
+                }
+            }
+        })
+        .build();
+}
+
+/// Refreshes `sample` every `interval` until the task is aborted.
+pub async fn sample_loop<S: FleetStore>(
+    store: S,
+    latency_alert: Duration,
+    interval: Duration,
+    sample: SharedSample,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.metrics_sample(latency_alert).await {
+            Ok(fresh) => *sample.lock().unwrap() = Some(fresh),
+            Err(error) => tracing::debug!(%error, "sampling connector metrics failed"),
+        }
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) until the task is aborted.
+pub async fn serve_prometheus(
+    listener: tokio::net::TcpListener,
+    registry: &'static prometheus::Registry,
+) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    let render = move || async move {
+        let encoder = prometheus::TextEncoder::new();
+        match encoder.encode_to_string(&registry.gather()) {
+            Ok(text) => (
+                axum::http::StatusCode::OK,
+                [(CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+                text,
+            ),
+            Err(error) => (
+                axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                [(CONTENT_TYPE, "text/plain; charset=utf-8")],
+                format!("rendering metrics failed: {error}\n"),
+            ),
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(render));
+    axum::serve(listener, app).await
+}
