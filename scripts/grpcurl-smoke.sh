@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Smoke test with the real grpcurl, as an on-call engineer would use it:
 # reflection (list, describe), health, a search, a start with a JSON body and
-# a rejected start whose error details must print as JSON.
+# a rejected start whose error details must print as JSON, a traced call, the
+# lagging filter and the Prometheus /metrics page.
 #
 # Needs: grpcurl on PATH, psql, a built binary (BIN, default
 # target/debug/connector-control), PostgreSQL at DATABASE_URL (default
@@ -53,7 +54,8 @@ expect() {
 psql -q "$ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 
 # The URL goes through the environment: a command line is visible in `ps`.
-DATABASE_URL="$SMOKE_URL" "$BIN" serve --listen 127.0.0.1:0 >"$WORK/server.log" 2>&1 &
+DATABASE_URL="$SMOKE_URL" "$BIN" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+  >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do
   ADDR=$(sed -n 's/.*serving gRPC addr=\([0-9.:]*\).*/\1/p' "$WORK/server.log")
@@ -101,6 +103,21 @@ expect "the audit trail has the start" '"action": "START_CONNECTOR"' "${G[@]}" \
 
 expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
   "$ADDR" "$SVC/ListConnectors"
+expect "a traced call with a traceparent" '"id": "orders-eu"' "${G[@]}" \
+  -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
+  -d '{"id": "orders-eu"}' "$ADDR" "$SVC/GetConnector"
+# No agent reported on it: starting, not lagging.
+"${G[@]}" -d '{"lagging": true}' "$ADDR" "$SVC/ListConnectors" >"$WORK/out" 2>&1 \
+  || fail "the lagging filter: the call failed"
+grep -q "orders-eu" "$WORK/out" && fail "the lagging filter: a starting connector is not lagging"
+passed=$((passed + 1))
+echo "smoke: ok - the lagging filter"
+
+METRICS=$(sed -n 's/.*serving Prometheus metrics.*addr=\([0-9.:]*\).*/\1/p' "$WORK/server.log")
+[[ -n "$METRICS" ]] || fail "no /metrics address in the server log"
+expect "/metrics counts calls by method and code" \
+  'rpc_grpc_status_code="FAILED_PRECONDITION",rpc_method="StartConnector"' \
+  python3 -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://$METRICS/metrics').read().decode())"
 
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || fail "server exited non-zero after SIGTERM"

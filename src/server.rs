@@ -169,7 +169,12 @@ pub async fn serve<S: FleetStore>(
         builder = builder.tls_config(tls).context("configuring TLS")?;
     }
     let server = builder
-        .layer(crate::telemetry::rpc::RpcLayer)
+        .layer(crate::telemetry::rpc::RpcLayer::new(&[
+            proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ]))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)

@@ -70,6 +70,18 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
+/// The state, with the control plane's lag flag when `status_message`
+/// starts with one ("RUNNING LAGGING", "UNKNOWN AGENT OFFLINE").
+fn flagged_state(c: &v1::Connector) -> String {
+    let flag = ["LAGGING", "AGENT OFFLINE"]
+        .into_iter()
+        .find(|flag| c.status_message.starts_with(&format!("{flag}:")));
+    match flag {
+        Some(flag) => format!("{} {flag}", state(c.state)),
+        None => state(c.state),
+    }
+}
+
 pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(page, "connector.v1.ListConnectorsResponse");
@@ -90,7 +102,7 @@ pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::
             c.name.clone(),
             c.project_name.clone(),
             c.region.clone(),
-            state(c.state),
+            flagged_state(c),
             or_dash(&c.server_ip).to_owned(),
             latency(c.latency.as_ref()),
             time(c.checkpoint_time.as_ref()),

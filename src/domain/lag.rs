@@ -77,3 +77,81 @@ pub fn flagged_message(connector: &Connector, alert: Duration) -> String {
         (Some(flag), false) => format!("{flag}; agent: {}", connector.status_message),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ConnectorKind, Endpoint};
+    use chrono::{TimeZone, Utc};
+
+    fn connector(state: ConnectorState, desired: ConnectorState, latency: u64) -> Connector {
+        let at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 30, 0).unwrap();
+        Connector {
+            id: "c1".to_owned(),
+            name: "orders".to_owned(),
+            project_id: "p".to_owned(),
+            project_name: "P".to_owned(),
+            kind: ConnectorKind::IncrementalSync,
+            source: Endpoint::default(),
+            destination: Endpoint::default(),
+            region: "eu-2".to_owned(),
+            server_ip: String::new(),
+            agent_id: "a1".to_owned(),
+            state,
+            desired_state: desired,
+            generation: 1,
+            checkpoint_time: None,
+            latency: Some(Duration::from_secs(latency)),
+            store_range: None,
+            status_message: String::new(),
+            create_time: at,
+            update_time: at,
+            last_heartbeat_time: Some(at),
+        }
+    }
+
+    const ALERT: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn running_over_the_threshold_lags() {
+        use ConnectorState::*;
+        assert_eq!(
+            lag_cause(&connector(Running, Running, 61), ALERT),
+            Some(LagCause::Latency)
+        );
+        // Strictly over.
+        assert_eq!(lag_cause(&connector(Running, Running, 60), ALERT), None);
+        // Paused, or being paused: not the operator's concern any more.
+        assert_eq!(lag_cause(&connector(Running, Stopped, 600), ALERT), None);
+        assert_eq!(lag_cause(&connector(Stopped, Stopped, 600), ALERT), None);
+        assert_eq!(lag_cause(&connector(Starting, Running, 600), ALERT), None);
+    }
+
+    #[test]
+    fn an_offline_agent_makes_connectors_meant_to_run_lag() {
+        use ConnectorState::*;
+        assert_eq!(
+            lag_cause(&connector(Unknown, Running, 0), ALERT),
+            Some(LagCause::AgentOffline)
+        );
+        assert_eq!(lag_cause(&connector(Unknown, Stopped, 0), ALERT), None);
+    }
+
+    #[test]
+    fn the_flag_leads_the_agents_message() {
+        use ConnectorState::*;
+        let mut lagging = connector(Running, Running, 125);
+        lagging.status_message = "applying binlog".to_owned();
+        assert_eq!(
+            flagged_message(&lagging, ALERT),
+            "LAGGING: latency 2m 5s is over the 1m alert threshold; agent: applying binlog"
+        );
+        assert_eq!(
+            flagged_message(&connector(Unknown, Running, 0), ALERT),
+            "AGENT OFFLINE: agent a1 has not reported since 2026-11-24T09:30:00Z"
+        );
+        let mut fine = connector(Running, Running, 5);
+        fine.status_message = "ok".to_owned();
+        assert_eq!(flagged_message(&fine, ALERT), "ok");
+    }
+}

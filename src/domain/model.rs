@@ -79,7 +79,7 @@ impl CommandStatus {
 }
 
 /// A data source a connector reads from or writes to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoint {
     /// The proto's `type` ("MYSQL", "OCEANBASE", ...).
     pub kind: String,

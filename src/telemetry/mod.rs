@@ -78,8 +78,13 @@ fn otlp_configured(signal: &str) -> bool {
 /// Installs the global subscriber, propagator and meter provider.
 pub fn init(options: Options<'_>) -> Telemetry {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(options.default_level));
+    // The OpenTelemetry crates announce their set-up at INFO: not news.
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new(format!(
+            "{},opentelemetry=warn,opentelemetry_sdk=warn",
+            options.default_level
+        ))
+    });
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -5,8 +5,10 @@
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
+use std::collections::HashSet;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
 use tonic::Code;
@@ -16,14 +18,42 @@ use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 /// Wraps the server's routes; see the module documentation.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct RpcLayer;
+#[derive(Clone, Debug)]
+pub struct RpcLayer {
+    known: Arc<HashSet<String>>,
+}
+
+impl RpcLayer {
+    /// `descriptor_sets`: the encoded descriptor sets of every service
+    /// served. Calls to any other path are counted as service and method
+    /// `unknown`, so that made-up paths cannot grow the metrics without
+    /// bound.
+    pub fn new(descriptor_sets: &[&[u8]]) -> Self {
+        let mut known = HashSet::new();
+        for set in descriptor_sets {
+            let Ok(pool) = prost_reflect::DescriptorPool::decode(*set) else {
+                continue;
+            };
+            for service in pool.services() {
+                for method in service.methods() {
+                    known.insert(format!("{}/{}", service.full_name(), method.name()));
+                }
+            }
+        }
+        Self {
+            known: Arc::new(known),
+        }
+    }
+}
 
 impl<S> tower::Layer<S> for RpcLayer {
     type Service = RpcService<S>;
 
     fn layer(&self, inner: S) -> RpcService<S> {
-        RpcService { inner }
+        RpcService {
+            inner,
+            known: self.known.clone(),
+        }
     }
 }
 
@@ -31,6 +61,7 @@ impl<S> tower::Layer<S> for RpcLayer {
 #[derive(Clone, Debug)]
 pub struct RpcService<S> {
     inner: S,
+    known: Arc<HashSet<String>>,
 }
 
 /// `NOT_FOUND`, `OK`, ...: the name a status code has in the gRPC spec.
@@ -91,10 +122,17 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let path = request.uri().path().trim_start_matches('/');
+        let path = if self.known.contains(path) {
+            path
+        } else {
+            "unknown/unknown"
+        };
         let (service, method) = path.split_once('/').unwrap_or((path, ""));
         let (service, method) = (service.to_owned(), method.to_owned());
         let span = if traced(&service) {
-            let span = tracing::info_span!(
+            // DEBUG: exported as a trace, but not repeated on every log line
+            // (the handler's span names the call there).
+            let span = tracing::debug_span!(
                 "rpc",
                 otel.name = %format_args!("{service}/{method}"),
                 otel.kind = "server",
@@ -151,5 +189,38 @@ where
             );
             result
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_served_methods_are_named_in_metrics() {
+        let layer = RpcLayer::new(&[
+            crate::proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ]);
+        for method in [
+            "connector.v1.ConnectorService/StartConnector",
+            "connector.v1.AgentService/Connect",
+            "connector.v1.AuditService/ListAuditEvents",
+            "grpc.health.v1.Health/Check",
+        ] {
+            assert!(layer.known.contains(method), "{method}");
+        }
+        assert!(
+            !layer
+                .known
+                .contains("connector.v1.ConnectorService/DropEverything")
+        );
+    }
+
+    #[test]
+    fn code_names_are_the_specs() {
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(code_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(code_name(Code::Unauthenticated), "UNAUTHENTICATED");
     }
 }

@@ -88,6 +88,42 @@ async fn connectors_list_prints_a_table_for_people_and_json_for_scripts() {
 }
 
 #[tokio::test]
+async fn connectors_list_lagging_shows_what_to_look_at() {
+    use connector_control::proto::v1::{self, ConnectorState as S};
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders to warehouse")).await;
+    app.create(connector("c2", "payments stream")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.9")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    let behind = v1::ConnectorStatus {
+        latency: Some(prost_types::Duration {
+            seconds: 300,
+            nanos: 0,
+        }),
+        ..status("c1", S::Running, command.generation)
+    };
+    agent.heartbeat(1, vec![behind]).await;
+    app.connector_becomes("c1", |c| c.status_message.starts_with("LAGGING:"))
+        .await;
+
+    let lagging = cli(&app, &["connectors", "list", "--lagging"]).await;
+    assert_eq!(lagging.code, Some(0), "{}", lagging.stderr);
+    assert!(
+        lagging.stdout.contains("RUNNING LAGGING") && lagging.stdout.contains("5m"),
+        "{}",
+        lagging.stdout
+    );
+    assert!(!lagging.stdout.contains("payments"), "{}", lagging.stdout);
+    assert!(
+        lagging.stdout.contains("1 shown, 1 matching"),
+        "{}",
+        lagging.stdout
+    );
+}
+
+#[tokio::test]
 async fn exit_codes_tell_not_found_from_precondition_failed() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;

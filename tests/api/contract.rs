@@ -5,6 +5,7 @@
 
 use crate::helpers::TestDatabase;
 use chrono::Utc;
+use connector_control::domain::LagCause;
 use connector_control::domain::{
     CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
     NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, StartRequest, TimeRange,
@@ -74,6 +75,7 @@ contract_suite!(
     pull_back_rules_use_the_reported_store_range,
     commands_are_claimed_once_redelivered_and_completed_with_fencing,
     heartbeats_flush_and_silent_agents_go_offline,
+    lagging_connectors_are_found_and_counted,
 );
 
 fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -682,4 +684,140 @@ async fn changes_are_audited_with_who_and_refusals_appended<S: FleetStore>(store
     // A refused change leaves no event of its own (nothing was written).
     assert!(store.start_connector(&start("missing")).await.is_err());
     assert_eq!(of(AuditFilter::default(), 100).await.0.len(), 6);
+}
+
+/// Starts `id` and has `session` carry it out, reporting `latency`.
+async fn run_on<S: FleetStore>(
+    store: &S,
+    session: &connector_control::domain::Session,
+    id: &str,
+    latency: u64,
+) {
+    let command = store.start_connector(&start(id)).await.unwrap().command;
+    let claimed = store
+        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "{id}: {claimed:?}");
+    assert_eq!(claimed[0].1.id, command.id);
+    let report = CommandReport {
+        trace_context: Default::default(),
+        command_id: command.id,
+        success: true,
+        error_reason: String::new(),
+        error_message: String::new(),
+        status: Some(ObservedStatus {
+            latency: Some(Duration::from_secs(latency)),
+            ..running(id, command.generation)
+        }),
+    };
+    store.complete_command(session, &report).await.unwrap();
+}
+
+async fn lagging_connectors_are_found_and_counted<S: FleetStore>(store: &S) {
+    for id in ["c1", "c2", "c3", "c4"] {
+        store
+            .create_connector(new_connector(id, id, ConnectorKind::IncrementalSync))
+            .await
+            .unwrap();
+    }
+    let live = store
+        .open_session(&hello("live", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    run_on(store, &live, "c1", 90).await;
+    run_on(store, &live, "c2", 5).await;
+    // Connected now, so that it is the least loaded agent for c3.
+    let silent = store
+        .open_session(&hello("silent", "eu-2", "10.0.2.8"))
+        .await
+        .unwrap();
+    run_on(store, &silent, "c3", 90).await;
+    // "live" is heard from later; "silent" goes offline: c3 is UNKNOWN.
+    store
+        .flush_heartbeats(&[Seen {
+            agent_id: "live".to_owned(),
+            epoch: live.epoch,
+            time: Utc::now() + chrono::Duration::minutes(10),
+        }])
+        .await
+        .unwrap();
+    store.replica_heartbeat("test", false).await.unwrap();
+    let lease = store.acquire_lease(HOUR).await.unwrap().unwrap();
+    store
+        .sweep_offline(lease, Duration::ZERO, HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c3").await.unwrap().state,
+        ConnectorState::Unknown
+    );
+    // c4: a start no agent has taken yet.
+    store.start_connector(&start("c4")).await.unwrap();
+
+    let lagging = |alert: u64| SearchFilter {
+        lagging_over: Some(Duration::from_secs(alert)),
+        ..Default::default()
+    };
+    let ids = |page: connector_control::store::Page| {
+        page.connectors
+            .into_iter()
+            .map(|c| c.id)
+            .collect::<Vec<_>>()
+    };
+    let page = store.list_connectors(&lagging(60), None, 10).await.unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(ids(page), ["c1", "c3"]);
+    // Strictly over the threshold.
+    let page = store.list_connectors(&lagging(90), None, 10).await.unwrap();
+    assert_eq!(ids(page), ["c3"]);
+    let page = store.list_connectors(&lagging(1), None, 10).await.unwrap();
+    assert_eq!(ids(page), ["c1", "c2", "c3"]);
+    // Keyset pages within the filter.
+    let after = Cursor {
+        name: "c1".to_owned(),
+        id: "c1".to_owned(),
+    };
+    let page = store
+        .list_connectors(&lagging(60), Some(&after), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["c3"]);
+
+    let sample = store.metrics_sample(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(
+        sample
+            .connectors
+            .get(&("eu-2".to_owned(), ConnectorState::Running)),
+        Some(&2)
+    );
+    assert_eq!(
+        sample
+            .connectors
+            .get(&("eu-2".to_owned(), ConnectorState::Unknown)),
+        Some(&1)
+    );
+    assert_eq!(
+        sample
+            .connectors
+            .get(&("eu-2".to_owned(), ConnectorState::Starting)),
+        Some(&1)
+    );
+    assert_eq!(
+        sample.lagging.get(&("eu-2".to_owned(), LagCause::Latency)),
+        Some(&1)
+    );
+    assert_eq!(
+        sample
+            .lagging
+            .get(&("eu-2".to_owned(), LagCause::AgentOffline)),
+        Some(&1)
+    );
+    let pending = sample
+        .open_commands
+        .get(&("eu-2".to_owned(), CommandStatus::Pending))
+        .expect("c4's start is pending");
+    assert_eq!(pending.count, 1);
+    assert!(pending.oldest_age < HOUR);
+    assert_eq!(sample.open_commands.len(), 1, "{:?}", sample.open_commands);
 }
