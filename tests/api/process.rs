@@ -62,6 +62,29 @@ async fn health_reports_serving_for_the_server_and_the_api() {
 }
 
 #[tokio::test]
+async fn a_draining_replica_reports_not_serving_to_health_watchers() {
+    let app = spawn_app().await;
+    let mut health = health_client::HealthClient::new(app.channel().await);
+    let mut watch = health
+        .watch(HealthCheckRequest {
+            service: "connector.v1.ConnectorService".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.message().await.unwrap().unwrap();
+    assert_eq!(first.status, ServingStatus::Serving as i32);
+
+    app.begin_shutdown();
+    let next = tokio::time::timeout(Duration::from_secs(10), watch.message())
+        .await
+        .expect("a health update within 10 s")
+        .unwrap()
+        .expect("the watch stays open while draining");
+    assert_eq!(next.status, ServingStatus::NotServing as i32);
+}
+
+#[tokio::test]
 async fn reflection_lists_the_api_in_both_protocol_versions() {
     use tonic_reflection::pb::{v1 as r1, v1alpha as r1a};
     let app = spawn_app().await;
