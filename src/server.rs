@@ -104,6 +104,7 @@ pub async fn serve<S: FleetStore>(
         .await
         .context("reading the page token key (are migrations applied?)")?;
     let (draining_tx, draining) = tokio::sync::watch::channel(false);
+    let probe_draining = draining.clone();
     let stopping = CancellationToken::new();
     let mut fleet_options = options.fleet.clone();
     if fleet_options.address.is_empty() {
@@ -157,7 +158,7 @@ pub async fn serve<S: FleetStore>(
             sample,
         ))
     });
-    let probe = tokio::spawn(watch_database(store, health.clone()));
+    let probe = tokio::spawn(watch_database(store, health.clone(), probe_draining));
     let addr = listener.local_addr()?;
     info!(%addr, tls = options.tls.is_some(), "serving gRPC");
 
@@ -197,8 +198,10 @@ pub async fn serve<S: FleetStore>(
             async move {
                 shutdown.await;
                 info!("draining: no new calls; agents are asked to reconnect elsewhere");
-                set_health(&draining, ServingStatus::NotServing).await;
+                // Draining first: the database probe, seeing it, stops
+                // before it could report SERVING again.
                 let _ = draining_tx.send(true);
+                set_health(&draining, ServingStatus::NotServing).await;
                 drain_fleet.draining().await;
                 // Agent streams end with `reconnect`, so the drain can finish.
                 stopping.cancel();
@@ -244,17 +247,31 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
 
 /// Reports NOT_SERVING while the database does not answer, so that load
 /// balancers and on-call checks see the outage.
-async fn watch_database<S: Store>(store: S, health: HealthReporter) {
+/// Stops once the replica drains: it is NOT_SERVING from then on.
+async fn watch_database<S: Store>(
+    store: S,
+    health: HealthReporter,
+    draining: tokio::sync::watch::Receiver<bool>,
+) {
     let mut interval = tokio::time::interval(DATABASE_PROBE_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut healthy = true;
     loop {
         interval.tick().await;
-        match store.ping().await {
+        let result = store.ping().await;
+        if *draining.borrow() {
+            return;
+        }
+        match result {
             Ok(()) if !healthy => {
                 info!("database reachable again");
                 healthy = true;
                 set_health(&health, ServingStatus::Serving).await;
+                // A drain that began meanwhile has the last word.
+                if *draining.borrow() {
+                    set_health(&health, ServingStatus::NotServing).await;
+                    return;
+                }
             }
             Err(error) if healthy => {
                 warn!(%error, "database unreachable; reporting NOT_SERVING");

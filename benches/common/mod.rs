@@ -28,6 +28,15 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = anyhow::Result<()>>,
 {
+    with_database_returning(work).await
+}
+
+/// As `with_database`, returning what `work` returns.
+pub async fn with_database_returning<T, F, Fut>(work: F) -> anyhow::Result<T>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
     let admin_url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
     let name = format!("cc_bench_{}", uuid::Uuid::new_v4().simple());

@@ -43,7 +43,12 @@ pub fn lag_cause(connector: &Connector, alert: Duration) -> Option<LagCause> {
 /// The flag `Connector.status_message` starts with when the connector is
 /// lagging: what is wrong and what the threshold is, in words.
 pub fn lag_flag(connector: &Connector, alert: Duration) -> Option<String> {
-    let whole_seconds = |d: Duration| humantime::format_duration(Duration::from_secs(d.as_secs()));
+    // Rounded up: a latency just over the threshold never reads as equal.
+    let whole_seconds = |d: Duration| {
+        humantime::format_duration(Duration::from_secs(
+            d.as_secs() + u64::from(d.subsec_nanos() > 0),
+        ))
+    };
     match lag_cause(connector, alert)? {
         LagCause::Latency => Some(format!(
             "LAGGING: latency {} is over the {} alert threshold",
@@ -149,6 +154,13 @@ mod tests {
         assert_eq!(
             flagged_message(&connector(Unknown, Running, 0), ALERT),
             "AGENT OFFLINE: agent a1 has not reported since 2026-11-24T09:30:00Z"
+        );
+        // Rounded up: just over the threshold never reads as equal to it.
+        let mut barely = connector(Running, Running, 60);
+        barely.latency = Some(Duration::from_millis(60_400));
+        assert_eq!(
+            flagged_message(&barely, ALERT),
+            "LAGGING: latency 1m 1s is over the 1m alert threshold"
         );
         let mut fine = connector(Running, Running, 5);
         fine.status_message = "ok".to_owned();

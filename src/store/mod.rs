@@ -148,6 +148,34 @@ pub struct OpenCommands {
     pub oldest_age: Duration,
 }
 
+impl MetricsSample {
+    /// The sample with explicit zeros: every state, lag cause and open
+    /// status for each region seen, so that a count falling to zero reads
+    /// 0 rather than vanishing.
+    pub fn with_zeros(mut self) -> Self {
+        let regions: std::collections::BTreeSet<String> = self
+            .connectors
+            .keys()
+            .map(|(region, _)| region.clone())
+            .chain(self.open_commands.keys().map(|(region, _)| region.clone()))
+            .collect();
+        for region in regions {
+            for state in ConnectorState::ALL {
+                self.connectors.entry((region.clone(), *state)).or_insert(0);
+            }
+            for cause in [LagCause::Latency, LagCause::AgentOffline] {
+                self.lagging.entry((region.clone(), cause)).or_insert(0);
+            }
+            for status in [CommandStatus::Pending, CommandStatus::Delivered] {
+                self.open_commands
+                    .entry((region.clone(), status))
+                    .or_default();
+            }
+        }
+        self
+    }
+}
+
 /// The database-wide figures the metrics report, sampled together.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MetricsSample {

@@ -23,7 +23,10 @@
 //!   heartbeats, by `region`.
 //!
 //! The database-wide gauges come from one sample every `--metrics-interval`
-//! (15 s), taken only while metrics are exported.
+//! (15 s), taken only while metrics are exported; every replica reports
+//! them (aggregate with `max by (region, ...)`, not `sum`). Counts that
+//! fall to zero are reported as 0 for every region that has connectors or
+//! commands; while the database cannot be sampled they are not reported.
 
 use crate::store::{FleetStore, MetricsSample, PoolStatus};
 use opentelemetry::KeyValue;
@@ -39,6 +42,12 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
 const CALL_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     5.0, 10.0, 30.0,
+];
+/// Seconds: a command's delivery or completion, from 100 µs to an hour
+/// (a redelivery comes after `--delivery-timeout`, 5 min).
+const DELAY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
 ];
 /// Seconds: replication latency, from 100 ms to 6 h.
 const LATENCY_BUCKETS: &[f64] = &[
@@ -85,13 +94,13 @@ pub fn instruments() -> &'static Instruments {
             ),
             delivery_delay: seconds(
                 "connector_control.command.delivery_delay",
-                "From a command's commit to its hand-over to the agent's stream",
-                CALL_BUCKETS,
+                "From a command's commit to its hand-over to the agent's stream (each delivery)",
+                DELAY_BUCKETS,
             ),
             completion_delay: seconds(
                 "connector_control.command.completion_delay",
                 "From a command's commit to the recording of the agent's result",
-                CALL_BUCKETS,
+                DELAY_BUCKETS,
             ),
             flush_size: meter
                 .u64_histogram("connector_control.heartbeat.flush.size")
@@ -267,11 +276,22 @@ pub async fn sample_loop<S: FleetStore>(
 ) {
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut failing = false;
     loop {
         tick.tick().await;
         match store.metrics_sample(latency_alert).await {
-            Ok(fresh) => *sample.lock().unwrap() = Some(fresh),
-            Err(error) => tracing::debug!(%error, "sampling connector metrics failed"),
+            Ok(fresh) => {
+                failing = false;
+                *sample.lock().unwrap() = Some(fresh.with_zeros());
+            }
+            Err(error) => {
+                if !failing {
+                    tracing::warn!(%error, "sampling connector metrics failed; the database-wide gauges are not reported until it succeeds");
+                }
+                failing = true;
+                // No figures rather than stale ones.
+                *sample.lock().unwrap() = None;
+            }
         }
     }
 }

@@ -186,12 +186,24 @@ pub fn prometheus_registry() -> Option<&'static prometheus::Registry> {
     PROMETHEUS.get()
 }
 
+/// The longest `tracestate` carried with a command (W3C allows dropping
+/// it): a caller cannot make every command it issues kilobytes larger.
+pub const MAX_TRACE_STATE_LEN: usize = 512;
+
 /// The W3C trace context of the current span (`traceparent`, and
-/// `tracestate` when there is one); empty when no trace is being exported.
+/// `tracestate` when there is one and it is at most
+/// `MAX_TRACE_STATE_LEN` long); empty when no trace is being exported.
 pub fn inject_current() -> HashMap<String, String> {
     let context = tracing::Span::current().context();
     let mut carrier = MapCarrier(HashMap::new());
     TraceContextPropagator::new().inject_context(&context, &mut carrier);
+    if carrier
+        .0
+        .get("tracestate")
+        .is_some_and(|state| state.len() > MAX_TRACE_STATE_LEN)
+    {
+        carrier.0.remove("tracestate");
+    }
     carrier.0
 }
 

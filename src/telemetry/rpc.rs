@@ -142,9 +142,12 @@ where
                 rpc.method = %method,
                 rpc.grpc.status_code = Empty,
             );
-            let parent = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
-            // Fails only when no trace is exported.
-            let _ = span.set_parent(parent);
+            if !span.is_disabled() {
+                let parent =
+                    TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
+                // Fails only when no trace is exported.
+                let _ = span.set_parent(parent);
+            }
             span
         } else {
             tracing::Span::none()

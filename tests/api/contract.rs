@@ -784,6 +784,22 @@ async fn lagging_connectors_are_found_and_counted<S: FleetStore>(store: &S) {
         .unwrap();
     assert_eq!(ids(page), ["c3"]);
 
+    // Every filter at once, with a cursor: parameters line up.
+    let everything = SearchFilter {
+        query: "c".to_owned(),
+        region: "eu-2".to_owned(),
+        states: vec![ConnectorState::Running, ConnectorState::Unknown],
+        lagging_over: Some(Duration::from_secs(60)),
+    };
+    let page = store.list_connectors(&everything, None, 10).await.unwrap();
+    assert_eq!(page.total, 2);
+    assert_eq!(ids(page), ["c1", "c3"]);
+    let page = store
+        .list_connectors(&everything, Some(&after), 10)
+        .await
+        .unwrap();
+    assert_eq!(ids(page), ["c3"]);
+
     let sample = store.metrics_sample(Duration::from_secs(60)).await.unwrap();
     assert_eq!(
         sample
@@ -820,4 +836,19 @@ async fn lagging_connectors_are_found_and_counted<S: FleetStore>(store: &S) {
     assert_eq!(pending.count, 1);
     assert!(pending.oldest_age < HOUR);
     assert_eq!(sample.open_commands.len(), 1, "{:?}", sample.open_commands);
+    // Zeros are explicit, so that a count falling to zero reads 0.
+    let zeros = sample.with_zeros();
+    assert_eq!(
+        zeros
+            .open_commands
+            .get(&("eu-2".to_owned(), CommandStatus::Delivered))
+            .map(|open| open.count),
+        Some(0)
+    );
+    assert_eq!(
+        zeros
+            .connectors
+            .get(&("eu-2".to_owned(), ConnectorState::Failed)),
+        Some(&0)
+    );
 }

@@ -186,6 +186,13 @@ async fn a_start_is_one_trace_from_the_callers_traceparent_to_the_agents_result(
         "traceparent",
         format!("00-{trace_id}-{caller_span}-01").parse().unwrap(),
     );
+    // A valid but long tracestate is not carried with the command.
+    let long_state = ["a", "b", "c"]
+        .map(|key| format!("{key}={}", "x".repeat(250)))
+        .join(",");
+    request
+        .metadata_mut()
+        .insert("tracestate", long_state.parse().unwrap());
     let started = client.start_connector(request).await.unwrap().into_inner();
     let command = started.command.unwrap();
     assert_eq!(command.status, v1::CommandStatus::Succeeded as i32);
@@ -201,6 +208,13 @@ async fn a_start_is_one_trace_from_the_callers_traceparent_to_the_agents_result(
         .unwrap()
         .get::<_, String>(0);
     assert!(carried.contains(trace_id), "{carried}");
+    assert!(!carried.contains("tracestate"), "{carried}");
+    assert_eq!(
+        command.trace_context.len(),
+        1,
+        "{:?}",
+        command.trace_context
+    );
 
     let wanted = [
         (
@@ -280,7 +294,8 @@ async fn a_start_is_one_trace_from_the_callers_traceparent_to_the_agents_result(
 #[tokio::test]
 async fn a_call_without_traceparent_starts_its_own_trace() {
     let (collector, endpoint) = start_collector().await;
-    let env = otlp_env(&endpoint);
+    let mut env = otlp_env(&endpoint);
+    env.push(("OTEL_SERVICE_NAME", "control-plane-test".to_owned()));
     let db = TestDatabase::create().await;
     let server = ServerProcess::spawn_with_env(&db.url, &[], &borrowed(&env));
     let mut client = client_of(&server).await;
@@ -306,7 +321,40 @@ async fn a_call_without_traceparent_starts_its_own_trace() {
     .await;
     assert_eq!(rpc.parent_span_id, "", "a root span");
     assert_eq!(rpc.attribute("rpc.grpc.status_code"), Some("NOT_FOUND"));
-    assert_eq!(rpc.service, "connector-control");
+    assert_eq!(rpc.service, "control-plane-test", "OTEL_SERVICE_NAME wins");
+}
+
+#[tokio::test]
+async fn without_an_otlp_endpoint_commands_carry_no_trace_context() {
+    let db = TestDatabase::create().await;
+    let server =
+        ServerProcess::spawn_with_env(&db.url, &[], &[("OTEL_EXPORTER_OTLP_ENDPOINT", "")]);
+    let mut client = client_of(&server).await;
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("c1", "orders")),
+        })
+        .await
+        .unwrap();
+    let mut request = tonic::Request::new(start_request("c1"));
+    request.metadata_mut().insert(
+        "traceparent",
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+            .parse()
+            .unwrap(),
+    );
+    let command = client
+        .start_connector(request)
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert!(
+        command.trace_context.is_empty(),
+        "{:?}",
+        command.trace_context
+    );
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the body.

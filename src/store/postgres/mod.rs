@@ -7,6 +7,11 @@ mod fleet;
 mod listen;
 mod rows;
 
+/// The columns the store reads, for the benchmark harness's raw-SQL
+/// baselines (the same statements without the service around them).
+#[doc(hidden)]
+pub use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
+
 use super::{Change, CommandOutcome, Page, PoolStatus, Store, StoreError, escape_like, fold};
 use crate::domain::{
     AuditAction, AuditEvent, AuditFilter, Command, Connector, Cursor, NewAuditEvent, NewConnector,
@@ -15,7 +20,7 @@ use crate::domain::{
 use anyhow::Context;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use error::translate;
-use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use rows::{command_from_row, connector_from_row};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 use tokio_postgres::types::ToSql;

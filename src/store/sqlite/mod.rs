@@ -297,8 +297,6 @@ fn transition(
     })
 }
 
-/// The WHERE clause of a search and its values (LIKE patterns escaped with
-/// a backslash, as in the PostgreSQL backend).
 /// The rule of `domain::lag` in SQL; `?n` is the alert threshold in µs.
 fn lagging_condition(n: usize) -> String {
     format!(
@@ -311,6 +309,8 @@ fn micros(duration: Duration) -> i64 {
     i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
+/// The WHERE clause of a search and its values (LIKE patterns escaped with
+/// a backslash, as in the PostgreSQL backend).
 fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
     let mut conditions = Vec::new();
     let mut values = Vec::new();
