@@ -723,7 +723,24 @@ async fn single_starts_sql(
 struct RawSearch {
     page: String,
     count: String,
-    params: Vec<String>,
+    page_params: Vec<Param>,
+    count_params: Vec<Param>,
+}
+
+type Param = Box<dyn tokio_postgres::types::ToSql + Sync + Send>;
+
+fn borrowed(params: &[Param]) -> Vec<&(dyn tokio_postgres::types::ToSql + Sync)> {
+    params
+        .iter()
+        .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+        .collect()
+}
+
+fn texts(values: &[&str]) -> Vec<Param> {
+    values
+        .iter()
+        .map(|v| Box::new((*v).to_owned()) as Param)
+        .collect()
 }
 
 async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
@@ -738,10 +755,10 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
         "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
             project_name_folded, kind, source_type, source_region, source_address,
             destination_type, destination_region, destination_address,
-            region, server_ip, state, desired_state)
+            region, server_ip, state, desired_state, latency_us)
          SELECT id, name, project_id, project_name, lower(name), lower(project_name), kind,
                 'MYSQL', 'eu-1', '10.200.0.1:3306', 'OCEANBASE', region, '10.201.0.1:2881',
-                region, server_ip, state, 'RUNNING'
+                region, server_ip, state, 'RUNNING', latency_us
          FROM (
            SELECT 'conn-' || lpad(n::text, 7, '0') AS id,
                   (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
@@ -754,7 +771,9 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
                   '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)
                       AS server_ip,
                   (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6]
-                      AS state
+                      AS state,
+                  -- 1 in 97 lags two minutes, the rest two seconds.
+                  CASE WHEN n % 97 = 0 THEN 120000000 ELSE 2000000 END AS latency_us
            FROM generate_series(1, {count}) AS n
          ) AS fleet"
     ))
@@ -804,6 +823,8 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
             EXACT_COUNT_LIMIT + 1
         )
     };
+    let lagging = "((state = 'UNKNOWN' AND desired_state = 'RUNNING')
+          OR (state = 'RUNNING' AND desired_state = 'RUNNING' AND latency_us > $1))";
     let text_condition = "(name_folded LIKE $1 OR project_name_folded LIKE $1
           OR lower(id) LIKE $2 OR lower(project_id) LIKE $2
           OR server_ip LIKE $2)";
@@ -816,7 +837,8 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
                     "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE TRUE ORDER BY name, id LIMIT 51"
                 ),
                 count: capped("TRUE"),
-                params: vec![],
+                page_params: vec![],
+                count_params: vec![],
             },
             false,
         ),
@@ -832,7 +854,8 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
                      ORDER BY name, id LIMIT 51"
                 ),
                 count: capped("TRUE"),
-                params: vec![after_name, after_id],
+                page_params: texts(&[&after_name, &after_id]),
+                count_params: vec![],
             },
             false,
         ),
@@ -848,7 +871,8 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
                      ORDER BY name || '', id LIMIT 51"
                 ),
                 count: capped(text_condition),
-                params: vec![format!("%{rare}%"), format!("{rare}%")],
+                page_params: texts(&[&format!("%{rare}%"), &format!("{rare}%")]),
+                count_params: texts(&[&format!("%{rare}%"), &format!("{rare}%")]),
             },
             true,
         ),
@@ -864,7 +888,25 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
                      ORDER BY name || '', id LIMIT 51"
                 ),
                 count: capped(text_condition),
-                params: vec!["%10.6.121.%".to_owned(), "10.6.121.%".to_owned()],
+                page_params: texts(&["%10.6.121.%", "10.6.121.%"]),
+                count_params: texts(&["%10.6.121.%", "10.6.121.%"]),
+            },
+            false,
+        ),
+        (
+            "lagging filter (1% lag 2 min)",
+            v1::ListConnectorsRequest {
+                lagging: true,
+                ..Default::default()
+            },
+            RawSearch {
+                page: format!(
+                    "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {lagging}
+                     ORDER BY name, id LIMIT 51"
+                ),
+                count: capped(lagging),
+                page_params: vec![Box::new(60_000_000_i64)],
+                count_params: vec![Box::new(60_000_000_i64)],
             },
             false,
         ),
@@ -875,18 +917,7 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
         let mut raw_samples = Vec::new();
         let page = db.prepare(&raw.page).await?;
         let count_statement = db.prepare(&raw.count).await?;
-        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = raw
-            .params
-            .iter()
-            .map(|p| p as &(dyn tokio_postgres::types::ToSql + Sync))
-            .collect();
-        let count_params = &params[..params.len().min(2)];
-        let count_params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = if name == "page 1,000"
-        {
-            vec![]
-        } else {
-            count_params.to_vec()
-        };
+        let (params, count_params) = (borrowed(&raw.page_params), borrowed(&raw.count_params));
         let started = Instant::now();
         // Interleaved, so that both sides see the same cache and load.
         for i in 0..plan.search_calls + 5 {

@@ -645,9 +645,10 @@ impl Store for PgStore {
 
 /// The rule of `domain::lag` in SQL; `$n` is the alert threshold in µs.
 pub(super) fn lagging_condition(n: usize) -> String {
+    // Each arm of the OR matches a partial index (migration V6).
     format!(
-        "(desired_state = 'RUNNING'
-          AND (state = 'UNKNOWN' OR (state = 'RUNNING' AND latency_us > ${n})))"
+        "((state = 'UNKNOWN' AND desired_state = 'RUNNING')
+          OR (state = 'RUNNING' AND desired_state = 'RUNNING' AND latency_us > ${n}))"
     )
 }
 
