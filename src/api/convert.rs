@@ -348,6 +348,8 @@ pub fn connector_to_proto(c: Connector) -> v1::Connector {
         create_time: Some(timestamp_to_proto(c.create_time)),
         update_time: Some(timestamp_to_proto(c.update_time)),
         last_heartbeat_time: c.last_heartbeat_time.map(timestamp_to_proto),
+        // Set by the API, which knows the alert threshold.
+        lag_cause: v1::LagCause::Unspecified as i32,
     }
 }
 

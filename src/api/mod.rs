@@ -125,8 +125,14 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// A connector as callers see it: `status_message` carries the lag flag.
     fn view(&self, connector: crate::domain::Connector) -> v1::Connector {
         let message = crate::domain::flagged_message(&connector, self.latency_alert);
+        let cause = match crate::domain::lag_cause(&connector, self.latency_alert) {
+            None => v1::LagCause::Unspecified,
+            Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
+            Some(crate::domain::LagCause::AgentOffline) => v1::LagCause::AgentOffline,
+        };
         let mut view = convert::connector_to_proto(connector);
         view.status_message = message;
+        view.lag_cause = cause as i32;
         view
     }
 

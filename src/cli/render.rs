@@ -70,15 +70,13 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
-/// The state, with the control plane's lag flag when `status_message`
-/// starts with one ("RUNNING LAGGING", "UNKNOWN AGENT OFFLINE").
+/// The state, with the control plane's lag flag ("RUNNING LAGGING",
+/// "UNKNOWN AGENT OFFLINE").
 fn flagged_state(c: &v1::Connector) -> String {
-    let flag = ["LAGGING", "AGENT OFFLINE"]
-        .into_iter()
-        .find(|flag| c.status_message.starts_with(&format!("{flag}:")));
-    match flag {
-        Some(flag) => format!("{} {flag}", state(c.state)),
-        None => state(c.state),
+    match v1::LagCause::try_from(c.lag_cause) {
+        Ok(v1::LagCause::Latency) => format!("{} LAGGING", state(c.state)),
+        Ok(v1::LagCause::AgentOffline) => format!("{} AGENT OFFLINE", state(c.state)),
+        _ => state(c.state),
     }
 }
 

@@ -627,11 +627,14 @@ async fn lagging_connectors_are_flagged_and_listed_with_the_lagging_filter() {
         c1.status_message,
         "LAGGING: latency 1m 30s is over the 1m alert threshold; agent: applying binlog"
     );
+    assert_eq!(c1.lag_cause, v1::LagCause::Latency as i32);
     let c2 = app
         .connector_becomes("c2", |c| c.latency.is_some_and(|l| l.seconds == 5))
         .await;
     assert_eq!(c2.status_message, "applying binlog");
+    assert_eq!(c2.lag_cause, v1::LagCause::Unspecified as i32);
     let c3 = app.get("c3").await;
+    assert_eq!(c3.lag_cause, v1::LagCause::AgentOffline as i32);
     assert!(
         c3.status_message
             .starts_with("AGENT OFFLINE: agent b1 has not reported since "),
