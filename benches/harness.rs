@@ -5,6 +5,7 @@
 //!     cargo bench --bench harness -- --quick       # the same scenarios, smaller, < 2 min
 //!     cargo bench --bench harness -- --only throughput,search
 //!     cargo bench --bench harness -- --server-arg=--poll-only   # an experiment
+//!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
 //! Scenarios (names for --only): throughput, latency, search, noop,
 //! delivery, streams, storm, embedded. Each starts the release server as a
@@ -56,8 +57,16 @@ impl Plan {
             .map(|list| list.split(',').map(str::to_owned).collect());
         Plan {
             quick,
-            window: Duration::from_secs(if quick { 2 } else { 8 }),
-            concurrency: vec![4, 16, 64],
+            window: args
+                .iter()
+                .find_map(|a| a.strip_prefix("--window="))
+                .and_then(|w| humantime::parse_duration(w).ok())
+                .unwrap_or(Duration::from_secs(if quick { 2 } else { 8 })),
+            concurrency: args
+                .iter()
+                .find_map(|a| a.strip_prefix("--concurrency="))
+                .map(|list| list.split(',').filter_map(|n| n.parse().ok()).collect())
+                .unwrap_or_else(|| vec![4, 16, 64]),
             latency_calls: if quick { 200 } else { 1000 },
             search_connectors: if quick { 100_000 } else { 1_000_000 },
             search_calls: if quick { 40 } else { 200 },
@@ -639,16 +648,19 @@ async fn changes(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
 
     if plan.runs("throughput") {
         for &callers in &plan.concurrency {
-            let ours = pairs_via_grpc(
-                &process.addr,
-                callers,
-                plan.window,
-                grpc_next.clone(),
-                per_side,
-            )
-            .await?;
-            let raw =
-                pairs_via_sql(&pool, callers, plan.window, sql_next.clone(), per_side).await?;
+            // Alternated in four slices each: both sides see the tables
+            // grow alike (every pair leaves two commands and two audit
+            // events behind).
+            let slice = plan.window / 4;
+            let (mut ours, mut raw) = (Vec::new(), Vec::new());
+            for _ in 0..4 {
+                ours.push(
+                    pairs_via_grpc(&process.addr, callers, slice, grpc_next.clone(), per_side)
+                        .await?,
+                );
+                raw.push(pairs_via_sql(&pool, callers, slice, sql_next.clone(), per_side).await?);
+            }
+            let (ours, raw) = (Stats::merge(&ours), Stats::merge(&raw));
             let ratio = ours.per_second / raw.per_second;
             lines.push(Line {
                 scenario: format!("Start+Pause throughput, {callers} callers"),

@@ -104,6 +104,10 @@ pub struct Signals {
     completed: Arc<watch::Sender<u64>>,
     /// Wake-ups for other replicas; None when polling only.
     outbox: Option<mpsc::UnboundedSender<Outgoing>>,
+    /// Whether another replica was alive at this replica's last heartbeat:
+    /// with none, no wake-up is sent (a replica that joins meanwhile polls
+    /// until the next heartbeat tells this one about it).
+    peers: Arc<std::sync::atomic::AtomicBool>,
     /// How often to look again without a signal (the poll interval).
     recheck: Duration,
 }
@@ -115,8 +119,16 @@ impl Signals {
             dispatch: Arc::new(Notify::new()),
             completed: Arc::new(watch::channel(0).0),
             outbox,
+            peers: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             recheck,
         }
+    }
+
+    /// The outbox, when there is another replica to wake.
+    fn to_peers(&self) -> Option<&mpsc::UnboundedSender<Outgoing>> {
+        self.outbox
+            .as_ref()
+            .filter(|_| self.peers.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// How often a waiter should look again in case a signal was lost.
@@ -129,7 +141,7 @@ impl Signals {
     /// and the others unless the runner is connected here.
     pub fn command_added(&self, region: &str, runner: &str) {
         self.wake(region);
-        if let Some(outbox) = &self.outbox {
+        if let Some(outbox) = self.to_peers() {
             let _ = outbox.send(Outgoing::Command {
                 region: region.to_owned(),
                 runner: runner.to_owned(),
@@ -140,7 +152,7 @@ impl Signals {
     /// A command completed here: local waiters and other replicas' hear.
     fn completed_here(&self, command_id: &str) {
         self.command_completed();
-        if let Some(outbox) = &self.outbox {
+        if let Some(outbox) = self.to_peers() {
             let _ = outbox.send(Outgoing::Completed(command_id.to_owned()));
         }
     }
@@ -159,13 +171,11 @@ impl Signals {
         self.dispatch.notify_one();
     }
 
+    /// The regions to dispatch since the last call: Some (possibly empty:
+    /// a wake-up whose regions an earlier round already took), or None
+    /// when every region must be looked at.
     fn take_regions(&self) -> Option<HashSet<String>> {
-        self.regions
-            .lock()
-            .unwrap()
-            .replace(HashSet::new())
-            .filter(|regions| !regions.is_empty())
-            .or(None)
+        self.regions.lock().unwrap().replace(HashSet::new())
     }
 
     /// Some command reached a final status.
@@ -258,9 +268,17 @@ impl<S: FleetStore> Fleet<S> {
         if let Some(outbox) = self.outbox.lock().unwrap().take() {
             loops.push(tokio::spawn(self.clone().publish_loop(outbox)));
             let signals = self.signals.clone();
+            let me = self.store.replica_id().to_owned();
             let handler: crate::store::WakeupHandler = Arc::new(move |wakeup| match wakeup {
                 Wakeup::Region(region) => signals.wake(&region),
                 Wakeup::Completed(_) => signals.command_completed(),
+                Wakeup::Joined(replica) => {
+                    if replica != me {
+                        signals
+                            .peers
+                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
                 Wakeup::All => {
                     signals.wake_all();
                     signals.command_completed();
@@ -560,7 +578,38 @@ impl<S: FleetStore> Fleet<S> {
     pub async fn register_replica(&self) -> Result<(), StoreError> {
         self.store
             .replica_heartbeat(&self.options.address, false)
-            .await
+            .await?;
+        self.refresh_peers().await;
+        // The others learn at once that there is someone to wake.
+        if !self.options.poll_only
+            && let Err(error) = self
+                .store
+                .publish(&[Wakeup::Joined(self.store.replica_id().to_owned())])
+                .await
+        {
+            debug!(%error, "announcing this replica failed; the others learn at their next heartbeat");
+        }
+        Ok(())
+    }
+
+    /// Looks whether another replica is alive (to be woken). On error it
+    /// assumes one is: a needless wake-up costs little, a missing one a
+    /// poll interval.
+    async fn refresh_peers(&self) {
+        let me = self.store.replica_id().to_owned();
+        let peers = match self.store.list_replicas(self.replica_ttl()).await {
+            Ok(replicas) => replicas
+                .iter()
+                .any(|replica| replica.alive && replica.id != me),
+            Err(_) => true,
+        };
+        let before = self
+            .signals
+            .peers
+            .swap(peers, std::sync::atomic::Ordering::Relaxed);
+        if before != peers {
+            debug!(peers, "other live replicas");
+        }
     }
 
     /// This replica's heartbeat, then leader-only work while it holds the
@@ -585,7 +634,10 @@ impl<S: FleetStore> Fleet<S> {
                 .await
                 .unwrap_or_else(|_| Err(timed_out()))
             {
-                Ok(()) => last_alive = Instant::now(),
+                Ok(()) => {
+                    last_alive = Instant::now();
+                    let _ = tokio::time::timeout(bound, self.refresh_peers()).await;
+                }
                 Err(error) => {
                     warn!(%error, "recording this replica's heartbeat failed");
                     if last_alive.elapsed() >= self.presumed_dead_after() {

@@ -334,6 +334,8 @@ pub enum Wakeup {
     Region(String),
     /// A command completed elsewhere (a `wait: true` call may be waiting).
     Completed(String),
+    /// The replica with this id started: there is a peer to wake.
+    Joined(String),
     /// The listener (re)connected: wake-ups may have been missed, so look
     /// at everything.
     All,

@@ -15,6 +15,8 @@ use tracing::{info, warn};
 pub const REGION_CHANNEL: &str = "connector_control_region";
 /// The command whose id is in the payload completed.
 pub const COMPLETED_CHANNEL: &str = "connector_control_completed";
+/// The replica whose id is in the payload started.
+pub const REPLICA_CHANNEL: &str = "connector_control_replica";
 
 const RETRY_START: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -25,6 +27,7 @@ pub fn channel_of(wakeup: &Wakeup) -> Option<(&'static str, &str)> {
     match wakeup {
         Wakeup::Region(region) => Some((REGION_CHANNEL, region)),
         Wakeup::Completed(command_id) => Some((COMPLETED_CHANNEL, command_id)),
+        Wakeup::Joined(replica_id) => Some((REPLICA_CHANNEL, replica_id)),
         Wakeup::All => None,
     }
 }
@@ -88,6 +91,7 @@ async fn listen(
                     let wakeup = match notification.channel() {
                         REGION_CHANNEL => Wakeup::Region(notification.payload().to_owned()),
                         COMPLETED_CHANNEL => Wakeup::Completed(notification.payload().to_owned()),
+                        REPLICA_CHANNEL => Wakeup::Joined(notification.payload().to_owned()),
                         _ => continue,
                     };
                     if messages_tx.send(Ok(wakeup)).is_err() {
@@ -126,7 +130,7 @@ async fn forward(
 ) -> anyhow::Result<std::convert::Infallible> {
     client
         .batch_execute(&format!(
-            "LISTEN {REGION_CHANNEL}; LISTEN {COMPLETED_CHANNEL}"
+            "LISTEN {REGION_CHANNEL}; LISTEN {COMPLETED_CHANNEL}; LISTEN {REPLICA_CHANNEL}"
         ))
         .await?;
     let _ = listening.send(());
