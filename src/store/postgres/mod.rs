@@ -513,14 +513,16 @@ impl Store for PgStore {
         params.push(&fetch);
 
         let statement = client.prepare_cached(&sql).await.map_err(translate)?;
-        let rows = client.query(&statement, &params).await.map_err(translate)?;
+        // The page and the count are pipelined on the connection: one
+        // round trip's wait instead of two.
+        let page = async { client.query(&statement, &params).await.map_err(translate) };
+        let (rows, total) = tokio::try_join!(page, count_matches(&client, &search))?;
         let more = rows.len() > limit;
         let connectors = rows
             .iter()
             .take(limit)
             .map(connector_from_row)
             .collect::<Result<Vec<_>, _>>()?;
-        let total = count_matches(&client, &search).await?;
         Ok(Page {
             connectors,
             more,
