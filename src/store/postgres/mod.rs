@@ -716,7 +716,7 @@ struct SearchSql {
     states: Vec<&'static str>,
     lagging_over_us: Option<i64>,
     has_query: bool,
-    /// A query long enough for trigram lookups.
+    /// Matches are few and found through an index other than (name, id).
     selective_query: bool,
 }
 
@@ -725,7 +725,11 @@ impl SearchSql {
         let folded = fold(&filter.query);
         let needle = escape_like(&folded);
         let has_query = !filter.query.is_empty();
-        let selective_query = folded.chars().count() >= 3;
+        // A text query long enough for trigram lookups, or the lagging
+        // filter (its partial indexes find the few lagging connectors;
+        // walking the name index instead reads half a million rows at a
+        // million connectors when the lagging ones sort late).
+        let selective_query = folded.chars().count() >= 3 || filter.lagging_over.is_some();
         let mut conditions = Vec::new();
         let mut n = 0;
         let mut next = || {
