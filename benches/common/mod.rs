@@ -126,6 +126,20 @@ pub async fn open_agent(
     received: Option<mpsc::UnboundedSender<(String, Instant)>>,
     connected: Arc<AtomicUsize>,
 ) -> anyhow::Result<()> {
+    open_agent_reporting(channel, id, region, None, received, connected).await
+}
+
+/// As `open_agent`; with `reports`, every heartbeat reports that connector
+/// RUNNING with a latency that changes each time (so each heartbeat
+/// carries a change to record, as a real agent's would).
+pub async fn open_agent_reporting(
+    channel: Channel,
+    id: String,
+    region: String,
+    reports: Option<String>,
+    received: Option<mpsc::UnboundedSender<(String, Instant)>>,
+    connected: Arc<AtomicUsize>,
+) -> anyhow::Result<()> {
     let (outbound, rx) = mpsc::channel(16);
     outbound
         .send(message(agent_message::Message::Hello(v1::Hello {
@@ -152,7 +166,13 @@ pub async fn open_agent(
             tokio::select! {
                 _ = tick.tick() => {
                     sequence += 1;
-                    let beat = v1::Heartbeat { sequence, connectors: Vec::new() };
+                    let connectors = reports.iter().map(|connector| v1::ConnectorStatus {
+                        connector_id: connector.clone(),
+                        state: v1::ConnectorState::Running as i32,
+                        latency: Some(prost_types::Duration { seconds: 1 + sequence % 7, nanos: 0 }),
+                        ..Default::default()
+                    }).collect();
+                    let beat = v1::Heartbeat { sequence, connectors };
                     if outbound.send(message(agent_message::Message::Heartbeat(beat))).await.is_err() {
                         return;
                     }

@@ -15,6 +15,7 @@
 
 mod session;
 
+use crate::domain::ObservedStatus;
 use crate::domain::Session;
 use crate::proto::v1::ControlMessage;
 use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup};
@@ -66,6 +67,14 @@ impl FleetOptions {
         }
     }
 }
+
+/// A session and the newest status it reported of each connector.
+type QueuedStatuses = (Session, HashMap<String, ObservedStatus>);
+
+/// How often changed statuses from heartbeats are written, at most (one
+/// transaction for every session's changes): with the heartbeat times'
+/// flush, heartbeats cost well under one write transaction a second.
+const STATUS_FLUSH: Duration = Duration::from_secs(2);
 
 /// A wake-up this replica owes the others, decided by the publisher.
 #[derive(Debug)]
@@ -198,6 +207,9 @@ pub struct Fleet<S> {
     outbox: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     sessions: Mutex<HashMap<String, LocalSession>>,
     seen: Mutex<HashMap<String, Seen>>,
+    /// Changed statuses reported in heartbeats, by agent, written together
+    /// once per `STATUS_FLUSH` (at most).
+    statuses: Mutex<HashMap<String, QueuedStatuses>>,
     /// Cancelled (and replaced) to end every session at once: this replica
     /// may have been presumed dead by the others.
     reset: Mutex<CancellationToken>,
@@ -221,6 +233,7 @@ impl<S: FleetStore> Fleet<S> {
             outbox: Mutex::new(receiver),
             sessions: Mutex::new(HashMap::new()),
             seen: Mutex::new(HashMap::new()),
+            statuses: Mutex::new(HashMap::new()),
             reset: Mutex::new(CancellationToken::new()),
             shutdown,
         })
@@ -263,6 +276,7 @@ impl<S: FleetStore> Fleet<S> {
         let mut loops = vec![
             tokio::spawn(self.clone().dispatch_loop()),
             tokio::spawn(self.clone().flush_loop()),
+            tokio::spawn(self.clone().status_loop()),
             tokio::spawn(self.clone().replica_loop()),
         ];
         if let Some(outbox) = self.outbox.lock().unwrap().take() {
@@ -506,6 +520,101 @@ impl<S: FleetStore> Fleet<S> {
         }
     }
 
+    /// Queues the changed statuses a heartbeat of `session` reported; the
+    /// newest report of each connector wins.
+    pub(crate) fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
+        let mut queued = self.statuses.lock().unwrap();
+        let entry = queued
+            .entry(session.agent_id.clone())
+            .or_insert_with(|| (session.clone(), HashMap::new()));
+        if entry.0.epoch != session.epoch {
+            *entry = (session.clone(), HashMap::new());
+        }
+        for status in statuses {
+            entry.1.insert(status.connector_id.clone(), status);
+        }
+    }
+
+    /// Writes the queued statuses of every session in one transaction, at
+    /// most once per `STATUS_FLUSH`: 10,000 agents reporting changes cost
+    /// one write every two seconds, not one per heartbeat. Sessions found
+    /// superseded end.
+    async fn status_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(STATUS_FLUSH.min(self.heartbeat_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let queued: Vec<QueuedStatuses> = self
+                .statuses
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, q)| q)
+                .collect();
+            if queued.is_empty() {
+                continue;
+            }
+            let batch: Vec<(Session, Vec<ObservedStatus>)> = queued
+                .iter()
+                .map(|(session, statuses)| (session.clone(), statuses.values().cloned().collect()))
+                .collect();
+            let count: usize = batch.iter().map(|(_, statuses)| statuses.len()).sum();
+            let started = std::time::Instant::now();
+            let written = tokio::time::timeout(
+                self.heartbeat_interval.max(Duration::from_secs(1)),
+                self.store.record_status_batch(&batch),
+            )
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".to_owned())));
+            let metrics = crate::telemetry::metrics::instruments();
+            let kind = [opentelemetry::KeyValue::new("kind", "statuses")];
+            metrics.heartbeat_writes.add(1, &kind);
+            metrics
+                .flush_duration
+                .record(started.elapsed().as_secs_f64(), &kind);
+            metrics
+                .flush_size
+                .record(u64::try_from(count).unwrap_or(u64::MAX), &kind);
+            match written {
+                Ok(fenced) => {
+                    for session in fenced {
+                        // A newer session exists (on another replica):
+                        // this one ends as superseded.
+                        let token = self
+                            .sessions
+                            .lock()
+                            .unwrap()
+                            .get(&session.agent_id)
+                            .filter(|local| local.session.session_id == session.session_id)
+                            .map(|local| local.superseded.clone());
+                        self.unregister(&session);
+                        if let Some(token) = token {
+                            token.cancel();
+                        }
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
+                    // Back in the queue, under anything reported since.
+                    let mut pending = self.statuses.lock().unwrap();
+                    for (session, statuses) in queued {
+                        let entry = pending
+                            .entry(session.agent_id.clone())
+                            .or_insert_with(|| (session.clone(), HashMap::new()));
+                        if entry.0.epoch == session.epoch {
+                            for (id, status) in statuses {
+                                entry.1.entry(id).or_insert(status);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Writes the heartbeat times collected in memory, once per interval,
     /// in one statement.
     async fn flush_loop(self: Arc<Self>) {
@@ -517,15 +626,20 @@ impl<S: FleetStore> Fleet<S> {
                 _ = tick.tick() => {}
             }
             let seen: Vec<Seen> = self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
+            if seen.is_empty() {
+                continue;
+            }
             let started = std::time::Instant::now();
             let flushed = self.store.flush_heartbeats(&seen).await;
             let metrics = crate::telemetry::metrics::instruments();
+            let kind = [opentelemetry::KeyValue::new("kind", "times")];
+            metrics.heartbeat_writes.add(1, &kind);
             metrics
                 .flush_duration
-                .record(started.elapsed().as_secs_f64(), &[]);
+                .record(started.elapsed().as_secs_f64(), &kind);
             metrics
                 .flush_size
-                .record(u64::try_from(seen.len()).unwrap_or(u64::MAX), &[]);
+                .record(u64::try_from(seen.len()).unwrap_or(u64::MAX), &kind);
             match flushed {
                 Ok(ended) => self.recycle(&ended),
                 Err(error) => {

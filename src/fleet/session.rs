@@ -328,20 +328,9 @@ impl<S: FleetStore> Served<S> {
         if changed.is_empty() {
             return Ok(());
         }
-        match self
-            .fleet
-            .store
-            .record_statuses(&self.session, &changed)
-            .await
-        {
-            Ok(()) => {}
-            // Not marked reported: the next heartbeat writes them again.
-            Err(StoreError::Unavailable(error)) => {
-                debug!(%error, "heartbeat statuses not recorded; retrying with the next one");
-                return Ok(());
-            }
-            Err(error) => return Err(error),
-        }
+        // Written with every session's changes within a second; a failed
+        // write is retried from the queue.
+        self.fleet.queue_statuses(&self.session, changed.clone());
         for status in changed {
             self.reported.insert(status.connector_id.clone(), status);
         }

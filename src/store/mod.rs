@@ -372,6 +372,26 @@ pub trait FleetStore: Store {
         statuses: &[ObservedStatus],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Applies the statuses several sessions reported, in one transaction
+    /// where the backend allows; returns the sessions found superseded,
+    /// whose statuses were skipped.
+    fn record_status_batch(
+        &self,
+        batch: &[(Session, Vec<ObservedStatus>)],
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send {
+        async move {
+            let mut fenced = Vec::new();
+            for (session, statuses) in batch {
+                match self.record_statuses(session, statuses).await {
+                    Ok(()) => {}
+                    Err(StoreError::Fenced { .. }) => fenced.push(session.clone()),
+                    Err(error) => return Err(error),
+                }
+            }
+            Ok(fenced)
+        }
+    }
+
     /// Writes the last heartbeat times kept in memory, in one statement;
     /// entries of superseded sessions are skipped. Returns the sessions
     /// among them (agent id, epoch) recorded as ended: by the leader, which

@@ -13,7 +13,8 @@
 //!   hand-over to the agent's stream; `connector_control.command.completion_delay`:
 //!   commit to the recorded result, by `region`, `kind` and `status`.
 //! - `connector_control.heartbeat.flush.size` and `.duration`: the batched
-//!   write of heartbeat times.
+//!   writes of heartbeat times and of changed statuses (`kind`), and
+//!   `connector_control.heartbeat.writes`: the transactions they cost.
 //! - `connector_control.db.pool.*`: connections in use, idle, the maximum,
 //!   and callers waiting for one.
 //! - `connector_control.connectors`: connectors by `region` and `state`;
@@ -65,6 +66,7 @@ pub struct Instruments {
     pub completion_delay: Histogram<f64>,
     pub flush_size: Histogram<u64>,
     pub flush_duration: Histogram<f64>,
+    pub heartbeat_writes: opentelemetry::metrics::Counter<u64>,
     pub connector_latency: Histogram<f64>,
 }
 
@@ -113,6 +115,13 @@ pub fn instruments() -> &'static Instruments {
                 "Time to write one batch of heartbeat times",
                 CALL_BUCKETS,
             ),
+            heartbeat_writes: meter
+                .u64_counter("connector_control.heartbeat.writes")
+                .with_unit("{transaction}")
+                .with_description(
+                    "Write transactions heartbeats cost, by kind: times (last seen) or statuses",
+                )
+                .build(),
             connector_latency: seconds(
                 "connector_control.connector.latency",
                 "Replication latency that agents report in heartbeats, by region",

@@ -76,6 +76,7 @@ contract_suite!(
     commands_are_claimed_once_redelivered_and_completed_with_fencing,
     heartbeats_flush_and_silent_agents_go_offline,
     lagging_connectors_are_found_and_counted,
+    status_batches_apply_current_sessions_and_name_superseded_ones,
 );
 
 fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -850,5 +851,44 @@ async fn lagging_connectors_are_found_and_counted<S: FleetStore>(store: &S) {
             .connectors
             .get(&("eu-2".to_owned(), ConnectorState::Failed)),
         Some(&0)
+    );
+}
+
+async fn status_batches_apply_current_sessions_and_name_superseded_ones<S: FleetStore>(store: &S) {
+    for id in ["c1", "c2"] {
+        store
+            .create_connector(new_connector(id, id, ConnectorKind::IncrementalSync))
+            .await
+            .unwrap();
+    }
+    let live = store
+        .open_session(&hello("live", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let old = store
+        .open_session(&hello("moved", "eu-2", "10.0.2.8"))
+        .await
+        .unwrap();
+    // The agent reconnected: its old session is superseded.
+    store
+        .open_session(&hello("moved", "eu-2", "10.0.2.8"))
+        .await
+        .unwrap();
+    let fenced = store
+        .record_status_batch(&[
+            (live.clone(), vec![running("c1", 0)]),
+            (old.clone(), vec![running("c2", 0)]),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(fenced.len(), 1);
+    assert_eq!(fenced[0].session_id, old.session_id);
+    let c1 = store.get_connector("c1").await.unwrap();
+    assert_eq!(c1.state, ConnectorState::Running);
+    assert_eq!(c1.agent_id, "live");
+    assert_eq!(
+        store.get_connector("c2").await.unwrap().state,
+        ConnectorState::Stopped,
+        "nothing written for the superseded session"
     );
 }

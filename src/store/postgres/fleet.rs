@@ -256,6 +256,25 @@ impl FleetStore for PgStore {
         tx.commit().await.map_err(translate)
     }
 
+    #[instrument(skip_all, fields(sessions = batch.len()))]
+    async fn record_status_batch(
+        &self,
+        batch: &[(Session, Vec<ObservedStatus>)],
+    ) -> Result<Vec<Session>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        let mut fenced = Vec::new();
+        for (session, statuses) in batch {
+            match fence(&tx, session).await {
+                Ok(()) => record(&tx, session, statuses).await?,
+                Err(StoreError::Fenced { .. }) => fenced.push(session.clone()),
+                Err(error) => return Err(error),
+            }
+        }
+        tx.commit().await.map_err(translate)?;
+        Ok(fenced)
+    }
+
     async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
         if seen.is_empty() {
             return Ok(Vec::new());

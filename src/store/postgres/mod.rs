@@ -275,10 +275,6 @@ impl PgStore {
             )
             .await
             .map_err(translate)?;
-        tx.execute(&supersede, &[&connector_id])
-            .await
-            .map_err(translate)?;
-
         let insert = tx
             .prepare_cached(&format!(
                 "INSERT INTO commands
@@ -289,27 +285,6 @@ impl PgStore {
             ))
             .await
             .map_err(translate)?;
-        let command_id = uuid::Uuid::now_v7().to_string();
-        let row = tx
-            .query_one(
-                &insert,
-                &[
-                    &command_id,
-                    &connector_id,
-                    &transition.command_kind.as_str(),
-                    &transition.pull_back_time,
-                    &transition.region,
-                    &connector.region,
-                    &transition.generation,
-                    &request_id,
-                    &change.reason(),
-                    &trace_context_to_text(change.trace_context()),
-                ],
-            )
-            .await
-            .map_err(translate)?;
-        let command = command_from_row(&row)?;
-
         let update = tx
             .prepare_cached(&format!(
                 "UPDATE connectors
@@ -319,21 +294,55 @@ impl PgStore {
             ))
             .await
             .map_err(translate)?;
-        let row = tx
-            .query_one(
-                &update,
-                &[
-                    &connector_id,
-                    &transition.state.as_str(),
-                    &transition.desired_state.as_str(),
-                    &transition.generation,
-                    &transition.region,
-                ],
-            )
-            .await
-            .map_err(translate)?;
-        let connector = connector_from_row(&row)?;
-        insert_audit(&tx, &change.audit_event(&command.id)).await?;
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let trace_context = trace_context_to_text(change.trace_context());
+        let audit = change.audit_event(&command_id);
+        // The four writes are pipelined: sent together, executed in order,
+        // one round trip's wait instead of four. A failure aborts the
+        // transaction, and the first error is the one reported.
+        let (_, command_row, connector_row, ()) = tokio::try_join!(
+            async {
+                tx.execute(&supersede, &[&connector_id])
+                    .await
+                    .map_err(translate)
+            },
+            async {
+                tx.query_one(
+                    &insert,
+                    &[
+                        &command_id,
+                        &connector_id,
+                        &transition.command_kind.as_str(),
+                        &transition.pull_back_time,
+                        &transition.region,
+                        &connector.region,
+                        &transition.generation,
+                        &request_id,
+                        &change.reason(),
+                        &trace_context,
+                    ],
+                )
+                .await
+                .map_err(translate)
+            },
+            async {
+                tx.query_one(
+                    &update,
+                    &[
+                        &connector_id,
+                        &transition.state.as_str(),
+                        &transition.desired_state.as_str(),
+                        &transition.generation,
+                        &transition.region,
+                    ],
+                )
+                .await
+                .map_err(translate)
+            },
+            insert_audit(&tx, &audit),
+        )?;
+        let command = command_from_row(&command_row)?;
+        let connector = connector_from_row(&connector_row)?;
         tx.commit().await.map_err(translate)?;
         Ok(CommandOutcome {
             connector,
