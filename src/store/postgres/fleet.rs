@@ -129,6 +129,104 @@ async fn apply_update(
 
 /// Applies statuses inside the caller's transaction, locking the connector
 /// rows in id order so that concurrent writers cannot deadlock.
+/// `apply_update` for many connectors, in one statement.
+async fn apply_updates(
+    client: &impl GenericClient,
+    updates: &[(String, ConnectorUpdate)],
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let statement = client
+        .prepare_cached(
+            "UPDATE connectors c SET
+                 state = COALESCE(v.state, c.state),
+                 desired_state = COALESCE(v.desired_state, c.desired_state),
+                 agent_id = COALESCE(v.agent_id, c.agent_id),
+                 server_ip = COALESCE(v.server_ip, c.server_ip),
+                 region = COALESCE(v.region, c.region),
+                 checkpoint_time = COALESCE(v.checkpoint_time, c.checkpoint_time),
+                 latency_us = COALESCE(v.latency_us, c.latency_us),
+                 store_earliest_time = COALESCE(v.earliest, c.store_earliest_time),
+                 store_latest_time = COALESCE(v.latest, c.store_latest_time),
+                 status_message = COALESCE(v.status_message, c.status_message),
+                 update_time = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::int8[], $9::timestamptz[], $10::timestamptz[],
+                         $11::text[])
+                  AS v(id, state, desired_state, agent_id, server_ip, region, checkpoint_time,
+                       latency_us, earliest, latest, status_message)
+             WHERE c.id = v.id",
+        )
+        .await
+        .map_err(translate)?;
+    let ids: Vec<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
+    let state: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.state.map(|s| s.as_str()))
+        .collect();
+    let desired: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.desired_state.map(|s| s.as_str()))
+        .collect();
+    let placement = |field: fn(&crate::domain::fleet::Placement) -> &str| -> Vec<Option<&str>> {
+        updates
+            .iter()
+            .map(|(_, u)| u.placement.as_ref().map(field))
+            .collect()
+    };
+    let (agents, ips, regions) = (
+        placement(|p| p.agent_id.as_str()),
+        placement(|p| p.server_ip.as_str()),
+        placement(|p| p.region.as_str()),
+    );
+    let observed = |u: &ConnectorUpdate| u.observed.clone();
+    let checkpoints: Vec<_> = updates
+        .iter()
+        .map(|(_, u)| observed(u).and_then(|o| o.checkpoint_time))
+        .collect();
+    let latencies: Vec<Option<i64>> = updates
+        .iter()
+        .map(|(_, u)| {
+            observed(u)
+                .and_then(|o| o.latency)
+                .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX))
+        })
+        .collect();
+    let earliest: Vec<_> = updates
+        .iter()
+        .map(|(_, u)| observed(u).and_then(|o| o.store_range).map(|r| r.earliest))
+        .collect();
+    let latest: Vec<_> = updates
+        .iter()
+        .map(|(_, u)| observed(u).and_then(|o| o.store_range).map(|r| r.latest))
+        .collect();
+    let messages: Vec<Option<&str>> = updates
+        .iter()
+        .map(|(_, u)| u.status_message.as_deref())
+        .collect();
+    client
+        .execute(
+            &statement,
+            &[
+                &ids,
+                &state,
+                &desired,
+                &agents,
+                &ips,
+                &regions,
+                &checkpoints,
+                &latencies,
+                &earliest,
+                &latest,
+                &messages,
+            ],
+        )
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
+
 async fn record(
     client: &impl GenericClient,
     session: &Session,
@@ -261,18 +359,68 @@ impl FleetStore for PgStore {
         &self,
         batch: &[(Session, Vec<ObservedStatus>)],
     ) -> Result<Vec<Session>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
-        let mut fenced = Vec::new();
-        for (session, statuses) in batch {
-            match fence(&tx, session).await {
-                Ok(()) => record(&tx, session, statuses).await?,
-                Err(StoreError::Fenced { .. }) => fenced.push(session.clone()),
-                Err(error) => return Err(error),
+        // Three statements whatever the batch's size: fence every session,
+        // lock every reported connector, write every change.
+        let fence_all = tx
+            .prepare_cached(
+                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
+            )
+            .await
+            .map_err(translate)?;
+        let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
+        let epochs: HashMap<String, i64> = tx
+            .query(&fence_all, &[&agent_ids])
+            .await
+            .map_err(translate)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let (current, fenced): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
+        // Every report of each connector, in batch order (two agents may
+        // report one connector: only the runner's, or an adopter's, has an
+        // effect).
+        let mut reported: HashMap<&str, Vec<(&Session, &ObservedStatus)>> = HashMap::new();
+        for (session, statuses) in &current {
+            for status in statuses {
+                reported
+                    .entry(status.connector_id.as_str())
+                    .or_default()
+                    .push((session, status));
             }
         }
+        let ids: Vec<&str> = reported.keys().copied().collect();
+        let lock = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let mut updates = Vec::new();
+        for row in tx.query(&lock, &[&ids]).await.map_err(translate)? {
+            let connector = connector_from_row(&row)?;
+            let effect = reported.get(connector.id.as_str()).and_then(|reports| {
+                reports
+                    .iter()
+                    .rev()
+                    .find_map(|(session, status)| status_effect(&connector, status, session))
+            });
+            if let Some(update) = effect {
+                updates.push((connector.id, update));
+            }
+        }
+        apply_updates(&tx, &updates).await?;
         tx.commit().await.map_err(translate)?;
-        Ok(fenced)
+        Ok(fenced
+            .into_iter()
+            .map(|(session, _)| session.clone())
+            .collect())
     }
 
     async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
