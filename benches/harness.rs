@@ -23,7 +23,6 @@ use connector_control::proto::v1::{
     connector_service_client::ConnectorServiceClient, control_message,
 };
 use connector_control::store::postgres::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, EXACT_COUNT_LIMIT};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -126,6 +125,18 @@ impl Stats {
             self.per_second
         )
     }
+}
+
+/// The samples of concurrent callers, as one measurement since `started`.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<Duration>>>>,
+    started: Instant,
+) -> anyhow::Result<Stats> {
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await??);
+    }
+    Ok(Stats::of(samples, started.elapsed()))
 }
 
 /// One line of the report.
@@ -262,26 +273,10 @@ impl Process {
     }
 }
 
-/// Spawns `program` and waits for the log line naming `addr=`.
+/// Spawns `command` and waits for its "serving gRPC" log line.
 fn spawn_logged(mut command: Command) -> anyhow::Result<Process> {
     let mut child = command.stderr(Stdio::piped()).spawn()?;
-    let stderr = child.stderr.take().expect("piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .ok_or_else(|| anyhow::anyhow!("the process exited during start-up"))??;
-        if line.contains("serving gRPC")
-            && let Some(rest) = line.split("addr=").nth(1)
-        {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_owned();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
+    let addr = common::serving_address(&mut child)?;
     Ok(Process { child, addr })
 }
 
@@ -292,21 +287,8 @@ fn server(
     dir: Option<&std::path::Path>,
     args: &[&str],
 ) -> anyhow::Result<Process> {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_connector-control"));
-    command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--heartbeat-interval",
-            "10s",
-            // One principal making many changes on purpose.
-            "--rate-limit",
-            "0",
-        ])
-        .args(args)
-        .args(extra_server_args())
-        .env("RUST_LOG", "warn,connector_control::server=info");
+    let mut command = common::serve_command(args);
+    command.args(extra_server_args());
     match url {
         Some(url) => {
             command.env("DATABASE_URL", url);
@@ -583,11 +565,7 @@ async fn pairs_via_grpc(
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
-    }
-    Ok(Stats::of(samples, started.elapsed()))
+    gather(tasks, started).await
 }
 
 /// The same pairs as raw SQL transactions, `callers` at a time on `pool`.
@@ -623,11 +601,7 @@ async fn pairs_via_sql(
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
-    }
-    Ok(Stats::of(samples, started.elapsed()))
+    gather(tasks, started).await
 }
 
 /// Start+Pause throughput at each concurrency, and the latency of a Start
@@ -806,33 +780,7 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
         .await?;
     let db = sql(&url).await?;
     let loading = Instant::now();
-    db.batch_execute(&format!(
-        "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
-            project_name_folded, kind, source_type, source_region, source_address,
-            destination_type, destination_region, destination_address,
-            region, server_ip, state, desired_state, latency_us)
-         SELECT id, name, project_id, project_name, lower(name), lower(project_name), kind,
-                'MYSQL', 'eu-1', '10.200.0.1:3306', 'OCEANBASE', region, '10.201.0.1:2881',
-                region, server_ip, state, 'RUNNING', latency_us
-         FROM (
-           SELECT 'conn-' || lpad(n::text, 7, '0') AS id,
-                  (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
-                      || '-' || substr(md5(n::text), 1, 8) || ' to warehouse' AS name,
-                  'proj-' || (n % 5000) AS project_id,
-                  'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5]
-                      || ' ' || (n % 5000) AS project_name,
-                  CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END AS kind,
-                  (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6] AS region,
-                  '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)
-                      AS server_ip,
-                  (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6]
-                      AS state,
-                  -- 1 in 97 lags two minutes, the rest two seconds.
-                  CASE WHEN n % 97 = 0 THEN 120000000 ELSE 2000000 END AS latency_us
-           FROM generate_series(1, {count}) AS n
-         ) AS fleet"
-    ))
-    .await?;
+    common::load_fleet(&db, count).await?;
     // On its own: VACUUM cannot run in the implicit transaction of a
     // multi-statement batch. It also sets the visibility map, as a fleet
     // that has been running a while would have.
@@ -895,6 +843,28 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
     let text_condition = "(name_folded LIKE $1 OR project_name_folded LIKE $1
           OR lower(id) LIKE $2 OR lower(project_id) LIKE $2
           OR server_ip LIKE $2)";
+    // A free-text search: the request, and the SQL the server runs for it
+    // (a query of 3+ characters orders by an expression, see SearchSql).
+    let text_search = |name: &'static str, query: &str, selective: bool| {
+        let patterns = || texts(&[&format!("%{query}%"), &format!("{query}%")]);
+        (
+            name,
+            v1::ListConnectorsRequest {
+                query: query.to_owned(),
+                ..Default::default()
+            },
+            RawSearch {
+                page: format!(
+                    "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {text_condition}
+                     ORDER BY name || '', id LIMIT 51"
+                ),
+                count: capped(text_condition),
+                page_params: patterns(),
+                count_params: patterns(),
+            },
+            selective,
+        )
+    };
     let cases: Vec<(&str, v1::ListConnectorsRequest, RawSearch, bool)> = vec![
         (
             "first page",
@@ -926,40 +896,8 @@ async fn search(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
             },
             false,
         ),
-        (
-            "selective name search",
-            v1::ListConnectorsRequest {
-                query: rare.clone(),
-                ..Default::default()
-            },
-            RawSearch {
-                page: format!(
-                    "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {text_condition}
-                     ORDER BY name || '', id LIMIT 51"
-                ),
-                count: capped(text_condition),
-                page_params: texts(&[&format!("%{rare}%"), &format!("{rare}%")]),
-                count_params: texts(&[&format!("%{rare}%"), &format!("{rare}%")]),
-            },
-            true,
-        ),
-        (
-            "IP prefix search (a /24)",
-            v1::ListConnectorsRequest {
-                query: ip_prefix.clone(),
-                ..Default::default()
-            },
-            RawSearch {
-                page: format!(
-                    "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE {text_condition}
-                     ORDER BY name || '', id LIMIT 51"
-                ),
-                count: capped(text_condition),
-                page_params: texts(&[&format!("%{ip_prefix}%"), &format!("{ip_prefix}%")]),
-                count_params: texts(&[&format!("%{ip_prefix}%"), &format!("{ip_prefix}%")]),
-            },
-            false,
-        ),
+        text_search("selective name search", &rare, true),
+        text_search("IP prefix search (a /24)", &ip_prefix, false),
         (
             "lagging filter (1% lag 2 min)",
             v1::ListConnectorsRequest {
@@ -1060,11 +998,7 @@ async fn health_calls(addr: &str, callers: usize, window: Duration) -> anyhow::R
             anyhow::Ok(samples)
         }));
     }
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
-    }
-    Ok(Stats::of(samples, started.elapsed()))
+    gather(tasks, started).await
 }
 
 /// A health check on our server against the same call on a bare tonic

@@ -35,34 +35,8 @@ async fn run(url: &str, count: u64) -> anyhow::Result<()> {
     let (db, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     let loading = Instant::now();
-    // A fleet shaped like a real one: 5,000 projects, 6 regions, servers in
-    // 10.x.y.z, a mix of states and kinds.
-    db.batch_execute(&format!(
-        "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
-            project_name_folded, kind, source_type, source_region, source_address,
-            destination_type, destination_region, destination_address,
-            region, server_ip, state, desired_state)
-         SELECT id, name, project_id, project_name, lower(name), lower(project_name), kind,
-                'MYSQL', 'eu-1', '10.200.0.1:3306', 'OCEANBASE', region, '10.201.0.1:2881',
-                region, server_ip, state, 'RUNNING'
-         FROM (
-           SELECT 'conn-' || lpad(n::text, 7, '0') AS id,
-                  (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
-                      || '-' || substr(md5(n::text), 1, 8) || ' to warehouse' AS name,
-                  'proj-' || (n % 5000) AS project_id,
-                  'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5]
-                      || ' ' || (n % 5000) AS project_name,
-                  CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END AS kind,
-                  (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6] AS region,
-                  '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)
-                      AS server_ip,
-                  (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6]
-                      AS state
-           FROM generate_series(1, {count}) AS n
-         ) AS fleet;
-         ANALYZE connectors;"
-    ))
-    .await?;
+    common::load_fleet(&db, count).await?;
+    db.batch_execute("ANALYZE connectors").await?;
     println!("loaded {count} connectors in {:.1?}", loading.elapsed());
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -70,31 +70,48 @@ impl Drop for Server {
     }
 }
 
-/// The release server on a free port, with `serve` arguments `args`.
-pub fn spawn_server(url: &str, args: &[&str]) -> anyhow::Result<Server> {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_connector-control"))
+/// `connector-control serve` on a free port with a 10 s heartbeat, no
+/// rate limit (a bench is one principal making many changes on purpose),
+/// its start-up line logged, and `args`.
+pub fn serve_command(args: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connector-control"));
+    command
         .args([
             "serve",
             "--listen",
             "127.0.0.1:0",
             "--heartbeat-interval",
             "10s",
-            // The bench is one principal making many changes on purpose.
             "--rate-limit",
             "0",
         ])
         .args(args)
+        .env("RUST_LOG", "warn,connector_control::server=info");
+    command
+}
+
+/// The release server on a free port, with `serve` arguments `args`.
+pub fn spawn_server(url: &str, args: &[&str]) -> anyhow::Result<Server> {
+    let mut child = serve_command(args)
         .env("DATABASE_URL", url)
-        .env("RUST_LOG", "warn,connector_control::server=info")
         .stderr(Stdio::piped())
         .spawn()?;
-    let stderr = child.stderr.take().expect("piped");
+    let addr = serving_address(&mut child)?;
+    Ok(Server { child, addr })
+}
+
+/// Reads the piped stderr of a starting server until its "serving gRPC
+/// addr=..." line; the address. The rest of the log is drained.
+pub fn serving_address(child: &mut Child) -> anyhow::Result<String> {
+    let stderr = child.stderr.take().expect("stderr is piped");
     let mut lines = BufReader::new(stderr).lines();
     let addr = loop {
         let line = lines
             .next()
-            .ok_or_else(|| anyhow::anyhow!("server exited"))??;
-        if let Some(rest) = line.split("addr=").nth(1) {
+            .ok_or_else(|| anyhow::anyhow!("the server exited during start-up"))??;
+        if line.contains("serving gRPC")
+            && let Some(rest) = line.split("addr=").nth(1)
+        {
             break rest
                 .split_whitespace()
                 .next()
@@ -103,7 +120,7 @@ pub fn spawn_server(url: &str, args: &[&str]) -> anyhow::Result<Server> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    Ok(Server { child, addr })
+    Ok(addr)
 }
 
 pub async fn channel(addr: &str) -> anyhow::Result<Channel> {
@@ -268,4 +285,39 @@ pub fn percentile(sorted: &[Duration], p: usize) -> Duration {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// Loads `count` connectors shaped like a real fleet into the (migrated)
+/// database `db`: 5,000 projects, 6 regions, server IPs in 10.x.y.z, a mix
+/// of states and kinds; names are `<topic>-<8 hex> to warehouse`, so that
+/// all "orders" names sort together, after half the table; 1 in 97 reports
+/// two minutes of latency, the others two seconds.
+pub async fn load_fleet(db: &tokio_postgres::Client, count: u64) -> anyhow::Result<()> {
+    db.batch_execute(&format!(
+        "INSERT INTO connectors (id, name, project_id, project_name, name_folded,
+            project_name_folded, kind, source_type, source_region, source_address,
+            destination_type, destination_region, destination_address,
+            region, server_ip, state, desired_state, latency_us)
+         SELECT id, name, project_id, project_name, lower(name), lower(project_name), kind,
+                'MYSQL', 'eu-1', '10.200.0.1:3306', 'OCEANBASE', region, '10.201.0.1:2881',
+                region, server_ip, state, 'RUNNING', latency_us
+         FROM (
+           SELECT 'conn-' || lpad(n::text, 7, '0') AS id,
+                  (ARRAY['orders','payments','users','audit','inventory','billing'])[1 + n % 6]
+                      || '-' || substr(md5(n::text), 1, 8) || ' to warehouse' AS name,
+                  'proj-' || (n % 5000) AS project_id,
+                  'Project ' || (ARRAY['Alpha','Bravo','Cobalt','Delta','Ember'])[1 + n % 5]
+                      || ' ' || (n % 5000) AS project_name,
+                  CASE WHEN n % 4 = 0 THEN 'FULL_MIGRATION' ELSE 'INCREMENTAL_SYNC' END AS kind,
+                  (ARRAY['eu-1','eu-2','us-1','us-2','ap-1','ap-2'])[1 + n % 6] AS region,
+                  '10.' || (n / 65536 % 256) || '.' || (n / 256 % 256) || '.' || (n % 256)
+                      AS server_ip,
+                  (ARRAY['RUNNING','RUNNING','RUNNING','STOPPED','FAILED','PAUSING'])[1 + n % 6]
+                      AS state,
+                  CASE WHEN n % 97 = 0 THEN 120000000 ELSE 2000000 END AS latency_us
+           FROM generate_series(1, {count}) AS n
+         ) AS fleet"
+    ))
+    .await?;
+    Ok(())
 }

@@ -569,15 +569,7 @@ impl<S: FleetStore> Fleet<S> {
             )
             .await
             .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".to_owned())));
-            let metrics = crate::telemetry::metrics::instruments();
-            let kind = [opentelemetry::KeyValue::new("kind", "statuses")];
-            metrics.heartbeat_writes.add(1, &kind);
-            metrics
-                .flush_duration
-                .record(started.elapsed().as_secs_f64(), &kind);
-            metrics
-                .flush_size
-                .record(u64::try_from(count).unwrap_or(u64::MAX), &kind);
+            crate::telemetry::metrics::heartbeat_write("statuses", count, started);
             match written {
                 Ok(fenced) => {
                     for session in fenced {
@@ -631,15 +623,7 @@ impl<S: FleetStore> Fleet<S> {
             }
             let started = std::time::Instant::now();
             let flushed = self.store.flush_heartbeats(&seen).await;
-            let metrics = crate::telemetry::metrics::instruments();
-            let kind = [opentelemetry::KeyValue::new("kind", "times")];
-            metrics.heartbeat_writes.add(1, &kind);
-            metrics
-                .flush_duration
-                .record(started.elapsed().as_secs_f64(), &kind);
-            metrics
-                .flush_size
-                .record(u64::try_from(seen.len()).unwrap_or(u64::MAX), &kind);
+            crate::telemetry::metrics::heartbeat_write("times", seen.len(), started);
             match flushed {
                 Ok(ended) => self.recycle(&ended),
                 Err(error) => {

@@ -131,6 +131,20 @@ pub fn instruments() -> &'static Instruments {
     })
 }
 
+/// Records one heartbeat write transaction of `kind` ("times" or
+/// "statuses"): `size` entries, begun at `started`.
+pub fn heartbeat_write(kind: &'static str, size: usize, started: std::time::Instant) {
+    let metrics = instruments();
+    let kind = [KeyValue::new("kind", kind)];
+    metrics.heartbeat_writes.add(1, &kind);
+    metrics
+        .flush_duration
+        .record(started.elapsed().as_secs_f64(), &kind);
+    metrics
+        .flush_size
+        .record(u64::try_from(size).unwrap_or(u64::MAX), &kind);
+}
+
 /// The latest database-wide sample, shared by the sampler and the gauges.
 pub type SharedSample = Arc<Mutex<Option<MetricsSample>>>;
 
