@@ -68,11 +68,6 @@ pub fn actor<T>(request: &Request<T>) -> Actor {
     }
 }
 
-/// `PERMISSION_DENIED`, `NOT_FOUND`, ...: how the audit trail names a code.
-fn code_name(code: Code) -> String {
-    crate::telemetry::rpc::code_name(code).to_owned()
-}
-
 /// The default of `--latency-alert`.
 pub const DEFAULT_LATENCY_ALERT: Duration = Duration::from_secs(60);
 
@@ -242,7 +237,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             action: refusal.action,
             connector_id: bounded(&refusal.connector_id, validate::MAX_ID_LEN),
             request_id: bounded(&refusal.request_id, validate::MAX_REQUEST_ID_LEN),
-            outcome: code_name(status.code()),
+            outcome: crate::telemetry::rpc::code_name(status.code()).to_owned(),
             reason: bounded(&reason, validate::MAX_REASON_LEN + 64),
             detail: bounded(status.message(), 500),
         };

@@ -152,6 +152,11 @@ pub struct Command {
     pub trace_context: TraceContext,
 }
 
+/// A duration in whole microseconds, as stores keep latencies (saturating).
+pub fn micros(duration: Duration) -> i64 {
+    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
+}
+
 /// W3C trace context entries (`traceparent`, `tracestate`).
 pub type TraceContext = HashMap<String, String>;
 

@@ -76,6 +76,35 @@ type QueuedStatuses = (Session, HashMap<String, ObservedStatus>);
 /// flush, heartbeats cost well under one write transaction a second.
 const STATUS_FLUSH: Duration = Duration::from_secs(2);
 
+/// Adds statuses `session` reported to `queue`. A session newer than the
+/// queued one's replaces its reports. `newer` reports replace queued ones
+/// of the same connector; others (put back after a failed write) only fill
+/// gaps, and are dropped if a newer session has reported since.
+fn enqueue(
+    queue: &mut HashMap<String, QueuedStatuses>,
+    session: &Session,
+    statuses: Vec<ObservedStatus>,
+    newer: bool,
+) {
+    let entry = queue
+        .entry(session.agent_id.clone())
+        .or_insert_with(|| (session.clone(), HashMap::new()));
+    if entry.0.epoch != session.epoch {
+        if !newer {
+            return;
+        }
+        *entry = (session.clone(), HashMap::new());
+    }
+    for status in statuses {
+        let queued = entry.1.entry(status.connector_id.clone());
+        if newer {
+            queued.insert_entry(status);
+        } else {
+            queued.or_insert(status);
+        }
+    }
+}
+
 /// A wake-up this replica owes the others, decided by the publisher.
 #[derive(Debug)]
 enum Outgoing {
@@ -523,16 +552,7 @@ impl<S: FleetStore> Fleet<S> {
     /// Queues the changed statuses a heartbeat of `session` reported; the
     /// newest report of each connector wins.
     pub(crate) fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
-        let mut queued = self.statuses.lock().unwrap();
-        let entry = queued
-            .entry(session.agent_id.clone())
-            .or_insert_with(|| (session.clone(), HashMap::new()));
-        if entry.0.epoch != session.epoch {
-            *entry = (session.clone(), HashMap::new());
-        }
-        for status in statuses {
-            entry.1.insert(status.connector_id.clone(), status);
-        }
+        enqueue(&mut self.statuses.lock().unwrap(), session, statuses, true);
     }
 
     /// Writes the queued statuses of every session in one transaction, at
@@ -547,20 +567,16 @@ impl<S: FleetStore> Fleet<S> {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let queued: Vec<QueuedStatuses> = self
+            let batch: Vec<(Session, Vec<ObservedStatus>)> = self
                 .statuses
                 .lock()
                 .unwrap()
                 .drain()
-                .map(|(_, q)| q)
+                .map(|(_, (session, statuses))| (session, statuses.into_values().collect()))
                 .collect();
-            if queued.is_empty() {
+            if batch.is_empty() {
                 continue;
             }
-            let batch: Vec<(Session, Vec<ObservedStatus>)> = queued
-                .iter()
-                .map(|(session, statuses)| (session.clone(), statuses.values().cloned().collect()))
-                .collect();
             let count: usize = batch.iter().map(|(_, statuses)| statuses.len()).sum();
             let started = std::time::Instant::now();
             let written = tokio::time::timeout(
@@ -591,16 +607,9 @@ impl<S: FleetStore> Fleet<S> {
                 Err(error) => {
                     debug!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
                     // Back in the queue, under anything reported since.
-                    let mut pending = self.statuses.lock().unwrap();
-                    for (session, statuses) in queued {
-                        let entry = pending
-                            .entry(session.agent_id.clone())
-                            .or_insert_with(|| (session.clone(), HashMap::new()));
-                        if entry.0.epoch == session.epoch {
-                            for (id, status) in statuses {
-                                entry.1.entry(id).or_insert(status);
-                            }
-                        }
+                    let mut queue = self.statuses.lock().unwrap();
+                    for (session, statuses) in batch {
+                        enqueue(&mut queue, &session, statuses, false);
                     }
                 }
             }

@@ -157,6 +157,9 @@ pub struct GaugeSources {
     pub sample: SharedSample,
 }
 
+/// Values of a gauge, each with its labels.
+type Observations<T> = Vec<(T, Vec<KeyValue>)>;
+
 /// Registers the observable gauges. They are read at each export (each
 /// scrape of `/metrics`).
 pub fn register_gauges(sources: GaugeSources) {
@@ -176,118 +179,142 @@ pub fn register_gauges(sources: GaugeSources) {
             }
         })
         .build();
-    let pool = Arc::new(pool);
-    let in_pool = pool.clone();
-    meter
-        .u64_observable_gauge("connector_control.db.pool.connections")
-        .with_unit("{connection}")
-        .with_description("Database connections of this replica, by state (in_use, idle)")
-        .with_callback(move |gauge| {
-            if let Some(status) = in_pool() {
-                gauge.observe(status.in_use, &[KeyValue::new("state", "in_use")]);
-                gauge.observe(status.idle, &[KeyValue::new("state", "idle")]);
-            }
-        })
-        .build();
-    let max_pool = pool.clone();
-    meter
-        .u64_observable_gauge("connector_control.db.pool.max")
-        .with_unit("{connection}")
-        .with_description("The most database connections this replica opens")
-        .with_callback(move |gauge| {
-            if let Some(status) = max_pool() {
-                gauge.observe(status.max, &[]);
-            }
-        })
-        .build();
-    meter
-        .u64_observable_gauge("connector_control.db.pool.waiting")
-        .with_unit("{call}")
-        .with_description("Callers waiting for a database connection")
-        .with_callback(move |gauge| {
-            if let Some(status) = pool() {
-                gauge.observe(status.waiting, &[]);
-            }
-        })
-        .build();
+    let pool: Arc<dyn Fn() -> Option<PoolStatus> + Send + Sync> = Arc::from(pool);
+    let pool_gauge = |name: &'static str,
+                      unit: &'static str,
+                      description: &'static str,
+                      observations: fn(&PoolStatus) -> Observations<u64>| {
+        let read = pool.clone();
+        meter
+            .u64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |gauge| {
+                if let Some(status) = read() {
+                    for (value, labels) in observations(&status) {
+                        gauge.observe(value, &labels);
+                    }
+                }
+            })
+            .build();
+    };
+    pool_gauge(
+        "connector_control.db.pool.connections",
+        "{connection}",
+        "Database connections of this replica, by state (in_use, idle)",
+        |status| {
+            vec![
+                (status.in_use, vec![KeyValue::new("state", "in_use")]),
+                (status.idle, vec![KeyValue::new("state", "idle")]),
+            ]
+        },
+    );
+    pool_gauge(
+        "connector_control.db.pool.max",
+        "{connection}",
+        "The most database connections this replica opens",
+        |status| vec![(status.max, Vec::new())],
+    );
+    pool_gauge(
+        "connector_control.db.pool.waiting",
+        "{call}",
+        "Callers waiting for a database connection",
+        |status| vec![(status.waiting, Vec::new())],
+    );
 
-    let read = sample.clone();
-    meter
-        .u64_observable_gauge("connector_control.connectors")
-        .with_unit("{connector}")
-        .with_description("Connectors by region and state")
-        .with_callback(move |gauge| {
-            if let Some(sample) = read.lock().unwrap().as_ref() {
-                for ((region, state), count) in &sample.connectors {
-                    gauge.observe(
-                        *count,
-                        &[
-                            KeyValue::new("region", region.clone()),
-                            KeyValue::new("state", state.as_str()),
-                        ],
-                    );
-                }
-            }
-        })
-        .build();
-    let read = sample.clone();
-    meter
-        .u64_observable_gauge("connector_control.connectors.lagging")
-        .with_unit("{connector}")
-        .with_description(
-            "Connectors that should run and lag: latency over --latency-alert, or agent offline",
-        )
-        .with_callback(move |gauge| {
-            if let Some(sample) = read.lock().unwrap().as_ref() {
-                for ((region, cause), count) in &sample.lagging {
-                    gauge.observe(
-                        *count,
-                        &[
-                            KeyValue::new("region", region.clone()),
-                            KeyValue::new("cause", cause.as_str()),
-                        ],
-                    );
-                }
-            }
-        })
-        .build();
-    let read = sample.clone();
-    meter
-        .u64_observable_gauge("connector_control.commands.open")
-        .with_unit("{command}")
-        .with_description("Commands not answered yet, by region and status (PENDING, DELIVERED)")
-        .with_callback(move |gauge| {
-            if let Some(sample) = read.lock().unwrap().as_ref() {
-                for ((region, status), open) in &sample.open_commands {
-                    gauge.observe(
-                        open.count,
-                        &[
-                            KeyValue::new("region", region.clone()),
-                            KeyValue::new("status", status.as_str()),
-                        ],
-                    );
-                }
-            }
-        })
-        .build();
-    meter
-        .f64_observable_gauge("connector_control.commands.oldest_age")
-        .with_unit("s")
-        .with_description("Age of the oldest unanswered command, by region and status")
-        .with_callback(move |gauge| {
-            if let Some(sample) = sample.lock().unwrap().as_ref() {
-                for ((region, status), open) in &sample.open_commands {
-                    gauge.observe(
+    // The database-wide gauges: one observation per (region, label) of
+    // the latest sample, none while there is no sample.
+    let region_gauge =
+        |name: &'static str,
+         unit: &'static str,
+         description: &'static str,
+         observations: fn(&MetricsSample) -> Vec<(f64, String, KeyValue)>| {
+            let read = sample.clone();
+            meter
+                .f64_observable_gauge(name)
+                .with_unit(unit)
+                .with_description(description)
+                .with_callback(move |gauge| {
+                    if let Some(sample) = read.lock().unwrap().as_ref() {
+                        for (value, region, label) in observations(sample) {
+                            gauge.observe(value, &[KeyValue::new("region", region), label]);
+                        }
+                    }
+                })
+                .build();
+        };
+    region_gauge(
+        "connector_control.connectors",
+        "{connector}",
+        "Connectors by region and state",
+        |sample| {
+            sample
+                .connectors
+                .iter()
+                .map(|((region, state), n)| {
+                    (
+                        *n as f64,
+                        region.clone(),
+                        KeyValue::new("state", state.as_str()),
+                    )
+                })
+                .collect()
+        },
+    );
+    region_gauge(
+        "connector_control.connectors.lagging",
+        "{connector}",
+        "Connectors that should run and lag: latency over --latency-alert, or agent offline",
+        |sample| {
+            sample
+                .lagging
+                .iter()
+                .map(|((region, cause), n)| {
+                    (
+                        *n as f64,
+                        region.clone(),
+                        KeyValue::new("cause", cause.as_str()),
+                    )
+                })
+                .collect()
+        },
+    );
+    region_gauge(
+        "connector_control.commands.open",
+        "{command}",
+        "Commands not answered yet, by region and status (PENDING, DELIVERED)",
+        |sample| {
+            sample
+                .open_commands
+                .iter()
+                .map(|((region, status), open)| {
+                    (
+                        open.count as f64,
+                        region.clone(),
+                        KeyValue::new("status", status.as_str()),
+                    )
+                })
+                .collect()
+        },
+    );
+    region_gauge(
+        "connector_control.commands.oldest_age",
+        "s",
+        "Age of the oldest unanswered command, by region and status",
+        |sample| {
+            sample
+                .open_commands
+                .iter()
+                .map(|((region, status), open)| {
+                    (
                         open.oldest_age.as_secs_f64(),
-                        &[
-                            KeyValue::new("region", region.clone()),
-                            KeyValue::new("status", status.as_str()),
-                        ],
-                    );
-                }
-            }
-        })
-        .build();
+                        region.clone(),
+                        KeyValue::new("status", status.as_str()),
+                    )
+                })
+                .collect()
+        },
+    );
 }
 
 /// Refreshes `sample` every `interval` until the task is aborted.

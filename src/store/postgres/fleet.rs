@@ -12,7 +12,7 @@ use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Replica, Session,
 };
-use crate::domain::{ConnectorState, LagCause};
+use crate::domain::{ConnectorState, LagCause, micros};
 use crate::store::{
     FleetStore, Lease, MetricsSample, OpenCommands, Seen, StoreError, Wakeup, WakeupHandler,
 };
@@ -83,56 +83,13 @@ async fn apply_update(
     connector_id: &str,
     update: &ConnectorUpdate,
 ) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached(
-            "UPDATE connectors SET
-                 state = COALESCE($2, state),
-                 desired_state = COALESCE($3, desired_state),
-                 agent_id = COALESCE($4, agent_id),
-                 server_ip = COALESCE($5, server_ip),
-                 region = COALESCE($6, region),
-                 checkpoint_time = COALESCE($7, checkpoint_time),
-                 latency_us = COALESCE($8, latency_us),
-                 store_earliest_time = COALESCE($9, store_earliest_time),
-                 store_latest_time = COALESCE($10, store_latest_time),
-                 status_message = COALESCE($11, status_message),
-                 update_time = now()
-             WHERE id = $1",
-        )
-        .await
-        .map_err(translate)?;
-    let observed = update.observed.as_ref();
-    let range = observed.and_then(|o| o.store_range);
-    client
-        .execute(
-            &statement,
-            &[
-                &connector_id,
-                &update.state.map(|s| s.as_str()),
-                &update.desired_state.map(|s| s.as_str()),
-                &update.placement.as_ref().map(|p| p.agent_id.as_str()),
-                &update.placement.as_ref().map(|p| p.server_ip.as_str()),
-                &update.placement.as_ref().map(|p| p.region.as_str()),
-                &observed.and_then(|o| o.checkpoint_time),
-                &observed
-                    .and_then(|o| o.latency)
-                    .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX)),
-                &range.map(|r| r.earliest),
-                &range.map(|r| r.latest),
-                &update.status_message,
-            ],
-        )
-        .await
-        .map_err(translate)?;
-    Ok(())
+    apply_updates(client, &[(connector_id, update)]).await
 }
 
-/// Applies statuses inside the caller's transaction, locking the connector
-/// rows in id order so that concurrent writers cannot deadlock.
-/// `apply_update` for many connectors, in one statement.
+/// Writes reports' effects on connector rows, in one statement.
 async fn apply_updates(
     client: &impl GenericClient,
-    updates: &[(String, ConnectorUpdate)],
+    updates: &[(&str, &ConnectorUpdate)],
 ) -> Result<(), StoreError> {
     if updates.is_empty() {
         return Ok(());
@@ -160,66 +117,36 @@ async fn apply_updates(
         )
         .await
         .map_err(translate)?;
-    let ids: Vec<&str> = updates.iter().map(|(id, _)| id.as_str()).collect();
-    let state: Vec<Option<&str>> = updates
-        .iter()
-        .map(|(_, u)| u.state.map(|s| s.as_str()))
-        .collect();
-    let desired: Vec<Option<&str>> = updates
-        .iter()
-        .map(|(_, u)| u.desired_state.map(|s| s.as_str()))
-        .collect();
-    let placement = |field: fn(&crate::domain::fleet::Placement) -> &str| -> Vec<Option<&str>> {
-        updates
-            .iter()
-            .map(|(_, u)| u.placement.as_ref().map(field))
-            .collect()
-    };
-    let (agents, ips, regions) = (
-        placement(|p| p.agent_id.as_str()),
-        placement(|p| p.server_ip.as_str()),
-        placement(|p| p.region.as_str()),
-    );
-    let observed = |u: &ConnectorUpdate| u.observed.clone();
-    let checkpoints: Vec<_> = updates
-        .iter()
-        .map(|(_, u)| observed(u).and_then(|o| o.checkpoint_time))
-        .collect();
-    let latencies: Vec<Option<i64>> = updates
-        .iter()
-        .map(|(_, u)| {
-            observed(u)
-                .and_then(|o| o.latency)
-                .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX))
-        })
-        .collect();
-    let earliest: Vec<_> = updates
-        .iter()
-        .map(|(_, u)| observed(u).and_then(|o| o.store_range).map(|r| r.earliest))
-        .collect();
-    let latest: Vec<_> = updates
-        .iter()
-        .map(|(_, u)| observed(u).and_then(|o| o.store_range).map(|r| r.latest))
-        .collect();
-    let messages: Vec<Option<&str>> = updates
-        .iter()
-        .map(|(_, u)| u.status_message.as_deref())
-        .collect();
+    // One array per column, element i for `updates[i]`; NULL keeps the
+    // column as it is.
+    fn column<'a, T>(
+        updates: &[(&'a str, &'a ConnectorUpdate)],
+        value: impl Fn(&'a ConnectorUpdate) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        updates.iter().map(|(_, update)| value(update)).collect()
+    }
+    let ids: Vec<&str> = updates.iter().map(|(id, _)| *id).collect();
     client
         .execute(
             &statement,
             &[
                 &ids,
-                &state,
-                &desired,
-                &agents,
-                &ips,
-                &regions,
-                &checkpoints,
-                &latencies,
-                &earliest,
-                &latest,
-                &messages,
+                &column(updates, |u| u.state.map(|s| s.as_str())),
+                &column(updates, |u| u.desired_state.map(|s| s.as_str())),
+                &column(updates, |u| {
+                    u.placement.as_ref().map(|p| p.agent_id.as_str())
+                }),
+                &column(updates, |u| {
+                    u.placement.as_ref().map(|p| p.server_ip.as_str())
+                }),
+                &column(updates, |u| u.placement.as_ref().map(|p| p.region.as_str())),
+                &column(updates, |u| u.observed.as_ref()?.checkpoint_time),
+                &column(updates, |u| u.observed.as_ref()?.latency.map(micros)),
+                &column(updates, |u| {
+                    Some(u.observed.as_ref()?.store_range?.earliest)
+                }),
+                &column(updates, |u| Some(u.observed.as_ref()?.store_range?.latest)),
+                &column(updates, |u| u.status_message.as_deref()),
             ],
         )
         .await
@@ -227,34 +154,61 @@ async fn apply_updates(
     Ok(())
 }
 
-async fn record(
+/// Applies reports inside the caller's transaction: locks the reported
+/// connector rows in id order (so that concurrent writers cannot
+/// deadlock), decides each report's effect and writes them all in one
+/// statement. Several reports of one connector: the last with an effect
+/// counts (two agents may name one connector; only its runner's, or an
+/// adopter's, has one).
+async fn record_reports(
     client: &impl GenericClient,
-    session: &Session,
-    statuses: &[ObservedStatus],
+    reports: &[(&Session, &ObservedStatus)],
 ) -> Result<(), StoreError> {
-    if statuses.is_empty() {
+    if reports.is_empty() {
         return Ok(());
     }
-    let ids: Vec<&str> = statuses.iter().map(|s| s.connector_id.as_str()).collect();
-    let statement = client
+    let mut by_connector: HashMap<&str, Vec<(&Session, &ObservedStatus)>> = HashMap::new();
+    for &(session, status) in reports {
+        by_connector
+            .entry(status.connector_id.as_str())
+            .or_default()
+            .push((session, status));
+    }
+    let ids: Vec<&str> = by_connector.keys().copied().collect();
+    let lock = client
         .prepare_cached(&format!(
             "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
         ))
         .await
         .map_err(translate)?;
-    for row in client.query(&statement, &[&ids]).await.map_err(translate)? {
+    let mut updates = Vec::new();
+    for row in client.query(&lock, &[&ids]).await.map_err(translate)? {
         let connector = connector_from_row(&row)?;
-        // Several reports of one connector in a batch: the last one counts.
-        if let Some(update) = statuses
-            .iter()
-            .rev()
-            .find(|s| s.connector_id == connector.id)
-            .and_then(|status| status_effect(&connector, status, session))
-        {
-            apply_update(client, &connector.id, &update).await?;
+        let effect = by_connector.get(connector.id.as_str()).and_then(|reports| {
+            reports
+                .iter()
+                .rev()
+                .find_map(|(session, status)| status_effect(&connector, status, session))
+        });
+        if let Some(update) = effect {
+            updates.push((connector.id, update));
         }
     }
-    Ok(())
+    let updates: Vec<(&str, &ConnectorUpdate)> = updates
+        .iter()
+        .map(|(id, update)| (id.as_str(), update))
+        .collect();
+    apply_updates(client, &updates).await
+}
+
+/// `record_reports` for one session's statuses.
+async fn record(
+    client: &impl GenericClient,
+    session: &Session,
+    statuses: &[ObservedStatus],
+) -> Result<(), StoreError> {
+    let reports: Vec<_> = statuses.iter().map(|status| (session, status)).collect();
+    record_reports(client, &reports).await
 }
 
 impl FleetStore for PgStore {
@@ -383,39 +337,11 @@ impl FleetStore for PgStore {
         let (current, fenced): (Vec<_>, Vec<_>) = batch
             .iter()
             .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
-        // Every report of each connector, in batch order (two agents may
-        // report one connector: only the runner's, or an adopter's, has an
-        // effect).
-        let mut reported: HashMap<&str, Vec<(&Session, &ObservedStatus)>> = HashMap::new();
-        for (session, statuses) in &current {
-            for status in statuses {
-                reported
-                    .entry(status.connector_id.as_str())
-                    .or_default()
-                    .push((session, status));
-            }
-        }
-        let ids: Vec<&str> = reported.keys().copied().collect();
-        let lock = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-            ))
-            .await
-            .map_err(translate)?;
-        let mut updates = Vec::new();
-        for row in tx.query(&lock, &[&ids]).await.map_err(translate)? {
-            let connector = connector_from_row(&row)?;
-            let effect = reported.get(connector.id.as_str()).and_then(|reports| {
-                reports
-                    .iter()
-                    .rev()
-                    .find_map(|(session, status)| status_effect(&connector, status, session))
-            });
-            if let Some(update) = effect {
-                updates.push((connector.id, update));
-            }
-        }
-        apply_updates(&tx, &updates).await?;
+        let reports: Vec<(&Session, &ObservedStatus)> = current
+            .iter()
+            .flat_map(|(session, statuses)| statuses.iter().map(move |status| (session, status)))
+            .collect();
+        record_reports(&tx, &reports).await?;
         tx.commit().await.map_err(translate)?;
         Ok(fenced
             .into_iter()
@@ -1022,7 +948,7 @@ impl FleetStore for PgStore {
             )
             .await
             .map_err(translate)?;
-        let alert = super::micros(latency_alert);
+        let alert = micros(latency_alert);
         let alert_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&alert];
         // Pipelined: three statements, one round trip's worth of waiting.
         let (by_state, lagging, open) = tokio::try_join!(

@@ -663,11 +663,6 @@ pub(super) fn lagging_condition(n: usize) -> String {
     )
 }
 
-/// A duration in whole microseconds, as the store keeps latencies.
-pub(super) fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
-}
-
 /// Matches are counted exactly up to this many; past it, the planner's
 /// estimate is reported (as AIP-158 allows for `total_size`), so that a broad
 /// search over a million connectors does not pay for counting them all.
@@ -776,7 +771,7 @@ impl SearchSql {
             prefix: format!("{needle}%"),
             region: filter.region.clone(),
             states: filter.states.iter().map(|s| s.as_str()).collect(),
-            lagging_over_us: filter.lagging_over.map(micros),
+            lagging_over_us: filter.lagging_over.map(crate::domain::micros),
             has_query,
             selective_query,
         }

@@ -21,7 +21,7 @@ use crate::domain::{
     ConnectorUpdate, Cursor, Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
     RegionSummary, Replica, SearchFilter, Session, StartRequest, trace_context_to_text,
 };
-use crate::domain::{ConnectorState, LagCause};
+use crate::domain::{ConnectorState, LagCause, micros};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
@@ -303,10 +303,6 @@ fn lagging_condition(n: usize) -> String {
         "(desired_state = 'RUNNING'
           AND (state = 'UNKNOWN' OR (state = 'RUNNING' AND latency_us > CAST(?{n} AS INTEGER))))"
     )
-}
-
-fn micros(duration: Duration) -> i64 {
-    i64::try_from(duration.as_micros()).unwrap_or(i64::MAX)
 }
 
 /// The WHERE clause of a search and its values (LIKE patterns escaped with
@@ -685,9 +681,7 @@ fn apply_update(
             update.placement.as_ref().map(|p| p.server_ip.as_str()),
             update.placement.as_ref().map(|p| p.region.as_str()),
             observed.and_then(|o| o.checkpoint_time).map(text),
-            observed
-                .and_then(|o| o.latency)
-                .map(|l| i64::try_from(l.as_micros()).unwrap_or(i64::MAX)),
+            observed.and_then(|o| o.latency).map(micros),
             range.map(|r| text(r.earliest)),
             range.map(|r| text(r.latest)),
             update.status_message,
