@@ -328,7 +328,7 @@ impl<S: FleetStore> Served<S> {
         if changed.is_empty() {
             return Ok(());
         }
-        // Written with every session's changes within a second; a failed
+        // Written with every session's changes within `STATUS_FLUSH`; a failed
         // write is retried from the queue.
         self.fleet.queue_statuses(&self.session, changed.clone());
         for status in changed {
