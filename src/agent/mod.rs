@@ -112,14 +112,21 @@ impl Connectors {
             Ok(v1::CommandKind::Start) => {
                 let range = Self::store_range(config, now);
                 let earliest = range.earliest_time.expect("set above");
-                if let Some(pull_back) = &command.pull_back_time
-                    && (pull_back.seconds, pull_back.nanos) < (earliest.seconds, earliest.nanos)
-                {
+                let latest = range.latest_time.expect("set above");
+                let skew = chrono::TimeDelta::from_std(crate::domain::rules::PULL_BACK_CLOCK_SKEW)
+                    .unwrap_or_default();
+                let requested = command.pull_back_time.as_ref().and_then(from_timestamp);
+                let out_of_range = requested.is_some_and(|time| {
+                    Some(time) < from_timestamp(&earliest)
+                        || from_timestamp(&latest).is_some_and(|latest| time > latest + skew)
+                });
+                if let (true, Some(pull_back)) = (out_of_range, &command.pull_back_time) {
                     result.success = false;
                     result.error_reason = "PULL_BACK_OUT_OF_RANGE".to_owned();
                     result.error_message = format!(
-                        "the store holds data from {} on; cannot pull back to {}",
+                        "the store holds data from {} to {}; cannot pull back to {}",
                         rfc3339(&earliest),
+                        rfc3339(&latest),
                         rfc3339(pull_back)
                     );
                 } else {
@@ -438,8 +445,15 @@ mod tests {
         let result = connectors.apply(&config(), &start);
         assert!(!result.success);
         assert_eq!(result.error_reason, "PULL_BACK_OUT_OF_RANGE");
-        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::minutes(30)));
+        start.pull_back_time = Some(timestamp(Utc::now() + chrono::Duration::minutes(5)));
         start.generation = 2;
+        let result = connectors.apply(&config(), &start);
+        assert_eq!(
+            result.error_reason, "PULL_BACK_OUT_OF_RANGE",
+            "after the latest data"
+        );
+        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::minutes(30)));
+        start.generation = 3;
         assert!(connectors.apply(&config(), &start).success);
     }
 

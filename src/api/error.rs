@@ -302,18 +302,31 @@ fn rejection_status(rejection: Rejection) -> Status {
             connector_id,
             requested,
             range,
-        } => status(
-            Code::FailedPrecondition,
-            ErrorReason::PullBackOutOfRange,
-            message.clone(),
-            &[
+            now,
+        } => {
+            let mut metadata = vec![
                 ("connector_id", connector_id.clone()),
                 ("pull_back_time", requested.to_rfc3339()),
-                ("earliest_time", range.earliest.to_rfc3339()),
-                ("latest_time", range.latest.to_rfc3339()),
-            ],
-            precondition(connector_id, "STORE_RANGE"),
-        ),
+                ("server_time", now.to_rfc3339()),
+                (
+                    "clock_skew_seconds",
+                    crate::domain::rules::PULL_BACK_CLOCK_SKEW
+                        .as_secs()
+                        .to_string(),
+                ),
+            ];
+            if let Some(range) = range {
+                metadata.push(("earliest_time", range.earliest.to_rfc3339()));
+                metadata.push(("latest_time", range.latest.to_rfc3339()));
+            }
+            status(
+                Code::FailedPrecondition,
+                ErrorReason::PullBackOutOfRange,
+                message.clone(),
+                &metadata,
+                precondition(connector_id, "STORE_RANGE"),
+            )
+        }
         Rejection::UnknownRegion { region } => status(
             Code::InvalidArgument,
             ErrorReason::UnknownRegion,

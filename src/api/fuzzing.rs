@@ -20,7 +20,7 @@ pub fn requests(data: &[u8]) {
         let _ = convert::new_connector(request);
     }
     if let Ok(request) = v1::StartConnectorRequest::decode(data) {
-        let _ = convert::start_request(&request, Utc::now());
+        let _ = convert::start_request(&request);
     }
     if let Ok(request) = v1::PauseConnectorRequest::decode(data) {
         let _ = convert::pause_request(&request);

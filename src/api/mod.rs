@@ -431,7 +431,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             self.limiter.check(&principal.name)?;
             let deadline = self.deadline(&request);
             let message = request.into_inner();
-            let mut start = convert::start_request(&message, chrono::Utc::now())?;
+            let mut start = convert::start_request(&message)?;
             start.actor = audit.actor.clone();
             start.trace_context = crate::telemetry::inject_current();
             let mut outcome = self

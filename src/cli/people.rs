@@ -58,7 +58,10 @@ impl From<tonic::Status> for Failure {
         let reason = status
             .get_details_error_info()
             .map_or_else(|| format!("{:?}", status.code()), |info| info.reason);
-        let mut message = format!("error: {reason}: {}", status.message());
+        let mut message = format!(
+            "error: {reason}: {}",
+            super::render::printable(status.message())
+        );
         if let Some(bad) = status.get_details_bad_request() {
             for violation in bad.field_violations {
                 message.push_str(&format!(

@@ -33,6 +33,34 @@ fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String
     Ok(serde_json::to_string_pretty(&dynamic)? + "\n")
 }
 
+/// Adds a row whose text is shown as what it is: control characters,
+/// bidirectional controls and line separators (from rows written before
+/// names were checked, or from agents' messages) are printed as escapes,
+/// so that no cell can reorder or break what a person reads.
+fn add_row(table: &mut Table, cells: Vec<String>) {
+    table.add_row(cells.iter().map(|cell| printable(cell)).collect::<Vec<_>>());
+}
+
+/// `text` with every character that changes how text is displayed
+/// written as a `\u{..}` escape.
+pub fn printable(text: &str) -> String {
+    if !text
+        .chars()
+        .any(|c| c.is_control() || crate::domain::validate::deceptive(c))
+    {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() || crate::domain::validate::deceptive(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
@@ -95,16 +123,19 @@ pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::
         "CHECKPOINT",
     ]);
     for c in &page.connectors {
-        table.add_row(vec![
-            c.id.clone(),
-            c.name.clone(),
-            c.project_name.clone(),
-            c.region.clone(),
-            flagged_state(c),
-            or_dash(&c.server_ip).to_owned(),
-            latency(c.latency.as_ref()),
-            time(c.checkpoint_time.as_ref()),
-        ]);
+        add_row(
+            &mut table,
+            vec![
+                c.id.clone(),
+                c.name.clone(),
+                c.project_name.clone(),
+                c.region.clone(),
+                flagged_state(c),
+                or_dash(&c.server_ip).to_owned(),
+                latency(c.latency.as_ref()),
+                time(c.checkpoint_time.as_ref()),
+            ],
+        );
     }
     let mut out = format!("{table}\n");
     out.push_str(&format!(
@@ -171,7 +202,7 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
         ("LAST HEARTBEAT", time(c.last_heartbeat_time.as_ref())),
         ("UPDATED", time(c.update_time.as_ref())),
     ] {
-        table.add_row(vec![field.to_owned(), value]);
+        add_row(&mut table, vec![field.to_owned(), value]);
     }
     Ok(format!("{table}\n"))
 }
@@ -239,22 +270,25 @@ pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Resu
         "REPLICA",
     ]);
     for a in &response.agents {
-        table.add_row(vec![
-            a.id.clone(),
-            a.region.clone(),
-            a.server_ip.clone(),
-            v1::AgentState::try_from(a.state)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("AGENT_STATE_")
-                        .to_owned()
-                })
-                .unwrap_or_default(),
-            a.connectors.to_string(),
-            time(a.last_heartbeat_time.as_ref()),
-            or_dash(&a.version).to_owned(),
-            or_dash(&a.replica_id).to_owned(),
-        ]);
+        add_row(
+            &mut table,
+            vec![
+                a.id.clone(),
+                a.region.clone(),
+                a.server_ip.clone(),
+                v1::AgentState::try_from(a.state)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("AGENT_STATE_")
+                            .to_owned()
+                    })
+                    .unwrap_or_default(),
+                a.connectors.to_string(),
+                time(a.last_heartbeat_time.as_ref()),
+                or_dash(&a.version).to_owned(),
+                or_dash(&a.replica_id).to_owned(),
+            ],
+        );
     }
     Ok(format!("{table}\n"))
 }
@@ -273,25 +307,28 @@ pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::
         "STARTED",
     ]);
     for r in &response.replicas {
-        table.add_row(vec![
-            r.id.clone(),
-            or_dash(&r.address).to_owned(),
-            v1::ReplicaState::try_from(r.state)
-                .map(|s| {
-                    s.as_str_name()
-                        .trim_start_matches("REPLICA_STATE_")
-                        .to_owned()
-                })
-                .unwrap_or_default(),
-            if r.leader {
-                format!("yes (term {})", r.leader_term)
-            } else {
-                "-".to_owned()
-            },
-            r.agents.to_string(),
-            time(r.heartbeat_time.as_ref()),
-            time(r.start_time.as_ref()),
-        ]);
+        add_row(
+            &mut table,
+            vec![
+                r.id.clone(),
+                or_dash(&r.address).to_owned(),
+                v1::ReplicaState::try_from(r.state)
+                    .map(|s| {
+                        s.as_str_name()
+                            .trim_start_matches("REPLICA_STATE_")
+                            .to_owned()
+                    })
+                    .unwrap_or_default(),
+                if r.leader {
+                    format!("yes (term {})", r.leader_term)
+                } else {
+                    "-".to_owned()
+                },
+                r.agents.to_string(),
+                time(r.heartbeat_time.as_ref()),
+                time(r.start_time.as_ref()),
+            ],
+        );
     }
     Ok(format!("{table}\n"))
 }
@@ -302,11 +339,26 @@ pub fn regions(response: &v1::ListRegionsResponse, output: Output) -> anyhow::Re
     }
     let mut table = table(&["REGION", "ONLINE AGENTS", "CONNECTORS"]);
     for r in &response.regions {
-        table.add_row(vec![
-            r.name.clone(),
-            r.online_agents.to_string(),
-            r.connectors.to_string(),
-        ]);
+        add_row(
+            &mut table,
+            vec![
+                r.name.clone(),
+                r.online_agents.to_string(),
+                r.connectors.to_string(),
+            ],
+        );
     }
     Ok(format!("{table}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_cannot_reorder_or_break_what_is_printed() {
+        assert_eq!(printable("orders → warehouse"), "orders → warehouse");
+        assert_eq!(printable("ab\u{202E}cd"), "ab\\u{202e}cd");
+        assert_eq!(printable("a\nb\u{2028}c"), "a\\u{a}b\\u{2028}c");
+    }
 }

@@ -34,16 +34,14 @@ pub enum Rejection {
         connector_id: String,
         kind: ConnectorKind,
     },
-    #[error(
-        "connector {connector_id}'s store holds data from {earliest} to {latest}; cannot pull back to {requested}: choose a pull_back_time at or after {earliest}",
-        earliest = range.earliest.to_rfc3339(),
-        latest = range.latest.to_rfc3339(),
-        requested = requested.to_rfc3339()
-    )]
+    #[error("{}", pull_back_message(connector_id, *requested, range.as_ref(), *now))]
     PullBackOutOfRange {
         connector_id: String,
         requested: DateTime<Utc>,
-        range: TimeRange,
+        /// What the connector's store holds, when its agent reported it.
+        range: Option<TimeRange>,
+        /// The server's clock when the start was decided.
+        now: DateTime<Utc>,
     },
     #[error(
         "no connector endpoint and no agent is in region '{region}': check the spelling, or leave region empty to run in the destination's region"
@@ -57,6 +55,62 @@ pub enum Rejection {
         request_id: String,
         previous: String,
     },
+}
+
+/// How far a pull-back time may lie after the store's latest reported time
+/// or the server's clock: callers', agents' and the server's clocks differ
+/// a little, and the store's latest time is reported once per heartbeat.
+/// The same allowance as Envoy's JWT `clock_skew_seconds` default.
+pub const PULL_BACK_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+fn skew() -> chrono::TimeDelta {
+    chrono::TimeDelta::from_std(PULL_BACK_CLOCK_SKEW).expect("a small duration")
+}
+
+fn pull_back_message(
+    connector_id: &str,
+    requested: DateTime<Utc>,
+    range: Option<&TimeRange>,
+    now: DateTime<Utc>,
+) -> String {
+    let requested_text = requested.to_rfc3339();
+    let skew = PULL_BACK_CLOCK_SKEW.as_secs();
+    let holds = |range: &TimeRange| {
+        format!(
+            "connector {connector_id}'s store holds data from {} to {}",
+            range.earliest.to_rfc3339(),
+            range.latest.to_rfc3339()
+        )
+    };
+    match range {
+        Some(range) if requested < range.earliest => format!(
+            "{}; cannot pull back to {requested_text}, before the earliest data it holds: \
+             choose a pull_back_time at or after {}",
+            holds(range),
+            range.earliest.to_rfc3339()
+        ),
+        Some(range) if requested > now + self::skew() => format!(
+            "{}; cannot pull back to {requested_text}: it is in the future (server time {}, \
+             {skew}s of clock skew allowed): choose a pull_back_time between {} and {}",
+            holds(range),
+            now.to_rfc3339(),
+            range.earliest.to_rfc3339(),
+            range.latest.to_rfc3339()
+        ),
+        Some(range) => format!(
+            "{}; cannot pull back to {requested_text}, after the latest data it holds \
+             ({skew}s of clock skew allowed): choose a pull_back_time between {} and {}, or \
+             start without pull_back_time to resume from the checkpoint",
+            holds(range),
+            range.earliest.to_rfc3339(),
+            range.latest.to_rfc3339()
+        ),
+        None => format!(
+            "cannot pull connector {connector_id} back to {requested_text}: it is in the \
+             future (server time {}, {skew}s of clock skew allowed); choose a past time",
+            now.to_rfc3339()
+        ),
+    }
 }
 
 fn start_hint(state: ConnectorState) -> &'static str {
@@ -108,11 +162,13 @@ pub fn region_to_verify<'a>(connector: &Connector, request: &'a StartRequest) ->
 }
 
 /// Decides a start. `region_known` answers `region_to_verify` (true when
-/// there was nothing to verify).
+/// there was nothing to verify); `now` is the server's clock, which a
+/// pull-back time may not pass (beyond `PULL_BACK_CLOCK_SKEW`).
 pub fn decide_start(
     connector: &Connector,
     request: &StartRequest,
     region_known: bool,
+    now: DateTime<Utc>,
 ) -> Result<Transition, Rejection> {
     if !matches!(
         connector.state,
@@ -130,15 +186,22 @@ pub fn decide_start(
                 kind: connector.kind,
             });
         }
-        // An unknown range is checked by the agent, which fails the command
-        // with the same reason.
-        if let Some(range) = connector.store_range
-            && requested < range.earliest
-        {
+        // A time the store no longer holds, or does not hold yet: before
+        // its earliest time, after its latest (the latest reported; the
+        // store grows between heartbeats, hence the skew), or in the
+        // future. An unknown range is checked by the agent, which fails
+        // the command with the same reason.
+        let beyond = |limit: DateTime<Utc>| requested > limit + skew();
+        let out_of_range = beyond(now)
+            || connector
+                .store_range
+                .is_some_and(|range| requested < range.earliest || beyond(range.latest));
+        if out_of_range {
             return Err(Rejection::PullBackOutOfRange {
                 connector_id: connector.id.clone(),
                 requested,
-                range,
+                range: connector.store_range,
+                now,
             });
         }
     }
@@ -245,4 +308,183 @@ pub fn check_replay(
         request_id: request_id.to_owned(),
         previous,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{CommandKind, Endpoint};
+
+    fn connector(state: ConnectorState) -> Connector {
+        let endpoint = |region: &str| Endpoint {
+            kind: "MYSQL".into(),
+            region: region.into(),
+            address: "h:1".into(),
+        };
+        Connector {
+            id: "c1".into(),
+            name: "c1".into(),
+            project_id: "p".into(),
+            project_name: "P".into(),
+            kind: ConnectorKind::IncrementalSync,
+            source: endpoint("eu-1"),
+            destination: endpoint("eu-2"),
+            region: "eu-2".into(),
+            server_ip: String::new(),
+            agent_id: String::new(),
+            state,
+            desired_state: ConnectorState::Stopped,
+            generation: 3,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            status_message: String::new(),
+            create_time: Utc::now(),
+            update_time: Utc::now(),
+            last_heartbeat_time: None,
+        }
+    }
+
+    fn start(pull_back: Option<&str>) -> StartRequest {
+        StartRequest {
+            connector_id: "c1".into(),
+            pull_back_time: pull_back.map(|t| t.parse().unwrap()),
+            region: None,
+            request_id: None,
+            actor: Default::default(),
+            trace_context: Default::default(),
+        }
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        time.parse().unwrap()
+    }
+
+    fn stored(range: (&str, &str)) -> Connector {
+        Connector {
+            store_range: Some(TimeRange {
+                earliest: at(range.0),
+                latest: at(range.1),
+            }),
+            ..connector(ConnectorState::Stopped)
+        }
+    }
+
+    const NOW: &str = "2026-01-03T12:00:00Z";
+
+    #[test]
+    fn a_start_runs_in_the_destination_region_at_the_next_generation() {
+        let transition = decide_start(
+            &connector(ConnectorState::Failed),
+            &start(None),
+            true,
+            at(NOW),
+        )
+        .unwrap();
+        assert_eq!(transition.state, ConnectorState::Starting);
+        assert_eq!(transition.desired_state, ConnectorState::Running);
+        assert_eq!(
+            (transition.generation, transition.region.as_str()),
+            (4, "eu-2")
+        );
+        assert_eq!(transition.command_kind, CommandKind::Start);
+    }
+
+    #[test]
+    fn only_stopped_or_failed_connectors_start_and_only_running_ones_pause() {
+        use ConnectorState::*;
+        for state in [Starting, Running, Pausing, Unknown] {
+            assert!(matches!(
+                decide_start(&connector(state), &start(None), true, at(NOW)),
+                Err(Rejection::NotStopped { .. })
+            ));
+        }
+        let pause = PauseRequest {
+            connector_id: "c1".into(),
+            reason: String::new(),
+            request_id: None,
+            actor: Default::default(),
+            trace_context: Default::default(),
+        };
+        for state in [Stopped, Pausing, Unknown] {
+            assert!(matches!(
+                decide_pause(&connector(state), &pause, None),
+                Err(Rejection::NotRunning { .. })
+            ));
+        }
+        for state in [Running, Starting, Failed] {
+            let transition = decide_pause(&connector(state), &pause, None).unwrap();
+            assert_eq!(transition.desired_state, Stopped);
+        }
+    }
+
+    #[test]
+    fn a_pull_back_must_fall_within_the_store_range_give_or_take_the_skew() {
+        let c = stored(("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"));
+        let decide = |time: &str| decide_start(&c, &start(Some(time)), true, at(NOW));
+        assert!(decide("2026-01-01T00:00:00Z").is_ok(), "the earliest time");
+        assert!(decide("2026-01-03T00:01:00Z").is_ok(), "latest + the skew");
+        for (time, says) in [
+            ("2025-12-31T23:59:59Z", "before the earliest"),
+            ("2026-01-03T00:01:01Z", "after the latest"),
+            ("2026-01-03T12:01:01Z", "in the future"),
+        ] {
+            let rejection = decide(time).unwrap_err();
+            assert!(
+                matches!(
+                    rejection,
+                    Rejection::PullBackOutOfRange { range: Some(_), .. }
+                ),
+                "{time}"
+            );
+            let message = rejection.to_string();
+            assert!(message.contains(says), "{time}: {message}");
+            assert!(message.contains("2026-01-03T00:00:00+00:00"), "{message}");
+        }
+    }
+
+    #[test]
+    fn without_a_store_range_only_a_future_pull_back_is_refused() {
+        let c = connector(ConnectorState::Stopped);
+        let decide = |time: &str| decide_start(&c, &start(Some(time)), true, at(NOW));
+        assert!(decide("2020-01-01T00:00:00Z").is_ok(), "left to the agent");
+        assert!(decide("2026-01-03T12:01:00Z").is_ok(), "within the skew");
+        let rejection = decide("2026-01-03T12:01:01Z").unwrap_err();
+        assert!(matches!(
+            rejection,
+            Rejection::PullBackOutOfRange { range: None, .. }
+        ));
+        assert!(rejection.to_string().contains("future"));
+    }
+
+    #[test]
+    fn a_full_migration_connector_never_pulls_back() {
+        let c = Connector {
+            kind: ConnectorKind::FullMigration,
+            ..connector(ConnectorState::Stopped)
+        };
+        assert!(matches!(
+            decide_start(&c, &start(Some("2026-01-03T00:00:00Z")), true, at(NOW)),
+            Err(Rejection::PullBackNotSupported { .. })
+        ));
+    }
+
+    #[test]
+    fn a_retry_repeats_only_the_same_call() {
+        let c = connector(ConnectorState::Stopped);
+        let first = Intent::start(&c, &start(Some("2026-01-02T00:00:00Z")));
+        assert!(check_replay("c1", "r", &first, &first.clone()).is_ok());
+        let other = Intent::start(&c, &start(None));
+        assert!(matches!(
+            check_replay("c1", "r", &first, &other),
+            Err(Rejection::RequestIdReused { .. })
+        ));
+        // A pause is the same pause wherever the connector moved since.
+        let pause = Intent::pause(&c);
+        let moved = Intent {
+            region: "us-1".into(),
+            ..pause.clone()
+        };
+        assert!(check_replay("c1", "r", &pause, &moved).is_ok());
+    }
 }

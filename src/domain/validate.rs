@@ -86,7 +86,9 @@ pub fn id(value: &str) -> Result<(), String> {
     )
 }
 
-/// Human names: not blank, no control characters.
+/// Human names: not blank, no control characters, nothing that makes a
+/// printed name read differently from what it is (bidi overrides, line
+/// separators), and at least one visible character.
 pub fn name(value: &str) -> Result<(), String> {
     required(value)?;
     max_chars(value, MAX_NAME_LEN)?;
@@ -96,14 +98,72 @@ pub fn name(value: &str) -> Result<(), String> {
     if value.trim() != value {
         return Err("must not start or end with whitespace".to_owned());
     }
-    no_control(value)
+    no_control(value)?;
+    if value.chars().all(|c| c.is_whitespace() || invisible(c)) {
+        return Err(
+            "has no visible character (only zero-width or formatting characters)".to_owned(),
+        );
+    }
+    Ok(())
 }
 
+/// Control characters, and the characters that change how the text
+/// around them is displayed: bidirectional overrides, embeddings and
+/// isolates (U+202A..U+202E, U+2066..U+2069), which can make a name read
+/// backwards in a terminal, and line and paragraph separators (U+2028,
+/// U+2029), which break a table row in two.
 fn no_control(value: &str) -> Result<(), String> {
-    match value.chars().find(|c| c.is_control()) {
-        Some(bad) => Err(format!("contains the control character {bad:?}")),
+    match value.chars().find(|c| c.is_control() || deceptive(*c)) {
+        Some(bad) if bad.is_control() => Err(format!("contains the control character {bad:?}")),
+        Some(bad) => Err(format!(
+            "contains U+{:04X}, a character that changes how the text is displayed \
+             (bidirectional control or line separator); remove it",
+            bad as u32
+        )),
         None => Ok(()),
     }
+}
+
+/// Bidirectional controls and line/paragraph separators.
+pub fn deceptive(c: char) -> bool {
+    matches!(
+        c,
+        '\u{061C}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{2028}'
+            | '\u{2029}'
+    )
+}
+
+/// Characters that print as nothing: Unicode's default-ignorable code
+/// points (zero-width spaces and joiners, word joiners, variation
+/// selectors, tags, fillers, the byte order mark).
+fn invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'
+            | '\u{1160}'
+            | '\u{17B4}'
+            | '\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
 }
 
 /// Regions: lowercase DNS-label style, `[a-z0-9][a-z0-9-]{0,62}`.
@@ -137,15 +197,61 @@ pub fn endpoint_type(value: &str) -> Result<(), String> {
     )
 }
 
-/// Endpoint addresses: host:port or a URL, without whitespace.
+/// Endpoint addresses: host:port or a URL, without whitespace and without
+/// credentials (a user or password before `@`, or a password parameter):
+/// addresses are shown to every reader of the API, secrets belong in the
+/// replication system.
 pub fn address(value: &str) -> Result<(), String> {
     required(value)?;
     max_chars(value, MAX_ADDRESS_LEN)?;
-    match value.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        Some(bad) => Err(format!("contains {bad:?}; addresses have no whitespace")),
-        None => Ok(()),
+    if let Some(bad) = value
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || deceptive(*c))
+    {
+        return Err(format!("contains {bad:?}; addresses have no whitespace"));
     }
+    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
+    let authority = after_scheme
+        .split(['/', '?', '#'])
+        .next()
+        .unwrap_or_default();
+    if authority.contains('@') {
+        return Err(
+            "holds credentials (a user name or password before '@'); addresses hold none: \
+             give host:port (or a URL without user info) and keep secrets in the replication \
+             system"
+                .to_owned(),
+        );
+    }
+    let query = value.split_once('?').map_or("", |(_, query)| query);
+    if let Some(key) = query
+        .split(['&', ';'])
+        .filter_map(|pair| pair.split('=').next())
+        .find(|key| SECRET_PARAMETERS.contains(&key.to_ascii_lowercase().as_str()))
+    {
+        return Err(format!(
+            "holds credentials (the parameter '{key}'); addresses hold none: remove it and keep \
+             secrets in the replication system"
+        ));
+    }
+    Ok(())
 }
+
+/// Query parameters that carry secrets in database URLs (JDBC, libpq,
+/// MySQL, Oracle and cloud drivers).
+const SECRET_PARAMETERS: &[&str] = &[
+    "password",
+    "passwd",
+    "pwd",
+    "pass",
+    "secret",
+    "token",
+    "sslpassword",
+    "apikey",
+    "api_key",
+    "access_key",
+    "secret_key",
+];
 
 /// Idempotency keys: `[A-Za-z0-9._:-]{1,128}` (a UUID fits).
 pub fn request_id(value: &str) -> Result<(), String> {
@@ -166,13 +272,11 @@ pub fn query(value: &str) -> Result<(), String> {
 /// An operator's free-text reason for a pause.
 pub fn reason(value: &str) -> Result<(), String> {
     max_chars(value, MAX_REASON_LEN)?;
-    match value
+    let text: String = value
         .chars()
-        .find(|c| c.is_control() && *c != '\n' && *c != '\t')
-    {
-        Some(bad) => Err(format!("contains the control character {bad:?}")),
-        None => Ok(()),
-    }
+        .filter(|c| !matches!(c, '\n' | '\t'))
+        .collect();
+    no_control(&text)
 }
 
 #[cfg(test)]
@@ -202,6 +306,53 @@ mod tests {
         assert!(name("   ").is_err());
         assert!(name(" padded").is_err());
         assert!(name("a\u{7}b").unwrap_err().contains("control"));
+    }
+
+    #[test]
+    fn names_that_would_print_misleadingly_are_rejected() {
+        // A right-to-left override makes "orders-txt.exe" print as
+        // "orders-exe.txt".
+        assert!(
+            name("orders\u{202E}exe.txt")
+                .unwrap_err()
+                .contains("U+202E")
+        );
+        assert!(name("a\u{2066}b").unwrap_err().contains("U+2066"));
+        assert!(name("first\u{2028}second").unwrap_err().contains("U+2028"));
+        assert!(
+            name("\u{200B}\u{200D}\u{FEFF}")
+                .unwrap_err()
+                .contains("visible")
+        );
+        assert!(name("\u{200B} \u{2060}").unwrap_err().contains("visible"));
+        // Joiners inside real text stay allowed (emoji, Persian, Hindi).
+        assert!(name("team 👩\u{200D}💻").is_ok());
+        assert!(name("می\u{200C}خواهم").is_ok());
+        assert!(query("\u{202E}x").is_err());
+        assert!(reason("INC-1\u{2029}").is_err());
+    }
+
+    #[test]
+    fn addresses_hold_no_credentials() {
+        assert!(address("10.0.1.20:3306").is_ok());
+        assert!(address("mysql://db.internal:3306/orders?useSSL=true").is_ok());
+        assert!(address("jdbc:oceanbase://10.0.2.30:2881/dw").is_ok());
+        assert!(
+            address("http://h/p@q").is_ok(),
+            "'@' after the host is a path"
+        );
+        for bad in [
+            "mysql://root:secret@10.0.1.20:3306",
+            "mysql://root@10.0.1.20:3306",
+            "root:secret@10.0.1.20:3306",
+            "jdbc:mysql://10.0.1.20:3306/db?user=root&password=secret",
+            "postgres://h/db?sslmode=require&PASSWORD=x",
+        ] {
+            assert!(
+                address(bad).unwrap_err().contains("credentials"),
+                "{bad} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -283,7 +283,9 @@ impl<'a> Change<'a> {
         undelivered_start_from: Option<&str>,
     ) -> Result<Transition, Rejection> {
         match self {
-            Change::Start(request) => rules::decide_start(connector, request, region_known),
+            Change::Start(request) => {
+                rules::decide_start(connector, request, region_known, Utc::now())
+            }
             Change::Pause(request) => {
                 rules::decide_pause(connector, request, undelivered_start_from)
             }

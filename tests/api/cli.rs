@@ -326,3 +326,31 @@ async fn an_unconfirmed_wait_exits_5_and_says_how_to_wait_again() {
         relative.stderr
     );
 }
+
+#[tokio::test]
+async fn names_and_messages_stored_before_validation_print_as_escapes() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "invoices")).await;
+    // As a row written before names were checked, and an agent's message
+    // with a line separator.
+    app.sql(
+        "UPDATE connectors SET name = E'invoice-\\u202Etxt.exe',
+                               status_message = E'line one\\u2028line two' WHERE id = 'c1'",
+    )
+    .await;
+    let list = cli(&app, &["connectors", "list"]).await;
+    assert_eq!(list.code, Some(0), "{}", list.stderr);
+    assert!(
+        list.stdout.contains("invoice-\\u{202e}txt.exe"),
+        "{}",
+        list.stdout
+    );
+    assert!(!list.stdout.contains('\u{202E}'), "{}", list.stdout);
+    let get = cli(&app, &["connectors", "get", "c1"]).await;
+    assert!(
+        get.stdout.contains("line one\\u{2028}line two"),
+        "{}",
+        get.stdout
+    );
+    assert!(!get.stdout.contains('\u{2028}'), "{}", get.stdout);
+}

@@ -207,3 +207,48 @@ async fn of_concurrent_creates_with_one_id_exactly_one_succeeds() {
         assert_error(result, Code::AlreadyExists, "CONNECTOR_ALREADY_EXISTS");
     }
 }
+
+#[tokio::test]
+async fn names_that_print_misleadingly_and_addresses_with_credentials_are_rejected() {
+    let app = spawn_app().await;
+    let create = |connector: v1::Connector| {
+        let mut client = app.client.clone();
+        async move {
+            client
+                .create_connector(v1::CreateConnectorRequest {
+                    connector: Some(connector),
+                })
+                .await
+        }
+    };
+    for (name, project_name) in [
+        // Prints as "invoice-exe.txt" in a terminal.
+        ("invoice-\u{202E}txt.exe", "Orders"),
+        ("\u{200B}\u{200D}", "Orders"),
+        ("orders", "first line\u{2028}second line"),
+    ] {
+        let mut c = connector("", name);
+        c.project_name = project_name.to_owned();
+        let status = assert_error(create(c).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+        let field = if project_name == "Orders" {
+            "connector.name"
+        } else {
+            "connector.project_name"
+        };
+        assert_eq!(violated_fields(&status), [field], "{name:?}");
+    }
+    let mut c = connector("", "orders");
+    c.source.as_mut().unwrap().address = "mysql://root:secret@10.0.1.20:3306".to_owned();
+    c.destination.as_mut().unwrap().address = "10.0.2.30:2881/dw?password=secret".to_owned();
+    let status = assert_error(create(c).await, Code::InvalidArgument, "INVALID_ARGUMENT");
+    assert_eq!(
+        violated_fields(&status),
+        ["connector.source.address", "connector.destination.address"]
+    );
+    assert!(
+        !status.message().contains("root:secret") && !status.message().contains("=secret"),
+        "the refusal does not repeat the secret: {}",
+        status.message()
+    );
+    assert_eq!(app.count("SELECT count(*) FROM connectors").await, 0);
+}

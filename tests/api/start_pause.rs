@@ -184,7 +184,7 @@ async fn start_with_pull_back_on_a_full_migration_connector_is_rejected() {
 }
 
 #[tokio::test]
-async fn start_with_pull_back_in_the_future_is_invalid_argument() {
+async fn start_with_pull_back_in_the_future_is_out_of_range() {
     let app = app_with("c1").await;
     let status = assert_error(
         app.start(v1::StartConnectorRequest {
@@ -192,12 +192,51 @@ async fn start_with_pull_back_in_the_future_is_invalid_argument() {
             ..start_request("c1")
         })
         .await,
-        Code::InvalidArgument,
-        "INVALID_ARGUMENT",
+        Code::FailedPrecondition,
+        "PULL_BACK_OUT_OF_RANGE",
     );
-    assert_eq!(violated_fields(&status), ["pull_back_time"]);
-    assert!(status.message().contains("future"));
+    assert!(status.message().contains("future"), "{}", status.message());
+    let info = error_info(&status);
+    assert!(info.metadata.contains_key("server_time"));
+    assert_eq!(info.metadata["clock_skew_seconds"], "60");
     assert_eq!(command_rows(&app, "c1").await, 0);
+}
+
+#[tokio::test]
+async fn start_with_pull_back_after_the_latest_stored_time_is_rejected_and_changes_nothing() {
+    let app = app_with("c1").await;
+    store_range(&app, "c1", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z").await;
+    let status = assert_error(
+        app.start(v1::StartConnectorRequest {
+            pull_back_time: Some(timestamp("2026-01-03T00:01:01Z".parse().unwrap())),
+            ..start_request("c1")
+        })
+        .await,
+        Code::FailedPrecondition,
+        "PULL_BACK_OUT_OF_RANGE",
+    );
+    let message = status.message();
+    assert!(message.contains("after the latest data"), "{message}");
+    assert!(message.contains("2026-01-01T00:00:00+00:00"), "{message}");
+    assert!(message.contains("2026-01-03T00:00:00+00:00"), "{message}");
+    let info = error_info(&status);
+    assert_eq!(info.metadata["earliest_time"], "2026-01-01T00:00:00+00:00");
+    assert_eq!(info.metadata["latest_time"], "2026-01-03T00:00:00+00:00");
+    assert_eq!(info.metadata["pull_back_time"], "2026-01-03T00:01:01+00:00");
+    assert_eq!(app.get("c1").await.generation, 0);
+    assert_eq!(command_rows(&app, "c1").await, 0);
+}
+
+#[tokio::test]
+async fn pull_back_within_the_clock_skew_of_the_latest_time_is_accepted() {
+    let app = app_with("c1").await;
+    store_range(&app, "c1", "2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z").await;
+    app.start(v1::StartConnectorRequest {
+        pull_back_time: Some(timestamp("2026-01-03T00:01:00Z".parse().unwrap())),
+        ..start_request("c1")
+    })
+    .await
+    .expect("60 s of clock skew are allowed");
 }
 
 #[tokio::test]
