@@ -28,6 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // The generated `connect(dst)` constructor would clash with the
         // AgentService.Connect method; clients are built from a Channel.
         .build_transport(false)
+        // Undecodable bytes are INVALID_ARGUMENT with details, not INTERNAL.
+        .codec_path("crate::proto::codec::Codec")
         .emit_rerun_if_changed(false)
         .compile_fds(descriptors)?;
     Ok(())

@@ -62,7 +62,11 @@ pub async fn connect<S: FleetStore>(
             hello_required(format!(
                 "no hello within {HELLO_TIMEOUT:?}: send hello as the first message"
             ))
-        })??;
+        })?
+        .inspect_err(|status| {
+            warn!(peer = %actor.peer, code = ?status.code(), message = status.message(),
+                  "agent stream refused before its hello");
+        })?;
     let mut hello = match first {
         Some(AgentMessage {
             message: Some(agent_message::Message::Hello(hello)),
@@ -237,6 +241,17 @@ impl<S: FleetStore> Served<S> {
             let message = match message {
                 Ok(Some(message)) => message,
                 Ok(None) => return End::Gone,
+                // Bytes that are no valid message, or a message over the
+                // size limit: the agent's fault, and the stream ends with
+                // that status.
+                Err(status)
+                    if matches!(
+                        status.code(),
+                        Code::InvalidArgument | Code::ResourceExhausted
+                    ) =>
+                {
+                    return End::Violation(status);
+                }
                 Err(status) => {
                     debug!(%status, "agent stream broke");
                     return End::Gone;
@@ -436,7 +451,15 @@ impl<S: FleetStore> Served<S> {
                     retry_after: Some(prost_types::Duration::default()),
                 })),
             })),
-            End::Violation(status) => Some(Err(status)),
+            End::Violation(status) => {
+                warn!(
+                    agent_id = %self.session.agent_id,
+                    code = ?status.code(),
+                    message = status.message(),
+                    "ending the agent's session with an error"
+                );
+                Some(Err(status))
+            }
         };
         if let Some(farewell) = farewell {
             let _ = self

@@ -7,6 +7,7 @@ mod contract;
 mod create;
 mod demo;
 mod helpers;
+mod hostile;
 mod list;
 mod observability;
 mod process;

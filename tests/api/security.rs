@@ -779,7 +779,10 @@ async fn oversized_and_malformed_input_gets_a_precise_status_and_changes_nothing
         ))
         .await
         .unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let info = error_info(&status);
+    assert_eq!(info.reason, "MESSAGE_TOO_LARGE");
+    assert_eq!(info.metadata["limit_bytes"], "65536");
     // Too long, but small enough to decode: the field is named.
     let mut long = connector("c1", "orders");
     long.name = "x".repeat(201);

@@ -1,5 +1,8 @@
-//! Code generated from `proto/` by `build.rs`, and the encoded descriptor
-//! set that server reflection serves.
+//! Code generated from `proto/` by `build.rs`, the encoded descriptor
+//! set that server reflection serves, and the codec the generated code
+//! uses.
+
+pub mod codec;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod connector {

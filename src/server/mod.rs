@@ -1,6 +1,10 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
+mod limits;
+
+use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
+
 use crate::api::limits::{ChangeLimiter, RateLimit};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
@@ -33,13 +37,6 @@ const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// silently dropped NAT entry) well before TCP would.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The largest request an operator's call needs is a few kilobytes (ids,
-/// names and addresses are bounded); anything far larger is refused before
-/// it is decoded (OUT_OF_RANGE).
-const MAX_REQUEST_BYTES: usize = 64 * 1024;
-/// An agent message carries up to 10,000 connector statuses.
-const MAX_AGENT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Serving options that are not about where to listen or what to store in.
 #[derive(Clone, Debug)]
@@ -176,6 +173,8 @@ pub async fn serve<S: FleetStore>(
             tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
             tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
         ]))
+        // Inside the per-call span, so that refusals are measured.
+        .layer(MessageLimitLayer)
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
