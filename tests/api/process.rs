@@ -231,6 +231,34 @@ fn serve_without_a_database_url_uses_the_embedded_store_and_refuses_a_second_ser
     );
 }
 
+#[test]
+fn a_second_server_reaching_the_embedded_file_through_a_link_is_refused() {
+    let dir = TempDir::new();
+    let first = ServerProcess::spawn_embedded(&dir.0, &["--data-file", "store.db"]);
+    std::fs::hard_link(dir.0.join("store.db"), dir.0.join("hard.db")).unwrap();
+    std::os::unix::fs::symlink(dir.0.join("store.db"), dir.0.join("soft.db")).unwrap();
+    std::fs::create_dir(dir.0.join("elsewhere")).unwrap();
+    std::fs::hard_link(dir.0.join("store.db"), dir.0.join("elsewhere/store.db")).unwrap();
+    for link in ["hard.db", "soft.db", "elsewhere/store.db"] {
+        let second = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-file", link])
+            .env_remove("DATABASE_URL")
+            .current_dir(&dir.0)
+            .output()
+            .unwrap();
+        assert_eq!(second.status.code(), Some(1), "{link}: {second:?}");
+        let stderr = String::from_utf8_lossy(&second.stderr);
+        assert!(
+            stderr.contains("is in use by another connector-control process"),
+            "{link}: {stderr}"
+        );
+    }
+    // Nothing was opened beside the original: no second WAL.
+    assert!(!dir.0.join("hard.db-wal").exists());
+    assert!(!dir.0.join("elsewhere/store.db-wal").exists());
+    drop(first);
+}
+
 #[tokio::test]
 async fn serve_with_a_missing_database_names_it() {
     let url = with_database(&base_url(), "cc_test_does_not_exist");

@@ -1,7 +1,9 @@
 //! The embedded backend: one SQLite file (bundled SQLite, WAL journal), one
 //! writer. For a control plane that needs no database server: a laptop, a
 //! demo, a small single-replica deployment. A second process on the same
-//! file is refused (an exclusive lock on `<file>.lock`).
+//! file is refused: an exclusive `flock` on the database file itself, so
+//! that it holds for the file (its inode), whatever path, symbolic or hard
+//! link reaches it.
 //!
 //! Every operation runs on a blocking thread holding the one connection, so
 //! operations are serialised; the domain rules are the same as PostgreSQL's
@@ -37,11 +39,19 @@ const EMBEDDED: &str = "embedded";
 
 #[derive(Clone)]
 pub struct SqliteStore {
-    connection: Arc<Mutex<Connection>>,
+    inner: Arc<Inner>,
     path: PathBuf,
-    /// Held for the store's lifetime: the single-replica guarantee.
-    _lock: Arc<std::fs::File>,
     opened: DateTime<Utc>,
+}
+
+/// The connection and the lock, released in this order: the lock's file
+/// descriptor is closed only after SQLite closed its own (closing another
+/// descriptor of the file while SQLite's is open would drop SQLite's POSIX
+/// locks).
+struct Inner {
+    connection: Mutex<Connection>,
+    /// Held for the store's lifetime: the single-replica guarantee.
+    _lock: std::fs::File,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -79,23 +89,17 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path` and applies its
     /// migrations. Fails if another process holds the file.
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        // Name the lock after the file's canonical path, so that the same
-        // file reached through a link shares it.
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .with_context(|| format!("cannot create the embedded store {}", path.display()))?;
-        let canonical = std::fs::canonicalize(path)
-            .with_context(|| format!("cannot resolve {}", path.display()))?;
-        let lock_path = PathBuf::from(format!("{}.lock", canonical.display()));
+        // The lock is on the database file itself (flock, which SQLite's
+        // own fcntl locks do not interact with on Linux): a second server
+        // reaching it through another path, a symbolic or a hard link, is
+        // refused, instead of opening it with a WAL of its own.
         let lock = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
+            .read(true)
             .write(true)
-            .open(&lock_path)
-            .with_context(|| format!("cannot create {}", lock_path.display()))?;
+            .open(path)
+            .with_context(|| format!("cannot create the embedded store {}", path.display()))?;
         match lock.try_lock() {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
@@ -104,7 +108,7 @@ impl SqliteStore {
                 path.display()
             ),
             Err(std::fs::TryLockError::Error(error)) => {
-                return Err(error).with_context(|| format!("cannot lock {}", lock_path.display()));
+                return Err(error).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
         let mut connection = Connection::open(path)
@@ -122,9 +126,11 @@ impl SqliteStore {
             .run(&mut connection)
             .with_context(|| format!("migrating {}", path.display()))?;
         Ok(Self {
-            connection: Arc::new(Mutex::new(connection)),
+            inner: Arc::new(Inner {
+                connection: Mutex::new(connection),
+                _lock: lock,
+            }),
             path: path.to_owned(),
-            _lock: Arc::new(lock),
             opened: now(),
         })
     }
@@ -138,11 +144,12 @@ impl SqliteStore {
         &self,
         work: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let connection = self.connection.clone();
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
             // A panic mid-operation rolled its transaction back when the
             // transaction was dropped: the connection is still sound.
-            let mut connection = connection
+            let mut connection = inner
+                .connection
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             work(&mut connection)
