@@ -229,6 +229,26 @@ fn store_status(error: StoreError) -> Status {
                 },
             )
         }
+        StoreError::AgentInOtherRegion {
+            agent_id,
+            registered,
+            claimed,
+        } => status(
+            Code::PermissionDenied,
+            ErrorReason::PermissionDenied,
+            format!(
+                "agent id {agent_id} is registered in region {registered}; a session claiming \
+                 region {claimed} is refused (an agent id belongs to one region: give this agent \
+                 an id of its own). Nothing this session sent was applied, and {agent_id}'s \
+                 session is untouched"
+            ),
+            &[
+                ("agent_id", agent_id),
+                ("registered_region", registered),
+                ("claimed_region", claimed),
+            ],
+            no_details,
+        ),
         StoreError::Fenced { agent_id, epoch } => status(
             Code::Aborted,
             ErrorReason::SessionSuperseded,

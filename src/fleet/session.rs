@@ -79,33 +79,22 @@ pub async fn connect<S: FleetStore>(
     };
     // Checked before anything the hello carries is written.
     if let Some(reason) = principal.agent_claim_refused(&hello.agent_id, &hello.region) {
-        warn!(principal = %principal.name, agent_id = %hello.agent_id, region = %hello.region,
-              "agent session refused: {reason}");
-        let refused = crate::domain::NewAuditEvent {
-            outcome: "PERMISSION_DENIED".to_owned(),
-            reason: "PERMISSION_DENIED".to_owned(),
-            detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
-            ..crate::domain::NewAuditEvent::ok(
-                &actor,
-                crate::domain::AuditAction::AgentSessionStart,
-                "",
-            )
-        };
-        if let Err(error) = fleet.store.append_audit(&refused).await {
-            warn!(%error, "recording a refused session in the audit trail failed");
-        }
+        refused(&fleet, &actor, &hello, &principal.name, &reason).await;
         return Err(ApiError::from(AuthError::AgentClaimRefused {
             principal: principal.name,
             reason,
         })
         .into());
     }
-    hello.actor = actor;
-    let session = fleet
-        .store
-        .open_session(&hello)
-        .await
-        .map_err(|e| Status::from(ApiError::from(e)))?;
+    hello.actor = actor.clone();
+    let session = match fleet.store.open_session(&hello).await {
+        Ok(session) => session,
+        Err(error @ StoreError::AgentInOtherRegion { .. }) => {
+            refused(&fleet, &actor, &hello, &principal.name, &error.to_string()).await;
+            return Err(ApiError::from(error).into());
+        }
+        Err(error) => return Err(ApiError::from(error).into()),
+    };
     info!(
         agent_id = %session.agent_id,
         region = %session.region,
@@ -153,6 +142,27 @@ pub async fn connect<S: FleetStore>(
         .instrument(span),
     );
     Ok(ReceiverStream::new(receiver))
+}
+
+/// Logs and audits a hello refused before anything it carries was written.
+async fn refused<S: FleetStore>(
+    fleet: &Fleet<S>,
+    actor: &Actor,
+    hello: &crate::domain::Hello,
+    principal: &str,
+    reason: &str,
+) {
+    warn!(%principal, agent_id = %hello.agent_id, region = %hello.region, peer = %actor.peer,
+          "agent session refused: {reason}");
+    let refused = crate::domain::NewAuditEvent {
+        outcome: "PERMISSION_DENIED".to_owned(),
+        reason: "PERMISSION_DENIED".to_owned(),
+        detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
+        ..crate::domain::NewAuditEvent::ok(actor, crate::domain::AuditAction::AgentSessionStart, "")
+    };
+    if let Err(error) = fleet.store.append_audit(&refused).await {
+        warn!(%error, "recording a refused session in the audit trail failed");
+    }
 }
 
 /// Why a session ended.

@@ -35,6 +35,14 @@ pub enum StoreError {
     /// exhausted, server shutting down). Retrying later may succeed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// A hello claims an agent id that is registered in another region: an
+    /// agent id belongs to one region. Nothing was written.
+    #[error("agent {agent_id} is registered in region {registered}, not {claimed}")]
+    AgentInOtherRegion {
+        agent_id: String,
+        registered: String,
+        claimed: String,
+    },
     /// A newer session of the agent exists; this session's write was refused.
     #[error("session {epoch} of agent {agent_id} was superseded")]
     Fenced { agent_id: String, epoch: i64 },
@@ -353,7 +361,9 @@ pub type WakeupHandler = std::sync::Arc<dyn Fn(Wakeup) + Send + Sync>;
 pub trait FleetStore: Store {
     /// Records a new session (bumping the agent's epoch), makes the
     /// commands delivered to an earlier session pending again, and records
-    /// the connectors the hello reports.
+    /// the connectors the hello reports. An agent id registered in another
+    /// region is refused (`StoreError::AgentInOtherRegion`) with nothing
+    /// written: the session holding it is left alone.
     fn open_session(
         &self,
         hello: &Hello,

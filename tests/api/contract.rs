@@ -77,6 +77,7 @@ contract_suite!(
     heartbeats_flush_and_silent_agents_go_offline,
     lagging_connectors_are_found_and_counted,
     status_batches_apply_current_sessions_and_name_superseded_ones,
+    an_agent_id_belongs_to_one_region,
 );
 
 fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -891,4 +892,40 @@ async fn status_batches_apply_current_sessions_and_name_superseded_ones<S: Fleet
         ConnectorState::Stopped,
         "nothing written for the superseded session"
     );
+}
+
+async fn an_agent_id_belongs_to_one_region<S: FleetStore>(store: &S) {
+    let first = store
+        .open_session(&hello("a1", "us-1", "10.1.0.7"))
+        .await
+        .unwrap();
+    let refused = store.open_session(&hello("a1", "eu-1", "10.6.6.6")).await;
+    assert!(
+        matches!(
+            &refused,
+            Err(StoreError::AgentInOtherRegion { registered, claimed, .. })
+                if registered == "us-1" && claimed == "eu-1"
+        ),
+        "{refused:?}"
+    );
+    // Nothing was written: the first session is still current.
+    store
+        .record_statuses(&first, &[])
+        .await
+        .expect("the first session is not fenced");
+    let agents = store
+        .list_agents(None, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (agents[0].region.as_str(), agents[0].server_ip.as_str()),
+        ("us-1", "10.1.0.7")
+    );
+    // The same region reconnects as usual.
+    let second = store
+        .open_session(&hello("a1", "us-1", "10.1.0.8"))
+        .await
+        .unwrap();
+    assert_eq!(second.epoch, first.epoch + 1);
 }

@@ -229,12 +229,14 @@ impl FleetStore for PgStore {
                      session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
                      session_epoch = agents.session_epoch + 1,
                      connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL
+                 -- An agent id belongs to one region: no row comes back.
+                 WHERE agents.region = EXCLUDED.region
                  RETURNING session_epoch",
             )
             .await
             .map_err(translate)?;
-        let epoch: i64 = tx
-            .query_one(
+        let epoch: Option<i64> = tx
+            .query_opt(
                 &upsert,
                 &[
                     &hello.agent_id,
@@ -248,7 +250,22 @@ impl FleetStore for PgStore {
             )
             .await
             .map_err(translate)?
-            .get(0);
+            .map(|row| row.get(0));
+        let Some(epoch) = epoch else {
+            let registered: String = tx
+                .query_one(
+                    "SELECT region FROM agents WHERE id = $1",
+                    &[&hello.agent_id],
+                )
+                .await
+                .map_err(translate)?
+                .get(0);
+            return Err(StoreError::AgentInOtherRegion {
+                agent_id: hello.agent_id.clone(),
+                registered,
+                claimed: hello.region.clone(),
+            });
+        };
         let session = Session {
             agent_id: hello.agent_id.clone(),
             session_id,

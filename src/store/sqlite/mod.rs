@@ -729,7 +729,7 @@ impl FleetStore for SqliteStore {
                 .map_err(translate)?;
             let session_id = uuid::Uuid::now_v7().to_string();
             let at = text(now());
-            let epoch: i64 = tx
+            let epoch: Option<i64> = tx
                 .prepare_cached(
                     "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                          session_epoch, connect_time, last_heartbeat_time)
@@ -742,6 +742,8 @@ impl FleetStore for SqliteStore {
                          connect_time = excluded.connect_time,
                          last_heartbeat_time = excluded.last_heartbeat_time,
                          disconnect_time = NULL
+                     -- An agent id belongs to one region: no row comes back.
+                     WHERE agents.region = excluded.region
                      RETURNING session_epoch",
                 )
                 .map_err(translate)?
@@ -757,7 +759,22 @@ impl FleetStore for SqliteStore {
                     ],
                     |row| row.get(0),
                 )
+                .optional()
                 .map_err(translate)?;
+            let Some(epoch) = epoch else {
+                let registered: String = tx
+                    .query_row(
+                        "SELECT region FROM agents WHERE id = ?1",
+                        [&hello.agent_id],
+                        |row| row.get(0),
+                    )
+                    .map_err(translate)?;
+                return Err(StoreError::AgentInOtherRegion {
+                    agent_id: hello.agent_id.clone(),
+                    registered,
+                    claimed: hello.region.clone(),
+                });
+            };
             let session = Session {
                 agent_id: hello.agent_id.clone(),
                 session_id,
