@@ -125,14 +125,69 @@ impl Placement {
     }
 }
 
-/// The audit event of a session starting or ending.
-pub fn session_event(session: &Session, action: super::AuditAction) -> super::NewAuditEvent {
+/// Why a session ended: the `reason` of its `AGENT_SESSION_END` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The agent closed its stream, or the connection broke.
+    Disconnected,
+    /// A newer session of the same agent replaced it.
+    Superseded,
+    /// Its replica shut down and asked the agent to reconnect elsewhere.
+    Draining,
+    /// The agent was asked to reconnect (stream age, or the replica was
+    /// cut off from the database).
+    Recycled,
+    /// The agent broke the protocol; the status reason it was sent.
+    Violation(String),
+    /// Its principal was removed from the auth file, or may no longer
+    /// connect this agent.
+    Revoked,
+    /// The replica holding it stopped heartbeating; the leader ended it.
+    ReplicaDead,
+    /// An earlier run of its replica held it (found at start-up).
+    ReplicaRestarted,
+}
+
+impl SessionEnd {
+    pub fn reason(&self) -> &str {
+        match self {
+            SessionEnd::Disconnected => "AGENT_DISCONNECTED",
+            SessionEnd::Superseded => "SESSION_SUPERSEDED",
+            SessionEnd::Draining => "REPLICA_DRAINING",
+            SessionEnd::Recycled => "RECONNECT_REQUESTED",
+            SessionEnd::Violation(reason) => reason,
+            SessionEnd::Revoked => "CREDENTIALS_REVOKED",
+            SessionEnd::ReplicaDead => "REPLICA_DEAD",
+            SessionEnd::ReplicaRestarted => "REPLICA_RESTARTED",
+        }
+    }
+}
+
+/// How an audit event names a session (the store's SQL that ends
+/// sessions on its own writes the same form).
+pub fn session_detail(agent_id: &str, session_id: &str, epoch: i64, region: &str) -> String {
+    format!("agent {agent_id} session {session_id} epoch {epoch} region {region}")
+}
+
+/// The audit event of a session starting.
+pub fn session_started(session: &Session) -> super::NewAuditEvent {
     super::NewAuditEvent {
-        detail: format!(
-            "agent {} session {} epoch {} region {}",
-            session.agent_id, session.session_id, session.epoch, session.region
+        detail: session_detail(
+            &session.agent_id,
+            &session.session_id,
+            session.epoch,
+            &session.region,
         ),
-        ..super::NewAuditEvent::ok(&session.actor, action, "")
+        ..super::NewAuditEvent::ok(&session.actor, super::AuditAction::AgentSessionStart, "")
+    }
+}
+
+/// The audit event of a session ending, and why.
+pub fn session_ended(session: &Session, end: &SessionEnd) -> super::NewAuditEvent {
+    super::NewAuditEvent {
+        action: super::AuditAction::AgentSessionEnd,
+        reason: end.reason().to_owned(),
+        ..session_started(session)
     }
 }
 

@@ -12,6 +12,7 @@ pub mod validate;
 pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent};
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
+    SessionEnd,
 };
 pub use lag::{LagCause, flagged_message, lag_cause};
 pub use model::*;

@@ -15,8 +15,7 @@
 
 mod session;
 
-use crate::domain::ObservedStatus;
-use crate::domain::Session;
+use crate::domain::{ObservedStatus, Session, SessionEnd};
 use crate::proto::v1::ControlMessage;
 use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup};
 use std::collections::{HashMap, HashSet};
@@ -242,6 +241,10 @@ pub struct Fleet<S> {
     /// Cancelled (and replaced) to end every session at once: this replica
     /// may have been presumed dead by the others.
     reset: Mutex<CancellationToken>,
+    /// Sessions whose end could not be recorded (the database was down):
+    /// retried every heartbeat interval, so that every end is recorded
+    /// and audited.
+    unclosed: Mutex<Vec<(Session, SessionEnd)>>,
     shutdown: CancellationToken,
 }
 
@@ -264,6 +267,7 @@ impl<S: FleetStore> Fleet<S> {
             seen: Mutex::new(HashMap::new()),
             statuses: Mutex::new(HashMap::new()),
             reset: Mutex::new(CancellationToken::new()),
+            unclosed: Mutex::new(Vec::new()),
             shutdown,
         })
     }
@@ -334,6 +338,42 @@ impl<S: FleetStore> Fleet<S> {
             ));
         }
         loops
+    }
+
+    /// Records that `session` ended, and why; if the database cannot take
+    /// it now, it is retried every heartbeat interval.
+    async fn close(&self, session: Session, end: SessionEnd) {
+        match self.store.close_session(&session, &end).await {
+            Ok(0) => {}
+            Ok(_) => self.signals.wake(&session.region),
+            Err(error) => {
+                warn!(%error, agent_id = %session.agent_id,
+                      "recording the session end failed; retrying");
+                self.unclosed.lock().unwrap().push((session, end));
+            }
+        }
+    }
+
+    /// Retries the session ends that could not be recorded. Each stays
+    /// listed until recorded, so that a cancelled retry loses none.
+    async fn close_unclosed(&self) {
+        let unclosed = self.unclosed.lock().unwrap().clone();
+        for (session, end) in unclosed {
+            match self.store.close_session(&session, &end).await {
+                Ok(_) => {
+                    self.unclosed
+                        .lock()
+                        .unwrap()
+                        .retain(|(s, _)| s.session_id != session.session_id);
+                    info!(agent_id = %session.agent_id, reason = end.reason(), "session end recorded late");
+                    self.signals.wake(&session.region);
+                }
+                Err(error) => {
+                    debug!(%error, agent_id = %session.agent_id, "recording a session end failed again");
+                    return;
+                }
+            }
+        }
     }
 
     /// Whether `runner` (an agent id) has a session here for `region`.
@@ -686,6 +726,13 @@ impl<S: FleetStore> Fleet<S> {
         self.store
             .replica_heartbeat(&self.options.address, false)
             .await?;
+        let orphaned = self.store.end_orphaned_sessions().await?;
+        if orphaned > 0 {
+            info!(
+                orphaned,
+                "sessions left by an earlier run of this replica were recorded as ended"
+            );
+        }
         self.refresh_peers().await;
         // The others learn at once that there is someone to wake.
         if !self.options.poll_only
@@ -744,6 +791,7 @@ impl<S: FleetStore> Fleet<S> {
                 Ok(()) => {
                     last_alive = Instant::now();
                     let _ = tokio::time::timeout(bound, self.refresh_peers()).await;
+                    let _ = tokio::time::timeout(bound, self.close_unclosed()).await;
                 }
                 Err(error) => {
                     warn!(%error, "recording this replica's heartbeat failed");

@@ -3,7 +3,7 @@
 use super::{Fleet, SESSION_QUEUE};
 use crate::api::{ApiError, agent_convert};
 use crate::auth::{AuthError, Principal};
-use crate::domain::{Actor, CommandReport, ObservedStatus, Session};
+use crate::domain::{Actor, CommandReport, ObservedStatus, Session, SessionEnd};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
 };
@@ -443,6 +443,18 @@ impl<S: FleetStore> Served<S> {
                 );
             }
         }
+        let why = match &end {
+            End::Gone => SessionEnd::Disconnected,
+            End::Superseded => SessionEnd::Superseded,
+            End::Draining => SessionEnd::Draining,
+            End::Recycle(_) => SessionEnd::Recycled,
+            End::Violation(status) => SessionEnd::Violation(
+                status
+                    .get_details_error_info()
+                    .map(|info| info.reason)
+                    .unwrap_or_else(|| crate::telemetry::rpc::code_name(status.code()).to_owned()),
+            ),
+        };
         let farewell = match end {
             End::Gone => None,
             End::Superseded => Some(Err(superseded(&self.session.agent_id))),
@@ -478,11 +490,7 @@ impl<S: FleetStore> Served<S> {
                 .await;
         }
         self.fleet.unregister(&self.session);
-        match self.fleet.store.close_session(&self.session).await {
-            Ok(0) => {}
-            Ok(_) => self.fleet.signals.wake(&self.session.region),
-            Err(error) => warn!(%error, "recording the session end failed"),
-        }
-        info!("agent session ended");
+        self.fleet.close(self.session.clone(), why.clone()).await;
+        info!(reason = why.reason(), "agent session ended");
     }
 }

@@ -8,7 +8,7 @@ use crate::domain::rules::{self, Intent};
 use crate::domain::{
     Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, Connector, Cursor, Hello,
     NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
-    SearchFilter, Session, StartRequest, Transition,
+    SearchFilter, Session, SessionEnd, StartRequest, Transition,
 };
 use crate::domain::{CommandStatus, ConnectorState, LagCause};
 use chrono::{DateTime, Utc};
@@ -369,13 +369,22 @@ pub trait FleetStore: Store {
         hello: &Hello,
     ) -> impl Future<Output = Result<Session, StoreError>> + Send;
 
-    /// Marks the session's stream ended and makes what it left unanswered
-    /// pending again (no-op for a superseded session). Returns how many
-    /// commands became pending.
+    /// Marks the session's stream ended, audits why (`end`), and makes
+    /// what it left unanswered pending again (no-op for a session that a
+    /// newer one superseded or that was already ended elsewhere: those
+    /// ends were audited where they happened). Returns how many commands
+    /// became pending.
     fn close_session(
         &self,
         session: &Session,
+        end: &SessionEnd,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// At start-up: sessions recorded as held by this replica are left
+    /// over from an earlier run of it (this process holds none yet). They
+    /// end, audited as `REPLICA_RESTARTED`, and what they left unanswered
+    /// becomes pending again. Returns how many ended.
+    fn end_orphaned_sessions(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Applies reported statuses (see `domain::fleet::status_effect`).
     fn record_statuses(

@@ -8,7 +8,8 @@ use chrono::Utc;
 use connector_control::domain::LagCause;
 use connector_control::domain::{
     CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
-    NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, StartRequest, TimeRange,
+    NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, SessionEnd, StartRequest,
+    TimeRange,
 };
 use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
 use std::time::Duration;
@@ -78,6 +79,7 @@ contract_suite!(
     lagging_connectors_are_found_and_counted,
     status_batches_apply_current_sessions_and_name_superseded_ones,
     an_agent_id_belongs_to_one_region,
+    every_session_end_is_audited_once_with_why,
 );
 
 fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -467,7 +469,14 @@ async fn commands_are_claimed_once_redelivered_and_completed_with_fencing<S: Fle
         store.get_command(&pause[0].1.id).await.unwrap().status,
         CommandStatus::Pending
     );
-    assert_eq!(store.close_session(&old).await.unwrap(), 0, "fenced: no-op");
+    assert_eq!(
+        store
+            .close_session(&old, &SessionEnd::Disconnected)
+            .await
+            .unwrap(),
+        0,
+        "fenced: no-op"
+    );
 }
 
 async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>(store: &S) {
@@ -544,7 +553,10 @@ async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>(store: &S)
     assert_eq!(regions.len(), 1);
     assert_eq!((regions[0].online_agents, regions[0].connectors), (1, 1));
 
-    store.close_session(&session).await.unwrap();
+    store
+        .close_session(&session, &SessionEnd::Disconnected)
+        .await
+        .unwrap();
     assert!(!store.list_agents(Some("eu-2"), HOUR).await.unwrap()[0].online);
 }
 
@@ -599,7 +611,10 @@ async fn changes_are_audited_with_who_and_refusals_appended<S: FleetStore>(store
         })
         .await
         .unwrap();
-    store.close_session(&session).await.unwrap();
+    store
+        .close_session(&session, &SessionEnd::Disconnected)
+        .await
+        .unwrap();
 
     let (all, more) = store
         .list_audit_events(&AuditFilter::default(), 100)
@@ -928,4 +943,70 @@ async fn an_agent_id_belongs_to_one_region<S: FleetStore>(store: &S) {
         .await
         .unwrap();
     assert_eq!(second.epoch, first.epoch + 1);
+}
+
+async fn every_session_end_is_audited_once_with_why<S: FleetStore>(store: &S) {
+    let opened_by = |principal: &str| Hello {
+        actor: connector_control::domain::Actor {
+            principal: principal.to_owned(),
+            peer: format!("{principal}:1"),
+        },
+        ..hello("a1", "eu-2", "10.0.2.7")
+    };
+    let first = store.open_session(&opened_by("first")).await.unwrap();
+    // A newer session supersedes it: the first one's end is recorded with
+    // whoever opened it.
+    let second = store.open_session(&opened_by("second")).await.unwrap();
+    assert_eq!(
+        store
+            .close_session(&first, &SessionEnd::Disconnected)
+            .await
+            .unwrap(),
+        0
+    );
+    store
+        .close_session(
+            &second,
+            &SessionEnd::Violation("MALFORMED_MESSAGE".to_owned()),
+        )
+        .await
+        .unwrap();
+    // Closing twice records nothing more.
+    store
+        .close_session(&second, &SessionEnd::Disconnected)
+        .await
+        .unwrap();
+    // A session left open by an earlier run of this replica.
+    let third = store.open_session(&opened_by("third")).await.unwrap();
+    assert_eq!(store.end_orphaned_sessions().await.unwrap(), 1);
+    assert_eq!(store.end_orphaned_sessions().await.unwrap(), 0);
+    store
+        .record_statuses(&third, &[])
+        .await
+        .expect("epoch unchanged");
+
+    let (events, _) = store
+        .list_audit_events(&connector_control::domain::AuditFilter::default(), 100)
+        .await
+        .unwrap();
+    let ends: Vec<(String, String, String)> = events
+        .iter()
+        .rev()
+        .filter(|e| e.action == "AGENT_SESSION_END")
+        .map(|e| (e.principal.clone(), e.peer.clone(), e.reason.clone()))
+        .collect();
+    let end = |who: &str, reason: &str| (who.to_owned(), format!("{who}:1"), reason.to_owned());
+    assert_eq!(
+        ends,
+        [
+            end("first", "SESSION_SUPERSEDED"),
+            end("second", "MALFORMED_MESSAGE"),
+            end("third", "REPLICA_RESTARTED"),
+        ]
+    );
+    let starts = events
+        .iter()
+        .filter(|e| e.action == "AGENT_SESSION_START")
+        .count();
+    assert_eq!(starts, 3, "each start has its end");
 }

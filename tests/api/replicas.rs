@@ -252,9 +252,9 @@ async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
              VALUES ('k1', 'c1', 'START', 'eu-2', 'eu-2', 1, 'DELIVERED', 'ag',
                  now() - interval '1 hour');
              INSERT INTO agents (id, region, server_ip, instance_id, session_id, session_epoch,
-                 connect_time, last_heartbeat_time, replica_id)
+                 connect_time, last_heartbeat_time, replica_id, principal, peer)
              VALUES ('ag', 'eu-2', '10.0.2.7', 'i', 's', 1, now() - interval '2 hours',
-                 now() - interval '1 hour', 'a');",
+                 now() - interval '1 hour', 'a', 'agent-eu-2', '10.0.2.7:4000');",
         )
         .await
         .unwrap();
@@ -292,6 +292,22 @@ async fn one_leader_at_a_time_and_a_replaced_leader_is_fenced() {
     assert_eq!(
         snapshot().await,
         ("UNKNOWN".to_owned(), "PENDING".to_owned(), false)
+    );
+    // The session the sweep ended has its end event, with who opened it.
+    let end = client
+        .query_one(
+            "SELECT principal, peer, reason, detail FROM audit_events
+             WHERE action = 'AGENT_SESSION_END'",
+            &[],
+        )
+        .await
+        .expect("one AGENT_SESSION_END event");
+    assert_eq!(end.get::<_, String>(0), "agent-eu-2");
+    assert_eq!(end.get::<_, String>(1), "10.0.2.7:4000");
+    assert_eq!(end.get::<_, String>(2), "REPLICA_DEAD");
+    assert_eq!(
+        end.get::<_, String>(3),
+        "agent ag session s epoch 1 region eu-2"
     );
 
     // A clean stop hands the lease over at once.

@@ -765,7 +765,12 @@ async fn the_audit_trail_names_who_did_what_from_where_allowed_or_not() {
                 "CONNECTOR_NOT_STOPPED"
             ),
             row("AGENT_SESSION_START", "agent-eu-2", "OK", ""),
-            row("AGENT_SESSION_END", "agent-eu-2", "OK", ""),
+            row(
+                "AGENT_SESSION_END",
+                "agent-eu-2",
+                "OK",
+                "AGENT_DISCONNECTED"
+            ),
             row(
                 "AGENT_SESSION_START",
                 "agent-eu-2",

@@ -5,9 +5,8 @@ use super::error::translate;
 use super::listen;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::{PgStore, insert_audit};
-use crate::domain::AuditAction;
-use crate::domain::fleet::session_event;
 use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
     RegionSummary, Replica, Session,
@@ -60,6 +59,22 @@ async fn fence(client: &impl GenericClient, session: &Session) -> Result<(), Sto
             epoch: session.epoch,
         })
     }
+}
+
+/// A CTE, `audited`, appending the `AGENT_SESSION_END` event of each
+/// session in the CTE `ended` (rows of `agents`: id, session_id,
+/// session_epoch, region, principal, peer), with the reason bound as
+/// `$reason`. The detail is `domain::fleet::session_detail`'s form.
+fn audit_ended(reason: usize) -> String {
+    format!(
+        "audited AS (
+             INSERT INTO audit_events (principal, action, outcome, reason, peer, detail)
+             SELECT principal, 'AGENT_SESSION_END', 'OK', ${reason}, peer,
+                    'agent ' || id || ' session ' || session_id || ' epoch ' || session_epoch
+                    || ' region ' || region
+             FROM ended
+             RETURNING 1)"
+    )
 }
 
 /// Makes what `agent_id` was sent and has not answered pending again.
@@ -217,18 +232,44 @@ impl FleetStore for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
         let session_id = uuid::Uuid::now_v7().to_string();
+        // The session this one replaces, if it had not ended: it ends here,
+        // and its end is audited with whoever opened it.
+        let previous = tx
+            .prepare_cached(
+                "SELECT session_id, session_epoch, region, server_ip, principal, peer
+                 FROM agents WHERE id = $1 AND disconnect_time IS NULL
+                 FOR UPDATE",
+            )
+            .await
+            .map_err(translate)?;
+        let previous = tx
+            .query_opt(&previous, &[&hello.agent_id])
+            .await
+            .map_err(translate)?
+            .map(|row| Session {
+                agent_id: hello.agent_id.clone(),
+                session_id: row.get(0),
+                epoch: row.get(1),
+                region: row.get(2),
+                server_ip: row.get(3),
+                actor: crate::domain::Actor {
+                    principal: row.get(4),
+                    peer: row.get(5),
+                },
+            });
         let upsert = tx
             .prepare_cached(
                 "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                      replica_id, session_epoch, connect_time,
-                                     last_heartbeat_time)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now())
+                                     last_heartbeat_time, principal, peer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9)
                  ON CONFLICT (id) DO UPDATE SET
                      region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
                      instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
                      session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
                      session_epoch = agents.session_epoch + 1,
-                     connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL
+                     connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL,
+                     principal = EXCLUDED.principal, peer = EXCLUDED.peer
                  -- An agent id belongs to one region: no row comes back.
                  WHERE agents.region = EXCLUDED.region
                  RETURNING session_epoch",
@@ -246,6 +287,8 @@ impl FleetStore for PgStore {
                     &hello.version,
                     &session_id,
                     &&*self.replica_id,
+                    &hello.actor.principal,
+                    &hello.actor.peer,
                 ],
             )
             .await
@@ -274,11 +317,10 @@ impl FleetStore for PgStore {
             server_ip: hello.server_ip.clone(),
             actor: hello.actor.clone(),
         };
-        insert_audit(
-            &tx,
-            &session_event(&session, AuditAction::AgentSessionStart),
-        )
-        .await?;
+        if let Some(previous) = &previous {
+            insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded)).await?;
+        }
+        insert_audit(&tx, &session_started(&session)).await?;
         // What an earlier session received but never answered is delivered
         // again (same command id): at-least-once across reconnects.
         let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
@@ -288,23 +330,33 @@ impl FleetStore for PgStore {
         Ok(session)
     }
 
-    async fn close_session(&self, session: &Session) -> Result<u64, StoreError> {
+    async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
         match fence(&tx, session).await {
             Ok(()) => {}
-            // A newer session owns the agent now; nothing to close.
+            // A newer session owns the agent now; nothing to close (the
+            // newer session recorded this one's end).
             Err(StoreError::Fenced { .. }) => return Ok(0),
             Err(error) => return Err(error),
         }
         let disconnect = tx
-            .prepare_cached("UPDATE agents SET disconnect_time = now() WHERE id = $1")
+            .prepare_cached(
+                "UPDATE agents SET disconnect_time = now()
+                 WHERE id = $1 AND disconnect_time IS NULL",
+            )
             .await
             .map_err(translate)?;
-        tx.execute(&disconnect, &[&session.agent_id])
+        if tx
+            .execute(&disconnect, &[&session.agent_id])
             .await
-            .map_err(translate)?;
-        insert_audit(&tx, &session_event(session, AuditAction::AgentSessionEnd)).await?;
+            .map_err(translate)?
+            == 0
+        {
+            // Already ended elsewhere (the leader's sweep), and audited.
+            return Ok(0);
+        }
+        insert_audit(&tx, &session_ended(session, end)).await?;
         // Unanswered commands go back to the queue at once, for another
         // agent of the region or for this one when it returns.
         let requeued = requeue_delivered(&tx, &session.agent_id).await?;
@@ -648,7 +700,8 @@ impl FleetStore for PgStore {
                        AND NOT EXISTS (
                            SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
                            AND r.heartbeat_time > now() - make_interval(secs => $4))
-                     RETURNING 1),
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
                  requeued AS (
                      UPDATE commands SET status = 'PENDING'
                      WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
@@ -663,7 +716,8 @@ impl FleetStore for PgStore {
                      RETURNING 1)
                  SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
                         (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
-                        (SELECT count(*) FROM forgotten)"
+                        (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
+                audit_ended(5)
             ))
             .await
             .map_err(translate)?;
@@ -675,6 +729,7 @@ impl FleetStore for PgStore {
                     &lease.term,
                     &offline_after.as_secs_f64(),
                     &replica_ttl.as_secs_f64(),
+                    &SessionEnd::ReplicaDead.reason(),
                 ],
             )
             .await
@@ -728,6 +783,35 @@ impl FleetStore for PgStore {
             );
         }
         Ok(u64::try_from(expired).unwrap_or(0))
+    }
+
+    async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE replica_id = $1 AND disconnect_time IS NULL
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                        (SELECT count(*) FROM requeued)",
+                audit_ended(2)
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[&&*self.replica_id, &SessionEnd::ReplicaRestarted.reason()],
+            )
+            .await
+            .map_err(translate)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 
     fn replica_id(&self) -> &str {

@@ -16,7 +16,8 @@ use super::{
     StoreError, Wakeup, WakeupHandler, escape_like, fold,
 };
 use crate::domain::fleet::{
-    Candidate, Deliverable, assign_local, result_effect, session_event, status_effect,
+    Candidate, Deliverable, SessionEnd, assign_local, result_effect, session_ended,
+    session_started, status_effect,
 };
 use crate::domain::{
     Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, CommandStatus, Connector,
@@ -638,6 +639,31 @@ fn requeue_delivered(connection: &Connection, agent_id: &str) -> Result<usize, S
         .map_err(translate)
 }
 
+/// The agent's current session, if it has not ended.
+fn live_session(connection: &Connection, agent_id: &str) -> Result<Option<Session>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT session_id, session_epoch, region, server_ip, principal, peer
+             FROM agents WHERE id = ?1 AND disconnect_time IS NULL",
+        )
+        .map_err(translate)?
+        .query_row([agent_id], |row| {
+            Ok(Session {
+                agent_id: agent_id.to_owned(),
+                session_id: row.get(0)?,
+                epoch: row.get(1)?,
+                region: row.get(2)?,
+                server_ip: row.get(3)?,
+                actor: crate::domain::Actor {
+                    principal: row.get(4)?,
+                    peer: row.get(5)?,
+                },
+            })
+        })
+        .optional()
+        .map_err(translate)
+}
+
 /// The agent's current epoch must be the session's.
 fn fence(connection: &Connection, session: &Session) -> Result<(), StoreError> {
     let epoch: Option<i64> = connection
@@ -729,11 +755,15 @@ impl FleetStore for SqliteStore {
                 .map_err(translate)?;
             let session_id = uuid::Uuid::now_v7().to_string();
             let at = text(now());
+            // The session this one replaces, if it had not ended: it ends
+            // here, audited with whoever opened it.
+            let previous = live_session(&tx, &hello.agent_id)?;
             let epoch: Option<i64> = tx
                 .prepare_cached(
                     "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
-                                         session_epoch, connect_time, last_heartbeat_time)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)
+                                         session_epoch, connect_time, last_heartbeat_time,
+                                         principal, peer)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8, ?9)
                      ON CONFLICT (id) DO UPDATE SET
                          region = excluded.region, server_ip = excluded.server_ip,
                          instance_id = excluded.instance_id, version = excluded.version,
@@ -741,7 +771,8 @@ impl FleetStore for SqliteStore {
                          session_epoch = agents.session_epoch + 1,
                          connect_time = excluded.connect_time,
                          last_heartbeat_time = excluded.last_heartbeat_time,
-                         disconnect_time = NULL
+                         disconnect_time = NULL,
+                         principal = excluded.principal, peer = excluded.peer
                      -- An agent id belongs to one region: no row comes back.
                      WHERE agents.region = excluded.region
                      RETURNING session_epoch",
@@ -755,7 +786,9 @@ impl FleetStore for SqliteStore {
                         hello.instance_id,
                         hello.version,
                         session_id,
-                        at
+                        at,
+                        hello.actor.principal,
+                        hello.actor.peer,
                     ],
                     |row| row.get(0),
                 )
@@ -783,10 +816,10 @@ impl FleetStore for SqliteStore {
                 server_ip: hello.server_ip.clone(),
                 actor: hello.actor.clone(),
             };
-            insert_audit(
-                &tx,
-                &session_event(&session, AuditAction::AgentSessionStart),
-            )?;
+            if let Some(previous) = &previous {
+                insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded))?;
+            }
+            insert_audit(&tx, &session_started(&session))?;
             requeue_delivered(&tx, &hello.agent_id)?;
             record(&tx, &session, &hello.connectors)?;
             tx.commit().map_err(translate)?;
@@ -795,8 +828,8 @@ impl FleetStore for SqliteStore {
         .await
     }
 
-    async fn close_session(&self, session: &Session) -> Result<u64, StoreError> {
-        let session = session.clone();
+    async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
+        let (session, end) = (session.clone(), end.clone());
         self.with(move |connection| {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -806,12 +839,17 @@ impl FleetStore for SqliteStore {
                 Err(StoreError::Fenced { .. }) => return Ok(0),
                 Err(error) => return Err(error),
             }
-            tx.execute(
-                "UPDATE agents SET disconnect_time = ?2 WHERE id = ?1",
-                params![session.agent_id, text(now())],
-            )
-            .map_err(translate)?;
-            insert_audit(&tx, &session_event(&session, AuditAction::AgentSessionEnd))?;
+            let ended = tx
+                .execute(
+                    "UPDATE agents SET disconnect_time = ?2
+                     WHERE id = ?1 AND disconnect_time IS NULL",
+                    params![session.agent_id, text(now())],
+                )
+                .map_err(translate)?;
+            if ended == 0 {
+                return Ok(0);
+            }
+            insert_audit(&tx, &session_ended(&session, &end))?;
             let requeued = requeue_delivered(&tx, &session.agent_id)?;
             tx.commit().map_err(translate)?;
             Ok(requeued as u64)
@@ -1083,6 +1121,38 @@ impl FleetStore for SqliteStore {
                 )
                 .map_err(translate)?;
             Ok(expired as u64)
+        })
+        .await
+    }
+
+    /// The one process that owns the file: every session recorded as open
+    /// is left over from the process before it.
+    async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+        self.with(|connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let ids: Vec<String> = tx
+                .prepare("SELECT id FROM agents WHERE disconnect_time IS NULL ORDER BY id")
+                .map_err(translate)?
+                .query_map([], |row| row.get(0))
+                .map_err(translate)?
+                .collect::<Result<_, _>>()
+                .map_err(translate)?;
+            for id in &ids {
+                let Some(session) = live_session(&tx, id)? else {
+                    continue;
+                };
+                tx.execute(
+                    "UPDATE agents SET disconnect_time = ?2 WHERE id = ?1",
+                    params![id, text(now())],
+                )
+                .map_err(translate)?;
+                insert_audit(&tx, &session_ended(&session, &SessionEnd::ReplicaRestarted))?;
+                requeue_delivered(&tx, id)?;
+            }
+            tx.commit().map_err(translate)?;
+            Ok(ids.len() as u64)
         })
         .await
     }
