@@ -356,13 +356,7 @@ pub fn command_to_proto(c: Command) -> v1::Command {
         region: c.region,
         generation: c.generation,
         request_id: c.request_id.unwrap_or_default(),
-        status: match c.status {
-            CommandStatus::Pending => v1::CommandStatus::Pending,
-            CommandStatus::Delivered => v1::CommandStatus::Delivered,
-            CommandStatus::Succeeded => v1::CommandStatus::Succeeded,
-            CommandStatus::Failed => v1::CommandStatus::Failed,
-            CommandStatus::Superseded => v1::CommandStatus::Superseded,
-        } as i32,
+        status: command_status(c.status) as i32,
         agent_id: c.agent_id,
         error_reason: c.error_reason,
         error_message: c.error_message,
@@ -370,6 +364,22 @@ pub fn command_to_proto(c: Command) -> v1::Command {
         complete_time: c.complete_time.map(timestamp_to_proto),
         trace_context: c.trace_context,
         reason: c.reason,
+        late_result: c
+            .late_result
+            .map_or(v1::CommandStatus::Unspecified, |(status, _)| {
+                command_status(status)
+            }) as i32,
+        late_result_time: c.late_result.map(|(_, time)| timestamp_to_proto(time)),
+    }
+}
+
+fn command_status(status: CommandStatus) -> v1::CommandStatus {
+    match status {
+        CommandStatus::Pending => v1::CommandStatus::Pending,
+        CommandStatus::Delivered => v1::CommandStatus::Delivered,
+        CommandStatus::Succeeded => v1::CommandStatus::Succeeded,
+        CommandStatus::Failed => v1::CommandStatus::Failed,
+        CommandStatus::Superseded => v1::CommandStatus::Superseded,
     }
 }
 

@@ -127,6 +127,7 @@ pub fn agent_message(data: &[u8]) {
                             create_time: Utc::now(),
                             complete_time: None,
                             trace_context: Default::default(),
+                            late_result: None,
                         };
                         for state in states {
                             let _ =

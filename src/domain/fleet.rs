@@ -3,7 +3,7 @@
 //! newest for its connector, sets the observed state; a heartbeat never
 //! overrides a newer desired state.
 
-use super::model::{Command, CommandKind, Connector, ConnectorState, TimeRange};
+use super::model::{Command, CommandKind, CommandStatus, Connector, ConnectorState, TimeRange};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -199,6 +199,30 @@ pub fn reportable(state: ConnectorState) -> bool {
     )
 }
 
+/// What recording an agent's result does to the command it answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResultDisposition {
+    /// The command was with the agent: it completes (SUCCEEDED / FAILED).
+    Complete,
+    /// A newer command superseded it after the agent received it: the
+    /// answer is kept as its late result, and the status stays SUPERSEDED.
+    Late,
+    /// A duplicate, or a command this agent was never handed: nothing.
+    Ignore,
+}
+
+/// How `session`'s result for `command` is recorded.
+pub fn result_disposition(command: &Command, session: &Session) -> ResultDisposition {
+    if command.agent_id != session.agent_id {
+        return ResultDisposition::Ignore;
+    }
+    match command.status {
+        CommandStatus::Delivered => ResultDisposition::Complete,
+        CommandStatus::Superseded if command.late_result.is_none() => ResultDisposition::Late,
+        _ => ResultDisposition::Ignore,
+    }
+}
+
 /// What a command's result changes on its connector. None when the command
 /// is no longer the newest for the connector: a newer desired state wins.
 pub fn result_effect(
@@ -312,7 +336,8 @@ pub fn status_effect(
 }
 
 /// A command waiting for delivery, with the agent that runs its connector
-/// (empty if none).
+/// (empty if none): the one holding an unanswered command this one
+/// superseded (it may be carrying that out), else the connector's runner.
 #[derive(Clone, Debug)]
 pub struct Deliverable {
     pub command_id: String,
@@ -391,7 +416,7 @@ pub fn assign_local(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{CommandStatus, ConnectorKind, Endpoint};
+    use crate::domain::{ConnectorKind, Endpoint};
 
     fn connector(generation: i64, state: ConnectorState) -> Connector {
         let endpoint = Endpoint {
@@ -440,6 +465,7 @@ mod tests {
             error_message: String::new(),
             create_time: Utc::now(),
             complete_time: None,
+            late_result: None,
         }
     }
 

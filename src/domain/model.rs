@@ -150,6 +150,10 @@ pub struct Command {
     pub complete_time: Option<DateTime<Utc>>,
     /// W3C trace context of the call that issued it; empty when untraced.
     pub trace_context: TraceContext,
+    /// SUPERSEDED only: what the agent answered after a newer command
+    /// superseded it (Succeeded or Failed), and when. Recorded, never
+    /// acted on.
+    pub late_result: Option<(CommandStatus, DateTime<Utc>)>,
 }
 
 /// A duration in whole microseconds, as stores keep latencies (saturating).

@@ -2,6 +2,7 @@
 
 use crate::helpers::*;
 use connector_control::proto::v1::{self, ConnectorState as S};
+use std::time::Duration;
 use tonic::Code;
 
 const RUNNING: i32 = S::Running as i32;
@@ -310,14 +311,35 @@ async fn a_result_for_an_older_generation_does_not_override_a_newer_pause() {
     let (app, mut agent) = app_with_agent().await;
     app.start(start_request("c1")).await.unwrap();
     let start = agent.next_command().await;
-    // Paused before the agent answered the (delivered) start.
+    // Paused before the agent answered the (delivered) start: the pause
+    // supersedes it and is handed over at once.
     app.pause(pause_request("c1")).await.unwrap();
-    agent.succeed(&start, S::Running).await;
-    // One command in flight per connector: the pause comes only now.
     let pause = agent.next_command().await;
     assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
-    assert_eq!(app.command_status(&start.id).await, "SUCCEEDED");
-    assert_eq!(app.get("c1").await.state, S::Pausing as i32);
+    assert_eq!(app.command_status(&start.id).await, "SUPERSEDED");
+    // The start's late answer is recorded, and the pause still holds.
+    agent.succeed(&start, S::Running).await;
+    eventually(Duration::from_secs(10), || async {
+        let late: String = app
+            .db
+            .client()
+            .await
+            .query_one(
+                "SELECT late_result FROM commands WHERE id = $1",
+                &[&start.id],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (late == "SUCCEEDED").then_some(())
+    })
+    .await;
+    let c1 = app.get("c1").await;
+    assert_eq!(
+        (c1.state, c1.desired_state),
+        (S::Pausing as i32, S::Stopped as i32)
+    );
+    assert_eq!(app.command_status(&start.id).await, "SUPERSEDED");
     agent.succeed(&pause, S::Stopped).await;
     app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
         .await;
@@ -339,22 +361,25 @@ async fn list_regions_counts_online_agents_and_connectors() {
 }
 
 #[tokio::test]
-async fn after_a_reconnect_only_the_oldest_open_command_is_delivered() {
+async fn after_a_reconnect_the_agent_is_handed_the_newest_command_only() {
     let (app, mut agent) = app_with_agent().await;
     app.start(start_request("c1")).await.unwrap();
     let start = agent.next_command().await;
-    app.pause(pause_request("c1")).await.unwrap();
     drop(agent);
+    app.pause(pause_request("c1")).await.unwrap();
 
+    // The pause, not the start it superseded: one step to what the
+    // operator asked.
     let mut again = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
-    assert_eq!(again.next_command().await.id, start.id);
-    again.succeed(&start, S::Running).await;
-    // Only now, the pause.
-    let pause = again.next_command().await;
+    let first = again.next_command().await;
     assert_eq!(
-        (pause.kind, pause.generation),
+        (first.kind, first.generation),
         (v1::CommandKind::Pause as i32, 2)
     );
+    assert_eq!(app.command_status(&start.id).await, "SUPERSEDED");
+    again.succeed(&first, S::Stopped).await;
+    app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
 }
 
 #[tokio::test]
@@ -380,11 +405,12 @@ async fn a_pause_goes_to_the_agent_whose_start_was_answered_late() {
     // A second, idle agent joins: less loaded than a1.
     let _a2 = TestAgent::connect(&app, hello("a2", "eu-2", "10.0.2.8")).await;
     app.pause(pause_request("c1")).await.unwrap();
-    a1.succeed(&start, S::Running).await;
-    // The start happened on a1, so the pause must reach a1, not a2.
+    // a1 holds the start it may be carrying out, so the pause must reach
+    // a1, not a2, before and whatever a1 answers.
     let pause = a1.next_command().await;
     assert_eq!(pause.kind, v1::CommandKind::Pause as i32);
-    assert_eq!(app.get("c1").await.agent_id, "a1");
+    a1.succeed(&start, S::Running).await;
+    app.connector_becomes("c1", |c| c.agent_id == "a1").await;
 }
 
 #[tokio::test]

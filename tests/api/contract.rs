@@ -408,17 +408,8 @@ async fn commands_are_claimed_once_redelivered_and_completed_with_fencing<S: Fle
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].1.id, accepted.id);
     assert_eq!(claimed[0].1.status, CommandStatus::Delivered);
-    // A pause waits while the start is unanswered: one in flight.
-    store.pause_connector(&pause("c1")).await.unwrap();
-    assert!(
-        store
-            .claim_commands("eu-2", &[(old.clone(), 16)], HOUR)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-
-    // A new session: the start is delivered again; the old one is fenced.
+    // A new session: the start is delivered again (same command); the old
+    // session is fenced.
     let new = store
         .open_session(&hello("ag", "eu-2", "10.0.2.7"))
         .await
@@ -442,28 +433,45 @@ async fn commands_are_claimed_once_redelivered_and_completed_with_fencing<S: Fle
         store.complete_command(&old, &report).await,
         Err(StoreError::Fenced { .. })
     ));
-    let done = store
-        .complete_command(&new, &report)
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(done.status, CommandStatus::Succeeded);
-    assert!(
-        store
-            .complete_command(&new, &report)
-            .await
-            .unwrap()
-            .is_none()
+
+    // A pause supersedes the delivered, unanswered start at once: the
+    // agent is handed the pause, not the start first.
+    let paused = store.pause_connector(&pause("c1")).await.unwrap().command;
+    assert_eq!(
+        store.get_command(&accepted.id).await.unwrap().status,
+        CommandStatus::Superseded
     );
-    // The start was older than the pause: the pause stays, placement is set.
-    let connector = store.get_connector("c1").await.unwrap();
-    assert_eq!(connector.state, ConnectorState::Pausing);
-    assert_eq!(connector.agent_id, "ag");
     let pause = store
         .claim_commands("eu-2", &[(new.clone(), 16)], HOUR)
         .await
         .unwrap();
     assert_eq!(pause.len(), 1);
+    assert_eq!(pause[0].1.id, paused.id);
+
+    // The start's late answer is recorded, and overrides nothing.
+    let late = store
+        .complete_command(&new, &report)
+        .await
+        .unwrap()
+        .expect("a late result is recorded");
+    assert_eq!(late.status, CommandStatus::Superseded);
+    assert_eq!(
+        late.late_result.map(|(status, _)| status),
+        Some(CommandStatus::Succeeded)
+    );
+    assert!(
+        store
+            .complete_command(&new, &report)
+            .await
+            .unwrap()
+            .is_none(),
+        "a duplicate late answer changes nothing"
+    );
+    // The start was older than the pause: the pause stays, placement is set.
+    let connector = store.get_connector("c1").await.unwrap();
+    assert_eq!(connector.state, ConnectorState::Pausing);
+    assert_eq!(connector.desired_state, ConnectorState::Stopped);
+    assert_eq!(connector.agent_id, "ag");
     store.release_command(&new, &pause[0].1.id).await.unwrap();
     assert_eq!(
         store.get_command(&pause[0].1.id).await.unwrap().status,

@@ -128,12 +128,91 @@ async fn agents_of_a_killed_replica_get_their_commands_from_another() {
     })
     .await;
     drop(bystander);
+    // Its session's end is audited, as swept from a dead replica.
+    assert_eq!(
+        client
+            .query_one(
+                "SELECT count(*) FROM audit_events WHERE action = 'AGENT_SESSION_END'
+                 AND reason = 'REPLICA_DEAD' AND detail LIKE 'agent gone %'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
     let replica_of_a1: String = client
         .query_one("SELECT replica_id FROM agents WHERE id = 'a1'", &[])
         .await
         .unwrap()
         .get(0);
     assert_eq!(replica_of_a1, "replica-b");
+}
+
+#[tokio::test]
+async fn a_pause_through_another_replica_is_what_a_reconnecting_agent_gets_first() {
+    let db = TestDatabase::create().await;
+    let mut a = replica(&db, "replica-a", "2s");
+    let b = replica(&db, "replica-b", "2s");
+    let mut via_a = client(&a).await;
+    let mut via_b = client(&b).await;
+    create(&mut via_b, "c1", "eu-2").await;
+    let mut agent =
+        TestAgent::connect_to(channel_to(&a.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    // Replica a delivers START (generation 1) and is killed before the
+    // agent's answer is recorded.
+    let started = start(&mut via_a, "c1").await;
+    let start_command = agent.next_command().await;
+    assert_eq!(start_command.id, started.id);
+    a.child.kill().unwrap();
+    a.child.wait().unwrap();
+    // An operator pauses through b (generation 2).
+    let paused = via_b
+        .pause_connector(pause_request("c1"))
+        .await
+        .unwrap()
+        .into_inner()
+        .command
+        .unwrap();
+    assert_eq!(paused.generation, 2);
+
+    // Reconnecting to b, the agent is handed the pause first: one step to
+    // what the operator asked, not the start again.
+    let mut agent =
+        TestAgent::connect_to(channel_to(&b.addr).await, hello("a1", "eu-2", "10.0.2.7")).await;
+    let first = agent.next_command().await;
+    assert_eq!(
+        (first.id.as_str(), first.generation),
+        (paused.id.as_str(), 2)
+    );
+    // It had applied the start before: its late answer is recorded and
+    // undoes nothing.
+    agent.succeed(&start_command, S::Running).await;
+    agent.succeed(&first, S::Stopped).await;
+    state_becomes(&via_b, "c1", S::Stopped).await;
+    let client = db.client().await;
+    eventually(Duration::from_secs(30), || async {
+        let row = client
+            .query_one(
+                "SELECT status, late_result, delivery_attempts FROM commands WHERE id = $1",
+                &[&started.id],
+            )
+            .await
+            .unwrap();
+        let seen = (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i32>(2),
+        );
+        (seen == ("SUPERSEDED".to_owned(), "SUCCEEDED".to_owned(), 1)).then_some(())
+    })
+    .await;
+    let c1 = via_b
+        .get_connector(v1::GetConnectorRequest { id: "c1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(c1.desired_state, S::Stopped as i32);
 }
 
 #[tokio::test]

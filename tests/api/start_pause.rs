@@ -377,7 +377,7 @@ async fn pause_supersedes_a_start_that_no_agent_received() {
 }
 
 #[tokio::test]
-async fn pause_leaves_a_start_already_delivered_to_an_agent_alone() {
+async fn pause_supersedes_a_start_already_delivered_to_an_agent() {
     let app = app_with("c1").await;
     let start = app
         .start(start_request("c1"))
@@ -390,8 +390,10 @@ async fn pause_leaves_a_start_already_delivered_to_an_agent_alone() {
         start.id
     ))
     .await;
-    app.pause(pause_request("c1")).await.unwrap();
-    assert_eq!(command_status(&app, &start.id).await, "DELIVERED");
+    let pause = app.pause(pause_request("c1")).await.unwrap();
+    assert_eq!(command_status(&app, &start.id).await, "SUPERSEDED");
+    // Where the start was headed: it was delivered, so the region it set.
+    assert_eq!(pause.command.unwrap().region, "eu-2");
 }
 
 #[tokio::test]

@@ -15,12 +15,23 @@ use std::time::Duration;
 
 #[derive(Clone, Debug)]
 enum Op {
-    Start { pull_back_minutes: Option<u16> },
+    Start {
+        pull_back_minutes: Option<u16>,
+    },
     Pause,
     Deliver,
-    Answer { success: bool },
-    Heartbeat { state: ConnectorState, behind: bool },
-    Reconnect,
+    Answer {
+        success: bool,
+    },
+    Heartbeat {
+        state: ConnectorState,
+        behind: bool,
+    },
+    /// A new session; `forget`: the agent lost what it held (a restart),
+    /// else it may still answer it, late, on the new session.
+    Reconnect {
+        forget: bool,
+    },
     Sweep,
 }
 
@@ -39,7 +50,7 @@ fn op() -> impl Strategy<Value = Op> {
             any::<bool>()
         )
             .prop_map(|(state, behind)| Op::Heartbeat { state, behind }),
-        1 => Just(Op::Reconnect),
+        1 => any::<bool>().prop_map(|forget| Op::Reconnect { forget }),
         1 => Just(Op::Sweep),
     ]
 }
@@ -157,6 +168,12 @@ async fn apply(world: &mut World, op: &Op) {
                 .claim_commands("eu-2", &[(world.session.clone(), 16)], hour)
                 .await
                 .unwrap();
+            // What the agent is handed is what the newest generation asks:
+            // never an older command first.
+            let generation = world.store.get_connector("c1").await.unwrap().generation;
+            for (_, command) in &claimed {
+                assert_eq!(command.generation, generation, "an older command delivered");
+            }
             world.held.extend(claimed.into_iter().map(|(_, c)| c));
         }
         Op::Answer { success } => {
@@ -177,11 +194,18 @@ async fn apply(world: &mut World, op: &Op) {
                 error_message: String::new(),
                 status: Some(observed(state, command.generation)),
             };
-            world
+            let before = world.store.get_command(&command.id).await.unwrap();
+            let recorded = world
                 .store
                 .complete_command(&world.session, &report)
                 .await
                 .unwrap();
+            // A superseded command's answer is kept, and nothing else.
+            if before.status == CommandStatus::Superseded && before.late_result.is_none() {
+                let recorded = recorded.expect("a late result is recorded");
+                assert_eq!(recorded.status, CommandStatus::Superseded);
+                assert!(recorded.late_result.is_some());
+            }
         }
         Op::Heartbeat { state, behind } => {
             let connector = world.store.get_connector("c1").await.unwrap();
@@ -196,9 +220,12 @@ async fn apply(world: &mut World, op: &Op) {
                 .await
                 .unwrap();
         }
-        Op::Reconnect => {
-            // Whatever the agent held is delivered again to the new session.
-            world.held.clear();
+        Op::Reconnect { forget } => {
+            // Whatever the agent held and is still the newest is delivered
+            // again to the new session.
+            if *forget {
+                world.held.clear();
+            }
             world.session = world.store.open_session(&hello()).await.unwrap();
         }
         Op::Sweep => {
@@ -227,14 +254,6 @@ async fn check(world: &World) -> Result<(), TestCaseError> {
                 .map_err(|e| TestCaseError::fail(format!("accepted command {id} is gone: {e}")))?,
         );
     }
-    // One command at a time is with the agent. (Several may be pending: a
-    // start that was delivered, then requeued when the session ended, is
-    // not superseded by a pause accepted meanwhile; both go, in order.)
-    let delivered = commands
-        .iter()
-        .filter(|c| c.status == CommandStatus::Delivered)
-        .count();
-    prop_assert!(delivered <= 1, "two delivered: {commands:?}");
     let Some(newest) = commands.iter().max_by_key(|c| c.generation) else {
         // Never started here: only what its agent observes (it may adopt a
         // connector that already ran), never a transition in progress.
@@ -250,6 +269,19 @@ async fn check(world: &World) -> Result<(), TestCaseError> {
         return Ok(());
     };
     prop_assert_eq!(connector.generation, newest.generation);
+    // Only the newest command may be open: a newer one supersedes the
+    // older ones, delivered or not, so that a reconnecting agent is handed
+    // what the newest generation asks, in one step.
+    for command in commands.iter().filter(|c| c.id != newest.id) {
+        prop_assert!(
+            command.status.is_final(),
+            "an older open command: {command:?}"
+        );
+    }
+    // Late answers are kept only on superseded commands.
+    for command in commands.iter().filter(|c| c.late_result.is_some()) {
+        prop_assert_eq!(command.status, CommandStatus::Superseded);
+    }
     // The newest command is never dropped: it is open (so it will reach
     // the agent) or it ended with the agent's answer.
     prop_assert!(

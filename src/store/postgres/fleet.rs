@@ -5,7 +5,10 @@ use super::error::translate;
 use super::listen;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::{PgStore, insert_audit};
-use crate::domain::fleet::{Candidate, Deliverable, assign_local, result_effect, status_effect};
+use crate::domain::fleet::{
+    Candidate, Deliverable, ResultDisposition, assign_local, result_disposition, result_effect,
+    status_effect,
+};
 use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::{
     Agent, Command, CommandReport, CommandStatus, ConnectorUpdate, Hello, ObservedStatus,
@@ -469,16 +472,23 @@ impl FleetStore for PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
-        // The oldest open command of each connector, if it is pending (one
-        // delivered and unanswered blocks the rest). Rows another claim or a
-        // Start/Pause holds are skipped, never waited for.
+        // Pending commands: each is its connector's only open one (a newer
+        // command supersedes the older ones). Rows another claim or a
+        // Start/Pause holds are skipped, never waited for. The runner is
+        // the agent still holding an unanswered command this one
+        // superseded (it may be carrying it out), else the connector's.
         let candidates = tx
             .prepare_cached(
-                "SELECT c.id, k.agent_id FROM commands c JOIN connectors k ON k.id = c.connector_id
+                "SELECT c.id,
+                        COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
+                                              THEN p.agent_id END
+                                  FROM commands p
+                                  WHERE p.connector_id = c.connector_id
+                                    AND p.generation < c.generation AND p.agent_id <> ''
+                                  ORDER BY p.generation DESC LIMIT 1),
+                                 k.agent_id)
+                 FROM commands c JOIN connectors k ON k.id = c.connector_id
                  WHERE c.status = 'PENDING' AND c.region = $1
-                   AND c.generation = (SELECT min(p.generation) FROM commands p
-                                       WHERE p.connector_id = c.connector_id
-                                         AND p.status IN ('PENDING', 'DELIVERED'))
                  ORDER BY c.create_time
                  LIMIT $2
                  FOR UPDATE OF c, k SKIP LOCKED",
@@ -633,20 +643,26 @@ impl FleetStore for PgStore {
                 .await
                 .map_err(translate)?,
         )?;
-        if command.status != CommandStatus::Delivered || command.agent_id != session.agent_id {
-            return Ok(None);
-        }
-        let status = if report.success {
+        let outcome = if report.success {
             CommandStatus::Succeeded
         } else {
             CommandStatus::Failed
         };
+        let complete = match result_disposition(&command, session) {
+            ResultDisposition::Ignore => return Ok(None),
+            ResultDisposition::Complete => {
+                "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
+                                     complete_time = now()"
+            }
+            // The status stays SUPERSEDED; the answer is kept.
+            ResultDisposition::Late => {
+                "UPDATE commands SET late_result = $2, error_reason = $3, error_message = $4,
+                                     late_result_time = now()"
+            }
+        };
         let complete = tx
             .prepare_cached(&format!(
-                "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
-                                     complete_time = now()
-                 WHERE id = $1
-                 RETURNING {COMMAND_COLUMNS}"
+                "{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"
             ))
             .await
             .map_err(translate)?;
@@ -655,7 +671,7 @@ impl FleetStore for PgStore {
                 &complete,
                 &[
                     &command.id,
-                    &status.as_str(),
+                    &outcome.as_str(),
                     &report.error_reason,
                     &report.error_message,
                 ],

@@ -268,10 +268,12 @@ impl PgStore {
 
         let transition = decide(change, &tx, &connector).await?;
 
+        // Every older unanswered command, delivered or not: the agent is
+        // handed what the newest generation asks, never an older one first.
         let supersede = tx
             .prepare_cached(
                 "UPDATE commands SET status = 'SUPERSEDED', complete_time = now()
-                 WHERE connector_id = $1 AND status = 'PENDING'",
+                 WHERE connector_id = $1 AND status IN ('PENDING', 'DELIVERED')",
             )
             .await
             .map_err(translate)?;

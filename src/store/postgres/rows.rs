@@ -21,7 +21,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
-    trace_context";
+    trace_context, late_result, late_result_time";
 
 fn parse_text<T>(
     row: &Row,
@@ -98,5 +98,10 @@ pub fn command_from_row(row: &Row) -> Result<Command, StoreError> {
         create_time: get(row, "create_time")?,
         complete_time: get(row, "complete_time")?,
         trace_context: trace_context_from_text(&get::<String>(row, "trace_context")?),
+        late_result: CommandStatus::parse(get(row, "late_result")?).zip(get::<
+            Option<DateTime<Utc>>,
+        >(
+            row, "late_result_time"
+        )?),
     })
 }

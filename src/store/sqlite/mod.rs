@@ -16,8 +16,8 @@ use super::{
     StoreError, Wakeup, WakeupHandler, escape_like, fold,
 };
 use crate::domain::fleet::{
-    Candidate, Deliverable, SessionEnd, assign_local, result_effect, session_ended,
-    session_started, status_effect,
+    Candidate, Deliverable, ResultDisposition, SessionEnd, assign_local, result_disposition,
+    result_effect, session_ended, session_started, status_effect,
 };
 use crate::domain::{
     Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, CommandStatus, Connector,
@@ -246,9 +246,10 @@ fn transition(
     let transition =
         change.decide_with(&connector, region_known, undelivered_start_from.as_deref())?;
     let at = text(now());
+    // Every older unanswered command, delivered or not (see PostgreSQL).
     tx.prepare_cached(
         "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
-         WHERE connector_id = ?1 AND status = 'PENDING'",
+         WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
     )
     .map_err(translate)?
     .execute(params![connector_id, at])
@@ -933,11 +934,18 @@ impl FleetStore for SqliteStore {
                 .map_err(translate)?;
             let deliverable: Vec<Deliverable> = tx
                 .prepare_cached(
-                    "SELECT c.id, k.agent_id FROM commands c JOIN connectors k ON k.id = c.connector_id
+                    // The runner as in PostgreSQL's claim.
+                    "SELECT c.id,
+                            COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED'
+                                                       AND p.late_result = ''
+                                                  THEN p.agent_id END
+                                      FROM commands p
+                                      WHERE p.connector_id = c.connector_id
+                                        AND p.generation < c.generation AND p.agent_id <> ''
+                                      ORDER BY p.generation DESC LIMIT 1),
+                                     k.agent_id)
+                     FROM commands c JOIN connectors k ON k.id = c.connector_id
                      WHERE c.status = 'PENDING' AND c.region = ?1
-                       AND c.generation = (SELECT min(p.generation) FROM commands p
-                                           WHERE p.connector_id = c.connector_id
-                                             AND p.status IN ('PENDING', 'DELIVERED'))
                      ORDER BY c.create_time
                      LIMIT ?2",
                 )
@@ -1037,28 +1045,34 @@ impl FleetStore for SqliteStore {
             let Some(command) = get_command(&tx, &report.command_id)? else {
                 return Ok(None);
             };
-            if command.status != CommandStatus::Delivered || command.agent_id != session.agent_id {
-                return Ok(None);
-            }
+            let complete = match result_disposition(&command, &session) {
+                ResultDisposition::Ignore => return Ok(None),
+                ResultDisposition::Complete => {
+                    "UPDATE commands SET status = ?2, error_reason = ?3, error_message = ?4,
+                                         complete_time = ?5"
+                }
+                // The status stays SUPERSEDED; the answer is kept.
+                ResultDisposition::Late => {
+                    "UPDATE commands SET late_result = ?2, error_reason = ?3, error_message = ?4,
+                                         late_result_time = ?5"
+                }
+            };
             let connector = get_connector(&tx, &command.connector_id)?
                 .ok_or_else(|| StoreError::Internal("a command without connector".to_owned()))?;
-            let status = if report.success {
+            let outcome = if report.success {
                 CommandStatus::Succeeded
             } else {
                 CommandStatus::Failed
             };
             let completed = tx
                 .prepare_cached(&format!(
-                    "UPDATE commands SET status = ?2, error_reason = ?3, error_message = ?4,
-                                         complete_time = ?5
-                     WHERE id = ?1
-                     RETURNING {COMMAND_COLUMNS}"
+                    "{complete} WHERE id = ?1 RETURNING {COMMAND_COLUMNS}"
                 ))
                 .map_err(translate)?
                 .query_row(
                     params![
                         command.id,
-                        status.as_str(),
+                        outcome.as_str(),
                         report.error_reason,
                         report.error_message,
                         text(now())

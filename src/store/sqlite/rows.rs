@@ -21,7 +21,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
-    trace_context";
+    trace_context, late_result, late_result_time";
 
 /// The stored form of a time.
 pub fn text(time: DateTime<Utc>) -> String {
@@ -103,5 +103,7 @@ pub fn command_from_row(row: &Row<'_>) -> Result<Command, StoreError> {
         create_time: time(row, "create_time")?.unwrap_or_default(),
         complete_time: time(row, "complete_time")?,
         trace_context: trace_context_from_text(&get::<String>(row, "trace_context")?),
+        late_result: CommandStatus::parse(&get::<String>(row, "late_result")?)
+            .zip(time(row, "late_result_time")?),
     })
 }
