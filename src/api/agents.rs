@@ -15,11 +15,13 @@ use tracing::instrument;
 pub struct AgentApi<S> {
     fleet: Arc<Fleet<S>>,
     store: S,
+    /// Sessions are checked again against it at every reload.
+    auth: crate::auth::Authenticator,
 }
 
 impl<S: FleetStore> AgentApi<S> {
-    pub fn new(fleet: Arc<Fleet<S>>, store: S) -> Self {
-        Self { fleet, store }
+    pub fn new(fleet: Arc<Fleet<S>>, store: S, auth: crate::auth::Authenticator) -> Self {
+        Self { fleet, store, auth }
     }
 }
 
@@ -35,8 +37,14 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         let principal =
             auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
         let actor = super::actor(&request);
-        let stream =
-            fleet::connect(self.fleet.clone(), request.into_inner(), principal, actor).await?;
+        let stream = fleet::connect(
+            self.fleet.clone(),
+            request.into_inner(),
+            principal,
+            actor,
+            self.auth.clone(),
+        )
+        .await?;
         Ok(Response::new(stream))
     }
 

@@ -179,6 +179,24 @@ fn auth_status(error: crate::auth::AuthError) -> Status {
             ],
             no_details,
         ),
+        AuthError::Revoked {
+            principal,
+            reason,
+            removed,
+        } => status(
+            if removed {
+                Code::Unauthenticated
+            } else {
+                Code::PermissionDenied
+            },
+            ErrorReason::CredentialsRevoked,
+            format!(
+                "{reason} (it was reloaded while this call was open); the call is ended: \
+                 call again with current credentials"
+            ),
+            &[("principal", principal)],
+            no_details,
+        ),
         AuthError::AgentClaimRefused { principal, reason } => status(
             Code::PermissionDenied,
             ErrorReason::PermissionDenied,

@@ -82,6 +82,8 @@ pub struct ConnectorApi<S> {
     offline_after: Duration,
     limiter: limits::ChangeLimiter,
     latency_alert: Duration,
+    /// `wait` calls are checked again against it at every reload.
+    auth: auth::Authenticator,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -108,6 +110,31 @@ impl<S: FleetStore> ConnectorApi<S> {
             offline_after,
             limiter: limits::ChangeLimiter::default(),
             latency_alert: DEFAULT_LATENCY_ALERT,
+            auth: auth::Authenticator::open(),
+        }
+    }
+
+    /// Ends `wait` calls of principals a reload of `auth` revokes.
+    pub fn with_auth(mut self, auth: auth::Authenticator) -> Self {
+        self.auth = auth;
+        self
+    }
+
+    /// Completes when a reload of the auth file no longer lets `principal`
+    /// operate connectors.
+    async fn revoked(&self, principal: &auth::Principal) -> auth::AuthError {
+        let mut reloads = self.auth.reloads();
+        loop {
+            if reloads.changed().await.is_err() {
+                // The authenticator is gone: nothing will be revoked.
+                std::future::pending::<()>().await;
+            }
+            if let Err(error) = self
+                .auth
+                .still_allows(principal, Permission::ConnectorsOperate)
+            {
+                return error;
+            }
         }
     }
 
@@ -143,6 +170,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         outcome: CommandOutcome,
         deadline: Instant,
+        principal: &auth::Principal,
     ) -> Result<CommandOutcome, ApiError> {
         let command = outcome.command.clone();
         if command.status.is_final() {
@@ -173,6 +201,11 @@ impl<S: FleetStore> ConnectorApi<S> {
                 Err(_elapsed) => Err(WaitEnd::Deadline),
             },
             _ = draining.wait_for(|draining| *draining) => Err(WaitEnd::Draining),
+            revoked = self.revoked(principal) => {
+                warn!(principal = %principal.name, command_id = %command.id,
+                      "a wait ended: its principal's credentials were revoked");
+                return Err(ApiError::from(revoked));
+            }
         };
         match end {
             Ok(command) => {
@@ -441,7 +474,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 .map_err(ApiError::from)?;
             self.accepted(&outcome);
             if message.wait {
-                outcome = self.confirm(outcome, deadline).await?;
+                outcome = self.confirm(outcome, deadline, &principal).await?;
             }
             Ok(Response::new(v1::StartConnectorResponse {
                 connector: Some(self.view(outcome.connector)),
@@ -487,7 +520,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 .map_err(ApiError::from)?;
             self.accepted(&outcome);
             if message.wait {
-                outcome = self.confirm(outcome, deadline).await?;
+                outcome = self.confirm(outcome, deadline, &principal).await?;
             }
             Ok(Response::new(v1::PauseConnectorResponse {
                 connector: Some(self.view(outcome.connector)),

@@ -120,6 +120,31 @@ pub struct Principal {
     pub agent_id: Option<String>,
     /// Without an auth file every caller may do everything.
     pub unrestricted: bool,
+    /// What proved it, so that a stream or a wait can be checked again
+    /// against a reloaded auth file.
+    pub credential: Credential,
+}
+
+/// What authenticated a principal.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// No auth file: nothing to check.
+    None,
+    /// A bearer token, by its SHA-256 digest.
+    Token([u8; 32]),
+    /// A client certificate, by the names it carries.
+    Certificate(Vec<String>),
+}
+
+/// Never prints a token's digest.
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Credential::None => f.write_str("None"),
+            Credential::Token(_) => f.write_str("Token(<redacted>)"),
+            Credential::Certificate(names) => f.debug_tuple("Certificate").field(names).finish(),
+        }
+    }
 }
 
 impl Principal {
@@ -131,6 +156,7 @@ impl Principal {
             region: None,
             agent_id: None,
             unrestricted: true,
+            credential: Credential::None,
         }
     }
 
@@ -176,6 +202,14 @@ pub enum AuthError {
     /// allow.
     #[error("{reason}")]
     AgentClaimRefused { principal: String, reason: String },
+    /// A stream or a `wait` of a principal that a reloaded auth file no
+    /// longer has (`removed`), or no longer allows what it is doing.
+    #[error("{reason}")]
+    Revoked {
+        principal: String,
+        reason: String,
+        removed: bool,
+    },
 }
 
 impl fmt::Display for Permission {
@@ -293,6 +327,8 @@ impl Principals {
                     region: p.region,
                     agent_id: p.agent_id,
                     unrestricted: false,
+                    // Set to what the caller presented, when authenticated.
+                    credential: Credential::None,
                 },
                 token_sha256: digest,
                 tls_client_name: p.tls_client_name,
@@ -309,23 +345,31 @@ impl Principals {
         self.entries.is_empty()
     }
 
-    /// The principal whose token is `token`. Every entry is compared, in
-    /// constant time, so timing tells nothing about which digest is close.
-    fn find(&self, token: &str) -> Option<&Principal> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    /// The principal whose token is `token`.
+    fn find(&self, token: &str) -> Option<Principal> {
+        self.find_digest(&Sha256::digest(token.as_bytes()).into())
+    }
+
+    /// The principal whose token has this digest. Every entry is compared,
+    /// in constant time, so timing tells nothing about which digest is
+    /// close.
+    fn find_digest(&self, digest: &[u8; 32]) -> Option<Principal> {
         let mut found = None;
         for entry in &self.entries {
             if let Some(expected) = &entry.token_sha256
-                && bool::from(expected.ct_eq(&digest))
+                && bool::from(expected.ct_eq(digest))
             {
                 found = Some(&entry.principal);
             }
         }
-        found
+        found.map(|principal| Principal {
+            credential: Credential::Token(*digest),
+            ..principal.clone()
+        })
     }
 
     /// The principal a client certificate with these names stands for.
-    fn find_certificate(&self, names: &[String]) -> Option<&Principal> {
+    fn find_certificate(&self, names: &[String]) -> Option<Principal> {
         self.entries
             .iter()
             .find(|e| {
@@ -333,7 +377,19 @@ impl Principals {
                     .as_ref()
                     .is_some_and(|wanted| names.contains(wanted))
             })
-            .map(|e| &e.principal)
+            .map(|e| Principal {
+                credential: Credential::Certificate(names.to_vec()),
+                ..e.principal.clone()
+            })
+    }
+
+    /// The principal the same credential stands for in this version.
+    fn find_credential(&self, credential: &Credential) -> Option<Principal> {
+        match credential {
+            Credential::None => None,
+            Credential::Token(digest) => self.find_digest(digest),
+            Credential::Certificate(names) => self.find_certificate(names),
+        }
     }
 }
 
@@ -364,6 +420,8 @@ pub fn token_sha256(token: &str) -> String {
 pub struct Authenticator {
     file: Option<PathBuf>,
     principals: Arc<RwLock<Arc<Principals>>>,
+    /// Bumped at every reload that took effect.
+    reloaded: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Authenticator {
@@ -372,6 +430,7 @@ impl Authenticator {
         Self {
             file: None,
             principals: Arc::default(),
+            reloaded: Arc::new(tokio::sync::watch::channel(0).0),
         }
     }
 
@@ -381,7 +440,51 @@ impl Authenticator {
         Ok(Self {
             file: Some(path.to_owned()),
             principals: Arc::new(RwLock::new(Arc::new(principals))),
+            reloaded: Arc::new(tokio::sync::watch::channel(0).0),
         })
+    }
+
+    /// Changes after every reload that took effect: streams and waits
+    /// check their principal again then (`still_allows`).
+    pub fn reloads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reloaded.subscribe()
+    }
+
+    /// `principal`, as the auth file in force now knows it, if it still
+    /// may do `permission`: a stream or a `wait` that began before a
+    /// reload ends when this fails (`AuthError::Revoked`).
+    pub fn still_allows(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+    ) -> Result<Principal, AuthError> {
+        if !self.enabled() || principal.credential == Credential::None {
+            return Ok(principal.clone());
+        }
+        let principals = self.principals.read().unwrap().clone();
+        let Some(current) = principals.find_credential(&principal.credential) else {
+            return Err(AuthError::Revoked {
+                principal: principal.name.clone(),
+                reason: format!(
+                    "the credentials of principal {} were removed from the auth file",
+                    principal.name
+                ),
+                removed: true,
+            });
+        };
+        if !current.allows(permission) {
+            return Err(AuthError::Revoked {
+                principal: current.name.clone(),
+                reason: format!(
+                    "principal {} (now role {}) no longer has permission {permission} in the \
+                     reloaded auth file",
+                    current.name,
+                    current.role.as_str()
+                ),
+                removed: false,
+            });
+        }
+        Ok(current)
     }
 
     pub fn enabled(&self) -> bool {
@@ -397,6 +500,7 @@ impl Authenticator {
         let principals = load(path)?;
         let count = principals.len();
         *self.principals.write().unwrap() = Arc::new(principals);
+        self.reloaded.send_modify(|n| *n = n.wrapping_add(1));
         Ok(count)
     }
 
@@ -421,7 +525,6 @@ impl Authenticator {
             let principals = self.principals.read().unwrap().clone();
             return principals
                 .find_certificate(certificate_names)
-                .cloned()
                 .ok_or_else(|| {
                     AuthError::Unauthenticated(format!(
                         "the client certificate ({}) is no principal's tls_client_name, and no \
@@ -444,7 +547,7 @@ impl Authenticator {
                 )
             })?;
         let principals = self.principals.read().unwrap().clone();
-        principals.find(token).cloned().ok_or_else(|| {
+        principals.find(token).ok_or_else(|| {
             AuthError::Unauthenticated("unknown token: it matches no principal".to_owned())
         })
     }
@@ -633,6 +736,7 @@ mod tests {
             region: Some("eu-1".into()),
             agent_id: Some("eu-1a".into()),
             unrestricted: false,
+            credential: Credential::None,
         };
         assert!(agent.agent_claim_refused("eu-1a", "eu-1").is_none());
         assert!(agent.agent_claim_refused("eu-1a", "eu-2").is_some());

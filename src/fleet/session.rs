@@ -2,7 +2,7 @@
 
 use super::{Fleet, SESSION_QUEUE};
 use crate::api::{ApiError, agent_convert};
-use crate::auth::{AuthError, Principal};
+use crate::auth::{AuthError, Authenticator, Permission, Principal};
 use crate::domain::{Actor, CommandReport, ObservedStatus, Session, SessionEnd};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
@@ -55,6 +55,7 @@ pub async fn connect<S: FleetStore>(
     mut inbound: Streaming<AgentMessage>,
     principal: Principal,
     actor: Actor,
+    auth: Authenticator,
 ) -> Result<ReceiverStream<Result<ControlMessage, Status>>, Status> {
     let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
         .await
@@ -124,6 +125,9 @@ pub async fn connect<S: FleetStore>(
         .map(|age| Instant::now() + jittered(age));
     let mut served = Served {
         fleet,
+        reloads: auth.reloads(),
+        auth,
+        principal,
         session,
         outbound,
         reported: HashMap::new(),
@@ -177,10 +181,16 @@ enum End {
     Recycle(&'static str),
     /// The agent broke the protocol.
     Violation(Status),
+    /// A reloaded auth file no longer lets its principal connect it.
+    Revoked(Status),
 }
 
 struct Served<S> {
     fleet: Arc<Fleet<S>>,
+    /// Who opened the session, checked again at every auth file reload.
+    auth: Authenticator,
+    principal: Principal,
+    reloads: tokio::sync::watch::Receiver<u64>,
     session: Session,
     outbound: super::Outbound,
     /// The last status written per connector: unchanged reports cost nothing.
@@ -246,6 +256,12 @@ impl<S: FleetStore> Served<S> {
                     };
                 }
                 _ = self.fleet.shutdown.cancelled() => return End::Draining,
+                Ok(()) = self.reloads.changed() => {
+                    match self.still_allowed() {
+                        Ok(()) => continue,
+                        Err(status) => return End::Revoked(status),
+                    }
+                }
                 message = inbound.message() => message,
             };
             let message = match message {
@@ -293,6 +309,27 @@ impl<S: FleetStore> Served<S> {
                 Err(error) => return Self::unrecordable(error),
             }
         }
+    }
+
+    /// Whether the reloaded auth file still lets the session's principal
+    /// connect this agent, in this region.
+    fn still_allowed(&mut self) -> Result<(), Status> {
+        let current = self
+            .auth
+            .still_allows(&self.principal, Permission::AgentsConnect)
+            .and_then(|current| {
+                match current.agent_claim_refused(&self.session.agent_id, &self.session.region) {
+                    Some(reason) => Err(AuthError::Revoked {
+                        principal: current.name.clone(),
+                        reason,
+                        removed: false,
+                    }),
+                    None => Ok(current),
+                }
+            })
+            .map_err(|error| Status::from(ApiError::from(error)))?;
+        self.principal = current;
+        Ok(())
     }
 
     /// A report that could not be recorded, and not for a passing outage,
@@ -454,6 +491,7 @@ impl<S: FleetStore> Served<S> {
                     .map(|info| info.reason)
                     .unwrap_or_else(|| crate::telemetry::rpc::code_name(status.code()).to_owned()),
             ),
+            End::Revoked(_) => SessionEnd::Revoked,
         };
         let farewell = match end {
             End::Gone => None,
@@ -473,6 +511,15 @@ impl<S: FleetStore> Served<S> {
                     retry_after: Some(prost_types::Duration::default()),
                 })),
             })),
+            End::Revoked(status) => {
+                warn!(
+                    agent_id = %self.session.agent_id,
+                    principal = %self.principal.name,
+                    message = status.message(),
+                    "ending the agent's session: its credentials were revoked"
+                );
+                Some(Err(status))
+            }
             End::Violation(status) => {
                 warn!(
                     agent_id = %self.session.agent_id,

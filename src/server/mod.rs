@@ -122,8 +122,9 @@ pub async fn serve<S: FleetStore>(
         fleet.offline_after(),
     )
     .with_limiter(ChangeLimiter::new(options.rate_limit))
-    .with_latency_alert(options.latency_alert);
-    let agents = AgentApi::new(fleet.clone(), store.clone());
+    .with_latency_alert(options.latency_alert)
+    .with_auth(options.auth.clone());
+    let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
