@@ -7,8 +7,8 @@
 //!     cargo bench --bench harness -- --server-arg=--poll-only   # an experiment
 //!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
-//! Scenarios (names for --only): throughput, latency, search, noop,
-//! delivery, streams, storm, embedded. Each starts the release server as a
+//! Scenarios (names for --only): throughput, latency, limiter, search,
+//! noop, delivery, streams, storm, embedded. Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -186,6 +186,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     let mut lines = Vec::new();
     if plan.runs("throughput") || plan.runs("latency") {
         lines.extend(common::with_database_returning(|url| changes(&plan, url)).await?);
+    }
+    if plan.runs("limiter") {
+        lines.extend(common::with_database_returning(|url| limiter(&plan, url)).await?);
     }
     if plan.runs("search") {
         lines.extend(common::with_database_returning(|url| search(&plan, url)).await?);
@@ -721,6 +724,82 @@ async fn single_starts(
     }
     let elapsed = started.elapsed() / 2;
     Ok((Stats::of(ours, elapsed), Stats::of(raw, elapsed)))
+}
+
+/// Start latency with one caller through a server whose rate limiter
+/// checks every call (an allowance no call exhausts) against a server
+/// without one, on the same database, call by call alternated.
+async fn limiter(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
+    let calls = plan.latency_calls as u64;
+    {
+        let db = sql(&url).await?;
+        connector_control::store::PgStore::connect(&url, 1)
+            .await?
+            .migrate()
+            .await?;
+        preload(&db, "l", calls + 100).await?;
+        preload(&db, "u", calls + 100).await?;
+        settle(&db).await?;
+    }
+    let allowance = "1000000";
+    let limited = server(
+        Some(&url),
+        None,
+        &[
+            "--admin-rate-limit",
+            allowance,
+            "--admin-rate-burst",
+            allowance,
+            "--operator-rate-limit",
+            allowance,
+        ],
+    )?;
+    let unlimited = server(Some(&url), None, &[])?;
+    let (mut with, mut without) = (
+        connectors_client(&limited.addr).await?,
+        connectors_client(&unlimited.addr).await?,
+    );
+    let start = |client: &mut ConnectorServiceClient<Channel>, id: String| {
+        let mut client = client.clone();
+        async move {
+            let t = Instant::now();
+            client
+                .start_connector(v1::StartConnectorRequest {
+                    id,
+                    ..Default::default()
+                })
+                .await?;
+            anyhow::Ok(t.elapsed())
+        }
+    };
+    // Warm both (connections, prepared statements).
+    for n in 1..=100 {
+        start(&mut with, connector_id("l", calls + n)).await?;
+        start(&mut without, connector_id("u", calls + n)).await?;
+    }
+    let (mut ours, mut baseline) = (Vec::new(), Vec::new());
+    let started = Instant::now();
+    for n in 1..=calls {
+        ours.push(start(&mut with, connector_id("l", n)).await?);
+        baseline.push(start(&mut without, connector_id("u", n)).await?);
+    }
+    let elapsed = started.elapsed() / 2;
+    let (ours, baseline) = (Stats::of(ours, elapsed), Stats::of(baseline, elapsed));
+    let ratio = ms(ours.p50) / ms(baseline.p50);
+    let line = Line {
+        scenario: "Start latency with the rate limiter, one caller".to_owned(),
+        ours: format!("{:.2} / {:.2} ms", ms(ours.p50), ms(ours.p99)),
+        baseline: format!(
+            "no limiter: {:.2} / {:.2} ms",
+            ms(baseline.p50),
+            ms(baseline.p99)
+        ),
+        ratio: format!("p50 {ratio:.2}x"),
+        target: "p50 <= 1.05x".to_owned(),
+        met: ratio <= 1.05,
+    };
+    report(&line);
+    Ok(vec![line])
 }
 
 /// Starts one after another through `addr` (the embedded-store line).

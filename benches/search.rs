@@ -45,7 +45,7 @@ async fn run(url: &str, count: u64) -> anyhow::Result<()> {
         listener,
         store,
         ServeOptions {
-            rate_limit: None,
+            rate_limits: connector_control::api::limits::RateLimits::off(),
             ..ServeOptions::default()
         },
         std::future::pending(),

@@ -71,20 +71,21 @@ impl Drop for Server {
 }
 
 /// `connector-control serve` on a free port with a 10 s heartbeat, no
-/// rate limit (a bench is one principal making many changes on purpose),
-/// its start-up line logged, and `args`.
+/// rate limit unless `args` sets one (a bench is one principal making many
+/// changes on purpose), its start-up line logged, and `args`.
 pub fn serve_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_connector-control"));
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--heartbeat-interval",
+        "10s",
+    ]);
+    if !args.iter().any(|arg| arg.ends_with("-rate-limit")) {
+        command.args(["--operator-rate-limit", "0", "--admin-rate-limit", "0"]);
+    }
     command
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--heartbeat-interval",
-            "10s",
-            "--rate-limit",
-            "0",
-        ])
         .args(args)
         .env("RUST_LOG", "warn,connector_control::server=info");
     command

@@ -26,6 +26,8 @@ pub enum ApiError {
     #[error("{principal} is over its rate limit")]
     RateLimited {
         principal: String,
+        role: &'static str,
+        limit: super::limits::RateLimit,
         retry_after: std::time::Duration,
     },
     #[error("command {command_id} not confirmed")]
@@ -127,6 +129,8 @@ impl From<ApiError> for Status {
             ApiError::Auth(error) => auth_status(error),
             ApiError::RateLimited {
                 principal,
+                role,
+                limit,
                 retry_after,
             } => {
                 // Whole milliseconds, at least one: what a person can read.
@@ -136,11 +140,20 @@ impl From<ApiError> for Status {
                     Code::ResourceExhausted,
                     ErrorReason::RateLimited,
                     format!(
-                        "principal {principal} made more changes (create, start, pause) than \
-                         its rate limit allows; retry in {} ms",
+                        "principal {principal} (role {role}) made more changes (create, start, \
+                         pause) than role {role} may: {} a second, in bursts of up to {} \
+                         (serve --{role}-rate-limit / --{role}-rate-burst); the limit keeps a \
+                         runaway caller from flooding the database. Retry in {} ms",
+                        limit.per_second,
+                        limit.burst,
                         retry_after.as_millis()
                     ),
-                    &[("principal", principal)],
+                    &[
+                        ("principal", principal),
+                        ("role", role.to_owned()),
+                        ("limit_per_second", limit.per_second.to_string()),
+                        ("burst", limit.burst.to_string()),
+                    ],
                     |details| {
                         details.set_retry_info(Some(retry_after));
                     },

@@ -370,7 +370,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         let result = async {
             let principal =
                 auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
-            self.limiter.check(&principal.name)?;
+            self.limiter.check(&principal)?;
             let mut new = convert::new_connector(request.into_inner())?;
             new.actor = audit.actor.clone();
             audit.connector_id.clone_from(&new.id);
@@ -461,7 +461,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         let result = async {
             let principal =
                 auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-            self.limiter.check(&principal.name)?;
+            self.limiter.check(&principal)?;
             let deadline = self.deadline(&request);
             let message = request.into_inner();
             let mut start = convert::start_request(&message)?;
@@ -507,7 +507,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         let result = async {
             let principal =
                 auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-            self.limiter.check(&principal.name)?;
+            self.limiter.check(&principal)?;
             let deadline = self.deadline(&request);
             let message = request.into_inner();
             let mut pause = convert::pause_request(&message)?;

@@ -7,6 +7,7 @@ mod render;
 
 pub use people::Failure;
 
+use crate::api::limits;
 use crate::auth::Authenticator;
 use crate::fleet::FleetOptions;
 use crate::server::{self, ServeOptions};
@@ -201,15 +202,29 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_TLS_CLIENT_CA", requires = "tls_cert")]
     pub tls_client_ca: Option<std::path::PathBuf>,
 
-    /// Changes (create, start, pause) each principal may make per second;
-    /// more are refused with RESOURCE_EXHAUSTED and a retry delay. 0: no
-    /// limit.
-    #[arg(long, env = "CONNECTOR_CONTROL_RATE_LIMIT", default_value_t = 10)]
-    pub rate_limit: u32,
+    /// Changes (create, start, pause) each operator principal may make per
+    /// second, sustained. Limits protect the database from a runaway
+    /// caller, not from a burst of legitimate changes; beyond them calls
+    /// get RESOURCE_EXHAUSTED with a retry delay. A batch call counts as
+    /// one change. 0: no limit.
+    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_LIMIT", default_value_t = limits::OPERATOR_RATE_LIMIT)]
+    pub operator_rate_limit: u32,
 
-    /// How many changes a principal may make at once above --rate-limit.
-    #[arg(long, env = "CONNECTOR_CONTROL_RATE_BURST", default_value_t = 20)]
-    pub rate_burst: u32,
+    /// How many changes an operator principal may make at once, before its
+    /// --operator-rate-limit applies.
+    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_BURST", default_value_t = limits::OPERATOR_RATE_BURST)]
+    pub operator_rate_burst: u32,
+
+    /// Changes each admin principal may make per second: services that
+    /// register connectors, and every caller without --auth-file. 0: no
+    /// limit.
+    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_LIMIT", default_value_t = limits::ADMIN_RATE_LIMIT)]
+    pub admin_rate_limit: u32,
+
+    /// How many changes an admin principal may make at once, before its
+    /// --admin-rate-limit applies.
+    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_BURST", default_value_t = limits::ADMIN_RATE_BURST)]
+    pub admin_rate_burst: u32,
 
     /// Serve a non-loopback address without --auth-file: anyone who can
     /// reach the port may start and pause every connector.
@@ -397,12 +412,10 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             address: listener.local_addr()?.to_string(),
         },
         auth: auth.clone(),
-        rate_limit: std::num::NonZeroU32::new(args.rate_limit).map(|per_second| {
-            crate::api::limits::RateLimit {
-                per_second,
-                burst: std::num::NonZeroU32::new(args.rate_burst).unwrap_or(per_second),
-            }
-        }),
+        rate_limits: limits::RateLimits {
+            operator: limits::RateLimit::new(args.operator_rate_limit, args.operator_rate_burst),
+            admin: limits::RateLimit::new(args.admin_rate_limit, args.admin_rate_burst),
+        },
         tls: crate::tls::server(
             args.tls_cert.as_deref(),
             args.tls_key.as_deref(),

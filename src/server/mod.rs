@@ -5,7 +5,7 @@ mod limits;
 
 use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
 
-use crate::api::limits::{ChangeLimiter, RateLimit};
+use crate::api::limits::{ChangeLimiter, RateLimits};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
 use crate::domain::PageTokenCodec;
@@ -18,7 +18,6 @@ use crate::proto::{
 use crate::store::{FleetStore, Store};
 use anyhow::Context;
 use std::future::Future;
-use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -52,8 +51,9 @@ pub struct ServeOptions {
     pub auth: Authenticator,
     /// TLS (and mutual TLS with a client CA); None serves plaintext.
     pub tls: Option<tonic::transport::ServerTlsConfig>,
-    /// Each principal's allowance of changes (create, start, pause).
-    pub rate_limit: Option<RateLimit>,
+    /// Each principal's allowance of changes (create, start, pause), by
+    /// role.
+    pub rate_limits: RateLimits,
     /// Connectors reporting more latency than this are flagged as lagging.
     pub latency_alert: Duration,
     /// How often the database-wide gauges are re-read (when metrics are
@@ -69,10 +69,7 @@ impl Default for ServeOptions {
             fleet: FleetOptions::new(Duration::from_secs(10)),
             auth: Authenticator::open(),
             tls: None,
-            rate_limit: Some(RateLimit {
-                per_second: NonZeroU32::new(10).expect("not zero"),
-                burst: NonZeroU32::new(20).expect("not zero"),
-            }),
+            rate_limits: RateLimits::default(),
             latency_alert: crate::api::DEFAULT_LATENCY_ALERT,
             metrics_interval: crate::telemetry::metrics::SAMPLE_INTERVAL,
         }
@@ -121,7 +118,7 @@ pub async fn serve<S: FleetStore>(
         fleet.signals(),
         fleet.offline_after(),
     )
-    .with_limiter(ChangeLimiter::new(options.rate_limit))
+    .with_limiter(ChangeLimiter::new(options.rate_limits))
     .with_latency_alert(options.latency_alert)
     .with_auth(options.auth.clone());
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());

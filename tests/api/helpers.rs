@@ -1,7 +1,7 @@
 //! Test harness: a fresh PostgreSQL database per test, migrated, and the real
 //! server on a port-0 listener reached through the generated tonic client.
 
-use connector_control::api::limits::RateLimit;
+use connector_control::api::limits::RateLimits;
 use connector_control::auth::Authenticator;
 use connector_control::fleet::FleetOptions;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
@@ -148,11 +148,12 @@ async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
 }
 
 /// A server on its own database that authenticates callers with `auth`
-/// and limits each principal's changes to `rate_limit`.
-pub async fn spawn_with_auth(auth: Authenticator, rate_limit: Option<RateLimit>) -> TestApp {
+/// and limits each principal's changes as `rate_limits` says (None: the
+/// defaults).
+pub async fn spawn_with_auth(auth: Authenticator, rate_limits: Option<RateLimits>) -> TestApp {
     let db = Arc::new(TestDatabase::create().await);
     let fleet = FleetOptions::new(HEARTBEAT_INTERVAL);
-    spawn_with(db, "127.0.0.1:0", fleet, None, auth, rate_limit).await
+    spawn_with(db, "127.0.0.1:0", fleet, None, auth, rate_limits).await
 }
 
 /// One more replica (its own pool, listener and loops) on `db`.
@@ -187,7 +188,7 @@ async fn spawn_with(
     fleet: FleetOptions,
     replica_id: Option<&str>,
     auth: Authenticator,
-    rate_limit: Option<RateLimit>,
+    rate_limits: Option<RateLimits>,
 ) -> TestApp {
     let mut store = PgStore::connect(&db.url, 8)
         .await
@@ -207,7 +208,7 @@ async fn spawn_with(
         fleet,
         auth,
         tls: None,
-        rate_limit,
+        rate_limits: rate_limits.unwrap_or_default(),
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

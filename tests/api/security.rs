@@ -933,16 +933,16 @@ async fn the_audit_trail_names_who_did_what_from_where_allowed_or_not() {
 
 #[tokio::test]
 async fn each_principal_has_its_own_rate_limit_on_changes() {
-    use connector_control::api::limits::RateLimit;
-    use std::num::NonZeroU32;
+    use connector_control::api::limits::{RateLimit, RateLimits};
     let dir = TempDir::new();
     let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
-    // A burst of three, then one change a second: the fourth is refused.
-    let limit = RateLimit {
-        per_second: NonZeroU32::new(1).unwrap(),
-        burst: NonZeroU32::new(3).unwrap(),
+    // Admins: a burst of three, then one change a second: the fourth is
+    // refused. Operators keep the default allowance.
+    let limits = RateLimits {
+        admin: RateLimit::new(1, 3),
+        ..RateLimits::default()
     };
-    let app = spawn_with_auth(auth, Some(limit)).await;
+    let app = spawn_with_auth(auth, Some(limits)).await;
     let mut client = ConnectorServiceClient::new(app.channel().await);
     for i in 0..3 {
         create_as_admin(&client, &format!("c{i}")).await;
@@ -952,7 +952,17 @@ async fn each_principal_has_its_own_rate_limit_on_changes() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::ResourceExhausted);
-    assert_eq!(error_info(&status).reason, "RATE_LIMITED");
+    let info = error_info(&status);
+    assert_eq!(info.reason, "RATE_LIMITED");
+    // The limit and its purpose are in the answer.
+    assert_eq!(info.metadata["role"], "admin");
+    assert_eq!(info.metadata["limit_per_second"], "1");
+    assert_eq!(info.metadata["burst"], "3");
+    assert!(
+        status.message().contains("--admin-rate-limit"),
+        "{}",
+        status.message()
+    );
     let retry = tonic_types::StatusExt::get_error_details(&status)
         .retry_info()
         .and_then(|info| info.retry_delay)
@@ -976,6 +986,31 @@ async fn each_principal_has_its_own_rate_limit_on_changes() {
             ))
             .await
             .expect("reads are not limited");
+    }
+}
+
+#[tokio::test]
+async fn the_default_limits_let_a_registration_job_and_an_incident_script_through() {
+    // No auth file: every caller is an admin, as a registration job is.
+    let app = spawn_app().await;
+    for i in 0..300 {
+        app.create(connector(&format!("c{i}"), "bulk")).await;
+    }
+    // An operator pausing thirty connectors in a row, with an auth file.
+    let (secured, _dir) = secured().await;
+    let client = ConnectorServiceClient::new(secured.channel().await);
+    for i in 0..30 {
+        create_as_admin(&client, &format!("c{i}")).await;
+    }
+    secured
+        .sql("UPDATE connectors SET state = 'RUNNING', desired_state = 'RUNNING'")
+        .await;
+    for i in 0..30 {
+        client
+            .clone()
+            .pause_connector(with_token(pause_request(&format!("c{i}")), Some(OPERATOR)))
+            .await
+            .unwrap_or_else(|status| panic!("pause {i}: {status:?}"));
     }
 }
 
