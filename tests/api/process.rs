@@ -465,3 +465,88 @@ async fn the_embedded_store_keeps_its_data_through_a_kill_9() {
     .await;
     assert_eq!(agent.next_command().await.id, accepted.id);
 }
+
+#[tokio::test]
+async fn a_kill_9_during_a_burst_of_starts_loses_no_accepted_command() {
+    let dir = TempDir::new();
+    let mut first = ServerProcess::spawn_embedded(&dir.0, &[]);
+    let client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&first.addr).await);
+    const CONNECTORS: usize = 200;
+    for i in 0..CONNECTORS {
+        client
+            .clone()
+            .create_connector(v1::CreateConnectorRequest {
+                connector: Some(connector(&format!("c{i}"), "burst")),
+            })
+            .await
+            .unwrap();
+    }
+    // Eight callers start connectors as fast as they are answered; the
+    // process is killed while they do.
+    let accepted = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut callers = Vec::new();
+    for caller in 0..8 {
+        let (client, accepted) = (client.clone(), accepted.clone());
+        callers.push(tokio::spawn(async move {
+            for i in (caller..CONNECTORS).step_by(8) {
+                let mut client = client.clone();
+                match client
+                    .start_connector(start_request(&format!("c{i}")))
+                    .await
+                {
+                    Ok(response) => accepted
+                        .lock()
+                        .unwrap()
+                        .push(response.into_inner().command.unwrap().id),
+                    Err(_) => return,
+                }
+            }
+        }));
+    }
+    eventually(Duration::from_secs(30), || {
+        let count = accepted.lock().unwrap().len();
+        async move { (count >= 40).then_some(()) }
+    })
+    .await;
+    first.child.kill().unwrap(); // SIGKILL, mid-burst
+    first.child.wait().unwrap();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let accepted = accepted.lock().unwrap().clone();
+    assert!(
+        accepted.len() < CONNECTORS,
+        "the kill landed after the burst ({} accepted)",
+        accepted.len()
+    );
+
+    // The file reopens cleanly, and every accepted command is there.
+    let second = ServerProcess::spawn_embedded(&dir.0, &[]);
+    let integrity: String = rusqlite::Connection::open(dir.0.join("connector-control.db"))
+        .unwrap()
+        .query_row("PRAGMA integrity_check", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(integrity, "ok");
+    let db = rusqlite::Connection::open(dir.0.join("connector-control.db")).unwrap();
+    for id in &accepted {
+        let status: String = db
+            .query_row("SELECT status FROM commands WHERE id = ?1", [id], |row| {
+                row.get(0)
+            })
+            .unwrap_or_else(|e| panic!("accepted command {id} is lost: {e}"));
+        assert_eq!(status, "PENDING");
+    }
+    let mut client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&second.addr).await);
+    let starting = client
+        .list_connectors(v1::ListConnectorsRequest {
+            states: vec![v1::ConnectorState::Starting as i32],
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(starting.connectors.len() >= accepted.len());
+}
