@@ -112,6 +112,7 @@ fn event_to_proto(event: AuditEvent) -> v1::AuditEvent {
         reason: event.reason,
         peer: event.peer,
         detail: event.detail,
+        count: event.count,
     }
 }
 

@@ -166,7 +166,7 @@ impl From<ApiError> for Status {
 fn auth_status(error: crate::auth::AuthError) -> Status {
     use crate::auth::AuthError;
     match error {
-        AuthError::Unauthenticated(why) => status(
+        AuthError::Unauthenticated(_, why) => status(
             Code::Unauthenticated,
             ErrorReason::Unauthenticated,
             why,

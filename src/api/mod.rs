@@ -84,6 +84,8 @@ pub struct ConnectorApi<S> {
     latency_alert: Duration,
     /// `wait` calls are checked again against it at every reload.
     auth: auth::Authenticator,
+    /// Refused calls, aggregated for the audit trail.
+    refusals: crate::store::refusals::RefusalLog,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -111,7 +113,14 @@ impl<S: FleetStore> ConnectorApi<S> {
             limiter: limits::ChangeLimiter::default(),
             latency_alert: DEFAULT_LATENCY_ALERT,
             auth: auth::Authenticator::open(),
+            refusals: Default::default(),
         }
+    }
+
+    /// Where refused calls are recorded (shared with the agent sessions).
+    pub fn with_refusals(mut self, refusals: crate::store::refusals::RefusalLog) -> Self {
+        self.refusals = refusals;
+        self
     }
 
     /// Ends `wait` calls of principals a reload of `auth` revokes.
@@ -273,10 +282,9 @@ impl<S: FleetStore> ConnectorApi<S> {
             outcome: crate::telemetry::rpc::code_name(status.code()).to_owned(),
             reason: bounded(&reason, validate::MAX_REASON_LEN + 64),
             detail: bounded(status.message(), 500),
+            count: 1,
         };
-        if let Err(error) = self.store.append_audit(&event).await {
-            warn!(%error, "recording a refused call in the audit trail failed");
-        }
+        self.refusals.record(&self.store, event).await;
     }
 
     /// Logs the outcome and, for a new command, wakes the dispatcher.

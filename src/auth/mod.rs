@@ -22,6 +22,9 @@
 //! a known token) and checked by its handler against one permission
 //! (PERMISSION_DENIED names it). Reflection and health are not intercepted.
 
+mod failures;
+
+pub use failures::Failure;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -190,8 +193,8 @@ impl Principal {
 /// Why a call was not authenticated or not allowed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("{0}")]
-    Unauthenticated(String),
+    #[error("{1}")]
+    Unauthenticated(Failure, String),
     #[error("principal {principal} (role {role}) lacks permission {permission}")]
     PermissionDenied {
         principal: String,
@@ -227,7 +230,12 @@ pub fn require<T>(
         .extensions()
         .get::<Principal>()
         .cloned()
-        .ok_or_else(|| AuthError::Unauthenticated("no credentials were checked".to_owned()))?;
+        .ok_or_else(|| {
+            AuthError::Unauthenticated(
+                Failure::NoCredentials,
+                "no credentials were checked".to_owned(),
+            )
+        })?;
     if principal.allows(permission) {
         Ok(principal)
     } else {
@@ -422,6 +430,8 @@ pub struct Authenticator {
     principals: Arc<RwLock<Arc<Principals>>>,
     /// Bumped at every reload that took effect.
     reloaded: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Calls refused UNAUTHENTICATED: counted and logged, bounded.
+    failures: Arc<failures::Failures>,
 }
 
 impl Authenticator {
@@ -431,6 +441,7 @@ impl Authenticator {
             file: None,
             principals: Arc::default(),
             reloaded: Arc::new(tokio::sync::watch::channel(0).0),
+            failures: Arc::default(),
         }
     }
 
@@ -441,6 +452,7 @@ impl Authenticator {
             file: Some(path.to_owned()),
             principals: Arc::new(RwLock::new(Arc::new(principals))),
             reloaded: Arc::new(tokio::sync::watch::channel(0).0),
+            failures: Arc::default(),
         })
     }
 
@@ -517,6 +529,7 @@ impl Authenticator {
         let Some(header) = metadata.get("authorization") else {
             if certificate_names.is_empty() {
                 return Err(AuthError::Unauthenticated(
+                    Failure::NoCredentials,
                     "no credentials: send `authorization: Bearer <token>` (grpcurl -H, or \
                      --token / CONNECTOR_CONTROL_TOKEN for the CLI)"
                         .to_owned(),
@@ -526,11 +539,14 @@ impl Authenticator {
             return principals
                 .find_certificate(certificate_names)
                 .ok_or_else(|| {
-                    AuthError::Unauthenticated(format!(
-                        "the client certificate ({}) is no principal's tls_client_name, and no \
+                    AuthError::Unauthenticated(
+                        Failure::UnknownCertificate,
+                        format!(
+                            "the client certificate ({}) is no principal's tls_client_name, and no \
                          bearer token was sent",
-                        certificate_names.join(", ")
-                    ))
+                            certificate_names.join(", ")
+                        ),
+                    )
                 });
         };
         let token = header
@@ -543,12 +559,16 @@ impl Authenticator {
             .filter(|token| !token.is_empty())
             .ok_or_else(|| {
                 AuthError::Unauthenticated(
+                    Failure::Malformed,
                     "malformed authorization metadata: expected `Bearer <token>`".to_owned(),
                 )
             })?;
         let principals = self.principals.read().unwrap().clone();
         principals.find(token).ok_or_else(|| {
-            AuthError::Unauthenticated("unknown token: it matches no principal".to_owned())
+            AuthError::Unauthenticated(
+                Failure::UnknownToken,
+                "unknown token: it matches no principal".to_owned(),
+            )
         })
     }
 
@@ -570,7 +590,13 @@ impl Authenticator {
                 .unwrap_or_default();
             let principal = auth
                 .authenticate(request.metadata(), &names)
-                .map_err(|error| tonic::Status::from(crate::api::ApiError::from(error)))?;
+                .map_err(|error| {
+                    if let AuthError::Unauthenticated(failure, _) = &error {
+                        auth.failures
+                            .record(request.remote_addr().map(|addr| addr.ip()), *failure);
+                    }
+                    tonic::Status::from(crate::api::ApiError::from(error))
+                })?;
             request.extensions_mut().insert(principal);
             Ok(request)
         }

@@ -226,6 +226,12 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_BURST", default_value_t = limits::ADMIN_RATE_BURST)]
     pub admin_rate_burst: u32,
 
+    /// Identical refused calls (same principal, action, outcome and reason)
+    /// within this window are recorded in the audit trail as two events:
+    /// the first at once, the rest as one with their count.
+    #[arg(long, env = "CONNECTOR_CONTROL_REFUSAL_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub refusal_window: Duration,
+
     /// Serve a non-loopback address without --auth-file: anyone who can
     /// reach the port may start and pause every connector.
     #[arg(long, env = "CONNECTOR_CONTROL_INSECURE_NO_AUTH")]
@@ -371,6 +377,9 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.metrics_interval < Duration::from_millis(100) {
         bail!("--metrics-interval must be at least 100ms");
     }
+    if args.refusal_window.is_zero() {
+        bail!("--refusal-window must be positive, for example 10s");
+    }
     if args.latency_alert.is_zero() {
         bail!("--latency-alert must be positive, for example 60s");
     }
@@ -401,6 +410,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     let options = ServeOptions {
         latency_alert: args.latency_alert,
         metrics_interval: args.metrics_interval,
+        refusal_window: args.refusal_window,
         max_wait: args.max_wait,
         drain_timeout: args.drain_timeout,
         fleet: FleetOptions {

@@ -9,7 +9,7 @@ pub mod page_token;
 pub mod rules;
 pub mod validate;
 
-pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent};
+pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
     SessionEnd,

@@ -17,6 +17,7 @@ mod session;
 
 use crate::domain::{ObservedStatus, Session, SessionEnd};
 use crate::proto::v1::ControlMessage;
+use crate::store::refusals::RefusalLog;
 use crate::store::{FleetStore, Lease, Seen, StoreError, Wakeup};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -245,11 +246,18 @@ pub struct Fleet<S> {
     /// retried every heartbeat interval, so that every end is recorded
     /// and audited.
     unclosed: Mutex<Vec<(Session, SessionEnd)>>,
+    refusals: RefusalLog,
     shutdown: CancellationToken,
 }
 
 impl<S: FleetStore> Fleet<S> {
-    pub fn new(store: S, options: FleetOptions, shutdown: CancellationToken) -> Arc<Self> {
+    /// `refusals` records the sessions refused before they open.
+    pub fn new(
+        store: S,
+        options: FleetOptions,
+        refusals: RefusalLog,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
         let (outbox, receiver) = if options.poll_only {
             (None, None)
         } else {
@@ -268,6 +276,7 @@ impl<S: FleetStore> Fleet<S> {
             statuses: Mutex::new(HashMap::new()),
             reset: Mutex::new(CancellationToken::new()),
             unclosed: Mutex::new(Vec::new()),
+            refusals,
             shutdown,
         })
     }

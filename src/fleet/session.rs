@@ -164,9 +164,7 @@ async fn refused<S: FleetStore>(
         detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
         ..crate::domain::NewAuditEvent::ok(actor, crate::domain::AuditAction::AgentSessionStart, "")
     };
-    if let Err(error) = fleet.store.append_audit(&refused).await {
-        warn!(%error, "recording a refused session in the audit trail failed");
-    }
+    fleet.refusals.record(&fleet.store, refused).await;
 }
 
 /// Why a session ended.

@@ -15,6 +15,7 @@ use crate::proto::{
     v1::audit_service_server::AuditServiceServer,
     v1::connector_service_server::ConnectorServiceServer,
 };
+use crate::store::refusals::RefusalLog;
 use crate::store::{FleetStore, Store};
 use anyhow::Context;
 use std::future::Future;
@@ -59,6 +60,9 @@ pub struct ServeOptions {
     /// How often the database-wide gauges are re-read (when metrics are
     /// exported).
     pub metrics_interval: Duration,
+    /// Identical refused calls within this window are one audit event with
+    /// a count (after the first, recorded at once).
+    pub refusal_window: Duration,
 }
 
 impl Default for ServeOptions {
@@ -72,6 +76,7 @@ impl Default for ServeOptions {
             rate_limits: RateLimits::default(),
             latency_alert: crate::api::DEFAULT_LATENCY_ALERT,
             metrics_interval: crate::telemetry::metrics::SAMPLE_INTERVAL,
+            refusal_window: crate::domain::audit::REFUSAL_WINDOW,
         }
     }
 }
@@ -104,7 +109,17 @@ pub async fn serve<S: FleetStore>(
     if fleet_options.address.is_empty() {
         fleet_options.address = listener.local_addr()?.to_string();
     }
-    let fleet = Fleet::new(store.clone(), fleet_options, stopping.clone());
+    let refusals = RefusalLog::default();
+    // Stopped once every call has ended, so that no refusal is left counted.
+    let refusals_stop = CancellationToken::new();
+    let refusal_flush =
+        refusals.spawn_flush(store.clone(), options.refusal_window, refusals_stop.clone());
+    let fleet = Fleet::new(
+        store.clone(),
+        fleet_options,
+        refusals.clone(),
+        stopping.clone(),
+    );
     fleet
         .register_replica()
         .await
@@ -120,7 +135,8 @@ pub async fn serve<S: FleetStore>(
     )
     .with_limiter(ChangeLimiter::new(options.rate_limits))
     .with_latency_alert(options.latency_alert)
-    .with_auth(options.auth.clone());
+    .with_auth(options.auth.clone())
+    .with_refusals(refusals);
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
 
@@ -230,6 +246,9 @@ pub async fn serve<S: FleetStore>(
     for task in loops {
         let _ = task.await;
     }
+    // The last counted refusals are recorded before the process goes.
+    refusals_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), refusal_flush).await;
     fleet.retire().await;
     result?;
     info!("stopped");

@@ -2,6 +2,7 @@
 //! save, and leave every decision to `crate::domain`.
 
 pub mod postgres;
+pub mod refusals;
 pub mod sqlite;
 
 use crate::domain::rules::{self, Intent};

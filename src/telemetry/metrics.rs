@@ -22,6 +22,10 @@
 //!   (`latency` over `--latency-alert`, `agent_offline`).
 //! - `connector_control.connector.latency`: replication latency reported in
 //!   heartbeats, by `region`.
+//! - `connector_control.unauthenticated.calls`: calls refused with
+//!   UNAUTHENTICATED, by `peer` (the address; the first 100 distinct ones,
+//!   the rest as `other`) and `reason` (`no_credentials`, `unknown_token`,
+//!   `malformed`, `unknown_certificate`).
 //!
 //! The database-wide gauges come from one sample every `--metrics-interval`
 //! (15 s), taken only while metrics are exported; every replica reports
@@ -68,6 +72,7 @@ pub struct Instruments {
     pub flush_duration: Histogram<f64>,
     pub heartbeat_writes: opentelemetry::metrics::Counter<u64>,
     pub connector_latency: Histogram<f64>,
+    pub unauthenticated: opentelemetry::metrics::Counter<u64>,
 }
 
 fn meter() -> Meter {
@@ -127,6 +132,13 @@ pub fn instruments() -> &'static Instruments {
                 "Replication latency that agents report in heartbeats, by region",
                 LATENCY_BUCKETS,
             ),
+            unauthenticated: meter
+                .u64_counter("connector_control.unauthenticated.calls")
+                .with_unit("{call}")
+                .with_description(
+                    "Calls refused for lack of valid credentials, by peer address and why",
+                )
+                .build(),
         }
     })
 }

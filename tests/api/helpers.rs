@@ -203,6 +203,7 @@ async fn spawn_with(
     let options = ServeOptions {
         latency_alert: connector_control::api::DEFAULT_LATENCY_ALERT,
         metrics_interval: Duration::from_secs(15),
+        refusal_window: connector_control::domain::audit::REFUSAL_WINDOW,
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
         fleet,
@@ -758,6 +759,17 @@ impl ServerProcess {
             .unwrap();
         process.addr = addr.to_owned();
         process
+    }
+
+    /// How many log lines so far contain `needle` (without waiting).
+    pub fn count_logged(&mut self, needle: &str) -> usize {
+        while let Ok(line) = self.log.try_recv() {
+            self.seen.push(line);
+        }
+        self.seen
+            .iter()
+            .filter(|line| line.contains(needle))
+            .count()
     }
 
     /// The first log line containing `needle`, waiting up to 30 s for it.

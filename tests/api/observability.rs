@@ -358,7 +358,7 @@ async fn without_an_otlp_endpoint_commands_carry_no_trace_context() {
 }
 
 /// `GET /metrics` over plain HTTP/1.1; the body.
-async fn scrape(addr: &str) -> String {
+pub(crate) async fn scrape(addr: &str) -> String {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
@@ -377,7 +377,7 @@ async fn scrape(addr: &str) -> String {
 
 /// The value of the first sample of `series` whose labels include all of
 /// `labels`.
-fn sample(body: &str, series: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn sample(body: &str, series: &str, labels: &[&str]) -> Option<f64> {
     body.lines()
         .filter(|line| !line.starts_with('#'))
         .filter(|line| {

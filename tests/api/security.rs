@@ -1135,3 +1135,138 @@ async fn an_agent_cannot_change_a_connector_another_agent_runs() {
         ("RUNNING".to_owned(), "a9".to_owned(), "10.0.2.9".to_owned())
     );
 }
+
+#[tokio::test]
+async fn a_flood_of_refused_calls_stays_bounded_and_hides_no_real_event() {
+    use crate::observability::{sample, scrape};
+    let db = TestDatabase::create().await;
+    let dir = TempDir::new();
+    let path = auth_file(&dir, "");
+    let mut server = ServerProcess::spawn_with(
+        &db.url,
+        &[
+            "--auth-file",
+            path.to_str().unwrap(),
+            // One window for the whole flood: its refusals are one event
+            // now and one, with the count, when the server stops.
+            "--refusal-window",
+            "1h",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    let metrics = server
+        .wait_for_log("serving Prometheus metrics")
+        .split("addr=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let channel = channel_to(&server.addr).await;
+    let client = ConnectorServiceClient::new(channel.clone());
+    create_as_admin(&client, "c1").await;
+    const FLOOD: usize = 2_000;
+    let flood = |token: &'static str| {
+        (0..16)
+            .map(|caller| {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    for i in (caller..FLOOD).step_by(16) {
+                        let status = client
+                            .clone()
+                            .pause_connector(with_token(
+                                pause_request(&format!("c{i}")),
+                                Some(token),
+                            ))
+                            .await
+                            .unwrap_err();
+                        assert!(
+                            matches!(
+                                status.code(),
+                                Code::PermissionDenied | Code::Unauthenticated
+                            ),
+                            "{status:?}"
+                        );
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    // The viewer may not pause: 2,000 denied calls; and 2,000 with a token
+    // nobody has. Meanwhile an operator's real start.
+    let mut callers = flood(VIEWER);
+    callers.extend(flood("guessed-token"));
+    let started = client
+        .clone()
+        .start_connector(with_token(start_request("c1"), Some(OPERATOR)))
+        .await
+        .unwrap()
+        .into_inner();
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    let count = |query: &'static str| {
+        let db = &db;
+        async move {
+            db.client()
+                .await
+                .query_one(query, &[])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    };
+    // The real change is recorded at once, the flood as one event so far.
+    let command_id = started.command.unwrap().id;
+    let real: i64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT count(*) FROM audit_events WHERE principal = 'otto'
+             AND action = 'START_CONNECTOR' AND outcome = 'OK' AND detail LIKE '%' || $1",
+            &[&command_id],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(real, 1);
+    assert_eq!(
+        count("SELECT count(*) FROM audit_events WHERE principal = 'vera'").await,
+        1
+    );
+    // Unauthenticated calls: counted by peer, logged once.
+    let body = scrape(&metrics).await;
+    assert_eq!(
+        sample(
+            &body,
+            "connector_control_unauthenticated_calls_total",
+            &["peer=\"127.0.0.1\"", "reason=\"unknown_token\""]
+        ),
+        Some(FLOOD as f64),
+        "{body}"
+    );
+    let lines = server.count_logged("unauthenticated calls refused");
+    assert!((1..=2).contains(&lines), "{lines} log lines for the flood");
+
+    // Stopped: the rest of the window is one more event, with the count.
+    server.signal("TERM");
+    tokio::task::spawn_blocking(move || {
+        server.child.wait().unwrap();
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM audit_events WHERE principal = 'vera'").await,
+        2
+    );
+    assert_eq!(
+        count(
+            "SELECT sum(count)::int8 FROM audit_events WHERE principal = 'vera'
+               AND action = 'PAUSE_CONNECTOR' AND outcome = 'PERMISSION_DENIED'"
+        )
+        .await,
+        FLOOD as i64
+    );
+}

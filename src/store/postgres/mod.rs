@@ -34,8 +34,9 @@ pub(super) async fn insert_audit(
     let statement = client
         .prepare_cached(
             "INSERT INTO audit_events
-               (principal, action, connector_id, request_id, outcome, reason, peer, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+               (principal, action, connector_id, request_id, outcome, reason, peer, detail,
+                count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .await
         .map_err(translate)?;
@@ -51,6 +52,7 @@ pub(super) async fn insert_audit(
                 &event.reason,
                 &event.actor.peer,
                 &event.detail,
+                &i64::try_from(event.count).unwrap_or(i64::MAX).max(1),
             ],
         )
         .await
@@ -592,7 +594,7 @@ impl Store for PgStore {
         let statement = client
             .prepare_cached(
                 "SELECT id, time, principal, action, connector_id, request_id, outcome, reason,
-                        peer, detail
+                        peer, detail, count
                  FROM audit_events
                  WHERE ($1::text IS NULL OR connector_id = $1)
                    AND ($2::text IS NULL OR principal = $2)
@@ -631,6 +633,7 @@ impl Store for PgStore {
                 reason: row.get("reason"),
                 peer: row.get("peer"),
                 detail: row.get("detail"),
+                count: row.get("count"),
             })
             .collect();
         let more = events.len() > limit;

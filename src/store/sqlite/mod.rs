@@ -520,7 +520,7 @@ impl Store for SqliteStore {
             let mut statement = connection
                 .prepare_cached(
                     "SELECT id, time, principal, action, connector_id, request_id, outcome,
-                            reason, peer, detail
+                            reason, peer, detail, count
                      FROM audit_events
                      WHERE (?1 IS NULL OR connector_id = ?1)
                        AND (?2 IS NULL OR principal = ?2)
@@ -555,6 +555,7 @@ impl Store for SqliteStore {
                                 row.get::<_, String>(8)?,
                                 row.get::<_, String>(9)?,
                             ],
+                            row.get::<_, i64>(10)?,
                         ))
                     },
                 )
@@ -574,6 +575,7 @@ impl Store for SqliteStore {
                         peer,
                         detail,
                     ],
+                    count,
                 ) = row.map_err(translate)?;
                 events.push(AuditEvent {
                     id,
@@ -586,6 +588,7 @@ impl Store for SqliteStore {
                     reason,
                     peer,
                     detail,
+                    count,
                 });
             }
             let more = events.len() > limit;
@@ -611,8 +614,9 @@ fn insert_audit(connection: &Connection, event: &NewAuditEvent) -> Result<(), St
     connection
         .prepare_cached(
             "INSERT INTO audit_events
-               (time, principal, action, connector_id, request_id, outcome, reason, peer, detail)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+               (time, principal, action, connector_id, request_id, outcome, reason, peer, detail,
+                count)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(translate)?
         .execute(params![
@@ -625,6 +629,7 @@ fn insert_audit(connection: &Connection, event: &NewAuditEvent) -> Result<(), St
             event.reason,
             event.actor.peer,
             event.detail,
+            i64::try_from(event.count).unwrap_or(i64::MAX).max(1),
         ])
         .map_err(translate)?;
     Ok(())
