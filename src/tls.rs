@@ -1,35 +1,66 @@
-//! TLS (rustls, through tonic) for the server and its clients, and the
-//! identity a client certificate carries for mutual TLS.
+//! TLS (rustls) for the server and its clients, and the identity a client
+//! certificate carries for mutual TLS.
 
 use anyhow::Context;
 use std::path::Path;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
+use std::sync::Arc;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{RootCertStore, ServerConfig};
+use tonic::transport::{Certificate, ClientTlsConfig, Identity};
 
 fn read(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
 }
 
 /// The server's TLS: its certificate and key (PEM), and, for mutual TLS,
-/// the CA that client certificates must chain to (then required).
+/// the CA that client certificates must chain to (then required). rustls
+/// with the ring provider, HTTP/2 by ALPN. The handshake is carried out by
+/// `server::connections`, within the handshake timeout.
 pub fn server(
     cert: Option<&Path>,
     key: Option<&Path>,
     client_ca: Option<&Path>,
-) -> anyhow::Result<Option<ServerTlsConfig>> {
+) -> anyhow::Result<Option<Arc<ServerConfig>>> {
     let (cert, key) = match (cert, key) {
         (Some(cert), Some(key)) => (cert, key),
         (None, None) if client_ca.is_none() => return Ok(None),
         (None, None) => anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key"),
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(
-        read(cert, "TLS certificate")?,
-        read(key, "TLS key")?,
-    ));
-    if let Some(ca) = client_ca {
-        config = config.client_ca_root(Certificate::from_pem(read(ca, "client CA")?));
-    }
-    Ok(Some(config))
+    let certs = CertificateDer::pem_slice_iter(&read(cert, "TLS certificate")?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("no PEM certificate chain in {}", cert.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "no certificate in {}", cert.display());
+    let key = PrivateKeyDer::from_pem_slice(&read(key, "TLS key")?)
+        .with_context(|| format!("no PEM private key in {}", key.display()))?;
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .context("configuring TLS")?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&read(ca, "client CA")?) {
+                let cert =
+                    cert.with_context(|| format!("no PEM certificate in {}", ca.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("the client CA {} is unusable", ca.display()))?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .build()
+                .context("configuring client certificate verification")?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .context("the TLS certificate and key do not go together")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
 }
 
 /// A client's TLS: the CA the server's certificate chains to, and, for

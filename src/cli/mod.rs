@@ -226,6 +226,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_BURST", default_value_t = limits::ADMIN_RATE_BURST)]
     pub admin_rate_burst: u32,
 
+    /// Connections open at once, at most (lowered to fit the open-file
+    /// limit, which is raised to its hard limit at start-up). Beyond it new
+    /// connections are closed and the cap is logged; open ones are served.
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Time a new connection has to complete TLS and send the HTTP/2
+    /// preface; silent connections are closed after it.
+    #[arg(long, env = "CONNECTOR_CONTROL_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub handshake_timeout: Duration,
+
     /// Identical refused calls (same principal, action, outcome and reason)
     /// within this window are recorded in the audit trail as two events:
     /// the first at once, the rest as one with their count.
@@ -377,6 +388,12 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.metrics_interval < Duration::from_millis(100) {
         bail!("--metrics-interval must be at least 100ms");
     }
+    if args.max_connections == 0 {
+        bail!("--max-connections must be at least 1");
+    }
+    if args.handshake_timeout.is_zero() {
+        bail!("--handshake-timeout must be positive, for example 10s");
+    }
     if args.refusal_window.is_zero() {
         bail!("--refusal-window must be positive, for example 10s");
     }
@@ -411,6 +428,8 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         latency_alert: args.latency_alert,
         metrics_interval: args.metrics_interval,
         refusal_window: args.refusal_window,
+        max_connections: args.max_connections,
+        handshake_timeout: args.handshake_timeout,
         max_wait: args.max_wait,
         drain_timeout: args.drain_timeout,
         fleet: FleetOptions {

@@ -1,6 +1,7 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
+pub mod connections;
 mod limits;
 
 use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
@@ -24,7 +25,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
@@ -37,6 +37,11 @@ const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// silently dropped NAT entry) well before TCP would.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default of `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// The default of `--handshake-timeout`.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serving options that are not about where to listen or what to store in.
 #[derive(Clone, Debug)]
@@ -51,7 +56,12 @@ pub struct ServeOptions {
     /// Who may call what. `Authenticator::open()` lets everyone in.
     pub auth: Authenticator,
     /// TLS (and mutual TLS with a client CA); None serves plaintext.
-    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    pub tls: Option<std::sync::Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// Connections open past their handshake, at most (lowered to fit the
+    /// open-file limit).
+    pub max_connections: usize,
+    /// Time a new connection has for its TLS handshake and HTTP/2 preface.
+    pub handshake_timeout: Duration,
     /// Each principal's allowance of changes (create, start, pause), by
     /// role.
     pub rate_limits: RateLimits,
@@ -73,6 +83,8 @@ impl Default for ServeOptions {
             fleet: FleetOptions::new(Duration::from_secs(10)),
             auth: Authenticator::open(),
             tls: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             rate_limits: RateLimits::default(),
             latency_alert: crate::api::DEFAULT_LATENCY_ALERT,
             metrics_interval: crate::telemetry::metrics::SAMPLE_INTERVAL,
@@ -169,6 +181,9 @@ pub async fn serve<S: FleetStore>(
             sample,
         ))
     });
+    let pool_size = store
+        .pool_status()
+        .map_or(1, |pool| usize::try_from(pool.max).unwrap_or(usize::MAX));
     let probe = tokio::spawn(watch_database(store, health.clone(), probe_draining));
     let addr = listener.local_addr()?;
     info!(%addr, tls = options.tls.is_some(), "serving gRPC");
@@ -176,11 +191,7 @@ pub async fn serve<S: FleetStore>(
     let draining = health.clone();
     let drain_fleet = fleet.clone();
     let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
-    let mut builder = Server::builder();
-    if let Some(tls) = options.tls.clone() {
-        builder = builder.tls_config(tls).context("configuring TLS")?;
-    }
-    let server = builder
+    let router = Server::builder()
         .layer(crate::telemetry::rpc::RpcLayer::new(&[
             proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
@@ -205,22 +216,37 @@ pub async fn serve<S: FleetStore>(
         .add_service(InterceptedService::new(
             AuditServiceServer::new(audit).max_decoding_message_size(MAX_REQUEST_BYTES),
             options.auth.interceptor(),
-        ))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async move {
-                shutdown.await;
-                info!("draining: no new calls; agents are asked to reconnect elsewhere");
-                // Draining first: the database probe, seeing it, stops
-                // before it could report SERVING again.
-                let _ = draining_tx.send(true);
-                set_health(&draining, ServingStatus::NotServing).await;
-                drain_fleet.draining().await;
-                // Agent streams end with `reconnect`, so the drain can finish.
-                stopping.cancel();
-                let _ = drain_started.send(());
-            },
-        );
+        ));
+    let signal = async move {
+        shutdown.await;
+        info!("draining: no new calls; agents are asked to reconnect elsewhere");
+        // Draining first: the database probe, seeing it, stops before it
+        // could report SERVING again.
+        let _ = draining_tx.send(true);
+        set_health(&draining, ServingStatus::NotServing).await;
+        drain_fleet.draining().await;
+        // Agent streams end with `reconnect`, so the drain can finish.
+        stopping.cancel();
+        let _ = drain_started.send(());
+    };
+    let limits = connections::ConnectionLimits::budget(
+        options.max_connections,
+        options.handshake_timeout,
+        connections::raise_open_file_limit(),
+        pool_size,
+    );
+    let server: std::pin::Pin<
+        Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
+    > = match options.tls.clone() {
+        None => Box::pin(router.serve_with_incoming_shutdown(
+            connections::incoming(listener, limits, connections::plaintext()),
+            signal,
+        )),
+        Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+            connections::incoming(listener, limits, connections::tls(tls)),
+            signal,
+        )),
+    };
     let drain_timeout = options.drain_timeout;
     let result = tokio::select! {
         result = server => result.context("serving gRPC"),

@@ -26,6 +26,9 @@
 //!   UNAUTHENTICATED, by `peer` (the address; the first 100 distinct ones,
 //!   the rest as `other`) and `reason` (`no_credentials`, `unknown_token`,
 //!   `malformed`, `unknown_certificate`).
+//! - `connector_control.connections.refused`: connections closed before
+//!   they were served, by `reason` (`handshake_timeout`, `evicted`,
+//!   `connection_cap`, `handshake_failed`).
 //!
 //! The database-wide gauges come from one sample every `--metrics-interval`
 //! (15 s), taken only while metrics are exported; every replica reports
@@ -73,6 +76,7 @@ pub struct Instruments {
     pub heartbeat_writes: opentelemetry::metrics::Counter<u64>,
     pub connector_latency: Histogram<f64>,
     pub unauthenticated: opentelemetry::metrics::Counter<u64>,
+    pub connections_refused: opentelemetry::metrics::Counter<u64>,
 }
 
 fn meter() -> Meter {
@@ -137,6 +141,14 @@ pub fn instruments() -> &'static Instruments {
                 .with_unit("{call}")
                 .with_description(
                     "Calls refused for lack of valid credentials, by peer address and why",
+                )
+                .build(),
+            connections_refused: meter
+                .u64_counter("connector_control.connections.refused")
+                .with_unit("{connection}")
+                .with_description(
+                    "Connections closed before serving them, by reason: handshake_timeout, \
+                     evicted (for a newer handshake), connection_cap, handshake_failed",
                 )
                 .build(),
         }

@@ -209,6 +209,8 @@ async fn spawn_with(
         fleet,
         auth,
         tls: None,
+        max_connections: connector_control::server::DEFAULT_MAX_CONNECTIONS,
+        handshake_timeout: connector_control::server::DEFAULT_HANDSHAKE_TIMEOUT,
         rate_limits: rate_limits.unwrap_or_default(),
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
@@ -675,6 +677,20 @@ impl ServerProcess {
     /// As `spawn`, with more `serve` arguments.
     pub fn spawn_with(database_url: &str, args: &[&str]) -> Self {
         Self::spawn_with_env(database_url, args, &[])
+    }
+
+    /// As `spawn_with`, in a process that may open at most `limit` files
+    /// (sockets included).
+    pub fn spawn_with_open_file_limit(database_url: &str, args: &[&str], limit: u64) -> Self {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
+        command.env("DATABASE_URL", database_url);
+        // SAFETY: between fork and exec only setrlimit(2), a system call,
+        // runs.
+        unsafe {
+            command.pre_exec(move || rlimit::setrlimit(rlimit::Resource::NOFILE, limit, limit));
+        }
+        Self::spawn_command(command, args)
     }
 
     /// As `spawn_with`, with more environment variables.

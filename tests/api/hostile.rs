@@ -243,3 +243,140 @@ fn a_malformed_agent_message_is_logged_with_the_agents_id() {
         drop(tx);
     });
 }
+
+/// A TCP connection from 127.0.0.2 (outside the reserve kept for the
+/// host's own probes, 127.0.0.1).
+async fn connect_from_elsewhere(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Completes when the server has closed `stream` (EOF or reset).
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            // HTTP/2 settings or a GOAWAY before the close.
+            Ok(_) => continue,
+        }
+    }
+}
+
+async fn health_check(addr: &str) -> tonic_health::pb::health_check_response::ServingStatus {
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel_to(addr).await);
+    let response = health
+        .check(tonic_health::pb::HealthCheckRequest::default())
+        .await
+        .expect("the health check is answered");
+    response.into_inner().status()
+}
+
+#[tokio::test]
+async fn silent_connections_are_closed_and_never_starve_health_checks_or_callers() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let db = TestDatabase::create().await;
+    // 1,024 files in all: 3,000 silent connections are three times that.
+    let mut server = ServerProcess::spawn_with_open_file_limit(
+        &db.url,
+        &["--handshake-timeout", "2s", "--max-connections", "100"],
+        1024,
+    );
+    let addr: std::net::SocketAddr = server.addr.parse().unwrap();
+    // A caller connected before the flood.
+    let mut client =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&server.addr).await);
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("c1", "c1")),
+        })
+        .await
+        .unwrap();
+
+    let mut silent = Vec::new();
+    for _ in 0..3_000 {
+        silent.push(connect_from_elsewhere(addr).await);
+    }
+    // During the flood: a health check on a new connection, and the
+    // caller's calls, are answered.
+    assert_eq!(health_check(&server.addr).await, ServingStatus::Serving);
+    client
+        .get_connector(v1::GetConnectorRequest { id: "c1".into() })
+        .await
+        .expect("an existing caller is served");
+    // Every silent connection is closed: evicted by newer ones, or at the
+    // handshake timeout.
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        for stream in &mut silent {
+            closed_by_server(stream).await;
+        }
+    })
+    .await
+    .expect("silent connections are closed");
+    drop(silent);
+
+    // Connections that did send their preface count against the cap:
+    // past it, new ones are closed and the cap is logged, while the
+    // caller and the host's own health checks are still served.
+    let mut talking = Vec::new();
+    for _ in 0..150 {
+        use tokio::io::AsyncWriteExt;
+        let mut stream = connect_from_elsewhere(addr).await;
+        stream
+            .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            .await
+            .unwrap();
+        talking.push(stream);
+    }
+    let line = tokio::task::spawn_blocking(move || {
+        let line = server.wait_for_log("connection cap reached");
+        (server, line)
+    })
+    .await
+    .unwrap();
+    let (server, line) = line;
+    assert!(line.contains("max_connections=100"), "{line}");
+    client
+        .get_connector(v1::GetConnectorRequest { id: "c1".into() })
+        .await
+        .expect("an existing caller is served at the cap");
+    assert_eq!(health_check(&server.addr).await, ServingStatus::Serving);
+    drop(talking);
+}
+
+#[tokio::test]
+async fn streams_that_never_say_hello_are_closed_and_do_not_stop_other_calls() {
+    let app = spawn_app().await;
+    let channel = app.channel().await;
+    let mut silent = Vec::new();
+    for _ in 0..50 {
+        let mut client = v1::agent_service_client::AgentServiceClient::new(channel.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel::<v1::AgentMessage>(1);
+        silent.push(tokio::spawn(async move {
+            let _keep_open = tx;
+            client
+                .connect(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+        }));
+    }
+    // Meanwhile, on the same connection and on a new one, calls are answered.
+    app.list(v1::ListConnectorsRequest::default())
+        .await
+        .expect("answered");
+    assert_eq!(
+        health_check(&app.addr.to_string()).await,
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+    for stream in silent {
+        let status = tokio::time::timeout(std::time::Duration::from_secs(30), stream)
+            .await
+            .expect("closed in bounded time")
+            .unwrap()
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(error_info(&status).reason, "HELLO_REQUIRED");
+    }
+    assert_eq!(app.count("SELECT count(*) FROM agents").await, 0);
+}
