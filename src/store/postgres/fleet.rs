@@ -697,13 +697,15 @@ impl FleetStore for PgStore {
             .prepare_cached(&format!(
                 "WITH {LEASE_CTE},
                  offline AS (
-                     SELECT a.id FROM agents a
+                     SELECT a.id, dead.replica AS dead_replica FROM agents a,
+                         LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM replicas r WHERE r.id = a.replica_id
+                                      AND r.heartbeat_time > now() - make_interval(secs => $4))
+                                  AS replica) dead
                      WHERE EXISTS (SELECT 1 FROM lease)
                        AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
-                            OR (a.disconnect_time IS NULL AND a.replica_id <> ''
-                                AND NOT EXISTS (
-                                    SELECT 1 FROM replicas r WHERE r.id = a.replica_id
-                                    AND r.heartbeat_time > now() - make_interval(secs => $4))))
+                            OR dead.replica)
                      -- An agent reconnecting right now holds its row: skip
                      -- it rather than mark its fresh session's work.
                      FOR UPDATE OF a SKIP LOCKED),
@@ -722,9 +724,16 @@ impl FleetStore for PgStore {
                      UPDATE commands SET status = 'PENDING'
                      WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
                      RETURNING 1),
+                 -- A connector whose status was written within the
+                 -- silence is not stale: its agent reported it after its
+                 -- last recorded heartbeat (those are flushed later).
                  unknown AS (
                      UPDATE connectors SET state = 'UNKNOWN', update_time = now()
-                     WHERE agent_id IN (SELECT id FROM offline) AND state IN ('RUNNING', 'FAILED')
+                     WHERE state IN ('RUNNING', 'FAILED')
+                       AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
+                                   AND (o.dead_replica
+                                        OR connectors.update_time
+                                           <= now() - make_interval(secs => $3)))
                      RETURNING 1),
                  forgotten AS (
                      DELETE FROM replicas

@@ -1117,8 +1117,10 @@ impl FleetStore for SqliteStore {
                 .map_err(translate)?;
             let unknown = tx
                 .execute(
+                    // Not a connector whose status was written within the
+                    // silence (see PostgreSQL).
                     "UPDATE connectors SET state = 'UNKNOWN', update_time = ?2
-                     WHERE state IN ('RUNNING', 'FAILED') AND agent_id IN
+                     WHERE state IN ('RUNNING', 'FAILED') AND update_time <= ?1 AND agent_id IN
                          (SELECT id FROM agents WHERE last_heartbeat_time <= ?1)",
                     params![cutoff, text(now())],
                 )
