@@ -103,6 +103,18 @@ expect "the audit trail has the start" '"action": "START_CONNECTOR"' "${G[@]}" \
 
 expect "bad fields are listed" '"field":"page_size"' "${G[@]}" -d '{"page_size": -1}' \
   "$ADDR" "$SVC/ListConnectors"
+"${G[@]}" -d '{"connector": {"id": "payments-eu", "name": "payments",
+  "project_id": "proj-payments", "project_name": "Payments",
+  "kind": "CONNECTOR_KIND_INCREMENTAL_SYNC",
+  "source": {"type": "MYSQL", "region": "eu-1", "address": "10.0.1.21:3306"},
+  "destination": {"type": "OCEANBASE", "region": "eu-2", "address": "10.0.2.31:2881"}}}' \
+  "$ADDR" "$SVC/CreateConnector" >/dev/null || fail "creating a second connector"
+expect "a pull-back into the future is out of range" '"reason":"PULL_BACK_OUT_OF_RANGE"' \
+  "${G[@]}" -d '{"id": "payments-eu", "pull_back_time": "2999-01-01T00:00:00Z"}' \
+  "$ADDR" "$SVC/StartConnector"
+HUGE=$(python3 -c 'print("x" * 100000)')
+expect "an oversized request names the size limit" '"reason":"MESSAGE_TOO_LARGE"' \
+  "${G[@]}" -d "{\"query\": \"$HUGE\"}" "$ADDR" "$SVC/ListConnectors"
 expect "a traced call with a traceparent" '"id": "orders-eu"' "${G[@]}" \
   -H 'traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01' \
   -d '{"id": "orders-eu"}' "$ADDR" "$SVC/GetConnector"

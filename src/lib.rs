@@ -10,14 +10,16 @@
 //!   mapping of errors to gRPC statuses.
 //! - [`fleet`]: agent sessions on this replica: command dispatch, coalesced
 //!   heartbeats, the liveness sweep.
-//! - [`server`]: assembles the gRPC server (API, health, reflection) and
-//!   shuts it down gracefully.
+//! - [`server`]: assembles the gRPC server (API, health, reflection),
+//!   accepts connections within bounds, limits message sizes, and shuts
+//!   down gracefully.
 //! - [`agent`]: the reference agent, a real client of AgentService running
 //!   simulated connectors.
 //! - [`demo`]: `serve --demo`, a seeded fleet with in-process agents.
 //! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
 //!   traces.
-//! - [`proto`]: code generated from `proto/` by `build.rs`.
+//! - [`proto`]: code generated from `proto/` by `build.rs`, and its codec.
+//! - [`auth`]: principals, roles, tokens; [`tls`]: certificates.
 
 pub mod agent;
 pub mod api;
