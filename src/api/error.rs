@@ -30,6 +30,14 @@ pub enum ApiError {
         limit: super::limits::RateLimit,
         retry_after: std::time::Duration,
     },
+    /// A `wait` ended because a reload revoked its principal; the command
+    /// stays accepted.
+    #[error("the wait for command {command_id} was ended: {error}")]
+    WaitRevoked {
+        connector_id: String,
+        command_id: String,
+        error: crate::auth::AuthError,
+    },
     #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
@@ -125,6 +133,33 @@ impl From<ApiError> for Status {
                 &[("connector_id", connector_id), ("command_id", command_id)],
                 no_details,
             ),
+            ApiError::WaitRevoked {
+                connector_id,
+                command_id,
+                error,
+            } => {
+                let revoked = auth_status(error);
+                let principal = revoked
+                    .get_details_error_info()
+                    .and_then(|info| info.metadata.get("principal").cloned())
+                    .unwrap_or_default();
+                status(
+                    revoked.code(),
+                    ErrorReason::CredentialsRevoked,
+                    format!(
+                        "{}; only the wait ended: command {command_id} of connector \
+                         {connector_id} stays accepted and is carried out (check with \
+                         GetConnector)",
+                        revoked.message()
+                    ),
+                    &[
+                        ("principal", principal),
+                        ("connector_id", connector_id),
+                        ("command_id", command_id),
+                    ],
+                    no_details,
+                )
+            }
             ApiError::Store(error) => store_status(error),
             ApiError::Auth(error) => auth_status(error),
             ApiError::RateLimited {

@@ -134,15 +134,17 @@ impl<S: FleetStore> ConnectorApi<S> {
     async fn revoked(&self, principal: &auth::Principal) -> auth::AuthError {
         let mut reloads = self.auth.reloads();
         loop {
-            if reloads.changed().await.is_err() {
-                // The authenticator is gone: nothing will be revoked.
-                std::future::pending::<()>().await;
-            }
+            // Checked once right after subscribing too: a reload between
+            // the call's authentication and now is not missed.
             if let Err(error) = self
                 .auth
                 .still_allows(principal, Permission::ConnectorsOperate)
             {
                 return error;
+            }
+            if reloads.changed().await.is_err() {
+                // The authenticator is gone: nothing will be revoked.
+                std::future::pending::<()>().await;
             }
         }
     }
@@ -213,7 +215,11 @@ impl<S: FleetStore> ConnectorApi<S> {
             revoked = self.revoked(principal) => {
                 warn!(principal = %principal.name, command_id = %command.id,
                       "a wait ended: its principal's credentials were revoked");
-                return Err(ApiError::from(revoked));
+                return Err(ApiError::WaitRevoked {
+                    connector_id: command.connector_id.clone(),
+                    command_id: command.id.clone(),
+                    error: revoked,
+                });
             }
         };
         match end {
@@ -262,26 +268,29 @@ impl<S: FleetStore> ConnectorApi<S> {
         ) {
             return;
         }
-        let code_reason = tonic_types::StatusExt::get_error_details(status)
+        // The reason is the refusal's own (what refusals are aggregated
+        // by); what the caller wrote goes into the detail, so that varying
+        // it cannot make every refusal a kind of its own.
+        let reason = tonic_types::StatusExt::get_error_details(status)
             .error_info()
             .map(|info| info.reason.clone())
             .unwrap_or_default();
-        let reason = [code_reason.as_str(), refusal.reason.as_str()]
-            .into_iter()
-            .filter(|part| !part.is_empty())
-            .collect::<Vec<_>>()
-            .join(": ");
         // What the caller sent is kept only up to the lengths a valid call
         // may have: a refused call cannot make the trail grow without bound.
         let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
+        let mut detail = bounded(status.message(), 500);
+        if !refusal.reason.is_empty() {
+            detail.push_str("; reason given: ");
+            detail.push_str(&bounded(&refusal.reason, validate::MAX_REASON_LEN));
+        }
         let event = NewAuditEvent {
             actor: refusal.actor,
             action: refusal.action,
             connector_id: bounded(&refusal.connector_id, validate::MAX_ID_LEN),
             request_id: bounded(&refusal.request_id, validate::MAX_REQUEST_ID_LEN),
             outcome: crate::telemetry::rpc::code_name(status.code()).to_owned(),
-            reason: bounded(&reason, validate::MAX_REASON_LEN + 64),
-            detail: bounded(status.message(), 500),
+            reason,
+            detail,
             count: 1,
         };
         self.refusals.record(&self.store, event).await;

@@ -249,7 +249,8 @@ pub fn command_outcome<M: prost::Message>(
     if !command.error_reason.is_empty() {
         out.push_str(&format!(
             "agent: {}: {}\n",
-            command.error_reason, command.error_message
+            printable(&command.error_reason),
+            printable(&command.error_message)
         ));
     }
     Ok(out)

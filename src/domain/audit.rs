@@ -112,20 +112,35 @@ pub struct AuditFilter {
 /// count.
 pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Kinds of refusal tracked at once; past it, refusals of new kinds are
-/// counted together (memory stays bounded whatever a flood varies).
+/// Kinds of refusal tracked at once for one principal, and for all; past
+/// them, a principal's refusals of new kinds are counted together (memory
+/// stays bounded, and one principal's flood never stops another's
+/// refusals from being recorded).
+const MAX_KINDS_PER_PRINCIPAL: usize = 64;
 const MAX_REFUSAL_KINDS: usize = 10_000;
 
 /// Connector ids and peers named in an aggregated event.
 const SAMPLES: usize = 5;
 
-/// What makes two refusals identical: who, what, and how it was refused.
+/// What makes two refusals identical: who, what, and how it was refused
+/// (the refusal's own reason, never text the caller chose).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct RefusalKind {
     principal: String,
     action: AuditAction,
     outcome: String,
     reason: String,
+}
+
+impl RefusalKind {
+    fn of(event: &NewAuditEvent) -> Self {
+        RefusalKind {
+            principal: event.actor.principal.clone(),
+            action: event.action,
+            outcome: event.outcome.clone(),
+            reason: event.reason.clone(),
+        }
+    }
 }
 
 /// The refusals of one kind counted in the current window.
@@ -137,6 +152,7 @@ struct Tally {
     until: DateTime<Utc>,
     /// Counted after the first.
     more: u64,
+    /// A few of what the counted ones named.
     connectors: std::collections::BTreeSet<String>,
     peers: std::collections::BTreeSet<String>,
 }
@@ -147,20 +163,19 @@ struct Tally {
 #[derive(Debug, Default)]
 pub struct RefusalAggregator {
     tallies: std::collections::HashMap<RefusalKind, Tally>,
-    /// Refusals of kinds beyond `MAX_REFUSAL_KINDS`, since the last drain.
-    untracked: u64,
+    /// Kinds tracked per principal in this window.
+    kinds: std::collections::HashMap<String, usize>,
+    /// Refusals not itemized since the last drain (kinds beyond the
+    /// bounds, or counted behind a first one whose write failed), by
+    /// principal, with the first one's action.
+    untracked: std::collections::HashMap<String, (AuditAction, u64)>,
 }
 
 impl RefusalAggregator {
     /// The event to record now: a refusal whose kind is new in this
     /// window. Others are counted, for `drain`.
     pub fn admit(&mut self, event: NewAuditEvent, now: DateTime<Utc>) -> Option<NewAuditEvent> {
-        let kind = RefusalKind {
-            principal: event.actor.principal.clone(),
-            action: event.action,
-            outcome: event.outcome.clone(),
-            reason: event.reason.clone(),
-        };
+        let kind = RefusalKind::of(&event);
         if let Some(tally) = self.tallies.get_mut(&kind) {
             tally.more += 1;
             tally.until = now;
@@ -172,94 +187,110 @@ impl RefusalAggregator {
             }
             return None;
         }
-        if self.tallies.len() >= MAX_REFUSAL_KINDS {
-            self.untracked += 1;
+        let principal_kinds = self.kinds.get(&kind.principal).copied().unwrap_or(0);
+        if principal_kinds >= MAX_KINDS_PER_PRINCIPAL || self.tallies.len() >= MAX_REFUSAL_KINDS {
+            self.untrack(kind, 1);
             return None;
         }
+        *self.kinds.entry(kind.principal.clone()).or_default() += 1;
         let tally = Tally {
             first: event.clone(),
             since: now,
             until: now,
             more: 0,
-            connectors: std::collections::BTreeSet::from([event.connector_id.clone()]),
+            connectors: std::collections::BTreeSet::new(),
             peers: std::collections::BTreeSet::from([event.actor.peer.clone()]),
         };
         self.tallies.insert(kind, tally);
         Some(event)
     }
 
+    fn untrack(&mut self, kind: RefusalKind, count: u64) {
+        // Bounded too: principals come from the auth file.
+        if self.untracked.len() < MAX_REFUSAL_KINDS || self.untracked.contains_key(&kind.principal)
+        {
+            self.untracked
+                .entry(kind.principal)
+                .or_insert((kind.action, 0))
+                .1 += count;
+        }
+    }
+
+    /// Forgets the kind of `event`, admitted but not recorded (its write
+    /// failed): the next refusal of the kind is recorded at once, and those
+    /// counted behind it are in the next drain.
+    pub fn forget(&mut self, event: &NewAuditEvent) {
+        let kind = RefusalKind::of(event);
+        if let Some(tally) = self.tallies.remove(&kind) {
+            if let Some(count) = self.kinds.get_mut(&kind.principal) {
+                *count = count.saturating_sub(1);
+            }
+            if tally.more > 0 {
+                self.untrack(kind, tally.more);
+            }
+        }
+    }
+
     /// Ends the window: one event per kind refused again since its first,
     /// with the count; every kind starts afresh.
     pub fn drain(&mut self) -> Vec<NewAuditEvent> {
+        let several = |set: &std::collections::BTreeSet<String>| {
+            set.iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let single = |set: &std::collections::BTreeSet<String>| {
+            (set.len() == 1)
+                .then(|| set.iter().next().cloned())
+                .flatten()
+                .unwrap_or_default()
+        };
         let mut events: Vec<NewAuditEvent> = self
             .tallies
             .drain()
             .filter(|(_, tally)| tally.more > 0)
-            .map(|(_, tally)| {
-                let several = |set: &std::collections::BTreeSet<String>| {
-                    set.iter()
-                        .filter(|s| !s.is_empty())
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                };
-                let single = |set: &std::collections::BTreeSet<String>| {
-                    (set.len() == 1)
-                        .then(|| set.iter().next().cloned())
-                        .flatten()
-                        .unwrap_or_default()
-                };
-                NewAuditEvent {
-                    actor: Actor {
-                        principal: tally.first.actor.principal.clone(),
-                        peer: single(&tally.peers),
-                    },
-                    connector_id: single(&tally.connectors),
-                    request_id: String::new(),
-                    detail: format!(
-                        "{} more refusals like the one recorded at {}, until {}; connectors: \
-                         {}{}; peers: {}{}",
-                        tally.more,
-                        tally.since.to_rfc3339(),
-                        tally.until.to_rfc3339(),
-                        several(&tally.connectors),
-                        if tally.connectors.len() >= SAMPLES {
-                            ", ..."
-                        } else {
-                            ""
-                        },
-                        several(&tally.peers),
-                        if tally.peers.len() >= SAMPLES {
-                            ", ..."
-                        } else {
-                            ""
-                        },
-                    ),
-                    count: tally.more,
-                    ..tally.first
-                }
+            .map(|(_, tally)| NewAuditEvent {
+                actor: Actor {
+                    principal: tally.first.actor.principal.clone(),
+                    peer: single(&tally.peers),
+                },
+                connector_id: single(&tally.connectors),
+                request_id: String::new(),
+                detail: format!(
+                    "{} more refusals like the one recorded at {}, until {}; connectors (up to \
+                     {SAMPLES}): {}; peers (up to {SAMPLES}): {}",
+                    tally.more,
+                    tally.since.to_rfc3339(),
+                    tally.until.to_rfc3339(),
+                    several(&tally.connectors),
+                    several(&tally.peers),
+                ),
+                count: tally.more,
+                ..tally.first
             })
             .collect();
-        if self.untracked > 0 {
+        for (principal, (action, count)) in self.untracked.drain() {
             events.push(NewAuditEvent {
                 actor: Actor {
-                    principal: "various".to_owned(),
+                    principal,
                     peer: String::new(),
                 },
-                action: AuditAction::StartConnector,
+                action,
                 connector_id: String::new(),
                 request_id: String::new(),
                 outcome: "REFUSED".to_owned(),
-                reason: "TOO_MANY_KINDS".to_owned(),
+                reason: "NOT_ITEMIZED".to_owned(),
                 detail: format!(
-                    "{} refused calls of more than {MAX_REFUSAL_KINDS} kinds in one window, \
-                     not itemized",
-                    self.untracked
+                    "{count} refused calls not itemized in this window (more than \
+                     {MAX_KINDS_PER_PRINCIPAL} kinds of refusal, or behind a first one that \
+                     could not be recorded)"
                 ),
-                count: self.untracked,
+                count,
             });
-            self.untracked = 0;
         }
+        self.kinds.clear();
         events
     }
 }
@@ -314,7 +345,7 @@ mod tests {
             summary[0].detail
         );
         assert!(
-            summary[0].detail.contains("c0, c1, c2, c3, c4, ..."),
+            summary[0].detail.contains("): c1, c2, c3, c4, c5;"),
             "{}",
             summary[0].detail
         );
@@ -328,14 +359,35 @@ mod tests {
     }
 
     #[test]
-    fn kinds_beyond_the_bound_are_counted_together() {
+    fn a_principal_varying_its_refusals_cannot_crowd_out_another() {
         let mut aggregator = RefusalAggregator::default();
         let now = Utc::now();
-        for i in 0..MAX_REFUSAL_KINDS + 5 {
-            aggregator.admit(refusal(&format!("p{i}"), "c", "R"), now);
-        }
+        let written = (0..1_000)
+            .filter(|i| {
+                aggregator
+                    .admit(refusal("vera", "c", &format!("R{i}")), now)
+                    .is_some()
+            })
+            .count();
+        assert_eq!(written, MAX_KINDS_PER_PRINCIPAL);
+        // Another principal's refusal is still recorded at once.
+        assert!(aggregator.admit(refusal("otto", "c", "R0"), now).is_some());
         let drained = aggregator.drain();
         assert_eq!(drained.len(), 1);
-        assert_eq!(drained[0].count, 5);
+        assert_eq!(drained[0].actor.principal, "vera");
+        assert_eq!(drained[0].reason, "NOT_ITEMIZED");
+        assert_eq!(drained[0].count, 1_000 - MAX_KINDS_PER_PRINCIPAL as u64);
+    }
+
+    #[test]
+    fn a_refusal_whose_write_failed_is_not_counted_as_recorded() {
+        let mut aggregator = RefusalAggregator::default();
+        let now = Utc::now();
+        let first = aggregator.admit(refusal("vera", "c0", "R"), now).unwrap();
+        assert!(aggregator.admit(refusal("vera", "c1", "R"), now).is_none());
+        aggregator.forget(&first);
+        assert!(aggregator.admit(refusal("vera", "c2", "R"), now).is_some());
+        let counted: u64 = aggregator.drain().iter().map(|e| e.count).sum();
+        assert_eq!(counted, 1, "the one counted before the failure");
     }
 }

@@ -146,6 +146,9 @@ pub enum SessionEnd {
     ReplicaDead,
     /// An earlier run of its replica held it (found at start-up).
     ReplicaRestarted,
+    /// The control plane could not hand over a command or record a report
+    /// (the agent reconnects; its commands are delivered again).
+    ControlPlaneFailure,
 }
 
 impl SessionEnd {
@@ -159,6 +162,7 @@ impl SessionEnd {
             SessionEnd::Revoked => "CREDENTIALS_REVOKED",
             SessionEnd::ReplicaDead => "REPLICA_DEAD",
             SessionEnd::ReplicaRestarted => "REPLICA_RESTARTED",
+            SessionEnd::ControlPlaneFailure => "CONTROL_PLANE_FAILURE",
         }
     }
 }
@@ -235,12 +239,30 @@ pub fn result_effect(
         // A newer command exists: its desired state wins. A start that did
         // happen still tells where the connector now runs, so that the newer
         // command (a pause, say) goes to that agent.
-        return (command.kind == CommandKind::Start && report.success).then(|| ConnectorUpdate {
-            state: None,
+        if command.kind != CommandKind::Start || !report.success {
+            return None;
+        }
+        // The newer command is settled with the connector stopped (a
+        // pause another agent answered, say), yet this agent did start it:
+        // it runs against the desired state, and says so, so that an
+        // operator pauses it again (the pause goes to this agent).
+        let settled = !matches!(
+            connector.state,
+            ConnectorState::Starting | ConnectorState::Pausing
+        );
+        let runs_unwanted = settled && connector.desired_state == ConnectorState::Stopped;
+        return Some(ConnectorUpdate {
+            state: runs_unwanted.then_some(ConnectorState::Running),
             desired_state: None,
             placement: Some(Placement::of(session, &command.region)),
             observed: report.status.clone(),
-            status_message: None,
+            status_message: runs_unwanted.then(|| {
+                format!(
+                    "agent {} started it late (generation {}, after a newer command settled): \
+                     it runs although it should be stopped; pause it again",
+                    session.agent_id, command.generation
+                )
+            }),
         });
     }
     let reported = report
@@ -544,6 +566,24 @@ mod tests {
             &session(),
         );
         assert_eq!(failed, None);
+    }
+
+    #[test]
+    fn a_late_start_after_a_settled_pause_shows_the_connector_running() {
+        let stopped = Connector {
+            desired_state: ConnectorState::Stopped,
+            ..connector(2, ConnectorState::Stopped)
+        };
+        let update = result_effect(
+            &stopped,
+            &command(CommandKind::Start, 1),
+            &report(true),
+            &session(),
+        )
+        .unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Running));
+        assert!(update.status_message.unwrap().contains("pause it again"));
+        assert_eq!(update.placement.unwrap().agent_id, "a1");
     }
 
     #[test]

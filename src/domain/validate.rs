@@ -208,14 +208,25 @@ pub fn address(value: &str) -> Result<(), String> {
         .chars()
         .find(|c| c.is_whitespace() || c.is_control() || deceptive(*c))
     {
-        return Err(format!("contains {bad:?}; addresses have no whitespace"));
+        return Err(format!(
+            "contains {bad:?}; addresses have no whitespace, control or formatting characters"
+        ));
     }
-    let after_scheme = value.split_once("://").map_or(value, |(_, rest)| rest);
-    let authority = after_scheme
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default();
-    if authority.contains('@') {
+    let user_info = match value.split_once("://") {
+        // A URL: anything before '@' in its authority.
+        Some((_, rest)) => rest
+            .split(['/', '?', '#'])
+            .next()
+            .unwrap_or_default()
+            .contains('@'),
+        // host:port, user@host, user:pass@host, or Oracle's
+        // `jdbc:oracle:thin:scott/tiger@db:1521/orcl`: text right before
+        // '@' (back to the ':' before it) is a user (`thin:@db` is not).
+        None => value
+            .split_once('@')
+            .is_some_and(|(before, _)| !before.rsplit(':').next().unwrap_or_default().is_empty()),
+    };
+    if user_info {
         return Err(
             "holds credentials (a user name or password before '@'); addresses hold none: \
              give host:port (or a URL without user info) and keep secrets in the replication \
@@ -223,11 +234,12 @@ pub fn address(value: &str) -> Result<(), String> {
                 .to_owned(),
         );
     }
-    let query = value.split_once('?').map_or("", |(_, query)| query);
-    if let Some(key) = query
-        .split(['&', ';'])
+    // Parameters anywhere: `?a=b&c=d`, and JDBC's `;user=sa;password=x`.
+    if let Some(key) = value
+        .split(['?', '&', ';'])
+        .skip(1)
         .filter_map(|pair| pair.split('=').next())
-        .find(|key| SECRET_PARAMETERS.contains(&key.to_ascii_lowercase().as_str()))
+        .find(|key| SECRET_PARAMETERS.contains(&key.trim().to_ascii_lowercase().as_str()))
     {
         return Err(format!(
             "holds credentials (the parameter '{key}'); addresses hold none: remove it and keep \
@@ -341,12 +353,18 @@ mod tests {
             address("http://h/p@q").is_ok(),
             "'@' after the host is a path"
         );
+        assert!(address("jdbc:oracle:thin:@db:1521/orcl").is_ok());
+        assert!(address("jdbc:oracle:thin:@//db:1521/svc").is_ok());
+        assert!(address("jdbc:sqlserver://db:1433;databaseName=dw").is_ok());
         for bad in [
             "mysql://root:secret@10.0.1.20:3306",
             "mysql://root@10.0.1.20:3306",
             "root:secret@10.0.1.20:3306",
             "jdbc:mysql://10.0.1.20:3306/db?user=root&password=secret",
             "postgres://h/db?sslmode=require&PASSWORD=x",
+            "jdbc:sqlserver://db:1433;user=sa;password=x",
+            "jdbc:oracle:thin:scott/tiger@db:1521/orcl",
+            "root@10.0.1.20:3306",
         ] {
             assert!(
                 address(bad).unwrap_err().contains("credentials"),

@@ -732,16 +732,17 @@ impl<S: FleetStore> Fleet<S> {
     /// accepting connections, so that no session exists for a replica the
     /// others cannot see.
     pub async fn register_replica(&self) -> Result<(), StoreError> {
-        self.store
-            .replica_heartbeat(&self.options.address, false)
-            .await?;
-        let orphaned = self.store.end_orphaned_sessions().await?;
+        // Before the first heartbeat, which would make this id look alive.
+        let orphaned = self.store.end_orphaned_sessions(self.replica_ttl()).await?;
         if orphaned > 0 {
             info!(
                 orphaned,
                 "sessions left by an earlier run of this replica were recorded as ended"
             );
         }
+        self.store
+            .replica_heartbeat(&self.options.address, false)
+            .await?;
         self.refresh_peers().await;
         // The others learn at once that there is someone to wake.
         if !self.options.poll_only

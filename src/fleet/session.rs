@@ -125,6 +125,7 @@ pub async fn connect<S: FleetStore>(
         .map(|age| Instant::now() + jittered(age));
     let mut served = Served {
         fleet,
+        // Subscribed before the first check below: no reload is missed.
         reloads: auth.reloads(),
         auth,
         principal,
@@ -140,7 +141,12 @@ pub async fn connect<S: FleetStore>(
     }
     tokio::spawn(
         async move {
-            let end = served.serve(inbound, superseded_token, recycle).await;
+            // A reload between the hello's authentication and the
+            // subscription above ends the session now.
+            let end = match served.still_allowed() {
+                Ok(()) => served.serve(inbound, superseded_token, recycle).await,
+                Err(status) => End::Revoked(status),
+            };
             served.finish(end).await;
         }
         .instrument(span),
@@ -181,6 +187,9 @@ enum End {
     Violation(Status),
     /// A reloaded auth file no longer lets its principal connect it.
     Revoked(Status),
+    /// The control plane failed the session (the agent is asked to
+    /// reconnect, and its commands are delivered again).
+    Failed(Status),
 }
 
 struct Served<S> {
@@ -246,7 +255,7 @@ impl<S: FleetStore> Served<S> {
                 _ = superseded.cancelled() => {
                     return if self.fleet.is_current(&self.session) {
                         // Cancelled by the dispatcher, not by a newer session.
-                        End::Violation(Status::unavailable(
+                        End::Failed(Status::unavailable(
                             "the control plane could not hand over a command; reconnect",
                         ))
                     } else {
@@ -336,7 +345,7 @@ impl<S: FleetStore> Served<S> {
     /// the agent, reconnecting, answers them again.
     fn unrecordable(error: StoreError) -> End {
         warn!(%error, "recording an agent report failed; ending the session");
-        End::Violation(Status::unavailable(
+        End::Failed(Status::unavailable(
             "the control plane could not record your report; reconnect",
         ))
     }
@@ -490,6 +499,7 @@ impl<S: FleetStore> Served<S> {
                     .unwrap_or_else(|| crate::telemetry::rpc::code_name(status.code()).to_owned()),
             ),
             End::Revoked(_) => SessionEnd::Revoked,
+            End::Failed(_) => SessionEnd::ControlPlaneFailure,
         };
         let farewell = match end {
             End::Gone => None,
@@ -518,7 +528,7 @@ impl<S: FleetStore> Served<S> {
                 );
                 Some(Err(status))
             }
-            End::Violation(status) => {
+            End::Violation(status) | End::Failed(status) => {
                 warn!(
                     agent_id = %self.session.agent_id,
                     code = ?status.code(),

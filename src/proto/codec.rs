@@ -75,8 +75,8 @@ fn malformed(message: String, error: &prost::DecodeError) -> Status {
     Status::with_error_details(
         Code::InvalidArgument,
         format!(
-            "the bytes received are not a valid {message} ({error}); encode messages from the \
-             published proto (grpcurl describe {message})"
+            "the bytes received are not a valid {message} ({error}); messages must be encoded \
+             from the published proto (grpcurl describe {message})"
         ),
         details,
     )

@@ -258,7 +258,8 @@ impl Shared {
     /// Counts one more open connection from `peer`, unless the cap (and,
     /// for the host's own probes, the reserve above it) is reached.
     fn admit(&self, peer: Option<std::net::SocketAddr>) -> Option<OpenGuard> {
-        let local = peer.is_some_and(|peer| match peer.ip() {
+        // A v4 probe on a dual-stack listener arrives as ::ffff:127.0.0.1.
+        let local = peer.is_some_and(|peer| match peer.ip().to_canonical() {
             std::net::IpAddr::V4(ip) => ip == std::net::Ipv4Addr::LOCALHOST,
             std::net::IpAddr::V6(ip) => ip == std::net::Ipv6Addr::LOCALHOST,
         });

@@ -24,7 +24,7 @@ pub const MAX_AGENT_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// The limit for a call to `path` (`/package.Service/Method`).
 fn limit_for(path: &str) -> usize {
-    if path.starts_with("/connector.v1.AgentService/Connect") {
+    if path == "/connector.v1.AgentService/Connect" {
         MAX_AGENT_MESSAGE_BYTES
     } else {
         MAX_REQUEST_BYTES

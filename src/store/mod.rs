@@ -381,11 +381,16 @@ pub trait FleetStore: Store {
         end: &SessionEnd,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// At start-up: sessions recorded as held by this replica are left
-    /// over from an earlier run of it (this process holds none yet). They
-    /// end, audited as `REPLICA_RESTARTED`, and what they left unanswered
-    /// becomes pending again. Returns how many ended.
-    fn end_orphaned_sessions(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+    /// At start-up, before this replica's first heartbeat: sessions
+    /// recorded as held by this replica id are left over from an earlier
+    /// run of it (this process holds none yet), unless a live process
+    /// heartbeats under the same id (within `replica_ttl`). They end,
+    /// audited as `REPLICA_RESTARTED`, and what they left unanswered becomes
+    /// pending again. Returns how many ended.
+    fn end_orphaned_sessions(
+        &self,
+        replica_ttl: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Applies reported statuses (see `domain::fleet::status_effect`).
     fn record_statuses(

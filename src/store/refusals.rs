@@ -28,6 +28,7 @@ impl RefusalLog {
             && let Err(error) = store.append_audit(&event).await
         {
             warn!(%error, "recording a refused call in the audit trail failed");
+            self.aggregator.lock().unwrap().forget(&event);
         }
     }
 

@@ -986,8 +986,8 @@ async fn every_session_end_is_audited_once_with_why<S: FleetStore>(store: &S) {
         .unwrap();
     // A session left open by an earlier run of this replica.
     let third = store.open_session(&opened_by("third")).await.unwrap();
-    assert_eq!(store.end_orphaned_sessions().await.unwrap(), 1);
-    assert_eq!(store.end_orphaned_sessions().await.unwrap(), 0);
+    assert_eq!(store.end_orphaned_sessions(HOUR).await.unwrap(), 1);
+    assert_eq!(store.end_orphaned_sessions(HOUR).await.unwrap(), 0);
     store
         .record_statuses(&third, &[])
         .await

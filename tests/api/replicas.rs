@@ -503,3 +503,35 @@ async fn the_leader_redelivers_a_command_left_unanswered_too_long() {
     assert!(attempts >= 2, "{attempts}");
     beating.abort();
 }
+
+#[tokio::test]
+async fn a_second_process_under_a_live_replica_id_leaves_its_sessions_alone() {
+    let db = TestDatabase::create().await;
+    let first = replica_store(&db, "same").await;
+    first.replica_heartbeat("a:1", false).await.unwrap();
+    let session = first
+        .open_session(&connector_control::domain::Hello {
+            agent_id: "a1".into(),
+            instance_id: "i".into(),
+            region: "eu-2".into(),
+            server_ip: "10.0.2.7".into(),
+            version: String::new(),
+            connectors: Vec::new(),
+            actor: Default::default(),
+        })
+        .await
+        .unwrap();
+    // Started with the same --replica-id while the first still heartbeats.
+    let second = replica_store(&db, "same").await;
+    let hour = Duration::from_secs(3600);
+    assert_eq!(second.end_orphaned_sessions(hour).await.unwrap(), 0);
+    first
+        .record_statuses(&session, &[])
+        .await
+        .expect("the first process's session is untouched");
+    // Once that id's heartbeat is stale, its sessions are orphans.
+    assert_eq!(
+        second.end_orphaned_sessions(Duration::ZERO).await.unwrap(),
+        1
+    );
+}

@@ -662,8 +662,16 @@ async fn a_reload_that_revokes_a_principal_ends_its_streams_and_waits() {
         .unwrap()
         .expect_err("refused");
     assert_eq!(wait.code(), Code::PermissionDenied, "{wait:?}");
-    assert_eq!(error_info(&wait).reason, "CREDENTIALS_REVOKED");
+    let info = error_info(&wait);
+    assert_eq!(info.reason, "CREDENTIALS_REVOKED");
+    assert_eq!(info.metadata["principal"], "otto");
+    assert!(!info.metadata["command_id"].is_empty());
     assert!(wait.message().contains("viewer"), "{}", wait.message());
+    assert!(
+        wait.message().contains("stays accepted"),
+        "{}",
+        wait.message()
+    );
     // The command it waited for stays accepted.
     assert_eq!(
         app.count("SELECT count(*) FROM commands WHERE status = 'PENDING'")

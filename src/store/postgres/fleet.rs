@@ -810,13 +810,18 @@ impl FleetStore for PgStore {
         Ok(u64::try_from(expired).unwrap_or(0))
     }
 
-    async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+    async fn end_orphaned_sessions(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
         let client = self.client().await?;
+        // Only when no live process heartbeats under this replica id: two
+        // processes started with one id must not end each other's sessions.
         let statement = client
             .prepare_cached(&format!(
                 "WITH ended AS (
                      UPDATE agents SET disconnect_time = now()
                      WHERE replica_id = $1 AND disconnect_time IS NULL
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = $1
+                           AND r.heartbeat_time > now() - make_interval(secs => $3))
                      RETURNING id, session_id, session_epoch, region, principal, peer),
                  {},
                  requeued AS (
@@ -832,7 +837,11 @@ impl FleetStore for PgStore {
         let row = client
             .query_one(
                 &statement,
-                &[&&*self.replica_id, &SessionEnd::ReplicaRestarted.reason()],
+                &[
+                    &&*self.replica_id,
+                    &SessionEnd::ReplicaRestarted.reason(),
+                    &replica_ttl.as_secs_f64(),
+                ],
             )
             .await
             .map_err(translate)?;

@@ -53,6 +53,34 @@ struct Inner {
     connection: Mutex<Connection>,
     /// Held for the store's lifetime: the single-replica guarantee.
     _lock: std::fs::File,
+    /// The lock earlier versions took (`<file>.lock`), held too, so that
+    /// an older binary cannot open the file during an upgrade. To be
+    /// dropped once no such binary runs.
+    _legacy_lock: std::fs::File,
+}
+
+/// The lock earlier versions took: `<canonical path>.lock`.
+fn legacy_lock(path: &Path) -> anyhow::Result<std::fs::File> {
+    let canonical = std::fs::canonicalize(path)
+        .with_context(|| format!("cannot resolve {}", path.display()))?;
+    let lock_path = PathBuf::from(format!("{}.lock", canonical.display()));
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .with_context(|| format!("cannot create {}", lock_path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => Ok(lock),
+        Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+            "{} is in use by an older connector-control process (it holds {}); stop it first",
+            path.display(),
+            lock_path.display()
+        ),
+        Err(std::fs::TryLockError::Error(error)) => {
+            Err(error).with_context(|| format!("cannot lock {}", lock_path.display()))
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -112,6 +140,7 @@ impl SqliteStore {
                 return Err(error).with_context(|| format!("cannot lock {}", path.display()));
             }
         }
+        let legacy = legacy_lock(path)?;
         let mut connection = Connection::open(path)
             .with_context(|| format!("cannot open the embedded store {}", path.display()))?;
         connection
@@ -130,6 +159,7 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 connection: Mutex::new(connection),
                 _lock: lock,
+                _legacy_lock: legacy,
             }),
             path: path.to_owned(),
             opened: now(),
@@ -1148,7 +1178,7 @@ impl FleetStore for SqliteStore {
 
     /// The one process that owns the file: every session recorded as open
     /// is left over from the process before it.
-    async fn end_orphaned_sessions(&self) -> Result<u64, StoreError> {
+    async fn end_orphaned_sessions(&self, _replica_ttl: Duration) -> Result<u64, StoreError> {
         self.with(|connection| {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)

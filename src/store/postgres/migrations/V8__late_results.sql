@@ -4,8 +4,9 @@
 -- answer a command it received before it was superseded: that late result
 -- is kept here ('SUCCEEDED' or 'FAILED', with error_reason and
 -- error_message), and changes nothing the newer command decided.
-ALTER TABLE commands ADD COLUMN late_result text NOT NULL DEFAULT ''
-    CHECK (late_result IN ('', 'SUCCEEDED', 'FAILED'));
+-- No CHECK constraint: validating one would scan the table under an
+-- exclusive lock; the store writes only these values.
+ALTER TABLE commands ADD COLUMN late_result text NOT NULL DEFAULT '';
 ALTER TABLE commands ADD COLUMN late_result_time timestamptz;
 
 -- Rows written before this rule: an older open command beside a newer one

@@ -4,7 +4,7 @@ ALTER TABLE commands ADD COLUMN late_result TEXT NOT NULL DEFAULT ''
 ALTER TABLE commands ADD COLUMN late_result_time TEXT;
 
 UPDATE commands SET status = 'SUPERSEDED',
-                    complete_time = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                    complete_time = strftime('%Y-%m-%dT%H:%M:%f000Z', 'now')
 WHERE status IN ('PENDING', 'DELIVERED')
   AND EXISTS (SELECT 1 FROM commands n
               WHERE n.connector_id = commands.connector_id
