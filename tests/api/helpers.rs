@@ -777,6 +777,18 @@ impl ServerProcess {
         process
     }
 
+    /// The address a `--metrics-listen 127.0.0.1:0` server logged.
+    pub fn metrics_addr(&mut self) -> String {
+        self.wait_for_log("serving Prometheus metrics")
+            .split("addr=")
+            .nth(1)
+            .expect("the metrics line names the address")
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_owned()
+    }
+
     /// How many log lines so far contain `needle` (without waiting).
     pub fn count_logged(&mut self, needle: &str) -> usize {
         while let Ok(line) = self.log.try_recv() {

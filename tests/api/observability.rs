@@ -405,15 +405,7 @@ async fn metrics_are_served_for_prometheus_after_real_traffic() {
             "60s",
         ],
     );
-    let metrics_addr = server
-        .wait_for_log("serving Prometheus metrics")
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let metrics_addr = server.metrics_addr();
     let channel = channel_to(&server.addr).await;
     let mut client = ConnectorServiceClient::new(channel.clone());
     for id in ["c1", "c2"] {

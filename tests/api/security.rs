@@ -1163,15 +1163,7 @@ async fn a_flood_of_refused_calls_stays_bounded_and_hides_no_real_event() {
             "127.0.0.1:0",
         ],
     );
-    let metrics = server
-        .wait_for_log("serving Prometheus metrics")
-        .split("addr=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_owned();
+    let metrics = server.metrics_addr();
     let channel = channel_to(&server.addr).await;
     let client = ConnectorServiceClient::new(channel.clone());
     create_as_admin(&client, "c1").await;
