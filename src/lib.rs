@@ -1,25 +1,31 @@
 //! connector-control: a gRPC control plane to list, start and pause the
 //! connectors of a data-replication system.
 //!
-//! Module map (dependencies point inward, towards `domain`):
+//! Module map. Dependencies point one way, each module using only those
+//! above it: `domain` <- `proto`, `store` <- `telemetry`, `auth` and
+//! `fleet` <- `api` <- `server` <- `cli` (and `agent`, `demo`).
 //! - [`domain`]: connector and command types, validation, the start/pause
-//!   state machine, page tokens. Pure; no I/O.
-//! - [`store`]: the `Store` trait and its PostgreSQL backend with embedded
-//!   migrations.
-//! - [`api`]: the tonic services, proto <-> domain conversion, and the one
+//!   state machine (`domain::rules`: where a pause is decided), page
+//!   tokens, session and audit rules. Pure; no I/O.
+//! - [`proto`]: code generated from `proto/` by `build.rs`, its codec, and
+//!   domain -> proto conversions that the API and the fleet both send.
+//! - [`store`]: the `Store` and `FleetStore` traits and their PostgreSQL and
+//!   embedded SQLite backends with their migrations (where a command is
+//!   written), and the aggregation of refused calls for the audit trail.
+//! - [`telemetry`]: logs, traces, metrics.
+//! - [`auth`]: principals, roles, permissions, tokens; it decides who may
+//!   do what and says why not (`AuthError`). [`tls`]: certificates.
+//! - [`fleet`]: this replica's agent sessions: the registry, command
+//!   dispatch, coalesced heartbeats, wake-ups, the leader's work.
+//! - [`api`]: the tonic services (including the agents' stream, which it
+//!   hands to `fleet`), request validation, the interceptor, and the one
 //!   mapping of errors to gRPC statuses.
-//! - [`fleet`]: agent sessions on this replica: command dispatch, coalesced
-//!   heartbeats, the liveness sweep.
 //! - [`server`]: assembles the gRPC server (API, health, reflection),
 //!   accepts connections within bounds, limits message sizes, and shuts
 //!   down gracefully.
 //! - [`agent`]: the reference agent, a real client of AgentService running
-//!   simulated connectors.
-//! - [`demo`]: `serve --demo`, a seeded fleet with in-process agents.
-//! - [`cli`]: the `connector-control` command line; [`telemetry`]: logs and
-//!   traces.
-//! - [`proto`]: code generated from `proto/` by `build.rs`, and its codec.
-//! - [`auth`]: principals, roles, tokens; [`tls`]: certificates.
+//!   simulated connectors. [`demo`]: `serve --demo`. [`cli`]: the
+//!   `connector-control` command line.
 
 pub mod agent;
 pub mod api;

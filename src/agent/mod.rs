@@ -177,7 +177,7 @@ fn status(
 }
 
 fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    crate::api::timestamp_to_proto(time)
+    crate::proto::convert::timestamp_to_proto(time)
 }
 
 fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {

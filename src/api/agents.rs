@@ -4,7 +4,7 @@
 use super::convert;
 use super::error::ApiError;
 use crate::auth::{self, Permission};
-use crate::fleet::{self, Fleet};
+use crate::fleet::Fleet;
 use crate::proto::v1::{self, agent_service_server::AgentService};
 use crate::store::FleetStore;
 use std::sync::Arc;
@@ -37,7 +37,7 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         let principal =
             auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
         let actor = super::actor(&request);
-        let stream = fleet::connect(
+        let stream = super::session::connect(
             self.fleet.clone(),
             request.into_inner(),
             principal,

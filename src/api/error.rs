@@ -440,3 +440,27 @@ fn rejection_status(rejection: Rejection) -> Status {
         ),
     }
 }
+
+/// INVALID_ARGUMENT / `HELLO_REQUIRED`: an agent stream did not begin with
+/// a valid hello.
+pub(crate) fn hello_required(message: String) -> Status {
+    status(
+        Code::InvalidArgument,
+        ErrorReason::HelloRequired,
+        message,
+        &[],
+        no_details,
+    )
+}
+
+/// ABORTED / `SESSION_SUPERSEDED`: a newer session of the agent replaced
+/// this stream.
+pub(crate) fn superseded(agent_id: &str) -> Status {
+    status(
+        Code::Aborted,
+        ErrorReason::SessionSuperseded,
+        format!("a newer session of agent {agent_id} replaced this one; this stream is closed"),
+        &[("agent_id", agent_id.to_owned())],
+        no_details,
+    )
+}

@@ -8,12 +8,15 @@ mod convert;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod interceptor;
 pub mod limits;
+mod session;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
 pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
+pub use interceptor::interceptor;
 
 use crate::auth::{self, Permission};
 

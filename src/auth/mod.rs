@@ -18,9 +18,11 @@
 //! token_sha256 = "..."
 //! ```
 //!
-//! Every API call is authenticated by an interceptor (UNAUTHENTICATED without
-//! a known token) and checked by its handler against one permission
-//! (PERMISSION_DENIED names it). Reflection and health are not intercepted.
+//! Every API call is authenticated by an interceptor (`api::interceptor`:
+//! UNAUTHENTICATED without a known token) and checked by its handler
+//! against one permission (PERMISSION_DENIED names it). Reflection and
+//! health are not intercepted. This module decides who may do what and
+//! returns `AuthError`; how that becomes a gRPC status is the API's.
 
 mod failures;
 
@@ -572,34 +574,21 @@ impl Authenticator {
         })
     }
 
-    /// A tonic interceptor putting the caller's `Principal` into each
-    /// request, or refusing it with UNAUTHENTICATED.
-    pub fn interceptor(
+    /// `authenticate` for a call from `peer` presenting a client
+    /// certificate with `certificate_names`; a refusal is counted and
+    /// logged (bounded, see `failures`).
+    pub fn authenticate_call(
         &self,
-    ) -> impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + Clone + use<>
-    {
-        let auth = self.clone();
-        move |mut request: tonic::Request<()>| {
-            let names = request
-                .peer_certs()
-                .and_then(|certs| {
-                    certs
-                        .first()
-                        .map(|cert| crate::tls::certificate_names(cert))
-                })
-                .unwrap_or_default();
-            let principal = auth
-                .authenticate(request.metadata(), &names)
-                .map_err(|error| {
-                    if let AuthError::Unauthenticated(failure, _) = &error {
-                        auth.failures
-                            .record(request.remote_addr().map(|addr| addr.ip()), *failure);
-                    }
-                    tonic::Status::from(crate::api::ApiError::from(error))
-                })?;
-            request.extensions_mut().insert(principal);
-            Ok(request)
-        }
+        metadata: &MetadataMap,
+        certificate_names: &[String],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Principal, AuthError> {
+        self.authenticate(metadata, certificate_names)
+            .inspect_err(|error| {
+                if let AuthError::Unauthenticated(failure, _) = error {
+                    self.failures.record(peer, *failure);
+                }
+            })
     }
 }
 

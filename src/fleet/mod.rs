@@ -4,16 +4,15 @@
 //! work (liveness sweep, expiry of stuck deliveries) while it holds the
 //! lease.
 //!
-//! Each session is one task that `select!`s over the agent's messages and a
-//! cancellation token; commands reach it through a small bounded channel,
-//! and a full channel (a slow agent) only means the command waits in the
-//! database for the next dispatch round. Nothing here blocks on an agent.
+//! Each session is one task (`api::session`, which serves the stream) that
+//! `select!`s over the agent's messages and cancellation tokens registered
+//! here; commands reach it through a small bounded channel, and a full
+//! channel (a slow agent) only means the command waits in the database for
+//! the next dispatch round. Nothing here blocks on an agent.
 //!
 //! Delivery never depends on a wake-up arriving: every replica polls for
 //! pending commands each `poll_interval`, and wake-ups (in-process when the
 //! target agent is here, LISTEN/NOTIFY otherwise) only make it sooner.
-
-mod session;
 
 use crate::domain::{ObservedStatus, Session, SessionEnd};
 use crate::proto::v1::ControlMessage;
@@ -26,8 +25,6 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-
-pub use session::connect;
 
 /// An agent is offline after this many missed heartbeats.
 pub const MISSED_HEARTBEATS: u32 = 4;
@@ -118,10 +115,10 @@ enum Outgoing {
 
 /// Messages queued per session. Small on purpose: a command waits in the
 /// database, not in memory, while an agent is slow to read.
-const SESSION_QUEUE: usize = 16;
+pub const SESSION_QUEUE: usize = 16;
 
 /// The outbound half of a connected session.
-type Outbound = mpsc::Sender<Result<ControlMessage, tonic::Status>>;
+pub type Outbound = mpsc::Sender<Result<ControlMessage, tonic::Status>>;
 
 struct LocalSession {
     session: Session,
@@ -188,7 +185,7 @@ impl Signals {
     }
 
     /// A command completed here: local waiters and other replicas' hear.
-    fn completed_here(&self, command_id: &str) {
+    pub fn completed_here(&self, command_id: &str) {
         self.command_completed();
         if let Some(outbox) = self.to_peers() {
             let _ = outbox.send(Outgoing::Completed(command_id.to_owned()));
@@ -298,6 +295,32 @@ impl<S: FleetStore> Fleet<S> {
         self.signals.clone()
     }
 
+    /// The signals, borrowed (sessions wake the dispatcher and waiters).
+    pub fn signals_ref(&self) -> &Signals {
+        &self.signals
+    }
+
+    /// The store sessions record their work in.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    /// Cancelled when the replica shuts down: sessions end with
+    /// `reconnect`.
+    pub fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Where refused sessions are recorded.
+    pub fn refusals(&self) -> &RefusalLog {
+        &self.refusals
+    }
+
+    /// Streams are recycled after this long (with jitter), if set.
+    pub fn max_stream_age(&self) -> Option<Duration> {
+        self.options.max_stream_age
+    }
+
     /// Where this replica serves.
     pub fn address(&self) -> &str {
         &self.options.address
@@ -351,7 +374,7 @@ impl<S: FleetStore> Fleet<S> {
 
     /// Records that `session` ended, and why; if the database cannot take
     /// it now, it is retried every heartbeat interval.
-    async fn close(&self, session: Session, end: SessionEnd) {
+    pub async fn close(&self, session: Session, end: SessionEnd) {
         match self.store.close_session(&session, &end).await {
             Ok(0) => {}
             Ok(_) => self.signals.wake(&session.region),
@@ -406,7 +429,7 @@ impl<S: FleetStore> Fleet<S> {
     /// If a newer session registered first (two connects racing), the
     /// newcomer is the one ended: its token comes back cancelled. Returns
     /// the session's `superseded` and `recycle` tokens.
-    fn register(
+    pub fn register(
         &self,
         session: Session,
         outbound: Outbound,
@@ -449,7 +472,7 @@ impl<S: FleetStore> Fleet<S> {
     }
 
     /// Whether `session` is the agent's registered session on this replica.
-    fn is_current(&self, session: &Session) -> bool {
+    pub fn is_current(&self, session: &Session) -> bool {
         self.sessions
             .lock()
             .unwrap()
@@ -458,7 +481,7 @@ impl<S: FleetStore> Fleet<S> {
     }
 
     /// Removes the session if it is still the registered one.
-    fn unregister(&self, session: &Session) {
+    pub fn unregister(&self, session: &Session) {
         let mut sessions = self.sessions.lock().unwrap();
         if sessions
             .get(&session.agent_id)
@@ -477,7 +500,7 @@ impl<S: FleetStore> Fleet<S> {
         regions
     }
 
-    fn saw(&self, session: &Session) {
+    pub fn saw(&self, session: &Session) {
         self.seen.lock().unwrap().insert(
             session.agent_id.clone(),
             Seen {
@@ -576,7 +599,7 @@ impl<S: FleetStore> Fleet<S> {
             ];
             let message = ControlMessage {
                 message: Some(crate::proto::v1::control_message::Message::Command(
-                    crate::api::command_to_proto(command),
+                    crate::proto::convert::command_to_proto(command),
                 )),
             };
             let sent = span.in_scope(|| {
@@ -600,7 +623,7 @@ impl<S: FleetStore> Fleet<S> {
 
     /// Queues the changed statuses a heartbeat of `session` reported; the
     /// newest report of each connector wins.
-    pub(crate) fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
+    pub fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
         enqueue(&mut self.statuses.lock().unwrap(), session, statuses, true);
     }
 

@@ -3,6 +3,7 @@
 //! uses.
 
 pub mod codec;
+pub mod convert;
 
 #[allow(clippy::all, clippy::pedantic)]
 pub mod connector {

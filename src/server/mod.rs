@@ -207,15 +207,15 @@ pub async fn serve<S: FleetStore>(
         .add_service(reflection_v1alpha)
         .add_service(InterceptedService::new(
             ConnectorServiceServer::new(api).max_decoding_message_size(MAX_REQUEST_BYTES),
-            options.auth.interceptor(),
+            crate::api::interceptor(&options.auth),
         ))
         .add_service(InterceptedService::new(
             AgentServiceServer::new(agents).max_decoding_message_size(MAX_AGENT_MESSAGE_BYTES),
-            options.auth.interceptor(),
+            crate::api::interceptor(&options.auth),
         ))
         .add_service(InterceptedService::new(
             AuditServiceServer::new(audit).max_decoding_message_size(MAX_REQUEST_BYTES),
-            options.auth.interceptor(),
+            crate::api::interceptor(&options.auth),
         ));
     let signal = async move {
         shutdown.await;

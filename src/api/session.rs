@@ -1,13 +1,13 @@
 //! One agent session: the hello handshake, then a task serving the stream.
 
-use super::{Fleet, SESSION_QUEUE};
-use crate::api::{ApiError, agent_convert};
+use super::error::{hello_required, superseded};
+use super::{ApiError, agent_convert};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
 use crate::domain::{Actor, CommandReport, ObservedStatus, Session, SessionEnd};
+use crate::fleet::{Fleet, Outbound, SESSION_QUEUE};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
 };
-use crate::proto::{ERROR_DOMAIN, v1::ErrorReason};
 use crate::store::{FleetStore, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Status, Streaming};
-use tonic_types::{ErrorDetails, StatusExt};
+use tonic_types::StatusExt;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 /// How often results held during a database outage are retried.
@@ -23,30 +23,6 @@ const RESULT_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a new stream may take to send its `hello`.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
-
-fn hello_required(message: String) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(
-        ErrorReason::HelloRequired.reason(),
-        ERROR_DOMAIN,
-        HashMap::new(),
-    );
-    Status::with_error_details(Code::InvalidArgument, message, details)
-}
-
-fn superseded(agent_id: &str) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(
-        ErrorReason::SessionSuperseded.reason(),
-        ERROR_DOMAIN,
-        HashMap::from([("agent_id".to_owned(), agent_id.to_owned())]),
-    );
-    Status::with_error_details(
-        Code::Aborted,
-        format!("a newer session of agent {agent_id} replaced this one; this stream is closed"),
-        details,
-    )
-}
 
 /// Accepts an agent's stream: waits for its `hello`, opens the session and
 /// returns the outbound stream, whose first message is `welcome`.
@@ -88,7 +64,7 @@ pub async fn connect<S: FleetStore>(
         .into());
     }
     hello.actor = actor.clone();
-    let session = match fleet.store.open_session(&hello).await {
+    let session = match fleet.store().open_session(&hello).await {
         Ok(session) => session,
         Err(error @ StoreError::AgentInOtherRegion { .. }) => {
             refused(&fleet, &actor, &hello, &principal.name, &error.to_string()).await;
@@ -108,7 +84,7 @@ pub async fn connect<S: FleetStore>(
         message: Some(control_message::Message::Welcome(Welcome {
             session_id: session.session_id.clone(),
             session_epoch: session.epoch,
-            heartbeat_interval: prost_types::Duration::try_from(fleet.heartbeat_interval).ok(),
+            heartbeat_interval: prost_types::Duration::try_from(fleet.heartbeat_interval()).ok(),
         })),
     };
     outbound
@@ -116,12 +92,11 @@ pub async fn connect<S: FleetStore>(
         .expect("a new channel has room");
     let (superseded_token, recycle) = fleet.register(session.clone(), outbound.clone());
     fleet.saw(&session);
-    fleet.signals.wake(&session.region);
+    fleet.signals_ref().wake(&session.region);
 
     let span = info_span!("agent_session", agent_id = %session.agent_id, epoch = session.epoch);
     let recycle_at = fleet
-        .options
-        .max_stream_age
+        .max_stream_age()
         .map(|age| Instant::now() + jittered(age));
     let mut served = Served {
         fleet,
@@ -170,7 +145,7 @@ async fn refused<S: FleetStore>(
         detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
         ..crate::domain::NewAuditEvent::ok(actor, crate::domain::AuditAction::AgentSessionStart, "")
     };
-    fleet.refusals.record(&fleet.store, refused).await;
+    fleet.refusals().record(fleet.store(), refused).await;
 }
 
 /// Why a session ended.
@@ -199,7 +174,7 @@ struct Served<S> {
     principal: Principal,
     reloads: tokio::sync::watch::Receiver<u64>,
     session: Session,
-    outbound: super::Outbound,
+    outbound: Outbound,
     /// The last status written per connector: unchanged reports cost nothing.
     reported: HashMap<String, ObservedStatus>,
     last_heard: Instant,
@@ -262,7 +237,7 @@ impl<S: FleetStore> Served<S> {
                         End::Superseded
                     };
                 }
-                _ = self.fleet.shutdown.cancelled() => return End::Draining,
+                _ = self.fleet.shutdown().cancelled() => return End::Draining,
                 Ok(()) = self.reloads.changed() => {
                     match self.still_allowed() {
                         Ok(()) => continue,
@@ -375,7 +350,7 @@ impl<S: FleetStore> Served<S> {
         let silence = self
             .fleet
             .offline_after()
-            .saturating_sub(self.fleet.heartbeat_interval);
+            .saturating_sub(self.fleet.heartbeat_interval());
         if self.last_heard.elapsed() >= silence {
             self.reported.clear();
         }
@@ -436,7 +411,7 @@ impl<S: FleetStore> Served<S> {
         crate::telemetry::continue_trace(&span, &report.trace_context);
         let completed = self
             .fleet
-            .store
+            .store()
             .complete_command(&self.session, report)
             .instrument(span)
             .await?;
@@ -463,9 +438,9 @@ impl<S: FleetStore> Served<S> {
                     status = %command.status,
                     "command completed"
                 );
-                self.fleet.signals.completed_here(&command.id);
+                self.fleet.signals_ref().completed_here(&command.id);
                 // The connector's next command may be for any region.
-                self.fleet.signals.wake_all();
+                self.fleet.signals_ref().wake_all();
             }
             None => debug!(command_id = %report.command_id, "duplicate or stale result ignored"),
         }
