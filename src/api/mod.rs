@@ -21,7 +21,9 @@ pub use interceptor::interceptor;
 use crate::auth::{self, Permission};
 
 use crate::domain::validate;
-use crate::domain::{Actor, AuditAction, CommandKind, Cursor, NewAuditEvent, PageTokenCodec};
+use crate::domain::{
+    Actor, AuditAction, Change, CommandKind, Cursor, NewAuditEvent, PageTokenCodec,
+};
 use crate::fleet::Signals;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::{CommandOutcome, FleetStore};
@@ -330,6 +332,76 @@ impl<S: FleetStore> ConnectorApi<S> {
     }
 }
 
+/// What a mutating call's work gets: who calls, from where, and when a
+/// `wait` must answer.
+struct Call {
+    principal: auth::Principal,
+    actor: Actor,
+    deadline: Instant,
+}
+
+impl<S: FleetStore> ConnectorApi<S> {
+    /// Every call that changes something goes through here: its
+    /// permission, its principal's rate limit, then `work`; the outcome is
+    /// named on the call's span and a refusal is recorded in the audit trail
+    /// (a change that was made recorded its own event). A new mutating RPC
+    /// cannot forget any of these.
+    async fn change<M, R, Fut>(
+        &self,
+        request: Request<M>,
+        permission: Permission,
+        audit: Refusal,
+        work: impl FnOnce(Call, M) -> Fut,
+    ) -> Result<Response<R>, Status>
+    where
+        Fut: std::future::Future<Output = Result<R, ApiError>>,
+    {
+        let result = async {
+            let principal = auth::require(&request, permission).map_err(ApiError::from)?;
+            self.limiter.check(&principal)?;
+            let call = Call {
+                principal,
+                actor: audit.actor.clone(),
+                deadline: self.deadline(&request),
+            };
+            work(call, request.into_inner()).await.map(Response::new)
+        }
+        .await
+        .map_err(Status::from);
+        record_outcome(&result);
+        self.audit_refusal(audit, &result).await;
+        result
+    }
+
+    /// Issues the command a start or pause asks for, then, with `wait`,
+    /// holds the call until the agent answers: the connector and command
+    /// to answer with.
+    async fn issue(
+        &self,
+        mut change: Change,
+        wait: bool,
+        call: Call,
+    ) -> Result<(Option<v1::Connector>, Option<v1::Command>), ApiError> {
+        let (actor, trace_context) = match &mut change {
+            Change::Start(request) => (&mut request.actor, &mut request.trace_context),
+            Change::Pause(request) => (&mut request.actor, &mut request.trace_context),
+        };
+        *actor = call.actor;
+        *trace_context = crate::telemetry::inject_current();
+        let mut outcome = self.store.issue_command(&change).await?;
+        self.accepted(&outcome);
+        if wait {
+            outcome = self
+                .confirm(outcome, call.deadline, &call.principal)
+                .await?;
+        }
+        Ok((
+            Some(self.view(outcome.connector)),
+            Some(convert::command_to_proto(outcome.command)),
+        ))
+    }
+}
+
 /// Names the call's outcome on its span: `OK` or the status code.
 fn record_outcome<T>(result: &Result<T, Status>) {
     let code = match result {
@@ -386,27 +458,21 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             .as_ref()
             .map(|c| c.id.clone())
             .unwrap_or_default();
-        let mut audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
-        let result = async {
-            let principal =
-                auth::require(&request, Permission::ConnectorsCreate).map_err(ApiError::from)?;
-            self.limiter.check(&principal)?;
-            let mut new = convert::new_connector(request.into_inner())?;
-            new.actor = audit.actor.clone();
-            audit.connector_id.clone_from(&new.id);
-            Span::current().record("connector_id", new.id.as_str());
-            let connector = self
-                .store
-                .create_connector(new)
-                .await
-                .map_err(ApiError::from)?;
-            info!("connector created");
-            Ok(Response::new(self.view(connector)))
-        }
-        .await;
-        record_outcome(&result);
-        self.audit_refusal(audit, &result).await;
-        result
+        let audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
+        self.change(
+            request,
+            Permission::ConnectorsCreate,
+            audit,
+            |call, message| async move {
+                let mut new = convert::new_connector(message)?;
+                new.actor = call.actor;
+                Span::current().record("connector_id", new.id.as_str());
+                let connector = self.store.create_connector(new).await?;
+                info!("connector created");
+                Ok(self.view(connector))
+            },
+        )
+        .await
     }
 
     #[instrument(name = "GetConnector", skip_all, fields(connector_id = %request.get_ref().id))]
@@ -478,33 +544,17 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             &message.id,
             &message.request_id,
         );
-        let result = async {
-            let principal =
-                auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-            self.limiter.check(&principal)?;
-            let deadline = self.deadline(&request);
-            let message = request.into_inner();
-            let mut start = convert::start_request(&message)?;
-            start.actor = audit.actor.clone();
-            start.trace_context = crate::telemetry::inject_current();
-            let mut outcome = self
-                .store
-                .start_connector(&start)
-                .await
-                .map_err(ApiError::from)?;
-            self.accepted(&outcome);
-            if message.wait {
-                outcome = self.confirm(outcome, deadline, &principal).await?;
-            }
-            Ok(Response::new(v1::StartConnectorResponse {
-                connector: Some(self.view(outcome.connector)),
-                command: Some(convert::command_to_proto(outcome.command)),
-            }))
-        }
-        .await;
-        record_outcome(&result);
-        self.audit_refusal(audit, &result).await;
-        result
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let change = Change::Start(convert::start_request(&message)?);
+                let (connector, command) = self.issue(change, message.wait, call).await?;
+                Ok(v1::StartConnectorResponse { connector, command })
+            },
+        )
+        .await
     }
 
     #[instrument(
@@ -524,33 +574,17 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             &message.request_id,
         );
         audit.reason.clone_from(&message.reason);
-        let result = async {
-            let principal =
-                auth::require(&request, Permission::ConnectorsOperate).map_err(ApiError::from)?;
-            self.limiter.check(&principal)?;
-            let deadline = self.deadline(&request);
-            let message = request.into_inner();
-            let mut pause = convert::pause_request(&message)?;
-            pause.actor = audit.actor.clone();
-            pause.trace_context = crate::telemetry::inject_current();
-            let mut outcome = self
-                .store
-                .pause_connector(&pause)
-                .await
-                .map_err(ApiError::from)?;
-            self.accepted(&outcome);
-            if message.wait {
-                outcome = self.confirm(outcome, deadline, &principal).await?;
-            }
-            Ok(Response::new(v1::PauseConnectorResponse {
-                connector: Some(self.view(outcome.connector)),
-                command: Some(convert::command_to_proto(outcome.command)),
-            }))
-        }
-        .await;
-        record_outcome(&result);
-        self.audit_refusal(audit, &result).await;
-        result
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let change = Change::Pause(convert::pause_request(&message)?);
+                let (connector, command) = self.issue(change, message.wait, call).await?;
+                Ok(v1::PauseConnectorResponse { connector, command })
+            },
+        )
+        .await
     }
 }
 

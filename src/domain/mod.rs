@@ -2,6 +2,7 @@
 //! pause state machine and page tokens. No I/O lives here.
 
 pub mod audit;
+mod change;
 pub mod fleet;
 pub mod lag;
 mod model;
@@ -10,6 +11,7 @@ pub mod rules;
 pub mod validate;
 
 pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
+pub use change::Change;
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
     SessionEnd,

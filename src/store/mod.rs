@@ -5,11 +5,10 @@ pub mod postgres;
 pub mod refusals;
 pub mod sqlite;
 
-use crate::domain::rules::{self, Intent};
 use crate::domain::{
-    Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, Connector, Cursor, Hello,
+    Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
     NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
-    SearchFilter, Session, SessionEnd, StartRequest, Transition,
+    SearchFilter, Session, SessionEnd, StartRequest,
 };
 use crate::domain::{CommandStatus, ConnectorState, LagCause};
 use chrono::{DateTime, Utc};
@@ -98,18 +97,33 @@ pub trait Store: Clone + Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
-    /// Applies `domain::rules::decide_start` under a row lock and records the
-    /// transition with its PENDING command, superseding undelivered ones.
+    /// Issues a command: loads the connector under a row lock, returns the
+    /// first call's command to a retried `request_id`, asks
+    /// `Change::decide`, and writes the transition, its PENDING command
+    /// (superseding the unanswered ones) and its audit event in one
+    /// transaction. The one place a command is written, per backend.
+    fn issue_command(
+        &self,
+        change: &Change,
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+
+    /// `issue_command` for a start.
     fn start_connector(
         &self,
         request: &StartRequest,
-    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send {
+        let change = Change::Start(request.clone());
+        async move { self.issue_command(&change).await }
+    }
 
-    /// As `start_connector`, for `domain::rules::decide_pause`.
+    /// `issue_command` for a pause.
     fn pause_connector(
         &self,
         request: &PauseRequest,
-    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send {
+        let change = Change::Pause(request.clone());
+        async move { self.issue_command(&change).await }
+    }
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
 
@@ -194,112 +208,6 @@ pub struct MetricsSample {
     pub lagging: BTreeMap<(String, LagCause), u64>,
     /// PENDING and DELIVERED commands by (region, status).
     pub open_commands: BTreeMap<(String, CommandStatus), OpenCommands>,
-}
-
-/// A start or a pause, as a backend carries it out: load the connector
-/// under a lock, check a retried `request_id`, decide, persist.
-#[derive(Clone, Copy, Debug)]
-pub(crate) enum Change<'a> {
-    Start(&'a StartRequest),
-    Pause(&'a PauseRequest),
-}
-
-impl<'a> Change<'a> {
-    pub(crate) fn connector_id(self) -> &'a str {
-        match self {
-            Change::Start(request) => &request.connector_id,
-            Change::Pause(request) => &request.connector_id,
-        }
-    }
-
-    pub(crate) fn request_id(self) -> Option<&'a str> {
-        match self {
-            Change::Start(request) => request.request_id.as_deref(),
-            Change::Pause(request) => request.request_id.as_deref(),
-        }
-    }
-
-    /// The audit event a change that was made records with it.
-    pub(crate) fn audit_event(self, command_id: &str) -> NewAuditEvent {
-        let (actor, action) = match self {
-            Change::Start(request) => (&request.actor, AuditAction::StartConnector),
-            Change::Pause(request) => (&request.actor, AuditAction::PauseConnector),
-        };
-        NewAuditEvent {
-            request_id: self.request_id().unwrap_or_default().to_owned(),
-            reason: self.reason().to_owned(),
-            detail: format!("command {command_id}"),
-            ..NewAuditEvent::ok(actor, action, self.connector_id())
-        }
-    }
-
-    pub(crate) fn trace_context(self) -> &'a crate::domain::TraceContext {
-        match self {
-            Change::Start(request) => &request.trace_context,
-            Change::Pause(request) => &request.trace_context,
-        }
-    }
-
-    pub(crate) fn reason(self) -> &'a str {
-        match self {
-            Change::Start(_) => "",
-            Change::Pause(request) => &request.reason,
-        }
-    }
-
-    pub(crate) fn intent(self, connector: &Connector) -> Intent {
-        match self {
-            Change::Start(request) => Intent::start(connector, request),
-            Change::Pause(_) => Intent::pause(connector),
-        }
-    }
-
-    /// Whether a retry with an already used `request_id` repeats the call
-    /// that produced `previous` (then `previous` is the answer).
-    pub(crate) fn check_replay(
-        self,
-        connector: &Connector,
-        previous: &Command,
-    ) -> Result<(), Rejection> {
-        let previous_intent = Intent {
-            kind: previous.kind,
-            pull_back_time: previous.pull_back_time,
-            region: previous.region.clone(),
-        };
-        rules::check_replay(
-            self.connector_id(),
-            self.request_id().unwrap_or_default(),
-            &previous_intent,
-            &self.intent(connector),
-        )
-    }
-
-    /// The region override a start must confirm exists before deciding.
-    pub(crate) fn region_to_verify(self, connector: &Connector) -> Option<&'a str> {
-        match self {
-            Change::Start(request) => rules::region_to_verify(connector, request),
-            Change::Pause(_) => None,
-        }
-    }
-
-    /// The domain decision, given what the backend looked up: whether the
-    /// region override exists, and for a pause the region before a start
-    /// it supersedes.
-    pub(crate) fn decide_with(
-        self,
-        connector: &Connector,
-        region_known: bool,
-        undelivered_start_from: Option<&str>,
-    ) -> Result<Transition, Rejection> {
-        match self {
-            Change::Start(request) => {
-                rules::decide_start(connector, request, region_known, Utc::now())
-            }
-            Change::Pause(request) => {
-                rules::decide_pause(connector, request, undelivered_start_from)
-            }
-        }
-    }
 }
 
 /// The case-insensitive form that search compares, in every backend:

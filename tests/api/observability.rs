@@ -222,7 +222,7 @@ async fn a_start_is_one_trace_from_the_callers_traceparent_to_the_agents_result(
             "connector.v1.ConnectorService/StartConnector",
         ),
         ("connector-control", "StartConnector"),
-        ("connector-control", "start_connector"),
+        ("connector-control", "issue_command"),
         ("connector-control", "deliver command"),
         ("connector-control-agent", "apply command"),
         ("connector-control", "record command result"),
@@ -264,7 +264,7 @@ async fn a_start_is_one_trace_from_the_callers_traceparent_to_the_agents_result(
     assert_eq!(handler.attribute("connector_id"), Some("c1"));
     assert_eq!(handler.attribute("command_id"), Some(command.id.as_str()));
     assert_eq!(handler.attribute("outcome"), Some("OK"));
-    assert_eq!(find("start_connector").parent_span_id, handler.span_id);
+    assert_eq!(find("issue_command").parent_span_id, handler.span_id);
     // The agent's handling is a child of the span that issued the command,
     // and the recording of its result a child of the agent's span.
     let applied = find("apply command");

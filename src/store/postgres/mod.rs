@@ -12,10 +12,10 @@ mod rows;
 #[doc(hidden)]
 pub use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
 
-use super::{Change, CommandOutcome, Page, PoolStatus, Store, StoreError, escape_like, fold};
+use super::{CommandOutcome, Page, PoolStatus, Store, StoreError, escape_like, fold};
 use crate::domain::{
-    AuditAction, AuditEvent, AuditFilter, Command, Connector, Cursor, NewAuditEvent, NewConnector,
-    PauseRequest, SearchFilter, StartRequest, Transition, trace_context_to_text,
+    AuditAction, AuditEvent, AuditFilter, Change, Command, Connector, Cursor, NewAuditEvent,
+    NewConnector, SearchFilter, Transition, trace_context_to_text,
 };
 use anyhow::Context;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
@@ -225,7 +225,7 @@ impl PgStore {
 
     /// Runs `decide` on the locked connector, then persists the transition
     /// and its command in the same transaction.
-    async fn transition(&self, change: Change<'_>) -> Result<CommandOutcome, StoreError> {
+    async fn transition(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
         let (connector_id, request_id) = (change.connector_id(), change.request_id());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
@@ -360,7 +360,7 @@ impl PgStore {
 /// to ask the database whether its region override exists, a pause where a
 /// start it supersedes came from.
 async fn decide(
-    change: Change<'_>,
+    change: &Change,
     client: &impl GenericClient,
     connector: &Connector,
 ) -> Result<Transition, StoreError> {
@@ -370,7 +370,7 @@ async fn decide(
                 Some(region) => region_exists(client, region).await?,
                 None => true,
             };
-            Ok(change.decide_with(connector, region_known, None)?)
+            Ok(change.decide(connector, region_known, None, chrono::Utc::now())?)
         }
         Change::Pause(_) => {
             let statement = client
@@ -387,7 +387,12 @@ async fn decide(
                 .await
                 .map_err(translate)?
                 .map(|row| row.get(0));
-            Ok(change.decide_with(connector, true, undelivered_start_from.as_deref())?)
+            Ok(change.decide(
+                connector,
+                true,
+                undelivered_start_from.as_deref(),
+                chrono::Utc::now(),
+            )?)
         }
     }
 }
@@ -543,14 +548,9 @@ impl Store for PgStore {
         })
     }
 
-    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
-    async fn start_connector(&self, request: &StartRequest) -> Result<CommandOutcome, StoreError> {
-        self.transition(Change::Start(request)).await
-    }
-
-    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
-    async fn pause_connector(&self, request: &PauseRequest) -> Result<CommandOutcome, StoreError> {
-        self.transition(Change::Pause(request)).await
+    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
+    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        self.transition(change).await
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

@@ -12,17 +12,17 @@
 mod rows;
 
 use super::{
-    Change, CommandOutcome, FleetStore, Lease, MetricsSample, OpenCommands, Page, Seen, Store,
-    StoreError, Wakeup, WakeupHandler, escape_like, fold,
+    CommandOutcome, FleetStore, Lease, MetricsSample, OpenCommands, Page, Seen, Store, StoreError,
+    Wakeup, WakeupHandler, escape_like, fold,
 };
 use crate::domain::fleet::{
     Candidate, Deliverable, ResultDisposition, SessionEnd, assign_local, result_disposition,
     result_effect, session_ended, session_started, status_effect,
 };
 use crate::domain::{
-    Agent, AuditAction, AuditEvent, AuditFilter, Command, CommandReport, CommandStatus, Connector,
-    ConnectorUpdate, Cursor, Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
-    RegionSummary, Replica, SearchFilter, Session, StartRequest, trace_context_to_text,
+    Agent, AuditAction, AuditEvent, AuditFilter, Change, Command, CommandReport, CommandStatus,
+    Connector, ConnectorUpdate, Cursor, Hello, NewAuditEvent, NewConnector, ObservedStatus,
+    RegionSummary, Replica, SearchFilter, Session, trace_context_to_text,
 };
 use crate::domain::{ConnectorState, LagCause, micros};
 use anyhow::Context;
@@ -226,10 +226,7 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
         .map_err(translate)
 }
 
-fn transition(
-    connection: &mut Connection,
-    change: Change<'_>,
-) -> Result<CommandOutcome, StoreError> {
+fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOutcome, StoreError> {
     let tx = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(translate)?;
@@ -273,8 +270,12 @@ fn transition(
             .map_err(translate)?,
         Change::Start(_) => None,
     };
-    let transition =
-        change.decide_with(&connector, region_known, undelivered_start_from.as_deref())?;
+    let transition = change.decide(
+        &connector,
+        region_known,
+        undelivered_start_from.as_deref(),
+        Utc::now(),
+    )?;
     let at = text(now());
     // Every older unanswered command, delivered or not (see PostgreSQL).
     tx.prepare_cached(
@@ -501,15 +502,9 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn start_connector(&self, request: &StartRequest) -> Result<CommandOutcome, StoreError> {
-        let request = request.clone();
-        self.with(move |connection| transition(connection, Change::Start(&request)))
-            .await
-    }
-
-    async fn pause_connector(&self, request: &PauseRequest) -> Result<CommandOutcome, StoreError> {
-        let request = request.clone();
-        self.with(move |connection| transition(connection, Change::Pause(&request)))
+    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        let change = change.clone();
+        self.with(move |connection| transition(connection, &change))
             .await
     }
 

@@ -1,0 +1,118 @@
+//! Starts and pauses as one operation: `Change`.
+
+use super::audit::{AuditAction, NewAuditEvent};
+use super::model::{Command, CommandKind, Connector, PauseRequest, StartRequest, TraceContext};
+use super::rules::{self, Intent, Rejection, Transition};
+use chrono::{DateTime, Utc};
+
+/// A change of a connector's desired state: a start or a pause, one "issue
+/// a command" operation parameterised by its kind. Backends carry it out
+/// the same way for every kind (load the connector under a lock, check a
+/// retried `request_id`, ask `decide`, write the transition and its
+/// command); a new kind of change plugs in here.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Start(StartRequest),
+    Pause(PauseRequest),
+}
+
+impl Change {
+    /// The kind of command it issues.
+    pub fn kind(&self) -> CommandKind {
+        match self {
+            Change::Start(_) => CommandKind::Start,
+            Change::Pause(_) => CommandKind::Pause,
+        }
+    }
+
+    pub fn connector_id(&self) -> &str {
+        match self {
+            Change::Start(request) => &request.connector_id,
+            Change::Pause(request) => &request.connector_id,
+        }
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Change::Start(request) => request.request_id.as_deref(),
+            Change::Pause(request) => request.request_id.as_deref(),
+        }
+    }
+
+    /// The audit event a change that was made records with it.
+    pub fn audit_event(&self, command_id: &str) -> NewAuditEvent {
+        let (actor, action) = match self {
+            Change::Start(request) => (&request.actor, AuditAction::StartConnector),
+            Change::Pause(request) => (&request.actor, AuditAction::PauseConnector),
+        };
+        NewAuditEvent {
+            request_id: self.request_id().unwrap_or_default().to_owned(),
+            reason: self.reason().to_owned(),
+            detail: format!("command {command_id}"),
+            ..NewAuditEvent::ok(actor, action, self.connector_id())
+        }
+    }
+
+    pub fn trace_context(&self) -> &TraceContext {
+        match self {
+            Change::Start(request) => &request.trace_context,
+            Change::Pause(request) => &request.trace_context,
+        }
+    }
+
+    pub fn reason(&self) -> &str {
+        match self {
+            Change::Start(_) => "",
+            Change::Pause(request) => &request.reason,
+        }
+    }
+
+    pub fn intent(&self, connector: &Connector) -> Intent {
+        match self {
+            Change::Start(request) => Intent::start(connector, request),
+            Change::Pause(_) => Intent::pause(connector),
+        }
+    }
+
+    /// Whether a retry with an already used `request_id` repeats the call
+    /// that produced `previous` (then `previous` is the answer).
+    pub fn check_replay(&self, connector: &Connector, previous: &Command) -> Result<(), Rejection> {
+        let previous_intent = Intent {
+            kind: previous.kind,
+            pull_back_time: previous.pull_back_time,
+            region: previous.region.clone(),
+        };
+        rules::check_replay(
+            self.connector_id(),
+            self.request_id().unwrap_or_default(),
+            &previous_intent,
+            &self.intent(connector),
+        )
+    }
+
+    /// The region override a start must confirm exists before deciding.
+    pub fn region_to_verify(&self, connector: &Connector) -> Option<&str> {
+        match self {
+            Change::Start(request) => rules::region_to_verify(connector, request),
+            Change::Pause(_) => None,
+        }
+    }
+
+    /// The domain decision, given what the backend looked up: whether the
+    /// region override exists, and for a pause the region before a start
+    /// it supersedes; `now` is the server's clock.
+    pub fn decide(
+        &self,
+        connector: &Connector,
+        region_known: bool,
+        undelivered_start_from: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Transition, Rejection> {
+        match self {
+            Change::Start(request) => rules::decide_start(connector, request, region_known, now),
+            Change::Pause(request) => {
+                rules::decide_pause(connector, request, undelivered_start_from)
+            }
+        }
+    }
+}
