@@ -1,23 +1,49 @@
-//! Persistence. The `Store` trait is what the API needs; backends load and
-//! save, and leave every decision to `crate::domain`.
+//! Persistence: the store traits and `StoreError`. Backends load and save,
+//! and leave every decision to `crate::domain`. Each trait is one
+//! responsibility, and each backend implements it in a file of the same
+//! name (`postgres/connectors.rs` and `sqlite/connectors.rs`, ...), so that
+//! a diff of the two backends is one command.
+//!
+//! - `Connectors`: create, read, and issue commands (`issue_command`: where
+//!   a command is written).
+//! - `Search`: ListConnectors.
+//! - `AuditLog`: the audit trail.
+//! - `Sessions`: agent sessions, their statuses and heartbeats (fenced).
+//! - `Dispatch`: handing commands to agents and recording their results.
+//! - `Leadership`: replicas, the leader lease and its work, wake-ups.
+//! - `Reads`: agents, regions and metrics for operators.
+//!
+//! `Store` is what the API needs, `FleetStore` what agent sessions need
+//! too. Every method that changes something does so in one transaction: it
+//! either fully happens or leaves no trace.
 
 pub mod postgres;
 pub mod refusals;
 pub mod sqlite;
+mod types;
 
 use crate::domain::{
     Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
     NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
     SearchFilter, Session, SessionEnd, StartRequest,
 };
-use crate::domain::{CommandStatus, ConnectorState, LagCause};
-use chrono::{DateTime, Utc};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
 pub use postgres::PgStore;
+
+/// Every store trait, for code that calls a backend's methods directly.
+pub mod prelude {
+    pub use super::{
+        AuditLog, Connectors, Dispatch, FleetStore, Leadership, Reads, Search, Sessions, Store,
+    };
+}
 pub use sqlite::SqliteStore;
+pub use types::{
+    CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus, Seen, Wakeup,
+    WakeupHandler,
+};
+pub(crate) use types::{escape_like, fold};
 
 /// Failures a store reports, already translated from driver errors.
 #[derive(Debug, thiserror::Error)]
@@ -55,29 +81,8 @@ pub enum StoreError {
     Internal(String),
 }
 
-/// One page of a connector search.
-#[derive(Clone, Debug)]
-pub struct Page {
-    pub connectors: Vec<Connector>,
-    /// Whether more connectors follow the last one returned.
-    pub more: bool,
-    /// Connectors matching the filters, across all pages.
-    pub total: i64,
-}
-
-/// The result of an accepted start or pause, or of its retry.
-#[derive(Clone, Debug)]
-pub struct CommandOutcome {
-    pub connector: Connector,
-    pub command: Command,
-    /// True when `request_id` matched an earlier call and nothing changed.
-    pub replayed: bool,
-}
-
-/// What the API layer needs from persistence. Every method that changes
-/// something does so in one transaction: it either fully happens or leaves
-/// no trace.
-pub trait Store: Clone + Send + Sync + 'static {
+/// Connectors: create, read, and the one way their desired state changes.
+pub trait Connectors: Send + Sync {
     /// Inserts a STOPPED connector at generation 0 in its destination's
     /// region.
     fn create_connector(
@@ -87,15 +92,6 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     fn get_connector(&self, id: &str)
     -> impl Future<Output = Result<Connector, StoreError>> + Send;
-
-    /// Up to `limit` connectors matching `filter`, ordered by (name, id),
-    /// strictly after `after`.
-    fn list_connectors(
-        &self,
-        filter: &SearchFilter,
-        after: Option<&Cursor>,
-        limit: usize,
-    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
 
     /// Issues a command: loads the connector under a row lock, returns the
     /// first call's command to a retried `request_id`, asks
@@ -129,7 +125,22 @@ pub trait Store: Clone + Send + Sync + 'static {
 
     /// The key page tokens are signed with, the same for every replica.
     fn page_token_key(&self) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}
 
+/// ListConnectors.
+pub trait Search: Send + Sync {
+    /// Up to `limit` connectors matching `filter`, ordered by (name, id),
+    /// strictly after `after`.
+    fn list_connectors(
+        &self,
+        filter: &SearchFilter,
+        after: Option<&Cursor>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Page, StoreError>> + Send;
+}
+
+/// The audit trail.
+pub trait AuditLog: Send + Sync {
     /// Appends an audit event on its own (a refused call; changes that were
     /// made record theirs in their own transaction).
     fn append_audit(
@@ -144,7 +155,10 @@ pub trait Store: Clone + Send + Sync + 'static {
         filter: &AuditFilter,
         limit: usize,
     ) -> impl Future<Output = Result<(Vec<AuditEvent>, bool), StoreError>> + Send;
+}
 
+/// What the API needs from persistence.
+pub trait Store: Connectors + Search + AuditLog + Clone + Send + Sync + 'static {
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -154,120 +168,9 @@ pub trait Store: Clone + Send + Sync + 'static {
     }
 }
 
-/// A connection pool's occupancy.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PoolStatus {
-    pub max: u64,
-    pub in_use: u64,
-    pub idle: u64,
-    /// Callers waiting for a connection.
-    pub waiting: u64,
-}
-
-/// Unanswered commands of one region and status.
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
-pub struct OpenCommands {
-    pub count: u64,
-    pub oldest_age: Duration,
-}
-
-impl MetricsSample {
-    /// The sample with explicit zeros: every state, lag cause and open
-    /// status for each region seen, so that a count falling to zero reads
-    /// 0 rather than vanishing.
-    pub fn with_zeros(mut self) -> Self {
-        let regions: std::collections::BTreeSet<String> = self
-            .connectors
-            .keys()
-            .map(|(region, _)| region.clone())
-            .chain(self.open_commands.keys().map(|(region, _)| region.clone()))
-            .collect();
-        for region in regions {
-            for state in ConnectorState::ALL {
-                self.connectors.entry((region.clone(), *state)).or_insert(0);
-            }
-            for cause in [LagCause::Latency, LagCause::AgentOffline] {
-                self.lagging.entry((region.clone(), cause)).or_insert(0);
-            }
-            for status in [CommandStatus::Pending, CommandStatus::Delivered] {
-                self.open_commands
-                    .entry((region.clone(), status))
-                    .or_default();
-            }
-        }
-        self
-    }
-}
-
-/// The database-wide figures the metrics report, sampled together.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct MetricsSample {
-    /// Connectors by (region, state).
-    pub connectors: BTreeMap<(String, ConnectorState), u64>,
-    /// Lagging connectors by (region, cause).
-    pub lagging: BTreeMap<(String, LagCause), u64>,
-    /// PENDING and DELIVERED commands by (region, status).
-    pub open_commands: BTreeMap<(String, CommandStatus), OpenCommands>,
-}
-
-/// The case-insensitive form that search compares, in every backend:
-/// Unicode lower case, the same for stored names and for queries.
-pub(crate) fn fold(text: &str) -> String {
-    text.to_lowercase()
-}
-
-/// Makes `text` match itself literally inside a LIKE pattern whose escape
-/// character is a backslash (both backends' searches).
-pub(crate) fn escape_like(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '\\' | '%' | '_') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
-}
-
-/// A heartbeat kept in memory until the next flush.
-#[derive(Clone, Debug)]
-pub struct Seen {
-    pub agent_id: String,
-    pub epoch: i64,
-    pub time: DateTime<Utc>,
-}
-
-/// The leader lease as one replica holds it. Leader-only writes pass it
-/// and are refused (`StoreError::NotLeader`) once it lapsed or changed hands:
-/// the term is a fencing token.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Lease {
-    pub term: i64,
-}
-
-/// A wake-up from another replica: only which region's dispatcher to run,
-/// or which command completed; never data, which is read from the tables.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Wakeup {
-    /// A command for this region was committed elsewhere.
-    Region(String),
-    /// A command completed elsewhere (a `wait: true` call may be waiting).
-    Completed(String),
-    /// The replica with this id started: there is a peer to wake.
-    Joined(String),
-    /// The listener (re)connected: wake-ups may have been missed, so look
-    /// at everything.
-    All,
-}
-
-/// Receives wake-ups from other replicas.
-pub type WakeupHandler = std::sync::Arc<dyn Fn(Wakeup) + Send + Sync>;
-
-/// What agent sessions need from persistence. Every write on behalf of a
-/// session is fenced: it fails with `StoreError::Fenced` once a newer
-/// session of the same agent exists. `offline_after` is how long an agent
-/// may stay silent before it counts as offline.
-pub trait FleetStore: Store {
+/// Agent sessions. Every write on behalf of a session is fenced: it fails
+/// with `StoreError::Fenced` once a newer session of the same agent exists.
+pub trait Sessions: Send + Sync {
     /// Records a new session (bumping the agent's epoch), makes the
     /// commands delivered to an earlier session pending again, and records
     /// the connectors the hello reports. An agent id registered in another
@@ -336,7 +239,12 @@ pub trait FleetStore: Store {
         &self,
         seen: &[Seen],
     ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
+}
 
+/// Handing commands to agents and recording what they answer.
+/// `offline_after` is how long an agent may stay silent before it counts
+/// as offline.
+pub trait Dispatch: Send + Sync {
     /// Regions that have pending commands.
     fn pending_regions(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
@@ -369,27 +277,11 @@ pub trait FleetStore: Store {
         session: &Session,
         report: &CommandReport,
     ) -> impl Future<Output = Result<Option<Command>, StoreError>> + Send;
+}
 
-    /// Leader-only. Agents silent for `offline_after`, and agents whose
-    /// session is held by a replica silent for `replica_ttl` (it died):
-    /// their connectors that were running or failed become UNKNOWN, their
-    /// unanswered commands pending again. Returns how many rows changed.
-    fn sweep_offline(
-        &self,
-        lease: Lease,
-        offline_after: Duration,
-        replica_ttl: Duration,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
-    /// Leader-only. Commands delivered longer than `timeout` ago and never
-    /// answered become pending again (agents apply a generation once, so a
-    /// redelivery is safe). Returns how many.
-    fn expire_deliveries(
-        &self,
-        lease: Lease,
-        timeout: Duration,
-    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
-
+/// This replica among the others: its heartbeat, the leader lease and the
+/// leader-only work it fences, and wake-ups between replicas.
+pub trait Leadership: Send + Sync {
     /// This replica's identity, recorded with every session it opens.
     fn replica_id(&self) -> &str;
 
@@ -418,6 +310,26 @@ pub trait FleetStore: Store {
         ttl: Duration,
     ) -> impl Future<Output = Result<Option<Lease>, StoreError>> + Send;
 
+    /// Leader-only. Agents silent for `offline_after`, and agents whose
+    /// session is held by a replica silent for `replica_ttl` (it died):
+    /// their connectors that were running or failed become UNKNOWN, their
+    /// unanswered commands pending again. Returns how many rows changed.
+    fn sweep_offline(
+        &self,
+        lease: Lease,
+        offline_after: Duration,
+        replica_ttl: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Leader-only. Commands delivered longer than `timeout` ago and never
+    /// answered become pending again (agents apply a generation once, so a
+    /// redelivery is safe). Returns how many.
+    fn expire_deliveries(
+        &self,
+        lease: Lease,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
     /// Wakes the other replicas (their dispatchers for these regions, or
     /// their waiters for these commands). A no-op where replicas cannot
     /// signal each other; their polling then delivers.
@@ -431,7 +343,10 @@ pub trait FleetStore: Store {
         check_every: Duration,
         shutdown: tokio_util::sync::CancellationToken,
     ) -> Option<tokio::task::JoinHandle<()>>;
+}
 
+/// What operators read about the fleet.
+pub trait Reads: Send + Sync {
     fn list_agents(
         &self,
         region: Option<&str>,
@@ -451,13 +366,7 @@ pub trait FleetStore: Store {
     ) -> impl Future<Output = Result<MetricsSample, StoreError>> + Send;
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// What agent sessions and the fleet need from persistence: everything.
+pub trait FleetStore: Store + Sessions + Dispatch + Leadership + Reads {}
 
-    #[test]
-    fn like_metacharacters_match_literally() {
-        assert_eq!(escape_like(r"10.0_1%\"), r"10.0\_1\%\\");
-        assert_eq!(fold("ÄPFEL"), "äpfel");
-    }
-}
+impl<T: Store + Sessions + Dispatch + Leadership + Reads> FleetStore for T {}

@@ -464,7 +464,8 @@ async fn an_agent_that_stops_reading_does_not_hold_up_other_agents() {
 #[tokio::test]
 async fn writes_for_a_superseded_session_are_refused() {
     use connector_control::domain::{CommandReport, Hello, ObservedStatus};
-    use connector_control::store::{FleetStore, PgStore, StoreError};
+    use connector_control::store::prelude::*;
+    use connector_control::store::{PgStore, StoreError};
     let (app, _agent) = app_with_agent().await;
     let store = PgStore::connect(&app.db.url, 2).await.unwrap();
     let hello = Hello {

@@ -7,7 +7,8 @@
 use crate::helpers::*;
 use connector_control::fleet::FleetOptions;
 use connector_control::proto::v1::{self, ConnectorState as S};
-use connector_control::store::{FleetStore, PgStore, StoreError};
+use connector_control::store::prelude::*;
+use connector_control::store::{PgStore, StoreError};
 use std::sync::Arc;
 use std::time::Duration;
 

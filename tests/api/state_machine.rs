@@ -9,7 +9,8 @@ use connector_control::domain::{
     CommandKind, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Endpoint, Hello,
     NewConnector, ObservedStatus, PauseRequest, Session, StartRequest, TimeRange,
 };
-use connector_control::store::{FleetStore, SqliteStore, Store};
+use connector_control::store::SqliteStore;
+use connector_control::store::prelude::*;
 use proptest::prelude::*;
 use std::time::Duration;
 

@@ -1,0 +1,103 @@
+//! The audit trail on PostgreSQL.
+
+use super::PgStore;
+use super::error::translate;
+use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
+use crate::store::{AuditLog, StoreError};
+use deadpool_postgres::GenericClient;
+
+/// Appends `event` inside the caller's transaction (or on its own).
+pub(super) async fn insert_audit(
+    client: &impl GenericClient,
+    event: &NewAuditEvent,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached(
+            "INSERT INTO audit_events
+               (principal, action, connector_id, request_id, outcome, reason, peer, detail,
+                count)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .await
+        .map_err(translate)?;
+    client
+        .execute(
+            &statement,
+            &[
+                &event.actor.principal,
+                &event.action.as_str(),
+                &event.connector_id,
+                &event.request_id,
+                &event.outcome,
+                &event.reason,
+                &event.actor.peer,
+                &event.detail,
+                &i64::try_from(event.count).unwrap_or(i64::MAX).max(1),
+            ],
+        )
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
+
+impl AuditLog for PgStore {
+    async fn append_audit(&self, event: &NewAuditEvent) -> Result<(), StoreError> {
+        insert_audit(&self.client().await?, event).await
+    }
+
+    async fn list_audit_events(
+        &self,
+        filter: &AuditFilter,
+        limit: usize,
+    ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT id, time, principal, action, connector_id, request_id, outcome, reason,
+                        peer, detail, count
+                 FROM audit_events
+                 WHERE ($1::text IS NULL OR connector_id = $1)
+                   AND ($2::text IS NULL OR principal = $2)
+                   AND ($3::timestamptz IS NULL OR time >= $3)
+                   AND ($4::timestamptz IS NULL OR time < $4)
+                   AND ($5::int8 IS NULL OR id < $5)
+                 ORDER BY id DESC
+                 LIMIT $6",
+            )
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &filter.connector_id,
+                    &filter.principal,
+                    &filter.start_time,
+                    &filter.end_time,
+                    &filter.before_id,
+                    &(i64::try_from(limit).unwrap_or(i64::MAX) + 1),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        let mut events: Vec<AuditEvent> = rows
+            .iter()
+            .map(|row| AuditEvent {
+                id: row.get("id"),
+                time: row.get("time"),
+                principal: row.get("principal"),
+                action: row.get("action"),
+                connector_id: row.get("connector_id"),
+                request_id: row.get("request_id"),
+                outcome: row.get("outcome"),
+                reason: row.get("reason"),
+                peer: row.get("peer"),
+                detail: row.get("detail"),
+                count: row.get("count"),
+            })
+            .collect();
+        let more = events.len() > limit;
+        events.truncate(limit);
+        Ok((events, more))
+    }
+}

@@ -1,0 +1,315 @@
+//! Connectors on PostgreSQL: create, read, and `issue_command`, where a
+//! start or a pause is written.
+
+use super::PgStore;
+use super::audit::insert_audit;
+use super::error::translate;
+use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use crate::domain::{
+    AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, Transition,
+    trace_context_to_text,
+};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use deadpool_postgres::GenericClient;
+use tracing::instrument;
+
+impl PgStore {
+    /// Runs `decide` on the locked connector, then persists the transition
+    /// and its command in the same transaction.
+    async fn transition(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        let (connector_id, request_id) = (change.connector_id(), change.request_id());
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+
+        let lock = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let connector = match tx
+            .query_opt(&lock, &[&connector_id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => connector_from_row(&row)?,
+            None => return Err(StoreError::ConnectorNotFound(connector_id.to_owned())),
+        };
+
+        if let Some(request_id) = request_id {
+            let previous = tx
+                .prepare_cached(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = $1 AND request_id = $2"
+                ))
+                .await
+                .map_err(translate)?;
+            if let Some(row) = tx
+                .query_opt(&previous, &[&connector_id, &request_id])
+                .await
+                .map_err(translate)?
+            {
+                let command = command_from_row(&row)?;
+                change.check_replay(&connector, &command)?;
+                tx.commit().await.map_err(translate)?;
+                return Ok(CommandOutcome {
+                    connector,
+                    command,
+                    replayed: true,
+                });
+            }
+        }
+
+        let transition = decide(change, &tx, &connector).await?;
+
+        // Every older unanswered command, delivered or not: the agent is
+        // handed what the newest generation asks, never an older one first.
+        let supersede = tx
+            .prepare_cached(
+                "UPDATE commands SET status = 'SUPERSEDED', complete_time = now()
+                 WHERE connector_id = $1 AND status IN ('PENDING', 'DELIVERED')",
+            )
+            .await
+            .map_err(translate)?;
+        let insert = tx
+            .prepare_cached(&format!(
+                "INSERT INTO commands
+                   (id, connector_id, kind, pull_back_time, region, previous_region, generation,
+                    request_id, reason, status, trace_context)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
+                 RETURNING {COMMAND_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let update = tx
+            .prepare_cached(&format!(
+                "UPDATE connectors
+                 SET state = $2, desired_state = $3, generation = $4, region = $5, update_time = now()
+                 WHERE id = $1
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let command_id = uuid::Uuid::now_v7().to_string();
+        let trace_context = trace_context_to_text(change.trace_context());
+        let audit = change.audit_event(&command_id);
+        // The four writes are pipelined: sent together, executed in order,
+        // one round trip's wait instead of four. A failure aborts the
+        // transaction, and the first error is the one reported.
+        let (_, command_row, connector_row, ()) = tokio::try_join!(
+            async {
+                tx.execute(&supersede, &[&connector_id])
+                    .await
+                    .map_err(translate)
+            },
+            async {
+                tx.query_one(
+                    &insert,
+                    &[
+                        &command_id,
+                        &connector_id,
+                        &transition.command_kind.as_str(),
+                        &transition.pull_back_time,
+                        &transition.region,
+                        &connector.region,
+                        &transition.generation,
+                        &request_id,
+                        &change.reason(),
+                        &trace_context,
+                    ],
+                )
+                .await
+                .map_err(translate)
+            },
+            async {
+                tx.query_one(
+                    &update,
+                    &[
+                        &connector_id,
+                        &transition.state.as_str(),
+                        &transition.desired_state.as_str(),
+                        &transition.generation,
+                        &transition.region,
+                    ],
+                )
+                .await
+                .map_err(translate)
+            },
+            insert_audit(&tx, &audit),
+        )?;
+        let command = command_from_row(&command_row)?;
+        let connector = connector_from_row(&connector_row)?;
+        tx.commit().await.map_err(translate)?;
+        Ok(CommandOutcome {
+            connector,
+            command,
+            replayed: false,
+        })
+    }
+}
+
+/// Applies the domain rule inside the transaction; a start may first need
+/// to ask the database whether its region override exists, a pause where a
+/// start it supersedes came from.
+async fn decide(
+    change: &Change,
+    client: &impl GenericClient,
+    connector: &Connector,
+) -> Result<Transition, StoreError> {
+    match change {
+        Change::Start(_) => {
+            let region_known = match change.region_to_verify(connector) {
+                Some(region) => region_exists(client, region).await?,
+                None => true,
+            };
+            Ok(change.decide(connector, region_known, None, chrono::Utc::now())?)
+        }
+        Change::Pause(_) => {
+            let statement = client
+                .prepare_cached(
+                    "SELECT previous_region FROM commands
+                         WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
+                         ORDER BY generation DESC LIMIT 1
+                         FOR UPDATE",
+                )
+                .await
+                .map_err(translate)?;
+            let undelivered_start_from: Option<String> = client
+                .query_opt(&statement, &[&connector.id])
+                .await
+                .map_err(translate)?
+                .map(|row| row.get(0));
+            Ok(change.decide(
+                connector,
+                true,
+                undelivered_start_from.as_deref(),
+                chrono::Utc::now(),
+            )?)
+        }
+    }
+}
+
+/// A region is known when some connector reads from, writes to or runs in
+/// it, or some agent serves it.
+async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM connectors WHERE destination_region = $1)
+                 OR EXISTS (SELECT 1 FROM connectors WHERE source_region = $1)
+                 OR EXISTS (SELECT 1 FROM connectors WHERE region = $1)
+                 OR EXISTS (SELECT 1 FROM agents WHERE region = $1)",
+        )
+        .await
+        .map_err(translate)?;
+    let row = client
+        .query_one(&statement, &[&region])
+        .await
+        .map_err(translate)?;
+    Ok(row.get(0))
+}
+
+impl Connectors for PgStore {
+    #[instrument(skip_all, fields(connector_id = %new.id))]
+    async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
+        let mut client = self.client().await?;
+        let client = client.transaction().await.map_err(translate)?;
+        let statement = client
+            .prepare_cached(&format!(
+                "INSERT INTO connectors
+                   (id, name, project_id, project_name, name_folded, project_name_folded, kind,
+                    source_type, source_region, source_address,
+                    destination_type, destination_region, destination_address,
+                    region, state, desired_state)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
+                         'STOPPED', 'STOPPED')
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &new.id,
+                    &new.name,
+                    &new.project_id,
+                    &new.project_name,
+                    &fold(&new.name),
+                    &fold(&new.project_name),
+                    &new.kind.as_str(),
+                    &new.source.kind,
+                    &new.source.region,
+                    &new.source.address,
+                    &new.destination.kind,
+                    &new.destination.region,
+                    &new.destination.address,
+                ],
+            )
+            .await
+            .map_err(|e| match e.code() {
+                Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+                    StoreError::ConnectorAlreadyExists(new.id.clone())
+                }
+                _ => translate(e),
+            })?;
+        let connector = connector_from_row(&row)?;
+        insert_audit(
+            &client,
+            &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &connector.id),
+        )
+        .await?;
+        client.commit().await.map_err(translate)?;
+        Ok(connector)
+    }
+
+    #[instrument(skip_all, fields(connector_id = %id))]
+    async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1"
+            ))
+            .await
+            .map_err(translate)?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => connector_from_row(&row),
+            None => Err(StoreError::ConnectorNotFound(id.to_owned())),
+        }
+    }
+
+    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
+    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        self.transition(change).await
+    }
+
+    #[instrument(skip_all, fields(command_id = %id))]
+    async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
+            ))
+            .await
+            .map_err(translate)?;
+        match client
+            .query_opt(&statement, &[&id])
+            .await
+            .map_err(translate)?
+        {
+            Some(row) => command_from_row(&row),
+            None => Err(StoreError::CommandNotFound(id.to_owned())),
+        }
+    }
+
+    async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT key FROM server_keys WHERE name = 'page_token'", &[])
+            .await
+            .map_err(translate)?;
+        Ok(row.get(0))
+    }
+}

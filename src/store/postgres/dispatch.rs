@@ -1,0 +1,256 @@
+//! Dispatch on PostgreSQL: claiming pending commands for this replica's
+//! agents, releasing what could not be sent, and recording results.
+
+use super::PgStore;
+use super::error::translate;
+use super::reads::online;
+use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::sessions::{apply_update, fence};
+use crate::domain::fleet::{
+    Candidate, Deliverable, ResultDisposition, assign_local, result_disposition, result_effect,
+};
+use crate::domain::{Command, CommandReport, CommandStatus, Session};
+use crate::store::{Dispatch, StoreError};
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::instrument;
+
+impl Dispatch for PgStore {
+    async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
+            .await
+            .map_err(translate)?;
+        let rows = client.query(&statement, &[]).await.map_err(translate)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    #[instrument(skip_all, fields(region = %region))]
+    async fn claim_commands(
+        &self,
+        region: &str,
+        sessions: &[(Session, usize)],
+        offline_after: Duration,
+    ) -> Result<Vec<(Session, Command)>, StoreError> {
+        let room: usize = sessions.iter().map(|(_, room)| room).sum();
+        if room == 0 {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        // Pending commands: each is its connector's only open one (a newer
+        // command supersedes the older ones). Rows another claim or a
+        // Start/Pause holds are skipped, never waited for. The runner is
+        // the agent still holding an unanswered command this one
+        // superseded (it may be carrying it out), else the connector's.
+        let candidates = tx
+            .prepare_cached(
+                "SELECT c.id,
+                        COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
+                                              THEN p.agent_id END
+                                  FROM commands p
+                                  WHERE p.connector_id = c.connector_id
+                                    AND p.generation < c.generation AND p.agent_id <> ''
+                                  ORDER BY p.generation DESC LIMIT 1),
+                                 k.agent_id)
+                 FROM commands c JOIN connectors k ON k.id = c.connector_id
+                 WHERE c.status = 'PENDING' AND c.region = $1
+                 ORDER BY c.create_time
+                 LIMIT $2
+                 FOR UPDATE OF c, k SKIP LOCKED",
+            )
+            .await
+            .map_err(translate)?;
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let deliverable: Vec<Deliverable> = tx
+            .query(&candidates, &[&region, &limit])
+            .await
+            .map_err(translate)?
+            .iter()
+            .map(|row| Deliverable {
+                command_id: row.get(0),
+                runner: row.get(1),
+            })
+            .collect();
+        if deliverable.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Online agents of the region and their load. The share lock makes
+        // a concurrent new session of one of them wait for this claim, so
+        // that its requeue sees what is delivered here.
+        let agents = tx
+            .prepare_cached(&format!(
+                "SELECT a.id, a.session_epoch,
+                        (SELECT count(*) FROM connectors x
+                         WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                      + (SELECT count(*) FROM commands y
+                         WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
+                 FROM agents a
+                 WHERE a.region = $1 AND {}
+                 ORDER BY a.id
+                 FOR SHARE OF a",
+                online(2)
+            ))
+            .await
+            .map_err(translate)?;
+        let rows = tx
+            .query(&agents, &[&region, &offline_after.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        let candidates: Vec<Candidate> = rows
+            .iter()
+            .map(|row| Candidate {
+                agent_id: row.get(0),
+                epoch: row.get(1),
+                load: row.get(2),
+            })
+            .collect();
+        let local = assign_local(&deliverable, &candidates, sessions);
+        let sessions: HashMap<String, Session> = local
+            .iter()
+            .map(|(_, session)| (session.agent_id.clone(), session.clone()))
+            .collect();
+        let (ids, targets): (Vec<String>, Vec<String>) = local
+            .into_iter()
+            .map(|(command_id, session)| (command_id, session.agent_id))
+            .unzip();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let deliver = tx
+            .prepare_cached(&format!(
+                "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
+                                     deliver_time = now(),
+                                     delivery_attempts = delivery_attempts + 1
+                 FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
+                 WHERE commands.id = t.id
+                 RETURNING {}",
+                COMMAND_COLUMNS
+                    .split(',')
+                    .map(|column| format!("commands.{}", column.trim()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+            .await
+            .map_err(translate)?;
+        let rows = tx
+            .query(&deliver, &[&ids, &targets])
+            .await
+            .map_err(translate)?;
+        let mut delivered = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let command = command_from_row(row)?;
+            let session = sessions[&command.agent_id].clone();
+            delivered.push((session, command));
+        }
+        tx.commit().await.map_err(translate)?;
+        delivered.sort_by_key(|(_, command)| command.generation);
+        Ok(delivered)
+    }
+
+    async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        let statement = tx
+            .prepare_cached(
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
+            )
+            .await
+            .map_err(translate)?;
+        tx.execute(&statement, &[&command_id, &session.agent_id])
+            .await
+            .map_err(translate)?;
+        tx.commit().await.map_err(translate)
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
+    async fn complete_command(
+        &self,
+        session: &Session,
+        report: &CommandReport,
+    ) -> Result<Option<Command>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        let find = tx
+            .prepare_cached("SELECT connector_id FROM commands WHERE id = $1")
+            .await
+            .map_err(translate)?;
+        let Some(row) = tx
+            .query_opt(&find, &[&report.command_id])
+            .await
+            .map_err(translate)?
+        else {
+            return Ok(None);
+        };
+        let connector_id: String = row.get(0);
+        // Connector first, then command: the same lock order as Start/Pause.
+        let lock_connector = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let connector = connector_from_row(
+            &tx.query_one(&lock_connector, &[&connector_id])
+                .await
+                .map_err(translate)?,
+        )?;
+        let lock_command = tx
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let command = command_from_row(
+            &tx.query_one(&lock_command, &[&report.command_id])
+                .await
+                .map_err(translate)?,
+        )?;
+        let outcome = if report.success {
+            CommandStatus::Succeeded
+        } else {
+            CommandStatus::Failed
+        };
+        let complete = match result_disposition(&command, session) {
+            ResultDisposition::Ignore => return Ok(None),
+            ResultDisposition::Complete => {
+                "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
+                                     complete_time = now()"
+            }
+            // The status stays SUPERSEDED; the answer is kept.
+            ResultDisposition::Late => {
+                "UPDATE commands SET late_result = $2, error_reason = $3, error_message = $4,
+                                     late_result_time = now()"
+            }
+        };
+        let complete = tx
+            .prepare_cached(&format!(
+                "{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let completed = command_from_row(
+            &tx.query_one(
+                &complete,
+                &[
+                    &command.id,
+                    &outcome.as_str(),
+                    &report.error_reason,
+                    &report.error_message,
+                ],
+            )
+            .await
+            .map_err(translate)?,
+        )?;
+        if let Some(update) = result_effect(&connector, &command, report, session) {
+            apply_update(&tx, &connector.id, &update).await?;
+        }
+        tx.commit().await.map_err(translate)?;
+        Ok(Some(completed))
+    }
+}

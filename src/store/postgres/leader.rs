@@ -1,0 +1,283 @@
+//! This replica among the others, on PostgreSQL: its heartbeat row, the
+//! leader lease and the leader-only work it fences (the liveness sweep,
+//! expiring stuck deliveries), and wake-ups (LISTEN/NOTIFY, `listen.rs`).
+
+use super::PgStore;
+use super::error::translate;
+use super::listen;
+use super::sessions::audit_ended;
+use crate::domain::Replica;
+use crate::domain::fleet::SessionEnd;
+use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
+use deadpool_postgres::GenericClient;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The leader lease if `$1` (this process's lease holder name) still holds
+/// it in term `$2`. The
+/// share lock keeps another replica from taking it over until the
+/// statement's transaction ends, so the check holds for the whole write.
+const LEASE_CTE: &str = "lease AS (
+    SELECT 1 FROM leases
+    WHERE name = 'leader' AND holder = $1 AND term = $2 AND expire_time > now()
+    FOR SHARE)";
+
+impl Leadership for PgStore {
+    fn replica_id(&self) -> &str {
+        &self.replica_id
+    }
+
+    async fn list_replicas(&self, replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
+                        r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
+                        r.draining,
+                        (SELECT l.term FROM leases l
+                         WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
+                           AND l.expire_time > now()) AS leader_term,
+                        (SELECT count(*) FROM agents a
+                         WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
+                 FROM replicas r
+                 ORDER BY r.id",
+            )
+            .await
+            .map_err(translate)?;
+        let rows = client
+            .query(&statement, &[&replica_ttl.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        Ok(rows
+            .iter()
+            .map(|row| Replica {
+                id: row.get("id"),
+                address: row.get("address"),
+                start_time: row.get("start_time"),
+                heartbeat_time: row.get("heartbeat_time"),
+                alive: row.get("alive"),
+                draining: row.get("draining"),
+                leader_term: row.get("leader_term"),
+                agents: row.get("agents"),
+            })
+            .collect())
+    }
+
+    async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
+                     address = EXCLUDED.address, draining = EXCLUDED.draining",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .execute(&statement, &[&&*self.replica_id, &address, &draining])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn retire_replica(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "WITH released AS (
+                     UPDATE leases SET expire_time = now()
+                     WHERE holder = $2 AND expire_time > now() RETURNING 1)
+                 DELETE FROM replicas WHERE id = $1",
+                &[&&*self.replica_id, &&*self.lease_holder],
+            )
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    async fn acquire_lease(&self, ttl: Duration) -> Result<Option<Lease>, StoreError> {
+        let client = self.client().await?;
+        // Renewing keeps the term; taking over (or coming back after the
+        // lease lapsed) starts a new one.
+        let statement = client
+            .prepare_cached(
+                "UPDATE leases SET
+                     term = CASE WHEN holder = $1 AND expire_time > now()
+                                 THEN term ELSE term + 1 END,
+                     acquire_time = CASE WHEN holder = $1 AND expire_time > now()
+                                         THEN acquire_time ELSE now() END,
+                     holder = $1,
+                     expire_time = now() + make_interval(secs => $2)
+                 WHERE name = 'leader' AND (holder = $1 OR expire_time <= now())
+                 RETURNING term",
+            )
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_opt(&statement, &[&&*self.lease_holder, &ttl.as_secs_f64()])
+            .await
+            .map_err(translate)?;
+        Ok(row.map(|row| Lease { term: row.get(0) }))
+    }
+
+    async fn sweep_offline(
+        &self,
+        lease: Lease,
+        offline_after: Duration,
+        replica_ttl: Duration,
+    ) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH {LEASE_CTE},
+                 offline AS (
+                     SELECT a.id, dead.replica AS dead_replica FROM agents a,
+                         LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM replicas r WHERE r.id = a.replica_id
+                                      AND r.heartbeat_time > now() - make_interval(secs => $4))
+                                  AS replica) dead
+                     WHERE EXISTS (SELECT 1 FROM lease)
+                       AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
+                            OR dead.replica)
+                     -- An agent reconnecting right now holds its row: skip
+                     -- it rather than mark its fresh session's work.
+                     FOR UPDATE OF a SKIP LOCKED),
+                 -- Sessions of a dead replica end here; their agents come
+                 -- back through another replica with a new epoch.
+                 ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
+                       AND replica_id <> ''
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
+                           AND r.heartbeat_time > now() - make_interval(secs => $4))
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
+                     RETURNING 1),
+                 -- A connector whose status was written within the
+                 -- silence is not stale: its agent reported it after its
+                 -- last recorded heartbeat (those are flushed later).
+                 unknown AS (
+                     UPDATE connectors SET state = 'UNKNOWN', update_time = now()
+                     WHERE state IN ('RUNNING', 'FAILED')
+                       AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
+                                   AND (o.dead_replica
+                                        OR connectors.update_time
+                                           <= now() - make_interval(secs => $3)))
+                     RETURNING 1),
+                 forgotten AS (
+                     DELETE FROM replicas
+                     WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
+                        (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
+                        (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
+                audit_ended(5)
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &&*self.lease_holder,
+                    &lease.term,
+                    &offline_after.as_secs_f64(),
+                    &replica_ttl.as_secs_f64(),
+                    &SessionEnd::ReplicaDead.reason(),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        let (unknown, requeued, ended): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+        if unknown > 0 || requeued > 0 || ended > 0 {
+            tracing::info!(
+                unknown,
+                requeued,
+                sessions_of_dead_replicas = ended,
+                "agents went silent"
+            );
+        }
+        Ok(u64::try_from(unknown + requeued + ended).unwrap_or(0))
+    }
+
+    async fn expire_deliveries(&self, lease: Lease, timeout: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH {LEASE_CTE},
+                 expired AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED'
+                       AND deliver_time <= now() - make_interval(secs => $3)
+                       AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING id)
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[&&*self.lease_holder, &lease.term, &timeout.as_secs_f64()],
+            )
+            .await
+            .map_err(translate)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        let expired: i64 = row.get(1);
+        if expired > 0 {
+            tracing::warn!(
+                expired,
+                ?timeout,
+                "deliveries unanswered for too long were made pending again"
+            );
+        }
+        Ok(u64::try_from(expired).unwrap_or(0))
+    }
+
+    async fn publish(&self, wakeups: &[Wakeup]) -> Result<(), StoreError> {
+        let (channels, payloads): (Vec<&str>, Vec<&str>) =
+            wakeups.iter().filter_map(listen::channel_of).unzip();
+        if channels.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        // Its own short transaction: NOTIFY serialises commits that send
+        // one, so it never rides on a Start or Pause transaction.
+        let statement = client
+            .prepare_cached(
+                "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+            )
+            .await
+            .map_err(translate)?;
+        client
+            .query_one(&statement, &[&channels, &payloads])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+
+    fn listen(
+        &self,
+        handler: WakeupHandler,
+        check_every: Duration,
+        shutdown: CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        Some(tokio::spawn(listen::run(
+            self.config.clone(),
+            self.replica_id.to_string(),
+            handler,
+            check_every,
+            shutdown,
+        )))
+    }
+}

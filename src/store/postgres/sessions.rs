@@ -1,0 +1,468 @@
+//! Agent sessions on PostgreSQL: opening (with the epoch that fences the
+//! older session), closing, the statuses agents report (applied through
+//! one statement whatever their number) and heartbeats.
+
+use super::PgStore;
+use super::audit::insert_audit;
+use super::error::translate;
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
+use crate::domain::{ConnectorUpdate, Hello, ObservedStatus, Session, micros};
+use crate::store::{Seen, Sessions, StoreError};
+use deadpool_postgres::GenericClient;
+use std::collections::HashMap;
+use std::time::Duration;
+use tracing::{debug, instrument};
+
+/// Fails with `Fenced` unless `session` is the agent's current session;
+/// holds a share lock on the agent row until the transaction ends, so that
+/// a newer session cannot start half-way through this write.
+pub(super) async fn fence(
+    client: &impl GenericClient,
+    session: &Session,
+) -> Result<(), StoreError> {
+    let statement = client
+        .prepare_cached("SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE")
+        .await
+        .map_err(translate)?;
+    let epoch: Option<i64> = client
+        .query_opt(&statement, &[&session.agent_id])
+        .await
+        .map_err(translate)?
+        .map(|row| row.get(0));
+    if epoch == Some(session.epoch) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced {
+            agent_id: session.agent_id.clone(),
+            epoch: session.epoch,
+        })
+    }
+}
+
+/// A CTE, `audited`, appending the `AGENT_SESSION_END` event of each
+/// session in the CTE `ended` (rows of `agents`: id, session_id,
+/// session_epoch, region, principal, peer), with the reason bound as
+/// `$reason`. The detail is `domain::fleet::session_detail`'s form.
+pub(super) fn audit_ended(reason: usize) -> String {
+    format!(
+        "audited AS (
+             INSERT INTO audit_events (principal, action, outcome, reason, peer, detail)
+             SELECT principal, 'AGENT_SESSION_END', 'OK', ${reason}, peer,
+                    'agent ' || id || ' session ' || session_id || ' epoch ' || session_epoch
+                    || ' region ' || region
+             FROM ended
+             RETURNING 1)"
+    )
+}
+
+/// Makes what `agent_id` was sent and has not answered pending again.
+pub(super) async fn requeue_delivered(
+    client: &impl GenericClient,
+    agent_id: &str,
+) -> Result<u64, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "UPDATE commands SET status = 'PENDING'
+             WHERE agent_id = $1 AND status = 'DELIVERED'",
+        )
+        .await
+        .map_err(translate)?;
+    client
+        .execute(&statement, &[&agent_id])
+        .await
+        .map_err(translate)
+}
+
+/// Writes a report's effect on one connector row.
+pub(super) async fn apply_update(
+    client: &impl GenericClient,
+    connector_id: &str,
+    update: &ConnectorUpdate,
+) -> Result<(), StoreError> {
+    apply_updates(client, &[(connector_id, update)]).await
+}
+
+/// Writes reports' effects on connector rows, in one statement.
+pub(super) async fn apply_updates(
+    client: &impl GenericClient,
+    updates: &[(&str, &ConnectorUpdate)],
+) -> Result<(), StoreError> {
+    if updates.is_empty() {
+        return Ok(());
+    }
+    let statement = client
+        .prepare_cached(
+            "UPDATE connectors c SET
+                 state = COALESCE(v.state, c.state),
+                 desired_state = COALESCE(v.desired_state, c.desired_state),
+                 agent_id = COALESCE(v.agent_id, c.agent_id),
+                 server_ip = COALESCE(v.server_ip, c.server_ip),
+                 region = COALESCE(v.region, c.region),
+                 checkpoint_time = COALESCE(v.checkpoint_time, c.checkpoint_time),
+                 latency_us = COALESCE(v.latency_us, c.latency_us),
+                 store_earliest_time = COALESCE(v.earliest, c.store_earliest_time),
+                 store_latest_time = COALESCE(v.latest, c.store_latest_time),
+                 status_message = COALESCE(v.status_message, c.status_message),
+                 update_time = now()
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                         $7::timestamptz[], $8::int8[], $9::timestamptz[], $10::timestamptz[],
+                         $11::text[])
+                  AS v(id, state, desired_state, agent_id, server_ip, region, checkpoint_time,
+                       latency_us, earliest, latest, status_message)
+             WHERE c.id = v.id",
+        )
+        .await
+        .map_err(translate)?;
+    // One array per column, element i for `updates[i]`; NULL keeps the
+    // column as it is.
+    fn column<'a, T>(
+        updates: &[(&'a str, &'a ConnectorUpdate)],
+        value: impl Fn(&'a ConnectorUpdate) -> Option<T>,
+    ) -> Vec<Option<T>> {
+        updates.iter().map(|(_, update)| value(update)).collect()
+    }
+    let ids: Vec<&str> = updates.iter().map(|(id, _)| *id).collect();
+    client
+        .execute(
+            &statement,
+            &[
+                &ids,
+                &column(updates, |u| u.state.map(|s| s.as_str())),
+                &column(updates, |u| u.desired_state.map(|s| s.as_str())),
+                &column(updates, |u| {
+                    u.placement.as_ref().map(|p| p.agent_id.as_str())
+                }),
+                &column(updates, |u| {
+                    u.placement.as_ref().map(|p| p.server_ip.as_str())
+                }),
+                &column(updates, |u| u.placement.as_ref().map(|p| p.region.as_str())),
+                &column(updates, |u| u.observed.as_ref()?.checkpoint_time),
+                &column(updates, |u| u.observed.as_ref()?.latency.map(micros)),
+                &column(updates, |u| {
+                    Some(u.observed.as_ref()?.store_range?.earliest)
+                }),
+                &column(updates, |u| Some(u.observed.as_ref()?.store_range?.latest)),
+                &column(updates, |u| u.status_message.as_deref()),
+            ],
+        )
+        .await
+        .map_err(translate)?;
+    Ok(())
+}
+
+/// Applies reports inside the caller's transaction: locks the reported
+/// connector rows in id order (so that concurrent writers cannot
+/// deadlock), decides each report's effect and writes them all in one
+/// statement. Several reports of one connector: the last with an effect
+/// counts (two agents may name one connector; only its runner's, or an
+/// adopter's, has one).
+pub(super) async fn record_reports(
+    client: &impl GenericClient,
+    reports: &[(&Session, &ObservedStatus)],
+) -> Result<(), StoreError> {
+    if reports.is_empty() {
+        return Ok(());
+    }
+    let mut by_connector: HashMap<&str, Vec<(&Session, &ObservedStatus)>> = HashMap::new();
+    for &(session, status) in reports {
+        by_connector
+            .entry(status.connector_id.as_str())
+            .or_default()
+            .push((session, status));
+    }
+    let ids: Vec<&str> = by_connector.keys().copied().collect();
+    let lock = client
+        .prepare_cached(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+        ))
+        .await
+        .map_err(translate)?;
+    let mut updates = Vec::new();
+    for row in client.query(&lock, &[&ids]).await.map_err(translate)? {
+        let connector = connector_from_row(&row)?;
+        let effect = by_connector.get(connector.id.as_str()).and_then(|reports| {
+            reports
+                .iter()
+                .rev()
+                .find_map(|(session, status)| status_effect(&connector, status, session))
+        });
+        if let Some(update) = effect {
+            updates.push((connector.id, update));
+        }
+    }
+    let updates: Vec<(&str, &ConnectorUpdate)> = updates
+        .iter()
+        .map(|(id, update)| (id.as_str(), update))
+        .collect();
+    apply_updates(client, &updates).await
+}
+
+/// `record_reports` for one session's statuses.
+pub(super) async fn record(
+    client: &impl GenericClient,
+    session: &Session,
+    statuses: &[ObservedStatus],
+) -> Result<(), StoreError> {
+    let reports: Vec<_> = statuses.iter().map(|status| (session, status)).collect();
+    record_reports(client, &reports).await
+}
+
+impl Sessions for PgStore {
+    #[instrument(skip_all, fields(agent_id = %hello.agent_id))]
+    async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        let session_id = uuid::Uuid::now_v7().to_string();
+        // The session this one replaces, if it had not ended: it ends here,
+        // and its end is audited with whoever opened it.
+        let previous = tx
+            .prepare_cached(
+                "SELECT session_id, session_epoch, region, server_ip, principal, peer
+                 FROM agents WHERE id = $1 AND disconnect_time IS NULL
+                 FOR UPDATE",
+            )
+            .await
+            .map_err(translate)?;
+        let previous = tx
+            .query_opt(&previous, &[&hello.agent_id])
+            .await
+            .map_err(translate)?
+            .map(|row| Session {
+                agent_id: hello.agent_id.clone(),
+                session_id: row.get(0),
+                epoch: row.get(1),
+                region: row.get(2),
+                server_ip: row.get(3),
+                actor: crate::domain::Actor {
+                    principal: row.get(4),
+                    peer: row.get(5),
+                },
+            });
+        let upsert = tx
+            .prepare_cached(
+                "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
+                                     replica_id, session_epoch, connect_time,
+                                     last_heartbeat_time, principal, peer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9)
+                 ON CONFLICT (id) DO UPDATE SET
+                     region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
+                     instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
+                     session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
+                     session_epoch = agents.session_epoch + 1,
+                     connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL,
+                     principal = EXCLUDED.principal, peer = EXCLUDED.peer
+                 -- An agent id belongs to one region: no row comes back.
+                 WHERE agents.region = EXCLUDED.region
+                 RETURNING session_epoch",
+            )
+            .await
+            .map_err(translate)?;
+        let epoch: Option<i64> = tx
+            .query_opt(
+                &upsert,
+                &[
+                    &hello.agent_id,
+                    &hello.region,
+                    &hello.server_ip,
+                    &hello.instance_id,
+                    &hello.version,
+                    &session_id,
+                    &&*self.replica_id,
+                    &hello.actor.principal,
+                    &hello.actor.peer,
+                ],
+            )
+            .await
+            .map_err(translate)?
+            .map(|row| row.get(0));
+        let Some(epoch) = epoch else {
+            let registered: String = tx
+                .query_one(
+                    "SELECT region FROM agents WHERE id = $1",
+                    &[&hello.agent_id],
+                )
+                .await
+                .map_err(translate)?
+                .get(0);
+            return Err(StoreError::AgentInOtherRegion {
+                agent_id: hello.agent_id.clone(),
+                registered,
+                claimed: hello.region.clone(),
+            });
+        };
+        let session = Session {
+            agent_id: hello.agent_id.clone(),
+            session_id,
+            epoch,
+            region: hello.region.clone(),
+            server_ip: hello.server_ip.clone(),
+            actor: hello.actor.clone(),
+        };
+        if let Some(previous) = &previous {
+            insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded)).await?;
+        }
+        insert_audit(&tx, &session_started(&session)).await?;
+        // What an earlier session received but never answered is delivered
+        // again (same command id): at-least-once across reconnects.
+        let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
+        record(&tx, &session, &hello.connectors).await?;
+        tx.commit().await.map_err(translate)?;
+        debug!(epoch, requeued, "session opened");
+        Ok(session)
+    }
+
+    async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        match fence(&tx, session).await {
+            Ok(()) => {}
+            // A newer session owns the agent now; nothing to close (the
+            // newer session recorded this one's end).
+            Err(StoreError::Fenced { .. }) => return Ok(0),
+            Err(error) => return Err(error),
+        }
+        let disconnect = tx
+            .prepare_cached(
+                "UPDATE agents SET disconnect_time = now()
+                 WHERE id = $1 AND disconnect_time IS NULL",
+            )
+            .await
+            .map_err(translate)?;
+        if tx
+            .execute(&disconnect, &[&session.agent_id])
+            .await
+            .map_err(translate)?
+            == 0
+        {
+            // Already ended elsewhere (the leader's sweep), and audited.
+            return Ok(0);
+        }
+        insert_audit(&tx, &session_ended(session, end)).await?;
+        // Unanswered commands go back to the queue at once, for another
+        // agent of the region or for this one when it returns.
+        let requeued = requeue_delivered(&tx, &session.agent_id).await?;
+        tx.commit().await.map_err(translate)?;
+        Ok(requeued)
+    }
+
+    async fn end_orphaned_sessions(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        // Only when no live process heartbeats under this replica id: two
+        // processes started with one id must not end each other's sessions.
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE replica_id = $1 AND disconnect_time IS NULL
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = $1
+                           AND r.heartbeat_time > now() - make_interval(secs => $3))
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                        (SELECT count(*) FROM requeued)",
+                audit_ended(2)
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &&*self.replica_id,
+                    &SessionEnd::ReplicaRestarted.reason(),
+                    &replica_ttl.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
+    async fn record_statuses(
+        &self,
+        session: &Session,
+        statuses: &[ObservedStatus],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        record(&tx, session, statuses).await?;
+        tx.commit().await.map_err(translate)
+    }
+
+    #[instrument(skip_all, fields(sessions = batch.len()))]
+    async fn record_status_batch(
+        &self,
+        batch: &[(Session, Vec<ObservedStatus>)],
+    ) -> Result<Vec<Session>, StoreError> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        // Three statements whatever the batch's size: fence every session,
+        // lock every reported connector, write every change.
+        let fence_all = tx
+            .prepare_cached(
+                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
+            )
+            .await
+            .map_err(translate)?;
+        let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
+        let epochs: HashMap<String, i64> = tx
+            .query(&fence_all, &[&agent_ids])
+            .await
+            .map_err(translate)?
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        let (current, fenced): (Vec<_>, Vec<_>) = batch
+            .iter()
+            .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
+        let reports: Vec<(&Session, &ObservedStatus)> = current
+            .iter()
+            .flat_map(|(session, statuses)| statuses.iter().map(move |status| (session, status)))
+            .collect();
+        record_reports(&tx, &reports).await?;
+        tx.commit().await.map_err(translate)?;
+        Ok(fenced
+            .into_iter()
+            .map(|(session, _)| session.clone())
+            .collect())
+    }
+
+    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
+        if seen.is_empty() {
+            return Ok(Vec::new());
+        }
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "UPDATE agents SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
+                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
+                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
+                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
+            )
+            .await
+            .map_err(translate)?;
+        let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
+        let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
+        let times: Vec<_> = seen.iter().map(|s| s.time).collect();
+        let rows = client
+            .query(&statement, &[&ids, &epochs, &times])
+            .await
+            .map_err(translate)?;
+        Ok(rows
+            .iter()
+            .filter(|row| row.get::<_, bool>(2))
+            .map(|row| (row.get(0), row.get(1)))
+            .collect())
+    }
+}

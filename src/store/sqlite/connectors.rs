@@ -1,0 +1,256 @@
+//! Connectors in the embedded store: create, read, and `issue_command`
+//! (see PostgreSQL's `connectors.rs`).
+
+use super::audit::insert_audit;
+use super::error::is_unique_violation;
+use super::error::translate;
+use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
+use super::{SqliteStore, now};
+use crate::domain::{
+    AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, trace_context_to_text,
+};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use chrono::Utc;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+pub(super) fn get_connector(
+    connection: &Connection,
+    id: &str,
+) -> Result<Option<Connector>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1"
+        ))
+        .map_err(translate)?
+        .query_row([id], |row| Ok(connector_from_row(row)))
+        .optional()
+        .map_err(translate)?
+        .transpose()
+}
+
+pub(super) fn get_command(
+    connection: &Connection,
+    id: &str,
+) -> Result<Option<Command>, StoreError> {
+    connection
+        .prepare_cached(&format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"
+        ))
+        .map_err(translate)?
+        .query_row([id], |row| Ok(command_from_row(row)))
+        .optional()
+        .map_err(translate)?
+        .transpose()
+}
+
+fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM connectors WHERE destination_region = ?1
+                              OR source_region = ?1 OR region = ?1)
+                 OR EXISTS (SELECT 1 FROM agents WHERE region = ?1)",
+        )
+        .map_err(translate)?
+        .query_row([region], |row| row.get(0))
+        .map_err(translate)
+}
+
+fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOutcome, StoreError> {
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(translate)?;
+    let connector_id = change.connector_id();
+    let Some(connector) = get_connector(&tx, connector_id)? else {
+        return Err(StoreError::ConnectorNotFound(connector_id.to_owned()));
+    };
+    if let Some(request_id) = change.request_id() {
+        let previous = tx
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = ?1 AND request_id = ?2"
+            ))
+            .map_err(translate)?
+            .query_row([connector_id, request_id], |row| Ok(command_from_row(row)))
+            .optional()
+            .map_err(translate)?
+            .transpose()?;
+        if let Some(command) = previous {
+            change.check_replay(&connector, &command)?;
+            return Ok(CommandOutcome {
+                connector,
+                command,
+                replayed: true,
+            });
+        }
+    }
+    let region_known = match change.region_to_verify(&connector) {
+        Some(region) => region_exists(&tx, region)?,
+        None => true,
+    };
+    let undelivered_start_from: Option<String> = match change {
+        Change::Pause(_) => tx
+            .prepare_cached(
+                "SELECT previous_region FROM commands
+                 WHERE connector_id = ?1 AND kind = 'START' AND status = 'PENDING'
+                 ORDER BY generation DESC LIMIT 1",
+            )
+            .map_err(translate)?
+            .query_row([connector_id], |row| row.get(0))
+            .optional()
+            .map_err(translate)?,
+        Change::Start(_) => None,
+    };
+    let transition = change.decide(
+        &connector,
+        region_known,
+        undelivered_start_from.as_deref(),
+        Utc::now(),
+    )?;
+    let at = text(now());
+    // Every older unanswered command, delivered or not (see PostgreSQL).
+    tx.prepare_cached(
+        "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
+         WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
+    )
+    .map_err(translate)?
+    .execute(params![connector_id, at])
+    .map_err(translate)?;
+    let command_id = uuid::Uuid::now_v7().to_string();
+    let command = tx
+        .prepare_cached(&format!(
+            "INSERT INTO commands (id, connector_id, kind, pull_back_time, region, previous_region,
+                                   generation, request_id, reason, status, create_time,
+                                   trace_context)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11)
+             RETURNING {COMMAND_COLUMNS}"
+        ))
+        .map_err(translate)?
+        .query_row(
+            params![
+                command_id,
+                connector_id,
+                transition.command_kind.as_str(),
+                transition.pull_back_time.map(text),
+                transition.region,
+                connector.region,
+                transition.generation,
+                change.request_id(),
+                change.reason(),
+                at,
+                trace_context_to_text(change.trace_context()),
+            ],
+            |row| Ok(command_from_row(row)),
+        )
+        .map_err(translate)??;
+    tx.prepare_cached(
+        "UPDATE connectors SET state = ?2, desired_state = ?3, generation = ?4, region = ?5,
+                               update_time = ?6
+         WHERE id = ?1",
+    )
+    .map_err(translate)?
+    .execute(params![
+        connector_id,
+        transition.state.as_str(),
+        transition.desired_state.as_str(),
+        transition.generation,
+        transition.region,
+        at,
+    ])
+    .map_err(translate)?;
+    let connector = get_connector(&tx, connector_id)?.expect("locked above");
+    insert_audit(&tx, &change.audit_event(&command.id))?;
+    tx.commit().map_err(translate)?;
+    Ok(CommandOutcome {
+        connector,
+        command,
+        replayed: false,
+    })
+}
+
+impl Connectors for SqliteStore {
+    async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
+        self.with(move |connection| {
+            let at = text(now());
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT INTO connectors
+                       (id, name, project_id, project_name, name_folded, project_name_folded, kind,
+                        source_type, source_region, source_address,
+                        destination_type, destination_region, destination_address,
+                        region, state, desired_state, create_time, update_time)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12,
+                             'STOPPED', 'STOPPED', ?14, ?14)",
+                )
+                .map_err(translate)?
+                .execute(params![
+                    new.id,
+                    new.name,
+                    new.project_id,
+                    new.project_name,
+                    fold(&new.name),
+                    fold(&new.project_name),
+                    new.kind.as_str(),
+                    new.source.kind,
+                    new.source.region,
+                    new.source.address,
+                    new.destination.kind,
+                    new.destination.region,
+                    new.destination.address,
+                    at,
+                ]);
+            match inserted {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {
+                    return Err(StoreError::ConnectorAlreadyExists(new.id.clone()));
+                }
+                Err(e) => return Err(translate(e)),
+            }
+            let connector = get_connector(&tx, &new.id)?
+                .ok_or_else(|| StoreError::Internal("inserted row vanished".to_owned()))?;
+            insert_audit(
+                &tx,
+                &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &new.id),
+            )?;
+            tx.commit().map_err(translate)?;
+            Ok(connector)
+        })
+        .await
+    }
+
+    async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            get_connector(connection, &id)?.ok_or(StoreError::ConnectorNotFound(id))
+        })
+        .await
+    }
+
+    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        let change = change.clone();
+        self.with(move |connection| transition(connection, &change))
+            .await
+    }
+
+    async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| {
+            get_command(connection, &id)?.ok_or(StoreError::CommandNotFound(id))
+        })
+        .await
+    }
+
+    async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row(
+                    "SELECT key FROM server_keys WHERE name = 'page_token'",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(translate)
+        })
+        .await
+    }
+}

@@ -1,0 +1,176 @@
+//! What operators read about the fleet, in the embedded store.
+
+use super::EMBEDDED;
+use super::error::translate;
+use super::rows::text;
+use super::search::lagging_condition;
+use super::{SqliteStore, now};
+use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
+use crate::store::{MetricsSample, OpenCommands, Reads, StoreError};
+use rusqlite::params;
+use std::time::Duration;
+
+/// Online: connected, and heard from within `offline_after` of `now`.
+pub(super) fn online_since(offline_after: Duration) -> String {
+    let cutoff =
+        now() - chrono::Duration::from_std(offline_after).unwrap_or(chrono::Duration::seconds(40));
+    text(cutoff)
+}
+
+impl Reads for SqliteStore {
+    async fn list_agents(
+        &self,
+        region: Option<&str>,
+        offline_after: Duration,
+    ) -> Result<Vec<Agent>, StoreError> {
+        let region = region.map(str::to_owned);
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                            (a.disconnect_time IS NULL AND a.last_heartbeat_time > ?2),
+                            (SELECT count(*) FROM connectors c
+                             WHERE c.agent_id = a.id AND c.state <> 'STOPPED')
+                     FROM agents a
+                     WHERE ?1 IS NULL OR a.region = ?1
+                     ORDER BY a.region, a.id",
+                )
+                .map_err(translate)?;
+            let rows = statement
+                .query_map(params![region, online_since(offline_after)], |row| {
+                    Ok((
+                        row.get::<_, String>(0)?,
+                        row.get::<_, String>(1)?,
+                        row.get::<_, String>(2)?,
+                        row.get::<_, String>(3)?,
+                        row.get::<_, String>(4)?,
+                        row.get::<_, bool>(5)?,
+                        row.get::<_, i64>(6)?,
+                    ))
+                })
+                .map_err(translate)?;
+            let mut agents = Vec::new();
+            for row in rows {
+                let (id, region, server_ip, version, last, online, connectors) =
+                    row.map_err(translate)?;
+                agents.push(Agent {
+                    id,
+                    region,
+                    server_ip,
+                    version,
+                    last_heartbeat_time: super::rows::parse_time(&last)?,
+                    online,
+                    connectors,
+                    replica_id: if online { EMBEDDED } else { "" }.to_owned(),
+                });
+            }
+            Ok(agents)
+        })
+        .await
+    }
+
+    async fn list_regions(
+        &self,
+        offline_after: Duration,
+    ) -> Result<Vec<RegionSummary>, StoreError> {
+        self.with(move |connection| {
+            let mut statement = connection
+                .prepare_cached(
+                    "WITH names AS (SELECT region AS name FROM connectors
+                                    UNION SELECT region FROM agents)
+                     SELECT n.name,
+                            (SELECT count(*) FROM agents a WHERE a.region = n.name
+                               AND a.disconnect_time IS NULL AND a.last_heartbeat_time > ?1),
+                            (SELECT count(*) FROM connectors c WHERE c.region = n.name)
+                     FROM names n ORDER BY n.name",
+                )
+                .map_err(translate)?;
+            let regions = statement
+                .query_map([online_since(offline_after)], |row| {
+                    Ok(RegionSummary {
+                        name: row.get(0)?,
+                        online_agents: row.get(1)?,
+                        connectors: row.get(2)?,
+                    })
+                })
+                .map_err(translate)?
+                .collect::<Result<_, _>>()
+                .map_err(translate)?;
+            Ok(regions)
+        })
+        .await
+    }
+
+    async fn metrics_sample(&self, latency_alert: Duration) -> Result<MetricsSample, StoreError> {
+        self.with(move |connection| {
+            let mut sample = MetricsSample::default();
+            let count = |n: i64| n.max(0).unsigned_abs();
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT region, state, count(*) FROM connectors GROUP BY region, state",
+                )
+                .map_err(translate)?;
+            let mut rows = statement.query([]).map_err(translate)?;
+            while let Some(row) = rows.next().map_err(translate)? {
+                let state: String = row.get(1).map_err(translate)?;
+                if let Some(state) = ConnectorState::parse(&state) {
+                    sample.connectors.insert(
+                        (row.get(0).map_err(translate)?, state),
+                        count(row.get(2).map_err(translate)?),
+                    );
+                }
+            }
+            let mut statement = connection
+                .prepare_cached(&format!(
+                    "SELECT region, state = 'UNKNOWN', count(*) FROM connectors
+                     WHERE {} GROUP BY 1, 2",
+                    lagging_condition(1)
+                ))
+                .map_err(translate)?;
+            let mut rows = statement
+                .query([micros(latency_alert).to_string()])
+                .map_err(translate)?;
+            while let Some(row) = rows.next().map_err(translate)? {
+                let cause = if row.get(1).map_err(translate)? {
+                    LagCause::AgentOffline
+                } else {
+                    LagCause::Latency
+                };
+                sample.lagging.insert(
+                    (row.get(0).map_err(translate)?, cause),
+                    count(row.get(2).map_err(translate)?),
+                );
+            }
+            let mut statement = connection
+                .prepare_cached(
+                    "SELECT region, status, count(*), min(create_time) FROM commands
+                     WHERE status IN ('PENDING', 'DELIVERED') GROUP BY region, status",
+                )
+                .map_err(translate)?;
+            let mut rows = statement.query([]).map_err(translate)?;
+            let now = now();
+            while let Some(row) = rows.next().map_err(translate)? {
+                let status: String = row.get(1).map_err(translate)?;
+                let oldest: String = row.get(3).map_err(translate)?;
+                let oldest = chrono::DateTime::parse_from_rfc3339(&oldest)
+                    .map(|at| {
+                        (now - at.with_timezone(&chrono::Utc))
+                            .to_std()
+                            .unwrap_or_default()
+                    })
+                    .unwrap_or_default();
+                if let Some(status) = CommandStatus::parse(&status) {
+                    sample.open_commands.insert(
+                        (row.get(0).map_err(translate)?, status),
+                        OpenCommands {
+                            count: count(row.get(2).map_err(translate)?),
+                            oldest_age: oldest,
+                        },
+                    );
+                }
+            }
+            Ok(sample)
+        })
+        .await
+    }
+}
