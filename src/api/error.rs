@@ -281,8 +281,8 @@ fn store_status(error: StoreError) -> Status {
             no_details,
         ),
         StoreError::Rejected(rejection) => rejection_status(rejection),
-        StoreError::Unavailable(cause) => {
-            tracing::warn!(%cause, "database unavailable");
+        error @ (StoreError::Unavailable(_) | StoreError::Contention(_)) => {
+            tracing::warn!(%error, "database unavailable");
             status(
                 Code::Unavailable,
                 ErrorReason::StoreUnavailable,

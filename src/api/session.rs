@@ -331,7 +331,7 @@ impl<S: FleetStore> Served<S> {
         while let Some(report) = self.unrecorded.pop_front() {
             match self.complete(&report).await {
                 Ok(()) => {}
-                Err(StoreError::Unavailable(_)) => {
+                Err(error) if error.is_transient() => {
                     self.unrecorded.push_front(report);
                     return Ok(());
                 }
@@ -390,7 +390,7 @@ impl<S: FleetStore> Served<S> {
             return Ok(());
         }
         match self.complete(&report).await {
-            Err(StoreError::Unavailable(error)) => {
+            Err(error) if error.is_transient() => {
                 warn!(%error, command_id = %report.command_id,
                       "database unavailable; holding the result until it is back");
                 self.unrecorded.push_back(report);

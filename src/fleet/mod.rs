@@ -656,7 +656,7 @@ impl<S: FleetStore> Fleet<S> {
                 self.store.record_status_batch(&batch),
             )
             .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".to_owned())));
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
             crate::telemetry::metrics::heartbeat_write("statuses", count, started);
             match written {
                 Ok(fenced) => {
@@ -806,7 +806,7 @@ impl<S: FleetStore> Fleet<S> {
         let mut tick = tokio::time::interval(self.heartbeat_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let bound = self.heartbeat_interval;
-        let timed_out = || StoreError::Unavailable(format!("no answer within {bound:?}"));
+        let timed_out = || StoreError::Unavailable(format!("no answer within {bound:?}").into());
         let mut last_alive = Instant::now();
         // The lease held, and until when this leader grants agents a grace.
         // Kept through transient errors: only a new term starts a new grace.

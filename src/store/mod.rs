@@ -60,7 +60,12 @@ pub enum StoreError {
     /// The database cannot be reached (connection refused or lost, pool
     /// exhausted, server shutting down). Retrying later may succeed.
     #[error("database unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(#[source] Cause),
+    /// The transaction lost a deadlock or a serialization conflict with a
+    /// concurrent one and was rolled back: retrying it succeeds. Backends
+    /// retry it a few times before reporting it.
+    #[error("the transaction conflicted with a concurrent one: {0}")]
+    Contention(#[source] Cause),
     /// A hello claims an agent id that is registered in another region: an
     /// agent id belongs to one region. Nothing was written.
     #[error("agent {agent_id} is registered in region {registered}, not {claimed}")]
@@ -78,7 +83,18 @@ pub enum StoreError {
     NotLeader { term: i64 },
     /// Anything else: a bug or a schema mismatch. Logged, never shown.
     #[error("store failure: {0}")]
-    Internal(String),
+    Internal(#[source] Cause),
+}
+
+/// What caused a store failure, kept for the log.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl StoreError {
+    /// Whether retrying later may succeed: the database is unreachable, or
+    /// the transaction lost a conflict.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Contention(_))
+    }
 }
 
 /// Connectors: create, read, and the one way their desired state changes.

@@ -80,6 +80,7 @@ contract_suite!(
     status_batches_apply_current_sessions_and_name_superseded_ones,
     an_agent_id_belongs_to_one_region,
     every_session_end_is_audited_once_with_why,
+    concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks,
 );
 
 fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -1017,4 +1018,60 @@ async fn every_session_end_is_audited_once_with_why<S: FleetStore>(store: &S) {
         .filter(|e| e.action == "AGENT_SESSION_START")
         .count();
     assert_eq!(starts, 3, "each start has its end");
+}
+
+/// Opening a session (agent, then its commands and connectors), claiming
+/// (agents, then commands and connectors), issuing a command (connector,
+/// then its commands) and the liveness sweep (agents, commands, connectors)
+/// take the same rows. Run together, over and over, none fails: lock
+/// orders do not cycle, and a lost deadlock is run again.
+async fn concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks<
+    S: FleetStore,
+>(
+    store: &S,
+) {
+    let ids: Vec<String> = (0..12).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        store
+            .create_connector(new_connector(id, id, ConnectorKind::IncrementalSync))
+            .await
+            .unwrap();
+    }
+    let mut session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    for round in 0..15 {
+        let reported: Vec<ObservedStatus> = ids.iter().map(|id| running(id, 0)).collect();
+        let changes = async {
+            for id in &ids {
+                // Whatever state each is in: a start or a pause, or a
+                // refusal (wrong state), but never a store failure.
+                for result in [
+                    store.start_connector(&start(id)).await,
+                    store.pause_connector(&pause(id)).await,
+                ] {
+                    assert!(
+                        matches!(result, Ok(_) | Err(StoreError::Rejected(_))),
+                        "round {round}: {result:?}"
+                    );
+                }
+            }
+        };
+        let again = Hello {
+            connectors: reported,
+            ..hello("ag", "eu-2", "10.0.2.7")
+        };
+        let reconnect = store.open_session(&again);
+        let room = [(session.clone(), 16)];
+        let claim = store.claim_commands("eu-2", &room, HOUR);
+        let sweep = async {
+            let lease = store.acquire_lease(HOUR).await.unwrap().unwrap();
+            store.sweep_offline(lease, HOUR, HOUR).await
+        };
+        let ((), reconnected, claimed, swept) = tokio::join!(changes, reconnect, claim, sweep);
+        session = reconnected.unwrap_or_else(|e| panic!("round {round}: open_session: {e:?}"));
+        claimed.unwrap_or_else(|e| panic!("round {round}: claim_commands: {e:?}"));
+        swept.unwrap_or_else(|e| panic!("round {round}: sweep_offline: {e:?}"));
+    }
 }

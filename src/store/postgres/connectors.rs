@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::error::translate;
+use super::error::{is_unique_violation, translate};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{
     AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, Transition,
@@ -245,11 +245,12 @@ impl Connectors for PgStore {
                 ],
             )
             .await
-            .map_err(|e| match e.code() {
-                Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) => {
+            .map_err(|e| {
+                if is_unique_violation(&e) {
                     StoreError::ConnectorAlreadyExists(new.id.clone())
+                } else {
+                    translate(e)
                 }
-                _ => translate(e),
             })?;
         let connector = connector_from_row(&row)?;
         insert_audit(
@@ -282,7 +283,7 @@ impl Connectors for PgStore {
 
     #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
     async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.transition(change).await
+        self.retrying(|| self.transition(change)).await
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

@@ -16,19 +16,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 use tracing::instrument;
 
-impl Dispatch for PgStore {
-    async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
-            .await
-            .map_err(translate)?;
-        let rows = client.query(&statement, &[]).await.map_err(translate)?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
-    }
-
-    #[instrument(skip_all, fields(region = %region))]
-    async fn claim_commands(
+/// The transactions themselves; the trait methods run them again when
+/// they lose a conflict (`PgStore::retrying`).
+impl PgStore {
+    async fn claim_commands_once(
         &self,
         region: &str,
         sessions: &[(Session, usize)],
@@ -40,46 +31,13 @@ impl Dispatch for PgStore {
         }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
-        // Pending commands: each is its connector's only open one (a newer
-        // command supersedes the older ones). Rows another claim or a
-        // Start/Pause holds are skipped, never waited for. The runner is
-        // the agent still holding an unanswered command this one
-        // superseded (it may be carrying it out), else the connector's.
-        let candidates = tx
-            .prepare_cached(
-                "SELECT c.id,
-                        COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
-                                              THEN p.agent_id END
-                                  FROM commands p
-                                  WHERE p.connector_id = c.connector_id
-                                    AND p.generation < c.generation AND p.agent_id <> ''
-                                  ORDER BY p.generation DESC LIMIT 1),
-                                 k.agent_id)
-                 FROM commands c JOIN connectors k ON k.id = c.connector_id
-                 WHERE c.status = 'PENDING' AND c.region = $1
-                 ORDER BY c.create_time
-                 LIMIT $2
-                 FOR UPDATE OF c, k SKIP LOCKED",
-            )
-            .await
-            .map_err(translate)?;
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let deliverable: Vec<Deliverable> = tx
-            .query(&candidates, &[&region, &limit])
-            .await
-            .map_err(translate)?
-            .iter()
-            .map(|row| Deliverable {
-                command_id: row.get(0),
-                runner: row.get(1),
-            })
-            .collect();
-        if deliverable.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Online agents of the region and their load. The share lock makes
-        // a concurrent new session of one of them wait for this claim, so
-        // that its requeue sees what is delivered here.
+        // Online agents of the region and their load, locked first. The
+        // share lock makes a concurrent new session of one of them wait for
+        // this claim, so that its requeue sees what is delivered here. Taken
+        // before the commands and connectors (which are never waited for:
+        // SKIP LOCKED), so that a claim holds nothing a new session needs
+        // while it waits for the agents: opening a session takes its agent,
+        // then its commands and connectors, and the two cannot deadlock.
         let agents = tx
             .prepare_cached(&format!(
                 "SELECT a.id, a.session_epoch,
@@ -99,7 +57,7 @@ impl Dispatch for PgStore {
             .query(&agents, &[&region, &offline_after.as_secs_f64()])
             .await
             .map_err(translate)?;
-        let candidates: Vec<Candidate> = rows
+        let agents: Vec<Candidate> = rows
             .iter()
             .map(|row| Candidate {
                 agent_id: row.get(0),
@@ -107,7 +65,44 @@ impl Dispatch for PgStore {
                 load: row.get(2),
             })
             .collect();
-        let local = assign_local(&deliverable, &candidates, sessions);
+        // Pending commands: each is its connector's only open one (a newer
+        // command supersedes the older ones). Rows another claim or a
+        // Start/Pause holds are skipped, never waited for. The runner is
+        // the agent still holding an unanswered command this one
+        // superseded (it may be carrying it out), else the connector's.
+        let pending = tx
+            .prepare_cached(
+                "SELECT c.id,
+                        COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
+                                              THEN p.agent_id END
+                                  FROM commands p
+                                  WHERE p.connector_id = c.connector_id
+                                    AND p.generation < c.generation AND p.agent_id <> ''
+                                  ORDER BY p.generation DESC LIMIT 1),
+                                 k.agent_id)
+                 FROM commands c JOIN connectors k ON k.id = c.connector_id
+                 WHERE c.status = 'PENDING' AND c.region = $1
+                 ORDER BY c.create_time
+                 LIMIT $2
+                 FOR UPDATE OF c, k SKIP LOCKED",
+            )
+            .await
+            .map_err(translate)?;
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let deliverable: Vec<Deliverable> = tx
+            .query(&pending, &[&region, &limit])
+            .await
+            .map_err(translate)?
+            .iter()
+            .map(|row| Deliverable {
+                command_id: row.get(0),
+                runner: row.get(1),
+            })
+            .collect();
+        if deliverable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let local = assign_local(&deliverable, &agents, sessions);
         let sessions: HashMap<String, Session> = local
             .iter()
             .map(|(_, session)| (session.agent_id.clone(), session.clone()))
@@ -150,7 +145,11 @@ impl Dispatch for PgStore {
         Ok(delivered)
     }
 
-    async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
+    async fn release_command_once(
+        &self,
+        session: &Session,
+        command_id: &str,
+    ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
         fence(&tx, session).await?;
@@ -167,8 +166,7 @@ impl Dispatch for PgStore {
         tx.commit().await.map_err(translate)
     }
 
-    #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
-    async fn complete_command(
+    async fn complete_command_once(
         &self,
         session: &Session,
         report: &CommandReport,
@@ -252,5 +250,43 @@ impl Dispatch for PgStore {
         }
         tx.commit().await.map_err(translate)?;
         Ok(Some(completed))
+    }
+}
+
+impl Dispatch for PgStore {
+    async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
+            .await
+            .map_err(translate)?;
+        let rows = client.query(&statement, &[]).await.map_err(translate)?;
+        Ok(rows.iter().map(|row| row.get(0)).collect())
+    }
+
+    #[instrument(skip_all, fields(region = %region))]
+    async fn claim_commands(
+        &self,
+        region: &str,
+        sessions: &[(Session, usize)],
+        offline_after: Duration,
+    ) -> Result<Vec<(Session, Command)>, StoreError> {
+        self.retrying(|| self.claim_commands_once(region, sessions, offline_after))
+            .await
+    }
+
+    async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
+        self.retrying(|| self.release_command_once(session, command_id))
+            .await
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
+    async fn complete_command(
+        &self,
+        session: &Session,
+        report: &CommandReport,
+    ) -> Result<Option<Command>, StoreError> {
+        self.retrying(|| self.complete_command_once(session, report))
+            .await
     }
 }

@@ -1,21 +1,30 @@
-//! Driver errors, translated once at the store boundary.
+//! Driver errors, translated once at the store boundary: every SQLSTATE the
+//! store acts on is named here.
 
 use crate::store::StoreError;
 use tokio_postgres::error::SqlState;
 
-/// Connection problems become `Unavailable` (the caller may retry); anything
-/// else is `Internal`, with the driver's words kept for the log.
+/// Connection problems become `Unavailable` (the caller may retry), a lost
+/// deadlock or serialization conflict `Contention` (the transaction may be
+/// run again); anything else is `Internal`, with the driver's error kept
+/// as its cause for the log.
 pub fn translate(error: tokio_postgres::Error) -> StoreError {
     if error.is_closed() {
-        return StoreError::Unavailable(error.to_string());
+        return StoreError::Unavailable(error.into());
     }
     match error.code() {
         // No SQLSTATE: either the socket failed, or a value did not convert.
-        None if is_io(&error) => StoreError::Unavailable(error.to_string()),
-        None => StoreError::Internal(error.to_string()),
-        Some(code) if is_unavailable(code) => StoreError::Unavailable(error.to_string()),
-        Some(code) => StoreError::Internal(format!("{error} (SQLSTATE {})", code.code())),
+        None if is_io(&error) => StoreError::Unavailable(error.into()),
+        None => StoreError::Internal(error.into()),
+        Some(code) if is_unavailable(code) => StoreError::Unavailable(error.into()),
+        Some(code) if is_contention(code) => StoreError::Contention(error.into()),
+        Some(_) => StoreError::Internal(error.into()),
     }
+}
+
+/// A unique constraint refused the row (23505): it exists already.
+pub fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
+    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
 }
 
 fn is_unavailable(code: &SqlState) -> bool {
@@ -29,6 +38,15 @@ fn is_unavailable(code: &SqlState) -> bool {
             SqlState::TOO_MANY_CONNECTIONS,
         ]
         .contains(code)
+}
+
+/// 40P01 deadlock detected, 40001 serialization failure.
+fn is_contention(code: &SqlState) -> bool {
+    [
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+    ]
+    .contains(code)
 }
 
 fn is_io(error: &tokio_postgres::Error) -> bool {

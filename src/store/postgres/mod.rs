@@ -60,6 +60,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// given up (TCP_USER_TIMEOUT).
 const TCP_USER_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How many more times a transaction that lost a deadlock or
+/// serialization conflict is run before `Contention` is reported (as
+/// UNAVAILABLE, with a retry delay).
+const CONTENTION_RETRIES: u64 = 3;
+
 /// Arbitrary constant naming the advisory lock that serialises migrations
 /// when several replicas start at once.
 const MIGRATION_LOCK: i64 = 0x636f_6e6e_6374_726c;
@@ -189,11 +194,35 @@ impl PgStore {
         Ok(report.applied_migrations().len())
     }
 
+    /// Runs `transaction` again, up to `CONTENTION_RETRIES` more times,
+    /// when it lost a deadlock or serialization conflict: it was rolled
+    /// back, so running it again is safe. Two transactions that take the
+    /// same rows in different orders (a start locks its connector, then its
+    /// commands; the liveness sweep an agent's commands, then its
+    /// connectors) can deadlock; PostgreSQL aborts one of them.
+    pub(super) async fn retrying<T, F, Fut>(&self, mut transaction: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match transaction().await {
+                Err(error @ StoreError::Contention(_)) if attempt < CONTENTION_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(%error, attempt, "transaction conflicted; running it again");
+                    tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))
+            .map_err(|e| StoreError::Unavailable(e.into()))
     }
 }
 

@@ -29,11 +29,12 @@ fn parse_text<T>(
     parse: impl Fn(&str) -> Option<T>,
 ) -> Result<T, StoreError> {
     let text: &str = row.try_get(column).map_err(column_error)?;
-    parse(text).ok_or_else(|| StoreError::Internal(format!("unexpected {column} value {text:?}")))
+    parse(text)
+        .ok_or_else(|| StoreError::Internal(format!("unexpected {column} value {text:?}").into()))
 }
 
 fn column_error(error: tokio_postgres::Error) -> StoreError {
-    StoreError::Internal(format!("reading a row: {error}"))
+    StoreError::Internal(error.into())
 }
 
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(

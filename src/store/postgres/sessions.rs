@@ -208,9 +208,10 @@ pub(super) async fn record(
     record_reports(client, &reports).await
 }
 
-impl Sessions for PgStore {
-    #[instrument(skip_all, fields(agent_id = %hello.agent_id))]
-    async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
+/// The transactions themselves; the trait methods run them again when
+/// they lose a conflict (`PgStore::retrying`).
+impl PgStore {
+    async fn open_session_once(&self, hello: &Hello) -> Result<Session, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
         let session_id = uuid::Uuid::now_v7().to_string();
@@ -312,7 +313,11 @@ impl Sessions for PgStore {
         Ok(session)
     }
 
-    async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
+    async fn close_session_once(
+        &self,
+        session: &Session,
+        end: &SessionEnd,
+    ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
         match fence(&tx, session).await {
@@ -346,59 +351,7 @@ impl Sessions for PgStore {
         Ok(requeued)
     }
 
-    async fn end_orphaned_sessions(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        // Only when no live process heartbeats under this replica id: two
-        // processes started with one id must not end each other's sessions.
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH ended AS (
-                     UPDATE agents SET disconnect_time = now()
-                     WHERE replica_id = $1 AND disconnect_time IS NULL
-                       AND NOT EXISTS (
-                           SELECT 1 FROM replicas r WHERE r.id = $1
-                           AND r.heartbeat_time > now() - make_interval(secs => $3))
-                     RETURNING id, session_id, session_epoch, region, principal, peer),
-                 {},
-                 requeued AS (
-                     UPDATE commands SET status = 'PENDING'
-                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
-                        (SELECT count(*) FROM requeued)",
-                audit_ended(2)
-            ))
-            .await
-            .map_err(translate)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &&*self.replica_id,
-                    &SessionEnd::ReplicaRestarted.reason(),
-                    &replica_ttl.as_secs_f64(),
-                ],
-            )
-            .await
-            .map_err(translate)?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-    }
-
-    #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
-    async fn record_statuses(
-        &self,
-        session: &Session,
-        statuses: &[ObservedStatus],
-    ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
-        fence(&tx, session).await?;
-        record(&tx, session, statuses).await?;
-        tx.commit().await.map_err(translate)
-    }
-
-    #[instrument(skip_all, fields(sessions = batch.len()))]
-    async fn record_status_batch(
+    async fn record_status_batch_once(
         &self,
         batch: &[(Session, Vec<ObservedStatus>)],
     ) -> Result<Vec<Session>, StoreError> {
@@ -436,6 +389,82 @@ impl Sessions for PgStore {
             .into_iter()
             .map(|(session, _)| session.clone())
             .collect())
+    }
+
+    async fn end_orphaned_sessions_once(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        // Only when no live process heartbeats under this replica id: two
+        // processes started with one id must not end each other's sessions.
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE replica_id = $1 AND disconnect_time IS NULL
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = $1
+                           AND r.heartbeat_time > now() - make_interval(secs => $3))
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                     RETURNING 1)
+                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                        (SELECT count(*) FROM requeued)",
+                audit_ended(2)
+            ))
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &&*self.replica_id,
+                    &SessionEnd::ReplicaRestarted.reason(),
+                    &replica_ttl.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+}
+
+impl Sessions for PgStore {
+    #[instrument(skip_all, fields(agent_id = %hello.agent_id))]
+    async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
+        self.retrying(|| self.open_session_once(hello)).await
+    }
+
+    async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
+        self.retrying(|| self.close_session_once(session, end))
+            .await
+    }
+
+    async fn end_orphaned_sessions(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
+        self.retrying(|| self.end_orphaned_sessions_once(replica_ttl))
+            .await
+    }
+
+    #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
+    async fn record_statuses(
+        &self,
+        session: &Session,
+        statuses: &[ObservedStatus],
+    ) -> Result<(), StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        fence(&tx, session).await?;
+        record(&tx, session, statuses).await?;
+        tx.commit().await.map_err(translate)
+    }
+
+    #[instrument(skip_all, fields(sessions = batch.len()))]
+    async fn record_status_batch(
+        &self,
+        batch: &[(Session, Vec<ObservedStatus>)],
+    ) -> Result<Vec<Session>, StoreError> {
+        self.retrying(|| self.record_status_batch_once(batch)).await
     }
 
     async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {

@@ -208,7 +208,7 @@ impl Connectors for SqliteStore {
                 Err(e) => return Err(translate(e)),
             }
             let connector = get_connector(&tx, &new.id)?
-                .ok_or_else(|| StoreError::Internal("inserted row vanished".to_owned()))?;
+                .ok_or_else(|| StoreError::Internal("inserted row vanished".into()))?;
             insert_audit(
                 &tx,
                 &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &new.id),

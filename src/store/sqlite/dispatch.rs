@@ -171,7 +171,7 @@ impl Dispatch for SqliteStore {
                 }
             };
             let connector = get_connector(&tx, &command.connector_id)?
-                .ok_or_else(|| StoreError::Internal("a command without connector".to_owned()))?;
+                .ok_or_else(|| StoreError::Internal("a command without connector".into()))?;
             let outcome = if report.success {
                 CommandStatus::Succeeded
             } else {

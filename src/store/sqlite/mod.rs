@@ -163,7 +163,7 @@ impl SqliteStore {
             work(&mut connection)
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("store task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(e.into()))?
     }
 }
 

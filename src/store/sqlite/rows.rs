@@ -31,12 +31,12 @@ pub fn text(time: DateTime<Utc>) -> String {
 pub fn parse_time(text: &str) -> Result<DateTime<Utc>, StoreError> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| StoreError::Internal(format!("stored time {text:?}: {e}")))
+        .map_err(|e| StoreError::Internal(format!("stored time {text:?}: {e}").into()))
 }
 
 fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T, StoreError> {
     row.get(column)
-        .map_err(|e| StoreError::Internal(format!("reading {column}: {e}")))
+        .map_err(|e| StoreError::Internal(format!("reading {column}: {e}").into()))
 }
 
 fn time(row: &Row<'_>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
@@ -47,7 +47,8 @@ fn time(row: &Row<'_>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError
 
 fn parse<T>(row: &Row<'_>, column: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
     let value: String = get(row, column)?;
-    f(&value).ok_or_else(|| StoreError::Internal(format!("unexpected {column} value {value:?}")))
+    f(&value)
+        .ok_or_else(|| StoreError::Internal(format!("unexpected {column} value {value:?}").into()))
 }
 
 pub fn connector_from_row(row: &Row<'_>) -> Result<Connector, StoreError> {
