@@ -677,7 +677,7 @@ impl<S: FleetStore> Fleet<S> {
                     }
                 }
                 Err(error) => {
-                    debug!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
+                    warn!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
                     // Back in the queue, under anything reported since.
                     let mut queue = self.statuses.lock().unwrap();
                     for (session, statuses) in batch {
@@ -788,7 +788,10 @@ impl<S: FleetStore> Fleet<S> {
             Ok(replicas) => replicas
                 .iter()
                 .any(|replica| replica.alive && replica.id != me),
-            Err(_) => true,
+            Err(error) => {
+                warn!(%error, "listing the replicas failed; waking the others anyway");
+                true
+            }
         };
         let before = self
             .signals

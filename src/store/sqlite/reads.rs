@@ -152,12 +152,8 @@ impl Reads for SqliteStore {
             while let Some(row) = rows.next().map_err(translate)? {
                 let status: String = row.get(1).map_err(translate)?;
                 let oldest: String = row.get(3).map_err(translate)?;
-                let oldest = chrono::DateTime::parse_from_rfc3339(&oldest)
-                    .map(|at| {
-                        (now - at.with_timezone(&chrono::Utc))
-                            .to_std()
-                            .unwrap_or_default()
-                    })
+                let oldest = (now - super::rows::parse_time(&oldest)?)
+                    .to_std()
                     .unwrap_or_default();
                 if let Some(status) = CommandStatus::parse(&status) {
                     sample.open_commands.insert(

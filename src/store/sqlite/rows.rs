@@ -45,6 +45,11 @@ fn time(row: &Row<'_>, column: &str) -> Result<Option<DateTime<Utc>>, StoreError
         .transpose()
 }
 
+/// A time that must be set: a NULL is an error, never the epoch.
+fn required_time(row: &Row<'_>, column: &str) -> Result<DateTime<Utc>, StoreError> {
+    time(row, column)?.ok_or_else(|| StoreError::Internal(format!("{column} is NULL").into()))
+}
+
 fn parse<T>(row: &Row<'_>, column: &str, f: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
     let value: String = get(row, column)?;
     f(&value)
@@ -81,8 +86,8 @@ pub fn connector_from_row(row: &Row<'_>) -> Result<Connector, StoreError> {
             .zip(time(row, "store_latest_time")?)
             .map(|(earliest, latest)| TimeRange { earliest, latest }),
         status_message: get(row, "status_message")?,
-        create_time: time(row, "create_time")?.unwrap_or_default(),
-        update_time: time(row, "update_time")?.unwrap_or_default(),
+        create_time: required_time(row, "create_time")?,
+        update_time: required_time(row, "update_time")?,
         last_heartbeat_time: time(row, "last_heartbeat_time")?,
     })
 }
@@ -101,7 +106,7 @@ pub fn command_from_row(row: &Row<'_>) -> Result<Command, StoreError> {
         agent_id: get(row, "agent_id")?,
         error_reason: get(row, "error_reason")?,
         error_message: get(row, "error_message")?,
-        create_time: time(row, "create_time")?.unwrap_or_default(),
+        create_time: required_time(row, "create_time")?,
         complete_time: time(row, "complete_time")?,
         trace_context: trace_context_from_text(&get::<String>(row, "trace_context")?),
         late_result: CommandStatus::parse(&get::<String>(row, "late_result")?)
