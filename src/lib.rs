@@ -31,6 +31,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod defaults;
 pub mod demo;
 pub mod domain;
 pub mod fleet;

@@ -10,18 +10,11 @@
 
 use super::error::ApiError;
 use crate::auth::{Principal, Role};
+use crate::defaults;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::sync::Arc;
-
-/// Default allowance of an operator: 20 changes a second, bursts of 300.
-pub const OPERATOR_RATE_LIMIT: u32 = 20;
-pub const OPERATOR_RATE_BURST: u32 = 300;
-/// Default allowance of an admin (services registering connectors, and
-/// every caller when there is no auth file): 100 a second, bursts of 1,000.
-pub const ADMIN_RATE_LIMIT: u32 = 100;
-pub const ADMIN_RATE_BURST: u32 = 1_000;
 
 /// How many changes a principal may make: a sustained rate and a burst.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,8 +45,8 @@ pub struct RateLimits {
 impl Default for RateLimits {
     fn default() -> Self {
         Self {
-            operator: RateLimit::new(OPERATOR_RATE_LIMIT, OPERATOR_RATE_BURST),
-            admin: RateLimit::new(ADMIN_RATE_LIMIT, ADMIN_RATE_BURST),
+            operator: RateLimit::new(defaults::OPERATOR_RATE_LIMIT, defaults::OPERATOR_RATE_BURST),
+            admin: RateLimit::new(defaults::ADMIN_RATE_LIMIT, defaults::ADMIN_RATE_BURST),
         }
     }
 }

@@ -73,9 +73,6 @@ pub fn actor<T>(request: &Request<T>) -> Actor {
     }
 }
 
-/// The default of `--latency-alert`.
-pub const DEFAULT_LATENCY_ALERT: Duration = Duration::from_secs(60);
-
 /// The ConnectorService implementation over any `Store`.
 #[derive(Clone, Debug)]
 pub struct ConnectorApi<S> {
@@ -116,7 +113,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             signals,
             offline_after,
             limiter: limits::ChangeLimiter::default(),
-            latency_alert: DEFAULT_LATENCY_ALERT,
+            latency_alert: crate::defaults::duration(crate::defaults::LATENCY_ALERT),
             auth: auth::Authenticator::open(),
             refusals: Default::default(),
         }

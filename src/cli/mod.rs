@@ -9,6 +9,7 @@ pub use people::Failure;
 
 use crate::api::limits;
 use crate::auth::Authenticator;
+use crate::defaults;
 use crate::fleet::FleetOptions;
 use crate::server::{self, ServeOptions};
 use crate::store::postgres::DEFAULT_POOL_SIZE;
@@ -143,7 +144,7 @@ pub struct ServeArgs {
 
     /// Longest a `wait: true` Start or Pause is held when the caller sets no
     /// deadline, for example 30s or 2m.
-    #[arg(long, env = "CONNECTOR_CONTROL_MAX_WAIT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_WAIT", default_value = defaults::MAX_WAIT, value_parser = humantime::parse_duration)]
     pub max_wait: Duration,
 
     /// Seed a demo fleet (when the store is empty) and run demo agents in
@@ -153,12 +154,12 @@ pub struct ServeArgs {
 
     /// How often agents send heartbeats, for example 10s. An agent that
     /// misses four is offline and its connectors show UNKNOWN.
-    #[arg(long, env = "CONNECTOR_CONTROL_HEARTBEAT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_HEARTBEAT_INTERVAL", default_value = defaults::HEARTBEAT_INTERVAL, value_parser = humantime::parse_duration)]
     pub heartbeat_interval: Duration,
 
     /// How often each replica looks for pending commands by itself: the
     /// longest a command waits when a wake-up is lost (or with --poll-only).
-    #[arg(long, env = "CONNECTOR_CONTROL_POLL_INTERVAL", default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_POLL_INTERVAL", default_value = defaults::POLL_INTERVAL, value_parser = humantime::parse_duration)]
     pub poll_interval: Duration,
 
     /// Replicas do not wake each other with LISTEN/NOTIFY (for databases or
@@ -174,12 +175,12 @@ pub struct ServeArgs {
 
     /// Agent streams are asked to reconnect after this long (plus or minus
     /// 10%), so that agents spread over replicas added later; 0 never.
-    #[arg(long, env = "CONNECTOR_CONTROL_MAX_STREAM_AGE", default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_STREAM_AGE", default_value = defaults::MAX_STREAM_AGE, value_parser = humantime::parse_duration)]
     pub max_stream_age: Duration,
 
     /// On SIGTERM, how long calls in flight may take before the process
     /// exits anyway.
-    #[arg(long, env = "CONNECTOR_CONTROL_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_DRAIN_TIMEOUT", default_value = defaults::DRAIN_TIMEOUT, value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
 
     /// Principals, roles and token hashes (TOML; see README "Security").
@@ -207,40 +208,40 @@ pub struct ServeArgs {
     /// caller, not from a burst of legitimate changes; beyond them calls
     /// get RESOURCE_EXHAUSTED with a retry delay. A batch call counts as
     /// one change. 0: no limit.
-    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_LIMIT", default_value_t = limits::OPERATOR_RATE_LIMIT)]
+    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_LIMIT", default_value_t = defaults::OPERATOR_RATE_LIMIT)]
     pub operator_rate_limit: u32,
 
     /// How many changes an operator principal may make at once, before its
     /// --operator-rate-limit applies.
-    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_BURST", default_value_t = limits::OPERATOR_RATE_BURST)]
+    #[arg(long, env = "CONNECTOR_CONTROL_OPERATOR_RATE_BURST", default_value_t = defaults::OPERATOR_RATE_BURST)]
     pub operator_rate_burst: u32,
 
     /// Changes each admin principal may make per second: services that
     /// register connectors, and every caller without --auth-file. 0: no
     /// limit.
-    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_LIMIT", default_value_t = limits::ADMIN_RATE_LIMIT)]
+    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_LIMIT", default_value_t = defaults::ADMIN_RATE_LIMIT)]
     pub admin_rate_limit: u32,
 
     /// How many changes an admin principal may make at once, before its
     /// --admin-rate-limit applies.
-    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_BURST", default_value_t = limits::ADMIN_RATE_BURST)]
+    #[arg(long, env = "CONNECTOR_CONTROL_ADMIN_RATE_BURST", default_value_t = defaults::ADMIN_RATE_BURST)]
     pub admin_rate_burst: u32,
 
     /// Connections open at once, at most (lowered to fit the open-file
     /// limit, which is raised to its hard limit at start-up). Beyond it new
     /// connections are closed and the cap is logged; open ones are served.
-    #[arg(long, env = "CONNECTOR_CONTROL_MAX_CONNECTIONS", default_value_t = server::DEFAULT_MAX_CONNECTIONS)]
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_CONNECTIONS", default_value_t = defaults::MAX_CONNECTIONS)]
     pub max_connections: usize,
 
     /// Time a new connection has to complete TLS and send the HTTP/2
     /// preface; silent connections are closed after it.
-    #[arg(long, env = "CONNECTOR_CONTROL_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_HANDSHAKE_TIMEOUT", default_value = defaults::HANDSHAKE_TIMEOUT, value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
 
     /// Identical refused calls (same principal, action, outcome and reason)
     /// within this window are recorded in the audit trail as two events:
     /// the first at once, the rest as one with their count.
-    #[arg(long, env = "CONNECTOR_CONTROL_REFUSAL_WINDOW", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_REFUSAL_WINDOW", default_value = defaults::REFUSAL_WINDOW, value_parser = humantime::parse_duration)]
     pub refusal_window: Duration,
 
     /// Serve a non-loopback address without --auth-file: anyone who can
@@ -250,12 +251,12 @@ pub struct ServeArgs {
 
     /// A command delivered to an agent and unanswered for this long is
     /// delivered again (agents apply each generation once).
-    #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = "5m", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = defaults::DELIVERY_TIMEOUT, value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
 
     /// Connectors that should run and report more replication latency than
     /// this are flagged LAGGING (status_message, `lagging` filter, metric).
-    #[arg(long, env = "CONNECTOR_CONTROL_LATENCY_ALERT", default_value = "60s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_LATENCY_ALERT", default_value = defaults::LATENCY_ALERT, value_parser = humantime::parse_duration)]
     pub latency_alert: Duration,
 
     /// Serve Prometheus metrics at http://ADDR/metrics (for example
@@ -267,7 +268,7 @@ pub struct ServeArgs {
     /// How often the database-wide gauges (connectors by state, lagging
     /// connectors, unanswered commands) are re-read, while metrics are
     /// exported. Each read is three aggregate queries.
-    #[arg(long, env = "CONNECTOR_CONTROL_METRICS_INTERVAL", default_value = "15s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "CONNECTOR_CONTROL_METRICS_INTERVAL", default_value = defaults::METRICS_INTERVAL, value_parser = humantime::parse_duration)]
     pub metrics_interval: Duration,
 }
 

@@ -107,11 +107,6 @@ pub struct AuditFilter {
     pub before_id: Option<i64>,
 }
 
-/// How long identical refusals are gathered into one event: the first of a
-/// kind is recorded at once, the rest of the window as one event with a
-/// count.
-pub const REFUSAL_WINDOW: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Kinds of refusal tracked at once for one principal, and for all; past
 /// them, a principal's refusals of new kinds are counted together (memory
 /// stays bounded, and one principal's flood never stops another's

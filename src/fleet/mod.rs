@@ -53,13 +53,17 @@ pub struct FleetOptions {
 }
 
 impl FleetOptions {
+    /// The defaults (`crate::defaults`) around `heartbeat_interval`; the
+    /// poll interval is no longer than it. Streams are not recycled (tests
+    /// rely on streams that stay): `serve` sets `--max-stream-age`.
     pub fn new(heartbeat_interval: Duration) -> Self {
+        use crate::defaults::{self, duration};
         Self {
             heartbeat_interval,
-            poll_interval: Duration::from_secs(2).min(heartbeat_interval),
+            poll_interval: duration(defaults::POLL_INTERVAL).min(heartbeat_interval),
             poll_only: false,
             max_stream_age: None,
-            delivery_timeout: Duration::from_secs(300),
+            delivery_timeout: duration(defaults::DELIVERY_TIMEOUT),
             address: String::new(),
         }
     }

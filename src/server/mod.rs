@@ -9,6 +9,7 @@ use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
 use crate::api::limits::{ChangeLimiter, RateLimits};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
+use crate::defaults::{self, duration};
 use crate::domain::PageTokenCodec;
 use crate::fleet::{Fleet, FleetOptions};
 use crate::proto::{
@@ -37,11 +38,6 @@ const DATABASE_PROBE_INTERVAL: Duration = Duration::from_secs(5);
 /// silently dropped NAT entry) well before TCP would.
 const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The default of `--max-connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
-/// The default of `--handshake-timeout`.
-pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serving options that are not about where to listen or what to store in.
 #[derive(Clone, Debug)]
@@ -78,17 +74,17 @@ pub struct ServeOptions {
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            max_wait: Duration::from_secs(60),
-            drain_timeout: Duration::from_secs(30),
-            fleet: FleetOptions::new(Duration::from_secs(10)),
+            max_wait: duration(defaults::MAX_WAIT),
+            drain_timeout: duration(defaults::DRAIN_TIMEOUT),
+            fleet: FleetOptions::new(duration(defaults::HEARTBEAT_INTERVAL)),
             auth: Authenticator::open(),
             tls: None,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
-            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_connections: defaults::MAX_CONNECTIONS,
+            handshake_timeout: duration(defaults::HANDSHAKE_TIMEOUT),
             rate_limits: RateLimits::default(),
-            latency_alert: crate::api::DEFAULT_LATENCY_ALERT,
-            metrics_interval: crate::telemetry::metrics::SAMPLE_INTERVAL,
-            refusal_window: crate::domain::audit::REFUSAL_WINDOW,
+            latency_alert: duration(defaults::LATENCY_ALERT),
+            metrics_interval: duration(defaults::METRICS_INTERVAL),
+            refusal_window: duration(defaults::REFUSAL_WINDOW),
         }
     }
 }

@@ -43,9 +43,6 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-/// How often the database-wide gauges are refreshed by default.
-pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(15);
-
 /// Seconds: a gRPC call, from 100 µs to 30 s.
 const CALL_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,

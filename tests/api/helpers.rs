@@ -201,17 +201,12 @@ async fn spawn_with(
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = oneshot::channel::<()>();
     let options = ServeOptions {
-        latency_alert: connector_control::api::DEFAULT_LATENCY_ALERT,
-        metrics_interval: Duration::from_secs(15),
-        refusal_window: connector_control::domain::audit::REFUSAL_WINDOW,
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
         fleet,
         auth,
-        tls: None,
-        max_connections: connector_control::server::DEFAULT_MAX_CONNECTIONS,
-        handshake_timeout: connector_control::server::DEFAULT_HANDSHAKE_TIMEOUT,
         rate_limits: rate_limits.unwrap_or_default(),
+        ..ServeOptions::default()
     };
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;

@@ -1,0 +1,65 @@
+//! Every default `serve` runs with, in one place: clap shows and applies
+//! these (`serve --help`), and `ServeOptions::default()`, `FleetOptions::new`
+//! and the rate limits are built from the same values. Durations are
+//! written as `serve` takes them (humantime).
+
+use std::time::Duration;
+
+/// `--max-wait`: the longest `wait: true` hold without a caller deadline.
+pub const MAX_WAIT: &str = "60s";
+/// `--heartbeat-interval`: agents' heartbeat period, and this replica's.
+pub const HEARTBEAT_INTERVAL: &str = "10s";
+/// `--poll-interval`: the longest a command waits when a wake-up is lost.
+pub const POLL_INTERVAL: &str = "2s";
+/// `--max-stream-age`: agents are asked to reconnect after this long.
+pub const MAX_STREAM_AGE: &str = "1h";
+/// `--drain-timeout`: how long calls in flight may take at shutdown.
+pub const DRAIN_TIMEOUT: &str = "30s";
+/// `--delivery-timeout`: a delivered, unanswered command is delivered again.
+pub const DELIVERY_TIMEOUT: &str = "5m";
+/// `--latency-alert`: more reported latency flags a connector LAGGING.
+pub const LATENCY_ALERT: &str = "60s";
+/// `--metrics-interval`: how often the database-wide gauges are re-read.
+pub const METRICS_INTERVAL: &str = "15s";
+/// `--refusal-window`: identical refusals within it are one audit event
+/// (after the first).
+pub const REFUSAL_WINDOW: &str = "10s";
+/// `--handshake-timeout`: time for TLS and the HTTP/2 preface.
+pub const HANDSHAKE_TIMEOUT: &str = "10s";
+/// `--max-connections`.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// `--operator-rate-limit`, `--operator-rate-burst`: an operator's changes
+/// a second, and at once.
+pub const OPERATOR_RATE_LIMIT: u32 = 20;
+pub const OPERATOR_RATE_BURST: u32 = 300;
+/// `--admin-rate-limit`, `--admin-rate-burst`: the same for admins
+/// (services registering connectors, and every caller without an auth
+/// file).
+pub const ADMIN_RATE_LIMIT: u32 = 100;
+pub const ADMIN_RATE_BURST: u32 = 1_000;
+
+/// A default duration above as a `Duration`.
+pub fn duration(text: &str) -> Duration {
+    humantime::parse_duration(text).expect("the defaults are valid durations")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_default_duration_parses() {
+        for text in [
+            super::MAX_WAIT,
+            super::HEARTBEAT_INTERVAL,
+            super::POLL_INTERVAL,
+            super::MAX_STREAM_AGE,
+            super::DRAIN_TIMEOUT,
+            super::DELIVERY_TIMEOUT,
+            super::LATENCY_ALERT,
+            super::METRICS_INTERVAL,
+            super::REFUSAL_WINDOW,
+            super::HANDSHAKE_TIMEOUT,
+        ] {
+            assert!(!super::duration(text).is_zero(), "{text}");
+        }
+    }
+}
