@@ -6,18 +6,19 @@ use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 use deadpool_postgres::GenericClient;
 
+/// $1 principal, $2 action, $3 connector id, $4 request id, $5 outcome,
+/// $6 reason, $7 peer, $8 detail, $9 count.
+pub const INSERT_AUDIT: &str = "INSERT INTO audit_events
+       (principal, action, connector_id, request_id, outcome, reason, peer, detail, count)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+
 /// Appends `event` inside the caller's transaction (or on its own).
 pub(super) async fn insert_audit(
     client: &impl GenericClient,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {
     let statement = client
-        .prepare_cached(
-            "INSERT INTO audit_events
-               (principal, action, connector_id, request_id, outcome, reason, peer, detail,
-                count)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
+        .prepare_cached(INSERT_AUDIT)
         .await
         .map_err(translate)?;
     client

@@ -13,6 +13,55 @@ use crate::store::{CommandOutcome, Connectors, StoreError, fold};
 use deadpool_postgres::GenericClient;
 use tracing::instrument;
 
+/// The statements `issue_command` runs, in order: the benchmark harness
+/// runs the same ones as its raw-SQL baseline.
+#[doc(hidden)]
+pub mod sql {
+    use super::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
+
+    /// $1 connector id.
+    pub fn lock_connector() -> String {
+        format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE")
+    }
+
+    /// A pause: where the start it supersedes came from ($1 connector id).
+    pub const UNDELIVERED_START: &str = "SELECT previous_region FROM commands
+         WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
+         ORDER BY generation DESC LIMIT 1
+         FOR UPDATE";
+
+    /// Every older unanswered command, delivered or not: the agent is
+    /// handed what the newest generation asks, never an older one first.
+    /// $1 connector id.
+    pub const SUPERSEDE: &str = "UPDATE commands SET status = 'SUPERSEDED', complete_time = now()
+         WHERE connector_id = $1 AND status IN ('PENDING', 'DELIVERED')";
+
+    /// $1 id, $2 connector id, $3 kind, $4 pull-back time, $5 region, $6
+    /// previous region, $7 generation, $8 request id, $9 reason, $10 trace
+    /// context.
+    pub fn insert_command() -> String {
+        format!(
+            "INSERT INTO commands
+               (id, connector_id, kind, pull_back_time, region, previous_region, generation,
+                request_id, reason, status, trace_context)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
+             RETURNING {COMMAND_COLUMNS}"
+        )
+    }
+
+    /// $1 id, $2 state, $3 desired state, $4 generation, $5 region.
+    pub fn update_connector() -> String {
+        format!(
+            "UPDATE connectors
+             SET state = $2, desired_state = $3, generation = $4, region = $5, update_time = now()
+             WHERE id = $1
+             RETURNING {CONNECTOR_COLUMNS}"
+        )
+    }
+
+    pub use super::super::audit::INSERT_AUDIT;
+}
+
 impl PgStore {
     /// Runs `decide` on the locked connector, then persists the transition
     /// and its command in the same transaction.
@@ -22,9 +71,7 @@ impl PgStore {
         let tx = client.transaction().await.map_err(translate)?;
 
         let lock = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
-            ))
+            .prepare_cached(&sql::lock_connector())
             .await
             .map_err(translate)?;
         let connector = match tx
@@ -63,30 +110,13 @@ impl PgStore {
 
         // Every older unanswered command, delivered or not: the agent is
         // handed what the newest generation asks, never an older one first.
-        let supersede = tx
-            .prepare_cached(
-                "UPDATE commands SET status = 'SUPERSEDED', complete_time = now()
-                 WHERE connector_id = $1 AND status IN ('PENDING', 'DELIVERED')",
-            )
-            .await
-            .map_err(translate)?;
+        let supersede = tx.prepare_cached(sql::SUPERSEDE).await.map_err(translate)?;
         let insert = tx
-            .prepare_cached(&format!(
-                "INSERT INTO commands
-                   (id, connector_id, kind, pull_back_time, region, previous_region, generation,
-                    request_id, reason, status, trace_context)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
-                 RETURNING {COMMAND_COLUMNS}"
-            ))
+            .prepare_cached(&sql::insert_command())
             .await
             .map_err(translate)?;
         let update = tx
-            .prepare_cached(&format!(
-                "UPDATE connectors
-                 SET state = $2, desired_state = $3, generation = $4, region = $5, update_time = now()
-                 WHERE id = $1
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
+            .prepare_cached(&sql::update_connector())
             .await
             .map_err(translate)?;
         let command_id = uuid::Uuid::now_v7().to_string();
@@ -165,12 +195,7 @@ async fn decide(
         }
         Change::Pause(_) => {
             let statement = client
-                .prepare_cached(
-                    "SELECT previous_region FROM commands
-                         WHERE connector_id = $1 AND kind = 'START' AND status = 'PENDING'
-                         ORDER BY generation DESC LIMIT 1
-                         FOR UPDATE",
-                )
+                .prepare_cached(sql::UNDELIVERED_START)
                 .await
                 .map_err(translate)?;
             let undelivered_start_from: Option<String> = client

@@ -20,6 +20,8 @@ mod rows;
 mod search;
 mod sessions;
 
+#[doc(hidden)]
+pub use connectors::sql as change_sql;
 /// The columns the store reads, for the benchmark harness's raw-SQL
 /// baselines (the same statements without the service around them).
 #[doc(hidden)]

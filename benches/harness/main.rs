@@ -1,0 +1,102 @@
+//! The benchmark harness: every scenario of BENCHMARKS.md against a
+//! baseline measured in the same run on the same machine, one line each.
+//!
+//!     cargo bench --bench harness                  # the full run BENCHMARKS.md reports
+//!     cargo bench --bench harness -- --quick       # the same scenarios, smaller, < 2 min
+//!     cargo bench --bench harness -- --only throughput,search
+//!     cargo bench --bench harness -- --server-arg=--poll-only   # an experiment
+//!     cargo bench --bench harness -- --only throughput --concurrency=16
+//!
+//! Scenarios (names for --only): throughput, latency, limiter, refusals,
+//! search, noop, delivery, streams, storm, embedded. Each starts the release server as a
+//! child process on a fresh PostgreSQL database (DATABASE_URL, default
+//! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
+//! generated tonic client. Baselines: the same SQL issued directly with
+//! tokio-postgres at the same concurrency, a bare tonic server in a child
+//! process, or none where the target is absolute.
+
+mod changes;
+#[path = "../common/mod.rs"]
+mod common;
+mod delivery;
+mod embedded;
+mod limiter;
+mod noop;
+mod prelude;
+mod refusals;
+mod runner;
+mod search;
+mod server;
+mod storm;
+mod streams;
+
+use prelude::*;
+
+fn main() -> anyhow::Result<()> {
+    if std::env::var("HARNESS_ROLE").as_deref() == Ok("hello") {
+        return server::hello_server();
+    }
+    let plan = Plan::from_args();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(plan))
+}
+
+async fn run(plan: Plan) -> anyhow::Result<()> {
+    let started = Instant::now();
+    println!(
+        "connector-control benchmark harness ({} run), {} cores",
+        if plan.quick { "quick" } else { "full" },
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!();
+    println!("| scenario | ours (p50 / p99, rate) | baseline | ratio | target | |");
+    println!("|---|---|---|---|---|---|");
+    let mut missed = 0;
+    let mut lines = Vec::new();
+    if plan.runs("throughput") || plan.runs("latency") {
+        lines.extend(common::with_database_returning(|url| changes::changes(&plan, url)).await?);
+    }
+    if plan.runs("limiter") {
+        lines.extend(common::with_database_returning(|url| limiter::limiter(&plan, url)).await?);
+    }
+    if plan.runs("refusals") {
+        lines.extend(common::with_database_returning(|url| refusals::refusals(&plan, url)).await?);
+    }
+    if plan.runs("search") {
+        lines.extend(common::with_database_returning(|url| search::search(&plan, url)).await?);
+    }
+    if plan.runs("noop") {
+        lines.extend(common::with_database_returning(|url| noop::noop(&plan, url)).await?);
+    }
+    if plan.runs("delivery") {
+        lines.extend(common::with_database_returning(delivery::delivery).await?);
+    }
+    if plan.runs("streams") {
+        lines.extend(common::with_database_returning(|url| streams::streams(&plan, url)).await?);
+    }
+    if plan.runs("storm") {
+        lines.extend(common::with_database_returning(|url| storm::storm(&plan, url)).await?);
+    }
+    if plan.runs("embedded") {
+        lines.extend(embedded::embedded(&plan).await?);
+    }
+    // The embedded-store line is for comparison: it has no target.
+    let judged: Vec<&Line> = lines
+        .iter()
+        .filter(|line| line.target != "for comparison")
+        .collect();
+    for line in &judged {
+        if !line.met {
+            missed += 1;
+        }
+    }
+    println!();
+    println!(
+        "{} scenarios with a target, {missed} missed it, in {:.0?}",
+        judged.len(),
+        started.elapsed()
+    );
+    Ok(())
+}
