@@ -1,0 +1,147 @@
+//! Heartbeats: the changed statuses sessions report, written for every
+//! session together at most every `STATUS_FLUSH`, and the last-seen times,
+//! written once per heartbeat interval.
+
+use super::Fleet;
+use crate::domain::{ObservedStatus, Session};
+use crate::store::{FleetStore, Seen, StoreError};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::warn;
+
+/// A session and the newest status it reported of each connector.
+pub(super) type QueuedStatuses = (Session, HashMap<String, ObservedStatus>);
+
+/// How often changed statuses from heartbeats are written, at most (one
+/// transaction for every session's changes): with the heartbeat times'
+/// flush, heartbeats cost well under one write transaction a second.
+const STATUS_FLUSH: Duration = Duration::from_secs(2);
+
+/// Adds statuses `session` reported to `queue`. A session newer than the
+/// queued one's replaces its reports. `newer` reports replace queued ones
+/// of the same connector; others (put back after a failed write) only fill
+/// gaps, and are dropped if a newer session has reported since.
+fn enqueue(
+    queue: &mut HashMap<String, QueuedStatuses>,
+    session: &Session,
+    statuses: Vec<ObservedStatus>,
+    newer: bool,
+) {
+    let entry = queue
+        .entry(session.agent_id.clone())
+        .or_insert_with(|| (session.clone(), HashMap::new()));
+    if entry.0.epoch != session.epoch {
+        if !newer {
+            return;
+        }
+        *entry = (session.clone(), HashMap::new());
+    }
+    for status in statuses {
+        let queued = entry.1.entry(status.connector_id.clone());
+        if newer {
+            queued.insert_entry(status);
+        } else {
+            queued.or_insert(status);
+        }
+    }
+}
+
+impl<S: FleetStore> Fleet<S> {
+    /// Queues the changed statuses a heartbeat of `session` reported; the
+    /// newest report of each connector wins.
+    pub fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
+        enqueue(&mut self.statuses.lock().unwrap(), session, statuses, true);
+    }
+
+    /// Writes the queued statuses of every session in one transaction, at
+    /// most once per `STATUS_FLUSH`: 10,000 agents reporting changes cost
+    /// one write every two seconds, not one per heartbeat. Sessions found
+    /// superseded end.
+    pub(super) async fn status_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(STATUS_FLUSH.min(self.heartbeat_interval));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let batch: Vec<(Session, Vec<ObservedStatus>)> = self
+                .statuses
+                .lock()
+                .unwrap()
+                .drain()
+                .map(|(_, (session, statuses))| (session, statuses.into_values().collect()))
+                .collect();
+            if batch.is_empty() {
+                continue;
+            }
+            let count: usize = batch.iter().map(|(_, statuses)| statuses.len()).sum();
+            let started = std::time::Instant::now();
+            let written = tokio::time::timeout(
+                self.heartbeat_interval.max(Duration::from_secs(1)),
+                self.store.record_status_batch(&batch),
+            )
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
+            crate::telemetry::metrics::heartbeat_write("statuses", count, started);
+            match written {
+                Ok(fenced) => {
+                    for session in fenced {
+                        // A newer session exists (on another replica):
+                        // this one ends as superseded.
+                        let token = self
+                            .sessions
+                            .lock()
+                            .unwrap()
+                            .get(&session.agent_id)
+                            .filter(|local| local.session.session_id == session.session_id)
+                            .map(|local| local.superseded.clone());
+                        self.unregister(&session);
+                        if let Some(token) = token {
+                            token.cancel();
+                        }
+                    }
+                }
+                Err(error) => {
+                    warn!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
+                    // Back in the queue, under anything reported since.
+                    let mut queue = self.statuses.lock().unwrap();
+                    for (session, statuses) in batch {
+                        enqueue(&mut queue, &session, statuses, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes the heartbeat times collected in memory, once per interval,
+    /// in one statement.
+    pub(super) async fn flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.heartbeat_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let seen: Vec<Seen> = self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
+            if seen.is_empty() {
+                continue;
+            }
+            let started = std::time::Instant::now();
+            let flushed = self.store.flush_heartbeats(&seen).await;
+            crate::telemetry::metrics::heartbeat_write("times", seen.len(), started);
+            match flushed {
+                Ok(ended) => self.recycle(&ended),
+                Err(error) => {
+                    warn!(%error, agents = seen.len(), "flushing heartbeats failed; retrying next round");
+                    let mut pending = self.seen.lock().unwrap();
+                    for entry in seen {
+                        pending.entry(entry.agent_id.clone()).or_insert(entry);
+                    }
+                }
+            }
+        }
+    }
+}
