@@ -1,0 +1,170 @@
+//! The store contract: the same test bodies run against both backends
+//! (PostgreSQL and the embedded SQLite store), covering every store
+//! operation. The gRPC tests elsewhere run on PostgreSQL; these make sure
+//! the embedded store behaves identically.
+
+mod audit;
+mod commands;
+mod connectors;
+mod sessions;
+
+use crate::helpers::TestDatabase;
+// The vocabulary of the test bodies, which the area files take with
+// `use super::*` (so some of it is unused here).
+#[allow(unused_imports)]
+use chrono::Utc;
+#[allow(unused_imports)]
+use connector_control::domain::{
+    CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello, LagCause,
+    NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, SessionEnd, StartRequest,
+    TimeRange,
+};
+#[allow(unused_imports)]
+use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
+use std::time::Duration;
+
+struct Postgres {
+    store: PgStore,
+    _db: TestDatabase,
+}
+
+async fn postgres() -> Postgres {
+    let db = TestDatabase::create().await;
+    let store = PgStore::connect(&db.url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    Postgres { store, _db: db }
+}
+
+struct Embedded {
+    store: SqliteStore,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn embedded() -> Embedded {
+    let dir = std::env::temp_dir().join(format!("cc-contract-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let store = SqliteStore::open(&dir.join("store.db")).unwrap();
+    Embedded { store, dir }
+}
+
+/// Each test body, `area::name`, runs once per backend:
+/// `contract::postgres::name` and `contract::sqlite::name`.
+macro_rules! contract_suite {
+    ($($area:ident :: $test:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let backend = super::postgres().await;
+                    super::$area::$test(&backend.store).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let backend = super::embedded();
+                    super::$area::$test(&backend.store).await;
+                }
+            )*
+        }
+    };
+}
+
+contract_suite!(
+    audit::changes_are_audited_with_who_and_refusals_appended,
+    connectors::create_and_get_keep_what_was_given,
+    connectors::search_matches_names_ids_and_ips_and_pages_in_order,
+    connectors::start_and_pause_follow_the_state_machine_and_supersede,
+    connectors::retried_requests_replay_and_conflicting_ones_are_refused,
+    connectors::pull_back_rules_use_the_reported_store_range,
+    commands::commands_are_claimed_once_redelivered_and_completed_with_fencing,
+    sessions::heartbeats_flush_and_silent_agents_go_offline,
+    audit::lagging_connectors_are_found_and_counted,
+    sessions::status_batches_apply_current_sessions_and_name_superseded_ones,
+    sessions::an_agent_id_belongs_to_one_region,
+    sessions::every_session_end_is_audited_once_with_why,
+    commands::concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks,
+);
+
+pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
+    NewConnector {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        project_id: format!("proj-{id}"),
+        project_name: format!("Project {name}"),
+        kind,
+        source: Endpoint {
+            kind: "MYSQL".to_owned(),
+            region: "eu-1".to_owned(),
+            address: "h:1".to_owned(),
+        },
+        destination: Endpoint {
+            kind: "OCEANBASE".to_owned(),
+            region: "eu-2".to_owned(),
+            address: "h:2".to_owned(),
+        },
+        actor: Default::default(),
+    }
+}
+
+pub(super) fn start(id: &str) -> StartRequest {
+    StartRequest {
+        trace_context: Default::default(),
+        connector_id: id.to_owned(),
+        pull_back_time: None,
+        region: None,
+        request_id: None,
+        actor: Default::default(),
+    }
+}
+
+pub(super) fn pause(id: &str) -> PauseRequest {
+    PauseRequest {
+        trace_context: Default::default(),
+        connector_id: id.to_owned(),
+        reason: "test".to_owned(),
+        request_id: None,
+        actor: Default::default(),
+    }
+}
+
+pub(super) fn hello(agent_id: &str, region: &str, ip: &str) -> Hello {
+    Hello {
+        agent_id: agent_id.to_owned(),
+        instance_id: "i".to_owned(),
+        region: region.to_owned(),
+        server_ip: ip.to_owned(),
+        version: String::new(),
+        connectors: Vec::new(),
+        actor: Default::default(),
+    }
+}
+
+pub(super) fn running(id: &str, generation: i64) -> ObservedStatus {
+    ObservedStatus {
+        connector_id: id.to_owned(),
+        state: ConnectorState::Running,
+        checkpoint_time: None,
+        latency: Some(Duration::from_secs(2)),
+        store_range: None,
+        generation,
+        message: String::new(),
+    }
+}
+
+pub(super) fn filter(query: &str) -> SearchFilter {
+    SearchFilter {
+        query: query.to_owned(),
+        ..Default::default()
+    }
+}
+
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
