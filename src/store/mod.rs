@@ -19,6 +19,7 @@
 
 pub mod postgres;
 pub mod refusals;
+mod rows;
 pub mod sqlite;
 mod types;
 

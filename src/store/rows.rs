@@ -1,0 +1,109 @@
+//! Row -> domain mapping, once for both backends: each backend says how to
+//! read a column of its rows (`ReadRow`), and the mapping of columns to
+//! connectors and commands lives here, next to the column lists both
+//! backends select.
+
+use crate::domain::{
+    Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
+    TimeRange, trace_context_from_text,
+};
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use std::time::Duration;
+
+pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
+    source_type, source_region, source_address, \
+    destination_type, destination_region, destination_address, \
+    region, server_ip, agent_id, state, desired_state, generation, \
+    checkpoint_time, latency_us, store_earliest_time, store_latest_time, \
+    status_message, create_time, update_time, \
+    (SELECT a.last_heartbeat_time FROM agents a WHERE a.id = connectors.agent_id) \
+    AS last_heartbeat_time";
+
+pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
+    request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
+    trace_context, late_result, late_result_time";
+
+/// How a backend reads one column of its rows.
+pub(crate) trait ReadRow {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn integer(&self, column: &str) -> Result<i64, StoreError>;
+    fn optional_integer(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
+
+    /// A time that must be set: a NULL is an error, never the epoch.
+    fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
+        self.optional_time(column)?
+            .ok_or_else(|| StoreError::Internal(format!("{column} is NULL").into()))
+    }
+
+    /// A text column holding one of a closed set of values.
+    fn parsed<T>(&self, column: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, StoreError> {
+        let text = self.text(column)?;
+        parse(&text).ok_or_else(|| {
+            StoreError::Internal(format!("unexpected {column} value {text:?}").into())
+        })
+    }
+}
+
+/// A row of `CONNECTOR_COLUMNS`.
+pub(crate) fn connector_from(row: &impl ReadRow) -> Result<Connector, StoreError> {
+    let endpoint = |prefix: &str| -> Result<Endpoint, StoreError> {
+        Ok(Endpoint {
+            kind: row.text(&format!("{prefix}_type"))?,
+            region: row.text(&format!("{prefix}_region"))?,
+            address: row.text(&format!("{prefix}_address"))?,
+        })
+    };
+    Ok(Connector {
+        id: row.text("id")?,
+        name: row.text("name")?,
+        project_id: row.text("project_id")?,
+        project_name: row.text("project_name")?,
+        kind: row.parsed("kind", ConnectorKind::parse)?,
+        source: endpoint("source")?,
+        destination: endpoint("destination")?,
+        region: row.text("region")?,
+        server_ip: row.text("server_ip")?,
+        agent_id: row.text("agent_id")?,
+        state: row.parsed("state", ConnectorState::parse)?,
+        desired_state: row.parsed("desired_state", ConnectorState::parse)?,
+        generation: row.integer("generation")?,
+        checkpoint_time: row.optional_time("checkpoint_time")?,
+        latency: row
+            .optional_integer("latency_us")?
+            .map(|us| Duration::from_micros(us.max(0).unsigned_abs())),
+        store_range: row
+            .optional_time("store_earliest_time")?
+            .zip(row.optional_time("store_latest_time")?)
+            .map(|(earliest, latest)| TimeRange { earliest, latest }),
+        status_message: row.text("status_message")?,
+        create_time: row.time("create_time")?,
+        update_time: row.time("update_time")?,
+        last_heartbeat_time: row.optional_time("last_heartbeat_time")?,
+    })
+}
+
+/// A row of `COMMAND_COLUMNS`.
+pub(crate) fn command_from(row: &impl ReadRow) -> Result<Command, StoreError> {
+    Ok(Command {
+        id: row.text("id")?,
+        connector_id: row.text("connector_id")?,
+        kind: row.parsed("kind", CommandKind::parse)?,
+        pull_back_time: row.optional_time("pull_back_time")?,
+        region: row.text("region")?,
+        generation: row.integer("generation")?,
+        request_id: row.optional_text("request_id")?,
+        reason: row.text("reason")?,
+        status: row.parsed("status", CommandStatus::parse)?,
+        agent_id: row.text("agent_id")?,
+        error_reason: row.text("error_reason")?,
+        error_message: row.text("error_message")?,
+        create_time: row.time("create_time")?,
+        complete_time: row.optional_time("complete_time")?,
+        trace_context: trace_context_from_text(&row.text("trace_context")?),
+        late_result: CommandStatus::parse(&row.text("late_result")?)
+            .zip(row.optional_time("late_result_time")?),
+    })
+}
