@@ -6,7 +6,8 @@
 use super::error::ApiError;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
-    ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest, SearchFilter, StartRequest,
+    AuditAction, Change, ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest,
+    SearchFilter, StartRequest,
 };
 pub(crate) use crate::proto::convert::timestamp;
 pub use crate::proto::convert::{
@@ -279,4 +280,58 @@ pub fn region_filter(rpc: &'static str, region: &str) -> Result<Option<String>, 
     violations.check("region", validate::region(region));
     invalid_request(rpc, violations)?;
     Ok(Some(region.to_owned()))
+}
+
+/// StartConnectorRequest and PauseConnectorRequest: one command call.
+pub trait CommandRequest {
+    fn action(&self) -> AuditAction;
+    fn connector_id(&self) -> &str;
+    fn request_id(&self) -> &str;
+    /// What the caller wrote about the change (a pause's reason).
+    fn reason(&self) -> &str;
+    fn wait(&self) -> bool;
+    /// The validated change.
+    fn change(&self) -> Result<Change, ApiError>;
+}
+
+impl CommandRequest for v1::StartConnectorRequest {
+    fn action(&self) -> AuditAction {
+        AuditAction::StartConnector
+    }
+    fn connector_id(&self) -> &str {
+        &self.id
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn reason(&self) -> &str {
+        ""
+    }
+    fn wait(&self) -> bool {
+        self.wait
+    }
+    fn change(&self) -> Result<Change, ApiError> {
+        start_request(self).map(Change::Start)
+    }
+}
+
+impl CommandRequest for v1::PauseConnectorRequest {
+    fn action(&self) -> AuditAction {
+        AuditAction::PauseConnector
+    }
+    fn connector_id(&self) -> &str {
+        &self.id
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn wait(&self) -> bool {
+        self.wait
+    }
+    fn change(&self) -> Result<Change, ApiError> {
+        pause_request(self).map(Change::Pause)
+    }
 }

@@ -370,6 +370,35 @@ impl<S: FleetStore> ConnectorApi<S> {
         result
     }
 
+    /// A StartConnector or PauseConnector call: `change` with its
+    /// permission, limit and audit, then `issue`; `respond` builds the
+    /// RPC's response from the connector and the command.
+    async fn command_call<M: convert::CommandRequest, R>(
+        &self,
+        request: Request<M>,
+        respond: impl FnOnce(Option<v1::Connector>, Option<v1::Command>) -> R,
+    ) -> Result<Response<R>, Status> {
+        let message = request.get_ref();
+        let mut audit = Refusal::new(
+            &request,
+            message.action(),
+            message.connector_id(),
+            message.request_id(),
+        );
+        audit.reason = message.reason().to_owned();
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let wait = message.wait();
+                let (connector, command) = self.issue(message.change()?, wait, call).await?;
+                Ok(respond(connector, command))
+            },
+        )
+        .await
+    }
+
     /// Issues the command a start or pause asks for, then, with `wait`,
     /// holds the call until the agent answers: the connector and command
     /// to answer with.
@@ -534,23 +563,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::StartConnectorRequest>,
     ) -> Result<Response<v1::StartConnectorResponse>, Status> {
-        let message = request.get_ref();
-        let audit = Refusal::new(
-            &request,
-            AuditAction::StartConnector,
-            &message.id,
-            &message.request_id,
-        );
-        self.change(
-            request,
-            Permission::ConnectorsOperate,
-            audit,
-            |call, message| async move {
-                let change = Change::Start(convert::start_request(&message)?);
-                let (connector, command) = self.issue(change, message.wait, call).await?;
-                Ok(v1::StartConnectorResponse { connector, command })
-            },
-        )
+        self.command_call(request, |connector, command| v1::StartConnectorResponse {
+            connector,
+            command,
+        })
         .await
     }
 
@@ -563,24 +579,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::PauseConnectorRequest>,
     ) -> Result<Response<v1::PauseConnectorResponse>, Status> {
-        let message = request.get_ref();
-        let mut audit = Refusal::new(
-            &request,
-            AuditAction::PauseConnector,
-            &message.id,
-            &message.request_id,
-        );
-        audit.reason.clone_from(&message.reason);
-        self.change(
-            request,
-            Permission::ConnectorsOperate,
-            audit,
-            |call, message| async move {
-                let change = Change::Pause(convert::pause_request(&message)?);
-                let (connector, command) = self.issue(change, message.wait, call).await?;
-                Ok(v1::PauseConnectorResponse { connector, command })
-            },
-        )
+        self.command_call(request, |connector, command| v1::PauseConnectorResponse {
+            connector,
+            command,
+        })
         .await
     }
 }
