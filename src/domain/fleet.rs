@@ -45,6 +45,20 @@ pub struct Session {
     pub actor: super::Actor,
 }
 
+impl Hello {
+    /// The session this hello opens, as `session_id` at `epoch`.
+    pub fn session(&self, session_id: String, epoch: i64) -> Session {
+        Session {
+            agent_id: self.agent_id.clone(),
+            session_id,
+            epoch,
+            region: self.region.clone(),
+            server_ip: self.server_ip.clone(),
+            actor: self.actor.clone(),
+        }
+    }
+}
+
 /// A validated `result`.
 #[derive(Clone, Debug)]
 pub struct CommandReport {

@@ -292,14 +292,7 @@ impl PgStore {
                 claimed: hello.region.clone(),
             });
         };
-        let session = Session {
-            agent_id: hello.agent_id.clone(),
-            session_id,
-            epoch,
-            region: hello.region.clone(),
-            server_ip: hello.server_ip.clone(),
-            actor: hello.actor.clone(),
-        };
+        let session = hello.session(session_id, epoch);
         if let Some(previous) = &previous {
             insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded)).await?;
         }
