@@ -6,6 +6,7 @@
 mod audit;
 mod commands;
 mod connectors;
+mod lagging;
 mod sessions;
 
 use crate::helpers::TestDatabase;
@@ -79,7 +80,9 @@ macro_rules! contract_suite {
 }
 
 contract_suite!(
-    audit::changes_are_audited_with_who_and_refusals_appended,
+    audit::changes_and_sessions_are_audited_newest_first_with_who_and_from_where,
+    audit::audit_events_filter_by_connector_principal_and_time_and_page,
+    audit::a_refused_change_leaves_no_event_of_its_own,
     connectors::create_and_get_keep_what_was_given,
     connectors::search_matches_names_ids_and_ips_and_pages_in_order,
     connectors::start_and_pause_follow_the_state_machine_and_supersede,
@@ -87,7 +90,9 @@ contract_suite!(
     connectors::pull_back_rules_use_the_reported_store_range,
     commands::commands_are_claimed_once_redelivered_and_completed_with_fencing,
     sessions::heartbeats_flush_and_silent_agents_go_offline,
-    audit::lagging_connectors_are_found_and_counted,
+    lagging::the_lagging_filter_finds_latency_strictly_over_the_alert_and_offline_agents,
+    lagging::every_search_filter_combines_with_the_others_and_a_cursor,
+    lagging::the_metrics_sample_counts_states_lag_and_open_commands,
     sessions::status_batches_apply_current_sessions_and_name_superseded_ones,
     sessions::an_agent_id_belongs_to_one_region,
     sessions::every_session_end_is_audited_once_with_why,
