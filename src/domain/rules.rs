@@ -487,4 +487,41 @@ mod tests {
         };
         assert!(check_replay("c1", "r", &pause, &moved).is_ok());
     }
+
+    #[test]
+    fn a_start_elsewhere_needs_a_known_region_and_a_pause_follows_the_agent_that_has_it() {
+        let c = connector(ConnectorState::Stopped);
+        let elsewhere = StartRequest {
+            region: Some("us-1".into()),
+            ..start(None)
+        };
+        assert_eq!(region_to_verify(&c, &elsewhere), Some("us-1"));
+        assert_eq!(
+            region_to_verify(&c, &start(None)),
+            None,
+            "the destination's"
+        );
+        assert!(matches!(
+            decide_start(&c, &elsewhere, false, at(NOW)),
+            Err(Rejection::UnknownRegion { region }) if region == "us-1"
+        ));
+        let moved = decide_start(&c, &elsewhere, true, at(NOW)).unwrap();
+        assert_eq!(moved.region, "us-1");
+
+        let starting = Connector {
+            region: "us-1".into(),
+            ..connector(ConnectorState::Starting)
+        };
+        let pause = PauseRequest {
+            connector_id: "c1".into(),
+            reason: String::new(),
+            request_id: None,
+            actor: Default::default(),
+            trace_context: Default::default(),
+        };
+        let undelivered = decide_pause(&starting, &pause, Some("eu-2")).unwrap();
+        assert_eq!(undelivered.region, "eu-2", "no agent in us-1 got the start");
+        let delivered = decide_pause(&starting, &pause, None).unwrap();
+        assert_eq!(delivered.region, "us-1");
+    }
 }
