@@ -86,12 +86,18 @@ expect "create a connector" '"state": "CONNECTOR_STATE_STOPPED"' "${G[@]}" -d '{
 expect "search by name" '"totalSize": 1' "${G[@]}" -d '{"query": "WAREHOUSE"}' \
   "$ADDR" "$SVC/ListConnectors"
 
+expect "a dry-run start writes nothing" '"validateOnly": true' "${G[@]}" -d '{
+  "id": "orders-eu", "validate_only": true}' "$ADDR" "$SVC/StartConnector"
+
 expect "start with pull-back" '"status": "COMMAND_STATUS_PENDING"' "${G[@]}" -d '{
   "id": "orders-eu", "pull_back_time": "2026-01-01T00:00:00Z", "request_id": "smoke-1"}' \
   "$ADDR" "$SVC/StartConnector"
 
 expect "a second start explains itself" '"reason":"CONNECTOR_NOT_STOPPED"' "${G[@]}" \
   -d '{"id": "orders-eu"}' "$ADDR" "$SVC/StartConnector"
+
+expect "the history has one command, the start" '"generation": "1"' "${G[@]}" \
+  -d '{"connector_id": "orders-eu"}' "$ADDR" "$SVC/ListCommands"
 
 expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
 expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \

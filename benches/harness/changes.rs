@@ -70,6 +70,7 @@ impl RawChange {
                 &no_request,
                 &reason,
                 &"",
+                &"anonymous",
             ],
         )
         .await?;

@@ -235,6 +235,7 @@ pub fn start_request(request: &v1::StartConnectorRequest) -> Result<StartRequest
         violations.check("region", validate::region(&request.region));
     }
     violations.check("request_id", validate::request_id(&request.request_id));
+    check_dry_run(&mut violations, request.validate_only, request.wait);
     let mut pull_back_time = None;
     if let Some(ts) = &request.pull_back_time {
         // A time in the future is refused by the rules, like any time the
@@ -261,6 +262,7 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
     violations.check("id", validate::id(&request.id));
     violations.check("reason", validate::reason(&request.reason));
     violations.check("request_id", validate::request_id(&request.request_id));
+    check_dry_run(&mut violations, request.validate_only, request.wait);
     invalid_request("PauseConnector", violations)?;
     Ok(PauseRequest {
         connector_id: request.id.clone(),
@@ -269,6 +271,16 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
         actor: Default::default(),
         trace_context: Default::default(),
     })
+}
+
+/// A dry run issues nothing an agent could confirm: it cannot `wait`.
+fn check_dry_run(violations: &mut Violations, validate_only: bool, wait: bool) {
+    if validate_only && wait {
+        violations.add(
+            "wait",
+            "cannot be set with validate_only: a dry run issues no command to wait for",
+        );
+    }
 }
 
 /// Validates an optional region filter.
@@ -290,6 +302,8 @@ pub trait CommandRequest {
     /// What the caller wrote about the change (a pause's reason).
     fn reason(&self) -> &str;
     fn wait(&self) -> bool;
+    /// A dry run: decide, write nothing.
+    fn validate_only(&self) -> bool;
     /// The validated change.
     fn change(&self) -> Result<Change, ApiError>;
 }
@@ -309,6 +323,9 @@ impl CommandRequest for v1::StartConnectorRequest {
     }
     fn wait(&self) -> bool {
         self.wait
+    }
+    fn validate_only(&self) -> bool {
+        self.validate_only
     }
     fn change(&self) -> Result<Change, ApiError> {
         start_request(self).map(Change::Start)
@@ -330,6 +347,9 @@ impl CommandRequest for v1::PauseConnectorRequest {
     }
     fn wait(&self) -> bool {
         self.wait
+    }
+    fn validate_only(&self) -> bool {
+        self.validate_only
     }
     fn change(&self) -> Result<Change, ApiError> {
         pause_request(self).map(Change::Pause)

@@ -128,6 +128,7 @@ pub fn agent_message(data: &[u8]) {
                             complete_time: None,
                             trace_context: Default::default(),
                             late_result: None,
+                            principal: String::new(),
                         };
                         for state in states {
                             let _ =

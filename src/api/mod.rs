@@ -8,6 +8,7 @@ mod convert;
 mod error;
 #[doc(hidden)]
 pub mod fuzzing;
+mod history;
 mod interceptor;
 pub mod limits;
 mod session;
@@ -40,6 +41,9 @@ struct Refusal {
     connector_id: String,
     request_id: String,
     reason: String,
+    /// A dry run: it consumes no rate limit, and only a denied permission
+    /// is recorded (it changes nothing, so nothing else is worth a row).
+    dry_run: bool,
 }
 
 impl Refusal {
@@ -55,6 +59,7 @@ impl Refusal {
             connector_id: connector_id.to_owned(),
             request_id: request_id.to_owned(),
             reason: String::new(),
+            dry_run: false,
         }
     }
 }
@@ -262,6 +267,14 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// for a `wait` that ran out after the change was made.
     async fn audit_refusal<T>(&self, refusal: Refusal, result: &Result<T, Status>) {
         let Err(status) = result else { return };
+        if refusal.dry_run
+            && !matches!(
+                status.code(),
+                Code::PermissionDenied | Code::Unauthenticated
+            )
+        {
+            return;
+        }
         // Not an outage, nor a wait that ran out after the change was made;
         // nor a rate-limited call, whose purpose is to cost nothing.
         if matches!(
@@ -355,7 +368,9 @@ impl<S: FleetStore> ConnectorApi<S> {
     {
         let result = async {
             let principal = auth::require(&request, permission).map_err(ApiError::from)?;
-            self.limiter.check(&principal)?;
+            if !audit.dry_run {
+                self.limiter.check(&principal)?;
+            }
             let call = Call {
                 principal,
                 actor: audit.actor.clone(),
@@ -376,7 +391,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     async fn command_call<M: convert::CommandRequest, R>(
         &self,
         request: Request<M>,
-        respond: impl FnOnce(Option<v1::Connector>, Option<v1::Command>) -> R,
+        respond: impl FnOnce(Option<v1::Connector>, Option<v1::Command>, bool) -> R,
     ) -> Result<Response<R>, Status> {
         let message = request.get_ref();
         let mut audit = Refusal::new(
@@ -386,17 +401,43 @@ impl<S: FleetStore> ConnectorApi<S> {
             message.request_id(),
         );
         audit.reason = message.reason().to_owned();
+        audit.dry_run = message.validate_only();
         self.change(
             request,
             Permission::ConnectorsOperate,
             audit,
             |call, message| async move {
+                let change = message.change()?;
+                if message.validate_only() {
+                    let (connector, command) = self.preview(change, call).await?;
+                    return Ok(respond(connector, command, true));
+                }
                 let wait = message.wait();
-                let (connector, command) = self.issue(message.change()?, wait, call).await?;
-                Ok(respond(connector, command))
+                let (connector, command) = self.issue(change, wait, call).await?;
+                Ok(respond(connector, command, false))
             },
         )
         .await
+    }
+
+    /// What issuing the command would do, with nothing written.
+    async fn preview(
+        &self,
+        mut change: Change,
+        call: Call,
+    ) -> Result<(Option<v1::Connector>, Option<v1::Command>), ApiError> {
+        set_caller(&mut change, call.actor);
+        let outcome = self.store.preview_command(&change).await?;
+        info!(
+            generation = outcome.command.generation,
+            replayed = outcome.replayed,
+            "{} validated (dry run; nothing written)",
+            outcome.command.kind.as_str()
+        );
+        Ok((
+            Some(self.view(outcome.connector)),
+            Some(convert::command_to_proto(outcome.command)),
+        ))
     }
 
     /// Issues the command a start or pause asks for, then, with `wait`,
@@ -408,12 +449,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         wait: bool,
         call: Call,
     ) -> Result<(Option<v1::Connector>, Option<v1::Command>), ApiError> {
-        let (actor, trace_context) = match &mut change {
-            Change::Start(request) => (&mut request.actor, &mut request.trace_context),
-            Change::Pause(request) => (&mut request.actor, &mut request.trace_context),
-        };
-        *actor = call.actor;
-        *trace_context = crate::telemetry::inject_current();
+        set_caller(&mut change, call.actor);
         let mut outcome = self.store.issue_command(&change).await?;
         self.accepted(&outcome);
         if wait {
@@ -426,6 +462,16 @@ impl<S: FleetStore> ConnectorApi<S> {
             Some(convert::command_to_proto(outcome.command)),
         ))
     }
+}
+
+/// Who asks for `change`, and the trace it joins.
+fn set_caller(change: &mut Change, caller: Actor) {
+    let (actor, trace_context) = match change {
+        Change::Start(request) => (&mut request.actor, &mut request.trace_context),
+        Change::Pause(request) => (&mut request.actor, &mut request.trace_context),
+    };
+    *actor = caller;
+    *trace_context = crate::telemetry::inject_current();
 }
 
 /// Names the call's outcome on its span: `OK` or the status code.
@@ -513,6 +559,35 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         Ok(Response::new(self.view(connector)))
     }
 
+    #[instrument(name = "ListCommands", skip_all, fields(connector_id = %request.get_ref().connector_id))]
+    async fn list_commands(
+        &self,
+        request: Request<v1::ListCommandsRequest>,
+    ) -> Result<Response<v1::ListCommandsResponse>, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let query = history::query(request.get_ref())?;
+        let (commands, more) = self
+            .store
+            .list_commands(
+                &query.connector_id,
+                query.before_generation,
+                query.page_size,
+            )
+            .await
+            .map_err(ApiError::from)?;
+        let next_page_token = match commands.last() {
+            Some(last) if more => history::encode_token(&query.connector_id, last.generation),
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ListCommandsResponse {
+            commands: commands
+                .into_iter()
+                .map(convert::command_to_proto)
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     #[instrument(name = "ListConnectors", skip_all)]
     async fn list_connectors(
         &self,
@@ -563,9 +638,12 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::StartConnectorRequest>,
     ) -> Result<Response<v1::StartConnectorResponse>, Status> {
-        self.command_call(request, |connector, command| v1::StartConnectorResponse {
-            connector,
-            command,
+        self.command_call(request, |connector, command, validate_only| {
+            v1::StartConnectorResponse {
+                connector,
+                command,
+                validate_only,
+            }
         })
         .await
     }
@@ -579,9 +657,12 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::PauseConnectorRequest>,
     ) -> Result<Response<v1::PauseConnectorResponse>, Status> {
-        self.command_call(request, |connector, command| v1::PauseConnectorResponse {
-            connector,
-            command,
+        self.command_call(request, |connector, command, validate_only| {
+            v1::PauseConnectorResponse {
+                connector,
+                command,
+                validate_only,
+            }
         })
         .await
     }

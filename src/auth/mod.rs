@@ -38,7 +38,7 @@ use tonic::metadata::MetadataMap;
 /// What a call needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Permission {
-    /// GetConnector, ListConnectors, ListRegions.
+    /// GetConnector, ListConnectors, ListCommands, ListRegions.
     ConnectorsRead,
     /// ListAgents, ListReplicas.
     AgentsRead,

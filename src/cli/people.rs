@@ -190,6 +190,23 @@ pub enum ConnectorsCommand {
     Start(StartArgs),
     /// Pause a running, starting or failed connector.
     Pause(PauseArgs),
+    /// A connector's commands, newest first: who asked what, and what the
+    /// agent answered.
+    History(HistoryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The connector id.
+    pub id: String,
+    /// Commands per page (the server caps it at 500).
+    #[arg(long, default_value_t = 50)]
+    pub page_size: i32,
+    /// Continue: the token printed after the previous page.
+    #[arg(long, default_value = "")]
+    pub page_token: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -242,8 +259,12 @@ pub struct StartArgs {
     #[arg(long)]
     pub request_id: Option<String>,
     /// Wait until the agent confirms (a spinner shows meanwhile).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Check everything the call would check and show what it would do;
+    /// change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// How long --wait waits, for example 30s or 2m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -262,8 +283,12 @@ pub struct PauseArgs {
     #[arg(long)]
     pub request_id: Option<String>,
     /// Wait until the agent confirms (a spinner shows meanwhile).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
+    /// Check everything the call would check and show what it would do;
+    /// change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// How long --wait waits, for example 30s or 2m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
@@ -364,6 +389,22 @@ impl ConnectorsCommand {
             }
             ConnectorsCommand::Start(args) => start(args).await,
             ConnectorsCommand::Pause(args) => pause(args).await,
+            ConnectorsCommand::History(args) => {
+                let response = args
+                    .client
+                    .connectors()
+                    .await?
+                    .list_commands(v1::ListCommandsRequest {
+                        connector_id: args.id,
+                        page_size: args.page_size,
+                        page_token: args.page_token,
+                    })
+                    .await
+                    .map_err(Failure::from)?
+                    .into_inner();
+                print!("{}", render::commands(&response, args.client.output)?);
+                Ok(())
+            }
         }
     }
 }
@@ -431,6 +472,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         region: args.region.unwrap_or_default(),
         request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
+        validate_only: args.dry_run,
     };
     let retry = format!(
         "connector-control connectors start {} --request-id {}{}",
@@ -453,7 +495,11 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         wait,
         async |mut client, request| client.start_connector(request).await,
         |response: &v1::StartConnectorResponse| {
-            (response.connector.as_ref(), response.command.as_ref())
+            (
+                response.connector.as_ref(),
+                response.command.as_ref(),
+                response.validate_only,
+            )
         },
     )
     .await
@@ -465,6 +511,7 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
         reason: args.reason,
         request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
+        validate_only: args.dry_run,
     };
     let retry = format!(
         "connector-control connectors pause {} --request-id {}",
@@ -480,7 +527,11 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
         wait,
         async |mut client, request| client.pause_connector(request).await,
         |response: &v1::PauseConnectorResponse| {
-            (response.connector.as_ref(), response.command.as_ref())
+            (
+                response.connector.as_ref(),
+                response.command.as_ref(),
+                response.validate_only,
+            )
         },
     )
     .await
@@ -500,7 +551,7 @@ async fn command_call<Req, Resp: prost::Message>(
         ConnectorServiceClient<Authed>,
         tonic::Request<Req>,
     ) -> Result<tonic::Response<Resp>, tonic::Status>,
-    parts: impl Fn(&Resp) -> (Option<&v1::Connector>, Option<&v1::Command>),
+    parts: impl Fn(&Resp) -> (Option<&v1::Connector>, Option<&v1::Command>, bool),
 ) -> anyhow::Result<()> {
     let mut request = tonic::Request::new(message);
     if let Some(timeout) = wait {
@@ -523,10 +574,17 @@ async fn command_call<Req, Resp: prost::Message>(
         failure
     })?
     .into_inner();
-    let (connector, command) = parts(&response);
+    let (connector, command, dry_run) = parts(&response);
     print!(
         "{}",
-        render::command_outcome(connector, command, &response, json_name, client_args.output)?
+        render::command_outcome(
+            connector,
+            command,
+            dry_run,
+            &response,
+            json_name,
+            client_args.output
+        )?
     );
     Ok(())
 }

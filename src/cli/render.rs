@@ -207,10 +207,11 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
     Ok(format!("{table}\n"))
 }
 
-/// The answer of a Start or Pause.
+/// The answer of a Start or Pause (`dry_run`: of its validate_only form).
 pub fn command_outcome<M: prost::Message>(
     connector: Option<&v1::Connector>,
     command: Option<&v1::Command>,
+    dry_run: bool,
     response: &M,
     json_name: &str,
     output: Output,
@@ -221,20 +222,20 @@ pub fn command_outcome<M: prost::Message>(
     let (Some(connector), Some(command)) = (connector, command) else {
         return Ok(String::new());
     };
-    let kind = v1::CommandKind::try_from(command.kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("COMMAND_KIND_")
-                .to_owned()
-        })
-        .unwrap_or_default();
-    let status = v1::CommandStatus::try_from(command.status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("COMMAND_STATUS_")
-                .to_owned()
-        })
-        .unwrap_or_default();
+    let kind = command_kind(command.kind);
+    let status = command_status(command.status);
+    if dry_run {
+        return Ok(format!(
+            "dry run, nothing changed: connector {} would be {} (desired {})\n\
+             command {} generation {} in {} would be issued\n",
+            connector.id,
+            state(connector.state),
+            state(connector.desired_state),
+            kind,
+            command.generation,
+            command.region,
+        ));
+    }
     let mut out = format!(
         "connector {} is {} (desired {})\ncommand {} {} generation {} in {}: {}\n",
         connector.id,
@@ -251,6 +252,76 @@ pub fn command_outcome<M: prost::Message>(
             "agent: {}: {}\n",
             printable(&command.error_reason),
             printable(&command.error_message)
+        ));
+    }
+    Ok(out)
+}
+
+fn command_kind(value: i32) -> String {
+    v1::CommandKind::try_from(value)
+        .map(|k| {
+            k.as_str_name()
+                .trim_start_matches("COMMAND_KIND_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| value.to_string())
+}
+
+fn command_status(value: i32) -> String {
+    v1::CommandStatus::try_from(value)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("COMMAND_STATUS_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| value.to_string())
+}
+
+/// A connector's commands, newest first.
+pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.ListCommandsResponse");
+    }
+    let mut table = table(&[
+        "GENERATION",
+        "KIND",
+        "STATUS",
+        "BY",
+        "REASON",
+        "PULL BACK",
+        "REGION",
+        "AGENT",
+        "ERROR",
+        "CREATED",
+        "COMPLETED",
+    ]);
+    for c in &response.commands {
+        let error = match (c.error_reason.as_str(), c.error_message.as_str()) {
+            ("", "") => "-".to_owned(),
+            (reason, message) => format!("{reason}: {message}"),
+        };
+        add_row(
+            &mut table,
+            vec![
+                c.generation.to_string(),
+                command_kind(c.kind),
+                command_status(c.status),
+                or_dash(&c.principal).to_owned(),
+                or_dash(&c.reason).to_owned(),
+                time(c.pull_back_time.as_ref()),
+                c.region.clone(),
+                or_dash(&c.agent_id).to_owned(),
+                error,
+                time(c.create_time.as_ref()),
+                time(c.complete_time.as_ref()),
+            ],
+        );
+    }
+    let mut out = format!("{table}\n");
+    if !response.next_page_token.is_empty() {
+        out.push_str(&format!(
+            "older commands: --page-token {}\n",
+            response.next_page_token
         ));
     }
     Ok(out)

@@ -1,7 +1,9 @@
 //! Starts and pauses as one operation: `Change`.
 
-use super::audit::{AuditAction, NewAuditEvent};
-use super::model::{Command, CommandKind, Connector, PauseRequest, StartRequest, TraceContext};
+use super::audit::{Actor, AuditAction, NewAuditEvent};
+use super::model::{
+    Command, CommandKind, CommandStatus, Connector, PauseRequest, StartRequest, TraceContext,
+};
 use super::rules::{self, Intent, Rejection, Transition};
 use chrono::{DateTime, Utc};
 
@@ -39,12 +41,21 @@ impl Change {
         }
     }
 
+    /// Who asks for it.
+    pub fn actor(&self) -> &Actor {
+        match self {
+            Change::Start(request) => &request.actor,
+            Change::Pause(request) => &request.actor,
+        }
+    }
+
     /// The audit event a change that was made records with it.
     pub fn audit_event(&self, command_id: &str) -> NewAuditEvent {
-        let (actor, action) = match self {
-            Change::Start(request) => (&request.actor, AuditAction::StartConnector),
-            Change::Pause(request) => (&request.actor, AuditAction::PauseConnector),
+        let action = match self {
+            Change::Start(_) => AuditAction::StartConnector,
+            Change::Pause(_) => AuditAction::PauseConnector,
         };
+        let actor = self.actor();
         NewAuditEvent {
             request_id: self.request_id().unwrap_or_default().to_owned(),
             reason: self.reason().to_owned(),
@@ -114,5 +125,43 @@ impl Change {
                 rules::decide_pause(connector, request, undelivered_start_from)
             }
         }
+    }
+
+    /// What a dry run shows: the connector as `transition` would leave it
+    /// and the command it would issue (with no id: none was written).
+    pub fn preview(
+        &self,
+        connector: &Connector,
+        transition: &Transition,
+        now: DateTime<Utc>,
+    ) -> (Connector, Command) {
+        let command = Command {
+            id: String::new(),
+            connector_id: connector.id.clone(),
+            kind: transition.command_kind,
+            pull_back_time: transition.pull_back_time,
+            region: transition.region.clone(),
+            generation: transition.generation,
+            request_id: self.request_id().map(str::to_owned),
+            reason: self.reason().to_owned(),
+            status: CommandStatus::Pending,
+            agent_id: String::new(),
+            error_reason: String::new(),
+            error_message: String::new(),
+            create_time: now,
+            complete_time: None,
+            trace_context: TraceContext::default(),
+            late_result: None,
+            principal: self.actor().principal.clone(),
+        };
+        let connector = Connector {
+            state: transition.state,
+            desired_state: transition.desired_state,
+            generation: transition.generation,
+            region: transition.region.clone(),
+            update_time: now,
+            ..connector.clone()
+        };
+        (connector, command)
     }
 }

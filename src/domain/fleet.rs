@@ -502,6 +502,7 @@ mod tests {
             create_time: Utc::now(),
             complete_time: None,
             late_result: None,
+            principal: String::new(),
         }
     }
 

@@ -154,6 +154,8 @@ pub struct Command {
     /// superseded it (Succeeded or Failed), and when. Recorded, never
     /// acted on.
     pub late_result: Option<(CommandStatus, DateTime<Utc>)>,
+    /// Who issued it (a principal's name, or `system:auto-restart`).
+    pub principal: String,
 }
 
 /// A duration in whole microseconds, as stores keep latencies (saturating).

@@ -26,6 +26,10 @@ pub enum PageTokenError {
         "page_token was issued for a different query, region or states; repeat the search from the first page"
     )]
     FilterMismatch,
+    #[error(
+        "page_token was issued for another connector's commands; list this connector's from the first page"
+    )]
+    OtherConnector,
 }
 
 /// Signs and checks page tokens with a key shared by every replica (it lives

@@ -114,6 +114,7 @@ pub fn command_to_proto(c: Command) -> v1::Command {
                 command_status(status)
             }) as i32,
         late_result_time: c.late_result.map(|(_, time)| timestamp_to_proto(time)),
+        principal: c.principal,
     }
 }
 

@@ -138,7 +138,26 @@ pub trait Connectors: Send + Sync {
         async move { self.issue_command(&change).await }
     }
 
+    /// `issue_command` as a dry run: the same lookups, lock and decision,
+    /// then nothing is written. The outcome shows the connector as the
+    /// change would leave it and the command it would issue (no id), or,
+    /// for a used `request_id`, the command that call issued (`replayed`).
+    fn preview_command(
+        &self,
+        change: &Change,
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
+
+    /// Up to `limit` of a connector's commands, newest (highest
+    /// generation) first and below `before_generation`, and whether more
+    /// follow. `ConnectorNotFound` when there is no such connector.
+    fn list_commands(
+        &self,
+        connector_id: &str,
+        before_generation: Option<i64>,
+        limit: usize,
+    ) -> impl Future<Output = Result<(Vec<Command>, bool), StoreError>> + Send;
 
     /// The key page tokens are signed with, the same for every replica.
     fn page_token_key(&self) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;

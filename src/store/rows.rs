@@ -22,7 +22,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
-    trace_context, late_result, late_result_time";
+    trace_context, late_result, late_result_time, principal";
 
 /// How a backend reads one column of its rows.
 pub(crate) trait ReadRow {
@@ -105,5 +105,6 @@ pub(crate) fn command_from(row: &impl ReadRow) -> Result<Command, StoreError> {
         trace_context: trace_context_from_text(&row.text("trace_context")?),
         late_result: CommandStatus::parse(&row.text("late_result")?)
             .zip(row.optional_time("late_result_time")?),
+        principal: row.text("principal")?,
     })
 }

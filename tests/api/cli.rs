@@ -354,3 +354,48 @@ async fn names_and_messages_stored_before_validation_print_as_escapes() {
     );
     assert!(!get.stdout.contains('\u{2028}'), "{}", get.stdout);
 }
+
+#[tokio::test]
+async fn a_dry_run_changes_nothing_and_history_shows_who_asked_what() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+
+    let dry = cli(&app, &["connectors", "start", "c1", "--dry-run"]).await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert!(
+        dry.stdout
+            .starts_with("dry run, nothing changed: connector c1 would be STARTING"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(app.get("c1").await.generation, 0);
+    let conflicting = cli(&app, &["connectors", "start", "c1", "--dry-run", "--wait"]).await;
+    assert_eq!(conflicting.code, Some(2), "{}", conflicting.stderr);
+
+    cli(&app, &["connectors", "start", "c1"]).await;
+    let paused = cli(&app, &["connectors", "pause", "c1", "--reason", "INC-12"]).await;
+    assert_eq!(paused.code, Some(0), "{}", paused.stderr);
+    let history = cli(&app, &["connectors", "history", "c1"]).await;
+    assert_eq!(history.code, Some(0), "{}", history.stderr);
+    let lines: Vec<&str> = history.stdout.lines().collect();
+    assert!(
+        lines[0].contains("GENERATION") && lines[0].contains("BY"),
+        "{}",
+        history.stdout
+    );
+    assert!(
+        lines[1].contains("PAUSE") && lines[1].contains("INC-12") && lines[1].contains("anonymous"),
+        "newest first: {}",
+        history.stdout
+    );
+    assert!(
+        lines[2].contains("START") && lines[2].contains("SUPERSEDED"),
+        "{}",
+        history.stdout
+    );
+    let json = cli(&app, &["connectors", "history", "c1", "-o", "json"]).await;
+    let parsed: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(parsed["commands"].as_array().unwrap().len(), 2);
+    let missing = cli(&app, &["connectors", "history", "ghost"]).await;
+    assert_eq!(missing.code, Some(3));
+}

@@ -251,7 +251,8 @@ async fn start_with_malformed_fields_lists_them_all() {
             }),
             region: "EU".to_owned(),
             request_id: "r".repeat(129),
-            wait: false,
+            wait: true,
+            validate_only: true,
         })
         .await,
         Code::InvalidArgument,
@@ -259,7 +260,7 @@ async fn start_with_malformed_fields_lists_them_all() {
     );
     assert_eq!(
         violated_fields(&status),
-        ["id", "region", "request_id", "pull_back_time"]
+        ["id", "region", "request_id", "wait", "pull_back_time"]
     );
 }
 

@@ -38,13 +38,13 @@ pub mod sql {
 
     /// $1 id, $2 connector id, $3 kind, $4 pull-back time, $5 region, $6
     /// previous region, $7 generation, $8 request id, $9 reason, $10 trace
-    /// context.
+    /// context, $11 principal.
     pub fn insert_command() -> String {
         format!(
             "INSERT INTO commands
                (id, connector_id, kind, pull_back_time, region, previous_region, generation,
-                request_id, reason, status, trace_context)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10)
+                request_id, reason, status, trace_context, principal)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'PENDING', $10, $11)
              RETURNING {COMMAND_COLUMNS}"
         )
     }
@@ -62,10 +62,22 @@ pub mod sql {
     pub use super::super::audit::INSERT_AUDIT;
 }
 
+/// Whether `transition` writes what it decided or only shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    Commit,
+    Preview,
+}
+
 impl PgStore {
     /// Runs `decide` on the locked connector, then persists the transition
-    /// and its command in the same transaction.
-    async fn transition(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+    /// and its command in the same transaction; a `Write::Preview` stops
+    /// after the decision and writes nothing.
+    async fn transition(
+        &self,
+        change: &Change,
+        write: Write,
+    ) -> Result<CommandOutcome, StoreError> {
         let (connector_id, request_id) = (change.connector_id(), change.request_id());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
@@ -107,6 +119,15 @@ impl PgStore {
         }
 
         let transition = decide(change, &tx, &connector).await?;
+        if write == Write::Preview {
+            // Dropping the transaction rolls it back: only reads ran.
+            let (connector, command) = change.preview(&connector, &transition, chrono::Utc::now());
+            return Ok(CommandOutcome {
+                connector,
+                command,
+                replayed: false,
+            });
+        }
 
         // Every older unanswered command, delivered or not: the agent is
         // handed what the newest generation asks, never an older one first.
@@ -145,6 +166,7 @@ impl PgStore {
                         &request_id,
                         &change.reason(),
                         &trace_context,
+                        &change.actor().principal,
                     ],
                 )
                 .await
@@ -308,7 +330,55 @@ impl Connectors for PgStore {
 
     #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
     async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.retrying(|| self.transition(change)).await
+        self.retrying(|| self.transition(change, Write::Commit))
+            .await
+    }
+
+    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
+    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        self.retrying(|| self.transition(change, Write::Preview))
+            .await
+    }
+
+    #[instrument(skip_all, fields(connector_id = %connector_id))]
+    async fn list_commands(
+        &self,
+        connector_id: &str,
+        before_generation: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Command>, bool), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands
+                 WHERE connector_id = $1 AND generation < $2
+                 ORDER BY generation DESC LIMIT $3"
+            ))
+            .await
+            .map_err(translate)?;
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+        let rows = client
+            .query(
+                &statement,
+                &[
+                    &connector_id,
+                    &before_generation.unwrap_or(i64::MAX),
+                    &fetch,
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        if rows.is_empty() {
+            // None at all: is there a connector?
+            self.get_connector(connector_id).await?;
+        }
+        let more = rows.len() > limit;
+        let commands = rows
+            .iter()
+            .take(limit)
+            .map(command_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok((commands, more))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

@@ -55,7 +55,18 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
         .map_err(translate)
 }
 
-fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOutcome, StoreError> {
+/// Whether `transition` writes what it decided or only shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Write {
+    Commit,
+    Preview,
+}
+
+fn transition(
+    connection: &mut Connection,
+    change: &Change,
+    write: Write,
+) -> Result<CommandOutcome, StoreError> {
     let tx = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(translate)?;
@@ -105,6 +116,15 @@ fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOut
         undelivered_start_from.as_deref(),
         Utc::now(),
     )?;
+    if write == Write::Preview {
+        // Dropping the transaction rolls it back: only reads ran.
+        let (connector, command) = change.preview(&connector, &transition, now());
+        return Ok(CommandOutcome {
+            connector,
+            command,
+            replayed: false,
+        });
+    }
     let at = text(now());
     // Every older unanswered command, delivered or not (see PostgreSQL).
     tx.prepare_cached(
@@ -119,8 +139,8 @@ fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOut
         .prepare_cached(&format!(
             "INSERT INTO commands (id, connector_id, kind, pull_back_time, region, previous_region,
                                    generation, request_id, reason, status, create_time,
-                                   trace_context)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11)
+                                   trace_context, principal)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11, ?12)
              RETURNING {COMMAND_COLUMNS}"
         ))
         .map_err(translate)?
@@ -137,6 +157,7 @@ fn transition(connection: &mut Connection, change: &Change) -> Result<CommandOut
                 change.reason(),
                 at,
                 trace_context_to_text(change.trace_context()),
+                change.actor().principal,
             ],
             |row| Ok(command_from_row(row)),
         )
@@ -229,8 +250,47 @@ impl Connectors for SqliteStore {
 
     async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
         let change = change.clone();
-        self.with(move |connection| transition(connection, &change))
+        self.with(move |connection| transition(connection, &change, Write::Commit))
             .await
+    }
+
+    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
+        let change = change.clone();
+        self.with(move |connection| transition(connection, &change, Write::Preview))
+            .await
+    }
+
+    async fn list_commands(
+        &self,
+        connector_id: &str,
+        before_generation: Option<i64>,
+        limit: usize,
+    ) -> Result<(Vec<Command>, bool), StoreError> {
+        let connector_id = connector_id.to_owned();
+        self.with(move |connection| {
+            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
+            let mut commands = connection
+                .prepare_cached(&format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands
+                     WHERE connector_id = ?1 AND generation < ?2
+                     ORDER BY generation DESC LIMIT ?3"
+                ))
+                .map_err(translate)?
+                .query_map(
+                    params![connector_id, before_generation.unwrap_or(i64::MAX), fetch],
+                    |row| Ok(command_from_row(row)),
+                )
+                .map_err(translate)?
+                .map(|row| row.map_err(translate)?)
+                .collect::<Result<Vec<_>, _>>()?;
+            if commands.is_empty() && get_connector(connection, &connector_id)?.is_none() {
+                return Err(StoreError::ConnectorNotFound(connector_id));
+            }
+            let more = commands.len() > limit;
+            commands.truncate(limit);
+            Ok((commands, more))
+        })
+        .await
     }
 
     async fn get_command(&self, id: &str) -> Result<Command, StoreError> {

@@ -6,6 +6,7 @@
 mod audit;
 mod commands;
 mod connectors;
+mod history;
 mod lagging;
 mod sessions;
 
@@ -16,9 +17,9 @@ use crate::helpers::TestDatabase;
 use chrono::Utc;
 #[allow(unused_imports)]
 use connector_control::domain::{
-    CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello, LagCause,
-    NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, SessionEnd, StartRequest,
-    TimeRange,
+    Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
+    LagCause, NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, SessionEnd,
+    StartRequest, TimeRange,
 };
 #[allow(unused_imports)]
 use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
@@ -97,6 +98,8 @@ contract_suite!(
     sessions::an_agent_id_belongs_to_one_region,
     sessions::every_session_end_is_audited_once_with_why,
     commands::concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks,
+    history::a_dry_run_decides_as_the_call_would_and_writes_nothing,
+    history::commands_list_newest_first_with_who_and_page,
 );
 
 pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {

@@ -143,3 +143,50 @@ async fn oversized_and_malformed_input_gets_a_precise_status_and_changes_nothing
         0
     );
 }
+
+#[tokio::test]
+async fn dry_runs_cost_no_allowance_and_a_denied_one_is_audited() {
+    use connector_control::api::limits::{RateLimit, RateLimits};
+    let dir = TempDir::new();
+    let auth = Authenticator::from_file(&auth_file(&dir, "")).unwrap();
+    // Operators: one change, then one a second.
+    let limits = RateLimits {
+        operator: RateLimit::new(1, 1),
+        ..RateLimits::default()
+    };
+    let app = spawn_with_auth(auth, Some(limits)).await;
+    let mut client = ConnectorServiceClient::new(app.channel().await);
+    create_as_admin(&client, "c1").await;
+    let dry = || v1::StartConnectorRequest {
+        validate_only: true,
+        ..start_request("c1")
+    };
+    for _ in 0..5 {
+        let response = client
+            .start_connector(with_token(dry(), Some(OPERATOR)))
+            .await
+            .expect("a dry run is not limited")
+            .into_inner();
+        assert!(response.validate_only);
+    }
+    client
+        .start_connector(with_token(start_request("c1"), Some(OPERATOR)))
+        .await
+        .expect("the allowance is whole after five dry runs");
+    let limited = client
+        .pause_connector(with_token(pause_request("c1"), Some(OPERATOR)))
+        .await
+        .unwrap_err();
+    assert_eq!(error_info(&limited).reason, "RATE_LIMITED");
+
+    let audited = "SELECT count(*) FROM audit_events WHERE principal = 'vera'";
+    let denied = client
+        .start_connector(with_token(dry(), Some(VIEWER)))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    eventually(Duration::from_secs(10), async || {
+        (app.count(audited).await == 1).then_some(())
+    })
+    .await;
+}

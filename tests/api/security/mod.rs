@@ -151,6 +151,17 @@ pub(super) async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: u
                 .pause_connector(with_token(pause_request("missing"), token))
                 .await,
         ),
+        "ListCommands" => outcome(
+            connectors
+                .list_commands(with_token(
+                    v1::ListCommandsRequest {
+                        connector_id: "c1".into(),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
         "ListRegions" => outcome(
             connectors
                 .list_regions(with_token(v1::ListRegionsRequest {}, token))

@@ -1,0 +1,93 @@
+//! ListCommands: a connector's command history, newest first.
+
+use super::convert;
+use super::error::ApiError;
+use crate::domain::PageTokenError;
+use crate::domain::validate::{self, Violations};
+use crate::proto::v1;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 500;
+/// Page tokens: this prefix, the connector id and the generation of the
+/// last command returned.
+const TOKEN_PREFIX: &str = "commands:";
+
+/// A validated ListCommands request.
+pub struct Query {
+    pub connector_id: String,
+    pub before_generation: Option<i64>,
+    pub page_size: usize,
+}
+
+pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("connector_id", validate::id(&request.connector_id));
+    let page_size = match request.page_size {
+        0 => DEFAULT_PAGE_SIZE,
+        n if n < 0 || n as usize > MAX_PAGE_SIZE => {
+            violations.add(
+                "page_size",
+                format!("must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
+            );
+            DEFAULT_PAGE_SIZE
+        }
+        n => n as usize,
+    };
+    convert::invalid_request("ListCommands", violations)?;
+    let before_generation = match request.page_token.as_str() {
+        "" => None,
+        token => Some(decode_token(&request.connector_id, token)?),
+    };
+    Ok(Query {
+        connector_id: request.connector_id.clone(),
+        before_generation,
+        page_size,
+    })
+}
+
+pub fn encode_token(connector_id: &str, last_generation: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{last_generation}:{connector_id}"))
+}
+
+fn decode_token(connector_id: &str, token: &str) -> Result<i64, PageTokenError> {
+    let text = URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or(PageTokenError::Malformed)?;
+    let (generation, issued_for) = text
+        .strip_prefix(TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once(':'))
+        .and_then(|(generation, id)| Some((generation.parse::<i64>().ok()?, id)))
+        .ok_or(PageTokenError::Malformed)?;
+    if issued_for != connector_id {
+        return Err(PageTokenError::OtherConnector);
+    }
+    Ok(generation)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_continues_only_the_history_it_was_issued_for() {
+        let token = encode_token("c-1", 7);
+        assert_eq!(decode_token("c-1", &token), Ok(7));
+        assert_eq!(
+            decode_token("c-2", &token),
+            Err(PageTokenError::OtherConnector)
+        );
+        assert_eq!(
+            decode_token("c-1", "not a token"),
+            Err(PageTokenError::Malformed)
+        );
+        let audit_token = URL_SAFE_NO_PAD.encode("audit:12");
+        assert_eq!(
+            decode_token("c-1", &audit_token),
+            Err(PageTokenError::Malformed)
+        );
+    }
+}
