@@ -13,11 +13,15 @@ const PROTOS: &[&str] = &[
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=third_party/proto");
     // refinery embeds these at compile time.
     println!("cargo:rerun-if-changed=src/store/postgres/migrations");
     println!("cargo:rerun-if-changed=src/store/sqlite/migrations");
 
-    let descriptors = protox::compile(PROTOS, ["proto"])?;
+    // google/rpc/status.proto (per-connector errors of the batch calls) is
+    // vendored under third_party/ as Google publishes it; its Rust type is
+    // tonic-types' own.
+    let descriptors = protox::compile(PROTOS, ["proto", "third_party/proto"])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("connector_descriptor.bin"),
@@ -30,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_transport(false)
         // Undecodable bytes are INVALID_ARGUMENT with details, not INTERNAL.
         .codec_path("crate::proto::codec::Codec")
+        .extern_path(".google.rpc", "::tonic_types::pb")
         .emit_rerun_if_changed(false)
         .compile_fds(descriptors)?;
     Ok(())

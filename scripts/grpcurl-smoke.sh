@@ -99,6 +99,12 @@ expect "a second start explains itself" '"reason":"CONNECTOR_NOT_STOPPED"' "${G[
 expect "the history has one command, the start" '"generation": "1"' "${G[@]}" \
   -d '{"connector_id": "orders-eu"}' "$ADDR" "$SVC/ListCommands"
 
+expect "a dry-run batch pause shows what it would pause" '"outcome": "BATCH_OUTCOME_CHANGED"' \
+  "${G[@]}" -d '{"filter": {"query": "orders"}, "reason": "smoke", "validate_only": true}' \
+  "$ADDR" "$SVC/BatchPauseConnectors"
+expect "a batch over its guard is refused" '"reason":"TOO_MANY_CONNECTORS"' "${G[@]}" \
+  -d '{"ids": ["orders-eu", "billing-eu"], "max_connectors": 1}' "$ADDR" "$SVC/BatchPauseConnectors"
+
 expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
 expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
   connector.v1.AgentService/ListAgents

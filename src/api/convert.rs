@@ -180,29 +180,17 @@ pub fn list_query(
     latency_alert: std::time::Duration,
 ) -> Result<ListQuery, ApiError> {
     let mut violations = Violations::default();
-    let query = request.query.trim().to_owned();
-    violations.check("query", validate::query(&query));
-    if !request.region.is_empty() {
-        violations.check("region", validate::region(&request.region));
-    }
-    let mut states = Vec::new();
-    if request.states.len() > MAX_STATES {
-        violations.add(
-            "states",
-            format!(
-                "has {} entries; at most {MAX_STATES} (each state once)",
-                request.states.len()
-            ),
-        );
-    }
-    for (i, value) in request.states.iter().take(MAX_STATES).enumerate() {
-        match state_from_proto(*value) {
-            Ok(state) => states.push(state),
-            Err(description) => violations.add(&format!("states[{i}]"), description),
-        }
-    }
-    states.sort();
-    states.dedup();
+    let filter = search_filter(
+        &mut violations,
+        "",
+        &v1::ConnectorFilter {
+            query: request.query,
+            region: request.region,
+            states: request.states,
+            lagging: request.lagging,
+        },
+        latency_alert,
+    );
     let page_size = match request.page_size {
         size if size < 0 => {
             violations.add(
@@ -216,15 +204,50 @@ pub fn list_query(
     };
     invalid_request("ListConnectors", violations)?;
     Ok(ListQuery {
-        filter: SearchFilter {
-            query,
-            region: request.region,
-            states,
-            lagging_over: request.lagging.then_some(latency_alert),
-        },
+        filter,
         page_size,
         page_token: request.page_token,
     })
+}
+
+/// The search a filter asks for (ListConnectors' fields, or a batch call's
+/// `filter`; `prefix` names its fields in violations: "" or "filter.").
+pub fn search_filter(
+    violations: &mut Violations,
+    prefix: &str,
+    filter: &v1::ConnectorFilter,
+    latency_alert: std::time::Duration,
+) -> SearchFilter {
+    let field = |name: &str| format!("{prefix}{name}");
+    let query = filter.query.trim().to_owned();
+    violations.check(&field("query"), validate::query(&query));
+    if !filter.region.is_empty() {
+        violations.check(&field("region"), validate::region(&filter.region));
+    }
+    let mut states = Vec::new();
+    if filter.states.len() > MAX_STATES {
+        violations.add(
+            &field("states"),
+            format!(
+                "has {} entries; at most {MAX_STATES} (each state once)",
+                filter.states.len()
+            ),
+        );
+    }
+    for (i, value) in filter.states.iter().take(MAX_STATES).enumerate() {
+        match state_from_proto(*value) {
+            Ok(state) => states.push(state),
+            Err(description) => violations.add(&field(&format!("states[{i}]")), description),
+        }
+    }
+    states.sort();
+    states.dedup();
+    SearchFilter {
+        query,
+        region: filter.region.clone(),
+        states,
+        lagging_over: filter.lagging.then_some(latency_alert),
+    }
 }
 
 /// Validates a StartConnector request.

@@ -38,6 +38,12 @@ pub enum ApiError {
         command_id: String,
         error: crate::auth::AuthError,
     },
+    /// A batch call chose more connectors than its `max_connectors`.
+    #[error("{selected} connectors match; at most {max} may be changed")]
+    TooManyConnectors { selected: i64, max: usize },
+    /// A batch call's request id was used for a batch asking otherwise.
+    #[error("request id {request_id} was used for another batch")]
+    BatchRequestIdReused { request_id: String },
     #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
@@ -162,6 +168,50 @@ impl From<ApiError> for Status {
             }
             ApiError::Store(error) => store_status(error),
             ApiError::Auth(error) => auth_status(error),
+            ApiError::TooManyConnectors { selected, max } => {
+                let over = if selected > 10_000 {
+                    format!("about {selected}")
+                } else {
+                    selected.to_string()
+                };
+                status(
+                    Code::FailedPrecondition,
+                    ErrorReason::TooManyConnectors,
+                    format!(
+                        "{over} connectors match the selection, more than max_connectors \
+                         ({max}) allows; nothing was changed. Narrow the filter (ListConnectors \
+                         with the same fields shows what matches), or set max_connectors to the \
+                         count if all of them are meant"
+                    ),
+                    &[
+                        ("selected", selected.to_string()),
+                        ("max_connectors", max.to_string()),
+                    ],
+                    |details| {
+                        details.add_precondition_failure_violation(
+                            "TOO_MANY_CONNECTORS",
+                            "max_connectors",
+                            format!("{over} connectors match; at most {max} may be changed"),
+                        );
+                    },
+                )
+            }
+            ApiError::BatchRequestIdReused { request_id } => {
+                let message = format!(
+                    "request_id {request_id} was already used for a batch call with other \
+                     parameters (connectors, filter, reason, pull-back time or region); use a \
+                     new request id for each distinct call"
+                );
+                status(
+                    Code::InvalidArgument,
+                    ErrorReason::RequestIdReused,
+                    message.clone(),
+                    &[("request_id", request_id)],
+                    |details| {
+                        details.add_bad_request_violation("request_id", message);
+                    },
+                )
+            }
             ApiError::RateLimited {
                 principal,
                 role,

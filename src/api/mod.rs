@@ -4,6 +4,7 @@
 pub(crate) mod agent_convert;
 mod agents;
 mod audit;
+mod batch;
 mod convert;
 mod error;
 #[doc(hidden)]
@@ -420,6 +421,28 @@ impl<S: FleetStore> ConnectorApi<S> {
         .await
     }
 
+    /// A batch call: `change` with the operate permission (one change
+    /// against the rate limit, a dry run none), then the batch.
+    async fn batch_call<M: batch::BatchRequest>(
+        &self,
+        request: Request<M>,
+    ) -> Result<Response<v1::BatchConnectorsResponse>, Status> {
+        let message = request.get_ref();
+        let mut audit = Refusal::new(&request, message.action(), "", message.request_id());
+        audit.reason = message.reason().to_owned();
+        audit.dry_run = message.validate_only();
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let batch = batch::parse(&message, self.latency_alert)?;
+                self.run_batch(batch, call).await
+            },
+        )
+        .await
+    }
+
     /// What issuing the command would do, with nothing written.
     async fn preview(
         &self,
@@ -557,6 +580,30 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         convert::connector_id("GetConnector", id)?;
         let connector = self.store.get_connector(id).await.map_err(ApiError::from)?;
         Ok(Response::new(self.view(connector)))
+    }
+
+    #[instrument(
+        name = "BatchPauseConnectors",
+        skip_all,
+        fields(request_id = %request.get_ref().request_id, outcome)
+    )]
+    async fn batch_pause_connectors(
+        &self,
+        request: Request<v1::BatchPauseConnectorsRequest>,
+    ) -> Result<Response<v1::BatchConnectorsResponse>, Status> {
+        self.batch_call(request).await
+    }
+
+    #[instrument(
+        name = "BatchStartConnectors",
+        skip_all,
+        fields(request_id = %request.get_ref().request_id, outcome)
+    )]
+    async fn batch_start_connectors(
+        &self,
+        request: Request<v1::BatchStartConnectorsRequest>,
+    ) -> Result<Response<v1::BatchConnectorsResponse>, Status> {
+        self.batch_call(request).await
     }
 
     #[instrument(name = "ListCommands", skip_all, fields(connector_id = %request.get_ref().connector_id))]

@@ -42,7 +42,7 @@ pub enum Permission {
     ConnectorsRead,
     /// ListAgents, ListReplicas.
     AgentsRead,
-    /// StartConnector, PauseConnector.
+    /// StartConnector, PauseConnector and their batch calls.
     ConnectorsOperate,
     /// CreateConnector.
     ConnectorsCreate,

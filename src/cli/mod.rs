@@ -2,6 +2,7 @@
 //! `serve`, `migrate` and `agent` run the system; `connectors`, `agents` and
 //! `regions` are the people's CLI (see `people`).
 
+mod batch;
 mod people;
 mod render;
 

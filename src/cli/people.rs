@@ -74,7 +74,7 @@ impl From<tonic::Status> for Failure {
     }
 }
 
-fn usage(message: String) -> anyhow::Error {
+pub(super) fn usage(message: String) -> anyhow::Error {
     Failure {
         exit_code: exit::INVALID_ARGUMENT,
         message: format!("error: {message}"),
@@ -186,9 +186,11 @@ pub enum ConnectorsCommand {
     List(ListArgs),
     /// Show one connector.
     Get(GetArgs),
-    /// Start a stopped or failed connector, optionally pulling it back.
+    /// Start a stopped or failed connector, optionally pulling it back; or,
+    /// without an id, every connector the filters choose (shown first).
     Start(StartArgs),
-    /// Pause a running, starting or failed connector.
+    /// Pause a running, starting or failed connector; or, without an id,
+    /// every connector the filters choose (shown first).
     Pause(PauseArgs),
     /// A connector's commands, newest first: who asked what, and what the
     /// agent answered.
@@ -246,8 +248,8 @@ pub struct GetArgs {
 
 #[derive(Debug, Args)]
 pub struct StartArgs {
-    /// The connector id.
-    pub id: String,
+    /// The connector id; without it, the batch filters choose connectors.
+    pub id: Option<String>,
     /// Replay incremental data from this time: RFC 3339
     /// (2026-11-24T09:30:00Z) or relative to now (-30m, -2h).
     #[arg(long, allow_hyphen_values = true)]
@@ -269,13 +271,15 @@ pub struct StartArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
+    pub select: super::batch::SelectArgs,
+    #[command(flatten)]
     pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
 pub struct PauseArgs {
-    /// The connector id.
-    pub id: String,
+    /// The connector id; without it, the batch filters choose connectors.
+    pub id: Option<String>,
     /// Why, for the record (an incident id, say).
     #[arg(long, default_value = "")]
     pub reason: String,
@@ -292,6 +296,8 @@ pub struct PauseArgs {
     /// How long --wait waits, for example 30s or 2m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    #[command(flatten)]
+    pub select: super::batch::SelectArgs,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -327,7 +333,7 @@ pub enum RegionsCommand {
     },
 }
 
-fn parse_state(text: &str) -> Result<v1::ConnectorState, String> {
+pub(super) fn parse_state(text: &str) -> Result<v1::ConnectorState, String> {
     let name = format!("CONNECTOR_STATE_{}", text.trim().to_ascii_uppercase());
     v1::ConnectorState::from_str_name(&name)
         .filter(|state| *state != v1::ConnectorState::Unspecified)
@@ -441,6 +447,12 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A batch's request id: the one given, else a new one, so that a batch
+/// that failed half-way (the database went away) can be retried to finish.
+fn batch_request_id(given: Option<String>) -> String {
+    given.unwrap_or_else(|| format!("cli-{}", uuid::Uuid::new_v4()))
+}
+
 /// The request id to send: the one given, else (with --wait) a new one, so
 /// that a call that was not confirmed in time can be retried safely.
 fn request_id(given: Option<String>, wait: bool) -> String {
@@ -466,8 +478,48 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         )));
     }
     let pull_back_time = pull_back.map(crate::api::timestamp_to_proto);
+    let Some(id) = args.id else {
+        if args.wait {
+            return Err(usage(
+                "--wait applies to one connector; a batch start answers once every command is \
+                 issued (follow them with connectors list)"
+                    .to_owned(),
+            ));
+        }
+        let request = v1::BatchStartConnectorsRequest {
+            filter: Some(args.select.filter()),
+            pull_back_time,
+            region: args.region.unwrap_or_default(),
+            request_id: batch_request_id(args.request_id),
+            max_connectors: args.select.max,
+            ..Default::default()
+        };
+        return super::batch::run(
+            &args.client,
+            "start",
+            &args.select,
+            args.dry_run,
+            request,
+            |request, validate_only| request.validate_only = validate_only,
+            async |client, request| {
+                Ok(client
+                    .connectors()
+                    .await?
+                    .batch_start_connectors(request)
+                    .await
+                    .map_err(Failure::from)?
+                    .into_inner())
+            },
+        )
+        .await;
+    };
+    if args.select.given() {
+        return Err(usage(format!(
+            "give connector {id} or filters choosing connectors, not both"
+        )));
+    }
     let message = v1::StartConnectorRequest {
-        id: args.id.clone(),
+        id: id.clone(),
         pull_back_time,
         region: args.region.unwrap_or_default(),
         request_id: request_id(args.request_id, args.wait),
@@ -476,7 +528,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     };
     let retry = format!(
         "connector-control connectors start {} --request-id {}{}",
-        args.id,
+        id,
         message.request_id,
         pull_back
             .map(|t| format!(
@@ -488,7 +540,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     let wait = args.wait.then_some(args.timeout);
     command_call(
         &args.client,
-        format!("starting {}", args.id),
+        format!("starting {}", id),
         retry,
         "connector.v1.StartConnectorResponse",
         message,
@@ -506,8 +558,47 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
 }
 
 async fn pause(args: PauseArgs) -> anyhow::Result<()> {
+    let Some(id) = args.id else {
+        if args.wait {
+            return Err(usage(
+                "--wait applies to one connector; a batch pause answers once every command is \
+                 issued (follow them with connectors list)"
+                    .to_owned(),
+            ));
+        }
+        let request = v1::BatchPauseConnectorsRequest {
+            filter: Some(args.select.filter()),
+            reason: args.reason,
+            request_id: batch_request_id(args.request_id),
+            max_connectors: args.select.max,
+            ..Default::default()
+        };
+        return super::batch::run(
+            &args.client,
+            "pause",
+            &args.select,
+            args.dry_run,
+            request,
+            |request, validate_only| request.validate_only = validate_only,
+            async |client, request| {
+                Ok(client
+                    .connectors()
+                    .await?
+                    .batch_pause_connectors(request)
+                    .await
+                    .map_err(Failure::from)?
+                    .into_inner())
+            },
+        )
+        .await;
+    };
+    if args.select.given() {
+        return Err(usage(format!(
+            "give connector {id} or filters choosing connectors, not both"
+        )));
+    }
     let message = v1::PauseConnectorRequest {
-        id: args.id.clone(),
+        id: id.clone(),
         reason: args.reason,
         request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
@@ -515,12 +606,12 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
     };
     let retry = format!(
         "connector-control connectors pause {} --request-id {}",
-        args.id, message.request_id
+        id, message.request_id
     );
     let wait = args.wait.then_some(args.timeout);
     command_call(
         &args.client,
-        format!("pausing {}", args.id),
+        format!("pausing {}", id),
         retry,
         "connector.v1.PauseConnectorResponse",
         message,

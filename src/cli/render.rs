@@ -277,6 +277,78 @@ fn command_status(value: i32) -> String {
         .unwrap_or_else(|_| value.to_string())
 }
 
+/// A batch call's answer: each connector's outcome, then the counts.
+pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.BatchConnectorsResponse");
+    }
+    let dry_run = response.validate_only;
+    let mut table = table(&[
+        "CONNECTOR",
+        "OUTCOME",
+        "STATE",
+        "SERVER IP",
+        "COMMAND OR ERROR",
+    ]);
+    for r in &response.results {
+        let outcome = match v1::BatchOutcome::try_from(r.outcome) {
+            Ok(v1::BatchOutcome::Changed) if dry_run => "WOULD CHANGE",
+            Ok(v1::BatchOutcome::Changed) => "CHANGED",
+            Ok(v1::BatchOutcome::Unchanged) => "UNCHANGED",
+            _ => "FAILED",
+        };
+        let what = match (&r.command, &r.error) {
+            (Some(c), _) => format!(
+                "{} generation {} in {}{}",
+                command_kind(c.kind),
+                c.generation,
+                c.region,
+                if c.id.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", c.id)
+                }
+            ),
+            (None, Some(error)) => {
+                let reason = error
+                    .details
+                    .iter()
+                    .filter(|any| any.type_url.ends_with("/google.rpc.ErrorInfo"))
+                    .find_map(|any| {
+                        <tonic_types::pb::ErrorInfo as prost::Message>::decode(any.value.as_slice())
+                            .ok()
+                    })
+                    .map_or_else(|| "ERROR".to_owned(), |info| info.reason);
+                format!("{reason}: {}", error.message)
+            }
+            (None, None) => "-".to_owned(),
+        };
+        let (state, ip) = r
+            .connector
+            .as_ref()
+            .map_or(("-".to_owned(), "-".to_owned()), |c| {
+                (flagged_state(c), or_dash(&c.server_ip).to_owned())
+            });
+        add_row(
+            &mut table,
+            vec![r.connector_id.clone(), outcome.to_owned(), state, ip, what],
+        );
+    }
+    Ok(format!(
+        "{table}\n{} selected: {} {}, {} unchanged, {} failed{}\n",
+        response.selected,
+        response.changed,
+        if dry_run { "would change" } else { "changed" },
+        response.unchanged,
+        response.failed,
+        if dry_run {
+            " (dry run: nothing changed)"
+        } else {
+            ""
+        }
+    ))
+}
+
 /// A connector's commands, newest first.
 pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {

@@ -250,6 +250,22 @@ pub fn decide_pause(
     })
 }
 
+/// Whether `rejection` of a change of `kind` only says the connector is
+/// already where the change would take it (a pause of a STOPPED or PAUSING
+/// connector, a start of a RUNNING or STARTING one): a batch call reports
+/// it as unchanged, not as failed.
+pub fn already_there(kind: CommandKind, rejection: &Rejection) -> bool {
+    match (kind, rejection) {
+        (CommandKind::Pause, Rejection::NotRunning { state, .. }) => {
+            matches!(state, ConnectorState::Stopped | ConnectorState::Pausing)
+        }
+        (CommandKind::Start, Rejection::NotStopped { state, .. }) => {
+            matches!(state, ConnectorState::Running | ConnectorState::Starting)
+        }
+        _ => false,
+    }
+}
+
 /// What a retried call asks for, to compare with the command its
 /// `request_id` already produced.
 #[derive(Clone, Debug, PartialEq)]

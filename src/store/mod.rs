@@ -41,8 +41,8 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus, Seen, Wakeup,
-    WakeupHandler,
+    BatchRecord, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus, Seen,
+    Wakeup, WakeupHandler,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -146,6 +146,44 @@ pub trait Connectors: Send + Sync {
         &self,
         change: &Change,
     ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+
+    /// `issue_command` for each of `changes`, in one transaction (callers
+    /// bound how many): each outcome is that change's, a refusal or a
+    /// missing connector included, and writes nothing of it; any other
+    /// failure rolls all of them back and is the call's.
+    fn issue_commands(
+        &self,
+        changes: &[Change],
+    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+
+    /// `issue_commands` as a dry run (see `preview_command`).
+    fn preview_commands(
+        &self,
+        changes: &[Change],
+    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+
+    /// Records a batch call under its request id with what it chose, or,
+    /// when the id is taken, returns the record already there (with its
+    /// answer once the call that wrote it finished).
+    fn begin_batch(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        connector_ids: &[String],
+    ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
+
+    /// The record of a batch call, if one used `request_id`.
+    fn find_batch(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
+
+    /// Stores a batch call's answer.
+    fn finish_batch(
+        &self,
+        request_id: &str,
+        response: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
 

@@ -24,6 +24,17 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// A batch call recorded under its request id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchRecord {
+    /// What the call asked, hashed: a retry must ask the same.
+    pub fingerprint: String,
+    /// The connectors it chose, in the order it processes them.
+    pub connector_ids: Vec<String>,
+    /// Its encoded answer, once it finished.
+    pub response: Option<Vec<u8>>,
+}
+
 /// A connection pool's occupancy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStatus {

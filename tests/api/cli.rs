@@ -399,3 +399,71 @@ async fn a_dry_run_changes_nothing_and_history_shows_who_asked_what() {
     let missing = cli(&app, &["connectors", "history", "ghost"]).await;
     assert_eq!(missing.code, Some(3));
 }
+
+#[tokio::test]
+async fn a_batch_pause_by_server_ip_shows_first_and_never_asks_a_pipe() {
+    let app = spawn_app().await;
+    for id in ["c1", "c2", "c3"] {
+        app.create(connector(id, id)).await;
+        app.start(start_request(id)).await.unwrap();
+    }
+    app.sql("UPDATE connectors SET server_ip = '10.0.1.5' WHERE id IN ('c1', 'c2')")
+        .await;
+    let pause = [
+        "connectors",
+        "pause",
+        "--server-ip",
+        "10.0.1.5",
+        "--reason",
+        "INC-5",
+    ];
+
+    let dry = cli(&app, &[&pause[..], &["--dry-run"]].concat()).await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert!(dry.stdout.contains("WOULD CHANGE"), "{}", dry.stdout);
+    assert!(
+        dry.stdout.contains(
+            "2 selected: 2 would change, 0 unchanged, 0 failed (dry run: nothing changed)"
+        ),
+        "{}",
+        dry.stdout
+    );
+    let piped = cli(&app, &pause).await;
+    assert_eq!(piped.code, Some(2), "{}", piped.stderr);
+    assert!(piped.stderr.contains("--yes"), "{}", piped.stderr);
+    assert_eq!(
+        app.count("SELECT count(*) FROM commands WHERE kind = 'PAUSE'")
+            .await,
+        0,
+        "nothing changed without --yes"
+    );
+
+    let done = cli(&app, &[&pause[..], &["--yes"]].concat()).await;
+    assert_eq!(done.code, Some(0), "{}", done.stderr);
+    assert!(
+        done.stdout
+            .contains("2 selected: 2 changed, 0 unchanged, 0 failed"),
+        "{}",
+        done.stdout
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM commands WHERE kind = 'PAUSE' AND reason = 'INC-5'")
+            .await,
+        2
+    );
+    assert_eq!(app.get("c3").await.state, v1_state("STARTING"));
+
+    let both = cli(
+        &app,
+        &["connectors", "pause", "c1", "--server-ip", "10.0.1.5"],
+    )
+    .await;
+    assert_eq!(both.code, Some(2), "{}", both.stderr);
+    let nothing = cli(&app, &["connectors", "pause", "--yes"]).await;
+    assert_eq!(nothing.code, Some(2), "{}", nothing.stderr);
+}
+
+fn v1_state(name: &str) -> i32 {
+    connector_control::proto::v1::ConnectorState::from_str_name(&format!("CONNECTOR_STATE_{name}"))
+        .unwrap() as i32
+}

@@ -2,6 +2,7 @@
 //! tonic client, and a fresh PostgreSQL database per test.
 
 mod agents;
+mod batch;
 mod cli;
 mod contract;
 mod create;

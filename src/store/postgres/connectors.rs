@@ -9,7 +9,7 @@ use crate::domain::{
     AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, Transition,
     trace_context_to_text,
 };
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
 use deadpool_postgres::GenericClient;
 use tracing::instrument;
 
@@ -78,127 +78,165 @@ impl PgStore {
         change: &Change,
         write: Write,
     ) -> Result<CommandOutcome, StoreError> {
-        let (connector_id, request_id) = (change.connector_id(), change.request_id());
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
+        let outcome = transition_in(&tx, change, write).await?;
+        if write == Write::Commit {
+            tx.commit().await.map_err(translate)?;
+        }
+        Ok(outcome)
+    }
 
-        let lock = tx
-            .prepare_cached(&sql::lock_connector())
-            .await
-            .map_err(translate)?;
-        let connector = match tx
-            .query_opt(&lock, &[&connector_id])
-            .await
-            .map_err(translate)?
-        {
-            Some(row) => connector_from_row(&row)?,
-            None => return Err(StoreError::ConnectorNotFound(connector_id.to_owned())),
-        };
-
-        if let Some(request_id) = request_id {
-            let previous = tx
-                .prepare_cached(&format!(
-                    "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = $1 AND request_id = $2"
-                ))
-                .await
-                .map_err(translate)?;
-            if let Some(row) = tx
-                .query_opt(&previous, &[&connector_id, &request_id])
-                .await
-                .map_err(translate)?
-            {
-                let command = command_from_row(&row)?;
-                change.check_replay(&connector, &command)?;
-                tx.commit().await.map_err(translate)?;
-                return Ok(CommandOutcome {
-                    connector,
-                    command,
-                    replayed: true,
-                });
+    /// Several changes in one transaction, each as `transition` makes it.
+    /// A change the domain refuses (or whose connector does not exist) is
+    /// that change's error and writes nothing; any other failure rolls the
+    /// whole transaction back and is the call's.
+    async fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        let mut outcomes = Vec::with_capacity(changes.len());
+        for change in changes {
+            match transition_in(&tx, change, write).await {
+                Err(error @ (StoreError::Rejected(_) | StoreError::ConnectorNotFound(_))) => {
+                    outcomes.push(Err(error))
+                }
+                Err(error) => return Err(error),
+                Ok(outcome) => outcomes.push(Ok(outcome)),
             }
         }
-
-        let transition = decide(change, &tx, &connector).await?;
-        if write == Write::Preview {
-            // Dropping the transaction rolls it back: only reads ran.
-            let (connector, command) = change.preview(&connector, &transition, chrono::Utc::now());
-            return Ok(CommandOutcome {
-                connector,
-                command,
-                replayed: false,
-            });
+        if write == Write::Commit {
+            tx.commit().await.map_err(translate)?;
         }
-
-        // Every older unanswered command, delivered or not: the agent is
-        // handed what the newest generation asks, never an older one first.
-        let supersede = tx.prepare_cached(sql::SUPERSEDE).await.map_err(translate)?;
-        let insert = tx
-            .prepare_cached(&sql::insert_command())
-            .await
-            .map_err(translate)?;
-        let update = tx
-            .prepare_cached(&sql::update_connector())
-            .await
-            .map_err(translate)?;
-        let command_id = uuid::Uuid::now_v7().to_string();
-        let trace_context = trace_context_to_text(change.trace_context());
-        let audit = change.audit_event(&command_id);
-        // The four writes are pipelined: sent together, executed in order,
-        // one round trip's wait instead of four. A failure aborts the
-        // transaction, and the first error is the one reported.
-        let (_, command_row, connector_row, ()) = tokio::try_join!(
-            async {
-                tx.execute(&supersede, &[&connector_id])
-                    .await
-                    .map_err(translate)
-            },
-            async {
-                tx.query_one(
-                    &insert,
-                    &[
-                        &command_id,
-                        &connector_id,
-                        &transition.command_kind.as_str(),
-                        &transition.pull_back_time,
-                        &transition.region,
-                        &connector.region,
-                        &transition.generation,
-                        &request_id,
-                        &change.reason(),
-                        &trace_context,
-                        &change.actor().principal,
-                    ],
-                )
-                .await
-                .map_err(translate)
-            },
-            async {
-                tx.query_one(
-                    &update,
-                    &[
-                        &connector_id,
-                        &transition.state.as_str(),
-                        &transition.desired_state.as_str(),
-                        &transition.generation,
-                        &transition.region,
-                    ],
-                )
-                .await
-                .map_err(translate)
-            },
-            insert_audit(&tx, &audit),
-        )?;
-        let command = command_from_row(&command_row)?;
-        let connector = connector_from_row(&connector_row)?;
-        tx.commit().await.map_err(translate)?;
-        Ok(CommandOutcome {
-            connector,
-            command,
-            replayed: false,
-        })
+        Ok(outcomes)
     }
 }
 
+/// `PgStore::transition` inside an open transaction, which the caller
+/// commits (or, for a preview, drops).
+async fn transition_in(
+    tx: &deadpool_postgres::Transaction<'_>,
+    change: &Change,
+    write: Write,
+) -> Result<CommandOutcome, StoreError> {
+    let (connector_id, request_id) = (change.connector_id(), change.request_id());
+
+    let lock = tx
+        .prepare_cached(&sql::lock_connector())
+        .await
+        .map_err(translate)?;
+    let connector = match tx
+        .query_opt(&lock, &[&connector_id])
+        .await
+        .map_err(translate)?
+    {
+        Some(row) => connector_from_row(&row)?,
+        None => return Err(StoreError::ConnectorNotFound(connector_id.to_owned())),
+    };
+
+    if let Some(request_id) = request_id {
+        let previous = tx
+            .prepare_cached(&format!(
+                "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = $1 AND request_id = $2"
+            ))
+            .await
+            .map_err(translate)?;
+        if let Some(row) = tx
+            .query_opt(&previous, &[&connector_id, &request_id])
+            .await
+            .map_err(translate)?
+        {
+            let command = command_from_row(&row)?;
+            change.check_replay(&connector, &command)?;
+            return Ok(CommandOutcome {
+                connector,
+                command,
+                replayed: true,
+            });
+        }
+    }
+
+    let transition = decide(change, tx, &connector).await?;
+    if write == Write::Preview {
+        // Dropping the transaction rolls it back: only reads ran.
+        let (connector, command) = change.preview(&connector, &transition, chrono::Utc::now());
+        return Ok(CommandOutcome {
+            connector,
+            command,
+            replayed: false,
+        });
+    }
+
+    // Every older unanswered command, delivered or not: the agent is
+    // handed what the newest generation asks, never an older one first.
+    let supersede = tx.prepare_cached(sql::SUPERSEDE).await.map_err(translate)?;
+    let insert = tx
+        .prepare_cached(&sql::insert_command())
+        .await
+        .map_err(translate)?;
+    let update = tx
+        .prepare_cached(&sql::update_connector())
+        .await
+        .map_err(translate)?;
+    let command_id = uuid::Uuid::now_v7().to_string();
+    let trace_context = trace_context_to_text(change.trace_context());
+    let audit = change.audit_event(&command_id);
+    // The four writes are pipelined: sent together, executed in order,
+    // one round trip's wait instead of four. A failure aborts the
+    // transaction, and the first error is the one reported.
+    let (_, command_row, connector_row, ()) = tokio::try_join!(
+        async {
+            tx.execute(&supersede, &[&connector_id])
+                .await
+                .map_err(translate)
+        },
+        async {
+            tx.query_one(
+                &insert,
+                &[
+                    &command_id,
+                    &connector_id,
+                    &transition.command_kind.as_str(),
+                    &transition.pull_back_time,
+                    &transition.region,
+                    &connector.region,
+                    &transition.generation,
+                    &request_id,
+                    &change.reason(),
+                    &trace_context,
+                    &change.actor().principal,
+                ],
+            )
+            .await
+            .map_err(translate)
+        },
+        async {
+            tx.query_one(
+                &update,
+                &[
+                    &connector_id,
+                    &transition.state.as_str(),
+                    &transition.desired_state.as_str(),
+                    &transition.generation,
+                    &transition.region,
+                ],
+            )
+            .await
+            .map_err(translate)
+        },
+        insert_audit(tx, &audit),
+    )?;
+    let command = command_from_row(&command_row)?;
+    let connector = connector_from_row(&connector_row)?;
+    Ok(CommandOutcome {
+        connector,
+        command,
+        replayed: false,
+    })
+}
 /// Applies the domain rule inside the transaction; a start may first need
 /// to ask the database whether its region override exists, a pause where a
 /// start it supersedes came from.
@@ -338,6 +376,42 @@ impl Connectors for PgStore {
     async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
         self.retrying(|| self.transition(change, Write::Preview))
             .await
+    }
+
+    #[instrument(skip_all, fields(changes = changes.len()))]
+    async fn issue_commands(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        self.retrying(|| self.transitions(changes, Write::Commit))
+            .await
+    }
+
+    #[instrument(skip_all, fields(changes = changes.len()))]
+    async fn preview_commands(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        self.retrying(|| self.transitions(changes, Write::Preview))
+            .await
+    }
+
+    async fn begin_batch(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        connector_ids: &[String],
+    ) -> Result<BatchRecord, StoreError> {
+        self.begin_batch_row(request_id, fingerprint, connector_ids)
+            .await
+    }
+
+    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        self.find_batch_row(request_id).await
+    }
+
+    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
+        self.finish_batch_row(request_id, response).await
     }
 
     #[instrument(skip_all, fields(connector_id = %connector_id))]

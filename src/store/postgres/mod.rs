@@ -10,6 +10,7 @@
 //! (driver errors as store errors).
 
 mod audit;
+mod batches;
 mod connectors;
 mod dispatch;
 mod error;

@@ -9,7 +9,7 @@ use super::{SqliteStore, now};
 use crate::domain::{
     AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, trace_context_to_text,
 };
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -70,8 +70,46 @@ fn transition(
     let tx = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(translate)?;
+    let outcome = transition_in(&tx, change, write)?;
+    if write == Write::Commit {
+        tx.commit().map_err(translate)?;
+    }
+    Ok(outcome)
+}
+
+/// Several changes in one transaction (see PostgreSQL's `transitions`).
+fn transitions(
+    connection: &mut Connection,
+    changes: &[Change],
+    write: Write,
+) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    let tx = connection
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(translate)?;
+    let mut outcomes = Vec::with_capacity(changes.len());
+    for change in changes {
+        match transition_in(&tx, change, write) {
+            Err(error @ (StoreError::Rejected(_) | StoreError::ConnectorNotFound(_))) => {
+                outcomes.push(Err(error))
+            }
+            Err(error) => return Err(error),
+            Ok(outcome) => outcomes.push(Ok(outcome)),
+        }
+    }
+    if write == Write::Commit {
+        tx.commit().map_err(translate)?;
+    }
+    Ok(outcomes)
+}
+
+/// `transition` inside an open transaction, which the caller commits.
+fn transition_in(
+    tx: &rusqlite::Transaction<'_>,
+    change: &Change,
+    write: Write,
+) -> Result<CommandOutcome, StoreError> {
     let connector_id = change.connector_id();
-    let Some(connector) = get_connector(&tx, connector_id)? else {
+    let Some(connector) = get_connector(tx, connector_id)? else {
         return Err(StoreError::ConnectorNotFound(connector_id.to_owned()));
     };
     if let Some(request_id) = change.request_id() {
@@ -94,7 +132,7 @@ fn transition(
         }
     }
     let region_known = match change.region_to_verify(&connector) {
-        Some(region) => region_exists(&tx, region)?,
+        Some(region) => region_exists(tx, region)?,
         None => true,
     };
     let undelivered_start_from: Option<String> = match change {
@@ -177,9 +215,8 @@ fn transition(
         at,
     ])
     .map_err(translate)?;
-    let connector = get_connector(&tx, connector_id)?.expect("locked above");
-    insert_audit(&tx, &change.audit_event(&command.id))?;
-    tx.commit().map_err(translate)?;
+    let connector = get_connector(tx, connector_id)?.expect("locked above");
+    insert_audit(tx, &change.audit_event(&command.id))?;
     Ok(CommandOutcome {
         connector,
         command,
@@ -258,6 +295,42 @@ impl Connectors for SqliteStore {
         let change = change.clone();
         self.with(move |connection| transition(connection, &change, Write::Preview))
             .await
+    }
+
+    async fn issue_commands(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        let changes = changes.to_vec();
+        self.with(move |connection| transitions(connection, &changes, Write::Commit))
+            .await
+    }
+
+    async fn preview_commands(
+        &self,
+        changes: &[Change],
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        let changes = changes.to_vec();
+        self.with(move |connection| transitions(connection, &changes, Write::Preview))
+            .await
+    }
+
+    async fn begin_batch(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        connector_ids: &[String],
+    ) -> Result<BatchRecord, StoreError> {
+        self.begin_batch_row(request_id, fingerprint, connector_ids)
+            .await
+    }
+
+    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
+        self.find_batch_row(request_id).await
+    }
+
+    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
+        self.finish_batch_row(request_id, response).await
     }
 
     async fn list_commands(

@@ -11,6 +11,7 @@
 //! one per store trait.
 
 mod audit;
+mod batches;
 mod connectors;
 mod dispatch;
 mod error;

@@ -4,6 +4,7 @@
 //! the embedded store behaves identically.
 
 mod audit;
+mod batches;
 mod commands;
 mod connectors;
 mod history;
@@ -100,6 +101,8 @@ contract_suite!(
     commands::concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks,
     history::a_dry_run_decides_as_the_call_would_and_writes_nothing,
     history::commands_list_newest_first_with_who_and_page,
+    batches::several_changes_in_one_transaction_each_get_their_own_outcome,
+    batches::a_batch_record_keeps_its_first_selection_and_answer,
 );
 
 pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {

@@ -151,6 +151,28 @@ pub(super) async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: u
                 .pause_connector(with_token(pause_request("missing"), token))
                 .await,
         ),
+        "BatchPauseConnectors" => outcome(
+            connectors
+                .batch_pause_connectors(with_token(
+                    v1::BatchPauseConnectorsRequest {
+                        ids: vec!["missing".into()],
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
+        "BatchStartConnectors" => outcome(
+            connectors
+                .batch_start_connectors(with_token(
+                    v1::BatchStartConnectorsRequest {
+                        ids: vec!["missing".into()],
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
         "ListCommands" => outcome(
             connectors
                 .list_commands(with_token(

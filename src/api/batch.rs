@@ -1,0 +1,478 @@
+//! BatchPauseConnectors and BatchStartConnectors: every chosen connector
+//! gets the change the single call would make (`Store::issue_commands`, a
+//! transaction per chunk), and a retry with the request id returns the
+//! first answer (the `batches` record).
+
+use super::convert;
+use super::error::ApiError;
+use super::{Call, ConnectorApi};
+use crate::domain::validate::{self, Violations};
+use crate::domain::{
+    Actor, AuditAction, Change, CommandKind, Connector, PauseRequest, SearchFilter, StartRequest,
+    rules,
+};
+use crate::proto::v1;
+use crate::store::{CommandOutcome, FleetStore, StoreError};
+use chrono::{DateTime, SubsecRound, Utc};
+use prost::Message;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use tracing::info;
+
+/// Connectors changed per transaction: a batch never holds more row locks
+/// than this at once, and one failure rolls back at most this many.
+pub const CHUNK: usize = 100;
+/// `max_connectors` when the request leaves it 0.
+pub const DEFAULT_MAX_CONNECTORS: usize = 100;
+/// The largest `max_connectors` a request may give.
+pub const MAX_MAX_CONNECTORS: usize = 10_000;
+
+/// BatchPauseConnectorsRequest and BatchStartConnectorsRequest.
+pub trait BatchRequest: Message + Clone + Default {
+    const RPC: &'static str;
+    const KIND: CommandKind;
+    fn action(&self) -> AuditAction;
+    fn filter(&self) -> Option<&v1::ConnectorFilter>;
+    fn ids(&self) -> &[String];
+    fn request_id(&self) -> &str;
+    fn reason(&self) -> &str;
+    fn validate_only(&self) -> bool;
+    fn max_connectors(&self) -> i32;
+    /// Checks what the request asks of every connector.
+    fn template(&self, violations: &mut Violations) -> Template;
+    /// The request as a retry must repeat it: without its request id, dry
+    /// run flag and guard, the ids in order.
+    fn canonical(&self) -> Self;
+}
+
+/// What a batch asks of each connector.
+#[derive(Clone, Debug)]
+pub enum Template {
+    Pause {
+        reason: String,
+    },
+    Start {
+        pull_back_time: Option<DateTime<Utc>>,
+        region: Option<String>,
+    },
+}
+
+impl Template {
+    fn change(&self, connector_id: &str, request_id: Option<&str>, actor: &Actor) -> Change {
+        let (connector_id, request_id) = (connector_id.to_owned(), request_id.map(str::to_owned));
+        let trace_context = crate::telemetry::inject_current();
+        match self {
+            Template::Pause { reason } => Change::Pause(PauseRequest {
+                connector_id,
+                reason: reason.clone(),
+                request_id,
+                actor: actor.clone(),
+                trace_context,
+            }),
+            Template::Start {
+                pull_back_time,
+                region,
+            } => Change::Start(StartRequest {
+                connector_id,
+                pull_back_time: *pull_back_time,
+                region: region.clone(),
+                request_id,
+                actor: actor.clone(),
+                trace_context,
+            }),
+        }
+    }
+}
+
+impl BatchRequest for v1::BatchPauseConnectorsRequest {
+    const RPC: &'static str = "BatchPauseConnectors";
+    const KIND: CommandKind = CommandKind::Pause;
+    fn action(&self) -> AuditAction {
+        AuditAction::PauseConnector
+    }
+    fn filter(&self) -> Option<&v1::ConnectorFilter> {
+        self.filter.as_ref()
+    }
+    fn ids(&self) -> &[String] {
+        &self.ids
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn reason(&self) -> &str {
+        &self.reason
+    }
+    fn validate_only(&self) -> bool {
+        self.validate_only
+    }
+    fn max_connectors(&self) -> i32 {
+        self.max_connectors
+    }
+    fn template(&self, violations: &mut Violations) -> Template {
+        violations.check("reason", validate::reason(&self.reason));
+        Template::Pause {
+            reason: self.reason.clone(),
+        }
+    }
+    fn canonical(&self) -> Self {
+        let mut ids = self.ids.clone();
+        ids.sort();
+        ids.dedup();
+        Self {
+            ids,
+            request_id: String::new(),
+            validate_only: false,
+            max_connectors: 0,
+            ..self.clone()
+        }
+    }
+}
+
+impl BatchRequest for v1::BatchStartConnectorsRequest {
+    const RPC: &'static str = "BatchStartConnectors";
+    const KIND: CommandKind = CommandKind::Start;
+    fn action(&self) -> AuditAction {
+        AuditAction::StartConnector
+    }
+    fn filter(&self) -> Option<&v1::ConnectorFilter> {
+        self.filter.as_ref()
+    }
+    fn ids(&self) -> &[String] {
+        &self.ids
+    }
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+    fn reason(&self) -> &str {
+        ""
+    }
+    fn validate_only(&self) -> bool {
+        self.validate_only
+    }
+    fn max_connectors(&self) -> i32 {
+        self.max_connectors
+    }
+    fn template(&self, violations: &mut Violations) -> Template {
+        if !self.region.is_empty() {
+            violations.check("region", validate::region(&self.region));
+        }
+        let pull_back_time = match &self.pull_back_time {
+            None => None,
+            Some(ts) => match convert::timestamp(ts) {
+                Ok(time) => Some(time.trunc_subsecs(6)),
+                Err(description) => {
+                    violations.add("pull_back_time", description);
+                    None
+                }
+            },
+        };
+        Template::Start {
+            pull_back_time,
+            region: (!self.region.is_empty()).then(|| self.region.clone()),
+        }
+    }
+    fn canonical(&self) -> Self {
+        let mut ids = self.ids.clone();
+        ids.sort();
+        ids.dedup();
+        Self {
+            ids,
+            request_id: String::new(),
+            validate_only: false,
+            max_connectors: 0,
+            ..self.clone()
+        }
+    }
+}
+
+/// Which connectors a batch chose.
+enum Selection {
+    Ids(Vec<String>),
+    Filter(SearchFilter),
+}
+
+/// A validated batch request.
+pub struct Batch {
+    kind: CommandKind,
+    selection: Selection,
+    template: Template,
+    request_id: Option<String>,
+    validate_only: bool,
+    max: usize,
+    fingerprint: String,
+}
+
+fn filter_is_empty(filter: &v1::ConnectorFilter) -> bool {
+    filter.query.trim().is_empty()
+        && filter.region.is_empty()
+        && filter.states.is_empty()
+        && !filter.lagging
+}
+
+/// Validates a batch request; `latency_alert` is what `lagging` applies.
+pub fn parse<R: BatchRequest>(
+    request: &R,
+    latency_alert: std::time::Duration,
+) -> Result<Batch, ApiError> {
+    let mut violations = Violations::default();
+    let filter = request.filter().filter(|filter| !filter_is_empty(filter));
+    let selection = match (request.ids(), filter) {
+        ([], None) => {
+            violations.add(
+                "filter",
+                "choose the connectors: give ids, or set at least one filter field (query, \
+                 region, states, lagging); a batch call never means every connector",
+            );
+            Selection::Ids(Vec::new())
+        }
+        ([], Some(filter)) => Selection::Filter(convert::search_filter(
+            &mut violations,
+            "filter.",
+            filter,
+            latency_alert,
+        )),
+        (ids, None) => {
+            for (i, id) in ids.iter().enumerate() {
+                violations.check(&format!("ids[{i}]"), validate::id(id));
+            }
+            let mut ids = ids.to_vec();
+            ids.sort();
+            ids.dedup();
+            Selection::Ids(ids)
+        }
+        (_, Some(_)) => {
+            violations.add("ids", "give ids or filter, not both");
+            Selection::Ids(Vec::new())
+        }
+    };
+    let max = match request.max_connectors() {
+        0 => DEFAULT_MAX_CONNECTORS,
+        n if n < 0 || n as usize > MAX_MAX_CONNECTORS => {
+            violations.add(
+                "max_connectors",
+                format!(
+                    "is {n}; must be between 1 and {MAX_MAX_CONNECTORS} (0 means \
+                     {DEFAULT_MAX_CONNECTORS})"
+                ),
+            );
+            DEFAULT_MAX_CONNECTORS
+        }
+        n => n as usize,
+    };
+    violations.check("request_id", validate::request_id(request.request_id()));
+    let template = request.template(&mut violations);
+    convert::invalid_request(R::RPC, violations)?;
+    let fingerprint = format!(
+        "{}:{:x}",
+        R::KIND.as_str(),
+        Sha256::digest(request.canonical().encode_to_vec())
+    );
+    Ok(Batch {
+        kind: R::KIND,
+        selection,
+        template,
+        request_id: (!request.request_id().is_empty()).then(|| request.request_id().to_owned()),
+        validate_only: request.validate_only(),
+        max,
+        fingerprint,
+    })
+}
+
+/// The google.rpc.Status a single call would have answered with.
+fn rpc_status(error: StoreError) -> tonic_types::pb::Status {
+    let status = tonic::Status::from(ApiError::from(error));
+    tonic_types::pb::Status::decode(status.details()).unwrap_or_else(|_| tonic_types::pb::Status {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
+        details: Vec::new(),
+    })
+}
+
+impl<S: FleetStore> ConnectorApi<S> {
+    /// Runs a validated batch: its earlier answer for a used request id,
+    /// else each chosen connector's change, a chunk at a time.
+    pub(super) async fn run_batch(
+        &self,
+        batch: Batch,
+        call: Call,
+    ) -> Result<v1::BatchConnectorsResponse, ApiError> {
+        let recorded = match (&batch.request_id, batch.validate_only) {
+            (Some(request_id), false) => self.store.find_batch(request_id).await?,
+            _ => None,
+        };
+        let mut known = HashMap::new();
+        let ids = match recorded {
+            Some(record) => {
+                if record.fingerprint != batch.fingerprint {
+                    return Err(ApiError::BatchRequestIdReused {
+                        request_id: batch.request_id.clone().unwrap_or_default(),
+                    });
+                }
+                if let Some(response) = record.response {
+                    info!("batch retried with the same request_id; returning its first answer");
+                    return decode(&response);
+                }
+                // A call with this id stopped half-way (the database went
+                // away, or its replica died): finish what it chose.
+                record.connector_ids
+            }
+            None => {
+                let ids = self.select(&batch, &mut known).await?;
+                match (&batch.request_id, batch.validate_only) {
+                    (Some(request_id), false) => {
+                        let record = self
+                            .store
+                            .begin_batch(request_id, &batch.fingerprint, &ids)
+                            .await?;
+                        if record.fingerprint != batch.fingerprint {
+                            return Err(ApiError::BatchRequestIdReused {
+                                request_id: request_id.clone(),
+                            });
+                        }
+                        if let Some(response) = record.response {
+                            return decode(&response);
+                        }
+                        record.connector_ids
+                    }
+                    _ => ids,
+                }
+            }
+        };
+
+        let mut response = v1::BatchConnectorsResponse {
+            selected: i32::try_from(ids.len()).unwrap_or(i32::MAX),
+            validate_only: batch.validate_only,
+            ..Default::default()
+        };
+        for chunk in ids.chunks(CHUNK) {
+            let changes: Vec<Change> = chunk
+                .iter()
+                .map(|id| {
+                    batch
+                        .template
+                        .change(id, batch.request_id.as_deref(), &call.actor)
+                })
+                .collect();
+            let outcomes = if batch.validate_only {
+                self.store.preview_commands(&changes).await?
+            } else {
+                self.store.issue_commands(&changes).await?
+            };
+            for (id, outcome) in chunk.iter().zip(outcomes) {
+                let result = self
+                    .batch_result(&batch, id, outcome, known.remove(id))
+                    .await;
+                match v1::BatchOutcome::try_from(result.outcome) {
+                    Ok(v1::BatchOutcome::Changed) => response.changed += 1,
+                    Ok(v1::BatchOutcome::Unchanged) => response.unchanged += 1,
+                    _ => response.failed += 1,
+                }
+                response.results.push(result);
+            }
+        }
+        info!(
+            selected = response.selected,
+            changed = response.changed,
+            unchanged = response.unchanged,
+            failed = response.failed,
+            dry_run = batch.validate_only,
+            "batch {} done",
+            batch.kind.as_str()
+        );
+        if let (Some(request_id), false) = (&batch.request_id, batch.validate_only) {
+            self.store
+                .finish_batch(request_id, &response.encode_to_vec())
+                .await?;
+        }
+        Ok(response)
+    }
+
+    /// The chosen connectors' ids, in id order; refused when more than the
+    /// batch's `max` match. `known` gets the connectors a filter read.
+    async fn select(
+        &self,
+        batch: &Batch,
+        known: &mut HashMap<String, Connector>,
+    ) -> Result<Vec<String>, ApiError> {
+        let too_many = |selected: i64| ApiError::TooManyConnectors {
+            selected,
+            max: batch.max,
+        };
+        match &batch.selection {
+            Selection::Ids(ids) => {
+                if ids.len() > batch.max {
+                    return Err(too_many(ids.len() as i64));
+                }
+                Ok(ids.clone())
+            }
+            Selection::Filter(filter) => {
+                let page = self
+                    .store
+                    .list_connectors(filter, None, batch.max + 1)
+                    .await?;
+                if page.connectors.len() > batch.max {
+                    return Err(too_many(page.total.max(page.connectors.len() as i64)));
+                }
+                let mut ids: Vec<String> = page.connectors.iter().map(|c| c.id.clone()).collect();
+                ids.sort();
+                known.extend(page.connectors.into_iter().map(|c| (c.id.clone(), c)));
+                Ok(ids)
+            }
+        }
+    }
+
+    async fn batch_result(
+        &self,
+        batch: &Batch,
+        id: &str,
+        outcome: Result<CommandOutcome, StoreError>,
+        known: Option<Connector>,
+    ) -> v1::BatchResult {
+        let mut result = v1::BatchResult {
+            connector_id: id.to_owned(),
+            ..Default::default()
+        };
+        let connector = match outcome {
+            Ok(outcome) => {
+                if !outcome.replayed && !batch.validate_only {
+                    self.signals
+                        .command_added(&outcome.command.region, &outcome.connector.agent_id);
+                }
+                result.outcome = v1::BatchOutcome::Changed as i32;
+                result.command = Some(convert::command_to_proto(outcome.command));
+                Some(outcome.connector)
+            }
+            Err(StoreError::Rejected(rejection))
+                if rules::already_there(batch.kind, &rejection) =>
+            {
+                result.outcome = v1::BatchOutcome::Unchanged as i32;
+                self.current(id, known).await
+            }
+            Err(error) => {
+                let missing = matches!(error, StoreError::ConnectorNotFound(_));
+                result.outcome = v1::BatchOutcome::Failed as i32;
+                result.error = Some(rpc_status(error));
+                if missing {
+                    None
+                } else {
+                    self.current(id, known).await
+                }
+            }
+        };
+        result.connector = connector.map(|c| self.view(c));
+        result
+    }
+
+    /// The connector as it is now: as the selection read it, else read.
+    async fn current(&self, id: &str, known: Option<Connector>) -> Option<Connector> {
+        match known {
+            Some(connector) => Some(connector),
+            None => self.store.get_connector(id).await.ok(),
+        }
+    }
+}
+
+fn decode(response: &[u8]) -> Result<v1::BatchConnectorsResponse, ApiError> {
+    v1::BatchConnectorsResponse::decode(response)
+        .map_err(|e| ApiError::Store(StoreError::Internal(e.into())))
+}

@@ -1,0 +1,89 @@
+//! Batch calls on PostgreSQL: the record that makes a retried batch
+//! return its first answer.
+
+use super::PgStore;
+use super::error::translate;
+use crate::store::{BatchRecord, StoreError};
+
+fn record(row: &tokio_postgres::Row) -> BatchRecord {
+    BatchRecord {
+        fingerprint: row.get("fingerprint"),
+        connector_ids: row.get("connector_ids"),
+        response: row.get("response"),
+    }
+}
+
+impl PgStore {
+    pub(super) async fn begin_batch_row(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        connector_ids: &[String],
+    ) -> Result<BatchRecord, StoreError> {
+        let client = self.client().await?;
+        // Inserted, or the row another call inserted first, so that two
+        // retries racing agree on one selection.
+        let statement = client
+            .prepare_cached(
+                "WITH inserted AS (
+                   INSERT INTO batches (request_id, fingerprint, connector_ids)
+                   VALUES ($1, $2, $3)
+                   ON CONFLICT (request_id) DO NOTHING
+                   RETURNING fingerprint, connector_ids, response)
+                 SELECT fingerprint, connector_ids, response FROM inserted
+                 UNION ALL
+                 SELECT fingerprint, connector_ids, response FROM batches
+                 WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
+            )
+            .await
+            .map_err(translate)?;
+        let row = client
+            .query_opt(&statement, &[&request_id, &fingerprint, &connector_ids])
+            .await
+            .map_err(translate)?;
+        match row {
+            Some(row) => Ok(record(&row)),
+            // The other call committed after this statement's snapshot.
+            None => self
+                .find_batch_row(request_id)
+                .await?
+                .ok_or_else(|| StoreError::Internal(format!("batch {request_id} vanished").into())),
+        }
+    }
+
+    pub(super) async fn find_batch_row(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<BatchRecord>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(
+                "SELECT fingerprint, connector_ids, response FROM batches WHERE request_id = $1",
+            )
+            .await
+            .map_err(translate)?;
+        Ok(client
+            .query_opt(&statement, &[&request_id])
+            .await
+            .map_err(translate)?
+            .as_ref()
+            .map(record))
+    }
+
+    pub(super) async fn finish_batch_row(
+        &self,
+        request_id: &str,
+        response: &[u8],
+    ) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached("UPDATE batches SET response = $2 WHERE request_id = $1")
+            .await
+            .map_err(translate)?;
+        client
+            .execute(&statement, &[&request_id, &response])
+            .await
+            .map_err(translate)?;
+        Ok(())
+    }
+}
