@@ -20,16 +20,17 @@ impl RawChange {
     /// The store's own statements (`store::postgres::change_sql`).
     pub(crate) fn new() -> Self {
         RawChange {
-            lock: change_sql::lock_connector(),
-            previous: change_sql::UNDELIVERED_START,
+            lock: change_sql::lock_connectors(),
+            previous: change_sql::UNDELIVERED_STARTS,
             supersede: change_sql::SUPERSEDE,
-            insert: change_sql::insert_command(),
-            update: change_sql::update_connector(),
-            audit: change_sql::INSERT_AUDIT,
+            insert: change_sql::insert_commands(),
+            update: change_sql::update_connectors(),
+            audit: change_sql::INSERT_AUDITS,
         }
     }
 
-    /// One Start (`start`) or Pause of `id`, as the store runs it.
+    /// One Start (`start`) or Pause of `id`, as the store runs it (its
+    /// statements take arrays: here of one connector).
     pub(crate) async fn change(
         &self,
         pool: &deadpool_postgres::Pool,
@@ -38,45 +39,55 @@ impl RawChange {
     ) -> anyhow::Result<()> {
         let mut client = pool.get().await?;
         let tx = client.transaction().await?;
+        let ids = [id];
         let lock = tx.prepare_cached(&self.lock).await?;
-        let row = tx.query_one(&lock, &[&id]).await?;
+        let row = tx.query_one(&lock, &[&&ids[..]]).await?;
         let generation: i64 = row.get::<_, i64>("generation") + 1;
         let region: String = row.get("region");
         if !start {
             let previous = tx.prepare_cached(self.previous).await?;
-            tx.query_opt(&previous, &[&id]).await?;
+            tx.query(&previous, &[&&ids[..]]).await?;
         }
         let supersede = tx.prepare_cached(self.supersede).await?;
-        tx.execute(&supersede, &[&id]).await?;
+        tx.execute(&supersede, &[&&ids[..]]).await?;
         let command_id = uuid::Uuid::now_v7().to_string();
         let (kind, state, desired, reason) = if start {
             ("START", "STARTING", "RUNNING", "")
         } else {
             ("PAUSE", "PAUSING", "STOPPED", "bench")
         };
-        let no_time: Option<chrono::DateTime<chrono::Utc>> = None;
-        let no_request: Option<String> = None;
+        let no_time: [Option<chrono::DateTime<chrono::Utc>>; 1] = [None];
+        let no_request: [Option<&str>; 1] = [None];
         let insert = tx.prepare_cached(&self.insert).await?;
-        tx.query_one(
+        tx.query(
             &insert,
             &[
-                &command_id,
-                &id,
-                &kind,
-                &no_time,
-                &region,
-                &region,
-                &generation,
-                &no_request,
-                &reason,
-                &"",
-                &"anonymous",
+                &&[command_id.as_str()][..],
+                &&ids[..],
+                &&[kind][..],
+                &&no_time[..],
+                &&[region.as_str()][..],
+                &&[region.as_str()][..],
+                &&[generation][..],
+                &&no_request[..],
+                &&[reason][..],
+                &&[""][..],
+                &&["anonymous"][..],
             ],
         )
         .await?;
         let update = tx.prepare_cached(&self.update).await?;
-        tx.query_one(&update, &[&id, &state, &desired, &generation, &region])
-            .await?;
+        tx.query(
+            &update,
+            &[
+                &&ids[..],
+                &&[state][..],
+                &&[desired][..],
+                &&[generation][..],
+                &&[region.as_str()][..],
+            ],
+        )
+        .await?;
         let action = if start {
             "START_CONNECTOR"
         } else {
@@ -87,15 +98,15 @@ impl RawChange {
         tx.execute(
             &audit,
             &[
-                &"anonymous",
-                &action,
-                &id,
-                &"",
-                &"OK",
-                &reason,
-                &"127.0.0.1:1",
-                &detail,
-                &1_i64,
+                &&["anonymous"][..],
+                &&[action][..],
+                &&ids[..],
+                &&[""][..],
+                &&["OK"][..],
+                &&[reason][..],
+                &&["127.0.0.1:1"][..],
+                &&[detail.as_str()][..],
+                &&[1_i64][..],
             ],
         )
         .await?;

@@ -8,13 +8,14 @@
 //!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
-//! search, noop, delivery, streams, storm, embedded. Each starts the release server as a
+//! search, noop, delivery, streams, storm, bulk, embedded. Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
 //! tokio-postgres at the same concurrency, a bare tonic server in a child
 //! process, or none where the target is absolute.
 
+mod bulk;
 mod changes;
 #[path = "../common/mod.rs"]
 mod common;
@@ -78,6 +79,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("storm") {
         lines.extend(common::with_database_returning(|url| storm::storm(&plan, url)).await?);
+    }
+    if plan.runs("bulk") {
+        lines.extend(common::with_database_returning(|url| bulk::bulk(&plan, url)).await?);
     }
     if plan.runs("embedded") {
         lines.extend(embedded::embedded(&plan).await?);

@@ -14,6 +14,7 @@ use crate::domain::{
 use crate::proto::v1;
 use crate::store::{CommandOutcome, FleetStore, StoreError};
 use chrono::{DateTime, SubsecRound, Utc};
+use futures_util::StreamExt;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -21,7 +22,9 @@ use tracing::info;
 
 /// Connectors changed per transaction: a batch never holds more row locks
 /// than this at once, and one failure rolls back at most this many.
-pub const CHUNK: usize = 100;
+pub const CHUNK: usize = 500;
+/// Chunks in flight at once (each a transaction on its own connection).
+const CHUNKS_AT_ONCE: usize = 2;
 /// `max_connectors` when the request leaves it 0.
 pub const DEFAULT_MAX_CONNECTORS: usize = 100;
 /// The largest `max_connectors` a request may give.
@@ -344,20 +347,15 @@ impl<S: FleetStore> ConnectorApi<S> {
             validate_only: batch.validate_only,
             ..Default::default()
         };
-        for chunk in ids.chunks(CHUNK) {
-            let changes: Vec<Change> = chunk
-                .iter()
-                .map(|id| {
-                    batch
-                        .template
-                        .change(id, batch.request_id.as_deref(), &call.actor)
-                })
-                .collect();
-            let outcomes = if batch.validate_only {
-                self.store.preview_commands(&changes).await?
-            } else {
-                self.store.issue_commands(&changes).await?
-            };
+        // Chunks touch disjoint connectors, so a few run at once: the
+        // database works on one while this replica prepares the next.
+        let work: Vec<_> = ids
+            .chunks(CHUNK)
+            .map(|chunk| self.run_chunk(&batch, &call.actor, chunk))
+            .collect();
+        let mut chunks = futures_util::stream::iter(work).buffered(CHUNKS_AT_ONCE);
+        while let Some(done) = chunks.next().await {
+            let (chunk, outcomes) = done?;
             for (id, outcome) in chunk.iter().zip(outcomes) {
                 let result = self
                     .batch_result(&batch, id, outcome, known.remove(id))
@@ -385,6 +383,29 @@ impl<S: FleetStore> ConnectorApi<S> {
                 .await?;
         }
         Ok(response)
+    }
+
+    /// One chunk's changes, in one transaction.
+    async fn run_chunk<'a>(
+        &self,
+        batch: &Batch,
+        actor: &Actor,
+        chunk: &'a [String],
+    ) -> Result<(&'a [String], Vec<Result<CommandOutcome, StoreError>>), StoreError> {
+        let changes: Vec<Change> = chunk
+            .iter()
+            .map(|id| {
+                batch
+                    .template
+                    .change(id, batch.request_id.as_deref(), actor)
+            })
+            .collect();
+        let outcomes = if batch.validate_only {
+            self.store.preview_commands(&changes).await?
+        } else {
+            self.store.issue_commands(&changes).await?
+        };
+        Ok((chunk, outcomes))
     }
 
     /// The chosen connectors' ids, in id order; refused when more than the

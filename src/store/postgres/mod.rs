@@ -11,6 +11,7 @@
 
 mod audit;
 mod batches;
+mod changes;
 mod connectors;
 mod dispatch;
 mod error;
@@ -22,7 +23,7 @@ mod search;
 mod sessions;
 
 #[doc(hidden)]
-pub use connectors::sql as change_sql;
+pub use changes::sql as change_sql;
 /// The columns the store reads, for the benchmark harness's raw-SQL
 /// baselines (the same statements without the service around them).
 #[doc(hidden)]
