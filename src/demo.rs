@@ -66,6 +66,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
     for (id, name, project_id, project_name, kind, source, destination, started) in FLEET {
         store
             .create_connector(NewConnector {
+                restart_policy: Default::default(),
                 id: (*id).to_owned(),
                 name: (*name).to_owned(),
                 project_id: (*project_id).to_owned(),

@@ -85,6 +85,7 @@ impl RawChange {
                 &&[desired][..],
                 &&[generation][..],
                 &&[region.as_str()][..],
+                &&[start][..],
             ],
         )
         .await?;

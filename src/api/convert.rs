@@ -7,7 +7,7 @@ use super::error::ApiError;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
     AuditAction, Change, ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest,
-    SearchFilter, StartRequest,
+    RestartMode, RestartPolicy, SearchFilter, StartRequest,
 };
 pub(crate) use crate::proto::convert::timestamp;
 pub use crate::proto::convert::{
@@ -143,6 +143,11 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
         "connector.destination",
         c.destination.as_ref(),
     );
+    let restart_policy = restart_policy(
+        &mut violations,
+        "connector.restart_policy",
+        c.restart_policy.as_ref(),
+    );
     invalid_request("CreateConnector", violations)?;
     let id = if c.id.is_empty() {
         uuid::Uuid::now_v7().to_string()
@@ -157,8 +162,117 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
         kind: kind.expect("checked above"),
         source: source.expect("checked above"),
         destination: destination.expect("checked above"),
+        restart_policy,
         actor: Default::default(),
     })
+}
+
+/// Validates an UpdateRestartPolicy request: the id and the policy.
+pub fn update_restart_policy(
+    request: &v1::UpdateRestartPolicyRequest,
+) -> Result<RestartPolicy, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("id", validate::id(&request.id));
+    violations.check("request_id", validate::request_id(&request.request_id));
+    if request.restart_policy.is_none() {
+        violations.add("restart_policy", "is required");
+    }
+    let policy = restart_policy(
+        &mut violations,
+        "restart_policy",
+        request.restart_policy.as_ref(),
+    );
+    invalid_request("UpdateRestartPolicy", violations)?;
+    Ok(policy)
+}
+
+/// Validates a restart policy (`field` names it in violations); unset
+/// fields, and an unset policy, take the defaults.
+pub fn restart_policy(
+    violations: &mut Violations,
+    field: &str,
+    policy: Option<&v1::RestartPolicy>,
+) -> RestartPolicy {
+    use std::time::Duration;
+    let defaults = RestartPolicy::default();
+    let Some(policy) = policy else {
+        return defaults;
+    };
+    let mode = match v1::RestartMode::try_from(policy.mode) {
+        Ok(v1::RestartMode::Unspecified | v1::RestartMode::OnFailure) => RestartMode::OnFailure,
+        Ok(v1::RestartMode::Never) => RestartMode::Never,
+        Err(_) => {
+            violations.add(
+                &format!("{field}.mode"),
+                format!("{} is not a RestartMode", policy.mode),
+            );
+            RestartMode::OnFailure
+        }
+    };
+    if !(0..=1_000_000).contains(&policy.max_restarts) {
+        violations.add(
+            &format!("{field}.max_restarts"),
+            format!(
+                "is {}; must be 0 (unlimited) to 1000000",
+                policy.max_restarts
+            ),
+        );
+    }
+    let mut duration = |name: &str,
+                        value: &Option<prost_types::Duration>,
+                        default: Duration,
+                        range: (Duration, Duration)|
+     -> Duration {
+        let Some(value) = value else {
+            return default;
+        };
+        match Duration::try_from(*value) {
+            Ok(d) if d >= range.0 && d <= range.1 => d,
+            _ => {
+                violations.add(
+                    &format!("{field}.{name}"),
+                    format!(
+                        "must be from {} to {}",
+                        humantime::format_duration(range.0),
+                        humantime::format_duration(range.1)
+                    ),
+                );
+                default
+            }
+        }
+    };
+    let (second, day) = (Duration::from_secs(1), Duration::from_secs(86_400));
+    let initial_backoff = duration(
+        "initial_backoff",
+        &policy.initial_backoff,
+        defaults.initial_backoff,
+        (second, day),
+    );
+    let max_backoff = duration(
+        "max_backoff",
+        &policy.max_backoff,
+        defaults.max_backoff.max(initial_backoff),
+        (second, day),
+    );
+    let reset_after = duration(
+        "reset_after",
+        &policy.reset_after,
+        defaults.reset_after,
+        (second, 7 * day),
+    );
+    if max_backoff < initial_backoff {
+        violations.add(
+            &format!("{field}.max_backoff"),
+            "must be at least initial_backoff",
+        );
+    }
+    RestartPolicy {
+        mode,
+        max_restarts: u32::try_from(policy.max_restarts.max(0)).unwrap_or(0),
+        initial_backoff,
+        max_backoff,
+        reset_after,
+    }
 }
 
 pub fn connector_id(rpc: &'static str, id: &str) -> Result<(), ApiError> {

@@ -63,6 +63,7 @@ fn connector(state: ConnectorState, agent_id: &str) -> Connector {
         create_time: Utc::now(),
         update_time: Utc::now(),
         last_heartbeat_time: None,
+        restart: Default::default(),
     }
 }
 

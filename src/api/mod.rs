@@ -165,7 +165,13 @@ impl<S: FleetStore> ConnectorApi<S> {
 
     /// A connector as callers see it: `status_message` carries the lag flag.
     fn view(&self, connector: crate::domain::Connector) -> v1::Connector {
-        let message = crate::domain::flagged_message(&connector, self.latency_alert);
+        let mut message = crate::domain::flagged_message(&connector, self.latency_alert);
+        if let Some(note) = crate::domain::restart::restart_note(&connector, chrono::Utc::now()) {
+            if !message.is_empty() {
+                message.push_str("; ");
+            }
+            message.push_str(&note);
+        }
         let cause = match crate::domain::lag_cause(&connector, self.latency_alert) {
             None => v1::LagCause::Unspecified,
             Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
@@ -564,6 +570,40 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
                 Span::current().record("connector_id", new.id.as_str());
                 let connector = self.store.create_connector(new).await?;
                 info!("connector created");
+                Ok(self.view(connector))
+            },
+        )
+        .await
+    }
+
+    #[instrument(
+        name = "UpdateRestartPolicy",
+        skip_all,
+        fields(connector_id = %request.get_ref().id, outcome)
+    )]
+    async fn update_restart_policy(
+        &self,
+        request: Request<v1::UpdateRestartPolicyRequest>,
+    ) -> Result<Response<v1::Connector>, Status> {
+        let message = request.get_ref();
+        let audit = Refusal::new(
+            &request,
+            AuditAction::UpdateRestartPolicy,
+            &message.id,
+            &message.request_id,
+        );
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let policy = convert::update_restart_policy(&message)?;
+                let request_id = (!message.request_id.is_empty()).then_some(&*message.request_id);
+                let connector = self
+                    .store
+                    .update_restart_policy(&message.id, &policy, &call.actor, request_id)
+                    .await?;
+                info!(%policy, "restart policy updated");
                 Ok(self.view(connector))
             },
         )

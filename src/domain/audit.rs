@@ -28,6 +28,7 @@ pub enum AuditAction {
     CreateConnector,
     StartConnector,
     PauseConnector,
+    UpdateRestartPolicy,
     AgentSessionStart,
     AgentSessionEnd,
 }
@@ -38,6 +39,7 @@ impl AuditAction {
             AuditAction::CreateConnector => "CREATE_CONNECTOR",
             AuditAction::StartConnector => "START_CONNECTOR",
             AuditAction::PauseConnector => "PAUSE_CONNECTOR",
+            AuditAction::UpdateRestartPolicy => "UPDATE_RESTART_POLICY",
             AuditAction::AgentSessionStart => "AGENT_SESSION_START",
             AuditAction::AgentSessionEnd => "AGENT_SESSION_END",
         }

@@ -41,6 +41,14 @@ impl Change {
         }
     }
 
+    /// Whether it resets the connector's automatic starts: a start by
+    /// anyone but the control plane (someone fixed the problem). Every
+    /// change cancels a scheduled automatic start.
+    pub fn resets_restarts(&self) -> bool {
+        matches!(self, Change::Start(request)
+            if request.actor.principal != super::restart::AUTO_RESTART_PRINCIPAL)
+    }
+
     /// Who asks for it.
     pub fn actor(&self) -> &Actor {
         match self {

@@ -481,6 +481,7 @@ mod tests {
             create_time: Utc::now(),
             update_time: Utc::now(),
             last_heartbeat_time: None,
+            restart: Default::default(),
         }
     }
 

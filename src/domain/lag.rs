@@ -112,6 +112,7 @@ mod tests {
             create_time: at,
             update_time: at,
             last_heartbeat_time: Some(at),
+            restart: Default::default(),
         }
     }
 

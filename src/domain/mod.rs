@@ -7,6 +7,7 @@ pub mod fleet;
 pub mod lag;
 mod model;
 pub mod page_token;
+pub mod restart;
 pub mod rules;
 pub mod validate;
 
@@ -19,5 +20,6 @@ pub use fleet::{
 pub use lag::{LagCause, flagged_message, lag_cause};
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};
+pub use restart::{RestartMode, RestartPolicy, Restarts};
 pub use rules::{Rejection, Transition};
 pub use validate::Violation;

@@ -104,6 +104,7 @@ pub struct NewConnector {
     pub kind: ConnectorKind,
     pub source: Endpoint,
     pub destination: Endpoint,
+    pub restart_policy: super::RestartPolicy,
     /// Who creates it (audited with it).
     pub actor: super::Actor,
 }
@@ -130,6 +131,8 @@ pub struct Connector {
     pub create_time: DateTime<Utc>,
     pub update_time: DateTime<Utc>,
     pub last_heartbeat_time: Option<DateTime<Utc>>,
+    /// Its automatic starts: policy, count, the next one.
+    pub restart: super::Restarts,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -85,6 +85,23 @@ pub fn connector_to_proto(c: Connector) -> v1::Connector {
         last_heartbeat_time: c.last_heartbeat_time.map(timestamp_to_proto),
         // Set by the API, which knows the alert threshold.
         lag_cause: v1::LagCause::Unspecified as i32,
+        restart_policy: Some(policy_to_proto(&c.restart.policy)),
+        restart_count: i32::try_from(c.restart.count).unwrap_or(i32::MAX),
+        next_restart_time: c.restart.next_time.map(timestamp_to_proto),
+    }
+}
+
+pub fn policy_to_proto(policy: &crate::domain::RestartPolicy) -> v1::RestartPolicy {
+    let duration = |d: std::time::Duration| prost_types::Duration::try_from(d).ok();
+    v1::RestartPolicy {
+        mode: match policy.mode {
+            crate::domain::RestartMode::Never => v1::RestartMode::Never,
+            crate::domain::RestartMode::OnFailure => v1::RestartMode::OnFailure,
+        } as i32,
+        max_restarts: i32::try_from(policy.max_restarts).unwrap_or(i32::MAX),
+        initial_backoff: duration(policy.initial_backoff),
+        max_backoff: duration(policy.max_backoff),
+        reset_after: duration(policy.reset_after),
     }
 }
 

@@ -24,9 +24,9 @@ pub mod sqlite;
 mod types;
 
 use crate::domain::{
-    Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
-    NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection, Replica,
-    SearchFilter, Session, SessionEnd, StartRequest,
+    Actor, Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor,
+    Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection,
+    Replica, RestartPolicy, SearchFilter, Session, SessionEnd, StartRequest,
 };
 use std::future::Future;
 use std::time::Duration;
@@ -184,6 +184,16 @@ pub trait Connectors: Send + Sync {
         request_id: &str,
         response: &[u8],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Sets a connector's restart policy and audits it, in one
+    /// transaction; a retry with an audited `request_id` changes nothing.
+    fn update_restart_policy(
+        &self,
+        id: &str,
+        policy: &RestartPolicy,
+        actor: &Actor,
+        request_id: Option<&str>,
+    ) -> impl Future<Output = Result<Connector, StoreError>> + Send;
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
 

@@ -5,7 +5,7 @@
 
 use crate::domain::{
     Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
-    TimeRange, trace_context_from_text,
+    RestartMode, RestartPolicy, Restarts, TimeRange, trace_context_from_text,
 };
 use crate::store::StoreError;
 use chrono::{DateTime, Utc};
@@ -17,6 +17,8 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
     region, server_ip, agent_id, state, desired_state, generation, \
     checkpoint_time, latency_us, store_earliest_time, store_latest_time, \
     status_message, create_time, update_time, \
+    restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms, \
+    restart_count, next_restart_time, \
     (SELECT a.last_heartbeat_time FROM agents a WHERE a.id = connectors.agent_id) \
     AS last_heartbeat_time";
 
@@ -82,7 +84,39 @@ pub(crate) fn connector_from(row: &impl ReadRow) -> Result<Connector, StoreError
         create_time: row.time("create_time")?,
         update_time: row.time("update_time")?,
         last_heartbeat_time: row.optional_time("last_heartbeat_time")?,
+        restart: Restarts {
+            policy: RestartPolicy {
+                mode: row.parsed("restart_mode", RestartMode::parse)?,
+                max_restarts: count(row.integer("max_restarts")?),
+                initial_backoff: millis(row.integer("initial_backoff_ms")?),
+                max_backoff: millis(row.integer("max_backoff_ms")?),
+                reset_after: millis(row.integer("reset_after_ms")?),
+            },
+            count: count(row.integer("restart_count")?),
+            next_time: row.optional_time("next_restart_time")?,
+        },
     })
+}
+
+/// A restart policy's columns: mode, max_restarts, initial_backoff_ms,
+/// max_backoff_ms, reset_after_ms.
+pub(crate) fn policy_values(policy: &RestartPolicy) -> (&'static str, i64, i64, i64, i64) {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    (
+        policy.mode.as_str(),
+        i64::from(policy.max_restarts),
+        ms(policy.initial_backoff),
+        ms(policy.max_backoff),
+        ms(policy.reset_after),
+    )
+}
+
+fn count(value: i64) -> u32 {
+    u32::try_from(value.max(0)).unwrap_or(u32::MAX)
+}
+
+fn millis(value: i64) -> Duration {
+    Duration::from_millis(value.max(0).unsigned_abs())
 }
 
 /// A row of `COMMAND_COLUMNS`.

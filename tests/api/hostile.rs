@@ -120,7 +120,7 @@ async fn undecodable_bytes_are_invalid_argument_on_every_unary_rpc() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 12, "every unary RPC of the three services");
+    assert_eq!(checked, 13, "every unary RPC of the three services");
     assert_eq!(app.count("SELECT count(*) FROM audit_events").await, 0);
 }
 

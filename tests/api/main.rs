@@ -17,6 +17,7 @@ mod process;
 mod reference_agent;
 mod replica_processes;
 mod replicas;
+mod restart;
 mod security;
 mod start_pause;
 mod state_machine;

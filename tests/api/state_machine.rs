@@ -102,6 +102,7 @@ async fn world() -> World {
             kind: ConnectorKind::IncrementalSync,
             source: endpoint("eu-1"),
             destination: endpoint("eu-2"),
+            restart_policy: Default::default(),
             actor: Default::default(),
         })
         .await

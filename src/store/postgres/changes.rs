@@ -63,14 +63,18 @@ pub mod sql {
         )
     }
 
-    /// Arrays: $1 id, $2 state, $3 desired state, $4 generation, $5 region.
+    /// Arrays: $1 id, $2 state, $3 desired state, $4 generation, $5 region,
+    /// $6 whether the automatic starts' count resets. Every change cancels
+    /// a scheduled automatic start.
     pub fn update_connectors() -> String {
         format!(
             "UPDATE connectors
              SET state = u_state, desired_state = u_desired, generation = u_generation,
-                 region = u_region, update_time = now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[])
-                  AS u (u_id, u_state, u_desired, u_generation, u_region)
+                 region = u_region, update_time = now(), next_restart_time = NULL,
+                 restart_count = CASE WHEN u_reset THEN 0 ELSE restart_count END
+             FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
+                         $6::boolean[])
+                  AS u (u_id, u_state, u_desired, u_generation, u_region, u_reset)
              WHERE id = u_id
              RETURNING {CONNECTOR_COLUMNS}"
         )
@@ -340,6 +344,10 @@ async fn write_all(
         .iter()
         .map(|p| p.transition.state.as_str())
         .collect();
+    let resets: Vec<bool> = planned
+        .iter()
+        .map(|p| change(p).resets_restarts())
+        .collect();
     let desired: Vec<&str> = planned
         .iter()
         .map(|p| p.transition.desired_state.as_str())
@@ -404,9 +412,12 @@ async fn write_all(
             .map_err(translate)
         },
         async {
-            tx.query(&update, &[&ids, &states, &desired, &generations, &regions])
-                .await
-                .map_err(translate)
+            tx.query(
+                &update,
+                &[&ids, &states, &desired, &generations, &regions, &resets],
+            )
+            .await
+            .map_err(translate)
         },
         async {
             tx.execute(

@@ -6,7 +6,10 @@ use super::audit::insert_audit;
 use super::changes::Write;
 use super::error::{is_unique_violation, translate};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
-use crate::domain::{AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector};
+use crate::domain::{
+    Actor, AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, RestartPolicy,
+};
+use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
 use deadpool_postgres::GenericClient;
 use tracing::instrument;
@@ -22,13 +25,15 @@ impl Connectors for PgStore {
                    (id, name, project_id, project_name, name_folded, project_name_folded, kind,
                     source_type, source_region, source_address,
                     destination_type, destination_region, destination_address,
-                    region, state, desired_state)
+                    region, state, desired_state,
+                    restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
-                         'STOPPED', 'STOPPED')
+                         'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
             .await
             .map_err(translate)?;
+        let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&new.restart_policy);
         let row = client
             .query_one(
                 &statement,
@@ -46,6 +51,11 @@ impl Connectors for PgStore {
                     &new.destination.kind,
                     &new.destination.region,
                     &new.destination.address,
+                    &mode,
+                    &max_restarts,
+                    &initial,
+                    &max_backoff,
+                    &reset,
                 ],
             )
             .await
@@ -95,6 +105,66 @@ impl Connectors for PgStore {
     async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
         self.retrying(|| self.transition(change, Write::Preview))
             .await
+    }
+
+    #[instrument(skip_all, fields(connector_id = %id))]
+    async fn update_restart_policy(
+        &self,
+        id: &str,
+        policy: &RestartPolicy,
+        actor: &Actor,
+        request_id: Option<&str>,
+    ) -> Result<Connector, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
+        let update = tx
+            .prepare_cached(&format!(
+                "UPDATE connectors
+                 SET restart_mode = $2, max_restarts = $3, initial_backoff_ms = $4,
+                     max_backoff_ms = $5, reset_after_ms = $6, update_time = now()
+                 WHERE id = $1
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let done = tx
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM audit_events
+                   WHERE connector_id = $1 AND action = 'UPDATE_RESTART_POLICY'
+                     AND request_id = $2)",
+            )
+            .await
+            .map_err(translate)?;
+        if let Some(request_id) = request_id
+            && tx
+                .query_one(&done, &[&id, &request_id])
+                .await
+                .map_err(translate)?
+                .get::<_, bool>(0)
+        {
+            return self.get_connector(id).await;
+        }
+        let row = tx
+            .query_opt(
+                &update,
+                &[&id, &mode, &max_restarts, &initial, &max_backoff, &reset],
+            )
+            .await
+            .map_err(translate)?
+            .ok_or_else(|| StoreError::ConnectorNotFound(id.to_owned()))?;
+        let connector = connector_from_row(&row)?;
+        insert_audit(
+            &tx,
+            &NewAuditEvent {
+                request_id: request_id.unwrap_or_default().to_owned(),
+                detail: format!("restart policy: {policy}"),
+                ..NewAuditEvent::ok(actor, AuditAction::UpdateRestartPolicy, id)
+            },
+        )
+        .await?;
+        tx.commit().await.map_err(translate)?;
+        Ok(connector)
     }
 
     #[instrument(skip_all, fields(changes = changes.len()))]

@@ -7,8 +7,10 @@ use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
 use super::{SqliteStore, now};
 use crate::domain::{
-    AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, trace_context_to_text,
+    Actor, AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, RestartPolicy,
+    trace_context_to_text,
 };
+use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -202,7 +204,8 @@ fn transition_in(
         .map_err(translate)??;
     tx.prepare_cached(
         "UPDATE connectors SET state = ?2, desired_state = ?3, generation = ?4, region = ?5,
-                               update_time = ?6
+                               update_time = ?6, next_restart_time = NULL,
+                               restart_count = CASE WHEN ?7 THEN 0 ELSE restart_count END
          WHERE id = ?1",
     )
     .map_err(translate)?
@@ -213,6 +216,7 @@ fn transition_in(
         transition.generation,
         transition.region,
         at,
+        change.resets_restarts(),
     ])
     .map_err(translate)?;
     let connector = get_connector(tx, connector_id)?.expect("locked above");
@@ -228,6 +232,8 @@ impl Connectors for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         self.with(move |connection| {
             let at = text(now());
+            let (mode, max_restarts, initial, max_backoff, reset) =
+                policy_values(&new.restart_policy);
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(translate)?;
@@ -237,9 +243,11 @@ impl Connectors for SqliteStore {
                        (id, name, project_id, project_name, name_folded, project_name_folded, kind,
                         source_type, source_region, source_address,
                         destination_type, destination_region, destination_address,
-                        region, state, desired_state, create_time, update_time)
+                        region, state, desired_state, create_time, update_time,
+                        restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms,
+                        reset_after_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?12,
-                             'STOPPED', 'STOPPED', ?14, ?14)",
+                             'STOPPED', 'STOPPED', ?14, ?14, ?15, ?16, ?17, ?18, ?19)",
                 )
                 .map_err(translate)?
                 .execute(params![
@@ -257,6 +265,11 @@ impl Connectors for SqliteStore {
                     new.destination.region,
                     new.destination.address,
                     at,
+                    mode,
+                    max_restarts,
+                    initial,
+                    max_backoff,
+                    reset,
                 ]);
             match inserted {
                 Ok(_) => {}
@@ -295,6 +308,70 @@ impl Connectors for SqliteStore {
         let change = change.clone();
         self.with(move |connection| transition(connection, &change, Write::Preview))
             .await
+    }
+
+    async fn update_restart_policy(
+        &self,
+        id: &str,
+        policy: &RestartPolicy,
+        actor: &Actor,
+        request_id: Option<&str>,
+    ) -> Result<Connector, StoreError> {
+        let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
+        let request_id = request_id.map(str::to_owned);
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            if let Some(request_id) = &request_id {
+                let done: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM audit_events
+                           WHERE connector_id = ?1 AND action = 'UPDATE_RESTART_POLICY'
+                             AND request_id = ?2)",
+                    )
+                    .map_err(translate)?
+                    .query_row(params![id, request_id], |row| row.get(0))
+                    .map_err(translate)?;
+                if done {
+                    return get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
+                }
+            }
+            let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
+            let updated = tx
+                .prepare_cached(
+                    "UPDATE connectors
+                     SET restart_mode = ?2, max_restarts = ?3, initial_backoff_ms = ?4,
+                         max_backoff_ms = ?5, reset_after_ms = ?6, update_time = ?7
+                     WHERE id = ?1",
+                )
+                .map_err(translate)?
+                .execute(params![
+                    id,
+                    mode,
+                    max_restarts,
+                    initial,
+                    max_backoff,
+                    reset,
+                    text(now())
+                ])
+                .map_err(translate)?;
+            if updated == 0 {
+                return Err(StoreError::ConnectorNotFound(id));
+            }
+            insert_audit(
+                &tx,
+                &NewAuditEvent {
+                    request_id: request_id.clone().unwrap_or_default(),
+                    detail: format!("restart policy: {policy}"),
+                    ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
+                },
+            )?;
+            let connector = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+            tx.commit().map_err(translate)?;
+            Ok(connector)
+        })
+        .await
     }
 
     async fn issue_commands(

@@ -122,6 +122,7 @@ pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewCon
             region: "eu-2".to_owned(),
             address: "h:2".to_owned(),
         },
+        restart_policy: Default::default(),
         actor: Default::default(),
     }
 }

@@ -173,6 +173,18 @@ pub(super) async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: u
                 ))
                 .await,
         ),
+        "UpdateRestartPolicy" => outcome(
+            connectors
+                .update_restart_policy(with_token(
+                    v1::UpdateRestartPolicyRequest {
+                        id: "missing".into(),
+                        restart_policy: Some(Default::default()),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
         "ListCommands" => outcome(
             connectors
                 .list_commands(with_token(

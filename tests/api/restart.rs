@@ -1,0 +1,174 @@
+//! Restart policies: set on create, changed with UpdateRestartPolicy,
+//! audited, and cleared by the changes operators make.
+
+use crate::helpers::*;
+use connector_control::proto::v1;
+use tonic::Code;
+
+fn seconds(s: i64) -> Option<prost_types::Duration> {
+    Some(prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    })
+}
+
+async fn update(
+    app: &TestApp,
+    request: v1::UpdateRestartPolicyRequest,
+) -> Result<v1::Connector, tonic::Status> {
+    app.client
+        .clone()
+        .update_restart_policy(request)
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn a_new_connector_restarts_on_failure_by_default_and_may_say_otherwise() {
+    let app = spawn_app().await;
+    let default = app.create(connector("c1", "orders")).await;
+    let policy = default.restart_policy.unwrap();
+    assert_eq!(policy.mode, v1::RestartMode::OnFailure as i32);
+    assert_eq!(policy.max_restarts, 0, "unlimited");
+    assert_eq!(policy.initial_backoff, seconds(10));
+    assert_eq!(policy.max_backoff, seconds(300));
+    assert_eq!(policy.reset_after, seconds(600));
+    assert_eq!(default.restart_count, 0);
+    assert!(default.next_restart_time.is_none());
+
+    let never = app
+        .create(v1::Connector {
+            restart_policy: Some(v1::RestartPolicy {
+                mode: v1::RestartMode::Never as i32,
+                ..Default::default()
+            }),
+            ..connector("c2", "billing")
+        })
+        .await;
+    let policy = never.restart_policy.unwrap();
+    assert_eq!(policy.mode, v1::RestartMode::Never as i32);
+    assert_eq!(policy.initial_backoff, seconds(10), "unset fields default");
+    assert_eq!(app.get("c2").await.restart_policy, Some(policy));
+}
+
+#[tokio::test]
+async fn update_restart_policy_changes_it_once_and_audits_it() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let request = v1::UpdateRestartPolicyRequest {
+        id: "c1".to_owned(),
+        restart_policy: Some(v1::RestartPolicy {
+            mode: v1::RestartMode::OnFailure as i32,
+            max_restarts: 5,
+            initial_backoff: seconds(30),
+            max_backoff: seconds(600),
+            reset_after: seconds(3600),
+        }),
+        request_id: "policy-1".to_owned(),
+    };
+    let updated = update(&app, request.clone()).await.unwrap();
+    let policy = updated.restart_policy.unwrap();
+    assert_eq!(
+        (policy.max_restarts, policy.initial_backoff),
+        (5, seconds(30))
+    );
+    assert_eq!(app.get("c1").await.restart_policy.unwrap(), policy);
+    update(&app, request).await.unwrap();
+    let audited = "SELECT count(*) FROM audit_events WHERE action = 'UPDATE_RESTART_POLICY'";
+    assert_eq!(app.count(audited).await, 1, "the retry changed nothing");
+    let detail: String = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT detail FROM audit_events WHERE action = 'UPDATE_RESTART_POLICY'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(detail.contains("at most 5 in a row"), "{detail}");
+}
+
+#[tokio::test]
+async fn a_malformed_policy_is_refused_field_by_field() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let status = assert_error(
+        update(
+            &app,
+            v1::UpdateRestartPolicyRequest {
+                id: "c1".to_owned(),
+                restart_policy: Some(v1::RestartPolicy {
+                    mode: 9,
+                    max_restarts: -1,
+                    initial_backoff: seconds(60),
+                    max_backoff: seconds(10),
+                    reset_after: seconds(0),
+                }),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "restart_policy.mode",
+            "restart_policy.max_restarts",
+            "restart_policy.reset_after",
+            "restart_policy.max_backoff"
+        ]
+    );
+    assert_error(
+        update(
+            &app,
+            v1::UpdateRestartPolicyRequest {
+                id: "ghost".to_owned(),
+                restart_policy: Some(Default::default()),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::NotFound,
+        "CONNECTOR_NOT_FOUND",
+    );
+    let status = assert_error(
+        update(
+            &app,
+            v1::UpdateRestartPolicyRequest {
+                id: "c1".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["restart_policy"]);
+}
+
+#[tokio::test]
+async fn an_operators_start_resets_the_count_and_every_change_cancels_a_scheduled_start() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    app.sql(
+        "UPDATE connectors SET state = 'FAILED', desired_state = 'RUNNING', restart_count = 3,
+                next_restart_time = now() + interval '40 seconds' WHERE id = 'c1'",
+    )
+    .await;
+    let waiting = app.get("c1").await;
+    assert_eq!(waiting.restart_count, 3);
+    assert!(waiting.next_restart_time.is_some());
+    assert!(
+        waiting.status_message.contains("automatic start 4 in"),
+        "{}",
+        waiting.status_message
+    );
+    let started = app.start(start_request("c1")).await.unwrap();
+    let connector = started.connector.unwrap();
+    assert_eq!(connector.restart_count, 0, "someone fixed the problem");
+    assert!(connector.next_restart_time.is_none());
+}
