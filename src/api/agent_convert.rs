@@ -193,5 +193,6 @@ pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
         error_message: r.error_message.chars().take(MAX_MESSAGE_LEN).collect(),
         status,
         trace_context: bounded_trace_context(r.trace_context),
+        retriable: r.retriable,
     })
 }

@@ -69,6 +69,15 @@ pub struct CommandReport {
     pub status: Option<ObservedStatus>,
     /// The agent's trace of its handling, continued when recording it.
     pub trace_context: super::TraceContext,
+    /// Whether the agent says a retry may succeed (unset: by the reason).
+    pub retriable: Option<bool>,
+}
+
+impl CommandReport {
+    /// Whether an automatic start may follow this failure.
+    pub fn retriable(&self) -> bool {
+        self.success || super::restart::retriable(&self.error_reason, self.retriable)
+    }
 }
 
 /// An agent as operators see it.
@@ -520,6 +529,7 @@ mod tests {
 
     fn report(success: bool) -> CommandReport {
         CommandReport {
+            retriable: None,
             trace_context: Default::default(),
             command_id: "k".into(),
             success,

@@ -492,6 +492,7 @@ async fn writes_for_a_superseded_session_are_refused() {
     let refused = store.record_statuses(&old, &[status]).await.unwrap_err();
     assert!(matches!(refused, StoreError::Fenced { .. }), "{refused:?}");
     let report = CommandReport {
+        retriable: None,
         trace_context: Default::default(),
         command_id: "any".to_owned(),
         success: true,

@@ -172,3 +172,47 @@ async fn an_operators_start_resets_the_count_and_every_change_cancels_a_schedule
     assert_eq!(connector.restart_count, 0, "someone fixed the problem");
     assert!(connector.next_restart_time.is_none());
 }
+
+/// Whether the stored failure of `command_id` may be retried.
+async fn stored_retriable(app: &TestApp, command_id: &str) -> bool {
+    app.db
+        .client()
+        .await
+        .query_one(
+            "SELECT error_retriable FROM commands WHERE id = $1",
+            &[&command_id],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_failure_is_retriable_unless_the_agent_or_its_reason_says_otherwise() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    let mut fail_start = async |reason: &str, retriable: Option<bool>| {
+        app.start(start_request("c1")).await.unwrap();
+        let command = agent.next_command().await;
+        agent
+            .send(v1::agent_message::Message::Result(v1::CommandResult {
+                command_id: command.id.clone(),
+                success: false,
+                error_reason: reason.to_owned(),
+                error_message: "it broke".to_owned(),
+                retriable,
+                ..Default::default()
+            }))
+            .await;
+        let id = command.id.clone();
+        eventually(std::time::Duration::from_secs(10), async || {
+            (app.command_status(&id).await == "FAILED").then_some(())
+        })
+        .await;
+        stored_retriable(&app, &id).await
+    };
+    assert!(fail_start("DESTINATION_UNREACHABLE", None).await);
+    assert!(!fail_start("PULL_BACK_OUT_OF_RANGE", None).await);
+    assert!(!fail_start("DESTINATION_UNREACHABLE", Some(false)).await);
+}

@@ -189,6 +189,7 @@ async fn apply(world: &mut World, op: &Op) {
                 (_, false) => ConnectorState::Failed,
             };
             let report = CommandReport {
+                retriable: None,
                 trace_context: Default::default(),
                 command_id: command.id.clone(),
                 success: *success,

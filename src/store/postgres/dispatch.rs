@@ -218,12 +218,12 @@ impl PgStore {
             ResultDisposition::Ignore => return Ok(None),
             ResultDisposition::Complete => {
                 "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
-                                     complete_time = now()"
+                                     error_retriable = $5, complete_time = now()"
             }
             // The status stays SUPERSEDED; the answer is kept.
             ResultDisposition::Late => {
                 "UPDATE commands SET late_result = $2, error_reason = $3, error_message = $4,
-                                     late_result_time = now()"
+                                     error_retriable = $5, late_result_time = now()"
             }
         };
         let complete = tx
@@ -240,6 +240,7 @@ impl PgStore {
                     &outcome.as_str(),
                     &report.error_reason,
                     &report.error_message,
+                    &report.retriable(),
                 ],
             )
             .await

@@ -162,12 +162,12 @@ impl Dispatch for SqliteStore {
                 ResultDisposition::Ignore => return Ok(None),
                 ResultDisposition::Complete => {
                     "UPDATE commands SET status = ?2, error_reason = ?3, error_message = ?4,
-                                         complete_time = ?5"
+                                         complete_time = ?5, error_retriable = ?6"
                 }
                 // The status stays SUPERSEDED; the answer is kept.
                 ResultDisposition::Late => {
                     "UPDATE commands SET late_result = ?2, error_reason = ?3, error_message = ?4,
-                                         late_result_time = ?5"
+                                         late_result_time = ?5, error_retriable = ?6"
                 }
             };
             let connector = get_connector(&tx, &command.connector_id)?
@@ -188,7 +188,8 @@ impl Dispatch for SqliteStore {
                         outcome.as_str(),
                         report.error_reason,
                         report.error_message,
-                        text(now())
+                        text(now()),
+                        report.retriable()
                     ],
                     |row| Ok(command_from_row(row)),
                 )

@@ -50,6 +50,7 @@ pub(super) async fn commands_are_claimed_once_redelivered_and_completed_with_fen
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].1.id, accepted.id);
     let report = CommandReport {
+        retriable: None,
         trace_context: Default::default(),
         command_id: accepted.id.clone(),
         success: true,

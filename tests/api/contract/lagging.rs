@@ -17,6 +17,7 @@ async fn run_on<S: FleetStore>(
     assert_eq!(claimed.len(), 1, "{id}: {claimed:?}");
     assert_eq!(claimed[0].1.id, command.id);
     let report = CommandReport {
+        retriable: None,
         trace_context: Default::default(),
         command_id: command.id,
         success: true,

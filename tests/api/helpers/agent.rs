@@ -135,6 +135,7 @@ impl TestAgent {
             .outbound
             .send(v1::AgentMessage {
                 message: Some(v1::agent_message::Message::Result(v1::CommandResult {
+                    retriable: None,
                     trace_context: Default::default(),
                     command_id: command.id.clone(),
                     success: false,
@@ -148,6 +149,7 @@ impl TestAgent {
 
     pub async fn fail(&self, command: &v1::Command, reason: &str, message: &str) {
         self.send(v1::agent_message::Message::Result(v1::CommandResult {
+            retriable: None,
             trace_context: Default::default(),
             command_id: command.id.clone(),
             success: false,
