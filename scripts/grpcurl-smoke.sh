@@ -105,6 +105,10 @@ expect "a dry-run batch pause shows what it would pause" '"outcome": "BATCH_OUTC
 expect "a batch over its guard is refused" '"reason":"TOO_MANY_CONNECTORS"' "${G[@]}" \
   -d '{"ids": ["orders-eu", "billing-eu"], "max_connectors": 1}' "$ADDR" "$SVC/BatchPauseConnectors"
 
+expect "a restart policy can be changed" '"maxRestarts": 5' "${G[@]}" -d '{
+  "id": "orders-eu", "restart_policy": {"max_restarts": 5, "initial_backoff": "30s"}}' \
+  "$ADDR" "$SVC/UpdateRestartPolicy"
+
 expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
 expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
   connector.v1.AgentService/ListAgents
