@@ -57,16 +57,25 @@ impl SelectArgs {
 }
 
 /// Runs a batch call: with `dry_run` only its dry run; without `yes`, its
-/// dry run first, then (on a terminal) a question; then the call.
+/// dry run first, then (on a terminal) a question; then the call. `wait`
+/// (one connector's flag) is refused.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<Req: Clone>(
     client: &ClientArgs,
     verb: &str,
     select: &SelectArgs,
+    wait: bool,
     dry_run: bool,
     request: Req,
     set_validate_only: impl Fn(&mut Req, bool),
     call: impl AsyncFn(&ClientArgs, Req) -> anyhow::Result<v1::BatchConnectorsResponse>,
 ) -> anyhow::Result<()> {
+    if wait {
+        return Err(usage(format!(
+            "--wait applies to one connector; a batch {verb} answers once every command is \
+             issued (follow them with connectors list)"
+        )));
+    }
     if !select.given() {
         return Err(usage(format!(
             "{verb} needs a connector id, or filters choosing connectors (--query, --server-ip, \

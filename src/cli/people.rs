@@ -479,13 +479,6 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
     }
     let pull_back_time = pull_back.map(crate::api::timestamp_to_proto);
     let Some(id) = args.id else {
-        if args.wait {
-            return Err(usage(
-                "--wait applies to one connector; a batch start answers once every command is \
-                 issued (follow them with connectors list)"
-                    .to_owned(),
-            ));
-        }
         let request = v1::BatchStartConnectorsRequest {
             filter: Some(args.select.filter()),
             pull_back_time,
@@ -498,6 +491,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
             &args.client,
             "start",
             &args.select,
+            args.wait,
             args.dry_run,
             request,
             |request, validate_only| request.validate_only = validate_only,
@@ -559,13 +553,6 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
 
 async fn pause(args: PauseArgs) -> anyhow::Result<()> {
     let Some(id) = args.id else {
-        if args.wait {
-            return Err(usage(
-                "--wait applies to one connector; a batch pause answers once every command is \
-                 issued (follow them with connectors list)"
-                    .to_owned(),
-            ));
-        }
         let request = v1::BatchPauseConnectorsRequest {
             filter: Some(args.select.filter()),
             reason: args.reason,
@@ -577,6 +564,7 @@ async fn pause(args: PauseArgs) -> anyhow::Result<()> {
             &args.client,
             "pause",
             &args.select,
+            args.wait,
             args.dry_run,
             request,
             |request, validate_only| request.validate_only = validate_only,

@@ -461,6 +461,13 @@ async fn a_batch_pause_by_server_ip_shows_first_and_never_asks_a_pipe() {
     assert_eq!(both.code, Some(2), "{}", both.stderr);
     let nothing = cli(&app, &["connectors", "pause", "--yes"]).await;
     assert_eq!(nothing.code, Some(2), "{}", nothing.stderr);
+    let waiting = cli(&app, &[&pause[..], &["--yes", "--wait"]].concat()).await;
+    assert_eq!(waiting.code, Some(2), "{}", waiting.stderr);
+    assert!(
+        waiting.stderr.contains("--wait applies to one connector"),
+        "{}",
+        waiting.stderr
+    );
 }
 
 fn v1_state(name: &str) -> i32 {
