@@ -13,6 +13,9 @@ pub const HEARTBEAT_INTERVAL: &str = "10s";
 pub const POLL_INTERVAL: &str = "2s";
 /// `--max-stream-age`: agents are asked to reconnect after this long.
 pub const MAX_STREAM_AGE: &str = "1h";
+/// How often the leader runs a round of automatic starts (at most the
+/// heartbeat interval).
+pub const RESTART_INTERVAL: &str = "1s";
 /// `--drain-timeout`: how long calls in flight may take at shutdown.
 pub const DRAIN_TIMEOUT: &str = "30s";
 /// `--delivery-timeout`: a delivered, unanswered command is delivered again.

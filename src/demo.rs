@@ -94,6 +94,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
                     request_id: Some("demo-seed".to_owned()),
                     actor: Default::default(),
                     trace_context: Default::default(),
+                    automatic: None,
                 })
                 .await?;
         }

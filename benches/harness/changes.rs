@@ -85,7 +85,8 @@ impl RawChange {
                 &&[desired][..],
                 &&[generation][..],
                 &&[region.as_str()][..],
-                &&[start][..],
+                // An operator's start resets the automatic starts' count.
+                &&[start.then_some(0_i64)][..],
             ],
         )
         .await?;

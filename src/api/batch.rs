@@ -82,6 +82,7 @@ impl Template {
                 request_id,
                 actor: actor.clone(),
                 trace_context,
+                automatic: None,
             }),
         }
     }
@@ -210,6 +211,7 @@ fn filter_is_empty(filter: &v1::ConnectorFilter) -> bool {
         && filter.region.is_empty()
         && filter.states.is_empty()
         && !filter.lagging
+        && !filter.awaiting_restart
 }
 
 /// Validates a batch request; `latency_alert` is what `lagging` applies.
@@ -224,7 +226,7 @@ pub fn parse<R: BatchRequest>(
             violations.add(
                 "filter",
                 "choose the connectors: give ids, or set at least one filter field (query, \
-                 region, states, lagging); a batch call never means every connector",
+                 region, states, lagging, awaiting_restart); a batch call never means every connector",
             );
             Selection::Ids(Vec::new())
         }

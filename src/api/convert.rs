@@ -302,6 +302,7 @@ pub fn list_query(
             region: request.region,
             states: request.states,
             lagging: request.lagging,
+            awaiting_restart: request.awaiting_restart,
         },
         latency_alert,
     );
@@ -361,6 +362,7 @@ pub fn search_filter(
         region: filter.region.clone(),
         states,
         lagging_over: filter.lagging.then_some(latency_alert),
+        awaiting_restart: filter.awaiting_restart,
     }
 }
 
@@ -391,6 +393,7 @@ pub fn start_request(request: &v1::StartConnectorRequest) -> Result<StartRequest
         request_id: optional(&request.request_id),
         actor: Default::default(),
         trace_context: Default::default(),
+        automatic: None,
     })
 }
 

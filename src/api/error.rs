@@ -488,6 +488,15 @@ fn rejection_status(rejection: Rejection) -> Status {
                 details.add_bad_request_violation("request_id", message.clone());
             },
         ),
+        // Only the control plane's own automatic starts carry the
+        // precondition; no call a client makes reaches here.
+        Rejection::RestartObsolete { connector_id, .. } => status(
+            Code::Aborted,
+            ErrorReason::Internal,
+            message.clone(),
+            &[("connector_id", connector_id.clone())],
+            |_| {},
+        ),
     }
 }
 

@@ -25,6 +25,9 @@ pub struct SelectArgs {
     /// Batch: connectors that should run and lag.
     #[arg(long)]
     pub lagging: bool,
+    /// Batch: connectors waiting for an automatic start.
+    #[arg(long)]
+    pub awaiting_restart: bool,
     /// Batch: refuse (change nothing) when more connectors match.
     #[arg(long, default_value_t = 100)]
     pub max: i32,
@@ -40,6 +43,7 @@ impl SelectArgs {
             || self.in_region.is_some()
             || !self.state.is_empty()
             || self.lagging
+            || self.awaiting_restart
     }
 
     pub fn filter(&self) -> v1::ConnectorFilter {
@@ -52,6 +56,7 @@ impl SelectArgs {
             region: self.in_region.clone().unwrap_or_default(),
             states: self.state.iter().map(|s| *s as i32).collect(),
             lagging: self.lagging,
+            awaiting_restart: self.awaiting_restart,
         }
     }
 }

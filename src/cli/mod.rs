@@ -441,6 +441,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             max_stream_age: (!args.max_stream_age.is_zero()).then_some(args.max_stream_age),
             delivery_timeout: args.delivery_timeout,
             address: listener.local_addr()?.to_string(),
+            ..FleetOptions::new(args.heartbeat_interval)
         },
         auth: auth.clone(),
         rate_limits: limits::RateLimits {

@@ -225,6 +225,9 @@ pub struct ListArgs {
     /// --latency-alert, or agent offline.
     #[arg(long)]
     pub lagging: bool,
+    /// Only connectors waiting for an automatic start.
+    #[arg(long)]
+    pub awaiting_restart: bool,
     /// Connectors per page (the server caps it at 1000).
     #[arg(long, default_value_t = 50)]
     pub page_size: i32,
@@ -424,6 +427,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         page_size: args.page_size,
         page_token: args.page_token,
         lagging: args.lagging,
+        awaiting_restart: args.awaiting_restart,
     };
     let mut page = client
         .list_connectors(request.clone())

@@ -41,12 +41,17 @@ impl Change {
         }
     }
 
-    /// Whether it resets the connector's automatic starts: a start by
-    /// anyone but the control plane (someone fixed the problem). Every
-    /// change cancels a scheduled automatic start.
-    pub fn resets_restarts(&self) -> bool {
-        matches!(self, Change::Start(request)
-            if request.actor.principal != super::restart::AUTO_RESTART_PRINCIPAL)
+    /// The connector's count of automatic starts once this change is
+    /// made: an automatic start counts itself, a start by anyone else
+    /// resets it (someone fixed the problem), a pause keeps it (None).
+    /// Every change cancels a scheduled automatic start.
+    pub fn restart_count(&self) -> Option<u32> {
+        match self {
+            Change::Start(request) => {
+                Some(request.automatic.as_ref().map_or(0, |auto| auto.attempt))
+            }
+            Change::Pause(_) => None,
+        }
     }
 
     /// Who asks for it.
@@ -81,7 +86,10 @@ impl Change {
 
     pub fn reason(&self) -> &str {
         match self {
-            Change::Start(_) => "",
+            Change::Start(request) => request
+                .automatic
+                .as_ref()
+                .map_or("", |auto| auto.reason.as_str()),
             Change::Pause(request) => &request.reason,
         }
     }

@@ -319,8 +319,23 @@ pub fn result_effect(
                     .unwrap_or_default(),
             ),
         },
-        // Nothing runs: the connector is back where an operator can start
-        // it again, with the agent's explanation.
+        // Nothing runs. A failure a retry may fix, on a connector that
+        // restarts on failure, leaves it FAILED and still meant to run: the
+        // leader starts it again after its backoff. Otherwise it is back
+        // where an operator can start it again, with the agent's
+        // explanation.
+        (CommandKind::Start, false)
+            if report.retriable()
+                && connector.restart.policy.mode == super::restart::RestartMode::OnFailure =>
+        {
+            ConnectorUpdate {
+                state: Some(ConnectorState::Failed),
+                desired_state: None,
+                placement: None,
+                observed: report.status.clone(),
+                status_message: Some(failure()),
+            }
+        }
         (CommandKind::Start, false) => ConnectorUpdate {
             state: Some(ConnectorState::Stopped),
             desired_state: Some(ConnectorState::Stopped),
@@ -572,6 +587,32 @@ mod tests {
         assert!(
             message.contains("PULL_BACK_OUT_OF_RANGE") && message.contains("store starts later")
         );
+    }
+
+    #[test]
+    fn a_retriable_failed_start_leaves_the_connector_failed_and_meant_to_run() {
+        let failure = CommandReport {
+            error_reason: "DESTINATION_UNREACHABLE".into(),
+            ..report(false)
+        };
+        let mut starting = connector(1, ConnectorState::Starting);
+        starting.desired_state = ConnectorState::Running;
+        let start = command(CommandKind::Start, 1);
+        let update = result_effect(&starting, &start, &failure, &session()).unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Failed));
+        assert_eq!(update.desired_state, None, "still meant to run");
+        // The agent's word wins over the reason; a connector that never
+        // restarts is stopped as before.
+        let flagged = CommandReport {
+            retriable: Some(false),
+            ..failure.clone()
+        };
+        let update = result_effect(&starting, &start, &flagged, &session()).unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Stopped));
+        starting.restart.policy.mode = super::super::restart::RestartMode::Never;
+        let update = result_effect(&starting, &start, &failure, &session()).unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Stopped));
+        assert_eq!(update.desired_state, Some(ConnectorState::Stopped));
     }
 
     #[test]

@@ -195,6 +195,8 @@ pub struct StartRequest {
     pub actor: super::Actor,
     /// The caller's trace, carried to the agent with the command.
     pub trace_context: TraceContext,
+    /// Set when the control plane itself starts a failed connector.
+    pub automatic: Option<super::restart::AutomaticStart>,
 }
 
 /// A validated PauseConnector request.
@@ -222,6 +224,8 @@ pub struct SearchFilter {
     /// Only lagging connectors under this alert threshold (see
     /// `domain::lag`); None matches all.
     pub lagging_over: Option<Duration>,
+    /// Only connectors with an automatic start scheduled.
+    pub awaiting_restart: bool,
 }
 
 /// Where a page ends: the last (name, id) returned, in the list order.

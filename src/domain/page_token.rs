@@ -127,6 +127,9 @@ fn fingerprint(filter: &SearchFilter) -> [u8; FINGERPRINT_LEN] {
         hasher.update([0xFF]);
         hasher.update(alert.as_micros().to_be_bytes());
     }
+    if filter.awaiting_restart {
+        hasher.update([0xFE]);
+    }
     let mut out = [0; FINGERPRINT_LEN];
     out.copy_from_slice(&hasher.finalize()[..FINGERPRINT_LEN]);
     out
@@ -140,6 +143,7 @@ mod tests {
     fn filter(query: &str) -> SearchFilter {
         SearchFilter {
             lagging_over: None,
+            awaiting_restart: false,
             query: query.to_owned(),
             region: "eu-1".to_owned(),
             states: vec![ConnectorState::Running],

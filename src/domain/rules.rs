@@ -55,6 +55,13 @@ pub enum Rejection {
         request_id: String,
         previous: String,
     },
+    /// An automatic start found its connector changed since it was
+    /// planned (started, paused, recovered, its policy changed): the
+    /// control plane's own precondition, never a caller's error.
+    #[error(
+        "connector {connector_id} changed since automatic start {attempt} was planned; it is not started"
+    )]
+    RestartObsolete { connector_id: String, attempt: u32 },
 }
 
 /// How far a pull-back time may lie after the store's latest reported time
@@ -170,6 +177,14 @@ pub fn decide_start(
     region_known: bool,
     now: DateTime<Utc>,
 ) -> Result<Transition, Rejection> {
+    if let Some(auto) = &request.automatic
+        && !auto.still_applies(connector)
+    {
+        return Err(Rejection::RestartObsolete {
+            connector_id: connector.id.clone(),
+            attempt: auto.attempt,
+        });
+    }
     if !matches!(
         connector.state,
         ConnectorState::Stopped | ConnectorState::Failed
@@ -327,11 +342,12 @@ pub fn check_replay(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{CommandKind, Endpoint};
 
-    fn connector(state: ConnectorState) -> Connector {
+    /// A connector for the domain's unit tests.
+    pub(crate) fn connector(state: ConnectorState) -> Connector {
         let endpoint = |region: &str| Endpoint {
             kind: "MYSQL".into(),
             region: region.into(),
@@ -370,6 +386,7 @@ mod tests {
             request_id: None,
             actor: Default::default(),
             trace_context: Default::default(),
+            automatic: None,
         }
     }
 

@@ -63,6 +63,9 @@ pub struct FleetOptions {
     pub delivery_timeout: Duration,
     /// Where this replica serves, as recorded for operators.
     pub address: String,
+    /// How often the leader looks for failed connectors to start again
+    /// (automatic starts are due to the second).
+    pub restart_interval: Duration,
 }
 
 impl FleetOptions {
@@ -78,6 +81,7 @@ impl FleetOptions {
             max_stream_age: None,
             delivery_timeout: duration(defaults::DELIVERY_TIMEOUT),
             address: String::new(),
+            restart_interval: duration(defaults::RESTART_INTERVAL).min(heartbeat_interval),
         }
     }
 }
@@ -120,6 +124,9 @@ pub struct Fleet<S> {
     unclosed: Mutex<Vec<(Session, SessionEnd)>>,
     refusals: RefusalLog,
     shutdown: CancellationToken,
+    /// The leader lease while this replica holds it (the replica loop
+    /// renews it; the restart loop works under it).
+    lease: Mutex<Option<crate::store::Lease>>,
 }
 
 impl<S: FleetStore> Fleet<S> {
@@ -150,6 +157,7 @@ impl<S: FleetStore> Fleet<S> {
             unclosed: Mutex::new(Vec::new()),
             refusals,
             shutdown,
+            lease: Mutex::new(None),
         })
     }
 
@@ -211,6 +219,7 @@ impl<S: FleetStore> Fleet<S> {
             tokio::spawn(self.clone().flush_loop()),
             tokio::spawn(self.clone().status_loop()),
             tokio::spawn(self.clone().replica_loop()),
+            tokio::spawn(self.clone().restart_loop()),
         ];
         if let Some(outbox) = self.outbox.lock().unwrap().take() {
             loops.push(tokio::spawn(self.clone().publish_loop(outbox)));

@@ -143,6 +143,7 @@ impl<S: FleetStore> Fleet<S> {
             let lease = match acquired {
                 Ok(Some(lease)) => lease,
                 Ok(None) => {
+                    *self.lease.lock().unwrap() = None;
                     if let Some((lease, _)) = leader.take() {
                         info!(term = lease.term, "another replica holds the leader lease");
                     }
@@ -168,6 +169,7 @@ impl<S: FleetStore> Fleet<S> {
                 }
             };
             leader = Some((lease, grace_until));
+            *self.lease.lock().unwrap() = Some(lease);
             match tokio::time::timeout(bound, self.lead(lease, grace_until))
                 .await
                 .unwrap_or_else(|_| Err(timed_out()))
@@ -176,6 +178,7 @@ impl<S: FleetStore> Fleet<S> {
                 Err(StoreError::NotLeader { term }) => {
                     info!(term, "the leader lease was lost; stepping down");
                     leader = None;
+                    *self.lease.lock().unwrap() = None;
                 }
                 Err(error) => warn!(%error, "leader work failed; retrying next round"),
             }
@@ -204,6 +207,62 @@ impl<S: FleetStore> Fleet<S> {
             self.signals.wake_all();
         }
         Ok(())
+    }
+
+    /// Leader-only, once per restart interval: a round of automatic
+    /// starts (`Leadership::restart_round`). The commands it issues are
+    /// delivered like any other.
+    pub(super) async fn restart_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.options.restart_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let bound = self.heartbeat_interval;
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let Some(lease) = *self.lease.lock().unwrap() else {
+                continue;
+            };
+            let round = self.store.restart_round(lease, chrono::Utc::now());
+            match tokio::time::timeout(bound, round).await {
+                Ok(Ok(round)) => {
+                    for outcome in &round.started {
+                        info!(
+                            connector_id = %outcome.connector.id,
+                            command_id = %outcome.command.id,
+                            reason = %outcome.command.reason,
+                            "automatic start"
+                        );
+                        self.signals
+                            .command_added(&outcome.command.region, &outcome.connector.agent_id);
+                    }
+                    if round.scheduled + round.cancelled + round.reset > 0 {
+                        debug!(
+                            scheduled = round.scheduled,
+                            cancelled = round.cancelled,
+                            reset = round.reset,
+                            "automatic starts planned"
+                        );
+                    }
+                }
+                Ok(Err(StoreError::NotLeader { term })) => {
+                    info!(
+                        term,
+                        "the leader lease was lost during a round of automatic starts"
+                    );
+                    let mut held = self.lease.lock().unwrap();
+                    if *held == Some(lease) {
+                        *held = None;
+                    }
+                }
+                Ok(Err(error)) => warn!(%error, "a round of automatic starts failed; retrying"),
+                Err(_) => warn!(
+                    ?bound,
+                    "a round of automatic starts took too long; retrying"
+                ),
+            }
+        }
     }
 
     /// Shutdown began: other replicas see this one draining.

@@ -19,6 +19,7 @@
 
 pub mod postgres;
 pub mod refusals;
+mod restarts;
 mod rows;
 pub mod sqlite;
 mod types;
@@ -28,6 +29,7 @@ use crate::domain::{
     Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection,
     Replica, RestartPolicy, SearchFilter, Session, SessionEnd, StartRequest,
 };
+use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::time::Duration;
 
@@ -41,8 +43,8 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus, Seen,
-    Wakeup, WakeupHandler,
+    BatchRecord, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus,
+    RestartRound, Seen, Wakeup, WakeupHandler,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -413,6 +415,18 @@ pub trait Leadership: Send + Sync {
         lease: Lease,
         timeout: Duration,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Leader-only. One round of automatic starts at `now`
+    /// (`domain::restart::plan` for each connector that may need one):
+    /// failed connectors meant to run are scheduled, due ones started (as
+    /// ordinary, audited commands, at most once per attempt), schedules
+    /// that no longer apply dropped, and counts of connectors that ran
+    /// long enough reset. Every write is fenced by the lease.
+    fn restart_round(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<RestartRound, StoreError>> + Send;
 
     /// Wakes the other replicas (their dispatchers for these regions, or
     /// their waiters for these commands). A no-op where replicas cannot

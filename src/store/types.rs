@@ -24,6 +24,16 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// What a round of automatic starts did.
+#[derive(Clone, Debug, Default)]
+pub struct RestartRound {
+    pub scheduled: usize,
+    pub cancelled: usize,
+    pub reset: usize,
+    /// The automatic starts issued (their commands wait for delivery).
+    pub started: Vec<CommandOutcome>,
+}
+
 /// A batch call recorded under its request id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BatchRecord {

@@ -221,10 +221,10 @@ async fn a_newer_session_ends_and_fences_the_older_one() {
     assert_eq!(app.get("c1").await.state, S::Starting as i32);
     new.fail(&redelivered, "BROKEN", "from the new session")
         .await;
-    let stopped = app
-        .connector_becomes("c1", |c| c.state == S::Stopped as i32)
+    let failed = app
+        .connector_becomes("c1", |c| c.state == S::Failed as i32)
         .await;
-    assert!(stopped.status_message.contains("from the new session"));
+    assert!(failed.status_message.contains("from the new session"));
 }
 
 #[tokio::test]
@@ -243,7 +243,7 @@ async fn a_command_accepted_without_agents_survives_a_restart_and_is_delivered()
 }
 
 #[tokio::test]
-async fn a_failed_start_leaves_the_connector_stopped_with_the_agents_message() {
+async fn a_failed_start_leaves_the_connector_failed_and_meant_to_run_with_the_agents_message() {
     let (app, mut agent) = app_with_agent().await;
     app.start(start_request("c1")).await.unwrap();
     let command = agent.next_command().await;
@@ -254,14 +254,39 @@ async fn a_failed_start_leaves_the_connector_stopped_with_the_agents_message() {
             "10.0.2.30:2881 refused the connection",
         )
         .await;
+    let failed = app
+        .connector_becomes("c1", |c| c.state == S::Failed as i32)
+        .await;
+    assert_eq!(
+        failed.desired_state,
+        S::Running as i32,
+        "to be started again"
+    );
+    assert!(failed.status_message.contains("DESTINATION_UNREACHABLE"));
+    assert!(failed.status_message.contains("refused the connection"));
+    assert_eq!(app.command_status(&command.id).await, "FAILED");
+    // It can be started again by hand.
+    app.start(start_request("c1")).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_start_no_retry_fixes_leaves_the_connector_stopped() {
+    let (app, mut agent) = app_with_agent().await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent
+        .fail(
+            &command,
+            "PULL_BACK_OUT_OF_RANGE",
+            "the store holds data from 10:00 on",
+        )
+        .await;
     let stopped = app
         .connector_becomes("c1", |c| c.state == S::Stopped as i32)
         .await;
     assert_eq!(stopped.desired_state, S::Stopped as i32);
-    assert!(stopped.status_message.contains("DESTINATION_UNREACHABLE"));
-    assert!(stopped.status_message.contains("refused the connection"));
-    assert_eq!(app.command_status(&command.id).await, "FAILED");
-    // It can be started again.
+    assert!(stopped.status_message.contains("PULL_BACK_OUT_OF_RANGE"));
+    assert!(stopped.next_restart_time.is_none());
     app.start(start_request("c1")).await.unwrap();
 }
 

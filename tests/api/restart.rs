@@ -216,3 +216,122 @@ async fn a_failure_is_retriable_unless_the_agent_or_its_reason_says_otherwise() 
     assert!(!fail_start("PULL_BACK_OUT_OF_RANGE", None).await);
     assert!(!fail_start("DESTINATION_UNREACHABLE", Some(false)).await);
 }
+
+/// The connector's newest command, from ListCommands.
+async fn newest_command(app: &TestApp, id: &str) -> v1::Command {
+    app.client
+        .clone()
+        .list_commands(v1::ListCommandsRequest {
+            connector_id: id.to_owned(),
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .commands
+        .remove(0)
+}
+
+async fn awaiting_restart(app: &TestApp) -> Vec<String> {
+    app.list(v1::ListConnectorsRequest {
+        awaiting_restart: true,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .connectors
+    .into_iter()
+    .map(|c| c.id)
+    .collect()
+}
+
+#[tokio::test]
+async fn a_failed_connector_is_started_again_after_its_backoff_until_its_starts_are_used_up() {
+    let app = spawn_app().await;
+    app.create(v1::Connector {
+        restart_policy: Some(v1::RestartPolicy {
+            mode: v1::RestartMode::OnFailure as i32,
+            max_restarts: 2,
+            initial_backoff: seconds(1),
+            ..Default::default()
+        }),
+        ..connector("c1", "orders")
+    })
+    .await;
+    app.create(connector("c2", "billing")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    let _online = agent.keep_alive();
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent
+        .fail(
+            &command,
+            "DESTINATION_UNREACHABLE",
+            "10.0.2.30:2881 refused",
+        )
+        .await;
+
+    // The leader schedules it: the connector says so, and the filter of
+    // connectors waiting for an automatic start finds it (only it).
+    let waiting = app
+        .connector_becomes("c1", |c| c.next_restart_time.is_some())
+        .await;
+    assert_eq!(waiting.state, v1::ConnectorState::Failed as i32);
+    assert!(
+        waiting.status_message.contains("DESTINATION_UNREACHABLE")
+            && waiting.status_message.contains("; automatic start 1 in"),
+        "{}",
+        waiting.status_message
+    );
+    assert_eq!(awaiting_restart(&app).await, ["c1"]);
+
+    // Due: the agent is handed an ordinary start, issued as the control
+    // plane and audited with why.
+    let first = agent.next_command().await;
+    assert_eq!(first.kind, v1::CommandKind::Start as i32);
+    assert_eq!(first.generation, command.generation + 1);
+    let issued = newest_command(&app, "c1").await;
+    assert_eq!(issued.id, first.id);
+    assert_eq!(issued.principal, "system:auto-restart");
+    assert!(
+        issued
+            .reason
+            .starts_with("automatic start 1 of 2 after FAILED: start failed"),
+        "{}",
+        issued.reason
+    );
+    let starting = app.get("c1").await;
+    assert_eq!(starting.restart_count, 1);
+    assert!(starting.next_restart_time.is_none());
+    assert!(awaiting_restart(&app).await.is_empty());
+
+    // It fails twice more: the second automatic start comes, the third
+    // does not (max_restarts 2), and the message says what to do.
+    agent
+        .fail(&first, "DESTINATION_UNREACHABLE", "still refused")
+        .await;
+    let second = agent.next_command().await;
+    assert_eq!(second.generation, first.generation + 1);
+    agent
+        .fail(&second, "DESTINATION_UNREACHABLE", "still refused")
+        .await;
+    let used_up = app
+        .connector_becomes("c1", |c| {
+            c.state == v1::ConnectorState::Failed as i32
+                && c.status_message
+                    .contains("automatic starts used up (2 of 2)")
+        })
+        .await;
+    assert_eq!(used_up.restart_count, 2);
+    assert!(used_up.next_restart_time.is_none());
+    assert_eq!(
+        newest_command(&app, "c1").await.id,
+        second.id,
+        "no third start"
+    );
+
+    // Fixed by hand: an operator's start resets the count.
+    let manual = app.start(start_request("c1")).await.unwrap();
+    assert_eq!(manual.connector.unwrap().restart_count, 0);
+}

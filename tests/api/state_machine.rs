@@ -23,6 +23,8 @@ enum Op {
     Deliver,
     Answer {
         success: bool,
+        /// A failure's reason is one a retry may fix.
+        retriable: bool,
     },
     Heartbeat {
         state: ConnectorState,
@@ -34,6 +36,10 @@ enum Op {
         forget: bool,
     },
     Sweep,
+    /// A round of automatic starts, `later` seconds from now.
+    Restarts {
+        later: u16,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -41,7 +47,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => proptest::option::of(0u16..240).prop_map(|m| Op::Start { pull_back_minutes: m }),
         3 => Just(Op::Pause),
         3 => Just(Op::Deliver),
-        3 => any::<bool>().prop_map(|success| Op::Answer { success }),
+        3 => (any::<bool>(), any::<bool>())
+            .prop_map(|(success, retriable)| Op::Answer { success, retriable }),
+        2 => (0u16..700).prop_map(|later| Op::Restarts { later }),
         2 => (
             prop_oneof![
                 Just(ConnectorState::Running),
@@ -145,6 +153,7 @@ async fn apply(world: &mut World, op: &Op) {
                 region: None,
                 request_id: None,
                 actor: Default::default(),
+                automatic: None,
             };
             // Refusals (wrong state, pull-back out of range) are fine; they
             // must change nothing, which the invariants check.
@@ -178,7 +187,7 @@ async fn apply(world: &mut World, op: &Op) {
             }
             world.held.extend(claimed.into_iter().map(|(_, c)| c));
         }
-        Op::Answer { success } => {
+        Op::Answer { success, retriable } => {
             if world.held.is_empty() {
                 return;
             }
@@ -193,7 +202,12 @@ async fn apply(world: &mut World, op: &Op) {
                 trace_context: Default::default(),
                 command_id: command.id.clone(),
                 success: *success,
-                error_reason: if *success { "" } else { "BROKEN" }.to_owned(),
+                error_reason: match (success, retriable) {
+                    (true, _) => "",
+                    (false, true) => "BROKEN",
+                    (false, false) => "PULL_BACK_OUT_OF_RANGE",
+                }
+                .to_owned(),
                 error_message: String::new(),
                 status: Some(observed(state, command.generation)),
             };
@@ -230,6 +244,15 @@ async fn apply(world: &mut World, op: &Op) {
                 world.held.clear();
             }
             world.session = world.store.open_session(&hello()).await.unwrap();
+        }
+        Op::Restarts { later } => {
+            let lease = world.store.acquire_lease(hour).await.unwrap().unwrap();
+            let now = Utc::now() + chrono::Duration::seconds(i64::from(*later));
+            let round = world.store.restart_round(lease, now).await.unwrap();
+            for outcome in round.started {
+                assert_eq!(outcome.connector.state, ConnectorState::Starting);
+                world.accepted.push(outcome.command.id);
+            }
         }
         Op::Sweep => {
             let lease = world.store.acquire_lease(hour).await.unwrap().unwrap();
@@ -302,7 +325,13 @@ async fn check(world: &World) -> Result<(), TestCaseError> {
         CommandStatus::Pending | CommandStatus::Delivered
     );
     let wants = match (newest.kind, newest.status) {
-        (CommandKind::Start, CommandStatus::Failed) => ConnectorState::Stopped,
+        // A failure a retry may fix leaves it meant to run (the default
+        // policy restarts on failure).
+        (CommandKind::Start, CommandStatus::Failed)
+            if !connector_control::domain::restart::retriable(&newest.error_reason, None) =>
+        {
+            ConnectorState::Stopped
+        }
         (CommandKind::Start, _) => ConnectorState::Running,
         (CommandKind::Pause, _) => ConnectorState::Stopped,
     };

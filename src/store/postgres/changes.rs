@@ -64,17 +64,17 @@ pub mod sql {
     }
 
     /// Arrays: $1 id, $2 state, $3 desired state, $4 generation, $5 region,
-    /// $6 whether the automatic starts' count resets. Every change cancels
-    /// a scheduled automatic start.
+    /// $6 the automatic starts' count after the change (NULL keeps it).
+    /// Every change cancels a scheduled automatic start.
     pub fn update_connectors() -> String {
         format!(
             "UPDATE connectors
              SET state = u_state, desired_state = u_desired, generation = u_generation,
                  region = u_region, update_time = now(), next_restart_time = NULL,
-                 restart_count = CASE WHEN u_reset THEN 0 ELSE restart_count END
+                 restart_count = COALESCE(u_count, restart_count)
              FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
-                         $6::boolean[])
-                  AS u (u_id, u_state, u_desired, u_generation, u_region, u_reset)
+                         $6::bigint[])
+                  AS u (u_id, u_state, u_desired, u_generation, u_region, u_count)
              WHERE id = u_id
              RETURNING {CONNECTOR_COLUMNS}"
         )
@@ -146,7 +146,7 @@ impl PgStore {
     }
 }
 
-async fn transitions_in(
+pub(super) async fn transitions_in(
     tx: &deadpool_postgres::Transaction<'_>,
     changes: &[Change],
     write: Write,
@@ -344,9 +344,9 @@ async fn write_all(
         .iter()
         .map(|p| p.transition.state.as_str())
         .collect();
-    let resets: Vec<bool> = planned
+    let counts: Vec<Option<i64>> = planned
         .iter()
-        .map(|p| change(p).resets_restarts())
+        .map(|p| change(p).restart_count().map(i64::from))
         .collect();
     let desired: Vec<&str> = planned
         .iter()
@@ -414,7 +414,7 @@ async fn write_all(
         async {
             tx.query(
                 &update,
-                &[&ids, &states, &desired, &generations, &regions, &resets],
+                &[&ids, &states, &desired, &generations, &regions, &counts],
             )
             .await
             .map_err(translate)

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// it in term `$2`. The
 /// share lock keeps another replica from taking it over until the
 /// statement's transaction ends, so the check holds for the whole write.
-const LEASE_CTE: &str = "lease AS (
+pub(super) const LEASE_CTE: &str = "lease AS (
     SELECT 1 FROM leases
     WHERE name = 'leader' AND holder = $1 AND term = $2 AND expire_time > now()
     FOR SHARE)";
@@ -265,6 +265,14 @@ impl Leadership for PgStore {
     async fn expire_deliveries(&self, lease: Lease, timeout: Duration) -> Result<u64, StoreError> {
         self.retrying(|| self.expire_deliveries_once(lease, timeout))
             .await
+    }
+
+    async fn restart_round(
+        &self,
+        lease: Lease,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::RestartRound, StoreError> {
+        self.retrying(|| self.restart_round_once(lease, now)).await
     }
 
     async fn publish(&self, wakeups: &[Wakeup]) -> Result<(), StoreError> {

@@ -18,6 +18,7 @@ mod error;
 mod leader;
 mod listen;
 mod reads;
+mod restarts;
 mod rows;
 mod search;
 mod sessions;

@@ -89,7 +89,8 @@ impl SearchSql {
         // filter (its partial indexes find the few lagging connectors;
         // walking the name index instead reads half a million rows at a
         // million connectors when the lagging ones sort late).
-        let selective_query = folded.chars().count() >= 3 || filter.lagging_over.is_some();
+        let selective_query =
+            folded.chars().count() >= 3 || filter.lagging_over.is_some() || filter.awaiting_restart;
         let mut conditions = Vec::new();
         let mut n = 0;
         let mut next = || {
@@ -117,6 +118,9 @@ impl SearchSql {
         }
         if filter.lagging_over.is_some() {
             conditions.push(lagging_condition(next()));
+        }
+        if filter.awaiting_restart {
+            conditions.push("next_restart_time IS NOT NULL".to_owned());
         }
         if conditions.is_empty() {
             conditions.push("TRUE".to_owned());

@@ -59,7 +59,7 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
 
 /// Whether `transition` writes what it decided or only shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Write {
+pub(super) enum Write {
     Commit,
     Preview,
 }
@@ -105,7 +105,7 @@ fn transitions(
 }
 
 /// `transition` inside an open transaction, which the caller commits.
-fn transition_in(
+pub(super) fn transition_in(
     tx: &rusqlite::Transaction<'_>,
     change: &Change,
     write: Write,
@@ -205,7 +205,7 @@ fn transition_in(
     tx.prepare_cached(
         "UPDATE connectors SET state = ?2, desired_state = ?3, generation = ?4, region = ?5,
                                update_time = ?6, next_restart_time = NULL,
-                               restart_count = CASE WHEN ?7 THEN 0 ELSE restart_count END
+                               restart_count = COALESCE(?7, restart_count)
          WHERE id = ?1",
     )
     .map_err(translate)?
@@ -216,7 +216,7 @@ fn transition_in(
         transition.generation,
         transition.region,
         at,
-        change.resets_restarts(),
+        change.restart_count(),
     ])
     .map_err(translate)?;
     let connector = get_connector(tx, connector_id)?.expect("locked above");

@@ -105,6 +105,14 @@ impl Leadership for SqliteStore {
         .await
     }
 
+    async fn restart_round(
+        &self,
+        lease: Lease,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<crate::store::RestartRound, StoreError> {
+        self.restart_round_in(lease, now).await
+    }
+
     async fn publish(&self, _wakeups: &[Wakeup]) -> Result<(), StoreError> {
         Ok(())
     }

@@ -17,6 +17,7 @@ mod dispatch;
 mod error;
 mod leader;
 mod reads;
+mod restarts;
 mod rows;
 mod search;
 mod sessions;

@@ -52,6 +52,9 @@ fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
         values.push(micros(alert).to_string());
         conditions.push(lagging_condition(values.len()));
     }
+    if filter.awaiting_restart {
+        conditions.push("next_restart_time IS NOT NULL".to_owned());
+    }
     if conditions.is_empty() {
         conditions.push("1".to_owned());
     }

@@ -9,6 +9,7 @@ mod commands;
 mod connectors;
 mod history;
 mod lagging;
+mod restarts;
 mod sessions;
 
 use crate::helpers::TestDatabase;
@@ -19,8 +20,8 @@ use chrono::Utc;
 #[allow(unused_imports)]
 use connector_control::domain::{
     Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
-    LagCause, NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, SessionEnd,
-    StartRequest, TimeRange,
+    LagCause, NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, Session,
+    SessionEnd, StartRequest, TimeRange,
 };
 #[allow(unused_imports)]
 use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
@@ -103,6 +104,10 @@ contract_suite!(
     history::commands_list_newest_first_with_who_and_page,
     batches::several_changes_in_one_transaction_each_get_their_own_outcome,
     batches::a_batch_record_keeps_its_first_selection_and_answer,
+    restarts::a_failed_connector_is_scheduled_and_started_once_when_due,
+    restarts::a_pause_or_a_recovery_cancels_the_schedule,
+    restarts::failures_no_retry_fixes_and_used_up_policies_are_not_restarted,
+    restarts::a_connector_that_ran_long_enough_has_its_count_reset,
 );
 
 pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
@@ -135,6 +140,7 @@ pub(super) fn start(id: &str) -> StartRequest {
         region: None,
         request_id: None,
         actor: Default::default(),
+        automatic: None,
     }
 }
 

@@ -118,6 +118,35 @@ impl TestAgent {
         .await;
     }
 
+    /// Keeps the agent online while a test waits longer than it may stay
+    /// silent: empty heartbeats, twice per interval, until the stream
+    /// closes or the handle is dropped.
+    pub fn keep_alive(&self) -> tokio_util::sync::DropGuard {
+        let sender = self.sender();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let guard = stop.clone().drop_guard();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(super::app::HEARTBEAT_INTERVAL / 2);
+            for sequence in 1_000_000.. {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                let heartbeat = v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                    sequence,
+                    connectors: Vec::new(),
+                });
+                let message = v1::AgentMessage {
+                    message: Some(heartbeat),
+                };
+                if sender.send(message).await.is_err() {
+                    return;
+                }
+            }
+        });
+        guard
+    }
+
     /// Answers `command` as carried out, reporting the connector in `state`.
     pub async fn succeed(&self, command: &v1::Command, state: v1::ConnectorState) {
         self.send(v1::agent_message::Message::Result(v1::CommandResult {

@@ -1,0 +1,132 @@
+//! A round of automatic starts on PostgreSQL (`store::restarts` plans it):
+//! the candidates are read without locks, the marks written in one
+//! statement guarded by generation and update time, the starts issued in
+//! chunks through `changes::transitions_in`; every write is fenced by the
+//! leader lease.
+
+use super::PgStore;
+use super::changes::{Write, transitions_in};
+use super::error::translate;
+use super::leader::LEASE_CTE;
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
+use crate::store::{Lease, RestartRound, StoreError};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::GenericClient;
+
+/// Automatic starts issued per transaction.
+const CHUNK: usize = 500;
+
+impl PgStore {
+    pub(super) async fn restart_round_once(
+        &self,
+        lease: Lease,
+        now: DateTime<Utc>,
+    ) -> Result<RestartRound, StoreError> {
+        let mut client = self.client().await?;
+        let statement = client
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS}, since.complete_time AS running_since
+                 FROM connectors
+                 LEFT JOIN LATERAL ({RUNNING_SINCE}) since ON connectors.restart_count > 0
+                 WHERE {}",
+                CANDIDATES.replace("{now}", "$1")
+            ))
+            .await
+            .map_err(translate)?;
+        let mut candidates = Vec::new();
+        for row in client.query(&statement, &[&now]).await.map_err(translate)? {
+            let since: Option<DateTime<Utc>> = row
+                .try_get("running_since")
+                .map_err(|e| StoreError::Internal(e.into()))?;
+            candidates.push((connector_from_row(&row)?, since));
+        }
+        let plan = plan_round(candidates, now);
+        let mut round = RestartRound::default();
+        if !plan.marks.is_empty() {
+            let written = self.mark(&client, lease, &plan.marks).await?;
+            count(
+                &mut round,
+                &written.iter().map(String::as_str).collect::<Vec<_>>(),
+            );
+        }
+        for chunk in plan.starts.chunks(CHUNK) {
+            let tx = client.transaction().await.map_err(translate)?;
+            let fence = tx
+                .prepare_cached(&format!(
+                    "WITH {LEASE_CTE} SELECT EXISTS (SELECT 1 FROM lease)"
+                ))
+                .await
+                .map_err(translate)?;
+            let held: bool = tx
+                .query_one(&fence, &[&&*self.lease_holder, &lease.term])
+                .await
+                .map_err(translate)?
+                .get(0);
+            if !held {
+                return Err(StoreError::NotLeader { term: lease.term });
+            }
+            let outcomes = transitions_in(&tx, chunk, Write::Commit).await?;
+            tx.commit().await.map_err(translate)?;
+            // A refused start (the connector changed since it was read)
+            // is left to the next round; a replayed one was already made.
+            round.started.extend(
+                outcomes
+                    .into_iter()
+                    .filter_map(Result::ok)
+                    .filter(|outcome| !outcome.replayed),
+            );
+        }
+        Ok(round)
+    }
+
+    /// Writes the marks that still apply; returns the kinds written.
+    async fn mark(
+        &self,
+        client: &impl GenericClient,
+        lease: Lease,
+        marks: &[Mark],
+    ) -> Result<Vec<String>, StoreError> {
+        let statement = client
+            .prepare_cached(&format!(
+                "WITH {LEASE_CTE},
+                 marked AS (
+                     UPDATE connectors SET
+                         next_restart_time = u_next,
+                         restart_count = CASE WHEN u_kind = 'RESET' THEN 0 ELSE restart_count END,
+                         update_time = now()
+                     FROM unnest($3::text[], $4::bigint[], $5::timestamptz[], $6::text[],
+                                 $7::timestamptz[]) AS u (u_id, u_generation, u_seen, u_kind, u_next)
+                     WHERE id = u_id AND generation = u_generation AND update_time = u_seen
+                       AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING u_kind)
+                 SELECT EXISTS (SELECT 1 FROM lease), ARRAY(SELECT u_kind FROM marked)"
+            ))
+            .await
+            .map_err(translate)?;
+        let ids: Vec<&str> = marks.iter().map(|m| m.id.as_str()).collect();
+        let generations: Vec<i64> = marks.iter().map(|m| m.generation).collect();
+        let seen: Vec<DateTime<Utc>> = marks.iter().map(|m| m.update_time).collect();
+        let kinds: Vec<&str> = marks.iter().map(|m| m.kind.as_str()).collect();
+        let next: Vec<Option<DateTime<Utc>>> = marks.iter().map(|m| m.kind.next_time()).collect();
+        let row = client
+            .query_one(
+                &statement,
+                &[
+                    &&*self.lease_holder,
+                    &lease.term,
+                    &ids,
+                    &generations,
+                    &seen,
+                    &kinds,
+                    &next,
+                ],
+            )
+            .await
+            .map_err(translate)?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        Ok(row.get(1))
+    }
+}

@@ -1,0 +1,82 @@
+//! A round of automatic starts on the embedded store (`store::restarts`
+//! plans it): one process owns the file, so it is always the leader and
+//! the round is one transaction.
+
+use super::SqliteStore;
+use super::connectors::{Write, transition_in};
+use super::error::translate;
+use super::now;
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row, parse_time, text};
+use crate::store::restarts::{CANDIDATES, RUNNING_SINCE, count, plan_round};
+use crate::store::{Lease, RestartRound, StoreError};
+use chrono::{DateTime, Utc};
+use rusqlite::{TransactionBehavior, params};
+
+impl SqliteStore {
+    pub(super) async fn restart_round_in(
+        &self,
+        _lease: Lease,
+        at: DateTime<Utc>,
+    ) -> Result<RestartRound, StoreError> {
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let mut candidates = Vec::new();
+            {
+                let mut statement = tx
+                    .prepare_cached(&format!(
+                        "SELECT {CONNECTOR_COLUMNS},
+                                CASE WHEN restart_count > 0 THEN ({RUNNING_SINCE}) END
+                                    AS running_since
+                         FROM connectors WHERE {}",
+                        CANDIDATES.replace("{now}", "?1")
+                    ))
+                    .map_err(translate)?;
+                let mut rows = statement.query([text(at)]).map_err(translate)?;
+                while let Some(row) = rows.next().map_err(translate)? {
+                    let since: Option<String> = row.get("running_since").map_err(translate)?;
+                    let since = since.map(|t| parse_time(&t)).transpose()?;
+                    candidates.push((connector_from_row(row)?, since));
+                }
+            }
+            let plan = plan_round(candidates, at);
+            let mut round = RestartRound::default();
+            let mut written = Vec::new();
+            for mark in &plan.marks {
+                let changed = tx
+                    .prepare_cached(
+                        "UPDATE connectors SET
+                             next_restart_time = ?4,
+                             restart_count = CASE WHEN ?5 = 'RESET' THEN 0 ELSE restart_count END,
+                             update_time = ?6
+                         WHERE id = ?1 AND generation = ?2 AND update_time = ?3",
+                    )
+                    .map_err(translate)?
+                    .execute(params![
+                        mark.id,
+                        mark.generation,
+                        text(mark.update_time),
+                        mark.kind.next_time().map(text),
+                        mark.kind.as_str(),
+                        text(now()),
+                    ])
+                    .map_err(translate)?;
+                if changed > 0 {
+                    written.push(mark.kind.as_str());
+                }
+            }
+            count(&mut round, &written);
+            for change in &plan.starts {
+                match transition_in(&tx, change, Write::Commit) {
+                    Ok(outcome) if !outcome.replayed => round.started.push(outcome),
+                    Ok(_) | Err(StoreError::Rejected(_) | StoreError::ConnectorNotFound(_)) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+            tx.commit().map_err(translate)?;
+            Ok(round)
+        })
+        .await
+    }
+}
