@@ -16,6 +16,17 @@ pub const MAX_STREAM_AGE: &str = "1h";
 /// How often the leader runs a round of automatic starts (at most the
 /// heartbeat interval).
 pub const RESTART_INTERVAL: &str = "1s";
+/// How often each replica's change feed reads new changes (watchers hear
+/// of a change within about this long).
+pub const WATCH_POLL_INTERVAL: &str = "20ms";
+/// `--watch-retention`: how long changes are kept for watchers to resume.
+pub const WATCH_RETENTION: &str = "15m";
+/// Changes each replica keeps in memory for its watchers.
+pub const WATCH_FEED_CAPACITY: usize = 20_000;
+/// How long a watch stream's full buffer waits for its reader.
+pub const WATCH_GRACE: &str = "5s";
+/// Events queued per watch stream; a watcher further behind is ended.
+pub const WATCH_BUFFER: usize = 1024;
 /// `--drain-timeout`: how long calls in flight may take at shutdown.
 pub const DRAIN_TIMEOUT: &str = "30s";
 /// `--delivery-timeout`: a delivered, unanswered command is delivered again.

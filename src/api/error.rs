@@ -41,6 +41,13 @@ pub enum ApiError {
     /// A batch call chose more connectors than its `max_connectors`.
     #[error("{selected} connectors match; at most {max} may be changed")]
     TooManyConnectors { selected: i64, max: usize },
+    /// A watcher's buffer filled; its stream ends and it resumes.
+    #[error("the watcher read too slowly; its buffer of {buffer} events filled")]
+    WatcherTooSlow {
+        resume_token: String,
+        buffer: usize,
+        grace: std::time::Duration,
+    },
     /// A batch call's request id was used for a batch asking otherwise.
     #[error("request id {request_id} was used for another batch")]
     BatchRequestIdReused { request_id: String },
@@ -196,6 +203,24 @@ impl From<ApiError> for Status {
                     },
                 )
             }
+            ApiError::WatcherTooSlow {
+                resume_token,
+                buffer,
+                grace,
+            } => status(
+                Code::ResourceExhausted,
+                ErrorReason::WatcherTooSlow,
+                format!(
+                    "this watch read more slowly than changes came: its buffer of {buffer} events \
+                     stayed full for {grace:?}, so it was ended (a slow watcher never slows the \
+                     service); watch again with the resume_token in this error's metadata"
+                ),
+                &[
+                    ("resume_token", resume_token),
+                    ("buffer", buffer.to_string()),
+                ],
+                no_details,
+            ),
             ApiError::BatchRequestIdReused { request_id } => {
                 let message = format!(
                     "request_id {request_id} was already used for a batch call with other \
@@ -364,6 +389,23 @@ fn store_status(error: StoreError) -> Status {
                 ("claimed_region", claimed),
             ],
             no_details,
+        ),
+        StoreError::ChangesPruned { pruned_through, .. } => status(
+            Code::FailedPrecondition,
+            ErrorReason::ResumeTokenExpired,
+            format!(
+                "the changes after this resume_token are no longer kept (kept from position \
+                 {pruned_through} on); watch again without resume_token: it starts with a new \
+                 snapshot of the matching connectors"
+            ),
+            &[("kept_from", pruned_through.to_string())],
+            |details| {
+                details.add_precondition_failure_violation(
+                    "RESUME_TOKEN_EXPIRED",
+                    "resume_token",
+                    "the changes after it were pruned",
+                );
+            },
         ),
         StoreError::Fenced { agent_id, epoch } => status(
             Code::Aborted,

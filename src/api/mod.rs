@@ -13,6 +13,7 @@ mod history;
 mod interceptor;
 pub mod limits;
 mod session;
+mod watch_connectors;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
@@ -33,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
-use tracing::{Span, info, instrument, warn};
+use tracing::{Instrument, Span, info, instrument, warn};
 
 /// What the audit trail records of a mutating call that is refused.
 struct Refusal {
@@ -94,6 +95,10 @@ pub struct ConnectorApi<S> {
     auth: auth::Authenticator,
     /// Refused calls, aggregated for the audit trail.
     refusals: crate::store::refusals::RefusalLog,
+    /// The change feed watch streams read.
+    feed: crate::fleet::feed::Feed,
+    /// How long a watch stream's full buffer waits for its reader.
+    watch_grace: Duration,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -122,6 +127,8 @@ impl<S: FleetStore> ConnectorApi<S> {
             latency_alert: crate::defaults::duration(crate::defaults::LATENCY_ALERT),
             auth: auth::Authenticator::open(),
             refusals: Default::default(),
+            feed: crate::fleet::feed::Feed::new(crate::defaults::WATCH_FEED_CAPACITY),
+            watch_grace: crate::defaults::duration(crate::defaults::WATCH_GRACE),
         }
     }
 
@@ -140,21 +147,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// Completes when a reload of the auth file no longer lets `principal`
     /// operate connectors.
     async fn revoked(&self, principal: &auth::Principal) -> auth::AuthError {
-        let mut reloads = self.auth.reloads();
-        loop {
-            // Checked once right after subscribing too: a reload between
-            // the call's authentication and now is not missed.
-            if let Err(error) = self
-                .auth
-                .still_allows(principal, Permission::ConnectorsOperate)
-            {
-                return error;
-            }
-            if reloads.changed().await.is_err() {
-                // The authenticator is gone: nothing will be revoked.
-                std::future::pending::<()>().await;
-            }
-        }
+        revoked(&self.auth, principal, Permission::ConnectorsOperate).await
     }
 
     /// Connectors reporting more latency than this are flagged as lagging.
@@ -165,22 +158,16 @@ impl<S: FleetStore> ConnectorApi<S> {
 
     /// A connector as callers see it: `status_message` carries the lag flag.
     fn view(&self, connector: crate::domain::Connector) -> v1::Connector {
-        let mut message = crate::domain::flagged_message(&connector, self.latency_alert);
-        if let Some(note) = crate::domain::restart::restart_note(&connector, chrono::Utc::now()) {
-            if !message.is_empty() {
-                message.push_str("; ");
-            }
-            message.push_str(&note);
-        }
-        let cause = match crate::domain::lag_cause(&connector, self.latency_alert) {
-            None => v1::LagCause::Unspecified,
-            Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
-            Some(crate::domain::LagCause::AgentOffline) => v1::LagCause::AgentOffline,
-        };
-        let mut view = convert::connector_to_proto(connector);
-        view.status_message = message;
-        view.lag_cause = cause as i32;
-        view
+        connector_view(connector, self.latency_alert)
+    }
+
+    /// The change feed watch streams read (`serve` passes the fleet's), and
+    /// how long a watcher's full buffer waits for it before its stream
+    /// ends.
+    pub fn with_watch(mut self, feed: crate::fleet::feed::Feed, grace: Duration) -> Self {
+        self.feed = feed;
+        self.watch_grace = grace;
+        self
     }
 
     /// Limits each principal's changes (create, start, pause).
@@ -530,8 +517,94 @@ fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
+/// Completes when a reload of the auth file no longer gives `principal`
+/// `permission` (long calls: waits and watches end then).
+async fn revoked(
+    auth: &auth::Authenticator,
+    principal: &auth::Principal,
+    permission: Permission,
+) -> auth::AuthError {
+    let mut reloads = auth.reloads();
+    loop {
+        // Checked once right after subscribing too: a reload between the
+        // call's authentication and now is not missed.
+        if let Err(error) = auth.still_allows(principal, permission) {
+            return error;
+        }
+        if reloads.changed().await.is_err() {
+            // The authenticator is gone: nothing will be revoked.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// A connector as callers see it: `status_message` carries the lag flag and
+/// what automatic starts will do.
+pub(crate) fn connector_view(
+    connector: crate::domain::Connector,
+    latency_alert: Duration,
+) -> v1::Connector {
+    let mut message = crate::domain::flagged_message(&connector, latency_alert);
+    if let Some(note) = crate::domain::restart::restart_note(&connector, chrono::Utc::now()) {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&note);
+    }
+    let cause = match crate::domain::lag_cause(&connector, latency_alert) {
+        None => v1::LagCause::Unspecified,
+        Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
+        Some(crate::domain::LagCause::AgentOffline) => v1::LagCause::AgentOffline,
+    };
+    let mut view = convert::connector_to_proto(connector);
+    view.status_message = message;
+    view.lag_cause = cause as i32;
+    view
+}
+
 #[tonic::async_trait]
 impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
+    type WatchConnectorsStream =
+        tokio_stream::wrappers::ReceiverStream<Result<v1::WatchConnectorsResponse, Status>>;
+
+    #[instrument(name = "WatchConnectors", skip_all)]
+    async fn watch_connectors(
+        &self,
+        request: Request<v1::WatchConnectorsRequest>,
+    ) -> Result<Response<Self::WatchConnectorsStream>, Status> {
+        let principal =
+            auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let query = watch_connectors::query(request.get_ref(), &self.tokens, self.latency_alert)?;
+        watch_connectors::check_resumable(&self.store, &query).await?;
+        let buffer = crate::defaults::WATCH_BUFFER;
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+        let stream = watch_connectors::Watch {
+            store: self.store.clone(),
+            feed: self.feed.clone(),
+            tokens: self.tokens.clone(),
+            latency_alert: self.latency_alert,
+            draining: self.draining.clone(),
+            query,
+            buffer,
+            grace: self.watch_grace,
+        };
+        let auth = self.auth.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = stream.run(tx.clone()) => {}
+                    error = revoked(&auth, &principal, Permission::ConnectorsRead) => {
+                        let _ = tx.send(Err(ApiError::from(error).into())).await;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+
     #[instrument(name = "ListRegions", skip_all)]
     async fn list_regions(
         &self,

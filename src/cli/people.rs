@@ -195,6 +195,35 @@ pub enum ConnectorsCommand {
     /// A connector's commands, newest first: who asked what, and what the
     /// agent answered.
     History(HistoryArgs),
+    /// Follow connectors as they change: first those matching, then one
+    /// line per change (entering, changing within or leaving the filters),
+    /// until interrupted. Reconnects by itself when the server drains or
+    /// the output was read too slowly.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Free text, as for `list`; empty follows everything.
+    pub query: Option<String>,
+    /// Only connectors running (or to run) in this region.
+    #[arg(long)]
+    pub region: Option<String>,
+    /// Only these states, comma-separated: running,failed,...
+    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
+    pub state: Vec<v1::ConnectorState>,
+    /// Only connectors that should run and lag.
+    #[arg(long)]
+    pub lagging: bool,
+    /// Only connectors waiting for an automatic start.
+    #[arg(long)]
+    pub awaiting_restart: bool,
+    /// Continue an earlier watch (same filters) after its last event,
+    /// without the snapshot: the token it printed.
+    #[arg(long, default_value = "")]
+    pub resume_token: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -398,6 +427,7 @@ impl ConnectorsCommand {
             }
             ConnectorsCommand::Start(args) => start(args).await,
             ConnectorsCommand::Pause(args) => pause(args).await,
+            ConnectorsCommand::Watch(args) => watch(args).await,
             ConnectorsCommand::History(args) => {
                 let response = args
                     .client
@@ -415,6 +445,62 @@ impl ConnectorsCommand {
                 Ok(())
             }
         }
+    }
+}
+
+/// Prints every event as it comes; resumes from the last token when the
+/// server drains or ends the stream for reading too slowly.
+async fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut client = args.client.connectors().await?;
+    let filter = v1::ConnectorFilter {
+        query: args.query.unwrap_or_default(),
+        region: args.region.unwrap_or_default(),
+        states: args.state.iter().map(|s| *s as i32).collect(),
+        lagging: args.lagging,
+        awaiting_restart: args.awaiting_restart,
+    };
+    let mut token = args.resume_token;
+    loop {
+        let mut events = client
+            .watch_connectors(v1::WatchConnectorsRequest {
+                filter: Some(filter.clone()),
+                resume_token: token.clone(),
+            })
+            .await
+            .map_err(Failure::from)?
+            .into_inner();
+        let status = loop {
+            match events.message().await {
+                Ok(Some(event)) => {
+                    if !event.resume_token.is_empty() {
+                        token.clone_from(&event.resume_token);
+                    }
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(render::watch_event(&event, args.client.output)?.as_bytes())?;
+                    out.flush()?;
+                }
+                Ok(None) => return Ok(()),
+                Err(status) => break status,
+            }
+        };
+        let reason = status
+            .get_details_error_info()
+            .map(|info| info.reason)
+            .unwrap_or_default();
+        let resumable = status.code() == tonic::Code::Unavailable || reason == "WATCHER_TOO_SLOW";
+        if !resumable || token.is_empty() {
+            return Err(Failure::from(status).into());
+        }
+        eprintln!("watch interrupted ({}); resuming", status.message());
+        if let Some(from) = tonic_types::StatusExt::get_details_error_info(&status)
+            .and_then(|info| info.metadata.get("resume_token").cloned())
+        {
+            token = from;
+        }
+        // The server drains: the next connection reaches another replica
+        // (or this one once it is back).
+        client = args.client.connectors().await?;
     }
 }
 

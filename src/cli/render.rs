@@ -350,6 +350,42 @@ pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::
 }
 
 /// A connector's commands, newest first.
+/// One WatchConnectors event: a line for people (time, event, connector,
+/// state, region, server, message), one JSON object per line for scripts.
+pub fn watch_event(event: &v1::WatchConnectorsResponse, output: Output) -> anyhow::Result<String> {
+    if output == Output::Json {
+        let pretty = json(event, "connector.v1.WatchConnectorsResponse")?;
+        let value: serde_json::Value = serde_json::from_str(&pretty)?;
+        return Ok(format!("{value}\n"));
+    }
+    let kind = v1::WatchEventType::try_from(event.r#type)
+        .map(|t| {
+            t.as_str_name()
+                .trim_start_matches("WATCH_EVENT_TYPE_")
+                .to_owned()
+        })
+        .unwrap_or_else(|_| event.r#type.to_string());
+    let now = Utc::now().format("%H:%M:%S");
+    Ok(match &event.connector {
+        None if kind == "SNAPSHOT_END" => format!(
+            "{now} -- snapshot complete; changes follow (resume with --resume-token {})\n",
+            event.resume_token
+        ),
+        None => format!("{now} {kind}\n"),
+        Some(c) => {
+            printable(&format!(
+                "{now} {kind:<8} {} ({}) {} region {} server {} {}",
+                c.id,
+                c.name,
+                flagged_state(c),
+                c.region,
+                or_dash(&c.server_ip),
+                c.status_message
+            )) + "\n"
+        }
+    })
+}
+
 pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(response, "connector.v1.ListCommandsResponse");

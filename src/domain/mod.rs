@@ -10,6 +10,7 @@ pub mod page_token;
 pub mod restart;
 pub mod rules;
 pub mod validate;
+pub mod watch;
 
 pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
 pub use change::Change;

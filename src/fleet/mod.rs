@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 mod dispatch;
+pub mod feed;
 mod heartbeats;
 mod replicas;
 mod signals;
@@ -66,6 +67,14 @@ pub struct FleetOptions {
     /// How often the leader looks for failed connectors to start again
     /// (automatic starts are due to the second).
     pub restart_interval: Duration,
+    /// How often the change feed looks for new changes (a watcher hears of
+    /// a change within about this long).
+    pub watch_poll_interval: Duration,
+    /// How long recorded changes are kept for watchers to resume.
+    pub watch_retention: Duration,
+    /// How long a watch stream's full buffer waits for its reader before
+    /// the stream ends (WATCHER_TOO_SLOW).
+    pub watch_grace: Duration,
 }
 
 impl FleetOptions {
@@ -82,6 +91,9 @@ impl FleetOptions {
             delivery_timeout: duration(defaults::DELIVERY_TIMEOUT),
             address: String::new(),
             restart_interval: duration(defaults::RESTART_INTERVAL).min(heartbeat_interval),
+            watch_poll_interval: duration(defaults::WATCH_POLL_INTERVAL),
+            watch_retention: duration(defaults::WATCH_RETENTION),
+            watch_grace: duration(defaults::WATCH_GRACE),
         }
     }
 }
@@ -127,6 +139,7 @@ pub struct Fleet<S> {
     /// The leader lease while this replica holds it (the replica loop
     /// renews it; the restart loop works under it).
     lease: Mutex<Option<crate::store::Lease>>,
+    feed: feed::Feed,
 }
 
 impl<S: FleetStore> Fleet<S> {
@@ -158,6 +171,7 @@ impl<S: FleetStore> Fleet<S> {
             refusals,
             shutdown,
             lease: Mutex::new(None),
+            feed: feed::Feed::new(crate::defaults::WATCH_FEED_CAPACITY),
         })
     }
 
@@ -220,6 +234,7 @@ impl<S: FleetStore> Fleet<S> {
             tokio::spawn(self.clone().status_loop()),
             tokio::spawn(self.clone().replica_loop()),
             tokio::spawn(self.clone().restart_loop()),
+            tokio::spawn(self.clone().feed_loop()),
         ];
         if let Some(outbox) = self.outbox.lock().unwrap().take() {
             loops.push(tokio::spawn(self.clone().publish_loop(outbox)));

@@ -206,6 +206,13 @@ impl<S: FleetStore> Fleet<S> {
         {
             self.signals.wake_all();
         }
+        let pruned = self
+            .store
+            .prune_changes(lease, self.options.watch_retention)
+            .await?;
+        if pruned > 0 {
+            debug!(pruned, "changes older than the watch retention were pruned");
+        }
         Ok(())
     }
 

@@ -144,7 +144,8 @@ pub async fn serve<S: FleetStore>(
     .with_limiter(ChangeLimiter::new(options.rate_limits))
     .with_latency_alert(options.latency_alert)
     .with_auth(options.auth.clone())
-    .with_refusals(refusals);
+    .with_refusals(refusals)
+    .with_watch(fleet.feed().clone(), options.fleet.watch_grace);
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
 

@@ -38,12 +38,13 @@ pub use postgres::PgStore;
 /// Every store trait, for code that calls a backend's methods directly.
 pub mod prelude {
     pub use super::{
-        AuditLog, Connectors, Dispatch, FleetStore, Leadership, Reads, Search, Sessions, Store,
+        AuditLog, Changes, Connectors, Dispatch, FleetStore, Leadership, Reads, Search, Sessions,
+        Store,
     };
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus,
+    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus,
     RestartRound, Seen, Wakeup, WakeupHandler,
 };
 pub(crate) use types::{escape_like, fold};
@@ -80,6 +81,10 @@ pub enum StoreError {
     /// A newer session of the agent exists; this session's write was refused.
     #[error("session {epoch} of agent {agent_id} was superseded")]
     Fenced { agent_id: String, epoch: i64 },
+    /// Changes after `after` were pruned (`Changes::changes_after`): a
+    /// watch cannot resume from there.
+    #[error("changes after {after} were pruned (kept from {pruned_through} on)")]
+    ChangesPruned { after: i64, pruned_through: i64 },
     /// Leader-only work was refused: the lease of this term lapsed or
     /// another replica holds it now.
     #[error("the leader lease of term {term} is no longer held")]
@@ -244,7 +249,28 @@ pub trait AuditLog: Send + Sync {
 }
 
 /// What the API needs from persistence.
-pub trait Store: Connectors + Search + AuditLog + Clone + Send + Sync + 'static {
+/// Connector changes in commit order, for watchers.
+pub trait Changes: Send + Sync {
+    /// The newest change's position (the pruned horizon when none is kept).
+    fn change_head(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
+
+    /// Up to `limit` changes after position `after`, in commit order.
+    /// `StoreError::ChangesPruned` when some of them were pruned.
+    fn changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<ChangeEntry>, StoreError>> + Send;
+
+    /// The connectors with these ids, as they are now (missing ids are
+    /// gone).
+    fn connectors_by_id(
+        &self,
+        ids: &[String],
+    ) -> impl Future<Output = Result<Vec<Connector>, StoreError>> + Send;
+}
+
+pub trait Store: Connectors + Search + AuditLog + Changes + Clone + Send + Sync + 'static {
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
@@ -427,6 +453,15 @@ pub trait Leadership: Send + Sync {
         lease: Lease,
         now: DateTime<Utc>,
     ) -> impl Future<Output = Result<RestartRound, StoreError>> + Send;
+
+    /// Leader-only. Drops recorded changes older than `keep` (always
+    /// keeping the newest); resume tokens before them expire. Returns how
+    /// many were dropped.
+    fn prune_changes(
+        &self,
+        lease: Lease,
+        keep: Duration,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Wakes the other replicas (their dispatchers for these regions, or
     /// their waiters for these commands). A no-op where replicas cannot

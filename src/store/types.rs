@@ -24,6 +24,15 @@ pub struct CommandOutcome {
     pub replayed: bool,
 }
 
+/// A change of a connector: its position in commit order, and what a
+/// search saw before it (None: the connector is new).
+#[derive(Clone, Debug)]
+pub struct ChangeEntry {
+    pub seq: i64,
+    pub connector_id: String,
+    pub before: Option<crate::domain::watch::Searchable>,
+}
+
 /// What a round of automatic starts did.
 #[derive(Clone, Debug, Default)]
 pub struct RestartRound {
@@ -104,7 +113,7 @@ pub struct MetricsSample {
 /// The case-insensitive form that search compares, in every backend:
 /// Unicode lower case, the same for stored names and for queries.
 pub(crate) fn fold(text: &str) -> String {
-    text.to_lowercase()
+    crate::domain::watch::fold(text)
 }
 
 /// Makes `text` match itself literally inside a LIKE pattern whose escape

@@ -474,3 +474,52 @@ fn v1_state(name: &str) -> i32 {
     connector_control::proto::v1::ConnectorState::from_str_name(&format!("CONNECTOR_STATE_{name}"))
         .unwrap() as i32
 }
+
+#[tokio::test]
+async fn connectors_watch_prints_the_snapshot_then_each_change_as_it_happens() {
+    use std::io::BufRead;
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    app.create(connector("c2", "billing")).await;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+        .args(["connectors", "watch", "c1", "--region", "eu-2"])
+        .env("CONNECTOR_CONTROL_SERVER", format!("http://{}", app.addr))
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("running the CLI");
+    let (lines_tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines() {
+            if lines_tx.send(line.unwrap()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut line = async || {
+        tokio::time::timeout(Duration::from_secs(10), lines.recv())
+            .await
+            .expect("no line within 10 s")
+            .expect("the CLI ended")
+    };
+    let snapshot = line().await;
+    assert!(
+        snapshot.contains("SNAPSHOT c1 (orders) STOPPED region eu-2"),
+        "{snapshot}"
+    );
+    let end = line().await;
+    assert!(
+        end.contains("snapshot complete") && end.contains("--resume-token "),
+        "{end}"
+    );
+    app.start(start_request("c2")).await.unwrap();
+    app.start(start_request("c1")).await.unwrap();
+    let changed = line().await;
+    assert!(
+        changed.contains("CHANGED  c1 (orders) STARTING"),
+        "{changed}: c2 is not watched"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

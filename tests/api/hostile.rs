@@ -95,7 +95,7 @@ fn hello_bytes(agent_id: &str) -> Bytes {
 }
 
 #[tokio::test]
-async fn undecodable_bytes_are_invalid_argument_on_every_unary_rpc() {
+async fn undecodable_bytes_are_invalid_argument_on_every_rpc_a_client_does_not_stream() {
     let app = spawn_app().await;
     let pool = prost_reflect::DescriptorPool::decode(connector_control::proto::FILE_DESCRIPTOR_SET)
         .unwrap();
@@ -120,7 +120,10 @@ async fn undecodable_bytes_are_invalid_argument_on_every_unary_rpc() {
             checked += 1;
         }
     }
-    assert_eq!(checked, 13, "every unary RPC of the three services");
+    assert_eq!(
+        checked, 14,
+        "every RPC a client does not stream: 13 unary, WatchConnectors"
+    );
     assert_eq!(app.count("SELECT count(*) FROM audit_events").await, 0);
 }
 

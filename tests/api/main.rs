@@ -22,3 +22,4 @@ mod security;
 mod start_pause;
 mod state_machine;
 mod tls;
+mod watch;

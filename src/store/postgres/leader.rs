@@ -275,6 +275,10 @@ impl Leadership for PgStore {
         self.retrying(|| self.restart_round_once(lease, now)).await
     }
 
+    async fn prune_changes(&self, lease: Lease, keep: Duration) -> Result<u64, StoreError> {
+        self.retrying(|| self.prune_changes_once(lease, keep)).await
+    }
+
     async fn publish(&self, wakeups: &[Wakeup]) -> Result<(), StoreError> {
         let (channels, payloads): (Vec<&str>, Vec<&str>) =
             wakeups.iter().filter_map(listen::channel_of).unzip();

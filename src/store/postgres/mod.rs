@@ -22,6 +22,7 @@ mod restarts;
 mod rows;
 mod search;
 mod sessions;
+mod watch;
 
 #[doc(hidden)]
 pub use changes::sql as change_sql;

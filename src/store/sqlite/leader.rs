@@ -113,6 +113,10 @@ impl Leadership for SqliteStore {
         self.restart_round_in(lease, now).await
     }
 
+    async fn prune_changes(&self, _lease: Lease, keep: Duration) -> Result<u64, StoreError> {
+        self.prune_changes_in(keep).await
+    }
+
     async fn publish(&self, _wakeups: &[Wakeup]) -> Result<(), StoreError> {
         Ok(())
     }

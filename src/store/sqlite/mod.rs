@@ -21,6 +21,7 @@ mod restarts;
 mod rows;
 mod search;
 mod sessions;
+mod watch;
 
 use super::{Store, StoreError};
 use anyhow::Context;

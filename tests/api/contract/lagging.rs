@@ -33,7 +33,7 @@ async fn run_on<S: FleetStore>(
 
 /// c1 runs with 90 s of latency and c2 with 5 s on agent "live"; c3 ran on
 /// agent "silent", which went offline (UNKNOWN); c4's start is pending.
-async fn a_fleet_with_lagging_connectors<S: FleetStore>(store: &S) {
+pub(super) async fn a_fleet_with_lagging_connectors<S: FleetStore>(store: &S) {
     for id in ["c1", "c2", "c3", "c4"] {
         store
             .create_connector(new_connector(id, id, ConnectorKind::IncrementalSync))

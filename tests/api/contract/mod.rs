@@ -5,6 +5,7 @@
 
 mod audit;
 mod batches;
+mod changes;
 mod commands;
 mod connectors;
 mod history;
@@ -108,6 +109,8 @@ contract_suite!(
     restarts::a_pause_or_a_recovery_cancels_the_schedule,
     restarts::failures_no_retry_fixes_and_used_up_policies_are_not_restarted,
     restarts::a_connector_that_ran_long_enough_has_its_count_reset,
+    changes::changes_are_recorded_in_order_with_what_a_search_saw_before,
+    changes::the_filter_watchers_apply_agrees_with_the_search,
 );
 
 pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {

@@ -196,6 +196,12 @@ pub(super) async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: u
                 ))
                 .await,
         ),
+        // Allowed once the stream is open (its first event is then read).
+        "WatchConnectors" => outcome(
+            connectors
+                .watch_connectors(with_token(v1::WatchConnectorsRequest::default(), token))
+                .await,
+        ),
         "ListRegions" => outcome(
             connectors
                 .list_regions(with_token(v1::ListRegionsRequest {}, token))

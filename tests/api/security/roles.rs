@@ -10,7 +10,7 @@ async fn every_rpc_checks_every_role() {
     let channel = app.channel().await;
     create_as_admin(&ConnectorServiceClient::new(channel.clone()), "c1").await;
     // Columns: no token, unknown token, viewer, operator, admin, agent.
-    let matrix: [(&str, [Outcome; 6]); 14] = [
+    let matrix: [(&str, [Outcome; 6]); 15] = [
         (
             "UpdateRestartPolicy",
             [
@@ -46,6 +46,17 @@ async fn every_rpc_checks_every_role() {
         ),
         (
             "ListCommands",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Allowed,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
+        (
+            "WatchConnectors",
             [
                 Unauthenticated,
                 Unauthenticated,

@@ -1,0 +1,288 @@
+//! WatchConnectors: a snapshot of the matching connectors, then every
+//! change that makes one enter, change within or leave the filter, in
+//! commit order, read from this replica's change feed (`fleet::feed`).
+
+use super::error::ApiError;
+use super::{connector_view, convert};
+use crate::domain::watch::{Seen, seen};
+use crate::domain::{Cursor, PageTokenCodec, PageTokenError, SearchFilter};
+use crate::fleet::feed::{Feed, FeedItem, read_changes};
+use crate::proto::v1;
+use crate::store::Store;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tonic::Status;
+
+/// The resume token's cursor name: the position is its id.
+const TOKEN_NAME: &str = "watch";
+/// Connectors per snapshot page.
+const SNAPSHOT_PAGE: usize = 500;
+/// Changes handled per step.
+const STEP: usize = 512;
+/// A PROGRESS event at most this often, when only unmatched changes came.
+const PROGRESS_EVERY: Duration = Duration::from_secs(30);
+
+/// A validated WatchConnectors request.
+pub struct WatchQuery {
+    pub filter: SearchFilter,
+    /// Where to resume; None starts with a snapshot.
+    pub resume_after: Option<i64>,
+}
+
+/// Refuses a resume token whose changes are no longer kept, before the
+/// stream begins (RESUME_TOKEN_EXPIRED as the call's status).
+pub async fn check_resumable<S: Store>(store: &S, query: &WatchQuery) -> Result<(), ApiError> {
+    if let Some(after) = query.resume_after {
+        store.changes_after(after, 0).await?;
+    }
+    Ok(())
+}
+
+pub fn query(
+    request: &v1::WatchConnectorsRequest,
+    tokens: &PageTokenCodec,
+    latency_alert: Duration,
+) -> Result<WatchQuery, ApiError> {
+    let mut violations = crate::domain::validate::Violations::default();
+    let filter = convert::search_filter(
+        &mut violations,
+        "filter.",
+        &request.filter.clone().unwrap_or_default(),
+        latency_alert,
+    );
+    let resume_after = match request.resume_token.as_str() {
+        "" => None,
+        token => match decode(tokens, token, &filter) {
+            Ok(seq) => Some(seq),
+            Err(error) => {
+                let message = error
+                    .to_string()
+                    .replace("page_token", "resume_token")
+                    .replace(
+                        "repeat the search from the first page",
+                        "watch again without it (a new snapshot)",
+                    );
+                violations.add("resume_token", message);
+                None
+            }
+        },
+    };
+    convert::invalid_request("WatchConnectors", violations)?;
+    Ok(WatchQuery {
+        filter,
+        resume_after,
+    })
+}
+
+fn decode(
+    tokens: &PageTokenCodec,
+    token: &str,
+    filter: &SearchFilter,
+) -> Result<i64, PageTokenError> {
+    let cursor = tokens.decode(token, filter)?;
+    if cursor.name != TOKEN_NAME {
+        return Err(PageTokenError::Malformed);
+    }
+    cursor.id.parse().map_err(|_| PageTokenError::Malformed)
+}
+
+fn encode(tokens: &PageTokenCodec, filter: &SearchFilter, seq: i64) -> String {
+    tokens.encode(
+        filter,
+        &Cursor {
+            name: TOKEN_NAME.to_owned(),
+            id: seq.to_string(),
+        },
+    )
+}
+
+/// What a watch stream needs, cloned out of the service.
+pub struct Watch<S> {
+    pub store: S,
+    pub feed: Feed,
+    pub tokens: PageTokenCodec,
+    pub latency_alert: Duration,
+    pub draining: watch::Receiver<bool>,
+    pub query: WatchQuery,
+    pub buffer: usize,
+    /// How long a full buffer waits for its reader before the stream ends.
+    pub grace: Duration,
+}
+
+type Sender = mpsc::Sender<Result<v1::WatchConnectorsResponse, Status>>;
+
+/// Why a stream ended early.
+enum End {
+    /// The caller went away.
+    Gone,
+    /// The stream ends with this status.
+    Fail(Status),
+}
+
+impl From<ApiError> for End {
+    fn from(error: ApiError) -> Self {
+        End::Fail(error.into())
+    }
+}
+
+impl<S: Store> Watch<S> {
+    /// Runs the stream into `tx` until the caller goes, the server drains,
+    /// or the watcher falls behind its buffer.
+    pub async fn run(mut self, tx: Sender) {
+        let end = self.stream(&tx).await;
+        if let Err(End::Fail(status)) = end {
+            // After what is queued; a reader that never reads again is
+            // not waited for long.
+            let _ = tokio::time::timeout(Duration::from_secs(30), tx.send(Err(status))).await;
+        }
+    }
+
+    async fn stream(&mut self, tx: &Sender) -> Result<(), End> {
+        let mut heads = self.feed.subscribe();
+        let mut cursor = match self.query.resume_after {
+            Some(after) => after,
+            None => self.snapshot(tx).await?,
+        };
+        let mut last_sent = tokio::time::Instant::now();
+        let mut unsent_progress = false;
+        loop {
+            loop {
+                let items = match self.feed.after(cursor, STEP) {
+                    Some(items) => items,
+                    None => read_changes(&self.store, cursor, STEP)
+                        .await
+                        .map_err(ApiError::from)?
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
+                };
+                if items.is_empty() {
+                    break;
+                }
+                for item in items {
+                    cursor = item.seq;
+                    match self.event(&item) {
+                        Some(event) => {
+                            self.send(tx, event, cursor).await?;
+                            last_sent = tokio::time::Instant::now();
+                            unsent_progress = false;
+                        }
+                        None => unsent_progress = true,
+                    }
+                }
+            }
+            if unsent_progress && last_sent.elapsed() >= PROGRESS_EVERY {
+                let progress = v1::WatchConnectorsResponse {
+                    r#type: v1::WatchEventType::Progress as i32,
+                    connector: None,
+                    resume_token: encode(&self.tokens, &self.query.filter, cursor),
+                };
+                self.send(tx, progress, cursor).await?;
+                last_sent = tokio::time::Instant::now();
+                unsent_progress = false;
+            }
+            tokio::select! {
+                changed = heads.changed() => {
+                    if changed.is_err() {
+                        return Err(End::Gone);
+                    }
+                }
+                _ = tokio::time::sleep(PROGRESS_EVERY) => {}
+                _ = self.draining.wait_for(|draining| *draining) => {
+                    return Err(End::Fail(Status::unavailable(
+                        "the server is shutting down; watch again with the resume_token of the \
+                         last event (another replica continues from it)",
+                    )));
+                }
+                _ = tx.closed() => return Err(End::Gone),
+            }
+        }
+    }
+
+    /// Sends the matching connectors, then SNAPSHOT_END; returns the
+    /// position the changes continue from (read before the snapshot: a
+    /// change made while it is read may show in it and again as its
+    /// event, never in neither).
+    async fn snapshot(&mut self, tx: &Sender) -> Result<i64, End> {
+        let head = self.store.change_head().await.map_err(ApiError::from)?;
+        let mut after: Option<Cursor> = None;
+        loop {
+            let page = self
+                .store
+                .list_connectors(&self.query.filter, after.as_ref(), SNAPSHOT_PAGE)
+                .await
+                .map_err(ApiError::from)?;
+            after = page.connectors.last().map(|last| Cursor {
+                name: last.name.clone(),
+                id: last.id.clone(),
+            });
+            for connector in page.connectors {
+                let event = v1::WatchConnectorsResponse {
+                    r#type: v1::WatchEventType::Snapshot as i32,
+                    connector: Some(connector_view(connector, self.latency_alert)),
+                    resume_token: String::new(),
+                };
+                // The snapshot waits for the reader: it is this stream's
+                // own pace, and nothing else waits on it.
+                tx.send(Ok(event)).await.map_err(|_| End::Gone)?;
+            }
+            if !page.more {
+                break;
+            }
+        }
+        let end = v1::WatchConnectorsResponse {
+            r#type: v1::WatchEventType::SnapshotEnd as i32,
+            connector: None,
+            resume_token: encode(&self.tokens, &self.query.filter, head),
+        };
+        tx.send(Ok(end)).await.map_err(|_| End::Gone)?;
+        Ok(head)
+    }
+
+    /// The event one change makes for this filter, if any.
+    fn event(&self, item: &FeedItem) -> Option<v1::WatchConnectorsResponse> {
+        let kind = match seen(&self.query.filter, item.before.as_ref(), item.now.as_ref()) {
+            Seen::Changed => v1::WatchEventType::Changed,
+            Seen::Left => v1::WatchEventType::Removed,
+            Seen::Outside => return None,
+        };
+        Some(v1::WatchConnectorsResponse {
+            r#type: kind as i32,
+            connector: item
+                .now
+                .clone()
+                .map(|connector| connector_view(connector, self.latency_alert)),
+            resume_token: encode(&self.tokens, &self.query.filter, item.seq),
+        })
+    }
+
+    /// Queues an event. A full buffer waits for the reader for at most
+    /// `grace` (a reader that reads keeps up, however far behind it
+    /// started); past it the stream ends, with the token to resume from.
+    /// Only this stream waits: the feed never does.
+    async fn send(
+        &self,
+        tx: &Sender,
+        event: v1::WatchConnectorsResponse,
+        seq: i64,
+    ) -> Result<(), End> {
+        match tokio::time::timeout(self.grace, tx.reserve()).await {
+            Ok(Ok(permit)) => {
+                permit.send(Ok(event));
+                Ok(())
+            }
+            Ok(Err(_)) => Err(End::Gone),
+            Err(_) => Err(End::Fail(
+                ApiError::WatcherTooSlow {
+                    // Everything before this change was queued or matched
+                    // nothing: the watch resumes with it.
+                    resume_token: encode(&self.tokens, &self.query.filter, seq - 1),
+                    buffer: self.buffer,
+                    grace: self.grace,
+                }
+                .into(),
+            )),
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The change feed of this replica: one loop reads the connector changes
+//! every replica commits (in commit order, `store::Changes`), with each
+//! changed connector as it is now, into a bounded ring that every watch
+//! stream here reads. A watcher behind the ring reads the store instead;
+//! the loop never waits for a watcher.
+
+use super::Fleet;
+use crate::domain::Connector;
+use crate::domain::watch::Searchable;
+use crate::store::{FleetStore, StoreError};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use tokio::sync::watch;
+use tracing::{debug, warn};
+
+/// One change, with the connector as it was read after it.
+#[derive(Clone, Debug)]
+pub struct FeedItem {
+    pub seq: i64,
+    pub connector_id: String,
+    /// What a search saw before the change (None: it is new).
+    pub before: Option<Searchable>,
+    /// The connector as it is now (None: it is gone).
+    pub now: Option<Connector>,
+}
+
+/// Changes read per statement.
+pub const FEED_BATCH: usize = 1000;
+
+struct Ring {
+    /// Every change after this position is in `items` (or came later).
+    complete_after: i64,
+    items: VecDeque<Arc<FeedItem>>,
+}
+
+/// The ring of recent changes and the newest position read.
+#[derive(Clone)]
+pub struct Feed {
+    ring: Arc<RwLock<Ring>>,
+    head: watch::Sender<i64>,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("head", &*self.head.borrow())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    pub fn new(capacity: usize) -> Self {
+        Feed {
+            ring: Arc::new(RwLock::new(Ring {
+                complete_after: i64::MAX,
+                items: VecDeque::new(),
+            })),
+            head: watch::Sender::new(0),
+            capacity,
+        }
+    }
+
+    /// Changes to the newest position read (for watchers to wait on).
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.head.subscribe()
+    }
+
+    /// Up to `limit` changes after `after`, from the ring; None when the
+    /// ring no longer (or does not yet) hold all of them.
+    pub fn after(&self, after: i64, limit: usize) -> Option<Vec<Arc<FeedItem>>> {
+        let ring = self.ring.read().unwrap();
+        if after < ring.complete_after {
+            return None;
+        }
+        let start = ring.items.partition_point(|item| item.seq <= after);
+        Some(ring.items.range(start..).take(limit).cloned().collect())
+    }
+
+    /// Starts the ring over at `head` (at start-up, or after the loop fell
+    /// behind the pruning).
+    fn reset(&self, head: i64) {
+        let mut ring = self.ring.write().unwrap();
+        ring.items.clear();
+        ring.complete_after = head;
+        drop(ring);
+        self.head.send_replace(head);
+    }
+
+    fn push(&self, items: Vec<FeedItem>) {
+        let Some(last) = items.last().map(|item| item.seq) else {
+            return;
+        };
+        let mut ring = self.ring.write().unwrap();
+        ring.items.extend(items.into_iter().map(Arc::new));
+        while ring.items.len() > self.capacity {
+            let dropped = ring.items.pop_front().expect("over capacity");
+            ring.complete_after = dropped.seq;
+        }
+        drop(ring);
+        self.head.send_replace(last);
+    }
+}
+
+/// The changes after `after` (up to `limit`), each with its connector as
+/// it is now: one read of the changes, one of the connectors.
+pub async fn read_changes<S: crate::store::Changes>(
+    store: &S,
+    after: i64,
+    limit: usize,
+) -> Result<Vec<FeedItem>, StoreError> {
+    let entries = store.changes_after(after, limit).await?;
+    if entries.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<String> = entries.iter().map(|e| e.connector_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let now: HashMap<String, Connector> = store
+        .connectors_by_id(&ids)
+        .await?
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
+    Ok(entries
+        .into_iter()
+        .map(|entry| FeedItem {
+            now: now.get(&entry.connector_id).cloned(),
+            seq: entry.seq,
+            connector_id: entry.connector_id,
+            before: entry.before,
+        })
+        .collect())
+}
+
+impl<S: FleetStore> Fleet<S> {
+    /// The feed watch streams on this replica read.
+    pub fn feed(&self) -> &Feed {
+        &self.feed
+    }
+
+    /// Reads new changes every `watch_poll_interval` into the feed.
+    pub(super) async fn feed_loop(self: Arc<Self>) {
+        let mut head = None;
+        let mut tick = tokio::time::interval(self.options.watch_poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let after = match head {
+                Some(after) => after,
+                None => match self.store.change_head().await {
+                    Ok(now) => {
+                        self.feed.reset(now);
+                        head = Some(now);
+                        continue;
+                    }
+                    Err(error) => {
+                        debug!(%error, "reading the newest change failed; retrying");
+                        continue;
+                    }
+                },
+            };
+            // Drain what accumulated, batch by batch.
+            let mut after = after;
+            loop {
+                match read_changes(&self.store, after, FEED_BATCH).await {
+                    Ok(items) => {
+                        let full = items.len() == FEED_BATCH;
+                        if let Some(last) = items.last() {
+                            after = last.seq;
+                        }
+                        self.feed.push(items);
+                        if !full {
+                            break;
+                        }
+                    }
+                    Err(StoreError::ChangesPruned { .. }) => {
+                        warn!("the change feed fell behind the pruning; starting over");
+                        head = None;
+                        break;
+                    }
+                    Err(error) => {
+                        debug!(%error, "reading changes failed; retrying");
+                        break;
+                    }
+                }
+            }
+            if head.is_some() {
+                head = Some(after);
+            }
+        }
+    }
+}

@@ -1,0 +1,128 @@
+//! Connector changes on the embedded store (migration V11 records them):
+//! reading them for watchers, and pruning.
+
+use super::SqliteStore;
+use super::connectors::get_connector;
+use super::error::translate;
+use super::now;
+use super::rows::text;
+use crate::domain::Connector;
+use crate::domain::watch::Searchable;
+use crate::store::{ChangeEntry, Changes, StoreError};
+use rusqlite::params;
+use std::time::Duration;
+
+fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
+    value
+        .map(|json| serde_json::from_str(&json))
+        .transpose()
+        .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
+}
+
+impl Changes for SqliteStore {
+    async fn change_head(&self) -> Result<i64, StoreError> {
+        self.with(|connection| {
+            connection
+                .query_row(
+                    "SELECT max(coalesce((SELECT max(seq) FROM connector_changes), 0),
+                                (SELECT pruned_through FROM connector_changes_horizon))",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(translate)
+        })
+        .await
+    }
+
+    async fn changes_after(
+        &self,
+        after: i64,
+        limit: usize,
+    ) -> Result<Vec<ChangeEntry>, StoreError> {
+        self.with(move |connection| {
+            let tx = connection.transaction().map_err(translate)?;
+            let pruned_through: i64 = tx
+                .query_row(
+                    "SELECT pruned_through FROM connector_changes_horizon",
+                    [],
+                    |row| row.get(0),
+                )
+                .map_err(translate)?;
+            if after < pruned_through {
+                return Err(StoreError::ChangesPruned {
+                    after,
+                    pruned_through,
+                });
+            }
+            let mut statement = tx
+                .prepare_cached(
+                    "SELECT seq, connector_id, before FROM connector_changes
+                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                )
+                .map_err(translate)?;
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = statement
+                .query_map(params![after, limit], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?))
+                })
+                .map_err(translate)?;
+            let mut entries = Vec::new();
+            for row in rows {
+                let (seq, connector_id, json) = row.map_err(translate)?;
+                entries.push(ChangeEntry {
+                    seq,
+                    connector_id,
+                    before: before(json)?,
+                });
+            }
+            Ok(entries)
+        })
+        .await
+    }
+
+    async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {
+        let ids = ids.to_vec();
+        self.with(move |connection| {
+            let mut connectors = Vec::with_capacity(ids.len());
+            for id in &ids {
+                if let Some(connector) = get_connector(connection, id)? {
+                    connectors.push(connector);
+                }
+            }
+            Ok(connectors)
+        })
+        .await
+    }
+}
+
+impl SqliteStore {
+    pub(super) async fn prune_changes_in(&self, keep: Duration) -> Result<u64, StoreError> {
+        self.with(move |connection| {
+            let cutoff =
+                now() - chrono::TimeDelta::from_std(keep).unwrap_or(chrono::TimeDelta::MAX);
+            let tx = connection.transaction().map_err(translate)?;
+            let last: Option<i64> = tx
+                .query_row(
+                    "SELECT max(seq) FROM connector_changes
+                     WHERE change_time < ?1 AND seq < (SELECT max(seq) FROM connector_changes)",
+                    [text(cutoff)],
+                    |row| row.get(0),
+                )
+                .map_err(translate)?;
+            let Some(last) = last else {
+                return Ok(0);
+            };
+            let pruned = tx
+                .execute("DELETE FROM connector_changes WHERE seq <= ?1", [last])
+                .map_err(translate)?;
+            tx.execute(
+                "UPDATE connector_changes_horizon SET pruned_through = ?1",
+                [last],
+            )
+            .map_err(translate)?;
+            tx.commit().map_err(translate)?;
+            Ok(pruned as u64)
+        })
+        .await
+    }
+}
