@@ -109,6 +109,14 @@ expect "a restart policy can be changed" '"maxRestarts": 5' "${G[@]}" -d '{
   "id": "orders-eu", "restart_policy": {"max_restarts": 5, "initial_backoff": "30s"}}' \
   "$ADDR" "$SVC/UpdateRestartPolicy"
 
+# A watch streams until interrupted: -max-time ends it after the snapshot.
+expect "a watch begins with the snapshot" '"type": "WATCH_EVENT_TYPE_SNAPSHOT_END"' "${G[@]}" \
+  -max-time 2 -d '{"filter": {"query": "orders"}}' "$ADDR" "$SVC/WatchConnectors"
+expect "an altered resume token is refused" '"field":"resume_token"' "${G[@]}" \
+  -d '{"resume_token": "AAAA"}' "$ADDR" "$SVC/WatchConnectors"
+expect "nothing waits for an automatic start" '{' "${G[@]}" -d '{"awaiting_restart": true}' \
+  "$ADDR" "$SVC/ListConnectors"
+
 expect "regions list where connectors run" '"name": "eu-2"' "${G[@]}" "$ADDR" "$SVC/ListRegions"
 expect "agents can be listed" '{' "${G[@]}" -d '{"region": "eu-2"}' "$ADDR" \
   connector.v1.AgentService/ListAgents

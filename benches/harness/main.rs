@@ -8,7 +8,7 @@
 //!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
-//! search, noop, delivery, streams, storm, bulk, embedded. Each starts the release server as a
+//! search, noop, delivery, streams, storm, bulk, watch, restarts, embedded. Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -25,11 +25,13 @@ mod limiter;
 mod noop;
 mod prelude;
 mod refusals;
+mod restarts;
 mod runner;
 mod search;
 mod server;
 mod storm;
 mod streams;
+mod watch;
 
 use prelude::*;
 
@@ -82,6 +84,12 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("bulk") {
         lines.extend(common::with_database_returning(|url| bulk::bulk(&plan, url)).await?);
+    }
+    if plan.runs("restarts") {
+        lines.extend(common::with_database_returning(|url| restarts::restarts(&plan, url)).await?);
+    }
+    if plan.runs("watch") {
+        lines.extend(common::with_database_returning(|url| watch::watch(&plan, url)).await?);
     }
     if plan.runs("embedded") {
         lines.extend(embedded::embedded(&plan).await?);

@@ -255,6 +255,11 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_DELIVERY_TIMEOUT", default_value = defaults::DELIVERY_TIMEOUT, value_parser = humantime::parse_duration)]
     pub delivery_timeout: Duration,
 
+    /// How long connector changes are kept for WatchConnectors to resume
+    /// from; a resume token older than this is RESUME_TOKEN_EXPIRED.
+    #[arg(long, env = "CONNECTOR_CONTROL_WATCH_RETENTION", default_value = defaults::WATCH_RETENTION, value_parser = humantime::parse_duration)]
+    pub watch_retention: Duration,
+
     /// Connectors that should run and report more replication latency than
     /// this are flagged LAGGING (status_message, `lagging` filter, metric).
     #[arg(long, env = "CONNECTOR_CONTROL_LATENCY_ALERT", default_value = defaults::LATENCY_ALERT, value_parser = humantime::parse_duration)]
@@ -440,6 +445,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             poll_only: args.poll_only,
             max_stream_age: (!args.max_stream_age.is_zero()).then_some(args.max_stream_age),
             delivery_timeout: args.delivery_timeout,
+            watch_retention: args.watch_retention,
             address: listener.local_addr()?.to_string(),
             ..FleetOptions::new(args.heartbeat_interval)
         },

@@ -26,6 +26,7 @@ mod watch;
 
 #[doc(hidden)]
 pub use changes::sql as change_sql;
+pub use restarts::candidates_sql as restart_candidates_sql;
 /// The columns the store reads, for the benchmark harness's raw-SQL
 /// baselines (the same statements without the service around them).
 #[doc(hidden)]

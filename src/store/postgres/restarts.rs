@@ -17,6 +17,19 @@ use deadpool_postgres::GenericClient;
 /// Automatic starts issued per transaction.
 const CHUNK: usize = 500;
 
+/// The statement a round reads its candidates with ($1: the round's now);
+/// the benchmark harness times it.
+#[doc(hidden)]
+pub fn candidates_sql() -> String {
+    format!(
+        "SELECT {CONNECTOR_COLUMNS}, since.complete_time AS running_since
+         FROM connectors
+         LEFT JOIN LATERAL ({RUNNING_SINCE}) since ON connectors.restart_count > 0
+         WHERE {}",
+        CANDIDATES.replace("{now}", "$1")
+    )
+}
+
 impl PgStore {
     pub(super) async fn restart_round_once(
         &self,
@@ -25,13 +38,7 @@ impl PgStore {
     ) -> Result<RestartRound, StoreError> {
         let mut client = self.client().await?;
         let statement = client
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS}, since.complete_time AS running_since
-                 FROM connectors
-                 LEFT JOIN LATERAL ({RUNNING_SINCE}) since ON connectors.restart_count > 0
-                 WHERE {}",
-                CANDIDATES.replace("{now}", "$1")
-            ))
+            .prepare_cached(&candidates_sql())
             .await
             .map_err(translate)?;
         let mut candidates = Vec::new();

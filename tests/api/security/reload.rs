@@ -172,3 +172,44 @@ async fn a_reload_that_revokes_a_principal_ends_its_streams_and_waits() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
 }
+
+#[tokio::test]
+async fn a_reload_that_removes_a_viewer_ends_its_watch() {
+    let dir = TempDir::new();
+    let path = auth_file(&dir, "");
+    let auth = Authenticator::from_file(&path).unwrap();
+    let app = spawn_with_auth(auth.clone(), None).await;
+    let mut client = ConnectorServiceClient::new(app.channel().await);
+    let mut events = client
+        .watch_connectors(with_token(
+            v1::WatchConnectorsRequest::default(),
+            Some(VIEWER),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(end.r#type, v1::WatchEventType::SnapshotEnd as i32);
+
+    let text = std::fs::read_to_string(&path).unwrap();
+    let without_vera = text.replace(
+        &format!(
+            "[[principal]]\nname = \"vera\"\nrole = \"viewer\"\ntoken_sha256 = \"{}\"\n\n",
+            token_sha256(VIEWER)
+        ),
+        "",
+    );
+    assert_ne!(without_vera, text);
+    std::fs::write(&path, without_vera).unwrap();
+    auth.reload().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), events.message())
+        .await
+        .expect("the watch ends at the reload")
+        .expect_err("with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert_eq!(error_info(&status).reason, "CREDENTIALS_REVOKED");
+}
