@@ -202,9 +202,11 @@ pub enum ConnectorsCommand {
     Watch(WatchArgs),
 }
 
+/// The filters of `list` and `watch` (ListConnectors' fields).
 #[derive(Debug, Args)]
-pub struct WatchArgs {
-    /// Free text, as for `list`; empty follows everything.
+pub struct FilterArgs {
+    /// Free text (names and project names: any part, any case; ids and
+    /// server IPs: exact or prefix); empty matches everything.
     pub query: Option<String>,
     /// Only connectors running (or to run) in this region.
     #[arg(long)]
@@ -212,12 +214,31 @@ pub struct WatchArgs {
     /// Only these states, comma-separated: running,failed,...
     #[arg(long, value_delimiter = ',', value_parser = parse_state)]
     pub state: Vec<v1::ConnectorState>,
-    /// Only connectors that should run and lag.
+    /// Only connectors that should run and lag: latency over the server's
+    /// --latency-alert, or agent offline.
     #[arg(long)]
     pub lagging: bool,
     /// Only connectors waiting for an automatic start.
     #[arg(long)]
     pub awaiting_restart: bool,
+}
+
+impl FilterArgs {
+    fn filter(self) -> v1::ConnectorFilter {
+        v1::ConnectorFilter {
+            query: self.query.unwrap_or_default(),
+            region: self.region.unwrap_or_default(),
+            states: self.state.iter().map(|s| *s as i32).collect(),
+            lagging: self.lagging,
+            awaiting_restart: self.awaiting_restart,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Continue an earlier watch (same filters) after its last event,
     /// without the snapshot: the token it printed.
     #[arg(long, default_value = "")]
@@ -242,21 +263,8 @@ pub struct HistoryArgs {
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// Free text; empty lists everything.
-    pub query: Option<String>,
-    /// Only connectors running (or to run) in this region.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Only these states, comma-separated: running,failed,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
-    pub state: Vec<v1::ConnectorState>,
-    /// Only connectors that should run and lag: latency over the server's
-    /// --latency-alert, or agent offline.
-    #[arg(long)]
-    pub lagging: bool,
-    /// Only connectors waiting for an automatic start.
-    #[arg(long)]
-    pub awaiting_restart: bool,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Connectors per page (the server caps it at 1000).
     #[arg(long, default_value_t = 50)]
     pub page_size: i32,
@@ -453,13 +461,7 @@ impl ConnectorsCommand {
 async fn watch(args: WatchArgs) -> anyhow::Result<()> {
     use std::io::Write;
     let mut client = args.client.connectors().await?;
-    let filter = v1::ConnectorFilter {
-        query: args.query.unwrap_or_default(),
-        region: args.region.unwrap_or_default(),
-        states: args.state.iter().map(|s| *s as i32).collect(),
-        lagging: args.lagging,
-        awaiting_restart: args.awaiting_restart,
-    };
+    let filter = args.filter.filter();
     let mut token = args.resume_token;
     loop {
         let mut events = client
@@ -506,14 +508,15 @@ async fn watch(args: WatchArgs) -> anyhow::Result<()> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut client = args.client.connectors().await?;
+    let filter = args.filter.filter();
     let mut request = v1::ListConnectorsRequest {
-        query: args.query.unwrap_or_default(),
-        region: args.region.unwrap_or_default(),
-        states: args.state.iter().map(|s| *s as i32).collect(),
+        query: filter.query,
+        region: filter.region,
+        states: filter.states,
         page_size: args.page_size,
         page_token: args.page_token,
-        lagging: args.lagging,
-        awaiting_restart: args.awaiting_restart,
+        lagging: filter.lagging,
+        awaiting_restart: filter.awaiting_restart,
     };
     let mut page = client
         .list_connectors(request.clone())
