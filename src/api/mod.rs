@@ -545,11 +545,13 @@ pub(crate) fn connector_view(
     latency_alert: Duration,
 ) -> v1::Connector {
     let mut message = crate::domain::flagged_message(&connector, latency_alert);
+    // A failed connector's automatic starts: "FAILED: <agent message>;
+    // automatic start 3 in 40s".
     if let Some(note) = crate::domain::restart::restart_note(&connector, chrono::Utc::now()) {
-        if !message.is_empty() {
-            message.push_str("; ");
-        }
-        message.push_str(&note);
+        message = match message.as_str() {
+            "" => format!("FAILED: {note}"),
+            said => format!("FAILED: {said}; {note}"),
+        };
     }
     let cause = match crate::domain::lag_cause(&connector, latency_alert) {
         None => v1::LagCause::Unspecified,

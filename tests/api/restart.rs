@@ -279,8 +279,9 @@ async fn a_failed_connector_is_started_again_after_its_backoff_until_its_starts_
         .await;
     assert_eq!(waiting.state, v1::ConnectorState::Failed as i32);
     assert!(
-        waiting.status_message.contains("DESTINATION_UNREACHABLE")
-            && waiting.status_message.contains("; automatic start 1 in"),
+        waiting
+            .status_message
+            .starts_with("FAILED: start failed (DESTINATION_UNREACHABLE): 10.0.2.30:2881 refused; automatic start 1 in"),
         "{}",
         waiting.status_message
     );

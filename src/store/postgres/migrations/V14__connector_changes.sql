@@ -16,6 +16,8 @@ CREATE TABLE connector_changes (
     change_time   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX connector_changes_unsequenced ON connector_changes (xid) WHERE seq IS NULL;
+-- The leader prunes by age.
+CREATE INDEX connector_changes_time ON connector_changes (change_time);
 
 -- Changes up to this seq were pruned: a resume token before it expired.
 CREATE TABLE connector_changes_horizon (

@@ -7,6 +7,7 @@ CREATE TABLE connector_changes (
     before        TEXT,
     change_time   TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 );
+CREATE INDEX connector_changes_time ON connector_changes (change_time);
 CREATE TABLE connector_changes_horizon (
     one             INTEGER PRIMARY KEY CHECK (one = 1),
     pruned_through  INTEGER NOT NULL
