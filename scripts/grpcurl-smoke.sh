@@ -2,7 +2,7 @@
 # Smoke test with the real grpcurl, as an on-call engineer would use it:
 # reflection (list, describe), health, a search, a start with a JSON body and
 # a rejected start whose error details must print as JSON, a traced call, the
-# lagging filter and the Prometheus /metrics page.
+# lagging filter, the Prometheus /metrics page and the console.
 #
 # Needs: grpcurl on PATH, psql, a built binary (BIN, default
 # target/debug/connector-control), PostgreSQL at DATABASE_URL (default
@@ -54,7 +54,7 @@ expect() {
 psql -q "$ADMIN_URL" -c "CREATE DATABASE $DB" >/dev/null
 
 # The URL goes through the environment: a command line is visible in `ps`.
-DATABASE_URL="$SMOKE_URL" "$BIN" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+DATABASE_URL="$SMOKE_URL" "$BIN" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 \
   >"$WORK/server.log" 2>&1 &
 SERVER_PID=$!
 for _ in $(seq 300); do
@@ -154,6 +154,11 @@ METRICS=$(sed -n 's/.*serving Prometheus metrics.*addr=\([0-9.:]*\).*/\1/p' "$WO
 expect "/metrics counts calls by method and code" \
   'rpc_grpc_status_code="FAILED_PRECONDITION",rpc_method="StartConnector"' \
   python3 -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://$METRICS/metrics').read().decode())"
+
+CONSOLE=$(sed -n 's/.*serving the console.*addr=\([0-9.:]*\).*/\1/p' "$WORK/server.log")
+[[ -n "$CONSOLE" ]] || fail "no console address in the server log"
+expect "the console's Connector tab lists the connectors" 'orders to warehouse' \
+  python3 -c "import urllib.request, sys; sys.stdout.write(urllib.request.urlopen('http://$CONSOLE/?q=orders').read().decode())"
 
 kill -TERM "$SERVER_PID"
 wait "$SERVER_PID" || fail "server exited non-zero after SIGTERM"

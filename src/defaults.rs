@@ -38,6 +38,10 @@ pub const METRICS_INTERVAL: &str = "15s";
 /// `--refusal-window`: identical refusals within it are one audit event
 /// (after the first).
 pub const REFUSAL_WINDOW: &str = "10s";
+/// `--console-listen`: where the web console is served (`off`: not).
+pub const CONSOLE_LISTEN: &str = "127.0.0.1:8080";
+/// `--console-session-ttl`: how long a console sign-in lasts.
+pub const CONSOLE_SESSION_TTL: &str = "12h";
 /// `--handshake-timeout`: time for TLS and the HTTP/2 preface.
 pub const HANDSHAKE_TIMEOUT: &str = "10s";
 /// `--max-connections`.
@@ -72,6 +76,7 @@ mod tests {
             super::METRICS_INTERVAL,
             super::REFUSAL_WINDOW,
             super::HANDSHAKE_TIMEOUT,
+            super::CONSOLE_SESSION_TTL,
         ] {
             assert!(!super::duration(text).is_zero(), "{text}");
         }

@@ -105,6 +105,16 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
 
 /// Runs the demo agents against `addr` until `stop` is cancelled.
 pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
+    spawn_agents_with(addr, stop, |_| crate::auth::Bearer::default());
+}
+
+/// `spawn_agents`, each agent sending the token `bearer` gives for its
+/// region (for a server with an auth file).
+pub fn spawn_agents_with(
+    addr: SocketAddr,
+    stop: CancellationToken,
+    bearer: impl Fn(&str) -> crate::auth::Bearer,
+) {
     let host = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
@@ -113,7 +123,7 @@ pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
     for (id, region, ip, latency) in AGENTS {
         let config = AgentConfig {
             control_plane: vec![format!("http://{host}")],
-            bearer: Default::default(),
+            bearer: bearer(region),
             tls: None,
             agent_id: (*id).to_owned(),
             region: (*region).to_owned(),

@@ -3,7 +3,7 @@
 //!
 //! Module map. Dependencies point one way, each module using only those
 //! above it: `domain` <- `proto`, `store` <- `telemetry`, `auth` and
-//! `fleet` <- `api` <- `server` <- `cli` (and `agent`, `demo`).
+//! `fleet` <- `api` <- `console` <- `server` <- `cli` (and `agent`, `demo`).
 //! - [`domain`]: connector and command types, validation, the start/pause
 //!   state machine (`domain::rules`: where a pause is decided), page
 //!   tokens, session and audit rules. Pure; no I/O.
@@ -20,6 +20,9 @@
 //! - [`api`]: the tonic services (including the agents' stream, which it
 //!   hands to `fleet`), request validation, the interceptor, and the one
 //!   mapping of errors to gRPC statuses.
+//! - [`console`]: the web console (Connector, Agents and Audit tabs): HTTP
+//!   handlers that call the `api` services with the signed-in principal,
+//!   server-rendered pages, and a live table fed by WatchConnectors.
 //! - [`server`]: assembles the gRPC server (API, health, reflection),
 //!   accepts connections within bounds, limits message sizes, and shuts
 //!   down gracefully.
@@ -31,6 +34,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod defaults;
 pub mod demo;
 pub mod domain;

@@ -29,6 +29,27 @@ pub fn server(
         (None, None) => anyhow::bail!("--tls-client-ca needs --tls-cert and --tls-key"),
         _ => anyhow::bail!("--tls-cert and --tls-key go together"),
     };
+    let mut config = config(cert, key, client_ca)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+/// The web console's TLS: the server's certificate and key, HTTP/1.1, and
+/// no client certificates (people sign in with their token; a browser
+/// seldom holds a client certificate).
+pub fn console(
+    cert: Option<&Path>,
+    key: Option<&Path>,
+) -> anyhow::Result<Option<Arc<ServerConfig>>> {
+    let (Some(cert), Some(key)) = (cert, key) else {
+        return Ok(None);
+    };
+    let mut config = config(cert, key, None)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(Arc::new(config)))
+}
+
+fn config(cert: &Path, key: &Path, client_ca: Option<&Path>) -> anyhow::Result<ServerConfig> {
     let certs = CertificateDer::pem_slice_iter(&read(cert, "TLS certificate")?)
         .collect::<Result<Vec<_>, _>>()
         .with_context(|| format!("no PEM certificate chain in {}", cert.display()))?;
@@ -56,11 +77,9 @@ pub fn server(
             builder.with_client_cert_verifier(verifier)
         }
     };
-    let mut config = builder
+    builder
         .with_single_cert(certs, key)
-        .context("the TLS certificate and key do not go together")?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(Some(Arc::new(config)))
+        .context("the TLS certificate and key do not go together")
 }
 
 /// A client's TLS: the CA the server's certificate chains to, and, for

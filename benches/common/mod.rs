@@ -87,7 +87,11 @@ pub fn serve_command(args: &[&str]) -> Command {
     }
     command
         .args(args)
-        .env("RUST_LOG", "warn,connector_control::server=info");
+        .env(
+            "RUST_LOG",
+            "warn,connector_control::server=info,connector_control::console=info",
+        )
+        .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0");
     command
 }
 

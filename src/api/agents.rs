@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
+#[derive(Clone)]
 pub struct AgentApi<S> {
     fleet: Arc<Fleet<S>>,
     store: S,

@@ -17,6 +17,7 @@ const MAX_PAGE_SIZE: usize = 500;
 /// Page tokens: this prefix and the id of the last event returned.
 const TOKEN_PREFIX: &str = "audit:";
 
+#[derive(Clone)]
 pub struct AuditApi<S> {
     store: S,
 }

@@ -170,6 +170,26 @@ impl<S: FleetStore> ConnectorApi<S> {
         self
     }
 
+    /// A WatchConnectors `resume_token` for `filter` at the current end of
+    /// the change feed, read before a page is listed: a watch resumed from
+    /// it misses no change the page does not show (one made meanwhile may
+    /// come as an event for a row that already shows it).
+    pub async fn watch_token_now(
+        &self,
+        request: Request<v1::ConnectorFilter>,
+    ) -> Result<String, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let query = watch_connectors::query(
+            &v1::WatchConnectorsRequest {
+                filter: Some(request.into_inner()),
+                resume_token: String::new(),
+            },
+            &self.tokens,
+            self.latency_alert,
+        )?;
+        Ok(watch_connectors::token_now(&self.store, &self.tokens, &query.filter).await?)
+    }
+
     /// Limits each principal's changes (create, start, pause).
     pub fn with_limiter(mut self, limiter: limits::ChangeLimiter) -> Self {
         self.limiter = limiter;

@@ -87,6 +87,18 @@ fn decode(
     cursor.id.parse().map_err(|_| PageTokenError::Malformed)
 }
 
+/// A resume token for `filter` at the end of the change feed now: a watch
+/// resumed from it sees every change committed from now on, without a
+/// snapshot (the console renders a page of connectors, then follows it).
+pub async fn token_now<S: Store>(
+    store: &S,
+    tokens: &PageTokenCodec,
+    filter: &SearchFilter,
+) -> Result<String, ApiError> {
+    let head = store.change_head().await?;
+    Ok(encode(tokens, filter, head))
+}
+
 fn encode(tokens: &PageTokenCodec, filter: &SearchFilter, seq: i64) -> String {
     tokens.encode(
         filter,

@@ -505,6 +505,17 @@ impl Authenticator {
         self.file.is_some()
     }
 
+    /// The principal that `credential` proves under the auth file in force
+    /// now, if any (the console checks its sessions with it at every
+    /// request, so that a reload revokes them).
+    pub fn current(&self, credential: &Credential) -> Option<Principal> {
+        self.principals
+            .read()
+            .unwrap()
+            .clone()
+            .find_credential(credential)
+    }
+
     /// Reads the auth file again. On error the principals in force stay.
     /// Returns how many principals are now in force.
     pub fn reload(&self) -> anyhow::Result<usize> {

@@ -271,11 +271,41 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_METRICS_LISTEN")]
     pub metrics_listen: Option<std::net::SocketAddr>,
 
+    /// Serve the web console at http://ADDR/ (https:// with --tls-cert);
+    /// `off` does not serve it. Without --auth-file only a loopback address
+    /// is accepted, as for --listen.
+    #[arg(long, env = "CONNECTOR_CONTROL_CONSOLE_LISTEN", default_value = defaults::CONSOLE_LISTEN)]
+    pub console_listen: ConsoleListen,
+
+    /// How long a console sign-in lasts, for example 12h.
+    #[arg(long, env = "CONNECTOR_CONTROL_CONSOLE_SESSION_TTL", default_value = defaults::CONSOLE_SESSION_TTL, value_parser = humantime::parse_duration)]
+    pub console_session_ttl: Duration,
+
     /// How often the database-wide gauges (connectors by state, lagging
     /// connectors, unanswered commands) are re-read, while metrics are
     /// exported. Each read is three aggregate queries.
     #[arg(long, env = "CONNECTOR_CONTROL_METRICS_INTERVAL", default_value = defaults::METRICS_INTERVAL, value_parser = humantime::parse_duration)]
     pub metrics_interval: Duration,
+}
+
+/// `--console-listen`: an address, or `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConsoleListen {
+    Off,
+    At(SocketAddr),
+}
+
+impl std::str::FromStr for ConsoleListen {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(ConsoleListen::Off);
+        }
+        text.parse().map(ConsoleListen::At).map_err(|_| {
+            format!("expected an address such as 127.0.0.1:8080, or `off`; got {text:?}")
+        })
+    }
 }
 
 impl DatabaseArgs {
@@ -407,6 +437,23 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.latency_alert.is_zero() {
         bail!("--latency-alert must be positive, for example 60s");
     }
+    if args.console_session_ttl < Duration::from_secs(60) {
+        bail!("--console-session-ttl must be at least 1m");
+    }
+    let console = match args.console_listen {
+        ConsoleListen::Off => None,
+        ConsoleListen::At(addr) => {
+            require_auth_off_loopback(&args, addr, "--console-listen")?;
+            let listener = std::net::TcpListener::bind(addr).with_context(|| {
+                format!("cannot listen on {addr} for --console-listen (`off` disables the console)")
+            })?;
+            Some(crate::console::ConsoleOptions {
+                listener: std::sync::Arc::new(listener),
+                session_ttl: args.console_session_ttl,
+                tls: crate::tls::console(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
+            })
+        }
+    };
     let metrics = match args.metrics_listen {
         Some(addr) => {
             let metrics_listener = TcpListener::bind(addr)
@@ -459,6 +506,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             args.tls_key.as_deref(),
             args.tls_client_ca.as_deref(),
         )?,
+        console: console.clone(),
     };
     if auth.enabled() {
         tokio::spawn(reload_on_sighup(auth));
@@ -468,6 +516,14 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         crate::demo::seed(&store).await?;
         let addr = listener.local_addr()?;
         crate::demo::spawn_agents(addr, shutdown.clone());
+        if let Some(console) = &console {
+            let scheme = if console.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            println!("Console: {scheme}://{}/\n", console.listener.local_addr()?);
+        }
         println!("{}", crate::demo::banner(addr));
     }
     let stopping = shutdown.clone();
@@ -491,22 +547,30 @@ fn authenticator(args: &ServeArgs) -> anyhow::Result<Authenticator> {
         info!(file = %path.display(), "callers are authenticated by bearer token");
         return Ok(auth);
     }
-    if !args.listen.ip().is_loopback() {
-        if !args.insecure_no_auth {
-            bail!(
-                "refusing to serve {} without --auth-file: anyone who can reach it could start \
-                 and pause every connector. Give --auth-file, listen on 127.0.0.1, or pass \
-                 --insecure-no-auth to accept the risk",
-                args.listen
-            );
-        }
-        tracing::error!(
-            listen = %args.listen,
-            "INSECURE: serving a non-loopback address without authentication \
-             (--insecure-no-auth); anyone who can reach it may start and pause every connector"
+    require_auth_off_loopback(args, args.listen, "--listen")?;
+    Ok(Authenticator::open())
+}
+
+/// Without --auth-file, `addr` must be loopback unless --insecure-no-auth
+/// accepts the risk.
+fn require_auth_off_loopback(args: &ServeArgs, addr: SocketAddr, flag: &str) -> anyhow::Result<()> {
+    if args.auth_file.is_some() || addr.ip().is_loopback() {
+        return Ok(());
+    }
+    if !args.insecure_no_auth {
+        bail!(
+            "refusing to serve {addr} ({flag}) without --auth-file: anyone who can reach it could \
+             start and pause every connector. Give --auth-file, listen on 127.0.0.1, or pass \
+             --insecure-no-auth to accept the risk"
         );
     }
-    Ok(Authenticator::open())
+    tracing::error!(
+        listen = %addr,
+        flag,
+        "INSECURE: serving a non-loopback address without authentication \
+         (--insecure-no-auth); anyone who can reach it may start and pause every connector"
+    );
+    Ok(())
 }
 
 /// Reloads the auth file on each SIGHUP; calls and streams in progress are

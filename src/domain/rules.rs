@@ -168,6 +168,20 @@ pub fn region_to_verify<'a>(connector: &Connector, request: &'a StartRequest) ->
         .filter(|region| *region != connector.destination.region)
 }
 
+/// Whether Start accepts a connector in `state` (the console enables its
+/// Start button by it; the call decides again).
+pub fn may_start(state: ConnectorState) -> bool {
+    matches!(state, ConnectorState::Stopped | ConnectorState::Failed)
+}
+
+/// Whether Pause accepts a connector in `state`.
+pub fn may_pause(state: ConnectorState) -> bool {
+    matches!(
+        state,
+        ConnectorState::Running | ConnectorState::Starting | ConnectorState::Failed
+    )
+}
+
 /// Decides a start. `region_known` answers `region_to_verify` (true when
 /// there was nothing to verify); `now` is the server's clock, which a
 /// pull-back time may not pass (beyond `PULL_BACK_CLOCK_SKEW`).
@@ -185,10 +199,7 @@ pub fn decide_start(
             attempt: auto.attempt,
         });
     }
-    if !matches!(
-        connector.state,
-        ConnectorState::Stopped | ConnectorState::Failed
-    ) {
+    if !may_start(connector.state) {
         return Err(Rejection::NotStopped {
             connector_id: connector.id.clone(),
             state: connector.state,
@@ -244,10 +255,7 @@ pub fn decide_pause(
     _request: &PauseRequest,
     undelivered_start_from: Option<&str>,
 ) -> Result<Transition, Rejection> {
-    if !matches!(
-        connector.state,
-        ConnectorState::Running | ConnectorState::Starting | ConnectorState::Failed
-    ) {
+    if !may_pause(connector.state) {
         return Err(Rejection::NotRunning {
             connector_id: connector.id.clone(),
             state: connector.state,

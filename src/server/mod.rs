@@ -69,6 +69,8 @@ pub struct ServeOptions {
     /// Identical refused calls within this window are one audit event with
     /// a count (after the first, recorded at once).
     pub refusal_window: Duration,
+    /// The web console, if it is served.
+    pub console: Option<crate::console::ConsoleOptions>,
 }
 
 impl Default for ServeOptions {
@@ -85,6 +87,7 @@ impl Default for ServeOptions {
             latency_alert: duration(defaults::LATENCY_ALERT),
             metrics_interval: duration(defaults::METRICS_INTERVAL),
             refusal_window: duration(defaults::REFUSAL_WINDOW),
+            console: None,
         }
     }
 }
@@ -135,7 +138,7 @@ pub async fn serve<S: FleetStore>(
     let loops = fleet.spawn_loops();
     let api = ConnectorApi::new(
         store.clone(),
-        PageTokenCodec::new(key),
+        PageTokenCodec::new(key.clone()),
         options.max_wait,
         draining,
         fleet.signals(),
@@ -144,10 +147,34 @@ pub async fn serve<S: FleetStore>(
     .with_limiter(ChangeLimiter::new(options.rate_limits))
     .with_latency_alert(options.latency_alert)
     .with_auth(options.auth.clone())
-    .with_refusals(refusals)
+    .with_refusals(refusals.clone())
     .with_watch(fleet.feed().clone(), options.fleet.watch_grace);
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
+    let console_stop = CancellationToken::new();
+    let console = options.console.clone().map(|console_options| {
+        let console = crate::console::Console {
+            connectors: api.clone(),
+            agents: agents.clone(),
+            audit: audit.clone(),
+            sessions: crate::console::Sessions::new(
+                &key,
+                console_options.session_ttl,
+                console_options.tls.is_some(),
+                options.auth.clone(),
+            ),
+            refusals: refusals.clone(),
+            store: store.clone(),
+            tls: console_options.tls.is_some(),
+            draining: probe_draining.clone(),
+            regions: Default::default(),
+        };
+        tokio::spawn(crate::console::serve(
+            console_options,
+            console,
+            console_stop.clone(),
+        ))
+    });
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
@@ -187,6 +214,7 @@ pub async fn serve<S: FleetStore>(
 
     let draining = health.clone();
     let drain_fleet = fleet.clone();
+    let stop_console = console_stop.clone();
     let (drain_started, drain_deadline) = tokio::sync::oneshot::channel::<()>();
     let router = Server::builder()
         .layer(crate::telemetry::rpc::RpcLayer::new(&[
@@ -220,6 +248,7 @@ pub async fn serve<S: FleetStore>(
         // Draining first: the database probe, seeing it, stops before it
         // could report SERVING again.
         let _ = draining_tx.send(true);
+        stop_console.cancel();
         set_health(&draining, ServingStatus::NotServing).await;
         drain_fleet.draining().await;
         // Agent streams end with `reconnect`, so the drain can finish.
@@ -258,6 +287,18 @@ pub async fn serve<S: FleetStore>(
         }
     };
     probe.abort();
+    if let Some(mut console) = console {
+        // Its live streams ended with the drain; a request still in flight
+        // has what is left of the drain timeout.
+        console_stop.cancel();
+        if tokio::time::timeout(drain_timeout, &mut console)
+            .await
+            .is_err()
+        {
+            console.abort();
+            warn!("console requests still in flight at the drain deadline are cut off");
+        }
+    }
     if let Some(sampler) = sampler {
         sampler.abort();
     }

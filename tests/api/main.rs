@@ -4,6 +4,7 @@
 mod agents;
 mod batch;
 mod cli;
+mod console;
 mod contract;
 mod create;
 mod demo;

@@ -149,7 +149,10 @@ use futures::StreamExt as _;
 
 fn run(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new(BIN);
-    command.args(args).env_remove("DATABASE_URL");
+    command
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0");
     for (key, value) in env {
         command.env(key, value);
     }
@@ -194,6 +197,7 @@ fn serve_without_a_database_url_uses_the_embedded_store_and_refuses_a_second_ser
     let mut first = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
+        .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0")
         .env("RUST_LOG", "info")
         .current_dir(&dir)
         .stderr(std::process::Stdio::piped())
@@ -217,6 +221,7 @@ fn serve_without_a_database_url_uses_the_embedded_store_and_refuses_a_second_ser
     let second = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0"])
         .env_remove("DATABASE_URL")
+        .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0")
         .current_dir(&dir)
         .output()
         .unwrap();
@@ -243,6 +248,7 @@ fn a_second_server_reaching_the_embedded_file_through_a_link_is_refused() {
         let second = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-file", link])
             .env_remove("DATABASE_URL")
+            .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0")
             .current_dir(&dir.0)
             .output()
             .unwrap();

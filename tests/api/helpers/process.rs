@@ -107,7 +107,10 @@ impl ServerProcess {
         command
             .arg("serve")
             .args(args)
-            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0");
+            .env("CONNECTOR_CONTROL_LISTEN", "127.0.0.1:0")
+            // Processes run in parallel: the console's default port is not
+            // theirs to take.
+            .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0");
         let mut process = Self::spawn_logging(command);
         let line = process.wait_for_log("serving gRPC");
         let addr = line

@@ -261,6 +261,7 @@ async fn serve_refuses_a_public_address_without_an_auth_file() {
             std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
                 .args(["serve", "--listen", "0.0.0.0:0"])
                 .env("DATABASE_URL", url)
+                .env("CONNECTOR_CONTROL_CONSOLE_LISTEN", "127.0.0.1:0")
                 .env_remove("CONNECTOR_CONTROL_INSECURE_NO_AUTH")
                 .env_remove("CONNECTOR_CONTROL_AUTH_FILE")
                 .output()

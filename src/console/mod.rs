@@ -1,0 +1,165 @@
+//! The web console: the Connector, Agents and Audit tabs, served over HTTP
+//! by the same process and through the same service layer as the gRPC API.
+//!
+//! Every handler calls the API services (`ConnectorApi`, `AgentApi`,
+//! `AuditApi`) as a gRPC call would, with the session's principal in the
+//! request: permissions, validation, rate limits, audit and idempotency are
+//! theirs, and a refusal reaches the page as the API's reason and message.
+//! Pages are rendered on the server (maud); a small embedded script opens
+//! dialogs, posts their forms and follows `WatchConnectors` through
+//! server-sent events, replacing rows as connectors change. Nothing is
+//! fetched from elsewhere: the script and the style sheet are inside the
+//! binary.
+
+mod handlers;
+mod listener;
+mod pages;
+mod params;
+mod session;
+
+pub use listener::ConsoleListener;
+pub use session::Sessions;
+
+use crate::api::{AgentApi, AuditApi, ConnectorApi};
+use crate::store::FleetStore;
+use crate::store::refusals::RefusalLog;
+use axum::Router;
+use axum::routing::{get, post};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// Where and how `serve` serves the console.
+#[derive(Clone, Debug)]
+pub struct ConsoleOptions {
+    /// Already bound (so that a test can use port 0, and a taken port
+    /// fails the start-up, not later).
+    pub listener: Arc<std::net::TcpListener>,
+    /// How long a sign-in lasts.
+    pub session_ttl: Duration,
+    /// TLS for the console (no client certificates: people sign in with
+    /// their token); None serves plain HTTP.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+}
+
+/// What the handlers share.
+pub struct Console<S> {
+    pub connectors: ConnectorApi<S>,
+    pub agents: AgentApi<S>,
+    pub audit: AuditApi<S>,
+    pub sessions: Sessions,
+    /// Refused cross-site requests are recorded here, as API refusals are.
+    pub refusals: RefusalLog,
+    pub store: S,
+    /// Served over TLS: cookies are Secure and links https.
+    pub tls: bool,
+    /// Turns true when the server drains: live streams end.
+    pub draining: tokio::sync::watch::Receiver<bool>,
+    /// The region selector's list, read at most every `REGIONS_FRESH`.
+    pub regions: RegionCache,
+}
+
+/// How long the region list is shown without being read again. Counting
+/// connectors by region reads the whole table (tens of milliseconds at a
+/// million connectors); regions come and go far more slowly than that.
+const REGIONS_FRESH: Duration = Duration::from_secs(15);
+
+/// The regions as last read, and when; refreshed in the background once
+/// stale, so that no page waits for the count.
+#[derive(Default)]
+pub struct RegionCache {
+    last: std::sync::Mutex<Option<(tokio::time::Instant, Vec<crate::proto::v1::Region>)>>,
+    refreshing: std::sync::atomic::AtomicBool,
+}
+
+impl RegionCache {
+    /// The cached list if there is one (and whether it is stale).
+    fn get(&self) -> Option<(Vec<crate::proto::v1::Region>, bool)> {
+        let last = self.last.lock().unwrap();
+        last.as_ref()
+            .map(|(at, regions)| (regions.clone(), at.elapsed() > REGIONS_FRESH))
+    }
+
+    fn put(&self, regions: Vec<crate::proto::v1::Region>) {
+        *self.last.lock().unwrap() = Some((tokio::time::Instant::now(), regions));
+    }
+
+    /// True for the one caller that is to refresh the list.
+    fn begin_refresh(&self) -> bool {
+        !self
+            .refreshing
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+    }
+
+    fn end_refresh(&self) {
+        self.refreshing
+            .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
+    Router::new()
+        .route("/", get(handlers::connectors::<S>))
+        .route("/events", get(handlers::events::<S>))
+        .route("/connectors/{id}", get(handlers::connector::<S>))
+        .route(
+            "/connectors/{id}/start",
+            get(handlers::start_dialog::<S>).post(handlers::start::<S>),
+        )
+        .route(
+            "/connectors/{id}/pause",
+            get(handlers::pause_dialog::<S>).post(handlers::pause::<S>),
+        )
+        .route("/bulk", post(handlers::bulk::<S>))
+        .route("/agents", get(handlers::agents::<S>))
+        .route("/audit", get(handlers::audit::<S>))
+        .route(
+            "/login",
+            get(handlers::login_page::<S>).post(handlers::login::<S>),
+        )
+        .route("/logout", post(handlers::logout::<S>))
+        .route("/assets/console.js", get(handlers::script))
+        .route("/assets/console.css", get(handlers::style))
+        .fallback(handlers::not_found)
+        .layer(axum::middleware::map_response(handlers::security_headers))
+        .with_state(console)
+}
+
+/// Serves the console until `stop` is cancelled, then lets open requests
+/// finish (live streams end when the server drains).
+pub async fn serve<S: FleetStore>(
+    options: ConsoleOptions,
+    console: Console<S>,
+    stop: CancellationToken,
+) {
+    let listener = match options.listener.try_clone().and_then(|listener| {
+        listener.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(listener)
+    }) {
+        Ok(listener) => listener,
+        Err(error) => {
+            warn!(%error, "the console listener is unusable; the console is not served");
+            return;
+        }
+    };
+    let addr = listener
+        .local_addr()
+        .map_or_else(|_| "?".to_owned(), |addr| addr.to_string());
+    let scheme = if options.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    info!(addr = %addr, url = %format!("{scheme}://{addr}/"), "serving the console");
+    let app = router(Arc::new(console)).into_make_service_with_connect_info::<SocketAddr>();
+    let listener = ConsoleListener::new(listener, options.tls);
+    use axum::serve::ListenerExt;
+    let result = axum::serve(listener.tap_io(|_| {}), app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await;
+    if let Err(error) = result {
+        warn!(%error, "the console stopped");
+    }
+}

@@ -1,0 +1,438 @@
+//! The operator's flow: find, start (with and without pull-back), pause,
+//! bulk pause, and live updates.
+
+use super::*;
+
+/// Sets the dialog's pull-back time to `hours_ago` hours before now, typed
+/// in the browser's time zone as a person would; returns the instant in
+/// RFC 3339 (UTC) as the browser computed it.
+async fn choose_pull_back(browser: &Browser, hours_ago: f64) -> String {
+    browser.click("#pull-back-yes").await;
+    let utc = browser
+        .js(
+            "const when = new Date(Date.now() - arguments[0] * 3600e3);
+             when.setMilliseconds(0);
+             const pad = (n) => String(n).padStart(2, '0');
+             const local = when.getFullYear() + '-' + pad(when.getMonth() + 1) + '-' + pad(when.getDate())
+               + 'T' + pad(when.getHours()) + ':' + pad(when.getMinutes()) + ':' + pad(when.getSeconds());
+             const input = document.getElementById('pull-back-local');
+             input.value = local;
+             input.dispatchEvent(new Event('input', { bubbles: true }));
+             return when.toISOString();",
+            vec![hours_ago.into()],
+        )
+        .await;
+    utc.as_str().unwrap().to_owned()
+}
+
+async fn dialog_open(browser: &Browser) -> bool {
+    browser
+        .js("return document.getElementById('dialog').open;", Vec::new())
+        .await
+        == serde_json::Value::Bool(true)
+}
+
+#[tokio::test]
+async fn search_by_ip_prefix_and_the_region_filter_narrow_the_table_and_the_url_keeps_them() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/")).await;
+    browser.find("#row-orders-eu").await;
+
+    let search = browser.find("#q").await;
+    search.send_keys("10.2.1.").await.unwrap();
+    search
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    browser
+        .until(
+            "only the ap-1 connectors",
+            "const ids = [...document.querySelectorAll('#connectors tbody tr')].map(r => r.dataset.id).sort();
+             return ids.join(',') === 'payments-ap,users-ap';",
+        )
+        .await;
+    let url = browser.client.current_url().await.unwrap();
+    assert_eq!(url.query(), Some("q=10.2.1."));
+
+    // Several regions: a selector, all by default; choosing one reloads
+    // the table with it, and a reload of the URL shows the same.
+    browser.goto(&app.url("/")).await;
+    let selected = browser
+        .js(
+            "return document.getElementById('region').value;",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(selected, "");
+    browser
+        .js(
+            "const s = document.getElementById('region'); s.value = 'us-1';
+             s.dispatchEvent(new Event('change', { bubbles: true })); return true;",
+            Vec::new(),
+        )
+        .await;
+    browser
+        .until(
+            "the us-1 connectors only",
+            "return location.search.includes('region=us-1') &&
+               [...document.querySelectorAll('#connectors tbody td[data-label=Region]')]
+                 .every(td => td.textContent === 'us-1');",
+        )
+        .await;
+    let shown = browser
+        .js(
+            "return document.querySelectorAll('#connectors tbody tr').length;",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(
+        shown, 4,
+        "orders-us, payments-audit, inventory-us, users-migration"
+    );
+    browser.client.refresh().await.unwrap();
+    let region = browser
+        .js(
+            "return document.getElementById('region').value;",
+            Vec::new(),
+        )
+        .await;
+    assert_eq!(region, "us-1");
+    browser.screenshot("console-connectors.png").await;
+}
+
+#[tokio::test]
+async fn start_without_pull_back_shows_running_without_a_reload() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    app.pause_via_api("orders-eu").await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=orders")).await;
+    browser.until_row("orders-eu", "STOPPED").await;
+    browser.until_live().await;
+    browser.mark().await;
+
+    browser
+        .click("#row-orders-eu a[href='/connectors/orders-eu/start']")
+        .await;
+    browser.find("#dialog form[data-dialog-form]").await;
+    let no = browser.find("#pull-back-no").await;
+    assert_eq!(no.prop("checked").await.unwrap().as_deref(), Some("true"));
+    let region = browser
+        .js(
+            "return document.getElementById('start-region').selectedOptions[0].textContent;",
+            vec![],
+        )
+        .await;
+    assert!(
+        region
+            .as_str()
+            .unwrap()
+            .contains("eu-1 (the destination's region)"),
+        "{region}"
+    );
+    browser.click("#dialog button.primary").await;
+
+    browser.until_row("orders-eu", "RUNNING").await;
+    assert!(browser.still_marked().await, "the page was reloaded");
+    assert!(!dialog_open(&browser).await);
+    app.wait_for_state("orders-eu", v1::ConnectorState::Running)
+        .await;
+    let commands = app.commands("orders-eu").await;
+    assert_eq!(commands[0].kind, v1::CommandKind::Start as i32);
+    assert!(commands[0].pull_back_time.is_none());
+}
+
+#[tokio::test]
+async fn pull_back_out_of_range_shows_the_error_in_the_dialog_and_changes_nothing_then_in_range_runs()
+ {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    app.pause_via_api("payments-eu").await;
+    let before = app.commands("payments-eu").await.len();
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=payments-eu")).await;
+    browser.until_row("payments-eu", "STOPPED").await;
+    browser.until_live().await;
+    browser.mark().await;
+    browser
+        .click("#row-payments-eu a[href='/connectors/payments-eu/start']")
+        .await;
+    browser.find("#dialog #store-range").await;
+    let hint = browser.find("#store-range").await.text().await.unwrap();
+    assert!(hint.starts_with("The store holds data from"), "{hint}");
+
+    // Two days ago: the demo agents' stores keep one.
+    choose_pull_back(&browser, 48.0).await;
+    let shown_utc = browser
+        .find("#pull-back-utc-text")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(shown_utc.ends_with("UTC"), "{shown_utc}");
+    browser.click("#dialog button.primary").await;
+    let failure = browser
+        .find("#dialog .failure[data-reason='PULL_BACK_OUT_OF_RANGE']")
+        .await;
+    let text = failure.text().await.unwrap();
+    assert!(text.contains("PULL_BACK_OUT_OF_RANGE"), "{text}");
+    assert!(dialog_open(&browser).await, "the dialog stays open");
+    let connector = app.get("payments-eu").await;
+    assert_eq!(connector.state, v1::ConnectorState::Stopped as i32);
+    assert_eq!(app.commands("payments-eu").await.len(), before);
+    browser.screenshot("console-start-dialog.png").await;
+
+    // One hour ago is held: it starts, pulled back to exactly that time.
+    let chosen = choose_pull_back(&browser, 1.0).await;
+    browser.click("#dialog button.primary").await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    assert!(browser.still_marked().await, "the page was reloaded");
+    let commands = app.commands("payments-eu").await;
+    assert_eq!(commands.len(), before + 1);
+    let pulled = commands[0].pull_back_time.expect("a pull-back time");
+    let chosen = chrono::DateTime::parse_from_rfc3339(&chosen).unwrap();
+    assert_eq!(pulled.seconds, chosen.timestamp());
+}
+
+#[tokio::test]
+async fn a_full_migration_connector_offers_no_pull_back_and_says_why() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser
+        .goto(&app.url("/connectors/orders-archive/start"))
+        .await;
+    let yes = browser.find("#pull-back-yes").await;
+    assert_eq!(yes.attr("disabled").await.unwrap().as_deref(), Some("true"));
+    let reason = browser
+        .find("#pull-back-reason")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(reason.contains("only for incremental-sync"), "{reason}");
+    assert!(reason.contains("full-migration"), "{reason}");
+}
+
+#[tokio::test]
+async fn pause_with_ok_stops_the_connector_with_the_reason_given() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/")).await;
+    browser.until_row("users-eu", "RUNNING").await;
+    browser.until_live().await;
+    browser.mark().await;
+    browser
+        .click("#row-users-eu a[href='/connectors/users-eu/pause']")
+        .await;
+    let reason = browser.find("#pause-reason").await;
+    reason.send_keys("INC-4711 latency").await.unwrap();
+    browser.click("#dialog button.primary").await;
+    browser.until_row("users-eu", "STOPPED").await;
+    assert!(browser.still_marked().await);
+    app.wait_for_state("users-eu", v1::ConnectorState::Stopped)
+        .await;
+    let commands = app.commands("users-eu").await;
+    assert_eq!(commands[0].kind, v1::CommandKind::Pause as i32);
+    assert_eq!(commands[0].reason, "INC-4711 latency");
+}
+
+#[tokio::test]
+async fn the_pause_flow_works_by_keyboard_alone() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=inventory-us")).await;
+    browser.until_row("inventory-us", "RUNNING").await;
+    use fantoccini::key::Key;
+    // Focus on the row's Pause link (as Tab would bring it), then Enter.
+    browser
+        .js(
+            "document.querySelector(\"#row-inventory-us a[href$='/pause']\").focus(); return true;",
+            vec![],
+        )
+        .await;
+    let link = browser.client.active_element().await.unwrap();
+    assert_eq!(link.text().await.unwrap(), "Pause");
+    link.send_keys(&Key::Enter.to_string()).await.unwrap();
+    // The dialog takes focus (its reason field); Tab reaches OK.
+    browser
+        .until(
+            "focus in the dialog's reason field",
+            "return document.activeElement && document.activeElement.id === 'pause-reason';",
+        )
+        .await;
+    let focused = browser.client.active_element().await.unwrap();
+    focused.send_keys("keyboard").await.unwrap();
+    focused.send_keys(&Key::Tab.to_string()).await.unwrap();
+    let ok = browser.client.active_element().await.unwrap();
+    assert_eq!(ok.text().await.unwrap(), "OK");
+    ok.send_keys(&Key::Enter.to_string()).await.unwrap();
+    browser.until_row("inventory-us", "STOPPED").await;
+    // Focus returns to where the dialog was opened from.
+    let commands = app.commands("inventory-us").await;
+    assert_eq!(commands[0].reason, "keyboard");
+}
+
+#[tokio::test]
+async fn bulk_pause_shows_the_dry_run_refuses_past_the_guard_and_reports_each_connector() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=payments")).await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    browser.until_row("payments-ap", "RUNNING").await;
+    browser.until_live().await;
+    for id in ["payments-eu", "payments-ap"] {
+        browser.click(&format!("#row-{id} input[name=ids]")).await;
+    }
+    let count = browser.find("#selected-count").await.text().await.unwrap();
+    assert_eq!(count, "2");
+    browser
+        .click("#bulk button[name=action][value=pause]")
+        .await;
+    let dry_run = browser
+        .find("#dialog [data-dry-run]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        dry_run.contains("2 chosen: 2 would get a command"),
+        "{dry_run}"
+    );
+
+    // The guard: at most one may change; two are chosen.
+    browser
+        .js(
+            "document.getElementById('bulk-max').value = '1'; return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .click("#dialog button[name=step][value=review]")
+        .await;
+    browser
+        .find("#dialog .failure[data-reason='TOO_MANY_CONNECTORS']")
+        .await;
+    for id in ["payments-eu", "payments-ap"] {
+        assert_eq!(
+            app.get(id).await.state,
+            v1::ConnectorState::Running as i32,
+            "nothing changed"
+        );
+    }
+
+    browser
+        .js(
+            "document.getElementById('bulk-max').value = '2'; return true;",
+            vec![],
+        )
+        .await;
+    browser
+        .click("#dialog button[name=step][value=review]")
+        .await;
+    browser.find("#dialog [data-dry-run]").await;
+    browser
+        .click("#dialog button[name=step][value=commit]")
+        .await;
+    let done = browser
+        .find("#dialog [data-batch-done]")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(done.contains("2 chosen: 2 got a command"), "{done}");
+    let outcomes = browser
+        .js(
+            "return [...document.querySelectorAll('#dialog tr[data-outcome]')].map(r => r.dataset.outcome).join(',');",
+            vec![],
+        )
+        .await;
+    assert_eq!(outcomes, "CHANGED,CHANGED");
+    browser.click("#dialog button[data-close]").await;
+    browser.until_row("payments-eu", "STOPPED").await;
+    browser.until_row("payments-ap", "STOPPED").await;
+    app.wait_for_state("payments-ap", v1::ConnectorState::Stopped)
+        .await;
+}
+
+#[tokio::test]
+async fn a_pause_by_another_client_shows_live_without_a_reload() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?region=eu-1")).await;
+    browser.until_row("orders-eu", "RUNNING").await;
+    browser.until_live().await;
+    browser.mark().await;
+    app.pause_via_api("orders-eu").await;
+    browser.until_row("orders-eu", "STOPPED").await;
+    assert!(browser.still_marked().await, "the page was reloaded");
+}
+
+#[tokio::test]
+async fn the_console_runs_the_same_flow_on_the_embedded_store() {
+    let app = ConsoleApp::start(Backend::Embedded).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=10.1.1.")).await;
+    browser.until_row("orders-us", "RUNNING").await;
+    browser.until_live().await;
+    browser.mark().await;
+    browser
+        .click("#row-orders-us a[href='/connectors/orders-us/pause']")
+        .await;
+    browser.click("#dialog button.primary").await;
+    browser.until_row("orders-us", "STOPPED").await;
+    browser
+        .click("#row-orders-us a[href='/connectors/orders-us/start']")
+        .await;
+    choose_pull_back(&browser, 2.0).await;
+    browser.click("#dialog button.primary").await;
+    browser.until_row("orders-us", "RUNNING").await;
+    assert!(browser.still_marked().await);
+    let commands = app.commands("orders-us").await;
+    assert!(commands[0].pull_back_time.is_some());
+}
+
+#[tokio::test]
+async fn a_database_outage_shows_a_banner_and_the_page_recovers_by_itself() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/")).await;
+    browser.until_live().await;
+    let db = app.db.clone().unwrap();
+    let admin = admin_client().await;
+    let name = &db.name;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the outage banner",
+            "const b = document.getElementById('banner'); return !b.hidden && /database/.test(b.textContent);",
+        )
+        .await;
+    // A page loaded meanwhile says so too, and retries.
+    browser.goto(&app.url("/")).await;
+    browser
+        .find(".failure[data-reason='STORE_UNAVAILABLE']")
+        .await;
+    admin
+        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true;"))
+        .await
+        .unwrap();
+    browser
+        .until(
+            "the table back, live",
+            "const l = document.getElementById('live'); return !!document.getElementById('row-orders-eu') && !!l && !l.hidden;",
+        )
+        .await;
+}
+
+async fn admin_client() -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+}
