@@ -187,7 +187,10 @@ impl<S: FleetStore> ConnectorApi<S> {
             &self.tokens,
             self.latency_alert,
         )?;
-        Ok(watch_connectors::token_now(&self.store, &self.tokens, &query.filter).await?)
+        Ok(
+            watch_connectors::token_now(&self.store, &self.feed, &self.tokens, &query.filter)
+                .await?,
+        )
     }
 
     /// Limits each principal's changes (create, start, pause).

@@ -66,6 +66,15 @@ impl Feed {
         self.head.subscribe()
     }
 
+    /// The newest position read, once the loop has read one: every change
+    /// up to it is committed, so a watch resumed from it misses nothing
+    /// committed later (and may replay a few that a page read after it
+    /// already shows).
+    pub fn position(&self) -> Option<i64> {
+        let started = self.ring.read().unwrap().complete_after != i64::MAX;
+        started.then(|| *self.head.borrow())
+    }
+
     /// Up to `limit` changes after `after`, from the ring; None when the
     /// ring no longer (or does not yet) hold all of them.
     pub fn after(&self, after: i64, limit: usize) -> Option<Vec<Arc<FeedItem>>> {

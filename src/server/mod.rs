@@ -94,6 +94,10 @@ impl Default for ServeOptions {
 
 /// The service names the health service reports on: "" (the whole server)
 /// and each API service.
+/// The health service name a liveness probe asks for: SERVING while this
+/// process runs and answers, through database outages and the drain.
+pub const LIVENESS_SERVICE: &str = "liveness";
+
 const HEALTH_SERVICES: &[&str] = &[
     "",
     "connector.v1.ConnectorService",
@@ -178,6 +182,11 @@ pub async fn serve<S: FleetStore>(
 
     let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
+    // Liveness: SERVING while the process serves, whatever the database
+    // does (a probe on "" would restart every replica in an outage).
+    health
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
 
     let reflection = || {
         tonic_reflection::server::Builder::configure()

@@ -371,6 +371,18 @@ async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
 
     let health = health_client::HealthClient::new(app.channel().await);
     health_becomes(&health, ServingStatus::NotServing).await;
+    // A liveness probe (Kubernetes') still passes: restarting the replica
+    // would not bring the database back.
+    let liveness = health
+        .clone()
+        .check(HealthCheckRequest {
+            service: "liveness".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status;
+    assert_eq!(liveness, ServingStatus::Serving as i32);
 
     admin
         .execute(

@@ -29,9 +29,12 @@ pub fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
 
 fn is_unavailable(code: &SqlState) -> bool {
     // Class 08: connection exceptions; 57P0x: the server is shutting down or
-    // starting; 53300: too many connections.
+    // starting; 53300: too many connections; 25006: the server takes no
+    // writes (a standby, or a primary demoted under this connection: the
+    // store's ping then replaces its connections).
     code.code().starts_with("08")
         || [
+            SqlState::READ_ONLY_SQL_TRANSACTION,
             SqlState::ADMIN_SHUTDOWN,
             SqlState::CRASH_SHUTDOWN,
             SqlState::CANNOT_CONNECT_NOW,

@@ -87,6 +87,10 @@ pub struct PgStore {
     /// `<replica id>/<random>`, unique per process, so that a restarted
     /// replica (or two started with one id by mistake) never shares a term.
     lease_holder: std::sync::Arc<str>,
+    /// Connections made before this instant are not handed out again: the
+    /// server they reached stopped taking writes (a demoted primary, a
+    /// standby). New ones go through `target_session_attrs` again.
+    purged_before: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -133,8 +137,18 @@ impl PgStore {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let purged_before = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let purged = std::sync::Arc::clone(&purged_before);
         let pool = Pool::builder(manager)
             .max_size(pool_size)
+            .pre_recycle(deadpool_postgres::Hook::sync_fn(
+                move |_, metrics| match *purged.lock().unwrap() {
+                    Some(before) if metrics.created < before => Err(
+                        deadpool_postgres::HookError::Message("its server took no writes".into()),
+                    ),
+                    _ => Ok(()),
+                },
+            ))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -146,6 +160,7 @@ impl PgStore {
             redacted_url,
             replica_id: "".into(),
             lease_holder: "".into(),
+            purged_before,
         }
         .with_replica_id(&default_replica_id());
         // Probe with a plain connection: its errors say what went wrong
@@ -225,6 +240,23 @@ impl PgStore {
         }
     }
 
+    /// Drops every connection made until now: idle ones at once, those in
+    /// use when they come back.
+    fn purge(&self) {
+        let now = std::time::Instant::now();
+        *self.purged_before.lock().unwrap() = Some(now);
+        let removed = self
+            .pool
+            .retain(|_, metrics| metrics.created >= now)
+            .removed
+            .len();
+        tracing::warn!(
+            removed,
+            database = %self.redacted_url,
+            "the database server takes no writes: its connections are dropped and made again"
+        );
+    }
+
     async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool
             .get()
@@ -234,9 +266,28 @@ impl PgStore {
 }
 
 impl Store for PgStore {
+    /// Answers only when the server takes writes: a connection that
+    /// reaches a read-only server (a standby, or a primary demoted under
+    /// it) fails the ping, and every connection made until now is dropped
+    /// from the pool, so the next ones find the current primary.
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        client.simple_query("SELECT 1").await.map_err(translate)?;
+        let rows = client
+            .simple_query("SHOW transaction_read_only")
+            .await
+            .map_err(translate)?;
+        let read_only = rows.iter().any(|message| {
+            matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
+        });
+        if read_only {
+            drop(client);
+            self.purge();
+            return Err(StoreError::Unavailable(
+                "the database server takes no writes (a standby, or a demoted primary); \
+                 reconnecting to the primary"
+                    .into(),
+            ));
+        }
         Ok(())
     }
 

@@ -436,3 +436,61 @@ async fn admin_client() -> tokio_postgres::Client {
     tokio::spawn(connection);
     client
 }
+
+#[tokio::test]
+async fn on_a_phone_width_the_rows_become_cards_and_pause_still_works() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.client.set_window_size(390, 844).await.unwrap();
+    browser.goto(&app.url("/?q=payments-eu")).await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    browser.until_live().await;
+    // Nothing wider than the screen: no sideways scrolling on call.
+    let widths = browser
+        .js(
+            "return [document.documentElement.scrollWidth, window.innerWidth];",
+            vec![],
+        )
+        .await;
+    let (page, screen) = (widths[0].as_i64().unwrap(), widths[1].as_i64().unwrap());
+    assert!(screen < 760, "the phone layout applies at {screen}px");
+    assert!(
+        page <= screen,
+        "the page is {page}px wide on a {screen}px screen"
+    );
+    // The header row is gone; every cell carries its column's label.
+    let layout = browser
+        .js(
+            "const head = getComputedStyle(document.querySelector('#connectors thead')).display;
+             const row = document.getElementById('row-payments-eu');
+             const state = row.querySelector('td[data-label=State]');
+             return [head, getComputedStyle(row).display, !!state,
+                     getComputedStyle(state, '::before').content];",
+            vec![],
+        )
+        .await;
+    assert_eq!(layout[0], "none", "{layout}");
+    assert_eq!(layout[1], "block", "{layout}");
+    assert_eq!(layout[3], "\"State\"", "{layout}");
+    browser.screenshot("console-phone.png").await;
+    // The flow itself: the Pause dialog fits the screen and OK pauses.
+    browser.click("#row-payments-eu a[href$='/pause']").await;
+    browser.find("#pause-reason").await;
+    let dialog = browser
+        .js(
+            "const r = document.querySelector('#dialog').getBoundingClientRect();
+             return [r.left, r.right, window.innerWidth];",
+            vec![],
+        )
+        .await;
+    assert!(
+        dialog[0].as_f64().unwrap() >= 0.0 && dialog[1].as_f64() <= dialog[2].as_f64(),
+        "the dialog fits the screen: {dialog}"
+    );
+    browser.click("#dialog button.primary").await;
+    browser.until_row("payments-eu", "STOPPED").await;
+    assert_eq!(
+        app.get("payments-eu").await.state,
+        v1::ConnectorState::Stopped as i32
+    );
+}
