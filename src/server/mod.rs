@@ -92,12 +92,12 @@ impl Default for ServeOptions {
     }
 }
 
-/// The service names the health service reports on: "" (the whole server)
-/// and each API service.
 /// The health service name a liveness probe asks for: SERVING while this
 /// process runs and answers, through database outages and the drain.
-pub const LIVENESS_SERVICE: &str = "liveness";
+const LIVENESS_SERVICE: &str = "liveness";
 
+/// The service names the health service reports on: "" (the whole server)
+/// and each API service.
 const HEALTH_SERVICES: &[&str] = &[
     "",
     "connector.v1.ConnectorService",
