@@ -9,6 +9,7 @@ mod contract;
 mod create;
 mod demo;
 mod dry_run;
+mod failover;
 mod helpers;
 mod history;
 mod hostile;

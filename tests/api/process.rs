@@ -5,7 +5,6 @@ use crate::helpers::*;
 use connector_control::proto::v1;
 use std::process::Command;
 use std::time::Duration;
-use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client};
 
 const BIN: &str = env!("CARGO_BIN_EXE_connector-control");
@@ -394,21 +393,6 @@ async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
     health_becomes(&health, ServingStatus::Serving).await;
     // Nothing was half-written by the failed start.
     assert_eq!(app.get("c1").await.generation, 0);
-}
-
-/// Waits until the health service reports `wanted` for ConnectorService.
-async fn health_becomes(health: &health_client::HealthClient<Channel>, wanted: ServingStatus) {
-    eventually(Duration::from_secs(20), || {
-        let mut health = health.clone();
-        async move {
-            let check = HealthCheckRequest {
-                service: "connector.v1.ConnectorService".to_owned(),
-            };
-            let status = health.check(check).await.unwrap().into_inner().status;
-            (status == wanted as i32).then_some(())
-        }
-    })
-    .await;
 }
 
 #[tokio::test]

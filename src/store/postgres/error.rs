@@ -2,7 +2,21 @@
 //! store acts on is named here.
 
 use crate::store::StoreError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use tokio_postgres::error::SqlState;
+
+/// How many times a statement was refused because its server takes no
+/// writes (25006): the pools compare it with what they saw last and, when
+/// it moved, drop the connections they hold (`PgStore::connect`'s hook), so
+/// the connection that met a standby or a demoted primary is not handed out
+/// again. Process-wide because the translation has no pool at hand; a
+/// second pool in the process (tests) at worst reconnects once.
+static READ_ONLY_REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// `READ_ONLY_REFUSALS` now.
+pub fn read_only_refusals() -> u64 {
+    READ_ONLY_REFUSALS.load(Ordering::Relaxed)
+}
 
 /// Connection problems become `Unavailable` (the caller may retry), a lost
 /// deadlock or serialization conflict `Contention` (the transaction may be
@@ -11,6 +25,9 @@ use tokio_postgres::error::SqlState;
 pub fn translate(error: tokio_postgres::Error) -> StoreError {
     if error.is_closed() {
         return StoreError::Unavailable(error.into());
+    }
+    if error.code() == Some(&SqlState::READ_ONLY_SQL_TRANSACTION) {
+        READ_ONLY_REFUSALS.fetch_add(1, Ordering::Relaxed);
     }
     match error.code() {
         // No SQLSTATE: either the socket failed, or a value did not convert.
@@ -31,7 +48,7 @@ fn is_unavailable(code: &SqlState) -> bool {
     // Class 08: connection exceptions; 57P0x: the server is shutting down or
     // starting; 53300: too many connections; 25006: the server takes no
     // writes (a standby, or a primary demoted under this connection: the
-    // store's ping then replaces its connections).
+    // pool replaces its connections).
     code.code().starts_with("08")
         || [
             SqlState::READ_ONLY_SQL_TRANSACTION,

@@ -139,16 +139,25 @@ impl PgStore {
         );
         let purged_before = std::sync::Arc::new(std::sync::Mutex::new(None));
         let purged = std::sync::Arc::clone(&purged_before);
+        let refusals_seen = std::sync::atomic::AtomicU64::new(error::read_only_refusals());
         let pool = Pool::builder(manager)
             .max_size(pool_size)
-            .pre_recycle(deadpool_postgres::Hook::sync_fn(
-                move |_, metrics| match *purged.lock().unwrap() {
+            .pre_recycle(deadpool_postgres::Hook::sync_fn(move |_, metrics| {
+                let mut purged = purged.lock().unwrap();
+                // A statement was refused for want of a writable server
+                // since the last look: every connection made until now may
+                // lead there.
+                let refusals = error::read_only_refusals();
+                if refusals_seen.swap(refusals, std::sync::atomic::Ordering::Relaxed) != refusals {
+                    *purged = Some(std::time::Instant::now());
+                }
+                match *purged {
                     Some(before) if metrics.created < before => Err(
                         deadpool_postgres::HookError::Message("its server took no writes".into()),
                     ),
                     _ => Ok(()),
-                },
-            ))
+                }
+            }))
             .runtime(Runtime::Tokio1)
             .wait_timeout(Some(CONNECT_TIMEOUT))
             .create_timeout(Some(CONNECT_TIMEOUT))
@@ -381,6 +390,10 @@ mod tests {
         assert_eq!(
             described("host=db user=app password='a b' dbname=cc"),
             "postgres://app:***@db/cc"
+        );
+        assert_eq!(
+            described("postgres://app:x@db1:5433,db2/cc?target_session_attrs=read-write"),
+            "postgres://app:***@db1:5433,db2:5432/cc"
         );
     }
 }

@@ -99,3 +99,21 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Waits until the health service reports `wanted` for ConnectorService.
+pub async fn health_becomes(
+    health: &tonic_health::pb::health_client::HealthClient<tonic::transport::Channel>,
+    wanted: tonic_health::pb::health_check_response::ServingStatus,
+) {
+    eventually(Duration::from_secs(20), || {
+        let mut health = health.clone();
+        async move {
+            let check = tonic_health::pb::HealthCheckRequest {
+                service: "connector.v1.ConnectorService".to_owned(),
+            };
+            let status = health.check(check).await.unwrap().into_inner().status;
+            (status == wanted as i32).then_some(())
+        }
+    })
+    .await;
+}

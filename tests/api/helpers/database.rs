@@ -66,6 +66,12 @@ impl TestDatabase {
         }
     }
 
+    /// A connection to the server's administrative database (`base_url`),
+    /// for what a test does to a database from outside it.
+    pub async fn admin() -> tokio_postgres::Client {
+        admin_client(&base_url()).await
+    }
+
     /// A direct connection, for arranging what only agents could report and
     /// for checking what was (not) written.
     pub async fn client(&self) -> tokio_postgres::Client {
