@@ -70,18 +70,16 @@ impl Drop for Server {
     }
 }
 
-/// `connector-control serve` on a free port with a 10 s heartbeat, no
+/// `connector-control serve` on a free port with a 10 s heartbeat (unless
+/// `args` sets one), no
 /// rate limit unless `args` sets one (a bench is one principal making many
 /// changes on purpose), its start-up line logged, and `args`.
 pub fn serve_command(args: &[&str]) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_connector-control"));
-    command.args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--heartbeat-interval",
-        "10s",
-    ]);
+    command.args(["serve", "--listen", "127.0.0.1:0"]);
+    if !args.contains(&"--heartbeat-interval") {
+        command.args(["--heartbeat-interval", "10s"]);
+    }
     if !args.iter().any(|arg| arg.ends_with("-rate-limit")) {
         command.args(["--operator-rate-limit", "0", "--admin-rate-limit", "0"]);
     }

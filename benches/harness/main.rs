@@ -8,12 +8,14 @@
 //!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
-//! search, noop, delivery, streams, storm, bulk, watch, restarts, embedded. Each starts the release server as a
+//! search, noop, delivery, streams, storm, bulk, watch, restarts, failover,
+//! embedded. Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
 //! tokio-postgres at the same concurrency, a bare tonic server in a child
-//! process, or none where the target is absolute.
+//! process, or none where the target is absolute. `failover` runs its own
+//! Patroni cluster (Debian's `patroni` and `etcd-server`) instead.
 
 mod bulk;
 mod changes;
@@ -21,6 +23,7 @@ mod changes;
 mod common;
 mod delivery;
 mod embedded;
+mod failover;
 mod limiter;
 mod noop;
 mod prelude;
@@ -90,6 +93,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("watch") {
         lines.extend(common::with_database_returning(|url| watch::watch(&plan, url)).await?);
+    }
+    if plan.runs("failover") {
+        lines.extend(failover::failover(&plan).await?);
     }
     if plan.runs("embedded") {
         lines.extend(embedded::embedded(&plan).await?);

@@ -107,8 +107,11 @@ impl<S: FleetStore> Fleet<S> {
         let timed_out = || StoreError::Unavailable(format!("no answer within {bound:?}").into());
         let mut last_alive = Instant::now();
         // The lease held, and until when this leader grants agents a grace.
-        // Kept through transient errors: only a new term starts a new grace.
+        // A new term starts a new grace, and so does the database coming
+        // back after calls failed (a failover, an outage): the agents'
+        // heartbeats could not be recorded meanwhile.
         let mut leader: Option<(Lease, Instant)> = None;
+        let mut outage = false;
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
@@ -126,6 +129,9 @@ impl<S: FleetStore> Fleet<S> {
                 }
                 Err(error) => {
                     warn!(%error, "recording this replica's heartbeat failed");
+                    outage = true;
+                    // Not trusted until renewed, perhaps on another server.
+                    *self.lease.lock().unwrap() = None;
                     if last_alive.elapsed() >= self.presumed_dead_after() {
                         warn!(
                             "other replicas may count this one dead; asking its agents to reconnect"
@@ -151,11 +157,21 @@ impl<S: FleetStore> Fleet<S> {
                 }
                 Err(error) => {
                     warn!(%error, "renewing the leader lease failed");
+                    outage = true;
+                    *self.lease.lock().unwrap() = None;
                     continue;
                 }
             };
             let grace_until = match leader {
-                Some((held, until)) if held == lease => until,
+                Some((held, until)) if held == lease && !outage => until,
+                Some((held, _)) if held == lease => {
+                    info!(
+                        term = lease.term,
+                        grace = ?self.offline_after(),
+                        "the leader lease is renewed after the database failed calls"
+                    );
+                    Instant::now() + self.offline_after()
+                }
                 _ => {
                     // Agents of a replica that just died, or of a whole
                     // restarted cluster, get time to come back before
@@ -169,6 +185,7 @@ impl<S: FleetStore> Fleet<S> {
                 }
             };
             leader = Some((lease, grace_until));
+            outage = false;
             *self.lease.lock().unwrap() = Some(lease);
             match tokio::time::timeout(bound, self.lead(lease, grace_until))
                 .await

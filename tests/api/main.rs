@@ -15,6 +15,7 @@ mod history;
 mod hostile;
 mod list;
 mod observability;
+mod patroni;
 mod process;
 mod reference_agent;
 mod replica_processes;

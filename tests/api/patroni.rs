@@ -1,0 +1,163 @@
+//! A real PostgreSQL failover under Patroni (Debian's `patroni` and
+//! `etcd-server`): two control-plane replicas and a reference agent on a
+//! primary and its synchronous standby; the primary's PostgreSQL is killed
+//! with SIGKILL under a load of starts and pauses. The benchmark of the
+//! same run is `cargo bench --bench harness -- --only failover`.
+
+#[path = "../support/patroni.rs"]
+mod cluster;
+#[path = "../support/failover_load.rs"]
+mod load;
+
+use crate::helpers::*;
+use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
+use std::time::{Duration, Instant};
+
+/// Connectors, one caller each.
+const CONNECTORS: usize = 4;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_acknowledged_call_survives_a_patroni_failover_exactly_once() {
+    let cluster = tokio::task::spawn_blocking(cluster::Cluster::start)
+        .await
+        .unwrap();
+    let url = cluster.database_url();
+    let replicas: Vec<ServerProcess> = ["replica-a", "replica-b"]
+        .into_iter()
+        .map(|id| {
+            ServerProcess::spawn_with(&url, &["--replica-id", id, "--heartbeat-interval", "500ms"])
+        })
+        .collect();
+    let plane = format!("http://{},http://{}", replicas[0].addr, replicas[1].addr);
+    let _agent = ServerProcess::spawn_agent(&[
+        "--control-plane",
+        &plane,
+        "--agent-id",
+        "agent-eu-2",
+        "--region",
+        "eu-2",
+        "--server-ip",
+        "10.0.2.5",
+    ]);
+    let mut clients = Vec::new();
+    for replica in &replicas {
+        clients.push(ConnectorServiceClient::new(channel_to(&replica.addr).await));
+    }
+    let ids: Vec<String> = (0..CONNECTORS).map(|i| format!("c{i}")).collect();
+    for id in &ids {
+        let mut connector = connector(id, id);
+        connector.destination.as_mut().unwrap().region = "eu-2".to_owned();
+        clients[0]
+            .create_connector(v1::CreateConnectorRequest {
+                connector: Some(connector),
+            })
+            .await
+            .unwrap();
+    }
+
+    let load = load::Load::start(clients.clone(), &ids);
+    eventually(Duration::from_secs(60), || async {
+        (load.acknowledged() >= 2 * CONNECTORS).then_some(())
+    })
+    .await;
+    let killed_at = Instant::now();
+    let old_leader = cluster.kill_leader_postgres();
+    // Every caller gets calls of both kinds through after the failover.
+    eventually(Duration::from_secs(120), || async {
+        assert_eq!(load.errors(), Vec::<String>::new(), "{}", cluster.logs());
+        let (starts, pauses) = load.acknowledged_since(killed_at);
+        (starts >= 2 * CONNECTORS && pauses >= 2 * CONNECTORS).then_some(())
+    })
+    .await;
+    let report = load.finish().await;
+    assert_eq!(report.errors, Vec::<String>::new());
+    println!(
+        "{} calls acknowledged, {} refused, {} attempts failed and retried; \
+         first start acknowledged {:?} after the kill",
+        report.acknowledged.len(),
+        report.refused.len(),
+        report.failed_attempts,
+        report.first_start_after(killed_at)
+    );
+    let leader = cluster.leader().expect("a leader after the failover");
+    assert_ne!(leader, old_leader, "Patroni promoted the standby");
+    assert!(
+        report.failed_attempts > 0,
+        "the kill was felt: some calls failed and were retried"
+    );
+    assert!(
+        report.first_start_after(killed_at).is_some(),
+        "a start acknowledged after the kill"
+    );
+
+    let db = {
+        let (client, connection) =
+            tokio_postgres::connect(&cluster.node_url(leader), tokio_postgres::NoTls)
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        client
+    };
+    // Exactly once: one command and one audit row per acknowledged call,
+    // with its request id and the command id the caller was given; nothing
+    // for the calls refused, nothing else.
+    assert_eq!(
+        load::tally(&db, &report).await.unwrap(),
+        load::Tally::default(),
+        "{report:?}"
+    );
+    // The agent gets every command: none stays open, and each connector
+    // ends as its last acknowledged call asked.
+    eventually(Duration::from_secs(60), || async {
+        let open: i64 = db
+            .query_one(
+                "SELECT count(*) FROM commands WHERE status NOT IN ('SUCCEEDED', 'SUPERSEDED')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (open == 0).then_some(())
+    })
+    .await;
+    for id in &ids {
+        let last = report
+            .acknowledged
+            .iter()
+            .rfind(|call| &call.connector_id == id)
+            .expect("calls for every connector");
+        let state: String = db
+            .query_one("SELECT state FROM connectors WHERE id = $1", &[id])
+            .await
+            .unwrap()
+            .get(0);
+        let expected = match last.kind {
+            load::Kind::Start => "RUNNING",
+            load::Kind::Pause => "STOPPED",
+        };
+        assert_eq!(state, expected, "{id} after {last:?}");
+    }
+
+    // The replicas' listeners and the leader lease moved to the new primary.
+    eventually(Duration::from_secs(30), || async {
+        let listeners: i64 = db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE application_name LIKE 'connector-control listener %'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        let leases: i64 = db
+            .query_one(
+                "SELECT count(*) FROM leases WHERE name = 'leader' AND expire_time > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        (listeners == 2 && leases == 1).then_some(())
+    })
+    .await;
+}
