@@ -14,7 +14,7 @@ use crate::defaults;
 use crate::fleet::FleetOptions;
 use crate::server::{self, ServeOptions};
 use crate::store::postgres::DEFAULT_POOL_SIZE;
-use crate::store::{FleetStore, PgStore, SqliteStore};
+use crate::store::{FleetStore, PgStore, Pooling, SqliteStore};
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
@@ -113,6 +113,14 @@ pub struct DatabaseArgs {
     /// Maximum database connections of this process.
     #[arg(long, env = "CONNECTOR_CONTROL_POOL_SIZE", default_value_t = DEFAULT_POOL_SIZE)]
     pub pool_size: usize,
+
+    /// The database URL leads to a transaction-pooling proxy (PgBouncer
+    /// with pool_mode = transaction): statements run unnamed instead of
+    /// prepared and cached per connection, nothing relies on session state,
+    /// and replicas wake each other by polling (implies --poll-only: LISTEN
+    /// needs a session of its own).
+    #[arg(long, env = "CONNECTOR_CONTROL_TRANSACTION_POOLING")]
+    pub transaction_pooling: bool,
 
     /// Without --database-url: the embedded store's file (SQLite, one
     /// process at a time).
@@ -323,9 +331,20 @@ impl DatabaseArgs {
         if self.pool_size == 0 {
             bail!("--pool-size must be at least 1");
         }
-        let store = PgStore::connect(url, self.pool_size).await?;
+        let pooling = if self.transaction_pooling {
+            Pooling::Transaction
+        } else {
+            Pooling::Session
+        };
+        let store = PgStore::connect_with(url, self.pool_size, pooling).await?;
         let applied = store.migrate().await?;
-        info!(store = "postgres", database = %store.redacted_url(), applied, "database ready");
+        info!(
+            store = "postgres",
+            database = %store.redacted_url(),
+            applied,
+            transaction_pooling = self.transaction_pooling,
+            "database ready"
+        );
         Ok(Backend::Postgres(Box::new(store)))
     }
 }
@@ -472,10 +491,20 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let poll_only = args.poll_only || args.database.transaction_pooling;
+    if args.database.transaction_pooling && !args.poll_only {
+        info!(
+            poll_interval = ?args.poll_interval,
+            "--transaction-pooling: LISTEN cannot work through a transaction-pooling proxy \
+             (each transaction may run on another server session), so replicas wake each \
+             other by polling; a command committed on another replica reaches its agent \
+             within --poll-interval"
+        );
+    }
     info!(
         replica = store.replica_id(),
         poll_interval = ?args.poll_interval,
-        wakeups = if args.poll_only { "polling only" } else { "LISTEN/NOTIFY" },
+        wakeups = if poll_only { "polling only" } else { "LISTEN/NOTIFY" },
         "replica starting"
     );
     let options = ServeOptions {
@@ -489,7 +518,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         fleet: FleetOptions {
             heartbeat_interval: args.heartbeat_interval,
             poll_interval: args.poll_interval,
-            poll_only: args.poll_only,
+            poll_only,
             max_stream_age: (!args.max_stream_age.is_zero()).then_some(args.max_stream_age),
             delivery_timeout: args.delivery_timeout,
             watch_retention: args.watch_retention,

@@ -33,7 +33,7 @@ use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::time::Duration;
 
-pub use postgres::PgStore;
+pub use postgres::{PgStore, Pooling};
 
 /// Every store trait, for code that calls a backend's methods directly.
 pub mod prelude {

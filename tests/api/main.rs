@@ -16,6 +16,7 @@ mod hostile;
 mod list;
 mod observability;
 mod patroni;
+mod pgbouncer;
 mod process;
 mod reference_agent;
 mod replica_processes;

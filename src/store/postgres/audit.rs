@@ -1,10 +1,10 @@
 //! The audit trail on PostgreSQL.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
-use deadpool_postgres::GenericClient;
 
 /// $1 principal, $2 action, $3 connector id, $4 request id, $5 outcome,
 /// $6 reason, $7 peer, $8 detail, $9 count.
@@ -14,7 +14,7 @@ pub const INSERT_AUDIT: &str = "INSERT INTO audit_events
 
 /// Appends `event` inside the caller's transaction (or on its own).
 pub(super) async fn insert_audit(
-    client: &impl GenericClient,
+    client: &impl Db,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {
     let statement = client

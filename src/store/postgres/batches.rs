@@ -2,6 +2,7 @@
 //! return its first answer.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use crate::store::{BatchRecord, StoreError};
 

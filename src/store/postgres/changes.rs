@@ -3,12 +3,12 @@
 //! the same statements either way, each over arrays of connectors.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
 use crate::store::{CommandOutcome, StoreError};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 
 /// The statements `transitions` runs, in order: the benchmark harness runs
@@ -147,7 +147,7 @@ impl PgStore {
 }
 
 pub(super) async fn transitions_in(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &super::conn::Tx<'_>,
     changes: &[Change],
     write: Write,
 ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
@@ -237,7 +237,7 @@ pub(super) async fn transitions_in(
 /// The commands that changes with a used request id produced, by
 /// connector id.
 async fn replayed(
-    tx: &impl GenericClient,
+    tx: &impl Db,
     changes: &[Change],
 ) -> Result<HashMap<String, Command>, StoreError> {
     let (ids, request_ids): (Vec<&str>, Vec<&str>) = changes
@@ -266,7 +266,7 @@ async fn replayed(
 /// For the pauses among `changes`: the region before the start each
 /// supersedes, when no agent received that start.
 async fn undelivered_starts(
-    tx: &impl GenericClient,
+    tx: &impl Db,
     changes: &[Change],
 ) -> Result<HashMap<String, String>, StoreError> {
     let pauses: Vec<&str> = changes
@@ -288,7 +288,7 @@ async fn undelivered_starts(
     Ok(from)
 }
 
-async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool, StoreError> {
+async fn region_exists(client: &impl Db, region: &str) -> Result<bool, StoreError> {
     let statement = client
         .prepare_cached(sql::REGION_EXISTS)
         .await
@@ -305,7 +305,7 @@ async fn region_exists(client: &impl GenericClient, region: &str) -> Result<bool
 /// the transaction and the first error is the one reported. Returns each
 /// change's outcome with its index.
 async fn write_all(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &super::conn::Tx<'_>,
     changes: &[Change],
     connectors: &HashMap<String, Connector>,
     planned: &[Planned],

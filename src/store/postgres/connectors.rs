@@ -4,6 +4,7 @@
 use super::PgStore;
 use super::audit::insert_audit;
 use super::changes::Write;
+use super::conn::Db;
 use super::error::{is_unique_violation, translate};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{
@@ -11,7 +12,6 @@ use crate::domain::{
 };
 use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
-use deadpool_postgres::GenericClient;
 use tracing::instrument;
 
 impl Connectors for PgStore {

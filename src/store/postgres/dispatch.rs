@@ -2,6 +2,7 @@
 //! agents, releasing what could not be sent, and recording results.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use super::reads::online;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
@@ -11,7 +12,6 @@ use crate::domain::fleet::{
 };
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
 use crate::store::{Dispatch, StoreError};
-use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::instrument;

@@ -3,13 +3,13 @@
 //! expiring stuck deliveries), and wake-ups (LISTEN/NOTIFY, `listen.rs`).
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use super::listen;
 use super::sessions::audit_ended;
 use crate::domain::Replica;
 use crate::domain::fleet::SessionEnd;
 use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
-use deadpool_postgres::GenericClient;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 

@@ -12,6 +12,7 @@
 mod audit;
 mod batches;
 mod changes;
+mod conn;
 mod connectors;
 mod dispatch;
 mod error;
@@ -76,6 +77,21 @@ const CONTENTION_RETRIES: u64 = 3;
 /// when several replicas start at once.
 const MIGRATION_LOCK: i64 = 0x636f_6e6e_6374_726c;
 
+/// How the database URL reaches PostgreSQL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Pooling {
+    /// Each connection is one server session: straight to PostgreSQL, or
+    /// a pooler in session mode. Statements are prepared and cached per
+    /// connection; the listener LISTENs.
+    #[default]
+    Session,
+    /// Through a transaction-pooling proxy (PgBouncer `pool_mode =
+    /// transaction`): consecutive transactions of one connection may run on
+    /// different server sessions, so statements run unnamed and nothing
+    /// relies on session state (LISTEN cannot work: the caller polls).
+    Transaction,
+}
+
 #[derive(Clone)]
 pub struct PgStore {
     pool: Pool,
@@ -91,6 +107,9 @@ pub struct PgStore {
     /// server they reached stopped taking writes (a demoted primary, a
     /// standby). New ones go through `target_session_attrs` again.
     purged_before: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    /// Under transaction pooling: the statements' parameter types, for
+    /// running them unnamed (`conn.rs`).
+    param_types: Option<conn::ParamTypes>,
 }
 
 impl std::fmt::Debug for PgStore {
@@ -105,6 +124,15 @@ impl PgStore {
     /// Parses `url` and checks that the database answers. Errors name the
     /// URL with its password hidden.
     pub async fn connect(url: &str, pool_size: usize) -> anyhow::Result<Self> {
+        Self::connect_with(url, pool_size, Pooling::Session).await
+    }
+
+    /// As `connect`, for a URL that reaches PostgreSQL as `pooling` says.
+    pub async fn connect_with(
+        url: &str,
+        pool_size: usize,
+        pooling: Pooling,
+    ) -> anyhow::Result<Self> {
         // The URL itself is never shown: it may hold a password in places
         // no redaction reliably finds (query string, odd characters).
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
@@ -125,11 +153,15 @@ impl PgStore {
         // plan cannot use the prefix and trigram indexes for an unknown
         // pattern and scans the table. Planning each execution with its real
         // values costs well under a millisecond and keeps searches indexed.
-        let options = match config.get_options() {
-            Some(existing) => format!("{existing} -c plan_cache_mode=force_custom_plan"),
-            None => "-c plan_cache_mode=force_custom_plan".to_owned(),
-        };
-        config.options(&options);
+        // Unnamed statements (transaction pooling) are planned with their
+        // values anyway; and a pooler may refuse the start-up option.
+        if pooling == Pooling::Session {
+            let options = match config.get_options() {
+                Some(existing) => format!("{existing} -c plan_cache_mode=force_custom_plan"),
+                None => "-c plan_cache_mode=force_custom_plan".to_owned(),
+            };
+            config.options(&options);
+        }
         let manager = Manager::from_config(
             config.clone(),
             NoTls,
@@ -170,6 +202,7 @@ impl PgStore {
             replica_id: "".into(),
             lease_holder: "".into(),
             purged_before,
+            param_types: (pooling == Pooling::Transaction).then(conn::ParamTypes::default),
         }
         .with_replica_id(&default_replica_id());
         // Probe with a plain connection: its errors say what went wrong
@@ -178,7 +211,18 @@ impl PgStore {
             .config
             .connect(NoTls)
             .await
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+            .map_err(|e| {
+                let mut message = error_chain(&e);
+                // PgBouncer refuses the start-up option that sets the plan
+                // cache mode, which a session of our own would keep.
+                if message.contains("unsupported startup parameter") {
+                    message.push_str(
+                        " (a connection pooler such as PgBouncer? In transaction pooling mode \
+                         pass --transaction-pooling)",
+                    );
+                }
+                anyhow::anyhow!(message)
+            })
             .with_context(|| format!("cannot connect to database {}", store.redacted_url))?;
         drop(probe);
         let _ = connection.await;
@@ -200,28 +244,37 @@ impl PgStore {
     }
 
     /// Applies the embedded forward-only migrations not yet applied. Safe to
-    /// run from several replicas at once.
+    /// run from several replicas at once: a transaction on a connection of
+    /// its own holds a transaction-level advisory lock while another
+    /// connection migrates (a session-level lock would stay on whichever
+    /// server session a transaction-pooling proxy ran it on).
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let context = || format!("migrating database {}", self.redacted_url);
-        let (mut client, connection) = self
-            .config
-            .connect(NoTls)
+        let connect = || async {
+            let (client, connection) = self
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+                .with_context(context)?;
+            anyhow::Ok((client, tokio::spawn(connection)))
+        };
+        let (mut lock, lock_driver) = connect().await?;
+        let held = lock.transaction().await.with_context(context)?;
+        held.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
             .await
-            .map_err(|e| anyhow::anyhow!(error_chain(&e)))
             .with_context(context)?;
-        let driver = tokio::spawn(connection);
-        client
-            .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
-            .await
-            .with_context(context)?;
+        let (mut client, driver) = connect().await?;
         let report = migrations::runner()
             .set_abort_divergent(true)
             .run_async(&mut client)
             .await
             .with_context(context)?;
-        // The lock dies with the session; closing the client ends it.
         drop(client);
         let _ = driver.await;
+        held.commit().await.with_context(context)?;
+        drop(lock);
+        let _ = lock_driver.await;
         Ok(report.applied_migrations().len())
     }
 
@@ -266,11 +319,16 @@ impl PgStore {
         );
     }
 
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
-        self.pool
+    async fn client(&self) -> Result<conn::Conn, StoreError> {
+        let inner = self
+            .pool
             .get()
             .await
-            .map_err(|e| StoreError::Unavailable(e.into()))
+            .map_err(|e| StoreError::Unavailable(e.into()))?;
+        Ok(conn::Conn {
+            inner,
+            types: self.param_types.clone(),
+        })
     }
 }
 

@@ -2,10 +2,10 @@
 //! and the figures the metrics gauges show.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
 use crate::store::{MetricsSample, OpenCommands, Reads, StoreError};
-use deadpool_postgres::GenericClient;
 use std::time::Duration;
 use tracing::instrument;
 

@@ -6,13 +6,13 @@
 
 use super::PgStore;
 use super::changes::{Write, transitions_in};
+use super::conn::Db;
 use super::error::translate;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
 use crate::store::{Lease, RestartRound, StoreError};
 use chrono::{DateTime, Utc};
-use deadpool_postgres::GenericClient;
 
 /// Automatic starts issued per transaction.
 const CHUNK: usize = 500;
@@ -90,7 +90,7 @@ impl PgStore {
     /// Writes the marks that still apply; returns the kinds written.
     async fn mark(
         &self,
-        client: &impl GenericClient,
+        client: &impl Db,
         lease: Lease,
         marks: &[Mark],
     ) -> Result<Vec<String>, StoreError> {

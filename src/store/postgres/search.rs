@@ -2,11 +2,11 @@
 //! that each predicate can use its index, and a capped count.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::{Cursor, SearchFilter};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
-use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use tracing::instrument;
 
@@ -24,7 +24,7 @@ pub(super) fn lagging_condition(n: usize) -> String {
 /// search over a million connectors does not pay for counting them all.
 pub const EXACT_COUNT_LIMIT: i64 = 10_000;
 
-async fn count_matches(client: &impl GenericClient, search: &SearchSql) -> Result<i64, StoreError> {
+async fn count_matches(client: &impl Db, search: &SearchSql) -> Result<i64, StoreError> {
     let params = search.params();
     let count = client
         .prepare_cached(&format!(

@@ -4,12 +4,12 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
+use super::conn::Db;
 use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
 use crate::domain::{ConnectorUpdate, Hello, ObservedStatus, Session, micros};
 use crate::store::{Seen, Sessions, StoreError};
-use deadpool_postgres::GenericClient;
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{debug, instrument};
@@ -17,10 +17,7 @@ use tracing::{debug, instrument};
 /// Fails with `Fenced` unless `session` is the agent's current session;
 /// holds a share lock on the agent row until the transaction ends, so that
 /// a newer session cannot start half-way through this write.
-pub(super) async fn fence(
-    client: &impl GenericClient,
-    session: &Session,
-) -> Result<(), StoreError> {
+pub(super) async fn fence(client: &impl Db, session: &Session) -> Result<(), StoreError> {
     let statement = client
         .prepare_cached("SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE")
         .await
@@ -57,10 +54,7 @@ pub(super) fn audit_ended(reason: usize) -> String {
 }
 
 /// Makes what `agent_id` was sent and has not answered pending again.
-pub(super) async fn requeue_delivered(
-    client: &impl GenericClient,
-    agent_id: &str,
-) -> Result<u64, StoreError> {
+pub(super) async fn requeue_delivered(client: &impl Db, agent_id: &str) -> Result<u64, StoreError> {
     let statement = client
         .prepare_cached(
             "UPDATE commands SET status = 'PENDING'
@@ -76,7 +70,7 @@ pub(super) async fn requeue_delivered(
 
 /// Writes a report's effect on one connector row.
 pub(super) async fn apply_update(
-    client: &impl GenericClient,
+    client: &impl Db,
     connector_id: &str,
     update: &ConnectorUpdate,
 ) -> Result<(), StoreError> {
@@ -85,7 +79,7 @@ pub(super) async fn apply_update(
 
 /// Writes reports' effects on connector rows, in one statement.
 pub(super) async fn apply_updates(
-    client: &impl GenericClient,
+    client: &impl Db,
     updates: &[(&str, &ConnectorUpdate)],
 ) -> Result<(), StoreError> {
     if updates.is_empty() {
@@ -158,7 +152,7 @@ pub(super) async fn apply_updates(
 /// counts (two agents may name one connector; only its runner's, or an
 /// adopter's, has one).
 pub(super) async fn record_reports(
-    client: &impl GenericClient,
+    client: &impl Db,
     reports: &[(&Session, &ObservedStatus)],
 ) -> Result<(), StoreError> {
     if reports.is_empty() {
@@ -200,7 +194,7 @@ pub(super) async fn record_reports(
 
 /// `record_reports` for one session's statuses.
 pub(super) async fn record(
-    client: &impl GenericClient,
+    client: &impl Db,
     session: &Session,
     statuses: &[ObservedStatus],
 ) -> Result<(), StoreError> {

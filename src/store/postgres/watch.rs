@@ -2,13 +2,13 @@
 //! order): reading them for watchers, and the leader's pruning.
 
 use super::PgStore;
+use super::conn::Db;
 use super::error::translate;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::Connector;
 use crate::domain::watch::Searchable;
 use crate::store::{ChangeEntry, Changes, Lease, StoreError};
-use deadpool_postgres::GenericClient;
 use std::time::Duration;
 
 fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {

@@ -1,0 +1,311 @@
+//! The control plane behind Debian's PgBouncer in transaction pooling mode,
+//! as platform teams run it: consecutive transactions of one client
+//! connection run on different server sessions, so prepared statements,
+//! session-level advisory locks, session settings and LISTEN cannot be
+//! relied on. `--transaction-pooling` runs statements unnamed, migrates
+//! under a transaction-level lock and wakes replicas by polling.
+
+use crate::helpers::*;
+use connector_control::proto::v1::{self, ConnectorState as S};
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A PgBouncer in front of the tests' PostgreSQL, on a free port.
+struct PgBouncer {
+    port: u16,
+    dir: TempDir,
+    child: Child,
+}
+
+impl PgBouncer {
+    fn start(pool_mode: &str) -> Self {
+        let binary = "/usr/sbin/pgbouncer";
+        assert!(
+            std::path::Path::new(binary).exists(),
+            "{binary} is missing: the PgBouncer tests need Debian's `pgbouncer` package \
+             (`apt-get install -y pgbouncer`; .ci/run installs it)"
+        );
+        let base: tokio_postgres::Config = base_url().parse().unwrap();
+        let (host, port) = match (base.get_hosts().first(), base.get_ports().first()) {
+            (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
+                (host.clone(), port.copied().unwrap_or(5432))
+            }
+            _ => panic!("the PgBouncer tests need DATABASE_URL to name a TCP host"),
+        };
+        let user = base.get_user().unwrap_or("postgres").to_owned();
+        let dir = TempDir::new();
+        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let listen_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.0.display();
+        std::fs::write(dir.0.join("userlist.txt"), format!("\"{user}\" \"\"\n")).unwrap();
+        std::fs::write(
+            dir.0.join("pgbouncer.ini"),
+            format!(
+                "[databases]
+* = host={host} port={port}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {listen_port}
+unix_socket_dir =
+auth_type = trust
+auth_file = {d}/userlist.txt
+pool_mode = {pool_mode}
+default_pool_size = 8
+max_client_conn = 500
+pidfile = {d}/pgbouncer.pid
+admin_users = {user}
+"
+            ),
+        )
+        .unwrap();
+        let mut command = Command::new(binary);
+        command
+            .arg(dir.0.join("pgbouncer.ini"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.0.join("pgbouncer.log")).unwrap());
+        // PgBouncer refuses to run as root.
+        if let Some((uid, gid)) = unprivileged_user() {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().expect("starting pgbouncer");
+        let bouncer = Self {
+            port: listen_port,
+            dir,
+            child,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "pgbouncer did not listen: {}",
+                bouncer.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        bouncer
+    }
+
+    /// The URL of database `name` through this PgBouncer.
+    fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("pgbouncer.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `postgres` user's uid and gid when the tests run as root.
+fn unprivileged_user() -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    let fields: Vec<&str> = passwd
+        .lines()
+        .find(|line| line.starts_with("postgres:"))?
+        .split(':')
+        .collect();
+    Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
+}
+
+fn replica(url: &str, id: &str) -> ServerProcess {
+    ServerProcess::spawn_with(
+        url,
+        &[
+            "--transaction-pooling",
+            "--replica-id",
+            id,
+            "--heartbeat-interval",
+            "500ms",
+            "--poll-interval",
+            "200ms",
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_pgbouncer_transaction_pooling_deliver_and_elect_a_leader() {
+    let db = TestDatabase::create().await;
+    let bouncer = PgBouncer::start("transaction");
+    let url = bouncer.url(&db.name);
+    // Both migrate at once through the pooler: one waits for the other's
+    // transaction-level lock.
+    let mut a = replica(&url, "replica-a");
+    let mut b = replica(&url, "replica-b");
+    for replica in [&mut a, &mut b] {
+        let line = replica.wait_for_log("LISTEN cannot work through a transaction-pooling proxy");
+        assert!(line.contains("--poll-interval"), "{line}");
+        let line = replica.wait_for_log("replica starting");
+        assert!(line.contains("polling only"), "{line}");
+    }
+    let direct = db.client().await;
+    let advisory: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(advisory, 0, "no advisory lock outlives the migrations");
+
+    // The agent is on b; the commands are committed on a: b finds them by
+    // polling.
+    let _agent = ServerProcess::spawn_agent(&[
+        "--control-plane",
+        &format!("http://{}", b.addr),
+        "--agent-id",
+        "agent-eu-2",
+        "--region",
+        "eu-2",
+        "--server-ip",
+        "10.0.2.5",
+    ]);
+    let mut via_a =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&a.addr).await);
+    let via_b =
+        v1::connector_service_client::ConnectorServiceClient::new(channel_to(&b.addr).await);
+    for i in 0..6 {
+        let mut connector = connector(&format!("c{i}"), &format!("orders-{i}"));
+        connector.destination.as_mut().unwrap().region = "eu-2".to_owned();
+        via_a
+            .create_connector(v1::CreateConnectorRequest {
+                connector: Some(connector),
+            })
+            .await
+            .unwrap();
+    }
+    // Every statement, many times over, from both replicas at once: named
+    // statements would be missing (or taken) on the server sessions the
+    // pooler hands out.
+    let mut calls = Vec::new();
+    for round in 0..4 {
+        for i in 0..6 {
+            let mut client = if (round + i) % 2 == 0 {
+                via_a.clone()
+            } else {
+                via_b.clone()
+            };
+            calls.push(tokio::spawn(async move {
+                let id = format!("c{i}");
+                let mut start = tonic::Request::new(v1::StartConnectorRequest {
+                    wait: true,
+                    request_id: format!("start-{round}-{i}"),
+                    ..start_request(&id)
+                });
+                start.set_timeout(Duration::from_secs(20));
+                let started = client.start_connector(start).await?.into_inner();
+                assert_eq!(started.connector.unwrap().state, S::Running as i32);
+                let list = client
+                    .list_connectors(v1::ListConnectorsRequest {
+                        query: "orders".to_owned(),
+                        ..Default::default()
+                    })
+                    .await?
+                    .into_inner();
+                assert_eq!(list.total_size, 6);
+                let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
+                    wait: true,
+                    request_id: format!("pause-{round}-{i}"),
+                    ..pause_request(&id)
+                });
+                pause.set_timeout(Duration::from_secs(20));
+                let paused = client.pause_connector(pause).await?.into_inner();
+                assert_eq!(paused.connector.unwrap().state, S::Stopped as i32);
+                Ok::<_, tonic::Status>(())
+            }));
+        }
+        for call in calls.drain(..) {
+            call.await.unwrap().unwrap();
+        }
+    }
+    let commands: i64 = direct
+        .query_one(
+            "SELECT count(*) FROM commands WHERE status = 'SUCCEEDED'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(commands, 48);
+
+    // One leader, through the pooler: the lease is a row, not a session.
+    let leader = eventually(Duration::from_secs(30), || async {
+        direct
+            .query_opt(
+                "SELECT holder FROM leases WHERE name = 'leader' AND expire_time > now()",
+                &[],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get::<_, String>(0))
+    })
+    .await;
+    assert!(
+        leader.starts_with("replica-a/") || leader.starts_with("replica-b/"),
+        "{leader}"
+    );
+    // The leader's work runs there too: the connector of an agent that
+    // stays connected but falls silent is marked UNKNOWN by its sweep.
+    let mut silent = TestAgent::connect_to(
+        channel_to(&a.addr).await,
+        hello("silent", "eu-1", "10.0.1.9"),
+    )
+    .await;
+    let mut connector = connector("s1", "silent-1");
+    connector.destination.as_mut().unwrap().region = "eu-1".to_owned();
+    via_a
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector),
+        })
+        .await
+        .unwrap();
+    via_a.start_connector(start_request("s1")).await.unwrap();
+    let command = silent.next_command().await;
+    silent.succeed(&command, S::Running).await;
+    eventually(Duration::from_secs(30), || {
+        let mut client = via_b.clone();
+        async move {
+            let connector = client
+                .get_connector(v1::GetConnectorRequest {
+                    id: "s1".to_owned(),
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            (connector.state == S::Unknown as i32).then_some(())
+        }
+    })
+    .await;
+    drop(bouncer);
+}
+
+#[tokio::test]
+async fn without_the_flag_pgbouncer_transaction_pooling_is_named_at_start_up() {
+    let db = TestDatabase::create().await;
+    let bouncer = PgBouncer::start("transaction");
+    let output = Command::new(env!("CARGO_BIN_EXE_connector-control"))
+        .arg("migrate")
+        .env("DATABASE_URL", bouncer.url(&db.name))
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--transaction-pooling"), "{stderr}");
+}
