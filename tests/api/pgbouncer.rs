@@ -309,3 +309,60 @@ async fn without_the_flag_pgbouncer_transaction_pooling_is_named_at_start_up() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--transaction-pooling"), "{stderr}");
 }
+
+/// Whether the store's listener heard that notifications reach it: it
+/// reports a full look (`Wakeup::All`) once they do.
+fn listener_on(
+    store: &connector_control::store::PgStore,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> (
+    tokio::task::JoinHandle<()>,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use connector_control::store::{Leadership, Wakeup};
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heard = std::sync::Arc::clone(&listening);
+    let handler: connector_control::store::WakeupHandler = std::sync::Arc::new(move |wakeup| {
+        if matches!(wakeup, Wakeup::All) {
+            heard.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    let task = store
+        .listen(handler, Duration::from_secs(1), shutdown.clone())
+        .expect("PostgreSQL listens");
+    (task, listening)
+}
+
+#[tokio::test]
+async fn a_listener_that_hears_no_notification_gives_up_instead_of_listening_in_vain() {
+    use connector_control::store::{PgStore, Pooling};
+    let db = TestDatabase::create().await;
+    let bouncer = PgBouncer::start("transaction");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+
+    // Straight to PostgreSQL the probe's notification arrives: it listens.
+    let direct = PgStore::connect(&db.url, 2).await.unwrap();
+    direct.migrate().await.unwrap();
+    let (direct_task, direct_listening) = listener_on(&direct, &shutdown);
+    eventually(Duration::from_secs(30), || async {
+        direct_listening
+            .load(std::sync::atomic::Ordering::SeqCst)
+            .then_some(())
+    })
+    .await;
+    assert!(!direct_task.is_finished());
+
+    // Through the transaction-pooling PgBouncer it never does: the
+    // listener ends by itself instead of listening in vain.
+    let pooled = PgStore::connect_with(&bouncer.url(&db.name), 2, Pooling::Transaction)
+        .await
+        .unwrap();
+    let (pooled_task, pooled_listening) = listener_on(&pooled, &shutdown);
+    tokio::time::timeout(Duration::from_secs(60), pooled_task)
+        .await
+        .expect("the listener gave up")
+        .unwrap();
+    assert!(!pooled_listening.load(std::sync::atomic::Ordering::SeqCst));
+    shutdown.cancel();
+    direct_task.await.unwrap();
+}

@@ -18,6 +18,13 @@ pub const COMPLETED_CHANNEL: &str = "connector_control_completed";
 /// The replica whose id is in the payload started.
 pub const REPLICA_CHANNEL: &str = "connector_control_replica";
 
+/// The listener's own check, at every (re)connect, that a notification
+/// from another session reaches it (through a transaction-pooling proxy it
+/// does not: LISTEN stays on a server session the proxy hands to others).
+pub const PROBE_CHANNEL: &str = "connector_control_probe";
+/// How long the probe's notification may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+
 const RETRY_START: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -48,9 +55,21 @@ pub async fn run(
     loop {
         let (listening_tx, mut listening) = tokio::sync::oneshot::channel();
         let began = tokio::time::Instant::now();
-        let error = tokio::select! {
+        let ended = tokio::select! {
             _ = shutdown.cancelled() => return,
-            error = listen(&config, &handler, check_every, listening_tx) => error,
+            ended = listen(&config, &handler, check_every, listening_tx) => ended,
+        };
+        let error = match ended {
+            Ended::Lost(error) => error,
+            Ended::NotDelivered => {
+                warn!(
+                    "LISTEN/NOTIFY does not work through this database connection: a \
+                     notification from another session never arrived (a transaction-pooling \
+                     proxy such as PgBouncer? pass --transaction-pooling, or --poll-only). \
+                     Replicas find each other's commands by polling (--poll-interval)"
+                );
+                return;
+            }
         };
         // Back to a quick retry only after a connection that lasted: one
         // cut right after each LISTEN must not become a tight loop.
@@ -70,17 +89,32 @@ pub async fn run(
     }
 }
 
-/// One connection's life: LISTEN, report a full wake-up, then forward
-/// notifications until the connection fails. Returns why it ended.
+/// Why a listening connection ended.
+enum Ended {
+    Lost(anyhow::Error),
+    /// The connection works but another session's notification never
+    /// reached it: listening there is pointless.
+    NotDelivered,
+}
+
+/// What the connection heard.
+enum Heard {
+    Wakeup(Wakeup),
+    Probe(String),
+}
+
+/// One connection's life: LISTEN, check that notifications arrive, report
+/// a full wake-up, then forward notifications until the connection fails.
+/// Returns why it ended.
 async fn listen(
     config: &tokio_postgres::Config,
     handler: &WakeupHandler,
     check_every: Duration,
     listening: tokio::sync::oneshot::Sender<()>,
-) -> anyhow::Error {
+) -> Ended {
     let (client, mut connection) = match config.connect(NoTls).await {
         Ok(pair) => pair,
-        Err(error) => return error.into(),
+        Err(error) => return Ended::Lost(error.into()),
     };
     // The connection is driven here: notifications arrive as messages.
     let (messages_tx, mut messages) = mpsc::unbounded_channel();
@@ -88,13 +122,15 @@ async fn listen(
         loop {
             match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
                 Some(Ok(AsyncMessage::Notification(notification))) => {
-                    let wakeup = match notification.channel() {
-                        REGION_CHANNEL => Wakeup::Region(notification.payload().to_owned()),
-                        COMPLETED_CHANNEL => Wakeup::Completed(notification.payload().to_owned()),
-                        REPLICA_CHANNEL => Wakeup::Joined(notification.payload().to_owned()),
+                    let payload = notification.payload().to_owned();
+                    let heard = match notification.channel() {
+                        REGION_CHANNEL => Heard::Wakeup(Wakeup::Region(payload)),
+                        COMPLETED_CHANNEL => Heard::Wakeup(Wakeup::Completed(payload)),
+                        REPLICA_CHANNEL => Heard::Wakeup(Wakeup::Joined(payload)),
+                        PROBE_CHANNEL => Heard::Probe(payload),
                         _ => continue,
                     };
-                    if messages_tx.send(Ok(wakeup)).is_err() {
+                    if messages_tx.send(Ok(heard)).is_err() {
                         return;
                     }
                 }
@@ -111,30 +147,96 @@ async fn listen(
             }
         }
     });
-    let error = forward(&client, &mut messages, handler, check_every, listening).await;
+    let ended = forward(
+        config,
+        &client,
+        &mut messages,
+        handler,
+        check_every,
+        listening,
+    )
+    .await;
     driver.abort();
-    match error {
-        Ok(never) => match never {},
-        Err(error) => error,
-    }
+    ended
 }
 
-/// LISTENs, reports a full wake-up, then hands notifications to `handler`
-/// and probes the connection while idle, until something fails.
+/// LISTENs, checks that another session's notification arrives, reports a
+/// full wake-up, then hands notifications to `handler` and probes the
+/// connection while idle, until something fails.
 async fn forward(
+    config: &tokio_postgres::Config,
     client: &tokio_postgres::Client,
-    messages: &mut mpsc::UnboundedReceiver<anyhow::Result<Wakeup>>,
+    messages: &mut mpsc::UnboundedReceiver<anyhow::Result<Heard>>,
     handler: &WakeupHandler,
     check_every: Duration,
     listening: tokio::sync::oneshot::Sender<()>,
-) -> anyhow::Result<std::convert::Infallible> {
-    client
-        .batch_execute(&format!(
-            "LISTEN {REGION_CHANNEL}; LISTEN {COMPLETED_CHANNEL}; LISTEN {REPLICA_CHANNEL}"
-        ))
-        .await?;
+) -> Ended {
+    match listen_and_probe(config, client, messages, handler).await {
+        Ok(true) => {}
+        Ok(false) => return Ended::NotDelivered,
+        Err(error) => return Ended::Lost(error),
+    }
     let _ = listening.send(());
     info!("listening for wake-ups from other replicas");
+    match notify_until_failure(client, messages, handler, check_every).await {
+        Ok(never) => match never {},
+        Err(error) => Ended::Lost(error),
+    }
+}
+
+/// LISTEN, then NOTIFY a fresh token on the probe channel from a session
+/// of its own: true once it arrives, false if it does not within
+/// `PROBE_TIMEOUT` while this connection still answers. Wake-ups heard
+/// meanwhile are handed on.
+async fn listen_and_probe(
+    config: &tokio_postgres::Config,
+    client: &tokio_postgres::Client,
+    messages: &mut mpsc::UnboundedReceiver<anyhow::Result<Heard>>,
+    handler: &WakeupHandler,
+) -> anyhow::Result<bool> {
+    client
+        .batch_execute(&format!(
+            "LISTEN {REGION_CHANNEL}; LISTEN {COMPLETED_CHANNEL}; LISTEN {REPLICA_CHANNEL}; \
+             LISTEN {PROBE_CHANNEL}"
+        ))
+        .await?;
+    let token = uuid::Uuid::new_v4().simple().to_string();
+    {
+        let (notifier, connection) = config.connect(NoTls).await?;
+        let driver = tokio::spawn(connection);
+        notifier
+            .batch_execute(&format!("NOTIFY {PROBE_CHANNEL}, '{token}'"))
+            .await?;
+        drop(notifier);
+        let _ = driver.await;
+    }
+    let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
+    loop {
+        match tokio::time::timeout_at(deadline, messages.recv()).await {
+            Ok(Some(Ok(Heard::Probe(payload)))) if payload == token => return Ok(true),
+            Ok(Some(Ok(Heard::Probe(_)))) => {}
+            Ok(Some(Ok(Heard::Wakeup(wakeup)))) => handler(wakeup),
+            Ok(Some(Err(error))) => return Err(error),
+            Ok(None) => anyhow::bail!("the connection driver stopped"),
+            Err(_) => {
+                // Not a slow or dead connection: it answers.
+                tokio::time::timeout(PROBE_TIMEOUT, client.simple_query(""))
+                    .await
+                    .map_err(|_| anyhow::anyhow!("the connection stopped answering"))??;
+                return Ok(false);
+            }
+        }
+    }
+}
+
+/// Reports a full wake-up, then hands notifications to `handler` and probes
+/// the connection while idle, until something fails.
+async fn notify_until_failure(
+    client: &tokio_postgres::Client,
+    messages: &mut mpsc::UnboundedReceiver<anyhow::Result<Heard>>,
+    handler: &WakeupHandler,
+    check_every: Duration,
+) -> anyhow::Result<std::convert::Infallible> {
     // Whatever was notified while not listening is found by a full look.
     handler(Wakeup::All);
     let mut check = tokio::time::interval(check_every);
@@ -143,7 +245,8 @@ async fn forward(
     loop {
         tokio::select! {
             message = messages.recv() => match message {
-                Some(Ok(wakeup)) => handler(wakeup),
+                Some(Ok(Heard::Wakeup(wakeup))) => handler(wakeup),
+                Some(Ok(Heard::Probe(_))) => {}
                 Some(Err(error)) => return Err(error),
                 None => anyhow::bail!("the connection driver stopped"),
             },
