@@ -12,6 +12,7 @@ mod load;
 use crate::helpers::*;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use std::time::{Duration, Instant};
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client};
 
 /// Connectors, one caller each.
 const CONNECTORS: usize = 4;
@@ -55,6 +56,28 @@ async fn every_acknowledged_call_survives_a_patroni_failover_exactly_once() {
             .unwrap();
     }
 
+    // What replica a's health service says, every 100 ms, until the end.
+    let health_seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let watcher = {
+        let seen = std::sync::Arc::clone(&health_seen);
+        let mut health = health_client::HealthClient::new(channel_to(&replicas[0].addr).await);
+        tokio::spawn(async move {
+            loop {
+                let check = HealthCheckRequest {
+                    service: String::new(),
+                };
+                if let Ok(answer) = health.check(check).await {
+                    let status = answer.into_inner().status;
+                    let mut seen = seen.lock().unwrap();
+                    if seen.last() != Some(&status) {
+                        seen.push(status);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
     let load = load::Load::start(clients.clone(), &ids);
     eventually(Duration::from_secs(60), || async {
         (load.acknowledged() >= 2 * CONNECTORS).then_some(())
@@ -70,6 +93,17 @@ async fn every_acknowledged_call_survives_a_patroni_failover_exactly_once() {
     })
     .await;
     let report = load.finish().await;
+    // Health went NOT_SERVING during the failover and came back by itself.
+    eventually(Duration::from_secs(30), || async {
+        let seen = health_seen.lock().unwrap().clone();
+        let (serving, not_serving) = (
+            ServingStatus::Serving as i32,
+            ServingStatus::NotServing as i32,
+        );
+        (seen.contains(&not_serving) && seen.last() == Some(&serving)).then_some(())
+    })
+    .await;
+    watcher.abort();
     assert_eq!(report.errors, Vec::<String>::new());
     println!(
         "{} calls acknowledged, {} refused, {} attempts failed and retried; \
