@@ -5,7 +5,7 @@
 //! same run is `cargo bench --bench harness -- --only failover`.
 
 #[path = "../support/patroni.rs"]
-mod cluster;
+pub(crate) mod cluster;
 #[path = "../support/failover_load.rs"]
 mod load;
 

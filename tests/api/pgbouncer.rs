@@ -70,7 +70,7 @@ admin_users = {user}
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.0.join("pgbouncer.log")).unwrap());
         // PgBouncer refuses to run as root.
-        if let Some((uid, gid)) = unprivileged_user() {
+        if let Some((uid, gid)) = crate::patroni::cluster::postgres_owner() {
             use std::os::unix::process::CommandExt;
             command.uid(uid).gid(gid);
         }
@@ -107,21 +107,6 @@ impl Drop for PgBouncer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// The `postgres` user's uid and gid when the tests run as root.
-fn unprivileged_user() -> Option<(u32, u32)> {
-    use std::os::unix::fs::MetadataExt;
-    if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
-    let fields: Vec<&str> = passwd
-        .lines()
-        .find(|line| line.starts_with("postgres:"))?
-        .split(':')
-        .collect();
-    Some((fields[2].parse().ok()?, fields[3].parse().ok()?))
 }
 
 fn replica(url: &str, id: &str) -> ServerProcess {

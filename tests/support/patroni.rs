@@ -437,8 +437,9 @@ fn postgres_bin_dir() -> PathBuf {
         .1
 }
 
-/// The `postgres` user's uid and gid when this process runs as root.
-fn postgres_owner() -> Option<(u32, u32)> {
+/// The `postgres` user's uid and gid when this process runs as root: who
+/// PostgreSQL, Patroni and PgBouncer run as (they refuse root).
+pub fn postgres_owner() -> Option<(u32, u32)> {
     use std::os::unix::fs::MetadataExt;
     if std::fs::metadata("/proc/self").ok()?.uid() != 0 {
         return None;
