@@ -9,11 +9,8 @@
 //! from its REST API) in the same kill; the calls that failed meanwhile;
 //! and, read on the last primary, lost and duplicated calls.
 
-#[path = "../../tests/support/patroni.rs"]
-mod cluster;
-#[path = "../../tests/support/failover_load.rs"]
-mod load;
-
+use crate::cluster;
+use crate::failover_load as load;
 use crate::prelude::*;
 
 const CONNECTORS: usize = 8;

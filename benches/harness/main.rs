@@ -8,24 +8,32 @@
 //!     cargo bench --bench harness -- --only throughput --concurrency=16
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
-//! search, noop, delivery, streams, storm, bulk, watch, restarts, failover,
-//! embedded. Each starts the release server as a
+//! search, noop, delivery, streams, storm, bulk, watch, restarts, pgbouncer,
+//! failover, embedded. Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
 //! tokio-postgres at the same concurrency, a bare tonic server in a child
-//! process, or none where the target is absolute. `failover` runs its own
-//! Patroni cluster (Debian's `patroni` and `etcd-server`) instead.
+//! process, or none where the target is absolute. `pgbouncer` puts Debian's
+//! PgBouncer in front of that database; `failover` runs its own Patroni
+//! cluster (Debian's `patroni` and `etcd-server`) instead.
 
+#[path = "../../tests/support/pgbouncer.rs"]
+mod bouncer;
 mod bulk;
 mod changes;
+#[path = "../../tests/support/patroni.rs"]
+mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
 mod delivery;
 mod embedded;
 mod failover;
+#[path = "../../tests/support/failover_load.rs"]
+mod failover_load;
 mod limiter;
 mod noop;
+mod pgbouncer;
 mod prelude;
 mod refusals;
 mod restarts;
@@ -93,6 +101,10 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("watch") {
         lines.extend(common::with_database_returning(|url| watch::watch(&plan, url)).await?);
+    }
+    if plan.runs("pgbouncer") {
+        lines
+            .extend(common::with_database_returning(|url| pgbouncer::pgbouncer(&plan, url)).await?);
     }
     if plan.runs("failover") {
         lines.extend(failover::failover(&plan).await?);

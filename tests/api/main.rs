@@ -3,13 +3,19 @@
 
 mod agents;
 mod batch;
+#[path = "../support/pgbouncer.rs"]
+mod bouncer;
 mod cli;
+#[path = "../support/patroni.rs"]
+mod cluster;
 mod console;
 mod contract;
 mod create;
 mod demo;
 mod dry_run;
 mod failover;
+#[path = "../support/failover_load.rs"]
+mod failover_load;
 mod helpers;
 mod history;
 mod hostile;

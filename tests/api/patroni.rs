@@ -4,11 +4,8 @@
 //! with SIGKILL under a load of starts and pauses. The benchmark of the
 //! same run is `cargo bench --bench harness -- --only failover`.
 
-#[path = "../support/patroni.rs"]
-pub(crate) mod cluster;
-#[path = "../support/failover_load.rs"]
-mod load;
-
+use crate::cluster;
+use crate::failover_load as load;
 use crate::helpers::*;
 use connector_control::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use std::time::{Duration, Instant};

@@ -5,108 +5,28 @@
 //! relied on. `--transaction-pooling` runs statements unnamed, migrates
 //! under a transaction-level lock and wakes replicas by polling.
 
+use crate::bouncer::PgBouncer;
 use crate::helpers::*;
 use connector_control::proto::v1::{self, ConnectorState as S};
-use std::os::unix::fs::PermissionsExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-/// A PgBouncer in front of the tests' PostgreSQL, on a free port.
-struct PgBouncer {
-    port: u16,
-    dir: TempDir,
-    child: Child,
-}
-
-impl PgBouncer {
-    fn start(pool_mode: &str) -> Self {
-        let binary = "/usr/sbin/pgbouncer";
-        assert!(
-            std::path::Path::new(binary).exists(),
-            "{binary} is missing: the PgBouncer tests need Debian's `pgbouncer` package \
-             (`apt-get install -y pgbouncer`; .ci/run installs it)"
-        );
-        let base: tokio_postgres::Config = base_url().parse().unwrap();
-        let (host, port) = match (base.get_hosts().first(), base.get_ports().first()) {
-            (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
-                (host.clone(), port.copied().unwrap_or(5432))
-            }
-            _ => panic!("the PgBouncer tests need DATABASE_URL to name a TCP host"),
-        };
-        let user = base.get_user().unwrap_or("postgres").to_owned();
-        let dir = TempDir::new();
-        std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let listen_port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let d = dir.0.display();
-        std::fs::write(dir.0.join("userlist.txt"), format!("\"{user}\" \"\"\n")).unwrap();
-        std::fs::write(
-            dir.0.join("pgbouncer.ini"),
-            format!(
-                "[databases]
-* = host={host} port={port}
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = {listen_port}
-unix_socket_dir =
-auth_type = trust
-auth_file = {d}/userlist.txt
-pool_mode = {pool_mode}
-default_pool_size = 8
-max_client_conn = 500
-pidfile = {d}/pgbouncer.pid
-admin_users = {user}
-"
-            ),
-        )
-        .unwrap();
-        let mut command = Command::new(binary);
-        command
-            .arg(dir.0.join("pgbouncer.ini"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.0.join("pgbouncer.log")).unwrap());
-        // PgBouncer refuses to run as root.
-        if let Some((uid, gid)) = crate::patroni::cluster::postgres_owner() {
-            use std::os::unix::process::CommandExt;
-            command.uid(uid).gid(gid);
+/// A transaction-pooling PgBouncer in front of the tests' PostgreSQL.
+fn bouncer_in_front() -> PgBouncer {
+    let base: tokio_postgres::Config = base_url().parse().unwrap();
+    let (host, port) = match (base.get_hosts().first(), base.get_ports().first()) {
+        (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
+            (host.clone(), port.copied().unwrap_or(5432))
         }
-        let child = command.spawn().expect("starting pgbouncer");
-        let bouncer = Self {
-            port: listen_port,
-            dir,
-            child,
-        };
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", listen_port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "pgbouncer did not listen: {}",
-                bouncer.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        bouncer
-    }
-
-    /// The URL of database `name` through this PgBouncer.
-    fn url(&self, name: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("pgbouncer.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for PgBouncer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+        _ => panic!("the PgBouncer tests need DATABASE_URL to name a TCP host"),
+    };
+    PgBouncer::start(
+        "transaction",
+        &host,
+        port,
+        base.get_user().unwrap_or("postgres"),
+        crate::cluster::postgres_owner(),
+    )
 }
 
 fn replica(url: &str, id: &str) -> ServerProcess {
@@ -127,7 +47,7 @@ fn replica(url: &str, id: &str) -> ServerProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_pgbouncer_transaction_pooling_deliver_and_elect_a_leader() {
     let db = TestDatabase::create().await;
-    let bouncer = PgBouncer::start("transaction");
+    let bouncer = bouncer_in_front();
     let url = bouncer.url(&db.name);
     // Both migrate at once through the pooler: one waits for the other's
     // transaction-level lock.
@@ -284,7 +204,7 @@ async fn replicas_behind_pgbouncer_transaction_pooling_deliver_and_elect_a_leade
 #[tokio::test]
 async fn without_the_flag_pgbouncer_transaction_pooling_is_named_at_start_up() {
     let db = TestDatabase::create().await;
-    let bouncer = PgBouncer::start("transaction");
+    let bouncer = bouncer_in_front();
     let output = Command::new(env!("CARGO_BIN_EXE_connector-control"))
         .arg("migrate")
         .env("DATABASE_URL", bouncer.url(&db.name))
@@ -322,7 +242,7 @@ fn listener_on(
 async fn a_listener_that_hears_no_notification_gives_up_instead_of_listening_in_vain() {
     use connector_control::store::{PgStore, Pooling};
     let db = TestDatabase::create().await;
-    let bouncer = PgBouncer::start("transaction");
+    let bouncer = bouncer_in_front();
     let shutdown = tokio_util::sync::CancellationToken::new();
 
     // Straight to PostgreSQL the probe's notification arrives: it listens.
