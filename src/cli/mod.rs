@@ -414,9 +414,13 @@ impl Cli {
                     serve(args, store).await
                 }
                 Backend::Embedded(store) => {
-                    if args.poll_only || args.replica_id.is_some() {
+                    if args.poll_only
+                        || args.replica_id.is_some()
+                        || args.database.transaction_pooling
+                    {
                         info!(
-                            "the embedded store serves one process: --poll-only and --replica-id do nothing"
+                            "the embedded store serves one process: --poll-only, --replica-id and \
+                             --transaction-pooling do nothing"
                         );
                     }
                     serve(args, store).await
@@ -491,8 +495,9 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let poll_only = args.poll_only || args.database.transaction_pooling;
-    if args.database.transaction_pooling && !args.poll_only {
+    let pooled = args.database.transaction_pooling && args.database.database_url.is_some();
+    let poll_only = args.poll_only || pooled;
+    if pooled && !args.poll_only {
         info!(
             poll_interval = ?args.poll_interval,
             "--transaction-pooling: LISTEN cannot work through a transaction-pooling proxy \

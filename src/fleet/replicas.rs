@@ -197,7 +197,11 @@ impl<S: FleetStore> Fleet<S> {
                     leader = None;
                     *self.lease.lock().unwrap() = None;
                 }
-                Err(error) => warn!(%error, "leader work failed; retrying next round"),
+                Err(error) => {
+                    warn!(%error, "leader work failed; retrying next round");
+                    outage = true;
+                    *self.lease.lock().unwrap() = None;
+                }
             }
         }
     }

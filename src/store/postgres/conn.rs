@@ -8,9 +8,11 @@
 //!   transaction`, `--transaction-pooling`): each transaction may run on
 //!   another server connection, so nothing may outlive one. A statement is
 //!   sent unnamed with its parameter types (Parse, Bind, Execute in one
-//!   message train); the types are learned once per process and statement
-//!   by preparing it inside a transaction and closing it before the
-//!   transaction ends, on the server connection that transaction holds.
+//!   message train); the types are learned once per process and statement,
+//!   on a connection of their own, by preparing it inside a transaction and
+//!   closing it before the transaction ends, on the server session that
+//!   transaction holds. (Only built-in types are used: a column of another
+//!   type would make tokio-postgres cache a named type lookup.)
 //!
 //! Either way the store's code is the same: `prepare_cached`, then
 //! `query`, `query_one`, `query_opt` or `execute` on a `Conn` or a `Tx`.
@@ -25,24 +27,73 @@ type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Statements' parameter types, learned once per process, for unnamed
 /// statements. Present only under transaction pooling.
-#[derive(Clone, Default)]
-pub(super) struct ParamTypes(Arc<Mutex<HashMap<String, Arc<Unnamed>>>>);
+#[derive(Clone)]
+pub(super) struct ParamTypes {
+    known: Arc<Mutex<HashMap<String, Arc<Unnamed>>>>,
+    /// A connection of its own for learning, made when first needed: the
+    /// pooled connections never carry a learning transaction, so a call
+    /// cancelled mid-way (a deadline, a failed `try_join!` sibling) cannot
+    /// leave one open behind it, nor a statement on a server session.
+    learner: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+    config: tokio_postgres::Config,
+}
 
 impl ParamTypes {
-    fn get(&self, sql: &str) -> Option<Arc<Unnamed>> {
-        self.0.lock().unwrap().get(sql).cloned()
+    pub(super) fn new(config: tokio_postgres::Config) -> Self {
+        Self {
+            known: Arc::default(),
+            learner: Arc::default(),
+            config,
+        }
     }
 
-    fn learned(&self, sql: &str, types: Vec<Type>) -> Arc<Unnamed> {
+    /// The statement `sql`, unnamed, with its parameter types.
+    async fn unnamed(&self, sql: &str) -> Result<Arc<Unnamed>, Error> {
+        if let Some(unnamed) = self.known.lock().unwrap().get(sql) {
+            return Ok(Arc::clone(unnamed));
+        }
+        // In a task of its own, so that it runs to its end (COMMIT or
+        // ROLLBACK, the statement closed) whatever becomes of the caller.
+        let learning = tokio::spawn(Self::learn(
+            Arc::clone(&self.learner),
+            self.config.clone(),
+            sql.to_owned(),
+        ));
+        let types = match learning.await {
+            Ok(types) => types?,
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
+        };
         let unnamed = Arc::new(Unnamed {
             sql: sql.to_owned(),
             types,
         });
-        self.0
+        self.known
             .lock()
             .unwrap()
             .insert(sql.to_owned(), Arc::clone(&unnamed));
-        unnamed
+        Ok(unnamed)
+    }
+
+    /// Prepares `sql` inside a transaction and closes it before the
+    /// transaction ends, so on the server session the transaction holds,
+    /// which keeps nothing afterwards.
+    async fn learn(
+        learner: Arc<tokio::sync::Mutex<Option<tokio_postgres::Client>>>,
+        config: tokio_postgres::Config,
+        sql: String,
+    ) -> Result<Vec<Type>, Error> {
+        let mut learner = learner.lock().await;
+        if learner.as_ref().is_none_or(|client| client.is_closed()) {
+            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+            tokio::spawn(connection);
+            *learner = Some(client);
+        }
+        let client = learner.as_mut().expect("connected above");
+        let transaction = client.transaction().await?;
+        // On error the transaction rolls back as it is dropped.
+        let types = transaction.prepare(&sql).await?.params().to_vec();
+        transaction.commit().await?;
+        Ok(types)
     }
 }
 
@@ -149,36 +200,11 @@ impl Conn {
     ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
         self.inner.simple_query(sql).await
     }
-
-    /// The parameter types of `sql`, from a statement prepared and closed
-    /// within one transaction: its server connection keeps nothing.
-    async fn learn(&self, sql: &str) -> Result<Vec<Type>, Error> {
-        self.inner.batch_execute("BEGIN").await?;
-        let learned = self
-            .inner
-            .prepare(sql)
-            .await
-            .map(|statement| statement.params().to_vec());
-        // The statement is closed (dropped above) before the transaction
-        // ends, so on the same server connection.
-        let end = if learned.is_ok() {
-            "COMMIT"
-        } else {
-            "ROLLBACK"
-        };
-        self.inner.batch_execute(end).await?;
-        learned
-    }
 }
 
 impl Tx<'_> {
     pub(super) async fn commit(self) -> Result<(), Error> {
         self.inner.commit().await
-    }
-
-    async fn learn(&self, sql: &str) -> Result<Vec<Type>, Error> {
-        let statement = self.inner.prepare(sql).await?;
-        Ok(statement.params().to_vec())
     }
 }
 
@@ -186,14 +212,10 @@ macro_rules! statements {
     ($type:ty) => {
         impl Db for $type {
             async fn prepare_cached(&self, sql: &str) -> Result<Stmt, Error> {
-                let Some(types) = &self.types else {
-                    return Ok(Stmt::Cached(self.inner.prepare_cached(sql).await?));
-                };
-                if let Some(unnamed) = types.get(sql) {
-                    return Ok(Stmt::Unnamed(unnamed));
+                match &self.types {
+                    None => Ok(Stmt::Cached(self.inner.prepare_cached(sql).await?)),
+                    Some(types) => Ok(Stmt::Unnamed(types.unnamed(sql).await?)),
                 }
-                let learned = self.learn(sql).await?;
-                Ok(Stmt::Unnamed(types.learned(sql, learned)))
             }
 
             async fn query<Q: Query + ?Sized>(

@@ -24,6 +24,9 @@ pub const REPLICA_CHANNEL: &str = "connector_control_replica";
 pub const PROBE_CHANNEL: &str = "connector_control_probe";
 /// How long the probe's notification may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections in a row on which the probe is not heard before the
+/// listener gives up (one could be a moment's failover split).
+const PROBES_BEFORE_GIVING_UP: u32 = 3;
 
 const RETRY_START: Duration = Duration::from_millis(100);
 const RETRY_MAX: Duration = Duration::from_secs(5);
@@ -52,6 +55,8 @@ pub async fn run(
     // Named so that operators (and tests) can find it in pg_stat_activity.
     config.application_name(format!("connector-control listener {replica_id}"));
     let mut retry = RETRY_START;
+    // Connections in a row on which the probe was not heard.
+    let mut unheard = 0;
     loop {
         let (listening_tx, mut listening) = tokio::sync::oneshot::channel();
         let began = tokio::time::Instant::now();
@@ -59,21 +64,32 @@ pub async fn run(
             _ = shutdown.cancelled() => return,
             ended = listen(&config, &handler, check_every, listening_tx) => ended,
         };
+        let listened = listening.try_recv().is_ok();
         let error = match ended {
-            Ended::Lost(error) => error,
-            Ended::NotDelivered => {
+            Ended::Lost(error) => {
+                if listened {
+                    unheard = 0;
+                }
+                error
+            }
+            Ended::NotDelivered if unheard + 1 >= PROBES_BEFORE_GIVING_UP => {
                 warn!(
                     "LISTEN/NOTIFY does not work through this database connection: a \
-                     notification from another session never arrived (a transaction-pooling \
-                     proxy such as PgBouncer? pass --transaction-pooling, or --poll-only). \
-                     Replicas find each other's commands by polling (--poll-interval)"
+                     notification from another session never arrived, {PROBES_BEFORE_GIVING_UP} \
+                     times (a transaction-pooling proxy such as PgBouncer? pass \
+                     --transaction-pooling, or --poll-only). Replicas find each other's \
+                     commands by polling (--poll-interval)"
                 );
                 return;
+            }
+            Ended::NotDelivered => {
+                unheard += 1;
+                anyhow::anyhow!("a notification from another session did not arrive")
             }
         };
         // Back to a quick retry only after a connection that lasted: one
         // cut right after each LISTEN must not become a tight loop.
-        if listening.try_recv().is_ok() && began.elapsed() >= check_every {
+        if listened && began.elapsed() >= check_every {
             retry = RETRY_START;
         }
         warn!(
@@ -194,6 +210,15 @@ async fn listen_and_probe(
     messages: &mut mpsc::UnboundedReceiver<anyhow::Result<Heard>>,
     handler: &WakeupHandler,
 ) -> anyhow::Result<bool> {
+    let (notifier, connection) = config.connect(NoTls).await?;
+    let driver = tokio::spawn(connection);
+    // Both on one server, or the probe proves nothing (a multi-host URL or
+    // a virtual IP may lead them apart during a failover).
+    let (listening_on, notifying_on) = tokio::try_join!(server_of(client), server_of(&notifier))?;
+    anyhow::ensure!(
+        listening_on == notifying_on,
+        "the probe's session reached another server ({notifying_on}, not {listening_on})"
+    );
     client
         .batch_execute(&format!(
             "LISTEN {REGION_CHANNEL}; LISTEN {COMPLETED_CHANNEL}; LISTEN {REPLICA_CHANNEL}; \
@@ -202,8 +227,6 @@ async fn listen_and_probe(
         .await?;
     let token = uuid::Uuid::new_v4().simple().to_string();
     {
-        let (notifier, connection) = config.connect(NoTls).await?;
-        let driver = tokio::spawn(connection);
         notifier
             .batch_execute(&format!("NOTIFY {PROBE_CHANNEL}, '{token}'"))
             .await?;
@@ -223,10 +246,34 @@ async fn listen_and_probe(
                 tokio::time::timeout(PROBE_TIMEOUT, client.simple_query(""))
                     .await
                     .map_err(|_| anyhow::anyhow!("the connection stopped answering"))??;
+                // Nor one that heard it just now.
+                while let Ok(heard) = messages.try_recv() {
+                    match heard? {
+                        Heard::Probe(payload) if payload == token => return Ok(true),
+                        Heard::Probe(_) => {}
+                        Heard::Wakeup(wakeup) => handler(wakeup),
+                    }
+                }
                 return Ok(false);
             }
         }
     }
+}
+
+/// Which server a session is on: its address, port and start time.
+async fn server_of(client: &tokio_postgres::Client) -> anyhow::Result<String> {
+    let rows = client
+        .simple_query(
+            "SELECT coalesce(host(inet_server_addr()), 'local') || ':' \
+             || coalesce(inet_server_port(), 0) || ' started ' || pg_postmaster_start_time()",
+        )
+        .await?;
+    rows.iter()
+        .find_map(|message| match message {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("no answer naming the server"))
 }
 
 /// Reports a full wake-up, then hands notifications to `handler` and probes

@@ -195,6 +195,8 @@ impl PgStore {
             .create_timeout(Some(CONNECT_TIMEOUT))
             .build()
             .context("building the connection pool")?;
+        let param_types =
+            (pooling == Pooling::Transaction).then(|| conn::ParamTypes::new(config.clone()));
         let store = Self {
             pool,
             config,
@@ -202,7 +204,7 @@ impl PgStore {
             replica_id: "".into(),
             lease_holder: "".into(),
             purged_before,
-            param_types: (pooling == Pooling::Transaction).then(conn::ParamTypes::default),
+            param_types,
         }
         .with_replica_id(&default_replica_id());
         // Probe with a plain connection: its errors say what went wrong
@@ -247,7 +249,8 @@ impl PgStore {
     /// run from several replicas at once: a transaction on a connection of
     /// its own holds a transaction-level advisory lock while another
     /// connection migrates (a session-level lock would stay on whichever
-    /// server session a transaction-pooling proxy ran it on).
+    /// server session a transaction-pooling proxy ran it on); the others
+    /// try again every 100 ms.
     pub async fn migrate(&self) -> anyhow::Result<usize> {
         let context = || format!("migrating database {}", self.redacted_url);
         let connect = || async {
@@ -260,10 +263,27 @@ impl PgStore {
             anyhow::Ok((client, tokio::spawn(connection)))
         };
         let (mut lock, lock_driver) = connect().await?;
-        let held = lock.transaction().await.with_context(context)?;
-        held.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATION_LOCK})"))
-            .await
-            .with_context(context)?;
+        // Tried, not waited for: a replica waiting here holds no server
+        // session a pooler could be short of. Held while idle in its
+        // transaction for as long as the migrations take.
+        let held = loop {
+            let held = lock.transaction().await.with_context(context)?;
+            let answer = held
+                .simple_query(&format!(
+                    "SET LOCAL idle_in_transaction_session_timeout = 0;
+                     SELECT pg_try_advisory_xact_lock({MIGRATION_LOCK})"
+                ))
+                .await
+                .with_context(context)?;
+            let taken = answer.iter().any(|message| {
+                matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("t"))
+            });
+            if taken {
+                break held;
+            }
+            held.rollback().await.with_context(context)?;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
         let (mut client, driver) = connect().await?;
         let report = migrations::runner()
             .set_abort_divergent(true)
