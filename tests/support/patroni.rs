@@ -276,6 +276,30 @@ impl Cluster {
         leader
     }
 
+    /// A switchover through Patroni's REST API: the leader is demoted
+    /// (PostgreSQL shut down, its sessions ended with admin_shutdown, then
+    /// started again as a standby) and the synchronous standby promoted.
+    /// Returns the index of the node that led.
+    pub fn switchover(&self) -> usize {
+        let leader = self.leader().expect("a leader to switch over from");
+        let candidate = (leader + 1) % self.nodes.len();
+        let body = format!(
+            r#"{{"leader": "{}", "candidate": "{}"}}"#,
+            self.nodes[leader].name, self.nodes[candidate].name
+        );
+        eprintln!(
+            "switching over from {} to {}",
+            self.nodes[leader].name, self.nodes[candidate].name
+        );
+        let answer = http_request(self.nodes[leader].rest_port, "POST", "/switchover", &body);
+        assert!(
+            answer.as_ref().is_some_and(|(status, _)| *status == 200),
+            "switchover refused: {answer:?}\n{}",
+            self.logs()
+        );
+        leader
+    }
+
     /// Waits until a node other than `old` leads and runs; its index.
     pub fn wait_for_new_leader(&self, old: usize, within: Duration) -> usize {
         let deadline = Instant::now() + within;
@@ -470,12 +494,24 @@ fn kill(signal: &str, pid: u32) {
 
 /// A plain HTTP GET on loopback: status and body, None if nothing answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_request(port, "GET", path, "")
+}
+
+/// One HTTP/1.0 request on loopback: status and body, None if nothing
+/// answers.
+fn http_request(port: u16, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
     let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut stream = std::net::TcpStream::connect_timeout(&address, Duration::from_secs(2)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    // A switchover answers once it is done.
+    let wait = if method == "GET" { 5 } else { 60 };
+    stream
+        .set_read_timeout(Some(Duration::from_secs(wait)))
+        .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
     )
     .ok()?;
     let mut response = String::new();
