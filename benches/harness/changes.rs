@@ -328,14 +328,7 @@ pub(crate) async fn single_starts(
     let started = Instant::now();
     for _ in 0..calls {
         let id = connector_id("g", grpc_next.fetch_add(1, Ordering::Relaxed));
-        let t = Instant::now();
-        client
-            .start_connector(v1::StartConnectorRequest {
-                id,
-                ..Default::default()
-            })
-            .await?;
-        ours.push(t.elapsed());
+        ours.push(timed_start(&mut client, id).await?);
         let id = connector_id("r", sql_next.fetch_add(1, Ordering::Relaxed));
         let t = Instant::now();
         statements.change(pool, &id, true).await?;
@@ -356,14 +349,7 @@ pub(crate) async fn single_starts_grpc(
     let started = Instant::now();
     for _ in 0..calls {
         let id = connector_id("g", next.fetch_add(1, Ordering::Relaxed));
-        let t = Instant::now();
-        client
-            .start_connector(v1::StartConnectorRequest {
-                id,
-                ..Default::default()
-            })
-            .await?;
-        samples.push(t.elapsed());
+        samples.push(timed_start(&mut client, id).await?);
     }
     Ok(Stats::of(samples, started.elapsed()))
 }

@@ -35,29 +35,16 @@ pub(crate) async fn limiter(plan: &Plan, url: String) -> anyhow::Result<Vec<Line
         connectors_client(&limited.addr).await?,
         connectors_client(&unlimited.addr).await?,
     );
-    let start = |client: &mut ConnectorServiceClient<Channel>, id: String| {
-        let mut client = client.clone();
-        async move {
-            let t = Instant::now();
-            client
-                .start_connector(v1::StartConnectorRequest {
-                    id,
-                    ..Default::default()
-                })
-                .await?;
-            anyhow::Ok(t.elapsed())
-        }
-    };
     // Warm both (connections, prepared statements).
     for n in 1..=100 {
-        start(&mut with, connector_id("l", calls + n)).await?;
-        start(&mut without, connector_id("u", calls + n)).await?;
+        timed_start(&mut with, connector_id("l", calls + n)).await?;
+        timed_start(&mut without, connector_id("u", calls + n)).await?;
     }
     let (mut ours, mut baseline) = (Vec::new(), Vec::new());
     let started = Instant::now();
     for n in 1..=calls {
-        ours.push(start(&mut with, connector_id("l", n)).await?);
-        baseline.push(start(&mut without, connector_id("u", n)).await?);
+        ours.push(timed_start(&mut with, connector_id("l", n)).await?);
+        baseline.push(timed_start(&mut without, connector_id("u", n)).await?);
     }
     let elapsed = started.elapsed() / 2;
     let (ours, baseline) = (Stats::of(ours, elapsed), Stats::of(baseline, elapsed));

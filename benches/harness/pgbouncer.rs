@@ -11,12 +11,6 @@ use crate::prelude::*;
 pub(crate) async fn pgbouncer(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>> {
     let calls = plan.latency_calls as u64;
     let config: tokio_postgres::Config = url.parse()?;
-    let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
-        (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
-            (host.clone(), port.copied().unwrap_or(5432))
-        }
-        _ => anyhow::bail!("the pgbouncer scenario needs DATABASE_URL to name a TCP host"),
-    };
     let name = config
         .get_dbname()
         .ok_or_else(|| anyhow::anyhow!("no database name"))?
@@ -32,16 +26,13 @@ pub(crate) async fn pgbouncer(plan: &Plan, url: String) -> anyhow::Result<Vec<Li
         preload(&db, "u", calls + 100).await?;
         settle(&db).await?;
     }
-    let bouncer = tokio::task::spawn_blocking(move || {
-        PgBouncer::start(
-            "transaction",
-            &host,
-            port,
-            config.get_user().unwrap_or("postgres"),
-            crate::cluster::postgres_owner(),
-        )
-    })
-    .await?;
+    let bouncer = {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            PgBouncer::in_front_of(&url, "transaction", crate::cluster::postgres_owner())
+        })
+        .await?
+    };
     let pooled = server(Some(&bouncer.url(&name)), None, &["--transaction-pooling"])?;
     let direct = server(Some(&url), None, &[])?;
     // Unnamed statements without the pooler: their share of the cost.
@@ -51,32 +42,19 @@ pub(crate) async fn pgbouncer(plan: &Plan, url: String) -> anyhow::Result<Vec<Li
         connectors_client(&direct.addr).await?,
         connectors_client(&unnamed.addr).await?,
     );
-    let start = |client: &mut ConnectorServiceClient<Channel>, id: String| {
-        let mut client = client.clone();
-        async move {
-            let t = Instant::now();
-            client
-                .start_connector(v1::StartConnectorRequest {
-                    id,
-                    ..Default::default()
-                })
-                .await?;
-            anyhow::Ok(t.elapsed())
-        }
-    };
     // Warm both (connections, statements' parameter types or prepared
     // statements).
     for n in 1..=100 {
-        start(&mut through, connector_id("b", calls + n)).await?;
-        start(&mut straight, connector_id("d", calls + n)).await?;
-        start(&mut unnamed, connector_id("u", calls + n)).await?;
+        timed_start(&mut through, connector_id("b", calls + n)).await?;
+        timed_start(&mut straight, connector_id("d", calls + n)).await?;
+        timed_start(&mut unnamed, connector_id("u", calls + n)).await?;
     }
     let (mut ours, mut baseline, mut alone) = (Vec::new(), Vec::new(), Vec::new());
     let started = Instant::now();
     for n in 1..=calls {
-        ours.push(start(&mut through, connector_id("b", n)).await?);
-        baseline.push(start(&mut straight, connector_id("d", n)).await?);
-        alone.push(start(&mut unnamed, connector_id("u", n)).await?);
+        ours.push(timed_start(&mut through, connector_id("b", n)).await?);
+        baseline.push(timed_start(&mut straight, connector_id("d", n)).await?);
+        alone.push(timed_start(&mut unnamed, connector_id("u", n)).await?);
     }
     let elapsed = started.elapsed() / 3;
     let (ours, baseline, alone) = (

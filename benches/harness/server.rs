@@ -118,6 +118,21 @@ pub(crate) async fn connectors_client(
     Ok(ConnectorServiceClient::new(common::channel(addr).await?))
 }
 
+/// One StartConnector of connector `id`, timed from the call to its answer.
+pub(crate) async fn timed_start(
+    client: &mut ConnectorServiceClient<Channel>,
+    id: String,
+) -> anyhow::Result<Duration> {
+    let t = Instant::now();
+    client
+        .start_connector(v1::StartConnectorRequest {
+            id,
+            ..Default::default()
+        })
+        .await?;
+    Ok(t.elapsed())
+}
+
 pub(crate) async fn sql(url: &str) -> anyhow::Result<tokio_postgres::Client> {
     let mut config: tokio_postgres::Config = url.parse()?;
     // As the server's connections: plans made with the real values.

@@ -129,9 +129,7 @@ impl<S: FleetStore> Fleet<S> {
                 }
                 Err(error) => {
                     warn!(%error, "recording this replica's heartbeat failed");
-                    outage = true;
-                    // Not trusted until renewed, perhaps on another server.
-                    *self.lease.lock().unwrap() = None;
+                    outage = self.distrust_lease();
                     if last_alive.elapsed() >= self.presumed_dead_after() {
                         warn!(
                             "other replicas may count this one dead; asking its agents to reconnect"
@@ -157,8 +155,7 @@ impl<S: FleetStore> Fleet<S> {
                 }
                 Err(error) => {
                     warn!(%error, "renewing the leader lease failed");
-                    outage = true;
-                    *self.lease.lock().unwrap() = None;
+                    outage = self.distrust_lease();
                     continue;
                 }
             };
@@ -199,11 +196,18 @@ impl<S: FleetStore> Fleet<S> {
                 }
                 Err(error) => {
                     warn!(%error, "leader work failed; retrying next round");
-                    outage = true;
-                    *self.lease.lock().unwrap() = None;
+                    outage = self.distrust_lease();
                 }
             }
         }
+    }
+
+    /// The database failed a call: the lease is not trusted until renewed
+    /// (perhaps on another server after a failover). Returns true, for the
+    /// loop's `outage`: the renewal grants agents a new grace.
+    fn distrust_lease(&self) -> bool {
+        *self.lease.lock().unwrap() = None;
+        true
     }
 
     /// Leader-only: marks silent agents (and those of dead replicas)

@@ -13,20 +13,7 @@ use std::time::Duration;
 
 /// A transaction-pooling PgBouncer in front of the tests' PostgreSQL.
 fn bouncer_in_front() -> PgBouncer {
-    let base: tokio_postgres::Config = base_url().parse().unwrap();
-    let (host, port) = match (base.get_hosts().first(), base.get_ports().first()) {
-        (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
-            (host.clone(), port.copied().unwrap_or(5432))
-        }
-        _ => panic!("the PgBouncer tests need DATABASE_URL to name a TCP host"),
-    };
-    PgBouncer::start(
-        "transaction",
-        &host,
-        port,
-        base.get_user().unwrap_or("postgres"),
-        crate::cluster::postgres_owner(),
-    )
+    PgBouncer::in_front_of(&base_url(), "transaction", crate::cluster::postgres_owner())
 }
 
 fn replica(url: &str, id: &str) -> ServerProcess {

@@ -17,6 +17,20 @@ pub struct PgBouncer {
 }
 
 impl PgBouncer {
+    /// PgBouncer in `pool_mode` in front of the server `url` names (its
+    /// first TCP host), trusting the URL's user.
+    pub fn in_front_of(url: &str, pool_mode: &str, owner: Option<(u32, u32)>) -> Self {
+        let config: tokio_postgres::Config = url.parse().expect("a PostgreSQL URL");
+        let (host, port) = match (config.get_hosts().first(), config.get_ports().first()) {
+            (Some(tokio_postgres::config::Host::Tcp(host)), port) => {
+                (host.clone(), port.copied().unwrap_or(5432))
+            }
+            _ => panic!("PgBouncer needs the database URL to name a TCP host: {url:?}"),
+        };
+        let user = config.get_user().unwrap_or("postgres");
+        Self::start(pool_mode, &host, port, user, owner)
+    }
+
     /// PgBouncer in `pool_mode` in front of the server at `host`:`port`,
     /// trusting `user`, run as `owner` (it refuses root).
     pub fn start(

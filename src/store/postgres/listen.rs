@@ -226,13 +226,11 @@ async fn listen_and_probe(
         ))
         .await?;
     let token = uuid::Uuid::new_v4().simple().to_string();
-    {
-        notifier
-            .batch_execute(&format!("NOTIFY {PROBE_CHANNEL}, '{token}'"))
-            .await?;
-        drop(notifier);
-        let _ = driver.await;
-    }
+    notifier
+        .batch_execute(&format!("NOTIFY {PROBE_CHANNEL}, '{token}'"))
+        .await?;
+    drop(notifier);
+    let _ = driver.await;
     let deadline = tokio::time::Instant::now() + PROBE_TIMEOUT;
     loop {
         match tokio::time::timeout_at(deadline, messages.recv()).await {
