@@ -36,6 +36,11 @@ use tokio::time::Instant;
 use tonic::{Code, Request, Response, Status};
 use tracing::{Instrument, Span, info, instrument, warn};
 
+/// How long a wait that ran out may take for one last read of its command
+/// (the time it keeps before the caller's deadline is at least 10% of it,
+/// at most 200 ms).
+const LAST_LOOK: Duration = Duration::from_millis(50);
+
 /// What the audit trail records of a mutating call that is refused.
 struct Refusal {
     actor: Actor,
@@ -201,9 +206,12 @@ impl<S: FleetStore> ConnectorApi<S> {
 
     /// Holds a `wait: true` call until the command reaches a final status
     /// or the deadline passes; then returns what the agent confirmed.
+    /// `completions` was taken before the command was issued, so that no
+    /// completion goes unseen.
     async fn confirm(
         &self,
         outcome: CommandOutcome,
+        mut completions: watch::Receiver<u64>,
         deadline: Instant,
         principal: &auth::Principal,
     ) -> Result<CommandOutcome, ApiError> {
@@ -211,7 +219,6 @@ impl<S: FleetStore> ConnectorApi<S> {
         if command.status.is_final() {
             return Ok(outcome);
         }
-        let mut completions = self.signals.completions();
         let poll = async {
             loop {
                 tokio::select! {
@@ -245,6 +252,17 @@ impl<S: FleetStore> ConnectorApi<S> {
                     error: revoked,
                 });
             }
+        };
+        // One last look, so that "not confirmed" is never said of a command
+        // that was (its wake-up lost). Quick: the caller's deadline is close.
+        let end = match end {
+            Err(WaitEnd::Deadline) => {
+                match tokio::time::timeout(LAST_LOOK, self.store.get_command(&command.id)).await {
+                    Ok(Ok(latest)) if latest.status.is_final() => Ok(latest),
+                    _ => Err(WaitEnd::Deadline),
+                }
+            }
+            end => end,
         };
         match end {
             Ok(command) => {
@@ -489,11 +507,13 @@ impl<S: FleetStore> ConnectorApi<S> {
         call: Call,
     ) -> Result<(Option<v1::Connector>, Option<v1::Command>), ApiError> {
         set_caller(&mut change, call.actor);
+        // Before the command exists: its completion may come at once.
+        let completions = wait.then(|| self.signals.completions());
         let mut outcome = self.store.issue_command(&change).await?;
         self.accepted(&outcome);
-        if wait {
+        if let Some(completions) = completions {
             outcome = self
-                .confirm(outcome, call.deadline, &call.principal)
+                .confirm(outcome, completions, call.deadline, &call.principal)
                 .await?;
         }
         Ok((

@@ -245,12 +245,13 @@ impl<S: FleetStore> Fleet<S> {
                 Wakeup::Completed(_) => signals.command_completed(),
                 Wakeup::Joined(replica) => {
                     if replica != me {
-                        signals
-                            .peers
-                            .store(true, std::sync::atomic::Ordering::Relaxed);
+                        signals.peers.announced();
                     }
                 }
+                // (Re)listening: whatever was announced while not listening
+                // went unheard, a replica joining among it.
                 Wakeup::All => {
+                    signals.peers.announced();
                     signals.wake_all();
                     signals.command_completed();
                 }

@@ -79,7 +79,8 @@ impl<S: FleetStore> Fleet<S> {
     /// poll interval.
     pub(super) async fn refresh_peers(&self) {
         let me = self.store.replica_id().to_owned();
-        let peers = match self.store.list_replicas(self.replica_ttl()).await {
+        let began = self.signals.peers.look();
+        let found = match self.store.list_replicas(self.replica_ttl()).await {
             Ok(replicas) => replicas
                 .iter()
                 .any(|replica| replica.alive && replica.id != me),
@@ -88,12 +89,8 @@ impl<S: FleetStore> Fleet<S> {
                 true
             }
         };
-        let before = self
-            .signals
-            .peers
-            .swap(peers, std::sync::atomic::Ordering::Relaxed);
-        if before != peers {
-            debug!(peers, "other live replicas");
+        if self.signals.peers.looked(began, found) {
+            debug!(peers = self.signals.peers.present(), "other live replicas");
         }
     }
 

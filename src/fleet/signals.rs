@@ -18,6 +18,59 @@ pub(super) enum Outgoing {
     Completed(String),
 }
 
+/// Whether another replica is alive to be woken. A heartbeat's look at the
+/// replicas table says so; a replica that joins says so at once, by its
+/// announcement. An announcement may be lost (this replica was not
+/// listening then), so every (re)listen counts as one; and an announcement
+/// heard while a look was under way wins over what the look found.
+#[derive(Debug)]
+pub(super) struct Peers(Mutex<PeersSeen>);
+
+#[derive(Debug)]
+struct PeersSeen {
+    present: bool,
+    /// Announcements heard so far.
+    announced: u64,
+}
+
+impl Default for Peers {
+    /// Until the first look, assume someone: a needless wake-up costs
+    /// little, a missing one a poll interval.
+    fn default() -> Self {
+        Self(Mutex::new(PeersSeen {
+            present: true,
+            announced: 0,
+        }))
+    }
+}
+
+impl Peers {
+    pub(super) fn present(&self) -> bool {
+        self.0.lock().unwrap().present
+    }
+
+    /// Another replica joined (or may have, unheard).
+    pub(super) fn announced(&self) {
+        let mut seen = self.0.lock().unwrap();
+        seen.announced += 1;
+        seen.present = true;
+    }
+
+    /// Where a look at the replicas table begins: pass it to `looked`.
+    pub(super) fn look(&self) -> u64 {
+        self.0.lock().unwrap().announced
+    }
+
+    /// What the look begun at `began` found: whether another replica is
+    /// alive, unless one announced itself since. Returns whether the
+    /// answer changed.
+    pub(super) fn looked(&self, began: u64, found: bool) -> bool {
+        let mut seen = self.0.lock().unwrap();
+        let present = found || seen.announced != began;
+        std::mem::replace(&mut seen.present, present) != present
+    }
+}
+
 /// Wakes the dispatcher for some regions (or all), and tells `wait: true`
 /// callers that commands completed. Cheap to clone; the API holds one.
 #[derive(Clone, Debug)]
@@ -27,10 +80,9 @@ pub struct Signals {
     pub(super) completed: Arc<watch::Sender<u64>>,
     /// Wake-ups for other replicas; None when polling only.
     pub(super) outbox: Option<mpsc::UnboundedSender<Outgoing>>,
-    /// Whether another replica was alive at this replica's last heartbeat:
-    /// with none, no wake-up is sent (a replica that joins meanwhile polls
-    /// until the next heartbeat tells this one about it).
-    pub(super) peers: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether another replica may be alive: with none, no wake-up is
+    /// sent.
+    pub(super) peers: Arc<Peers>,
     /// How often to look again without a signal (the poll interval).
     pub(super) recheck: Duration,
 }
@@ -42,16 +94,14 @@ impl Signals {
             dispatch: Arc::new(Notify::new()),
             completed: Arc::new(watch::channel(0).0),
             outbox,
-            peers: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            peers: Arc::new(Peers::default()),
             recheck,
         }
     }
 
     /// The outbox, when there is another replica to wake.
     pub(super) fn to_peers(&self) -> Option<&mpsc::UnboundedSender<Outgoing>> {
-        self.outbox
-            .as_ref()
-            .filter(|_| self.peers.load(std::sync::atomic::Ordering::Relaxed))
+        self.outbox.as_ref().filter(|_| self.peers.present())
     }
 
     /// How often a waiter should look again in case a signal was lost.
@@ -109,5 +159,36 @@ impl Signals {
     /// Changes whenever a command completes.
     pub fn completions(&self) -> watch::Receiver<u64> {
         self.completed.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Peers;
+
+    #[test]
+    fn a_look_says_whether_peers_are_alive() {
+        let peers = Peers::default();
+        assert!(peers.present(), "someone is assumed until the first look");
+        assert!(peers.looked(peers.look(), false));
+        assert!(!peers.present());
+        assert!(!peers.looked(peers.look(), false), "no change");
+        assert!(peers.looked(peers.look(), true));
+        assert!(peers.present());
+    }
+
+    #[test]
+    fn an_announcement_during_a_look_wins_over_what_it_found() {
+        let peers = Peers::default();
+        peers.looked(peers.look(), false);
+        let began = peers.look();
+        // Heard while the replicas table was being read, before the
+        // newcomer's row was there to be found.
+        peers.announced();
+        assert!(!peers.looked(began, false), "still present: no change");
+        assert!(peers.present());
+        // The next look finds the row (or the newcomer is gone again).
+        assert!(peers.looked(peers.look(), false));
+        assert!(!peers.present());
     }
 }

@@ -19,12 +19,11 @@ async fn a_server_that_stops_taking_writes_is_unavailable_and_its_connections_ar
     // pool's connections are ended so that they come back so.
     admin
         .batch_execute(&format!(
-            "ALTER DATABASE {name} SET default_transaction_read_only = on;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-             WHERE datname = '{name}' AND pid <> pg_backend_pid();"
+            "ALTER DATABASE {name} SET default_transaction_read_only = on"
         ))
         .await
         .unwrap();
+    app.db.end_sessions().await;
 
     let status = eventually(Duration::from_secs(20), || async {
         app.start(start_request("c1")).await.err()

@@ -341,21 +341,8 @@ async fn serve_exits_cleanly_on(signal: &str, logged: &str) {
 async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
     let app = spawn_app().await;
     app.create(connector("c1", "c1")).await;
-    let admin = {
-        let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    };
     let name = &app.db.name;
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        ))
-        .await
-        .unwrap();
+    app.db.refuse_connections().await;
 
     let status = assert_error(
         app.start(start_request("c1")).await,
@@ -383,13 +370,7 @@ async fn a_database_outage_is_unavailable_and_turns_health_to_not_serving() {
         .status;
     assert_eq!(liveness, ServingStatus::Serving as i32);
 
-    admin
-        .execute(
-            &format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"),
-            &[],
-        )
-        .await
-        .unwrap();
+    app.db.allow_connections().await;
     health_becomes(&health, ServingStatus::Serving).await;
     // Nothing was half-written by the failed start.
     assert_eq!(app.get("c1").await.generation, 0);

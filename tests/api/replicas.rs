@@ -136,6 +136,55 @@ async fn a_wait_on_one_replica_ends_when_the_agent_answers_on_another() {
     assert_eq!(command.status, v1::CommandStatus::Succeeded as i32);
 }
 
+/// A replica that joins while another is not listening (its listening
+/// connection being replaced) goes unheard: the other must still wake it,
+/// here for a command for an agent connected to the newcomer. Both poll
+/// and look at the replicas table only hourly: only a wake-up delivers.
+#[tokio::test]
+async fn a_replica_that_joins_unheard_is_still_woken() {
+    let hourly = FleetOptions {
+        poll_interval: Duration::from_secs(3600),
+        ..FleetOptions::new(Duration::from_secs(3600))
+    };
+    // Replica a logs in as a role of its own, so that it alone can be
+    // refused new connections.
+    let role = TestRole::create().await;
+    let db = Arc::new(TestDatabase::create_owned_by(&role).await);
+    let url = db.url_as(&role);
+    let a = spawn_replica_connecting_to(db.clone(), &url, hourly.clone(), "replica-a").await;
+    a.create(connector("c1", "orders")).await;
+    let first = listening(&a, "replica-a").await;
+    // a's listening connection ends and cannot be replaced meanwhile.
+    role.limit_connections(Some(0)).await;
+    let terminated: bool = db
+        .client()
+        .await
+        .query_one("SELECT pg_terminate_backend($1)", &[&first])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(terminated);
+    eventually(Duration::from_secs(10), || async {
+        let gone = backends(&a, "connector-control listener replica-a")
+            .await
+            .is_empty();
+        gone.then_some(())
+    })
+    .await;
+    // b joins and announces itself, unheard by a. (b answers calls only
+    // once it has announced itself.)
+    let b = spawn_replica(db.clone(), hourly, "replica-b").await;
+    b.get("c1").await;
+    role.limit_connections(None).await;
+    let second = listening(&a, "replica-a").await;
+    assert_ne!(first, second);
+
+    let mut agent = TestAgent::connect(&b, hello("ag", "eu-2", "10.0.2.7")).await;
+    let started = a.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    assert_eq!(command.id, started.command.unwrap().id);
+}
+
 #[tokio::test]
 async fn poll_only_replicas_deliver_by_polling() {
     let (a, b) = two_replicas(polling_only(Duration::from_millis(100))).await;

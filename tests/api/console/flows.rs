@@ -397,15 +397,7 @@ async fn a_database_outage_shows_a_banner_and_the_page_recovers_by_itself() {
     browser.goto(&app.url("/")).await;
     browser.until_live().await;
     let db = app.db.clone().unwrap();
-    let admin = admin_client().await;
-    let name = &db.name;
-    admin
-        .batch_execute(&format!(
-            "ALTER DATABASE {name} ALLOW_CONNECTIONS false;
-             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
-        ))
-        .await
-        .unwrap();
+    db.refuse_connections().await;
     browser
         .until(
             "the outage banner",
@@ -417,24 +409,13 @@ async fn a_database_outage_shows_a_banner_and_the_page_recovers_by_itself() {
     browser
         .find(".failure[data-reason='STORE_UNAVAILABLE']")
         .await;
-    admin
-        .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true;"))
-        .await
-        .unwrap();
+    db.allow_connections().await;
     browser
         .until(
             "the table back, live",
             "const l = document.getElementById('live'); return !!document.getElementById('row-orders-eu') && !!l && !l.hidden;",
         )
         .await;
-}
-
-async fn admin_client() -> tokio_postgres::Client {
-    let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
 }
 
 #[tokio::test]

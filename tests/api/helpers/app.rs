@@ -54,7 +54,8 @@ async fn spawn_at(db: Arc<TestDatabase>, addr: &str) -> TestApp {
 pub async fn spawn_with_auth(auth: Authenticator, rate_limits: Option<RateLimits>) -> TestApp {
     let db = Arc::new(TestDatabase::create().await);
     let fleet = FleetOptions::new(HEARTBEAT_INTERVAL);
-    spawn_with(db, "127.0.0.1:0", fleet, None, auth, rate_limits).await
+    let url = db.url.clone();
+    spawn_with(db, &url, "127.0.0.1:0", fleet, None, auth, rate_limits).await
 }
 
 /// One more replica (its own pool, listener and loops) on `db`.
@@ -80,18 +81,32 @@ async fn spawn_replica_at(
     replica_id: Option<&str>,
     auth: Authenticator,
 ) -> TestApp {
-    spawn_with(db, addr, fleet, replica_id, auth, None).await
+    let url = db.url.clone();
+    spawn_with(db, &url, addr, fleet, replica_id, auth, None).await
+}
+
+/// As `spawn_replica`, connecting to PostgreSQL with `url` (another role,
+/// say) rather than `db`'s own.
+pub async fn spawn_replica_connecting_to(
+    db: Arc<TestDatabase>,
+    url: &str,
+    fleet: FleetOptions,
+    replica_id: &str,
+) -> TestApp {
+    let auth = Authenticator::open();
+    spawn_with(db, url, "127.0.0.1:0", fleet, Some(replica_id), auth, None).await
 }
 
 async fn spawn_with(
     db: Arc<TestDatabase>,
+    url: &str,
     addr: &str,
     fleet: FleetOptions,
     replica_id: Option<&str>,
     auth: Authenticator,
     rate_limits: Option<RateLimits>,
 ) -> TestApp {
-    let mut store = PgStore::connect(&db.url, 8)
+    let mut store = PgStore::connect(url, 8)
         .await
         .expect("connecting the store");
     if let Some(id) = replica_id {
