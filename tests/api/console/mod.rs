@@ -16,6 +16,7 @@ use connector_control::server::{self, ServeOptions};
 use connector_control::store::{FleetStore, PgStore, SqliteStore};
 use fantoccini::{Client, ClientBuilder, Locator};
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -265,10 +266,13 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // A process group of its own: chromium and its helpers outlive
+        // chromedriver unless the whole group is killed (see Drop).
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect(
                 "chromedriver is not installed: apt-get install chromium chromium-driver \
@@ -423,8 +427,15 @@ impl Browser {
 }
 
 impl Drop for Browser {
+    /// Kills chromedriver's process group: chromedriver and the chromium
+    /// it started, which would otherwise stay behind, a dozen processes
+    /// per test, until the machine runs out of memory.
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &group])
+            .stderr(Stdio::null())
+            .status();
         let _ = self.driver.wait();
     }
 }
