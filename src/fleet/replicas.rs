@@ -89,8 +89,8 @@ impl<S: FleetStore> Fleet<S> {
                 true
             }
         };
-        if self.signals.peers.looked(began, found) {
-            debug!(peers = self.signals.peers.present(), "other live replicas");
+        if let Some(peers) = self.signals.peers.looked(began, found) {
+            debug!(peers, "other live replicas");
         }
     }
 

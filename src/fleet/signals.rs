@@ -62,12 +62,12 @@ impl Peers {
     }
 
     /// What the look begun at `began` found: whether another replica is
-    /// alive, unless one announced itself since. Returns whether the
-    /// answer changed.
-    pub(super) fn looked(&self, began: u64, found: bool) -> bool {
+    /// alive, unless one announced itself since. Returns the answer if it
+    /// changed.
+    pub(super) fn looked(&self, began: u64, found: bool) -> Option<bool> {
         let mut seen = self.0.lock().unwrap();
         let present = found || seen.announced != began;
-        std::mem::replace(&mut seen.present, present) != present
+        (std::mem::replace(&mut seen.present, present) != present).then_some(present)
     }
 }
 
@@ -170,10 +170,10 @@ mod tests {
     fn a_look_says_whether_peers_are_alive() {
         let peers = Peers::default();
         assert!(peers.present(), "someone is assumed until the first look");
-        assert!(peers.looked(peers.look(), false));
+        assert_eq!(peers.looked(peers.look(), false), Some(false));
         assert!(!peers.present());
-        assert!(!peers.looked(peers.look(), false), "no change");
-        assert!(peers.looked(peers.look(), true));
+        assert_eq!(peers.looked(peers.look(), false), None, "no change");
+        assert_eq!(peers.looked(peers.look(), true), Some(true));
         assert!(peers.present());
     }
 
@@ -185,10 +185,10 @@ mod tests {
         // Heard while the replicas table was being read, before the
         // newcomer's row was there to be found.
         peers.announced();
-        assert!(!peers.looked(began, false), "still present: no change");
+        assert_eq!(peers.looked(began, false), None, "still present");
         assert!(peers.present());
         // The next look finds the row (or the newcomer is gone again).
-        assert!(peers.looked(peers.look(), false));
+        assert_eq!(peers.looked(peers.look(), false), Some(false));
         assert!(!peers.present());
     }
 }

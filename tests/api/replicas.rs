@@ -158,14 +158,7 @@ async fn a_replica_that_joins_unheard_is_still_woken() {
     let first = listening(&a, "replica-a").await;
     // a's listening connection ends and cannot be replaced meanwhile.
     role.limit_connections(Some(0)).await;
-    let terminated: bool = db
-        .client()
-        .await
-        .query_one("SELECT pg_terminate_backend($1)", &[&first])
-        .await
-        .unwrap()
-        .get(0);
-    assert!(terminated);
+    db.end_session(first).await;
     eventually(Duration::from_secs(10), || async {
         let gone = backends(&a, "connector-control listener replica-a")
             .await
@@ -207,14 +200,7 @@ async fn delivery_continues_after_the_listening_connection_is_cut() {
         backends(&a, listener).await.first().copied()
     })
     .await;
-    let terminated: bool =
-        a.db.client()
-            .await
-            .query_one("SELECT pg_terminate_backend($1)", &[&first])
-            .await
-            .unwrap()
-            .get(0);
-    assert!(terminated);
+    a.db.end_session(first).await;
 
     // Committed while a may not be listening: the NOTIFY can be lost, and
     // the full look after re-listening finds it.

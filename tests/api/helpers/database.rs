@@ -91,12 +91,11 @@ impl TestDatabase {
     /// An outage: the database takes no new connection, and every open one
     /// is ended.
     pub async fn refuse_connections(&self) {
-        let name = &self.name;
-        Self::admin()
-            .await
-            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false"))
-            .await
-            .unwrap_or_else(|e| panic!("refusing connections to {name}: {e}"));
+        administer(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS false",
+            self.name
+        ))
+        .await;
         self.end_sessions().await;
     }
 
@@ -132,12 +131,22 @@ impl TestDatabase {
 
     /// The outage ends.
     pub async fn allow_connections(&self) {
-        let name = &self.name;
-        Self::admin()
+        administer(&format!(
+            "ALTER DATABASE {} ALLOW_CONNECTIONS true",
+            self.name
+        ))
+        .await;
+    }
+
+    /// Ends the session with backend `pid`, which must exist.
+    pub async fn end_session(&self, pid: i32) {
+        let ended: bool = Self::admin()
             .await
-            .batch_execute(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS true"))
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
             .await
-            .unwrap_or_else(|e| panic!("allowing connections to {name}: {e}"));
+            .unwrap()
+            .get(0);
+        assert!(ended, "no session {pid} to end");
     }
 
     /// `url`, logging in as `role` instead (no password: the tests'
@@ -147,6 +156,15 @@ impl TestDatabase {
         let host = rest.split_once('@').map_or(rest, |(_, host)| host);
         format!("{scheme}://{}@{host}", role.name)
     }
+}
+
+/// Runs `sql` on the administrative database; panics naming it if it fails.
+async fn administer(sql: &str) {
+    admin_client(&base_url())
+        .await
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
 /// A login role of one test's own, no superuser: so that what PostgreSQL
@@ -160,11 +178,7 @@ pub struct TestRole {
 impl TestRole {
     pub async fn create() -> Self {
         let name = format!("cc_role_{}", uuid::Uuid::new_v4().simple());
-        admin_client(&base_url())
-            .await
-            .execute(&format!("CREATE ROLE {name} LOGIN"), &[])
-            .await
-            .unwrap_or_else(|e| panic!("creating test role {name}: {e}"));
+        administer(&format!("CREATE ROLE {name} LOGIN")).await;
         Self { name }
     }
 
@@ -172,14 +186,11 @@ impl TestRole {
     /// connections already open stay.
     pub async fn limit_connections(&self, limit: Option<u32>) {
         let limit = limit.map_or(-1, i64::from);
-        admin_client(&base_url())
-            .await
-            .execute(
-                &format!("ALTER ROLE {} CONNECTION LIMIT {limit}", self.name),
-                &[],
-            )
-            .await
-            .unwrap_or_else(|e| panic!("limiting {}'s connections: {e}", self.name));
+        administer(&format!(
+            "ALTER ROLE {} CONNECTION LIMIT {limit}",
+            self.name
+        ))
+        .await;
     }
 }
 
