@@ -89,6 +89,7 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
             store
                 .start_connector(&StartRequest {
                     connector_id: (*id).to_owned(),
+                    skip_to_earliest: false,
                     pull_back_time: None,
                     region: None,
                     request_id: Some("demo-seed".to_owned()),

@@ -7,6 +7,9 @@
 //!   applied for that connector, and acknowledges duplicates as no-ops;
 //! - checks a pull-back time against its store's range and fails the
 //!   command with `PULL_BACK_OUT_OF_RANGE` when the store does not reach;
+//! - fails a start without pull-back whose checkpoint the store no longer
+//!   holds with `CHECKPOINT_OUT_OF_RANGE`, unless the command says
+//!   `skip_to_earliest` (then it resumes from the earliest data);
 //! - reports every connector in a heartbeat per `heartbeat_interval`
 //!   (a checkpoint that advances, a store range that moves, a latency set
 //!   by `--latency`);
@@ -129,9 +132,31 @@ impl Connectors {
                         rfc3339(&latest),
                         rfc3339(pull_back)
                     );
+                } else if let (None, Some(earliest)) =
+                    (&command.pull_back_time, from_timestamp(&earliest))
+                    && entry.checkpoint < earliest
+                    && !command.skip_to_earliest
+                {
+                    result.success = false;
+                    result.error_reason = "CHECKPOINT_OUT_OF_RANGE".to_owned();
+                    result.error_message = format!(
+                        "the checkpoint {} is gone: the store holds data from {} to {}; pull back \
+                         to a time within it, or start with skip_to_earliest",
+                        entry.checkpoint.to_rfc3339(),
+                        earliest.to_rfc3339(),
+                        rfc3339(&latest),
+                    );
+                    result.retriable = Some(false);
                 } else {
-                    if let Some(pull_back) = &command.pull_back_time {
-                        entry.checkpoint = from_timestamp(pull_back).unwrap_or(now);
+                    match (&command.pull_back_time, from_timestamp(&earliest)) {
+                        (Some(pull_back), _) => {
+                            entry.checkpoint = from_timestamp(pull_back).unwrap_or(now);
+                        }
+                        // Skipping on purpose: from the earliest data held.
+                        (None, Some(earliest)) if entry.checkpoint < earliest => {
+                            entry.checkpoint = earliest;
+                        }
+                        _ => {}
                     }
                     entry.running = true;
                     entry.generation = command.generation;
@@ -455,6 +480,37 @@ mod tests {
         start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::minutes(30)));
         start.generation = 3;
         assert!(connectors.apply(&config(), &start).success);
+    }
+
+    #[test]
+    fn a_start_from_a_checkpoint_the_store_lost_fails_unless_skipping() {
+        let mut connectors = Connectors::default();
+        assert!(
+            connectors
+                .apply(&config(), &command(v1::CommandKind::Start, 1))
+                .success
+        );
+        assert!(
+            connectors
+                .apply(&config(), &command(v1::CommandKind::Pause, 2))
+                .success
+        );
+        // Two hours later, with one hour of retention.
+        let stopped_at = Utc::now() - chrono::Duration::hours(2);
+        connectors.0.get_mut("c1").unwrap().checkpoint = stopped_at;
+        let result = connectors.apply(&config(), &command(v1::CommandKind::Start, 3));
+        assert!(!result.success);
+        assert_eq!(result.error_reason, "CHECKPOINT_OUT_OF_RANGE");
+        assert_eq!(result.retriable, Some(false));
+        assert!(!connectors.0["c1"].running);
+        let mut skipping = command(v1::CommandKind::Start, 4);
+        skipping.skip_to_earliest = true;
+        assert!(connectors.apply(&config(), &skipping).success);
+        let resumed = connectors.0["c1"].checkpoint;
+        assert!(
+            resumed > stopped_at + chrono::Duration::minutes(59),
+            "{resumed}"
+        );
     }
 
     #[test]

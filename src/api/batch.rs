@@ -57,6 +57,7 @@ pub enum Template {
     Start {
         pull_back_time: Option<DateTime<Utc>>,
         region: Option<String>,
+        skip_to_earliest: bool,
     },
 }
 
@@ -75,10 +76,12 @@ impl Template {
             Template::Start {
                 pull_back_time,
                 region,
+                skip_to_earliest,
             } => Change::Start(StartRequest {
                 connector_id,
                 pull_back_time: *pull_back_time,
                 region: region.clone(),
+                skip_to_earliest: *skip_to_earliest,
                 request_id,
                 actor: actor.clone(),
                 trace_context,
@@ -170,9 +173,11 @@ impl BatchRequest for v1::BatchStartConnectorsRequest {
                 }
             },
         };
+        convert::check_skip_to_earliest(violations, self.skip_to_earliest, &pull_back_time);
         Template::Start {
             pull_back_time,
             region: (!self.region.is_empty()).then(|| self.region.clone()),
+            skip_to_earliest: self.skip_to_earliest,
         }
     }
     fn canonical(&self) -> Self {

@@ -385,11 +385,13 @@ pub fn start_request(request: &v1::StartConnectorRequest) -> Result<StartRequest
             Err(description) => violations.add("pull_back_time", description),
         }
     }
+    check_skip_to_earliest(&mut violations, request.skip_to_earliest, &pull_back_time);
     invalid_request("StartConnector", violations)?;
     Ok(StartRequest {
         connector_id: request.id.clone(),
         pull_back_time,
         region: optional(&request.region),
+        skip_to_earliest: request.skip_to_earliest,
         request_id: optional(&request.request_id),
         actor: Default::default(),
         trace_context: Default::default(),
@@ -411,6 +413,22 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
         actor: Default::default(),
         trace_context: Default::default(),
     })
+}
+
+/// A start either replays from a time or resumes from its checkpoint
+/// (skipping what the store lost, if allowed): not both.
+pub(super) fn check_skip_to_earliest(
+    violations: &mut Violations,
+    skip_to_earliest: bool,
+    pull_back_time: &Option<chrono::DateTime<chrono::Utc>>,
+) {
+    if skip_to_earliest && pull_back_time.is_some() {
+        violations.add(
+            "skip_to_earliest",
+            "is set together with pull_back_time: a pull-back replays from its own time and \
+             skips nothing; choose one",
+        );
+    }
 }
 
 /// A dry run issues nothing an agent could confirm: it cannot `wait`.

@@ -505,6 +505,22 @@ fn rejection_status(rejection: Rejection) -> Status {
                 precondition(connector_id, "STORE_RANGE"),
             )
         }
+        Rejection::CheckpointOutOfRange {
+            connector_id,
+            checkpoint,
+            range,
+        } => status(
+            Code::FailedPrecondition,
+            ErrorReason::CheckpointOutOfRange,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("checkpoint_time", checkpoint.to_rfc3339()),
+                ("earliest_time", range.earliest.to_rfc3339()),
+                ("latest_time", range.latest.to_rfc3339()),
+            ],
+            precondition(connector_id, "STORE_RANGE"),
+        ),
         Rejection::UnknownRegion { region } => status(
             Code::InvalidArgument,
             ErrorReason::UnknownRegion,

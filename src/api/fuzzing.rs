@@ -128,6 +128,7 @@ pub fn agent_message(data: &[u8]) {
                             create_time: Utc::now(),
                             complete_time: None,
                             trace_context: Default::default(),
+                            skip_to_earliest: false,
                             late_result: None,
                             principal: String::new(),
                         };

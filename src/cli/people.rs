@@ -62,6 +62,25 @@ impl From<tonic::Status> for Failure {
             "error: {reason}: {}",
             super::render::printable(status.message())
         );
+        if let Some(info) = status.get_details_error_info()
+            && info.reason == "CHECKPOINT_OUT_OF_RANGE"
+        {
+            let id = info
+                .metadata
+                .get("connector_id")
+                .cloned()
+                .unwrap_or_default();
+            let earliest = info
+                .metadata
+                .get("earliest_time")
+                .cloned()
+                .unwrap_or_default();
+            message.push_str(&format!(
+                "\n  replay from the earliest data the store holds: connector-control connectors \
+                 start {id} --pull-back {earliest}\n  or skip the lost changes on purpose \
+                 (audited): connector-control connectors start {id} --skip-to-earliest"
+            ));
+        }
         if let Some(bad) = status.get_details_bad_request() {
             for violation in bad.field_violations {
                 message.push_str(&format!(
@@ -297,6 +316,12 @@ pub struct StartArgs {
     /// Run in this region instead of the destination's.
     #[arg(long)]
     pub region: Option<String>,
+    /// When the store no longer holds the connector's checkpoint (a start
+    /// is then refused with CHECKPOINT_OUT_OF_RANGE), resume from the
+    /// earliest data it holds and skip the changes in between, on
+    /// purpose; audited.
+    #[arg(long, conflicts_with = "pull_back")]
+    pub skip_to_earliest: bool,
     /// Idempotency key: repeating the command with it is safe.
     #[arg(long)]
     pub request_id: Option<String>,
@@ -578,6 +603,7 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
             region: args.region.unwrap_or_default(),
             request_id: batch_request_id(args.request_id),
             max_connectors: args.select.max,
+            skip_to_earliest: args.skip_to_earliest,
             ..Default::default()
         };
         return super::batch::run(
@@ -612,9 +638,10 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
         request_id: request_id(args.request_id, args.wait),
         wait: args.wait,
         validate_only: args.dry_run,
+        skip_to_earliest: args.skip_to_earliest,
     };
     let retry = format!(
-        "connector-control connectors start {} --request-id {}{}",
+        "connector-control connectors start {} --request-id {}{}{}",
         id,
         message.request_id,
         pull_back
@@ -622,7 +649,12 @@ async fn start(args: StartArgs) -> anyhow::Result<()> {
                 " --pull-back {}",
                 t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
             ))
-            .unwrap_or_default()
+            .unwrap_or_default(),
+        if args.skip_to_earliest {
+            " --skip-to-earliest"
+        } else {
+            ""
+        }
     );
     let wait = args.wait.then_some(args.timeout);
     command_call(

@@ -551,6 +551,8 @@ pub struct StartForm {
     /// The same instant in UTC (RFC 3339), filled in by the script.
     pub utc_time: String,
     pub request_id: String,
+    /// Skip the changes the store no longer holds, on purpose.
+    pub skip_to_earliest: bool,
 }
 
 impl StartForm {
@@ -558,6 +560,7 @@ impl StartForm {
         StartForm {
             region: params.get("region").to_owned(),
             pull_back: params.get("pull_back") == "yes",
+            skip_to_earliest: params.get("skip_to_earliest") == "yes",
             local_time: params.get("pull_back_local").to_owned(),
             utc_time: params.get("pull_back_time").to_owned(),
             request_id: params.get("request_id").to_owned(),
@@ -718,6 +721,8 @@ pub async fn start<S: FleetStore>(
         request_id: form.request_id.clone(),
         wait: false,
         validate_only,
+        // A pull-back skips nothing: the choice counts without one only.
+        skip_to_earliest: form.skip_to_earliest && pull_back_time.is_none(),
     };
     let mut result =
         ConnectorService::start_connector(&c.connectors, c.request(&caller, request(true))).await;
@@ -1000,6 +1005,7 @@ pub async fn bulk<S: FleetStore>(
                 v1::BatchStartConnectorsRequest {
                     filter,
                     ids,
+                    skip_to_earliest: form.start.skip_to_earliest && pull_back_time.is_none(),
                     pull_back_time,
                     region: form.start.region.clone(),
                     request_id: form.request_id.clone(),

@@ -682,11 +682,52 @@ pub fn start_form(
                     }
                 }
             }
+            @if incremental && (checkpoint_gone(connector).is_some()
+                || form.skip_to_earliest
+                || failure.is_some_and(|f| f.reason == "CHECKPOINT_OUT_OF_RANGE")) {
+                (skip_choice("skip-to-earliest", connector, form.skip_to_earliest))
+            }
             @if let Some(failure) = failure { (failure_box(failure)) }
             p.hint { "Start runs a dry run first: a refusal is shown here and nothing changes." }
             div.buttons {
                 button.primary type="submit" { "Start" }
                 button type="button" data-close { "Cancel" }
+            }
+        }
+    }
+}
+
+/// When the connector would resume from a checkpoint its store no longer
+/// holds: the checkpoint and the store's earliest time.
+fn checkpoint_gone(
+    connector: &v1::Connector,
+) -> Option<(&prost_types::Timestamp, &prost_types::Timestamp)> {
+    let checkpoint = connector.checkpoint_time.as_ref()?;
+    let earliest = connector.store_range.as_ref()?.earliest_time.as_ref()?;
+    ((checkpoint.seconds, checkpoint.nanos) < (earliest.seconds, earliest.nanos))
+        .then_some((checkpoint, earliest))
+}
+
+/// The Start dialog's explicit choice to skip data the store lost, with
+/// what it costs.
+fn skip_choice(id: &str, connector: &v1::Connector, checked: bool) -> Markup {
+    html! {
+        div.skip-choice.warning role="group" aria-labelledby={ (id) "-title" } {
+            @if let Some((checkpoint, earliest)) = checkpoint_gone(connector) {
+                p #{ (id) "-title" } {
+                    strong { "The store no longer holds this connector's checkpoint." }
+                    " It stopped at " (time_text(checkpoint)) "; the store holds data from "
+                    (time_text(earliest)) " on. Started without pull back, it would miss the changes in between."
+                }
+            } @else {
+                p #{ (id) "-title" } {
+                    strong { "The store may no longer hold this connector's checkpoint." }
+                }
+            }
+            p.hint { "Pull back to a time the store holds to replay from there, or skip on purpose:" }
+            div.check {
+                input #(id) type="checkbox" name="skip_to_earliest" value="yes" checked[checked];
+                label for=(id) { "Skip to the earliest data the store holds (the changes in between are lost; kept in the audit trail)" }
             }
         }
     }
@@ -860,6 +901,14 @@ pub fn bulk_review(
                             value=(form.start.local_time) data-utc-target="bulk-pull-back-utc";
                         input #bulk-pull-back-utc type="hidden" name="pull_back_time" value=(form.start.utc_time);
                         p.hint data-utc-text {}
+                    }
+                }
+                div.check.skip-choice {
+                    input #bulk-skip-to-earliest type="checkbox" name="skip_to_earliest" value="yes"
+                        checked[form.start.skip_to_earliest] aria-describedby="bulk-skip-hint";
+                    label for="bulk-skip-to-earliest" { "Without pull back: skip to the earliest data where a store no longer holds the checkpoint" }
+                    p.hint #bulk-skip-hint {
+                        "Otherwise those connectors are refused (CHECKPOINT_OUT_OF_RANGE). Skipped changes are lost; the skip is kept in the audit trail."
                     }
                 }
             }

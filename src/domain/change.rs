@@ -62,8 +62,10 @@ impl Change {
         }
     }
 
-    /// The audit event a change that was made records with it.
-    pub fn audit_event(&self, command_id: &str) -> NewAuditEvent {
+    /// The audit event a change that was made records with it: the
+    /// command, and a start's choice to skip data the store no longer
+    /// holds.
+    pub fn audit_event(&self, command_id: &str, transition: &Transition) -> NewAuditEvent {
         let action = match self {
             Change::Start(_) => AuditAction::StartConnector,
             Change::Pause(_) => AuditAction::PauseConnector,
@@ -72,7 +74,19 @@ impl Change {
         NewAuditEvent {
             request_id: self.request_id().unwrap_or_default().to_owned(),
             reason: self.reason().to_owned(),
-            detail: format!("command {command_id}"),
+            detail: match (transition.skip_to_earliest, transition.skips) {
+                (true, Some((checkpoint, earliest))) => format!(
+                    "command {command_id}; skip_to_earliest: resumes from {}, skipping the \
+                     changes from the checkpoint {} on, which the store no longer holds",
+                    earliest.to_rfc3339(),
+                    checkpoint.to_rfc3339()
+                ),
+                (true, None) => format!(
+                    "command {command_id}; skip_to_earliest: resumes from the store's earliest \
+                     data if its agent finds the checkpoint gone"
+                ),
+                _ => format!("command {command_id}"),
+            },
             ..NewAuditEvent::ok(actor, action, self.connector_id())
         }
     }
@@ -108,6 +122,7 @@ impl Change {
             kind: previous.kind,
             pull_back_time: previous.pull_back_time,
             region: previous.region.clone(),
+            skip_to_earliest: previous.skip_to_earliest,
         };
         rules::check_replay(
             self.connector_id(),
@@ -169,6 +184,7 @@ impl Change {
             trace_context: TraceContext::default(),
             late_result: None,
             principal: self.actor().principal.clone(),
+            skip_to_earliest: transition.skip_to_earliest,
         };
         let connector = Connector {
             state: transition.state,

@@ -528,6 +528,7 @@ mod tests {
             complete_time: None,
             late_result: None,
             principal: String::new(),
+            skip_to_earliest: false,
         }
     }
 

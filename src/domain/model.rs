@@ -159,6 +159,9 @@ pub struct Command {
     pub late_result: Option<(CommandStatus, DateTime<Utc>)>,
     /// Who issued it (a principal's name, or `system:auto-restart`).
     pub principal: String,
+    /// START only: the caller allowed resuming from the store's earliest
+    /// data when the checkpoint is no longer held (skipping what is gone).
+    pub skip_to_earliest: bool,
 }
 
 /// A duration in whole microseconds, as stores keep latencies (saturating).
@@ -191,6 +194,10 @@ pub struct StartRequest {
     pub pull_back_time: Option<DateTime<Utc>>,
     pub region: Option<String>,
     pub request_id: Option<String>,
+    /// The caller's explicit choice to resume from the earliest data the
+    /// store holds when it no longer holds the checkpoint (the data in
+    /// between is skipped). Without it such a start is refused.
+    pub skip_to_earliest: bool,
     /// Who starts it (audited with it).
     pub actor: super::Actor,
     /// The caller's trace, carried to the agent with the command.

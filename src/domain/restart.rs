@@ -11,8 +11,13 @@ use std::time::Duration;
 pub const AUTO_RESTART_PRINCIPAL: &str = "system:auto-restart";
 
 /// Failure reasons that no number of retries fixes: the store does not
-/// hold the pull-back time, or the connector cannot pull back.
-pub const NON_RETRIABLE_REASONS: &[&str] = &["PULL_BACK_OUT_OF_RANGE", "PULL_BACK_NOT_SUPPORTED"];
+/// hold the pull-back time or the checkpoint, or the connector cannot pull
+/// back.
+pub const NON_RETRIABLE_REASONS: &[&str] = &[
+    "PULL_BACK_OUT_OF_RANGE",
+    "PULL_BACK_NOT_SUPPORTED",
+    "CHECKPOINT_OUT_OF_RANGE",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RestartMode {
@@ -169,7 +174,11 @@ pub fn plan(
     now: DateTime<Utc>,
 ) -> Plan {
     let restarts = &connector.restart;
-    let wanted = failed_meant_to_run(connector) && restarts.policy.allows(restarts.count);
+    // An automatic start never skips data: with the checkpoint gone from
+    // the store, only an operator's explicit choice starts it again.
+    let wanted = failed_meant_to_run(connector)
+        && restarts.policy.allows(restarts.count)
+        && super::rules::checkpoint_gone(connector).is_none();
     match restarts.next_time {
         Some(_) if !wanted => Plan::Cancel,
         Some(due) if due <= now => {
@@ -226,6 +235,7 @@ pub fn restart_request(connector_id: &str, automatic: AutomaticStart) -> StartRe
         connector_id: connector_id.to_owned(),
         pull_back_time: None,
         region: None,
+        skip_to_earliest: false,
         request_id: Some(format!(
             "auto-restart-{}-g{}",
             automatic.attempt, automatic.generation
@@ -245,6 +255,18 @@ pub fn restart_note(connector: &Connector, now: DateTime<Utc>) -> Option<String>
     let restarts = &connector.restart;
     if connector.desired_state != ConnectorState::Running {
         return None;
+    }
+    if connector.state == ConnectorState::Failed
+        && restarts.policy.mode == RestartMode::OnFailure
+        && let Some((checkpoint, range)) = super::rules::checkpoint_gone(connector)
+    {
+        return Some(format!(
+            "no automatic start: the store no longer holds its checkpoint {} (it holds data \
+             from {}): start it by hand, pulling back to a time the store holds or skipping \
+             to the earliest data",
+            checkpoint.to_rfc3339(),
+            range.earliest.to_rfc3339()
+        ));
     }
     if let Some(due) = restarts.next_time
         && connector.state == ConnectorState::Failed
@@ -404,6 +426,23 @@ mod tests {
             Plan::Nothing,
             "nothing to reset"
         );
+    }
+
+    #[test]
+    fn no_automatic_start_skips_data_the_store_no_longer_holds() {
+        let mut gone = failed(0, None);
+        gone.checkpoint_time = Some(at(-100));
+        gone.store_range = Some(crate::domain::TimeRange {
+            earliest: at(-50),
+            latest: at(0),
+        });
+        assert_eq!(plan(&gone, None, at(0)), Plan::Nothing, "not scheduled");
+        gone.restart.next_time = Some(at(10));
+        assert_eq!(plan(&gone, None, at(20)), Plan::Cancel, "nor started");
+        gone.restart.next_time = None;
+        let note = restart_note(&gone, at(0)).unwrap();
+        assert!(note.contains("no automatic start"), "{note}");
+        assert!(!retriable("CHECKPOINT_OUT_OF_RANGE", None));
     }
 
     #[test]

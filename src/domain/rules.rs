@@ -43,6 +43,14 @@ pub enum Rejection {
         /// The server's clock when the start was decided.
         now: DateTime<Utc>,
     },
+    #[error("{}", checkpoint_message(connector_id, *checkpoint, range))]
+    CheckpointOutOfRange {
+        connector_id: String,
+        /// Where the connector would resume.
+        checkpoint: DateTime<Utc>,
+        /// What its store holds now (as last reported).
+        range: TimeRange,
+    },
     #[error(
         "no connector endpoint and no agent is in region '{region}': check the spelling, or leave region empty to run in the destination's region"
     )]
@@ -120,6 +128,35 @@ fn pull_back_message(
     }
 }
 
+fn checkpoint_message(connector_id: &str, checkpoint: DateTime<Utc>, range: &TimeRange) -> String {
+    let earliest = range.earliest.to_rfc3339();
+    format!(
+        "connector {connector_id}'s checkpoint is {}, but its store holds data only from \
+         {earliest} to {}: starting it would silently skip the changes between {} and \
+         {earliest}. Pull it back to a time the store holds (pull_back_time between {earliest} \
+         and {}) to replay from there, or, if losing those changes is acceptable, start it \
+         with skip_to_earliest to resume from {earliest} (the skip is audited)",
+        checkpoint.to_rfc3339(),
+        range.latest.to_rfc3339(),
+        checkpoint.to_rfc3339(),
+        range.latest.to_rfc3339(),
+    )
+}
+
+/// The checkpoint a connector would resume from when its store no longer
+/// holds it (the store's earliest time is after it), with that range:
+/// a start from there would skip data. None when the store holds it, or
+/// either is unknown (the agent then checks), or the connector reads no
+/// change log (FULL_MIGRATION).
+pub fn checkpoint_gone(connector: &Connector) -> Option<(DateTime<Utc>, TimeRange)> {
+    if connector.kind != ConnectorKind::IncrementalSync {
+        return None;
+    }
+    let checkpoint = connector.checkpoint_time?;
+    let range = connector.store_range?;
+    (checkpoint < range.earliest).then_some((checkpoint, range))
+}
+
 fn start_hint(state: ConnectorState) -> &'static str {
     match state {
         ConnectorState::Running | ConnectorState::Starting => {
@@ -149,6 +186,12 @@ pub struct Transition {
     pub region: String,
     pub command_kind: CommandKind,
     pub pull_back_time: Option<DateTime<Utc>>,
+    /// START only: resume from the store's earliest data if the
+    /// checkpoint is gone (the caller's explicit choice).
+    pub skip_to_earliest: bool,
+    /// START with `skip_to_earliest` only: the data it skips as the
+    /// decision saw it (from the checkpoint to the store's earliest time).
+    pub skips: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
 /// The region a start targets: the override, else the destination's region.
@@ -230,6 +273,16 @@ pub fn decide_start(
                 now,
             });
         }
+    } else if let Some((checkpoint, range)) = checkpoint_gone(connector)
+        && !request.skip_to_earliest
+    {
+        // Resuming from a checkpoint the store no longer holds would skip
+        // data silently: only an explicit choice may do that.
+        return Err(Rejection::CheckpointOutOfRange {
+            connector_id: connector.id.clone(),
+            checkpoint,
+            range,
+        });
     }
     let region = start_region(connector, request);
     if !region_known {
@@ -244,6 +297,12 @@ pub fn decide_start(
         region: region.to_owned(),
         command_kind: CommandKind::Start,
         pull_back_time: request.pull_back_time,
+        skip_to_earliest: request.skip_to_earliest,
+        skips: request
+            .skip_to_earliest
+            .then(|| checkpoint_gone(connector))
+            .flatten()
+            .map(|(checkpoint, range)| (checkpoint, range.earliest)),
     })
 }
 
@@ -270,6 +329,8 @@ pub fn decide_pause(
             .to_owned(),
         command_kind: CommandKind::Pause,
         pull_back_time: None,
+        skip_to_earliest: false,
+        skips: None,
     })
 }
 
@@ -296,6 +357,7 @@ pub struct Intent {
     pub kind: CommandKind,
     pub pull_back_time: Option<DateTime<Utc>>,
     pub region: String,
+    pub skip_to_earliest: bool,
 }
 
 impl Intent {
@@ -304,6 +366,7 @@ impl Intent {
             kind: CommandKind::Start,
             pull_back_time: request.pull_back_time,
             region: start_region(connector, request).to_owned(),
+            skip_to_earliest: request.skip_to_earliest,
         }
     }
 
@@ -312,6 +375,7 @@ impl Intent {
             kind: CommandKind::Pause,
             pull_back_time: None,
             region: connector.region.clone(),
+            skip_to_earliest: false,
         }
     }
 }
@@ -329,7 +393,8 @@ pub fn check_replay(
     let same = previous.kind == retry.kind
         && (retry.kind == CommandKind::Pause
             || (previous.pull_back_time == retry.pull_back_time
-                && previous.region == retry.region));
+                && previous.region == retry.region
+                && previous.skip_to_earliest == retry.skip_to_earliest));
     if same {
         return Ok(());
     }
@@ -339,6 +404,10 @@ pub fn check_replay(
             previous.kind,
             previous.region,
             time.to_rfc3339()
+        ),
+        None if previous.skip_to_earliest => format!(
+            "{} in region {} with skip_to_earliest",
+            previous.kind, previous.region
         ),
         None => format!("{} in region {}", previous.kind, previous.region),
     };
@@ -392,6 +461,7 @@ pub(crate) mod tests {
             pull_back_time: pull_back.map(|t| t.parse().unwrap()),
             region: None,
             request_id: None,
+            skip_to_earliest: false,
             actor: Default::default(),
             trace_context: Default::default(),
             automatic: None,
@@ -509,6 +579,57 @@ pub(crate) mod tests {
             decide_start(&c, &start(Some("2026-01-03T00:00:00Z")), true, at(NOW)),
             Err(Rejection::PullBackNotSupported { .. })
         ));
+    }
+
+    #[test]
+    fn a_start_from_a_checkpoint_the_store_no_longer_holds_is_refused_unless_skipping() {
+        let gone = Connector {
+            checkpoint_time: Some(at("2025-12-31T00:00:00Z")),
+            ..stored(("2026-01-01T00:00:00Z", "2026-01-03T00:00:00Z"))
+        };
+        let rejection = decide_start(&gone, &start(None), true, at(NOW)).unwrap_err();
+        assert!(matches!(
+            rejection,
+            Rejection::CheckpointOutOfRange { checkpoint, .. } if checkpoint == at("2025-12-31T00:00:00Z")
+        ));
+        let message = rejection.to_string();
+        for says in [
+            "2025-12-31T00:00:00+00:00",
+            "2026-01-01T00:00:00+00:00",
+            "pull_back_time",
+            "skip_to_earliest",
+        ] {
+            assert!(message.contains(says), "{says}: {message}");
+        }
+        // The ways out: a pull-back the store holds, or the explicit skip.
+        assert!(decide_start(&gone, &start(Some("2026-01-02T00:00:00Z")), true, at(NOW)).is_ok());
+        let skipping = StartRequest {
+            skip_to_earliest: true,
+            ..start(None)
+        };
+        let transition = decide_start(&gone, &skipping, true, at(NOW)).unwrap();
+        assert!(transition.skip_to_earliest);
+        assert_eq!(
+            transition.skips,
+            Some((at("2025-12-31T00:00:00Z"), at("2026-01-01T00:00:00Z")))
+        );
+        // A checkpoint the store holds, or an unknown one, starts as before.
+        let held = Connector {
+            checkpoint_time: Some(at("2026-01-01T00:00:00Z")),
+            ..gone.clone()
+        };
+        assert!(decide_start(&held, &start(None), true, at(NOW)).is_ok());
+        let unknown = Connector {
+            checkpoint_time: None,
+            ..gone.clone()
+        };
+        assert!(decide_start(&unknown, &start(None), true, at(NOW)).is_ok());
+        // A full migration reads no change log.
+        let full = Connector {
+            kind: ConnectorKind::FullMigration,
+            ..gone
+        };
+        assert!(decide_start(&full, &start(None), true, at(NOW)).is_ok());
     }
 
     #[test]

@@ -132,6 +132,7 @@ pub fn command_to_proto(c: Command) -> v1::Command {
             }) as i32,
         late_result_time: c.late_result.map(|(_, time)| timestamp_to_proto(time)),
         principal: c.principal,
+        skip_to_earliest: c.skip_to_earliest,
     }
 }
 

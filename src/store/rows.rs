@@ -24,7 +24,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
 
 pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, region, generation, \
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
-    trace_context, late_result, late_result_time, principal";
+    trace_context, late_result, late_result_time, principal, skip_to_earliest";
 
 /// How a backend reads one column of its rows.
 pub(crate) trait ReadRow {
@@ -32,6 +32,7 @@ pub(crate) trait ReadRow {
     fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
     fn integer(&self, column: &str) -> Result<i64, StoreError>;
     fn optional_integer(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn flag(&self, column: &str) -> Result<bool, StoreError>;
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 
     /// A time that must be set: a NULL is an error, never the epoch.
@@ -140,5 +141,6 @@ pub(crate) fn command_from(row: &impl ReadRow) -> Result<Command, StoreError> {
         late_result: CommandStatus::parse(&row.text("late_result")?)
             .zip(row.optional_time("late_result_time")?),
         principal: row.text("principal")?,
+        skip_to_earliest: row.flag("skip_to_earliest")?,
     })
 }

@@ -349,3 +349,51 @@ async fn a_batch_larger_than_a_chunk_changes_every_connector() {
         .collect();
     assert_eq!(listed, ids.iter().map(String::as_str).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn a_batch_start_refuses_each_connector_whose_checkpoint_is_gone_unless_skipping() {
+    let app = spawn_app().await;
+    app.create(connector("gone", "gone")).await;
+    app.create(connector("held", "held")).await;
+    app.lose_checkpoint("gone").await;
+    let batch = |skip_to_earliest, request_id: &str| v1::BatchStartConnectorsRequest {
+        ids: vec!["gone".to_owned(), "held".to_owned()],
+        request_id: request_id.to_owned(),
+        skip_to_earliest,
+        ..Default::default()
+    };
+    let refused = app
+        .client
+        .clone()
+        .batch_start_connectors(batch(false, "b1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((refused.changed, refused.failed), (1, 1));
+    let failed = refused
+        .results
+        .iter()
+        .find(|r| r.connector_id == "gone")
+        .unwrap();
+    assert_eq!(failed.outcome, v1::BatchOutcome::Failed as i32);
+    assert_eq!(
+        reason(failed.error.as_ref().unwrap()),
+        "CHECKPOINT_OUT_OF_RANGE"
+    );
+    assert_eq!(app.get("gone").await.generation, 0);
+
+    let skipped = app
+        .client
+        .clone()
+        .batch_start_connectors(batch(true, "b2"))
+        .await
+        .unwrap()
+        .into_inner();
+    let gone = skipped
+        .results
+        .iter()
+        .find(|r| r.connector_id == "gone")
+        .unwrap();
+    assert_eq!(gone.outcome, v1::BatchOutcome::Changed as i32);
+    assert!(gone.command.as_ref().unwrap().skip_to_earliest);
+}

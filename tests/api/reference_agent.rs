@@ -98,6 +98,67 @@ async fn the_reference_agent_fails_a_pull_back_its_store_cannot_serve() {
 }
 
 #[tokio::test]
+async fn a_connector_paused_longer_than_its_store_keeps_data_starts_only_by_an_explicit_skip() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = run_agent(AgentConfig {
+        latency: Duration::from_millis(100),
+        store_retention: Duration::from_secs(2),
+        ..config(&app, "ref-1")
+    });
+    start_and_wait(&app, start_request("c1")).await;
+    let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
+        wait: true,
+        ..pause_request("c1")
+    });
+    pause.set_timeout(Duration::from_secs(20));
+    app.client.clone().pause_connector(pause).await.unwrap();
+    // The store moves on while the connector waits: its checkpoint is
+    // soon older than anything the store holds.
+    let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
+    let stale = app
+        .connector_becomes("c1", |c| {
+            let earliest = c
+                .store_range
+                .as_ref()
+                .and_then(|r| seconds(&r.earliest_time));
+            earliest.is_some() && earliest > seconds(&c.checkpoint_time)
+        })
+        .await;
+    assert_eq!(stale.state, S::Stopped as i32);
+    let status = assert_error(
+        app.start(start_request("c1")).await,
+        tonic::Code::FailedPrecondition,
+        "CHECKPOINT_OUT_OF_RANGE",
+    );
+    assert!(
+        status.message().contains("skip_to_earliest"),
+        "{}",
+        status.message()
+    );
+    assert_eq!(app.get("c1").await.generation, 2, "nothing issued");
+
+    let started = start_and_wait(
+        &app,
+        v1::StartConnectorRequest {
+            skip_to_earliest: true,
+            ..start_request("c1")
+        },
+    )
+    .await;
+    assert_eq!(
+        started.command.unwrap().status,
+        v1::CommandStatus::Succeeded as i32
+    );
+    let running = started.connector.unwrap();
+    assert_eq!(running.state, S::Running as i32);
+    assert!(
+        seconds(&running.checkpoint_time) > seconds(&stale.checkpoint_time),
+        "it resumed from the earliest data, not the lost checkpoint"
+    );
+}
+
+#[tokio::test]
 async fn the_reference_agent_reconnects_after_the_control_plane_restarts() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;

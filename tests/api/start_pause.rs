@@ -240,6 +240,92 @@ async fn pull_back_within_the_clock_skew_of_the_latest_time_is_accepted() {
 }
 
 #[tokio::test]
+async fn start_from_a_checkpoint_the_store_no_longer_holds_is_refused_with_the_ways_out() {
+    let app = app_with("c1").await;
+    app.lose_checkpoint("c1").await;
+    for validate_only in [true, false] {
+        let status = assert_error(
+            app.start(v1::StartConnectorRequest {
+                validate_only,
+                ..start_request("c1")
+            })
+            .await,
+            Code::FailedPrecondition,
+            "CHECKPOINT_OUT_OF_RANGE",
+        );
+        let message = status.message();
+        for says in [
+            "2025-12-31T22:00:00+00:00",
+            "2026-01-01T00:00:00+00:00",
+            "pull_back_time",
+            "skip_to_earliest",
+        ] {
+            assert!(message.contains(says), "{says}: {message}");
+        }
+        let info = error_info(&status);
+        assert_eq!(
+            info.metadata["checkpoint_time"],
+            "2025-12-31T22:00:00+00:00"
+        );
+        assert_eq!(info.metadata["earliest_time"], "2026-01-01T00:00:00+00:00");
+        assert_eq!(info.metadata["latest_time"], "2026-01-03T00:00:00+00:00");
+    }
+    assert_eq!(app.get("c1").await.generation, 0);
+    assert_eq!(command_rows(&app, "c1").await, 0);
+
+    // Skipping and pulling back at once asks for two things.
+    let status = assert_error(
+        app.start(v1::StartConnectorRequest {
+            skip_to_earliest: true,
+            pull_back_time: Some(timestamp("2026-01-02T00:00:00Z".parse().unwrap())),
+            ..start_request("c1")
+        })
+        .await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["skip_to_earliest"]);
+
+    // Either way out starts it: the explicit skip is on the command and in
+    // the audit trail.
+    let dry = app
+        .start(v1::StartConnectorRequest {
+            skip_to_earliest: true,
+            validate_only: true,
+            ..start_request("c1")
+        })
+        .await
+        .unwrap();
+    assert!(dry.command.unwrap().skip_to_earliest);
+    let command = app
+        .start(v1::StartConnectorRequest {
+            skip_to_earliest: true,
+            ..start_request("c1")
+        })
+        .await
+        .unwrap()
+        .command
+        .unwrap();
+    assert!(command.skip_to_earliest);
+    let detail: String = app
+        .db
+        .client()
+        .await
+        .query_one(
+            "SELECT detail FROM audit_events
+             WHERE action = 'START_CONNECTOR' AND connector_id = 'c1' AND outcome = 'OK'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        detail.contains("skip_to_earliest") && detail.contains("2025-12-31T22:00:00+00:00"),
+        "{detail}"
+    );
+}
+
+#[tokio::test]
 async fn start_with_malformed_fields_lists_them_all() {
     let app = app_with("c1").await;
     let status = assert_error(
@@ -253,6 +339,7 @@ async fn start_with_malformed_fields_lists_them_all() {
             request_id: "r".repeat(129),
             wait: true,
             validate_only: true,
+            skip_to_earliest: false,
         })
         .await,
         Code::InvalidArgument,

@@ -152,6 +152,7 @@ async fn apply(world: &mut World, op: &Op) {
                     .map(|m| Utc::now() - chrono::Duration::minutes(i64::from(m))),
                 region: None,
                 request_id: None,
+                skip_to_earliest: false,
                 actor: Default::default(),
                 automatic: None,
             };

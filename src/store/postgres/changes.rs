@@ -50,15 +50,16 @@ pub mod sql {
 
     /// Arrays, one element per command: $1 id, $2 connector id, $3 kind,
     /// $4 pull-back time, $5 region, $6 previous region, $7 generation, $8
-    /// request id, $9 reason, $10 trace context, $11 principal.
+    /// request id, $9 reason, $10 trace context, $11 principal, $12 skip
+    /// to earliest.
     pub fn insert_commands() -> String {
         format!(
             "INSERT INTO commands
                (id, connector_id, kind, pull_back_time, region, previous_region, generation,
-                request_id, reason, trace_context, principal, status)
+                request_id, reason, trace_context, principal, skip_to_earliest, status)
              SELECT *, 'PENDING' FROM unnest($1::text[], $2::text[], $3::text[],
                  $4::timestamptz[], $5::text[], $6::text[], $7::bigint[], $8::text[], $9::text[],
-                 $10::text[], $11::text[])
+                 $10::text[], $11::text[], $12::boolean[])
              RETURNING {COMMAND_COLUMNS}"
         )
     }
@@ -340,6 +341,10 @@ async fn write_all(
         .iter()
         .map(|p| change(p).actor().principal.as_str())
         .collect();
+    let skips: Vec<bool> = planned
+        .iter()
+        .map(|p| p.transition.skip_to_earliest)
+        .collect();
     let states: Vec<&str> = planned
         .iter()
         .map(|p| p.transition.state.as_str())
@@ -354,7 +359,7 @@ async fn write_all(
         .collect();
     let audits: Vec<_> = planned
         .iter()
-        .map(|p| change(p).audit_event(&p.command_id))
+        .map(|p| change(p).audit_event(&p.command_id, &p.transition))
         .collect();
     let audit = |field: fn(&crate::domain::NewAuditEvent) -> &str| -> Vec<&str> {
         audits.iter().map(field).collect()
@@ -406,6 +411,7 @@ async fn write_all(
                     &reasons,
                     &traces,
                     &principals,
+                    &skips,
                 ],
             )
             .await

@@ -33,6 +33,10 @@ impl ReadRow for Row {
         get(self, column)
     }
 
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        get(self, column)
+    }
+
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         get(self, column)
     }

@@ -179,8 +179,8 @@ pub(super) fn transition_in(
         .prepare_cached(&format!(
             "INSERT INTO commands (id, connector_id, kind, pull_back_time, region, previous_region,
                                    generation, request_id, reason, status, create_time,
-                                   trace_context, principal)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11, ?12)
+                                   trace_context, principal, skip_to_earliest)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'PENDING', ?10, ?11, ?12, ?13)
              RETURNING {COMMAND_COLUMNS}"
         ))
         .map_err(translate)?
@@ -198,6 +198,7 @@ pub(super) fn transition_in(
                 at,
                 trace_context_to_text(change.trace_context()),
                 change.actor().principal,
+                transition.skip_to_earliest,
             ],
             |row| Ok(command_from_row(row)),
         )
@@ -220,7 +221,7 @@ pub(super) fn transition_in(
     ])
     .map_err(translate)?;
     let connector = get_connector(tx, connector_id)?.expect("locked above");
-    insert_audit(tx, &change.audit_event(&command.id))?;
+    insert_audit(tx, &change.audit_event(&command.id, &transition))?;
     Ok(CommandOutcome {
         connector,
         command,

@@ -43,6 +43,10 @@ impl ReadRow for Row<'_> {
         get(self, column)
     }
 
+    fn flag(&self, column: &str) -> Result<bool, StoreError> {
+        get(self, column)
+    }
+
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         get::<Option<String>>(self, column)?
             .map(|t| parse_time(&t))

@@ -194,6 +194,72 @@ async fn pull_back_out_of_range_shows_the_error_in_the_dialog_and_changes_nothin
 }
 
 #[tokio::test]
+async fn the_start_dialog_offers_the_explicit_skip_when_the_store_lost_the_checkpoint() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    // A stopped connector whose checkpoint its store no longer holds (in a
+    // region without agents, so that nothing reports over it).
+    let mut lost = crate::helpers::connector("lost-eu", "lost orders");
+    for endpoint in [&mut lost.source, &mut lost.destination] {
+        endpoint.as_mut().unwrap().region = "eu-9".to_owned();
+    }
+    app.client
+        .clone()
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(lost),
+        })
+        .await
+        .unwrap();
+    app.db
+        .as_ref()
+        .unwrap()
+        .client()
+        .await
+        .execute(
+            "UPDATE connectors SET store_earliest_time = now() - interval '1 hour',
+                 store_latest_time = now(), checkpoint_time = now() - interval '3 hours'
+             WHERE id = 'lost-eu'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=lost-eu")).await;
+    browser.until_row("lost-eu", "STOPPED").await;
+    browser.until_live().await;
+    browser
+        .click("#row-lost-eu a[href='/connectors/lost-eu/start']")
+        .await;
+    let warning = browser
+        .find("#dialog .skip-choice")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        warning.contains("no longer holds this connector's checkpoint"),
+        "{warning}"
+    );
+    // Started as it is, it is refused; the dialog says why and stays.
+    browser.click("#dialog button.primary").await;
+    let failure = browser
+        .find("#dialog .failure[data-reason='CHECKPOINT_OUT_OF_RANGE']")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(failure.contains("skip"), "{failure}");
+    assert!(dialog_open(&browser).await, "the dialog stays open");
+    assert!(app.commands("lost-eu").await.is_empty());
+    // Ticking the skip starts it, and the command carries the choice.
+    browser.click("#skip-to-earliest").await;
+    browser.click("#dialog button.primary").await;
+    browser.until_row("lost-eu", "STARTING").await;
+    let commands = app.commands("lost-eu").await;
+    assert_eq!(commands.len(), 1);
+    assert!(commands[0].skip_to_earliest);
+}
+
+#[tokio::test]
 async fn a_full_migration_connector_offers_no_pull_back_and_says_why() {
     let app = ConsoleApp::start(Backend::Postgres).await;
     let browser = Browser::open().await;

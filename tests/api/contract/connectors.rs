@@ -225,3 +225,97 @@ pub(super) async fn pull_back_rules_use_the_reported_store_range<S: FleetStore>(
     ));
     assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
 }
+
+pub(super) async fn a_start_never_skips_a_checkpoint_the_store_no_longer_holds<S: FleetStore>(
+    store: &S,
+) {
+    store
+        .create_connector(new_connector("inc", "inc", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let checkpoint = Utc::now() - chrono::Duration::hours(2);
+    let earliest = Utc::now() - chrono::Duration::hours(1);
+    let mut status = running("inc", 0);
+    status.state = ConnectorState::Stopped;
+    status.checkpoint_time = Some(checkpoint);
+    status.store_range = Some(TimeRange {
+        earliest,
+        latest: Utc::now(),
+    });
+    store.record_statuses(&session, &[status]).await.unwrap();
+    // Refused, in a dry run as in the call, with nothing written.
+    for outcome in [
+        store.preview_command(&Change::Start(start("inc"))).await,
+        store.start_connector(&start("inc")).await,
+    ] {
+        assert!(
+            matches!(
+                outcome,
+                Err(StoreError::Rejected(Rejection::CheckpointOutOfRange { .. }))
+            ),
+            "{outcome:?}"
+        );
+    }
+    assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
+    assert!(
+        store
+            .list_commands("inc", None, 10)
+            .await
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // The explicit skip starts it, and the command and audit event say so.
+    let outcome = store
+        .start_connector(&StartRequest {
+            skip_to_earliest: true,
+            request_id: Some("skip-1".to_owned()),
+            ..start("inc")
+        })
+        .await
+        .unwrap();
+    assert!(outcome.command.skip_to_earliest);
+    assert_eq!(outcome.connector.generation, 1);
+    let (events, _) = store
+        .list_audit_events(
+            &connector_control::domain::AuditFilter {
+                connector_id: Some("inc".to_owned()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let started = events
+        .iter()
+        .find(|e| e.action == "START_CONNECTOR")
+        .expect("audited");
+    assert!(
+        started.detail.contains("skip_to_earliest"),
+        "{}",
+        started.detail
+    );
+    // A retry must ask for the same skip.
+    let replayed = store
+        .start_connector(&StartRequest {
+            skip_to_earliest: true,
+            request_id: Some("skip-1".to_owned()),
+            ..start("inc")
+        })
+        .await
+        .unwrap();
+    assert!(replayed.replayed);
+    assert!(matches!(
+        store
+            .start_connector(&StartRequest {
+                request_id: Some("skip-1".to_owned()),
+                ..start("inc")
+            })
+            .await,
+        Err(StoreError::Rejected(Rejection::RequestIdReused { .. }))
+    ));
+}

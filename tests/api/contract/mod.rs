@@ -92,6 +92,7 @@ contract_suite!(
     connectors::start_and_pause_follow_the_state_machine_and_supersede,
     connectors::retried_requests_replay_and_conflicting_ones_are_refused,
     connectors::pull_back_rules_use_the_reported_store_range,
+    connectors::a_start_never_skips_a_checkpoint_the_store_no_longer_holds,
     commands::commands_are_claimed_once_redelivered_and_completed_with_fencing,
     sessions::heartbeats_flush_and_silent_agents_go_offline,
     lagging::the_lagging_filter_finds_latency_strictly_over_the_alert_and_offline_agents,
@@ -142,6 +143,7 @@ pub(super) fn start(id: &str) -> StartRequest {
         pull_back_time: None,
         region: None,
         request_id: None,
+        skip_to_earliest: false,
         actor: Default::default(),
         automatic: None,
     }

@@ -235,6 +235,19 @@ impl TestApp {
             .unwrap_or_else(|e| panic!("{statement}: {e}"))
     }
 
+    /// As an agent would report it: the connector's store holds data from
+    /// 2026-01-01 to 2026-01-03, and its checkpoint, 2025-12-31T22:00Z,
+    /// is before that.
+    pub async fn lose_checkpoint(&self, id: &str) {
+        self.sql(&format!(
+            "UPDATE connectors SET store_earliest_time = '2026-01-01T00:00:00Z',
+                 store_latest_time = '2026-01-03T00:00:00Z',
+                 checkpoint_time = '2025-12-31T22:00:00Z'
+             WHERE id = '{id}'"
+        ))
+        .await;
+    }
+
     /// Runs one query returning a single bigint.
     pub async fn count(&self, query: &str) -> i64 {
         self.db
