@@ -100,8 +100,8 @@ fn collect(
         violations.add(
             field,
             format!(
-                "has {} entries; at most {MAX_STATUSES} per message (send the rest in the next \
-                 heartbeat)",
+                "has {} entries; an agent reports at most {MAX_STATUSES} connectors (every one \
+                 it runs, in each heartbeat): spread them over more agents",
                 statuses.len()
             ),
         );

@@ -3,7 +3,9 @@
 use super::error::{hello_required, superseded};
 use super::{ApiError, agent_convert};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
-use crate::domain::{Actor, CommandReport, ObservedStatus, Session, SessionEnd};
+use crate::domain::{
+    Actor, CommandReport, Gone, ObservedStatus, Session, SessionEnd, SessionReport,
+};
 use crate::fleet::{Fleet, Outbound, SESSION_QUEUE};
 use crate::proto::v1::{
     AgentMessage, ControlMessage, Reconnect, Welcome, agent_message, control_message,
@@ -107,6 +109,11 @@ pub async fn connect<S: FleetStore>(
         session,
         outbound,
         reported: HashMap::new(),
+        listed: hello
+            .connectors
+            .iter()
+            .map(|status| (status.connector_id.clone(), status.generation))
+            .collect(),
         last_heard: Instant::now(),
         unrecorded: VecDeque::new(),
         recycle_at,
@@ -177,6 +184,10 @@ struct Served<S> {
     outbound: Outbound,
     /// The last status written per connector: unchanged reports cost nothing.
     reported: HashMap<String, ObservedStatus>,
+    /// The connectors the last hello or heartbeat listed, with the
+    /// generation each was at: one that a heartbeat no longer lists is
+    /// not running any more.
+    listed: HashMap<String, i64>,
     last_heard: Instant,
     /// Results received while the database was unreachable, oldest first;
     /// recorded when it is back.
@@ -365,19 +376,43 @@ impl<S: FleetStore> Served<S> {
                 latency.record(lag.as_secs_f64(), &region);
             }
         }
+        // A heartbeat lists every connector the agent runs: one it listed
+        // before and lists no more is not running.
+        let listed: HashMap<String, i64> = statuses
+            .iter()
+            .map(|status| (status.connector_id.clone(), status.generation))
+            .collect();
+        let gone: Vec<Gone> = std::mem::replace(&mut self.listed, listed)
+            .into_iter()
+            .filter(|(id, _)| !self.listed.contains_key(id))
+            .map(|(connector_id, generation)| Gone {
+                connector_id,
+                generation: Some(generation),
+            })
+            .collect();
+        for gone in &gone {
+            self.reported.remove(&gone.connector_id);
+        }
         let changed: Vec<ObservedStatus> = statuses
             .into_iter()
             .filter(|status| self.reported.get(&status.connector_id) != Some(status))
             .collect();
-        if changed.is_empty() {
+        if changed.is_empty() && gone.is_empty() {
             return Ok(());
+        }
+        for status in &changed {
+            self.reported
+                .insert(status.connector_id.clone(), status.clone());
         }
         // Written with every session's changes within `STATUS_FLUSH`; a failed
         // write is retried from the queue.
-        self.fleet.queue_statuses(&self.session, changed.clone());
-        for status in changed {
-            self.reported.insert(status.connector_id.clone(), status);
-        }
+        self.fleet.queue_statuses(
+            &self.session,
+            SessionReport {
+                statuses: changed,
+                gone,
+            },
+        );
         Ok(())
     }
 

@@ -15,8 +15,8 @@ pub mod watch;
 pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
 pub use change::Change;
 pub use fleet::{
-    Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
-    SessionEnd,
+    Agent, CommandReport, ConnectorUpdate, Gone, Hello, ObservedStatus, RegionSummary, Replica,
+    Session, SessionEnd, SessionReport,
 };
 pub use lag::{LagCause, flagged_message, lag_cause};
 pub use model::*;

@@ -3,15 +3,51 @@
 //! written once per heartbeat interval.
 
 use super::Fleet;
-use crate::domain::{ObservedStatus, Session};
+use crate::domain::{Gone, ObservedStatus, Session, SessionReport};
 use crate::store::{FleetStore, Seen, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::warn;
 
-/// A session and the newest status it reported of each connector.
-pub(super) type QueuedStatuses = (Session, HashMap<String, ObservedStatus>);
+/// The newest a session said of one connector: a status, or that it no
+/// longer lists it.
+#[derive(Clone, Debug)]
+pub(super) enum Reported {
+    Status(ObservedStatus),
+    Gone(Gone),
+}
+
+impl Reported {
+    fn connector_id(&self) -> &str {
+        match self {
+            Reported::Status(status) => &status.connector_id,
+            Reported::Gone(gone) => &gone.connector_id,
+        }
+    }
+}
+
+/// A session and the newest report of each connector.
+pub(super) type QueuedStatuses = (Session, HashMap<String, Reported>);
+
+fn report(reported: impl IntoIterator<Item = Reported>) -> SessionReport {
+    let mut report = SessionReport::default();
+    for entry in reported {
+        match entry {
+            Reported::Status(status) => report.statuses.push(status),
+            Reported::Gone(gone) => report.gone.push(gone),
+        }
+    }
+    report
+}
+
+fn entries(report: SessionReport) -> impl Iterator<Item = Reported> {
+    report
+        .statuses
+        .into_iter()
+        .map(Reported::Status)
+        .chain(report.gone.into_iter().map(Reported::Gone))
+}
 
 /// How often changed statuses from heartbeats are written, at most (one
 /// transaction for every session's changes): with the heartbeat times'
@@ -25,7 +61,7 @@ const STATUS_FLUSH: Duration = Duration::from_secs(2);
 fn enqueue(
     queue: &mut HashMap<String, QueuedStatuses>,
     session: &Session,
-    statuses: Vec<ObservedStatus>,
+    statuses: impl IntoIterator<Item = Reported>,
     newer: bool,
 ) {
     let entry = queue
@@ -38,7 +74,7 @@ fn enqueue(
         *entry = (session.clone(), HashMap::new());
     }
     for status in statuses {
-        let queued = entry.1.entry(status.connector_id.clone());
+        let queued = entry.1.entry(status.connector_id().to_owned());
         if newer {
             queued.insert_entry(status);
         } else {
@@ -48,10 +84,16 @@ fn enqueue(
 }
 
 impl<S: FleetStore> Fleet<S> {
-    /// Queues the changed statuses a heartbeat of `session` reported; the
-    /// newest report of each connector wins.
-    pub fn queue_statuses(&self, session: &Session, statuses: Vec<ObservedStatus>) {
-        enqueue(&mut self.statuses.lock().unwrap(), session, statuses, true);
+    /// Queues what a heartbeat of `session` reported (the statuses that
+    /// changed, the connectors it no longer lists); the newest report of
+    /// each connector wins.
+    pub fn queue_statuses(&self, session: &Session, report: SessionReport) {
+        enqueue(
+            &mut self.statuses.lock().unwrap(),
+            session,
+            entries(report),
+            true,
+        );
     }
 
     /// Writes the queued statuses of every session in one transaction, at
@@ -66,17 +108,17 @@ impl<S: FleetStore> Fleet<S> {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let batch: Vec<(Session, Vec<ObservedStatus>)> = self
+            let batch: Vec<(Session, SessionReport)> = self
                 .statuses
                 .lock()
                 .unwrap()
                 .drain()
-                .map(|(_, (session, statuses))| (session, statuses.into_values().collect()))
+                .map(|(_, (session, statuses))| (session, report(statuses.into_values())))
                 .collect();
             if batch.is_empty() {
                 continue;
             }
-            let count: usize = batch.iter().map(|(_, statuses)| statuses.len()).sum();
+            let count: usize = batch.iter().map(|(_, report)| report.len()).sum();
             let started = std::time::Instant::now();
             let written = tokio::time::timeout(
                 self.heartbeat_interval.max(Duration::from_secs(1)),
@@ -107,8 +149,8 @@ impl<S: FleetStore> Fleet<S> {
                     warn!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
                     // Back in the queue, under anything reported since.
                     let mut queue = self.statuses.lock().unwrap();
-                    for (session, statuses) in batch {
-                        enqueue(&mut queue, &session, statuses, false);
+                    for (session, report) in batch {
+                        enqueue(&mut queue, &session, entries(report), false);
                     }
                 }
             }

@@ -27,7 +27,7 @@ mod types;
 use crate::domain::{
     Actor, Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor,
     Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection,
-    Replica, RestartPolicy, SearchFilter, Session, SessionEnd, StartRequest,
+    Replica, RestartPolicy, SearchFilter, Session, SessionEnd, SessionReport, StartRequest,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -285,7 +285,8 @@ pub trait Store: Connectors + Search + AuditLog + Changes + Clone + Send + Sync 
 pub trait Sessions: Send + Sync {
     /// Records a new session (bumping the agent's epoch), makes the
     /// commands delivered to an earlier session pending again, and records
-    /// the connectors the hello reports. An agent id registered in another
+    /// the connectors the hello reports, and those the agent ran before and
+    /// no longer lists (`domain::fleet::gone_effect`). An agent id registered in another
     /// region is refused (`StoreError::AgentInOtherRegion`) with nothing
     /// written: the session holding it is left alone.
     fn open_session(
@@ -322,25 +323,14 @@ pub trait Sessions: Send + Sync {
         statuses: &[ObservedStatus],
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Applies the statuses several sessions reported, in one transaction
-    /// where the backend allows; returns the sessions found superseded,
-    /// whose statuses were skipped.
+    /// Applies what several sessions reported in heartbeats (statuses, and
+    /// connectors they stopped listing: `domain::fleet::gone_effect`), in
+    /// one transaction; returns the sessions found superseded, whose
+    /// reports were skipped.
     fn record_status_batch(
         &self,
-        batch: &[(Session, Vec<ObservedStatus>)],
-    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send {
-        async move {
-            let mut fenced = Vec::new();
-            for (session, statuses) in batch {
-                match self.record_statuses(session, statuses).await {
-                    Ok(()) => {}
-                    Err(StoreError::Fenced { .. }) => fenced.push(session.clone()),
-                    Err(error) => return Err(error),
-                }
-            }
-            Ok(fenced)
-        }
-    }
+        batch: &[(Session, SessionReport)],
+    ) -> impl Future<Output = Result<Vec<Session>, StoreError>> + Send;
 
     /// Writes the last heartbeat times kept in memory, in one statement;
     /// entries of superseded sessions are skipped. Returns the sessions

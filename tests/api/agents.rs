@@ -332,6 +332,67 @@ async fn a_silent_agent_goes_offline_and_its_connectors_show_unknown_until_it_re
 }
 
 #[tokio::test]
+async fn an_agent_back_without_its_connector_leaves_it_failed_and_its_restart_policy_starts_it() {
+    let app = spawn_app().await;
+    let mut c1 = connector("c1", "orders");
+    c1.restart_policy = Some(v1::RestartPolicy {
+        initial_backoff: Some(prost_types::Duration {
+            seconds: 1,
+            nanos: 0,
+        }),
+        ..Default::default()
+    });
+    app.create(c1).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    run_c1(&app, &mut agent).await;
+    // Killed: its connector goes UNKNOWN, and Start and Pause wait.
+    drop(agent);
+    app.connector_becomes("c1", |c| c.state == S::Unknown as i32)
+        .await;
+
+    // A new process of the agent, running nothing.
+    let mut back = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    let _alive = back.keep_alive();
+    let failed = app
+        .connector_becomes("c1", |c| c.state == S::Failed as i32)
+        .await;
+    assert!(
+        failed
+            .status_message
+            .contains("agent a1 reconnected without it"),
+        "{}",
+        failed.status_message
+    );
+    // Meant to run: the restart policy starts it again, on the agent.
+    let restart = back.next_command().await;
+    assert_eq!(restart.kind, v1::CommandKind::Start as i32);
+    assert_eq!(restart.principal, "system:auto-restart");
+    back.succeed(&restart, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+}
+
+#[tokio::test]
+async fn a_connector_a_heartbeat_stops_listing_is_not_running() {
+    let (app, mut agent) = app_with_agent().await;
+    let command = run_c1(&app, &mut agent).await;
+    agent
+        .heartbeat(1, vec![status("c1", S::Running, command.generation)])
+        .await;
+    // The next heartbeat lists nothing: the connector crashed away.
+    agent.heartbeat(2, Vec::new()).await;
+    let failed = app
+        .connector_becomes("c1", |c| c.state == S::Failed as i32)
+        .await;
+    assert!(
+        failed
+            .status_message
+            .contains("agent a1 stopped reporting it"),
+        "{}",
+        failed.status_message
+    );
+}
+
+#[tokio::test]
 async fn a_result_for_an_older_generation_does_not_override_a_newer_pause() {
     let (app, mut agent) = app_with_agent().await;
     app.start(start_request("c1")).await.unwrap();

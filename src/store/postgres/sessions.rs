@@ -7,8 +7,10 @@ use super::audit::insert_audit;
 use super::conn::Db;
 use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
-use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
-use crate::domain::{ConnectorUpdate, Hello, ObservedStatus, Session, micros};
+use crate::domain::fleet::{
+    SessionEnd, gone_effect, session_ended, session_started, status_effect,
+};
+use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
 use crate::store::{Seen, Sessions, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
@@ -150,12 +152,14 @@ pub(super) async fn apply_updates(
 /// deadlock), decides each report's effect and writes them all in one
 /// statement. Several reports of one connector: the last with an effect
 /// counts (two agents may name one connector; only its runner's, or an
-/// adopter's, has one).
+/// adopter's, has one). `gone` are connectors sessions no longer list
+/// (`domain::fleet::gone_effect`; the flag: seen in a hello).
 pub(super) async fn record_reports(
     client: &impl Db,
     reports: &[(&Session, &ObservedStatus)],
+    gone: &[(&Session, &Gone, bool)],
 ) -> Result<(), StoreError> {
-    if reports.is_empty() {
+    if reports.is_empty() && gone.is_empty() {
         return Ok(());
     }
     let mut by_connector: HashMap<&str, Vec<(&Session, &ObservedStatus)>> = HashMap::new();
@@ -165,7 +169,20 @@ pub(super) async fn record_reports(
             .or_default()
             .push((session, status));
     }
-    let ids: Vec<&str> = by_connector.keys().copied().collect();
+    let mut gone_by_connector: HashMap<&str, Vec<(&Session, &Gone, bool)>> = HashMap::new();
+    for &(session, gone, hello) in gone {
+        gone_by_connector
+            .entry(gone.connector_id.as_str())
+            .or_default()
+            .push((session, gone, hello));
+    }
+    let ids: Vec<&str> = by_connector
+        .keys()
+        .chain(gone_by_connector.keys())
+        .copied()
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let lock = client
         .prepare_cached(&format!(
             "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
@@ -175,11 +192,20 @@ pub(super) async fn record_reports(
     let mut updates = Vec::new();
     for row in client.query(&lock, &[&ids]).await.map_err(translate)? {
         let connector = connector_from_row(&row)?;
-        let effect = by_connector.get(connector.id.as_str()).and_then(|reports| {
+        let reported = by_connector.get(connector.id.as_str()).and_then(|reports| {
             reports
                 .iter()
                 .rev()
                 .find_map(|(session, status)| status_effect(&connector, status, session))
+        });
+        let effect = reported.or_else(|| {
+            gone_by_connector
+                .get(connector.id.as_str())
+                .and_then(|gone| {
+                    gone.iter().rev().find_map(|(session, gone, hello)| {
+                        gone_effect(&connector, gone, session, *hello)
+                    })
+                })
         });
         if let Some(update) = effect {
             updates.push((connector.id, update));
@@ -199,7 +225,46 @@ pub(super) async fn record(
     statuses: &[ObservedStatus],
 ) -> Result<(), StoreError> {
     let reports: Vec<_> = statuses.iter().map(|status| (session, status)).collect();
-    record_reports(client, &reports).await
+    record_reports(client, &reports, &[]).await
+}
+
+/// A hello's report: what it lists, and what the agent ran before and no
+/// longer lists (it is not running).
+async fn record_hello(
+    client: &impl Db,
+    session: &Session,
+    hello: &Hello,
+) -> Result<(), StoreError> {
+    let listed: Vec<&str> = hello
+        .connectors
+        .iter()
+        .map(|status| status.connector_id.as_str())
+        .collect();
+    let candidates = client
+        .prepare_cached(
+            "SELECT id FROM connectors
+             WHERE agent_id = $1 AND state IN ('RUNNING', 'FAILED', 'UNKNOWN')
+               AND NOT (id = ANY($2))",
+        )
+        .await
+        .map_err(translate)?;
+    let gone: Vec<Gone> = client
+        .query(&candidates, &[&session.agent_id, &listed])
+        .await
+        .map_err(translate)?
+        .iter()
+        .map(|row| Gone {
+            connector_id: row.get(0),
+            generation: None,
+        })
+        .collect();
+    let reports: Vec<_> = hello
+        .connectors
+        .iter()
+        .map(|status| (session, status))
+        .collect();
+    let gone: Vec<_> = gone.iter().map(|gone| (session, gone, true)).collect();
+    record_reports(client, &reports, &gone).await
 }
 
 /// The transactions themselves; the trait methods run them again when
@@ -294,7 +359,7 @@ impl PgStore {
         // What an earlier session received but never answered is delivered
         // again (same command id): at-least-once across reconnects.
         let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
-        record(&tx, &session, &hello.connectors).await?;
+        record_hello(&tx, &session, hello).await?;
         tx.commit().await.map_err(translate)?;
         debug!(epoch, requeued, "session opened");
         Ok(session)
@@ -340,7 +405,7 @@ impl PgStore {
 
     async fn record_status_batch_once(
         &self,
-        batch: &[(Session, Vec<ObservedStatus>)],
+        batch: &[(Session, SessionReport)],
     ) -> Result<Vec<Session>, StoreError> {
         if batch.is_empty() {
             return Ok(Vec::new());
@@ -368,9 +433,17 @@ impl PgStore {
             .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
         let reports: Vec<(&Session, &ObservedStatus)> = current
             .iter()
-            .flat_map(|(session, statuses)| statuses.iter().map(move |status| (session, status)))
+            .flat_map(|(session, report)| {
+                report.statuses.iter().map(move |status| (session, status))
+            })
             .collect();
-        record_reports(&tx, &reports).await?;
+        let gone: Vec<(&Session, &Gone, bool)> = current
+            .iter()
+            .flat_map(|(session, report)| {
+                report.gone.iter().map(move |gone| (session, gone, false))
+            })
+            .collect();
+        record_reports(&tx, &reports, &gone).await?;
         tx.commit().await.map_err(translate)?;
         Ok(fenced
             .into_iter()
@@ -449,7 +522,7 @@ impl Sessions for PgStore {
     #[instrument(skip_all, fields(sessions = batch.len()))]
     async fn record_status_batch(
         &self,
-        batch: &[(Session, Vec<ObservedStatus>)],
+        batch: &[(Session, SessionReport)],
     ) -> Result<Vec<Session>, StoreError> {
         self.retrying(|| self.record_status_batch_once(batch)).await
     }

@@ -5,8 +5,10 @@ use super::connectors::get_connector;
 use super::error::translate;
 use super::rows::text;
 use super::{SqliteStore, now};
-use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
-use crate::domain::{ConnectorUpdate, Hello, ObservedStatus, Session, micros};
+use crate::domain::fleet::{
+    SessionEnd, gone_effect, session_ended, session_started, status_effect,
+};
+use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
 use crate::store::{Seen, Sessions, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
@@ -127,6 +129,57 @@ pub(super) fn record(
     Ok(())
 }
 
+/// Applies what `session` no longer lists (see PostgreSQL's
+/// `record_reports`); `hello`: seen in a hello.
+fn record_gone(
+    connection: &Connection,
+    session: &Session,
+    gone: &[Gone],
+    hello: bool,
+) -> Result<(), StoreError> {
+    for gone in gone {
+        if let Some(connector) = get_connector(connection, &gone.connector_id)?
+            && let Some(update) = gone_effect(&connector, gone, session, hello)
+        {
+            apply_update(connection, &connector.id, &update)?;
+        }
+    }
+    Ok(())
+}
+
+/// A hello's report: what it lists, and what the agent ran before and no
+/// longer lists.
+fn record_hello(
+    connection: &Connection,
+    session: &Session,
+    hello: &Hello,
+) -> Result<(), StoreError> {
+    record(connection, session, &hello.connectors)?;
+    let listed: std::collections::HashSet<&str> = hello
+        .connectors
+        .iter()
+        .map(|status| status.connector_id.as_str())
+        .collect();
+    let gone: Vec<Gone> = connection
+        .prepare_cached(
+            "SELECT id FROM connectors
+             WHERE agent_id = ?1 AND state IN ('RUNNING', 'FAILED', 'UNKNOWN') ORDER BY id",
+        )
+        .map_err(translate)?
+        .query_map([&session.agent_id], |row| row.get::<_, String>(0))
+        .map_err(translate)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(translate)?
+        .into_iter()
+        .filter(|id| !listed.contains(id.as_str()))
+        .map(|connector_id| Gone {
+            connector_id,
+            generation: None,
+        })
+        .collect();
+    record_gone(connection, session, &gone, true)
+}
+
 impl Sessions for SqliteStore {
     async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
         let hello = hello.clone();
@@ -195,7 +248,7 @@ impl Sessions for SqliteStore {
             }
             insert_audit(&tx, &session_started(&session))?;
             requeue_delivered(&tx, &hello.agent_id)?;
-            record(&tx, &session, &hello.connectors)?;
+            record_hello(&tx, &session, &hello)?;
             tx.commit().map_err(translate)?;
             Ok(session)
         })
@@ -276,6 +329,34 @@ impl Sessions for SqliteStore {
             fence(&tx, &session)?;
             record(&tx, &session, &statuses)?;
             tx.commit().map_err(translate)
+        })
+        .await
+    }
+
+    async fn record_status_batch(
+        &self,
+        batch: &[(Session, SessionReport)],
+    ) -> Result<Vec<Session>, StoreError> {
+        let batch = batch.to_vec();
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let mut fenced = Vec::new();
+            for (session, report) in &batch {
+                match fence(&tx, session) {
+                    Ok(()) => {}
+                    Err(StoreError::Fenced { .. }) => {
+                        fenced.push(session.clone());
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                }
+                record(&tx, session, &report.statuses)?;
+                record_gone(&tx, session, &report.gone, false)?;
+            }
+            tx.commit().map_err(translate)?;
+            Ok(fenced)
         })
         .await
     }

@@ -22,7 +22,7 @@ use chrono::Utc;
 use connector_control::domain::{
     Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
     LagCause, NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, Session,
-    SessionEnd, StartRequest, TimeRange,
+    SessionEnd, SessionReport, StartRequest, TimeRange,
 };
 #[allow(unused_imports)]
 use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
@@ -100,6 +100,7 @@ contract_suite!(
     lagging::the_metrics_sample_counts_states_lag_and_open_commands,
     sessions::status_batches_apply_current_sessions_and_name_superseded_ones,
     sessions::an_agent_id_belongs_to_one_region,
+    sessions::a_connector_its_agent_comes_back_without_is_not_running,
     sessions::every_session_end_is_audited_once_with_why,
     commands::concurrent_sessions_claims_changes_and_sweeps_never_fail_on_each_others_locks,
     history::a_dry_run_decides_as_the_call_would_and_writes_nothing,

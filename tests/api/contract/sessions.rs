@@ -110,8 +110,8 @@ pub(super) async fn status_batches_apply_current_sessions_and_name_superseded_on
         .unwrap();
     let fenced = store
         .record_status_batch(&[
-            (live.clone(), vec![running("c1", 0)]),
-            (old.clone(), vec![running("c2", 0)]),
+            (live.clone(), statuses(vec![running("c1", 0)])),
+            (old.clone(), statuses(vec![running("c2", 0)])),
         ])
         .await
         .unwrap();
@@ -124,6 +124,114 @@ pub(super) async fn status_batches_apply_current_sessions_and_name_superseded_on
         store.get_connector("c2").await.unwrap().state,
         ConnectorState::Stopped,
         "nothing written for the superseded session"
+    );
+}
+
+fn statuses(statuses: Vec<ObservedStatus>) -> SessionReport {
+    SessionReport {
+        statuses,
+        gone: Vec::new(),
+    }
+}
+
+pub(super) async fn a_connector_its_agent_comes_back_without_is_not_running<S: FleetStore>(
+    store: &S,
+) {
+    // c-run and c-stop ran on the agent (c-stop meant to be stopped: it
+    // ran although paused), c-moving has a start in flight; the agent
+    // went silent, so the ones settled became UNKNOWN.
+    for id in ["c-run", "c-stop", "c-moving"] {
+        store
+            .create_connector(new_connector(id, id, ConnectorKind::IncrementalSync))
+            .await
+            .unwrap();
+        store.start_connector(&start(id)).await.unwrap();
+    }
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    store
+        .record_statuses(&session, &[running("c-run", 1), running("c-stop", 1)])
+        .await
+        .unwrap();
+    store.pause_connector(&pause("c-stop")).await.unwrap();
+    store
+        .record_statuses(&session, &[running("c-stop", 1)])
+        .await
+        .unwrap();
+    store.replica_heartbeat("test", false).await.unwrap();
+    let lease = store.acquire_lease(HOUR).await.unwrap().expect("leads");
+    store
+        .sweep_offline(lease, Duration::ZERO, HOUR)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c-run").await.unwrap().state,
+        ConnectorState::Unknown
+    );
+
+    // It comes back running none of them.
+    let back = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let run = store.get_connector("c-run").await.unwrap();
+    assert_eq!(run.state, ConnectorState::Failed, "meant to run: FAILED");
+    assert_eq!(run.desired_state, ConnectorState::Running);
+    assert!(
+        run.status_message
+            .contains("agent ag reconnected without it"),
+        "{}",
+        run.status_message
+    );
+    let paused = store.get_connector("c-stop").await.unwrap();
+    assert_eq!(
+        (paused.state, paused.desired_state),
+        (ConnectorState::Pausing, ConnectorState::Stopped),
+        "a pause in flight is redelivered and answered, not presumed"
+    );
+    assert_eq!(
+        store.get_connector("c-moving").await.unwrap().state,
+        ConnectorState::Starting
+    );
+
+    // A heartbeat that stops listing a connector: the same, but only
+    // while no newer command was issued than the agent last reported.
+    store
+        .record_statuses(&back, &[running("c-run", 1)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c-run").await.unwrap().state,
+        ConnectorState::Running
+    );
+    let gone = |generation| SessionReport {
+        statuses: Vec::new(),
+        gone: vec![connector_control::domain::Gone {
+            connector_id: "c-run".to_owned(),
+            generation: Some(generation),
+        }],
+    };
+    store
+        .record_status_batch(&[(back.clone(), gone(0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_connector("c-run").await.unwrap().state,
+        ConnectorState::Running,
+        "generation 1 was issued after what the agent reported"
+    );
+    store
+        .record_status_batch(&[(back.clone(), gone(1))])
+        .await
+        .unwrap();
+    let run = store.get_connector("c-run").await.unwrap();
+    assert_eq!(run.state, ConnectorState::Failed);
+    assert!(
+        run.status_message.contains("agent ag stopped reporting it"),
+        "{}",
+        run.status_message
     );
 }
 
