@@ -46,7 +46,18 @@ fn status(
                 .ok()
         })
     };
-    let checkpoint_time = time("checkpoint_time", s.checkpoint_time);
+    // A time beyond the server's clock (and the skew it allows) is a
+    // clock to fix, not data: the field is dropped, the rest recorded.
+    let latest_allowed = chrono::Utc::now()
+        + chrono::TimeDelta::from_std(crate::domain::rules::PULL_BACK_CLOCK_SKEW)
+            .expect("a small duration");
+    let checkpoint_time = time("checkpoint_time", s.checkpoint_time).filter(|checkpoint| {
+        let fine = *checkpoint <= latest_allowed;
+        if !fine {
+            refused_field(&s.connector_id, "checkpoint_time", "checkpoint_in_future");
+        }
+        fine
+    });
     let range = s.store_range.map(|r| {
         (
             time("store_range.earliest_time", r.earliest_time),
@@ -54,6 +65,10 @@ fn status(
         )
     });
     let store_range = match range {
+        Some((Some(_), Some(latest))) if latest > latest_allowed => {
+            refused_field(&s.connector_id, "store_range", "store_range_in_future");
+            None
+        }
         Some((Some(earliest), Some(latest))) if earliest <= latest => {
             Some(TimeRange { earliest, latest })
         }
@@ -74,12 +89,6 @@ fn status(
     if s.generation < 0 {
         violations.add(&format!("{field}.generation"), "must not be negative");
     }
-    if s.message.chars().count() > MAX_MESSAGE_LEN {
-        violations.add(
-            &format!("{field}.message"),
-            format!("at most {MAX_MESSAGE_LEN} characters"),
-        );
-    }
     Some(ObservedStatus {
         connector_id: s.connector_id,
         state: state?,
@@ -87,8 +96,26 @@ fn status(
         latency,
         store_range,
         generation: s.generation,
-        message: s.message,
+        message: free_text(&s.message),
     })
+}
+
+/// Free text from an agent: escaped (`validate::agent_text`) and cut to
+/// `MAX_MESSAGE_LEN` characters, never refused.
+fn free_text(text: &str) -> String {
+    let escaped = validate::agent_text(text);
+    if escaped.chars().count() <= MAX_MESSAGE_LEN {
+        return escaped;
+    }
+    let mut cut: String = escaped.chars().take(MAX_MESSAGE_LEN - 1).collect();
+    cut.push('…');
+    cut
+}
+
+/// A field of an agent's status that is not recorded: logged and counted.
+fn refused_field(connector_id: &str, field: &str, reason: &'static str) {
+    tracing::warn!(%connector_id, field, reason, "an agent's report field was not recorded");
+    crate::telemetry::metrics::report_refused(reason, 1);
 }
 
 fn collect(
@@ -130,6 +157,8 @@ pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
             "hello.instance_id",
             format!("is required, at most {MAX_INSTANCE_ID_LEN} characters"),
         );
+    } else {
+        violations.check("hello.instance_id", validate::agent_label(&h.instance_id));
     }
     violations.check("hello.region", validate::region(&h.region));
     let ip = server_ip(&h.server_ip)
@@ -140,6 +169,8 @@ pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
             "hello.version",
             format!("at most {MAX_VERSION_LEN} characters"),
         );
+    } else {
+        violations.check("hello.version", validate::agent_label(&h.version));
     }
     let connectors = collect(&mut violations, "hello.connectors", h.connectors);
     invalid_request("Connect", violations)?;
@@ -181,6 +212,8 @@ pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
     let mut violations = Violations::default();
     if r.command_id.is_empty() || r.command_id.len() > 64 {
         violations.add("result.command_id", "is required (the Command.id answered)");
+    } else {
+        violations.check("result.command_id", validate::request_id(&r.command_id));
     }
     let status = r
         .status
@@ -189,8 +222,8 @@ pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
     Ok(CommandReport {
         command_id: r.command_id,
         success: r.success,
-        error_reason: r.error_reason.chars().take(64).collect(),
-        error_message: r.error_message.chars().take(MAX_MESSAGE_LEN).collect(),
+        error_reason: validate::agent_text(&r.error_reason.chars().take(64).collect::<String>()),
+        error_message: free_text(&r.error_message),
         status,
         trace_context: bounded_trace_context(r.trace_context),
         retriable: r.retriable,

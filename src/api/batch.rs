@@ -217,6 +217,7 @@ fn filter_is_empty(filter: &v1::ConnectorFilter) -> bool {
         && filter.states.is_empty()
         && !filter.lagging
         && !filter.awaiting_restart
+        && filter.server_ip.trim().is_empty()
 }
 
 /// Validates a batch request; `latency_alert` is what `lagging` applies.
@@ -231,7 +232,8 @@ pub fn parse<R: BatchRequest>(
             violations.add(
                 "filter",
                 "choose the connectors: give ids, or set at least one filter field (query, \
-                 region, states, lagging, awaiting_restart); a batch call never means every connector",
+                 region, server_ip, states, lagging, awaiting_restart); a batch call never means \
+                 every connector",
             );
             Selection::Ids(Vec::new())
         }

@@ -303,6 +303,7 @@ pub fn list_query(
             states: request.states,
             lagging: request.lagging,
             awaiting_restart: request.awaiting_restart,
+            server_ip: request.server_ip,
         },
         latency_alert,
     );
@@ -357,9 +358,16 @@ pub fn search_filter(
     }
     states.sort();
     states.dedup();
+    let server = match filter.server_ip.trim() {
+        "" => None,
+        text => crate::domain::ServerNet::parse(text)
+            .map_err(|description| violations.add(&field("server_ip"), description))
+            .ok(),
+    };
     SearchFilter {
         query,
         region: filter.region.clone(),
+        server,
         states,
         lagging_over: filter.lagging.then_some(latency_alert),
         awaiting_restart: filter.awaiting_restart,
@@ -412,6 +420,34 @@ pub fn pause_request(request: &v1::PauseConnectorRequest) -> Result<PauseRequest
         request_id: optional(&request.request_id),
         actor: Default::default(),
         trace_context: Default::default(),
+    })
+}
+
+/// Validates a MarkConnectorStopped request; `offline_after` is the
+/// agents' liveness bound.
+pub fn mark_stopped_request(
+    request: &v1::MarkConnectorStoppedRequest,
+    offline_after: std::time::Duration,
+) -> Result<crate::domain::MarkStoppedRequest, ApiError> {
+    let mut violations = Violations::default();
+    violations.check("id", validate::id(&request.id));
+    if request.reason.trim().is_empty() {
+        violations.add(
+            "reason",
+            "is required: say why the connector is marked stopped (an incident id, say); it is \
+             audited and shown on the connector",
+        );
+    } else {
+        violations.check("reason", validate::reason(&request.reason));
+    }
+    violations.check("request_id", validate::request_id(&request.request_id));
+    invalid_request("MarkConnectorStopped", violations)?;
+    Ok(crate::domain::MarkStoppedRequest {
+        connector_id: request.id.clone(),
+        reason: request.reason.clone(),
+        request_id: optional(&request.request_id),
+        actor: Default::default(),
+        offline_after,
     })
 }
 

@@ -521,6 +521,29 @@ fn rejection_status(rejection: Rejection) -> Status {
             ],
             precondition(connector_id, "STORE_RANGE"),
         ),
+        Rejection::AgentOnline {
+            connector_id,
+            agent_id,
+        } => status(
+            Code::FailedPrecondition,
+            ErrorReason::AgentOnline,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("agent_id", agent_id.clone()),
+            ],
+            precondition(connector_id, "AGENT"),
+        ),
+        Rejection::AlreadyStopped { connector_id } => status(
+            Code::FailedPrecondition,
+            ErrorReason::ConnectorNotRunning,
+            message.clone(),
+            &[
+                ("connector_id", connector_id.clone()),
+                ("state", "STOPPED".to_owned()),
+            ],
+            precondition(connector_id, "STATE"),
+        ),
         Rejection::UnknownRegion { region } => status(
             Code::InvalidArgument,
             ErrorReason::UnknownRegion,

@@ -64,6 +64,7 @@ fn connector(state: ConnectorState, agent_id: &str) -> Connector {
         update_time: Utc::now(),
         last_heartbeat_time: None,
         restart: Default::default(),
+        fenced_below: 0,
     }
 }
 

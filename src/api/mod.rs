@@ -12,6 +12,7 @@ pub mod fuzzing;
 mod history;
 mod interceptor;
 pub mod limits;
+mod mark_stopped;
 mod session;
 mod watch_connectors;
 
@@ -726,6 +727,18 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             },
         )
         .await
+    }
+
+    #[instrument(
+        name = "MarkConnectorStopped",
+        skip_all,
+        fields(connector_id = %request.get_ref().id, outcome)
+    )]
+    async fn mark_connector_stopped(
+        &self,
+        request: Request<v1::MarkConnectorStoppedRequest>,
+    ) -> Result<Response<v1::MarkConnectorStoppedResponse>, Status> {
+        self.mark_stopped_call(request).await
     }
 
     #[instrument(name = "GetConnector", skip_all, fields(connector_id = %request.get_ref().id))]

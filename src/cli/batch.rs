@@ -11,9 +11,10 @@ use std::io::{BufRead, IsTerminal, Write};
 #[derive(Debug, Args)]
 pub struct SelectArgs {
     /// Batch: connectors matching this text, as `connectors list QUERY`.
-    #[arg(long, conflicts_with = "server_ip")]
+    #[arg(long)]
     pub query: Option<String>,
-    /// Batch: connectors on this server: an IP, or a prefix such as 10.0.1.
+    /// Batch: connectors on this server (10.0.1.5) or on a server of this
+    /// network (10.0.1.0/24), matched on address bits.
     #[arg(long)]
     pub server_ip: Option<String>,
     /// Batch: connectors that run in this region.
@@ -48,11 +49,8 @@ impl SelectArgs {
 
     pub fn filter(&self) -> v1::ConnectorFilter {
         v1::ConnectorFilter {
-            query: self
-                .query
-                .clone()
-                .or_else(|| self.server_ip.clone())
-                .unwrap_or_default(),
+            query: self.query.clone().unwrap_or_default(),
+            server_ip: self.server_ip.clone().unwrap_or_default(),
             region: self.in_region.clone().unwrap_or_default(),
             states: self.state.iter().map(|s| *s as i32).collect(),
             lagging: self.lagging,

@@ -211,6 +211,11 @@ pub enum ConnectorsCommand {
     /// Pause a running, starting or failed connector; or, without an id,
     /// every connector the filters choose (shown first).
     Pause(PauseArgs),
+    /// The way out for a connector whose agent is gone (UNKNOWN, or a start
+    /// or pause no agent answers): record it STOPPED so that it can be
+    /// started again; what the lost agent says later changes nothing.
+    /// Refused while its agent is online (pause it instead). Audited.
+    MarkStopped(MarkStoppedArgs),
     /// A connector's commands, newest first: who asked what, and what the
     /// agent answered.
     History(HistoryArgs),
@@ -230,6 +235,10 @@ pub struct FilterArgs {
     /// Only connectors running (or to run) in this region.
     #[arg(long)]
     pub region: Option<String>,
+    /// Only connectors on this server (10.2.1.7) or network (10.2.1.0/24):
+    /// matched on address bits.
+    #[arg(long)]
+    pub server_ip: Option<String>,
     /// Only these states, comma-separated: running,failed,...
     #[arg(long, value_delimiter = ',', value_parser = parse_state)]
     pub state: Vec<v1::ConnectorState>,
@@ -250,6 +259,7 @@ impl FilterArgs {
             states: self.state.iter().map(|s| *s as i32).collect(),
             lagging: self.lagging,
             awaiting_restart: self.awaiting_restart,
+            server_ip: self.server_ip.unwrap_or_default(),
         }
     }
 }
@@ -337,6 +347,24 @@ pub struct StartArgs {
     pub timeout: Duration,
     #[command(flatten)]
     pub select: super::batch::SelectArgs,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct MarkStoppedArgs {
+    /// The connector id.
+    pub id: String,
+    /// Why (required; an incident id, say): audited and shown on the
+    /// connector.
+    #[arg(long)]
+    pub reason: String,
+    /// Idempotency key: repeating the command with it is safe.
+    #[arg(long)]
+    pub request_id: Option<String>,
+    /// Check everything and show what it would do; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -461,6 +489,23 @@ impl ConnectorsCommand {
             ConnectorsCommand::Start(args) => start(args).await,
             ConnectorsCommand::Pause(args) => pause(args).await,
             ConnectorsCommand::Watch(args) => watch(args).await,
+            ConnectorsCommand::MarkStopped(args) => {
+                let response = args
+                    .client
+                    .connectors()
+                    .await?
+                    .mark_connector_stopped(v1::MarkConnectorStoppedRequest {
+                        id: args.id,
+                        reason: args.reason,
+                        request_id: args.request_id.unwrap_or_default(),
+                        validate_only: args.dry_run,
+                    })
+                    .await
+                    .map_err(Failure::from)?
+                    .into_inner();
+                print!("{}", render::marked_stopped(&response, args.client.output)?);
+                Ok(())
+            }
             ConnectorsCommand::History(args) => {
                 let response = args
                     .client
@@ -542,6 +587,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
         page_token: args.page_token,
         lagging: filter.lagging,
         awaiting_restart: filter.awaiting_restart,
+        server_ip: filter.server_ip,
     };
     let mut page = client
         .list_connectors(request.clone())

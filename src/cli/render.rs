@@ -257,6 +257,37 @@ pub fn command_outcome<M: prost::Message>(
     Ok(out)
 }
 
+/// A MarkConnectorStopped answer.
+pub fn marked_stopped(
+    response: &v1::MarkConnectorStoppedResponse,
+    output: Output,
+) -> anyhow::Result<String> {
+    if output == Output::Json {
+        return json(response, "connector.v1.MarkConnectorStoppedResponse");
+    }
+    let Some(connector) = &response.connector else {
+        return Ok(String::new());
+    };
+    let lead = if response.validate_only {
+        "dry run, nothing changed: connector"
+    } else {
+        "connector"
+    };
+    let verb = if response.validate_only {
+        "would be"
+    } else {
+        "is"
+    };
+    Ok(format!(
+        "{lead} {} {verb} {} (desired {}) at generation {}: {}\n",
+        connector.id,
+        state(connector.state),
+        state(connector.desired_state),
+        connector.generation,
+        printable(&connector.status_message)
+    ))
+}
+
 fn command_kind(value: i32) -> String {
     v1::CommandKind::try_from(value)
         .map(|k| {

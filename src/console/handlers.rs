@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
-type Shared<S> = State<Arc<Console<S>>>;
+pub(super) type Shared<S> = State<Arc<Console<S>>>;
 
 /// What a request without a usable session gets instead (boxed: a
 /// response is large).
@@ -64,7 +64,7 @@ fn is_fragment(headers: &HeaderMap) -> bool {
 
 impl<S: FleetStore> Console<S> {
     /// A call to the API services as `caller`, from the browser's address.
-    fn request<T>(&self, caller: &Caller, message: T) -> tonic::Request<T> {
+    pub(super) fn request<T>(&self, caller: &Caller, message: T) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);
         request
             .extensions_mut()
@@ -80,7 +80,12 @@ impl<S: FleetStore> Console<S> {
 
     /// The caller of a page: its session; without an auth file a new
     /// anonymous one; else a redirect to the sign-in page.
-    fn viewer(&self, headers: &HeaderMap, peer: SocketAddr, uri: &Uri) -> Result<Caller, Refused> {
+    pub(super) fn viewer(
+        &self,
+        headers: &HeaderMap,
+        peer: SocketAddr,
+        uri: &Uri,
+    ) -> Result<Caller, Refused> {
         let fragment = is_fragment(headers);
         let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
         let signed_in = self.sessions.auth_enabled();
@@ -124,7 +129,7 @@ impl<S: FleetStore> Console<S> {
     /// from the console's own page (its CSRF token, and no foreign
     /// `Origin` or `Sec-Fetch-Site`). A refusal from a known session is
     /// audited under its principal, as a refused API call is.
-    async fn changer(
+    pub(super) async fn changer(
         &self,
         headers: &HeaderMap,
         peer: SocketAddr,
@@ -227,12 +232,12 @@ fn with_cookie(caller: &Caller, mut response: Response) -> Response {
     response
 }
 
-fn page(caller: &Caller, status: StatusCode, markup: Markup) -> Response {
+pub(super) fn page(caller: &Caller, status: StatusCode, markup: Markup) -> Response {
     with_cookie(caller, (status, markup).into_response())
 }
 
 /// The HTTP status a failed call's page is served with.
-fn http_status(status: &Status) -> StatusCode {
+pub(super) fn http_status(status: &Status) -> StatusCode {
     use tonic::Code;
     match status.code() {
         Code::InvalidArgument
@@ -256,12 +261,13 @@ macro_rules! caller_or_return {
         }
     };
 }
+pub(super) use caller_or_return;
 
 fn params(query: &Option<String>) -> Params {
     Params::parse(query.as_deref().unwrap_or(""))
 }
 
-fn body_params(body: &Bytes) -> Params {
+pub(super) fn body_params(body: &Bytes) -> Params {
     Params::parse(&String::from_utf8_lossy(body))
 }
 
@@ -646,7 +652,7 @@ async fn start_form<S: FleetStore>(
 
 /// A dialog a viewer cannot use says so instead of offering a form the API
 /// would refuse (it still decides, should the form be posted anyway).
-fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> {
+pub(super) fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> {
     if caller.can_operate() {
         return None;
     }
@@ -669,7 +675,7 @@ fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> {
     ))
 }
 
-fn dialog_failure(caller: &Caller, title: &str, status: &Status) -> Response {
+pub(super) fn dialog_failure(caller: &Caller, title: &str, status: &Status) -> Response {
     let failure = Failure::from(status);
     let body = pages::failure_box(&failure);
     page(
@@ -757,7 +763,7 @@ pub async fn start<S: FleetStore>(
 
 /// The answer to a completed single action: the script closes the dialog
 /// and puts the row in place; without it, the connector's page.
-fn done(caller: &Caller, connector: &v1::Connector, message: &str) -> Response {
+pub(super) fn done(caller: &Caller, connector: &v1::Connector, message: &str) -> Response {
     if !caller.fragment {
         return Redirect::to(&format!(
             "/connectors/{}",

@@ -13,6 +13,7 @@
 
 mod handlers;
 mod listener;
+mod mark_stopped;
 mod pages;
 mod params;
 mod session;
@@ -111,6 +112,10 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
         .route(
             "/connectors/{id}/pause",
             get(handlers::pause_dialog::<S>).post(handlers::pause::<S>),
+        )
+        .route(
+            "/connectors/{id}/mark-stopped",
+            get(mark_stopped::dialog::<S>).post(mark_stopped::submit::<S>),
         )
         .route("/bulk", post(handlers::bulk::<S>))
         .route("/agents", get(handlers::agents::<S>))

@@ -97,6 +97,8 @@ impl Failure {
 pub struct Filter {
     pub query: String,
     pub region: String,
+    /// A server's IP or a CIDR network, or "".
+    pub server: String,
     /// A state's name without its prefix (RUNNING), or "".
     pub state: String,
     pub lagging: bool,
@@ -108,6 +110,7 @@ impl Filter {
         Filter {
             query: params.get("q").to_owned(),
             region: params.get("region").to_owned(),
+            server: params.get("server").trim().to_owned(),
             state: params.get("state").to_ascii_uppercase(),
             lagging: params.flag("lagging"),
             page: params.get("page").to_owned(),
@@ -132,6 +135,7 @@ impl Filter {
             states: self.states(),
             lagging: self.lagging,
             awaiting_restart: false,
+            server_ip: self.server.clone(),
         }
     }
 
@@ -144,6 +148,7 @@ impl Filter {
             page_token: self.page.clone(),
             lagging: self.lagging,
             awaiting_restart: false,
+            server_ip: self.server.clone(),
         }
     }
 
@@ -151,6 +156,7 @@ impl Filter {
         vec![
             ("q", self.query.as_str()),
             ("region", self.region.as_str()),
+            ("server", self.server.as_str()),
             ("state", self.state.as_str()),
             ("lagging", if self.lagging { "1" } else { "" }),
             ("page", page),
@@ -174,7 +180,11 @@ impl Filter {
     }
 
     fn is_filtered(&self) -> bool {
-        !self.query.is_empty() || !self.region.is_empty() || !self.state.is_empty() || self.lagging
+        !self.query.is_empty()
+            || !self.region.is_empty()
+            || !self.server.is_empty()
+            || !self.state.is_empty()
+            || self.lagging
     }
 
     /// The filter in words, for the bulk dialog.
@@ -185,6 +195,9 @@ impl Filter {
         }
         if !self.region.is_empty() {
             parts.push(format!("region {}", self.region));
+        }
+        if !self.server.is_empty() {
+            parts.push(format!("server {}", self.server));
         }
         if !self.state.is_empty() {
             parts.push(format!("state {}", self.state));
@@ -203,6 +216,7 @@ impl Filter {
         html! {
             input type="hidden" name="q" value=(self.query);
             input type="hidden" name="region" value=(self.region);
+            input type="hidden" name="server" value=(self.server);
             input type="hidden" name="state" value=(self.state);
             @if self.lagging { input type="hidden" name="lagging" value="1"; }
         }
@@ -421,6 +435,12 @@ fn actions(connector: &v1::Connector) -> Markup {
         } @else {
             button type="button" disabled title="Pause needs a RUNNING, STARTING or FAILED connector" { "Pause" }
         }
+        // Its agent is gone: Start and Pause wait for it (or a pause no
+        // agent answers); this is the way out, refused while it is online.
+        @if matches!(state, Some(ConnectorState::Unknown | ConnectorState::Pausing)) {
+            " "
+            a.button href={ "/connectors/" (id) "/mark-stopped" } data-dialog aria-label={ "Mark " (connector.name) " stopped" } { "Mark stopped" }
+        }
     }
 }
 
@@ -491,6 +511,12 @@ pub fn connectors(caller: &Caller, view: &ConnectorsView<'_>) -> Markup {
                 }
             } @else if !filter.region.is_empty() {
                 input type="hidden" name="region" value=(filter.region);
+            }
+            div.field {
+                label for="server" { "Server" }
+                input #server type="text" name="server" value=(filter.server) autocomplete="off"
+                    inputmode="decimal" size="16" placeholder="10.2.1.7 or 10.2.1.0/24"
+                    title="One server's IP, or a network in CIDR notation (its servers, by address)";
             }
             div.field {
                 label for="state" { "State" }

@@ -29,6 +29,7 @@ pub enum AuditAction {
     StartConnector,
     PauseConnector,
     UpdateRestartPolicy,
+    MarkConnectorStopped,
     AgentSessionStart,
     AgentSessionEnd,
 }
@@ -40,6 +41,7 @@ impl AuditAction {
             AuditAction::StartConnector => "START_CONNECTOR",
             AuditAction::PauseConnector => "PAUSE_CONNECTOR",
             AuditAction::UpdateRestartPolicy => "UPDATE_RESTART_POLICY",
+            AuditAction::MarkConnectorStopped => "MARK_CONNECTOR_STOPPED",
             AuditAction::AgentSessionStart => "AGENT_SESSION_START",
             AuditAction::AgentSessionEnd => "AGENT_SESSION_END",
         }

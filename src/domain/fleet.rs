@@ -288,6 +288,24 @@ pub fn result_effect(
     report: &CommandReport,
     session: &Session,
 ) -> Option<ConnectorUpdate> {
+    // From before an operator marked it stopped: stale, whatever it says.
+    if command.generation < connector.fenced_below {
+        return None;
+    }
+    // A status claiming a generation the control plane never issued is
+    // not believed (a bug, or a hostile agent): the result counts without
+    // it.
+    let sane;
+    let report = match &report.status {
+        Some(status) if status.generation > connector.generation => {
+            sane = CommandReport {
+                status: None,
+                ..report.clone()
+            };
+            &sane
+        }
+        _ => report,
+    };
     if command.generation != connector.generation {
         // A newer command exists: its desired state wins. A start that did
         // happen still tells where the connector now runs, so that the newer
@@ -411,17 +429,41 @@ pub fn status_effect(
     if connector.region != session.region {
         return None;
     }
+    // A generation the control plane never issued: not believed (a
+    // heartbeat claiming generation 2^62 must not settle a PAUSING
+    // connector).
+    if status.generation > connector.generation {
+        return None;
+    }
     let adopts = connector.agent_id.is_empty();
     if connector.agent_id != session.agent_id && !adopts {
         return None;
     }
     let current = status.generation >= connector.generation;
+    // Its agent, back after an operator marked it stopped, still runs the
+    // generation from before: the mark stands (the report may be stale),
+    // and the message says how to take it back.
+    let stale_run = !current
+        && status.generation < connector.fenced_below
+        && status.state == ConnectorState::Running
+        && connector.state == ConnectorState::Stopped;
     Some(ConnectorUpdate {
         state: (current && reportable(status.state)).then_some(status.state),
         desired_state: None,
         placement: Some(Placement::of(session, &connector.region)),
         observed: Some(status.clone()),
-        status_message: current.then(|| status.message.clone()),
+        status_message: if current {
+            Some(status.message.clone())
+        } else if stale_run {
+            Some(format!(
+                "marked stopped, but agent {} reports it RUNNING at generation {} (from before \
+                 the mark, generation {}): start it to take it back, then pause it if it must \
+                 stop",
+                session.agent_id, status.generation, connector.fenced_below
+            ))
+        } else {
+            None
+        },
     })
 }
 
@@ -586,6 +628,7 @@ mod tests {
             update_time: Utc::now(),
             last_heartbeat_time: None,
             restart: Default::default(),
+            fenced_below: 0,
         }
     }
 
@@ -873,6 +916,84 @@ mod tests {
     }
 
     #[test]
+    fn a_generation_never_issued_is_not_believed() {
+        let pausing = Connector {
+            agent_id: "a1".into(),
+            desired_state: ConnectorState::Stopped,
+            ..connector(4, ConnectorState::Pausing)
+        };
+        let forged = ObservedStatus {
+            connector_id: "c1".into(),
+            state: ConnectorState::Running,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            generation: 1 << 62,
+            message: String::new(),
+        };
+        assert_eq!(status_effect(&pausing, &forged, &session()), None);
+        let with_forged_status = CommandReport {
+            status: Some(forged),
+            ..report(true)
+        };
+        let update = result_effect(
+            &pausing,
+            &command(CommandKind::Pause, 4),
+            &with_forged_status,
+            &session(),
+        )
+        .unwrap();
+        assert_eq!(update.state, Some(ConnectorState::Stopped));
+        assert_eq!(update.observed, None);
+    }
+
+    #[test]
+    fn nothing_from_before_a_mark_stopped_undoes_it() {
+        let marked = Connector {
+            agent_id: "a1".into(),
+            desired_state: ConnectorState::Stopped,
+            fenced_below: 5,
+            ..connector(5, ConnectorState::Stopped)
+        };
+        let late = ObservedStatus {
+            connector_id: "c1".into(),
+            state: ConnectorState::Running,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            generation: 4,
+            message: String::new(),
+        };
+        let update = status_effect(&marked, &late, &session()).unwrap();
+        assert_eq!(update.state, None);
+        assert!(
+            update
+                .status_message
+                .unwrap()
+                .contains("start it to take it back")
+        );
+        // A late start result for an older generation: nothing at all.
+        assert_eq!(
+            result_effect(
+                &marked,
+                &command(CommandKind::Start, 4),
+                &report(true),
+                &session()
+            ),
+            None
+        );
+        // From the next generation on, reports count again.
+        let current = ObservedStatus {
+            generation: 5,
+            ..late
+        };
+        assert_eq!(
+            status_effect(&marked, &current, &session()).unwrap().state,
+            Some(ConnectorState::Running)
+        );
+    }
+
+    #[test]
     fn an_agent_cannot_report_on_a_connector_it_does_not_run() {
         let status = ObservedStatus {
             connector_id: "c1".into(),
@@ -880,7 +1001,7 @@ mod tests {
             checkpoint_time: None,
             latency: None,
             store_range: None,
-            generation: 9,
+            generation: 1,
             message: "hijack".into(),
         };
         let elsewhere = Connector {

@@ -113,6 +113,7 @@ mod tests {
             update_time: at,
             last_heartbeat_time: Some(at),
             restart: Default::default(),
+            fenced_below: 0,
         }
     }
 

@@ -9,6 +9,7 @@ mod model;
 pub mod page_token;
 pub mod restart;
 pub mod rules;
+pub mod server_net;
 pub mod validate;
 pub mod watch;
 
@@ -22,5 +23,6 @@ pub use lag::{LagCause, flagged_message, lag_cause};
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};
 pub use restart::{RestartMode, RestartPolicy, Restarts};
-pub use rules::{Rejection, Transition};
+pub use rules::{MarkedStopped, Rejection, Transition};
+pub use server_net::ServerNet;
 pub use validate::Violation;

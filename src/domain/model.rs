@@ -133,6 +133,10 @@ pub struct Connector {
     pub last_heartbeat_time: Option<DateTime<Utc>>,
     /// Its automatic starts: policy, count, the next one.
     pub restart: super::Restarts,
+    /// Reports and results for generations below this change nothing: an
+    /// operator marked it stopped (at this generation) while its agent was
+    /// away, and what that agent says of earlier generations is stale.
+    pub fenced_below: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -218,6 +222,21 @@ pub struct PauseRequest {
     pub trace_context: TraceContext,
 }
 
+/// A validated MarkConnectorStopped request: the way out for a connector
+/// whose agent is gone (its Start and Pause wait for that agent).
+#[derive(Clone, Debug)]
+pub struct MarkStoppedRequest {
+    pub connector_id: String,
+    /// Why (required: an incident id, say); audited and shown.
+    pub reason: String,
+    pub request_id: Option<String>,
+    /// Who marks it (audited with it).
+    pub actor: super::Actor,
+    /// How long an agent may be silent before it counts as offline: one
+    /// heard from within it still holds the connector.
+    pub offline_after: Duration,
+}
+
 /// Filters of a connector search, normalised so that equal searches compare
 /// (and fingerprint) equal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -226,6 +245,8 @@ pub struct SearchFilter {
     pub query: String,
     /// Exact run region; empty matches every region.
     pub region: String,
+    /// Only connectors whose server is this address or in this network.
+    pub server: Option<super::ServerNet>,
     /// Sorted and deduplicated; empty matches every state.
     pub states: Vec<ConnectorState>,
     /// Only lagging connectors under this alert threshold (see

@@ -130,6 +130,10 @@ fn fingerprint(filter: &SearchFilter) -> [u8; FINGERPRINT_LEN] {
     if filter.awaiting_restart {
         hasher.update([0xFE]);
     }
+    if let Some(server) = &filter.server {
+        hasher.update([0xFD]);
+        hasher.update(server.to_string().as_bytes());
+    }
     let mut out = [0; FINGERPRINT_LEN];
     out.copy_from_slice(&hasher.finalize()[..FINGERPRINT_LEN]);
     out
@@ -146,6 +150,7 @@ mod tests {
             awaiting_restart: false,
             query: query.to_owned(),
             region: "eu-1".to_owned(),
+            server: None,
             states: vec![ConnectorState::Running],
         }
     }

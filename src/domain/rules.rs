@@ -63,6 +63,16 @@ pub enum Rejection {
         request_id: String,
         previous: String,
     },
+    #[error(
+        "connector {connector_id} is run by agent {agent_id}, which is online: pause it instead \
+         (mark stopped is for a connector whose agent is gone and cannot be told)"
+    )]
+    AgentOnline {
+        connector_id: String,
+        agent_id: String,
+    },
+    #[error("connector {connector_id} is already STOPPED; there is nothing to mark")]
+    AlreadyStopped { connector_id: String },
     /// An automatic start found its connector changed since it was
     /// planned (started, paused, recovered, its policy changed): the
     /// control plane's own precondition, never a caller's error.
@@ -334,6 +344,97 @@ pub fn decide_pause(
     })
 }
 
+/// What marking a connector stopped writes: STOPPED, meant to be stopped,
+/// at a new generation below which its agent's reports are fenced off.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MarkedStopped {
+    pub generation: i64,
+    pub status_message: String,
+}
+
+impl MarkedStopped {
+    /// The connector as the mark leaves it (what a dry run shows).
+    pub fn applied_to(&self, connector: &Connector, now: DateTime<Utc>) -> Connector {
+        Connector {
+            state: ConnectorState::Stopped,
+            desired_state: ConnectorState::Stopped,
+            generation: self.generation,
+            fenced_below: self.generation,
+            status_message: self.status_message.clone(),
+            update_time: now,
+            restart: super::Restarts {
+                next_time: None,
+                ..connector.restart
+            },
+            ..connector.clone()
+        }
+    }
+
+    /// The audit event the mark records with it.
+    pub fn audit_event(
+        &self,
+        request: &super::model::MarkStoppedRequest,
+        before: &Connector,
+    ) -> super::NewAuditEvent {
+        super::NewAuditEvent {
+            request_id: request.request_id.clone().unwrap_or_default(),
+            reason: request.reason.clone(),
+            detail: format!(
+                "was {} at generation {} (agent {}); now STOPPED at generation {}: reports \
+                 of earlier generations change nothing",
+                before.state,
+                before.generation,
+                if before.agent_id.is_empty() {
+                    "none"
+                } else {
+                    &before.agent_id
+                },
+                self.generation
+            ),
+            ..super::NewAuditEvent::ok(
+                &request.actor,
+                super::AuditAction::MarkConnectorStopped,
+                &before.id,
+            )
+        }
+    }
+}
+
+/// Decides a MarkConnectorStopped: allowed for a connector that is not
+/// STOPPED and that no online agent holds (`online_agent`: the agent
+/// running it, or holding its command in flight, that was heard from
+/// lately). Kubernetes' force delete of a pod on a lost node, without its
+/// hazard: the generation fences off whatever the lost agent says later.
+pub fn decide_mark_stopped(
+    connector: &Connector,
+    request: &super::model::MarkStoppedRequest,
+    online_agent: Option<&str>,
+) -> Result<MarkedStopped, Rejection> {
+    if connector.state == ConnectorState::Stopped {
+        return Err(Rejection::AlreadyStopped {
+            connector_id: connector.id.clone(),
+        });
+    }
+    if let Some(agent_id) = online_agent {
+        return Err(Rejection::AgentOnline {
+            connector_id: connector.id.clone(),
+            agent_id: agent_id.to_owned(),
+        });
+    }
+    let agent = if connector.agent_id.is_empty() {
+        "no agent ran it".to_owned()
+    } else {
+        format!("its agent {} was offline", connector.agent_id)
+    };
+    Ok(MarkedStopped {
+        generation: connector.generation + 1,
+        status_message: format!(
+            "marked stopped by {} ({agent}; it was {}): {}",
+            request.actor.principal, connector.state, request.reason
+        ),
+    })
+}
+
 /// Whether `rejection` of a change of `kind` only says the connector is
 /// already where the change would take it (a pause of a STOPPED or PAUSING
 /// connector, a start of a RUNNING or STARTING one): a batch call reports
@@ -452,6 +553,7 @@ pub(crate) mod tests {
             update_time: Utc::now(),
             last_heartbeat_time: None,
             restart: Default::default(),
+            fenced_below: 0,
         }
     }
 
@@ -630,6 +732,45 @@ pub(crate) mod tests {
             ..gone
         };
         assert!(decide_start(&full, &start(None), true, at(NOW)).is_ok());
+    }
+
+    #[test]
+    fn only_a_connector_no_online_agent_holds_is_marked_stopped() {
+        let request = crate::domain::MarkStoppedRequest {
+            connector_id: "c1".into(),
+            reason: "INC-7 agent host lost".into(),
+            request_id: None,
+            actor: Default::default(),
+            offline_after: std::time::Duration::from_secs(40),
+        };
+        let unknown = Connector {
+            agent_id: "a1".into(),
+            ..connector(ConnectorState::Unknown)
+        };
+        let marked = decide_mark_stopped(&unknown, &request, None).unwrap();
+        assert_eq!(marked.generation, 4);
+        assert!(
+            marked.status_message.contains("agent a1 was offline")
+                && marked.status_message.contains("INC-7"),
+            "{}",
+            marked.status_message
+        );
+        assert!(matches!(
+            decide_mark_stopped(&unknown, &request, Some("a1")),
+            Err(Rejection::AgentOnline { agent_id, .. }) if agent_id == "a1"
+        ));
+        assert!(matches!(
+            decide_mark_stopped(&connector(ConnectorState::Stopped), &request, None),
+            Err(Rejection::AlreadyStopped { .. })
+        ));
+        for state in [
+            ConnectorState::Pausing,
+            ConnectorState::Starting,
+            ConnectorState::Running,
+            ConnectorState::Failed,
+        ] {
+            assert!(decide_mark_stopped(&connector(state), &request, None).is_ok());
+        }
     }
 
     #[test]

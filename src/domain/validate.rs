@@ -124,6 +124,38 @@ fn no_control(value: &str) -> Result<(), String> {
     }
 }
 
+/// Free text an agent reports (a status message, an error), made safe to
+/// store and to show: NUL and the other control characters except newline
+/// and tab, and the characters that change how text around them displays
+/// (bidirectional controls, line separators), become visible escapes such
+/// as `\u{202e}`. Escaped rather than refused: an honest agent may relay a
+/// database's error text with anything in it, and refusing it would end
+/// its session over words.
+pub fn agent_text(value: &str) -> String {
+    if !value.chars().any(unsafe_text) {
+        return value.to_owned();
+    }
+    let mut escaped = String::with_capacity(value.len() + 8);
+    for c in value.chars() {
+        if unsafe_text(c) {
+            escaped.push_str(&format!("\\u{{{:x}}}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
+}
+
+fn unsafe_text(c: char) -> bool {
+    (c.is_control() && !matches!(c, '\n' | '\t')) || deceptive(c)
+}
+
+/// A short label an agent sends about itself (its instance id, version):
+/// printable, without characters that change how text displays.
+pub fn agent_label(value: &str) -> Result<(), String> {
+    no_control(value)
+}
+
 /// Bidirectional controls and line/paragraph separators.
 pub fn deceptive(c: char) -> bool {
     matches!(
@@ -342,6 +374,19 @@ mod tests {
         assert!(name("می\u{200C}خواهم").is_ok());
         assert!(query("\u{202E}x").is_err());
         assert!(reason("INC-1\u{2029}").is_err());
+    }
+
+    #[test]
+    fn agent_text_is_escaped_not_refused() {
+        assert_eq!(
+            agent_text("plain, with\nlines\tand tabs"),
+            "plain, with\nlines\tand tabs"
+        );
+        assert_eq!(agent_text("a\0b"), "a\\u{0}b");
+        assert_eq!(agent_text("x\u{202E}y\u{1b}[2J"), "x\\u{202e}y\\u{1b}[2J");
+        assert!(agent_label("0.9.1").is_ok());
+        assert!(agent_label("v\0").is_err());
+        assert!(agent_label("v\u{2066}").is_err());
     }
 
     #[test]

@@ -71,6 +71,10 @@ impl SearchFilter {
                         && c.latency_us.is_some_and(|us| us > super::micros(alert))))
         });
         text && (self.region.is_empty() || c.region == self.region)
+            && self
+                .server
+                .as_ref()
+                .is_none_or(|server| server.contains(&c.server_ip))
             && (self.states.is_empty() || self.states.contains(&c.state))
             && lagging
             && (!self.awaiting_restart || c.awaiting_restart)

@@ -41,6 +41,10 @@ fn report(reported: impl IntoIterator<Item = Reported>) -> SessionReport {
     report
 }
 
+fn report_of(entry: Reported) -> SessionReport {
+    report(std::iter::once(entry))
+}
+
 fn entries(report: SessionReport) -> impl Iterator<Item = Reported> {
     report
         .statuses
@@ -120,39 +124,103 @@ impl<S: FleetStore> Fleet<S> {
             }
             let count: usize = batch.iter().map(|(_, report)| report.len()).sum();
             let started = std::time::Instant::now();
-            let written = tokio::time::timeout(
-                self.heartbeat_interval.max(Duration::from_secs(1)),
-                self.store.record_status_batch(&batch),
-            )
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())));
+            let written = self.write_statuses(&batch).await;
             crate::telemetry::metrics::heartbeat_write("statuses", count, started);
             match written {
-                Ok(fenced) => {
-                    for session in fenced {
-                        // A newer session exists (on another replica):
-                        // this one ends as superseded.
-                        let token = self
-                            .sessions
-                            .lock()
-                            .unwrap()
-                            .get(&session.agent_id)
-                            .filter(|local| local.session.session_id == session.session_id)
-                            .map(|local| local.superseded.clone());
-                        self.unregister(&session);
-                        if let Some(token) = token {
-                            token.cancel();
-                        }
-                    }
-                }
+                Ok(fenced) => self.end_superseded(fenced),
+                Err(error) if error.is_transient() => self.requeue(batch, &error, count),
+                // Not the database's state but something in the batch: one
+                // bad row must never hold up every agent's reports.
                 Err(error) => {
-                    warn!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
-                    // Back in the queue, under anything reported since.
-                    let mut queue = self.statuses.lock().unwrap();
-                    for (session, report) in batch {
-                        enqueue(&mut queue, &session, entries(report), false);
+                    warn!(%error, statuses = count,
+                          "recording heartbeat statuses failed; writing them one session at a time");
+                    self.write_apart(batch).await;
+                }
+            }
+        }
+    }
+
+    /// One write of `batch`, bounded in time (a stuck database is an
+    /// outage, retried).
+    async fn write_statuses(
+        &self,
+        batch: &[(Session, SessionReport)],
+    ) -> Result<Vec<Session>, StoreError> {
+        tokio::time::timeout(
+            self.heartbeat_interval.max(Duration::from_secs(1)),
+            self.store.record_status_batch(batch),
+        )
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Unavailable("no answer in time".into())))
+    }
+
+    /// Back in the queue, under anything reported since: the next round
+    /// writes it.
+    fn requeue(&self, batch: Vec<(Session, SessionReport)>, error: &StoreError, count: usize) {
+        warn!(%error, statuses = count, "recording heartbeat statuses failed; retrying next round");
+        let mut queue = self.statuses.lock().unwrap();
+        for (session, report) in batch {
+            enqueue(&mut queue, &session, entries(report), false);
+        }
+    }
+
+    /// After a batch failed for what it holds: each session's reports
+    /// alone, then each report of a session that still fails alone. A
+    /// report the database refuses on its own is dropped, logged and
+    /// counted (`unwritable`); everything else is written (or, in an
+    /// outage, queued again).
+    async fn write_apart(&self, batch: Vec<(Session, SessionReport)>) {
+        for (session, report) in batch {
+            let one = [(session, report)];
+            match self.write_statuses(&one).await {
+                Ok(fenced) => {
+                    self.end_superseded(fenced);
+                    continue;
+                }
+                Err(error) if error.is_transient() => {
+                    let count = one[0].1.len();
+                    self.requeue(one.into(), &error, count);
+                    continue;
+                }
+                Err(_) => {}
+            }
+            let [(session, report)] = one;
+            for entry in entries(report) {
+                let single = [(session.clone(), report_of(entry))];
+                match self.write_statuses(&single).await {
+                    Ok(fenced) => self.end_superseded(fenced),
+                    Err(error) if error.is_transient() => self.requeue(single.into(), &error, 1),
+                    Err(error) => {
+                        let connector_id = single[0]
+                            .1
+                            .statuses
+                            .first()
+                            .map(|status| status.connector_id.clone())
+                            .or_else(|| single[0].1.gone.first().map(|g| g.connector_id.clone()))
+                            .unwrap_or_default();
+                        tracing::error!(%error, agent_id = %session.agent_id, %connector_id,
+                                        "an agent's report could not be recorded; dropped");
+                        crate::telemetry::metrics::report_refused("unwritable", 1);
                     }
                 }
+            }
+        }
+    }
+
+    /// Ends the local sessions the store found superseded (a newer session
+    /// of their agent exists, on another replica).
+    fn end_superseded(&self, fenced: Vec<Session>) {
+        for session in fenced {
+            let token = self
+                .sessions
+                .lock()
+                .unwrap()
+                .get(&session.agent_id)
+                .filter(|local| local.session.session_id == session.session_id)
+                .map(|local| local.superseded.clone());
+            self.unregister(&session);
+            if let Some(token) = token {
+                token.cancel();
             }
         }
     }

@@ -26,8 +26,9 @@ mod types;
 
 use crate::domain::{
     Actor, Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor,
-    Hello, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary, Rejection,
-    Replica, RestartPolicy, SearchFilter, Session, SessionEnd, SessionReport, StartRequest,
+    Hello, MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
+    RegionSummary, Rejection, Replica, RestartPolicy, SearchFilter, Session, SessionEnd,
+    SessionReport, StartRequest,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -168,6 +169,19 @@ pub trait Connectors: Send + Sync {
         &self,
         changes: &[Change],
     ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+
+    /// MarkConnectorStopped, in one transaction: a retry with an audited
+    /// `request_id` changes nothing; else the connector is locked, the
+    /// online agent holding it (if any) looked up, `rules::decide_mark_stopped`
+    /// asked, and the mark, the superseding of its open commands and the
+    /// audit event written (`preview`: decided, nothing written). Returns
+    /// the connector as it is (or would be) and whether the call was a
+    /// replay.
+    fn mark_stopped(
+        &self,
+        request: &MarkStoppedRequest,
+        preview: bool,
+    ) -> impl Future<Output = Result<(Connector, bool), StoreError>> + Send;
 
     /// Records a batch call under its request id with what it chose, or,
     /// when the id is taken, returns the record already there (with its

@@ -18,7 +18,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
     checkpoint_time, latency_us, store_earliest_time, store_latest_time, \
     status_message, create_time, update_time, \
     restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms, \
-    restart_count, next_restart_time, \
+    restart_count, next_restart_time, fenced_below, \
     (SELECT a.last_heartbeat_time FROM agents a WHERE a.id = connectors.agent_id) \
     AS last_heartbeat_time";
 
@@ -96,6 +96,7 @@ pub(crate) fn connector_from(row: &impl ReadRow) -> Result<Connector, StoreError
             count: count(row.integer("restart_count")?),
             next_time: row.optional_time("next_restart_time")?,
         },
+        fenced_below: row.integer("fenced_below")?,
     })
 }
 

@@ -29,6 +29,10 @@
 //! - `connector_control.connections.refused`: connections closed before
 //!   they were served, by `reason` (`handshake_timeout`, `evicted`,
 //!   `connection_cap`, `handshake_failed`).
+//! - `connector_control.agent_reports.refused`: parts of agents' reports
+//!   that were not recorded, by `reason` (`checkpoint_in_future`,
+//!   `store_range_in_future`, `unwritable`: a row the database refused,
+//!   dropped so that it never blocks the others).
 //!
 //! The database-wide gauges come from one sample every `--metrics-interval`
 //! (15 s), taken only while metrics are exported; every replica reports
@@ -74,6 +78,7 @@ pub struct Instruments {
     pub connector_latency: Histogram<f64>,
     pub unauthenticated: opentelemetry::metrics::Counter<u64>,
     pub connections_refused: opentelemetry::metrics::Counter<u64>,
+    pub reports_refused: opentelemetry::metrics::Counter<u64>,
 }
 
 fn meter() -> Meter {
@@ -148,6 +153,14 @@ pub fn instruments() -> &'static Instruments {
                      evicted (for a newer handshake), connection_cap, handshake_failed",
                 )
                 .build(),
+            reports_refused: meter
+                .u64_counter("connector_control.agent_reports.refused")
+                .with_unit("{report}")
+                .with_description(
+                    "Parts of agent reports not recorded, by reason: checkpoint_in_future, \
+                     store_range_in_future, unwritable",
+                )
+                .build(),
         }
     })
 }
@@ -164,6 +177,14 @@ pub fn heartbeat_write(kind: &'static str, size: usize, started: std::time::Inst
     metrics
         .flush_size
         .record(u64::try_from(size).unwrap_or(u64::MAX), &kind);
+}
+
+/// Counts a part of an agent's report that was not recorded, and why.
+pub fn report_refused(reason: &'static str, count: usize) {
+    instruments().reports_refused.add(
+        u64::try_from(count).unwrap_or(u64::MAX),
+        &[KeyValue::new("reason", reason)],
+    );
 }
 
 /// The latest database-wide sample, shared by the sampler and the gauges.

@@ -371,6 +371,109 @@ async fn an_agent_back_without_its_connector_leaves_it_failed_and_its_restart_po
     app.connector_becomes("c1", |c| c.state == RUNNING).await;
 }
 
+async fn mark_stopped(
+    app: &TestApp,
+    request: v1::MarkConnectorStoppedRequest,
+) -> Result<v1::MarkConnectorStoppedResponse, tonic::Status> {
+    app.client
+        .clone()
+        .mark_connector_stopped(request)
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn a_connector_whose_agent_is_gone_is_marked_stopped_and_runs_elsewhere() {
+    let (app, mut a1) = app_with_agent().await;
+    let first = run_c1(&app, &mut a1).await;
+    drop(a1);
+    app.connector_becomes("c1", |c| c.state == S::Unknown as i32)
+        .await;
+    // Start and Pause wait for the agent; mark stopped is the way out.
+    assert_error(
+        app.start(start_request("c1")).await,
+        Code::FailedPrecondition,
+        "CONNECTOR_NOT_STOPPED",
+    );
+    let request = |reason: &str, validate_only| v1::MarkConnectorStoppedRequest {
+        id: "c1".to_owned(),
+        reason: reason.to_owned(),
+        request_id: "inc-7-mark".to_owned(),
+        validate_only,
+    };
+    let refused = assert_error(
+        mark_stopped(&app, request("", false)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&refused), ["reason"]);
+    let dry = mark_stopped(&app, request("INC-7 host lost", true))
+        .await
+        .unwrap();
+    assert!(dry.validate_only);
+    assert_eq!(dry.connector.unwrap().state, S::Stopped as i32);
+    assert_eq!(app.get("c1").await.state, S::Unknown as i32, "a dry run");
+    let marked = mark_stopped(&app, request("INC-7 host lost", false))
+        .await
+        .unwrap()
+        .connector
+        .unwrap();
+    assert_eq!(marked.state, S::Stopped as i32);
+    assert!(marked.status_message.contains("INC-7 host lost"));
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM audit_events
+             WHERE action = 'MARK_CONNECTOR_STOPPED' AND outcome = 'OK'"
+        )
+        .await,
+        1
+    );
+
+    // Another agent of the region runs it now.
+    let mut a2 = TestAgent::connect(&app, hello("a2", "eu-2", "10.0.2.8")).await;
+    let _alive = a2.keep_alive();
+    app.start(start_request("c1")).await.unwrap();
+    let command = a2.next_command().await;
+    a2.succeed(&command, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING && c.agent_id == "a2")
+        .await;
+    // The lost agent comes back still running the old generation: it has
+    // no say any more (its hello is recorded before its welcome).
+    let _a1 = TestAgent::connect(
+        &app,
+        v1::Hello {
+            connectors: vec![status("c1", S::Running, first.generation)],
+            ..hello("a1", "eu-2", "10.0.2.7")
+        },
+    )
+    .await;
+    let after = app.get("c1").await;
+    assert_eq!((after.state, after.agent_id.as_str()), (RUNNING, "a2"));
+}
+
+#[tokio::test]
+async fn mark_stopped_is_refused_while_the_agent_is_online() {
+    let (app, mut agent) = app_with_agent().await;
+    let _alive = agent.keep_alive();
+    run_c1(&app, &mut agent).await;
+    let status = assert_error(
+        mark_stopped(
+            &app,
+            v1::MarkConnectorStoppedRequest {
+                id: "c1".to_owned(),
+                reason: "INC-8".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await,
+        Code::FailedPrecondition,
+        "AGENT_ONLINE",
+    );
+    assert_eq!(error_info(&status).metadata["agent_id"], "a1");
+    assert!(status.message().contains("pause it instead"));
+    assert_eq!(app.get("c1").await.state, RUNNING);
+}
+
 #[tokio::test]
 async fn a_connector_a_heartbeat_stops_listing_is_not_running() {
     let (app, mut agent) = app_with_agent().await;

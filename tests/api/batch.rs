@@ -397,3 +397,69 @@ async fn a_batch_start_refuses_each_connector_whose_checkpoint_is_gone_unless_sk
     assert_eq!(gone.outcome, v1::BatchOutcome::Changed as i32);
     assert!(gone.command.as_ref().unwrap().skip_to_earliest);
 }
+
+#[tokio::test]
+async fn a_batch_by_server_network_respects_octet_boundaries() {
+    let app = a_bad_server().await;
+    app.create(connector("c5", "c5")).await;
+    app.start(start_request("c5")).await.unwrap();
+    // A text prefix "10.0.1" would also pick 10.0.13.9.
+    app.sql("UPDATE connectors SET server_ip = '10.0.13.9' WHERE id = 'c5'")
+        .await;
+    let network = |server_ip: &str| {
+        Some(v1::ConnectorFilter {
+            server_ip: server_ip.to_owned(),
+            ..Default::default()
+        })
+    };
+    let response = batch_pause(
+        &app,
+        v1::BatchPauseConnectorsRequest {
+            filter: network("10.0.1.0/24"),
+            reason: "INC-78".to_owned(),
+            validate_only: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let chosen: Vec<_> = response
+        .results
+        .iter()
+        .map(|r| r.connector_id.as_str())
+        .collect();
+    assert_eq!(chosen, ["c1", "c2", "c3"]);
+    // Not an address: refused, saying what to write.
+    let status = assert_error(
+        batch_pause(
+            &app,
+            v1::BatchPauseConnectorsRequest {
+                filter: network("10.0.1"),
+                reason: "INC-78".to_owned(),
+                ..Default::default()
+            },
+        )
+        .await,
+        tonic::Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    assert_eq!(violated_fields(&status), ["filter.server_ip"]);
+    assert!(
+        status.message().contains("10.0.1.0/24"),
+        "{}",
+        status.message()
+    );
+    // ListConnectors takes the same field.
+    let listed = app
+        .client
+        .clone()
+        .list_connectors(v1::ListConnectorsRequest {
+            server_ip: "10.0.13.9".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.connectors.len(), 1);
+    assert_eq!(listed.connectors[0].id, "c5");
+}

@@ -3,6 +3,7 @@
 
 use crate::helpers::*;
 use connector_control::agent::{self, AgentConfig};
+use connector_control::proto::v1;
 use std::time::Duration;
 
 struct Run {
@@ -452,6 +453,30 @@ async fn a_batch_pause_by_server_ip_shows_first_and_never_asks_a_pipe() {
         2
     );
     assert_eq!(app.get("c3").await.state, v1_state("STARTING"));
+    // A partial address is no longer a text prefix: it is refused, saying
+    // how to name the servers 10.0.1.x.
+    let partial = cli(
+        &app,
+        &["connectors", "pause", "--server-ip", "10.0.1", "--dry-run"],
+    )
+    .await;
+    assert_eq!(partial.code, Some(2), "{}", partial.stderr);
+    assert!(partial.stderr.contains("10.0.1.0/24"), "{}", partial.stderr);
+    let network = cli(
+        &app,
+        &[
+            "connectors",
+            "list",
+            "--server-ip",
+            "10.0.1.0/24",
+            "-o",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(network.code, Some(0), "{}", network.stderr);
+    let page: serde_json::Value = serde_json::from_str(&network.stdout).unwrap();
+    assert_eq!(page["totalSize"], 2);
 
     let both = cli(
         &app,
@@ -522,4 +547,89 @@ async fn connectors_watch_prints_the_snapshot_then_each_change_as_it_happens() {
     );
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_connector_no_agent_answers_is_marked_stopped_from_the_cli() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    // A start no agent of the region ever takes: STARTING for good.
+    app.start(start_request("c1")).await.unwrap();
+    let dry = cli(
+        &app,
+        &[
+            "connectors",
+            "mark-stopped",
+            "c1",
+            "--reason",
+            "INC-9 region eu-2 lost",
+            "--dry-run",
+        ],
+    )
+    .await;
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert!(
+        dry.stdout.starts_with("dry run, nothing changed"),
+        "{}",
+        dry.stdout
+    );
+    assert_eq!(
+        app.get("c1").await.state,
+        v1::ConnectorState::Starting as i32
+    );
+    let marked = cli(
+        &app,
+        &[
+            "connectors",
+            "mark-stopped",
+            "c1",
+            "--reason",
+            "INC-9 region eu-2 lost",
+        ],
+    )
+    .await;
+    assert_eq!(marked.code, Some(0), "{}", marked.stderr);
+    assert!(marked.stdout.contains("is STOPPED"), "{}", marked.stdout);
+    assert_eq!(
+        app.get("c1").await.state,
+        v1::ConnectorState::Stopped as i32
+    );
+    // A second time: already stopped, a precondition (exit 4).
+    let again = cli(
+        &app,
+        &["connectors", "mark-stopped", "c1", "--reason", "again"],
+    )
+    .await;
+    assert_eq!(again.code, Some(4), "{}", again.stderr);
+    assert!(
+        again.stderr.contains("CONNECTOR_NOT_RUNNING"),
+        "{}",
+        again.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_start_refused_for_a_lost_checkpoint_prints_both_ways_out() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    app.lose_checkpoint("c1").await;
+    let refused = cli(&app, &["connectors", "start", "c1"]).await;
+    assert_eq!(refused.code, Some(4), "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains("CHECKPOINT_OUT_OF_RANGE")
+            && refused
+                .stderr
+                .contains("connectors start c1 --pull-back 2026-01-01T00:00:00+00:00")
+            && refused
+                .stderr
+                .contains("connectors start c1 --skip-to-earliest"),
+        "{}",
+        refused.stderr
+    );
+    let skipped = cli(&app, &["connectors", "start", "c1", "--skip-to-earliest"]).await;
+    assert_eq!(skipped.code, Some(0), "{}", skipped.stderr);
+    assert_eq!(
+        app.get("c1").await.state,
+        v1::ConnectorState::Starting as i32
+    );
 }

@@ -121,8 +121,8 @@ async fn undecodable_bytes_are_invalid_argument_on_every_rpc_a_client_does_not_s
         }
     }
     assert_eq!(
-        checked, 14,
-        "every RPC a client does not stream: 13 unary, WatchConnectors"
+        checked, 15,
+        "every RPC a client does not stream: 14 unary, WatchConnectors"
     );
     assert_eq!(app.count("SELECT count(*) FROM audit_events").await, 0);
 }

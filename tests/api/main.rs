@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on a port-0 listener, the generated
 //! tonic client, and a fresh PostgreSQL database per test.
 
+mod agent_reports;
 mod agents;
 mod batch;
 #[path = "../support/pgbouncer.rs"]

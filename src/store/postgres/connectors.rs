@@ -8,7 +8,8 @@ use super::conn::Db;
 use super::error::{is_unique_violation, translate};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, RestartPolicy,
+    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
@@ -185,6 +186,16 @@ impl Connectors for PgStore {
             .await
     }
 
+    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
+    async fn mark_stopped(
+        &self,
+        request: &MarkStoppedRequest,
+        preview: bool,
+    ) -> Result<(Connector, bool), StoreError> {
+        self.retrying(|| self.mark_stopped_once(request, preview))
+            .await
+    }
+
     async fn begin_batch(
         &self,
         request_id: &str,
@@ -270,5 +281,100 @@ impl Connectors for PgStore {
             .await
             .map_err(translate)?;
         Ok(row.get(0))
+    }
+}
+
+impl PgStore {
+    async fn mark_stopped_once(
+        &self,
+        request: &MarkStoppedRequest,
+        preview: bool,
+    ) -> Result<(Connector, bool), StoreError> {
+        let id = request.connector_id.as_str();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(translate)?;
+        if let Some(request_id) = &request.request_id {
+            let done = tx
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM audit_events
+                       WHERE connector_id = $1 AND action = 'MARK_CONNECTOR_STOPPED'
+                         AND request_id = $2 AND outcome = 'OK')",
+                )
+                .await
+                .map_err(translate)?;
+            if tx
+                .query_one(&done, &[&id, request_id])
+                .await
+                .map_err(translate)?
+                .get::<_, bool>(0)
+            {
+                drop(tx);
+                return Ok((self.get_connector(id).await?, true));
+            }
+        }
+        let lock = tx
+            .prepare_cached(&format!(
+                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
+            ))
+            .await
+            .map_err(translate)?;
+        let connector = match tx.query_opt(&lock, &[&id]).await.map_err(translate)? {
+            Some(row) => connector_from_row(&row)?,
+            None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
+        };
+        // The agent running it, or answering its command in flight, heard
+        // from within `offline_after` (the sweep's notion of online).
+        let online = tx
+            .prepare_cached(
+                "SELECT a.id FROM agents a
+                 WHERE (a.id = $2 OR a.id IN (SELECT agent_id FROM commands
+                                             WHERE connector_id = $1 AND status = 'DELIVERED'))
+                   AND a.id <> '' AND a.disconnect_time IS NULL
+                   AND a.last_heartbeat_time > now() - make_interval(secs => $3)
+                 ORDER BY a.id LIMIT 1",
+            )
+            .await
+            .map_err(translate)?;
+        let online_agent: Option<String> = tx
+            .query_opt(
+                &online,
+                &[
+                    &id,
+                    &connector.agent_id,
+                    &request.offline_after.as_secs_f64(),
+                ],
+            )
+            .await
+            .map_err(translate)?
+            .map(|row| row.get(0));
+        let marked = rules::decide_mark_stopped(&connector, request, online_agent.as_deref())?;
+        if preview {
+            return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
+        }
+        let supersede = tx
+            .prepare_cached(super::changes::sql::SUPERSEDE)
+            .await
+            .map_err(translate)?;
+        tx.execute(&supersede, &[&vec![id]])
+            .await
+            .map_err(translate)?;
+        let update = tx
+            .prepare_cached(&format!(
+                "UPDATE connectors
+                 SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
+                     fenced_below = $2, status_message = $3, next_restart_time = NULL,
+                     update_time = now()
+                 WHERE id = $1
+                 RETURNING {CONNECTOR_COLUMNS}"
+            ))
+            .await
+            .map_err(translate)?;
+        let row = tx
+            .query_one(&update, &[&id, &marked.generation, &marked.status_message])
+            .await
+            .map_err(translate)?;
+        insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
+        tx.commit().await.map_err(translate)?;
+        Ok((connector_from_row(&row)?, false))
     }
 }

@@ -73,6 +73,8 @@ struct SearchSql {
     substring: String,
     prefix: String,
     region: String,
+    /// The server filter's first and last address.
+    server: Option<(String, String)>,
     states: Vec<&'static str>,
     lagging_over_us: Option<i64>,
     has_query: bool,
@@ -89,8 +91,10 @@ impl SearchSql {
         // filter (its partial indexes find the few lagging connectors;
         // walking the name index instead reads half a million rows at a
         // million connectors when the lagging ones sort late).
-        let selective_query =
-            folded.chars().count() >= 3 || filter.lagging_over.is_some() || filter.awaiting_restart;
+        let selective_query = folded.chars().count() >= 3
+            || filter.lagging_over.is_some()
+            || filter.awaiting_restart
+            || filter.server.is_some();
         let mut conditions = Vec::new();
         let mut n = 0;
         let mut next = || {
@@ -107,6 +111,14 @@ impl SearchSql {
         }
         if !filter.region.is_empty() {
             conditions.push(format!("region = ${}", next()));
+        }
+        if filter.server.is_some() {
+            // Address order (the index of migration V17); every stored
+            // address is a host, so the network is its first to last.
+            let (first, last) = (next(), next());
+            conditions.push(format!(
+                "NULLIF(server_ip, '')::inet BETWEEN ${first}::text::inet AND ${last}::text::inet"
+            ));
         }
         // One state is bound as a plain equality: the planner can then read
         // the (region, state, name, id) index in order, which it does not do
@@ -130,6 +142,7 @@ impl SearchSql {
             substring: format!("%{needle}%"),
             prefix: format!("{needle}%"),
             region: filter.region.clone(),
+            server: filter.server.as_ref().map(|server| server.bounds()),
             states: filter.states.iter().map(|s| s.as_str()).collect(),
             lagging_over_us: filter.lagging_over.map(crate::domain::micros),
             has_query,
@@ -145,6 +158,10 @@ impl SearchSql {
         }
         if !self.region.is_empty() {
             params.push(&self.region);
+        }
+        if let Some((first, last)) = &self.server {
+            params.push(first);
+            params.push(last);
         }
         match self.states.as_slice() {
             [] => {}

@@ -7,8 +7,8 @@ use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
 use super::{SqliteStore, now};
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, NewAuditEvent, NewConnector, RestartPolicy,
-    trace_context_to_text,
+    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
@@ -371,6 +371,83 @@ impl Connectors for SqliteStore {
             let connector = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
             tx.commit().map_err(translate)?;
             Ok(connector)
+        })
+        .await
+    }
+
+    async fn mark_stopped(
+        &self,
+        request: &MarkStoppedRequest,
+        preview: bool,
+    ) -> Result<(Connector, bool), StoreError> {
+        let request = request.clone();
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let id = request.connector_id.clone();
+            if let Some(request_id) = &request.request_id {
+                let done: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM audit_events
+                           WHERE connector_id = ?1 AND action = 'MARK_CONNECTOR_STOPPED'
+                             AND request_id = ?2 AND outcome = 'OK')",
+                    )
+                    .map_err(translate)?
+                    .query_row(params![id, request_id], |row| row.get(0))
+                    .map_err(translate)?;
+                if done {
+                    let connector =
+                        get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+                    return Ok((connector, true));
+                }
+            }
+            let connector = get_connector(&tx, &id)?
+                .ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
+            let heard_since = now()
+                - chrono::TimeDelta::from_std(request.offline_after)
+                    .unwrap_or(chrono::TimeDelta::MAX);
+            let online_agent: Option<String> = tx
+                .prepare_cached(
+                    "SELECT a.id FROM agents a
+                     WHERE (a.id = ?2 OR a.id IN (SELECT agent_id FROM commands
+                                                 WHERE connector_id = ?1 AND status = 'DELIVERED'))
+                       AND a.id <> '' AND a.disconnect_time IS NULL
+                       AND a.last_heartbeat_time > ?3
+                     ORDER BY a.id LIMIT 1",
+                )
+                .map_err(translate)?
+                .query_row(params![id, connector.agent_id, text(heard_since)], |row| {
+                    row.get(0)
+                })
+                .optional()
+                .map_err(translate)?;
+            let marked = rules::decide_mark_stopped(&connector, &request, online_agent.as_deref())?;
+            if preview {
+                return Ok((marked.applied_to(&connector, now()), false));
+            }
+            let at = text(now());
+            tx.prepare_cached(
+                "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
+                 WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
+            )
+            .map_err(translate)?
+            .execute(params![id, at])
+            .map_err(translate)?;
+            tx.prepare_cached(
+                "UPDATE connectors
+                 SET state = 'STOPPED', desired_state = 'STOPPED', generation = ?2,
+                     fenced_below = ?2, status_message = ?3, next_restart_time = NULL,
+                     update_time = ?4
+                 WHERE id = ?1",
+            )
+            .map_err(translate)?
+            .execute(params![id, marked.generation, marked.status_message, at])
+            .map_err(translate)?;
+            insert_audit(&tx, &marked.audit_event(&request, &connector))?;
+            let after = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+            tx.commit().map_err(translate)?;
+            Ok((after, false))
         })
         .await
     }

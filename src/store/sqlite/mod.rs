@@ -131,6 +131,20 @@ impl SqliteStore {
                  PRAGMA busy_timeout = 5000;",
             )
             .with_context(|| format!("configuring {}", path.display()))?;
+        // The server filter compares addresses, not text (10.2.1.0/24
+        // must not pick 10.2.13.9): by a key in address order.
+        connection
+            .create_scalar_function(
+                "server_ip_key",
+                1,
+                rusqlite::functions::FunctionFlags::SQLITE_UTF8
+                    | rusqlite::functions::FunctionFlags::SQLITE_DETERMINISTIC,
+                |context| {
+                    let ip: String = context.get(0)?;
+                    Ok(crate::domain::server_net::key_of(&ip))
+                },
+            )
+            .with_context(|| format!("configuring {}", path.display()))?;
         migrations::runner()
             .set_abort_divergent(true)
             .run(&mut connection)

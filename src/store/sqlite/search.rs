@@ -35,6 +35,16 @@ fn search_condition(filter: &SearchFilter) -> (String, Vec<String>) {
         values.push(filter.region.clone());
         conditions.push(format!("region = ?{}", values.len()));
     }
+    if let Some(server) = &filter.server {
+        let (first, last) = server.key_bounds();
+        values.push(first);
+        values.push(last);
+        conditions.push(format!(
+            "server_ip <> '' AND server_ip_key(server_ip) BETWEEN ?{} AND ?{}",
+            values.len() - 1,
+            values.len()
+        ));
+    }
     if !filter.states.is_empty() {
         let first = values.len() + 1;
         let placeholders: Vec<String> = filter

@@ -102,6 +102,35 @@ async fn search_by_ip_prefix_and_the_region_filter_narrow_the_table_and_the_url_
 }
 
 #[tokio::test]
+async fn the_server_field_takes_a_network_and_says_what_is_wrong_with_anything_else() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    // Both eu-1 agents (10.0.1.7 and .8) report their connectors.
+    app.wait_for_state("users-eu", v1::ConnectorState::Running)
+        .await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/")).await;
+    let server = browser.find("#server").await;
+    server.send_keys("10.0.1.8/31").await.unwrap();
+    server
+        .send_keys(&fantoccini::key::Key::Enter.to_string())
+        .await
+        .unwrap();
+    browser
+        .until(
+            "only the eu-1 servers",
+            "return location.search.includes('server=10.0.1.8%2F31') &&
+               document.querySelectorAll('#connectors tbody tr').length > 0 &&
+               [...document.querySelectorAll('#connectors tbody td[data-label=\"Server IP\"]')]
+                 .every(td => td.textContent === '10.0.1.8' || td.textContent === '10.0.1.9');",
+        )
+        .await;
+    // Not an address: the API's refusal names the field.
+    browser.goto(&app.url("/?server=10.0.1")).await;
+    let failure = browser.find(".failure").await.text().await.unwrap();
+    assert!(failure.contains("10.0.1.0/24"), "{failure}");
+}
+
+#[tokio::test]
 async fn start_without_pull_back_shows_running_without_a_reload() {
     let app = ConsoleApp::start(Backend::Postgres).await;
     app.pause_via_api("orders-eu").await;
@@ -257,6 +286,67 @@ async fn the_start_dialog_offers_the_explicit_skip_when_the_store_lost_the_check
     let commands = app.commands("lost-eu").await;
     assert_eq!(commands.len(), 1);
     assert!(commands[0].skip_to_earliest);
+}
+
+#[tokio::test]
+async fn a_connector_whose_agent_is_gone_is_marked_stopped_from_its_row_and_can_start_again() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let mut gone = crate::helpers::connector("gone-eu", "gone orders");
+    for endpoint in [&mut gone.source, &mut gone.destination] {
+        endpoint.as_mut().unwrap().region = "eu-9".to_owned();
+    }
+    app.client
+        .clone()
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(gone),
+        })
+        .await
+        .unwrap();
+    // An agent of its own runs it, then dies.
+    let channel = channel_to(&app.grpc.to_string()).await;
+    let agent = TestAgent::connect_to(channel, hello("lost-1", "eu-9", "10.9.0.1")).await;
+    let mut agent = agent;
+    app.client
+        .clone()
+        .start_connector(v1::StartConnectorRequest {
+            id: "gone-eu".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, v1::ConnectorState::Running).await;
+    app.wait_for_state("gone-eu", v1::ConnectorState::Running)
+        .await;
+    drop(agent);
+    app.wait_for_state("gone-eu", v1::ConnectorState::Unknown)
+        .await;
+
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=gone-eu")).await;
+    browser.until_row("gone-eu", "UNKNOWN").await;
+    browser.until_live().await;
+    browser
+        .click("#row-gone-eu a[href='/connectors/gone-eu/mark-stopped']")
+        .await;
+    browser
+        .find("#dialog #mark-reason")
+        .await
+        .send_keys("INC-11 host of lost-1 gone")
+        .await
+        .unwrap();
+    browser.click("#dialog button.primary").await;
+    browser.until_row("gone-eu", "STOPPED").await;
+    browser
+        .find("#row-gone-eu a[href='/connectors/gone-eu/start']")
+        .await;
+    let connector = app.get("gone-eu").await;
+    assert_eq!(connector.state, v1::ConnectorState::Stopped as i32);
+    assert!(
+        connector.status_message.contains("INC-11"),
+        "{}",
+        connector.status_message
+    );
 }
 
 #[tokio::test]

@@ -96,6 +96,21 @@ pub(super) async fn the_filter_watchers_apply_agrees_with_the_search<S: FleetSto
             states: vec![ConnectorState::Running],
             lagging_over: Some(Duration::from_secs(10)),
             awaiting_restart: false,
+            server: None,
+        },
+        // Addresses, not text: the /31 holds .6 and .7, not .8.
+        SearchFilter {
+            server: Some(ServerNet::parse("10.0.2.6/31").unwrap()),
+            ..Default::default()
+        },
+        SearchFilter {
+            server: Some(ServerNet::parse("10.0.2.8").unwrap()),
+            ..Default::default()
+        },
+        SearchFilter {
+            server: Some(ServerNet::parse("10.0.0.0/8").unwrap()),
+            states: vec![ConnectorState::Unknown],
+            ..Default::default()
         },
     ];
     for filter in filters {

@@ -319,3 +319,119 @@ pub(super) async fn a_start_never_skips_a_checkpoint_the_store_no_longer_holds<S
         Err(StoreError::Rejected(Rejection::RequestIdReused { .. }))
     ));
 }
+
+pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fences_it<
+    S: FleetStore,
+>(
+    store: &S,
+) {
+    store
+        .create_connector(new_connector("c1", "c1", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let started = store.start_connector(&start("c1")).await.unwrap();
+    let session = store
+        .open_session(&hello("ag", "eu-2", "10.0.2.7"))
+        .await
+        .unwrap();
+    let claimed = store
+        .claim_commands("eu-2", &[(session.clone(), 4)], HOUR)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1, "the start is with the agent");
+    let mark = |offline_after, request_id: Option<&str>| MarkStoppedRequest {
+        connector_id: "c1".to_owned(),
+        reason: "INC-7 host lost".to_owned(),
+        request_id: request_id.map(str::to_owned),
+        actor: Default::default(),
+        offline_after,
+    };
+    // Its agent is online: pause it instead.
+    assert!(matches!(
+        store.mark_stopped(&mark(HOUR, None), false).await,
+        Err(StoreError::Rejected(Rejection::AgentOnline { .. }))
+    ));
+    // Silent (offline_after 0): a dry run shows the mark and writes nothing.
+    let (preview, _) = store
+        .mark_stopped(&mark(Duration::ZERO, None), true)
+        .await
+        .unwrap();
+    assert_eq!(preview.state, ConnectorState::Stopped);
+    let before = store.get_connector("c1").await.unwrap();
+    assert_eq!(before.state, ConnectorState::Starting);
+    let (marked, replayed) = store
+        .mark_stopped(&mark(Duration::ZERO, Some("m-1")), false)
+        .await
+        .unwrap();
+    assert!(!replayed);
+    assert_eq!(
+        (marked.state, marked.desired_state, marked.generation),
+        (ConnectorState::Stopped, ConnectorState::Stopped, 2)
+    );
+    assert!(
+        marked.status_message.contains("INC-7"),
+        "{}",
+        marked.status_message
+    );
+    let start_command = store.get_command(&started.command.id).await.unwrap();
+    assert_eq!(start_command.status, CommandStatus::Superseded);
+    // A retry changes nothing; a second mark is refused.
+    let (again, replayed) = store
+        .mark_stopped(&mark(Duration::ZERO, Some("m-1")), false)
+        .await
+        .unwrap();
+    assert!(replayed);
+    assert_eq!(again.generation, 2);
+    assert!(matches!(
+        store.mark_stopped(&mark(Duration::ZERO, None), false).await,
+        Err(StoreError::Rejected(Rejection::AlreadyStopped { .. }))
+    ));
+    // The lost agent's late words change nothing: its answer to the start,
+    // and its report of the generation it ran.
+    store
+        .complete_command(
+            &session,
+            &CommandReport {
+                command_id: started.command.id.clone(),
+                success: true,
+                error_reason: String::new(),
+                error_message: String::new(),
+                status: Some(running("c1", 1)),
+                trace_context: Default::default(),
+                retriable: None,
+            },
+        )
+        .await
+        .unwrap();
+    store
+        .record_statuses(&session, &[running("c1", 1)])
+        .await
+        .unwrap();
+    let after = store.get_connector("c1").await.unwrap();
+    assert_eq!(after.state, ConnectorState::Stopped);
+    assert!(
+        after.status_message.contains("start it to take it back"),
+        "{}",
+        after.status_message
+    );
+    // It starts again as any stopped connector.
+    let restarted = store.start_connector(&start("c1")).await.unwrap();
+    assert_eq!(restarted.command.generation, 3);
+    let (events, _) = store
+        .list_audit_events(
+            &connector_control::domain::AuditFilter {
+                connector_id: Some("c1".to_owned()),
+                ..Default::default()
+            },
+            10,
+        )
+        .await
+        .unwrap();
+    let audited: Vec<_> = events
+        .iter()
+        .filter(|e| e.action == "MARK_CONNECTOR_STOPPED")
+        .collect();
+    assert_eq!(audited.len(), 1);
+    assert_eq!(audited[0].reason, "INC-7 host lost");
+    assert_eq!(audited[0].request_id, "m-1");
+}

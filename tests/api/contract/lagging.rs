@@ -128,6 +128,7 @@ pub(super) async fn every_search_filter_combines_with_the_others_and_a_cursor<S:
         states: vec![ConnectorState::Running, ConnectorState::Unknown],
         lagging_over: Some(Duration::from_secs(60)),
         awaiting_restart: false,
+        server: Some(ServerNet::parse("10.0.2.0/24").unwrap()),
     };
     let page = store.list_connectors(&everything, None, 10).await.unwrap();
     assert_eq!(page.total, 2);

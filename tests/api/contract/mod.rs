@@ -21,8 +21,8 @@ use chrono::Utc;
 #[allow(unused_imports)]
 use connector_control::domain::{
     Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
-    LagCause, NewConnector, ObservedStatus, PauseRequest, Rejection, SearchFilter, Session,
-    SessionEnd, SessionReport, StartRequest, TimeRange,
+    LagCause, MarkStoppedRequest, NewConnector, ObservedStatus, PauseRequest, Rejection,
+    SearchFilter, ServerNet, Session, SessionEnd, SessionReport, StartRequest, TimeRange,
 };
 #[allow(unused_imports)]
 use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
@@ -93,6 +93,7 @@ contract_suite!(
     connectors::retried_requests_replay_and_conflicting_ones_are_refused,
     connectors::pull_back_rules_use_the_reported_store_range,
     connectors::a_start_never_skips_a_checkpoint_the_store_no_longer_holds,
+    connectors::mark_stopped_frees_a_connector_whose_agent_is_gone_and_fences_it,
     commands::commands_are_claimed_once_redelivered_and_completed_with_fencing,
     sessions::heartbeats_flush_and_silent_agents_go_offline,
     lagging::the_lagging_filter_finds_latency_strictly_over_the_alert_and_offline_agents,
@@ -115,7 +116,7 @@ contract_suite!(
     changes::the_filter_watchers_apply_agrees_with_the_search,
 );
 
-pub(super) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
+pub(crate) fn new_connector(id: &str, name: &str, kind: ConnectorKind) -> NewConnector {
     NewConnector {
         id: id.to_owned(),
         name: name.to_owned(),

@@ -173,6 +173,18 @@ pub(super) async fn call(channel: &Channel, rpc: &str, token: Option<&str>, n: u
                 ))
                 .await,
         ),
+        "MarkConnectorStopped" => outcome(
+            connectors
+                .mark_connector_stopped(with_token(
+                    v1::MarkConnectorStoppedRequest {
+                        id: "missing".into(),
+                        reason: "test".into(),
+                        ..Default::default()
+                    },
+                    token,
+                ))
+                .await,
+        ),
         "UpdateRestartPolicy" => outcome(
             connectors
                 .update_restart_policy(with_token(

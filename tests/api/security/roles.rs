@@ -10,7 +10,18 @@ async fn every_rpc_checks_every_role() {
     let channel = app.channel().await;
     create_as_admin(&ConnectorServiceClient::new(channel.clone()), "c1").await;
     // Columns: no token, unknown token, viewer, operator, admin, agent.
-    let matrix: [(&str, [Outcome; 6]); 15] = [
+    let matrix: [(&str, [Outcome; 6]); 16] = [
+        (
+            "MarkConnectorStopped",
+            [
+                Unauthenticated,
+                Unauthenticated,
+                Denied,
+                Allowed,
+                Allowed,
+                Denied,
+            ],
+        ),
         (
             "UpdateRestartPolicy",
             [

@@ -1,0 +1,58 @@
+//! MarkConnectorStopped: the way out for a connector whose agent is gone
+//! (the decision is `domain::rules::decide_mark_stopped`).
+
+use super::{ApiError, ConnectorApi, Refusal, convert};
+use crate::auth::Permission;
+use crate::domain::AuditAction;
+use crate::proto::v1;
+use crate::store::FleetStore;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+impl<S: FleetStore> ConnectorApi<S> {
+    /// The RPC's body: `change` (permission, rate limit, refusal audit),
+    /// then the store's mark.
+    pub(super) async fn mark_stopped_call(
+        &self,
+        request: Request<v1::MarkConnectorStoppedRequest>,
+    ) -> Result<Response<v1::MarkConnectorStoppedResponse>, Status> {
+        let message = request.get_ref();
+        let mut audit = Refusal::new(
+            &request,
+            AuditAction::MarkConnectorStopped,
+            &message.id,
+            &message.request_id,
+        );
+        audit.reason = message.reason.clone();
+        audit.dry_run = message.validate_only;
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let mut mark = convert::mark_stopped_request(&message, self.offline_after)?;
+                mark.actor = call.actor;
+                let (connector, replayed) = self
+                    .store
+                    .mark_stopped(&mark, message.validate_only)
+                    .await
+                    .map_err(ApiError::from)?;
+                if message.validate_only {
+                    info!("mark stopped validated (dry run; nothing written)");
+                } else if replayed {
+                    info!("mark stopped retried with the same request_id; nothing changed");
+                } else {
+                    info!(
+                        generation = connector.generation,
+                        "connector marked stopped"
+                    );
+                }
+                Ok(v1::MarkConnectorStoppedResponse {
+                    connector: Some(self.view(connector)),
+                    validate_only: message.validate_only,
+                })
+            },
+        )
+        .await
+    }
+}
