@@ -104,6 +104,13 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
     Ok(FLEET.len())
 }
 
+/// The regions the demo's agents serve.
+pub fn regions() -> Vec<&'static str> {
+    let mut regions: Vec<&'static str> = AGENTS.iter().map(|(_, region, ..)| *region).collect();
+    regions.dedup();
+    regions
+}
+
 /// Runs the demo agents against `addr` until `stop` is cancelled.
 pub fn spawn_agents(addr: SocketAddr, stop: CancellationToken) {
     spawn_agents_with(addr, stop, |_| crate::auth::Bearer::default());
@@ -141,8 +148,8 @@ pub fn spawn_agents_with(
     }
 }
 
-/// What to try, printed at start-up.
-pub fn banner(addr: SocketAddr) -> String {
+/// What to try, printed at start-up (`secured`: with an auth file).
+pub fn banner(addr: SocketAddr, secured: bool) -> String {
     let s = if addr.ip().is_unspecified() {
         format!("127.0.0.1:{}", addr.port())
     } else {
@@ -157,6 +164,13 @@ pub fn banner(addr: SocketAddr) -> String {
          \x20 connector-control connectors list --server http://{s}\n\
          \x20 connector-control connectors pause users-ap --wait --server http://{s}\n\
          \x20 connector-control connectors start users-ap --pull-back -30m --wait --server http://{s}\n\
-         \x20 connector-control agents list --server http://{s}\n"
+         \x20 connector-control agents list --server http://{s}\n{}",
+        if secured {
+            "With --auth-file, calls need a token of the file (grpcurl -H 'authorization: Bearer \
+             <token>', CONNECTOR_CONTROL_TOKEN for the CLI); the demo's own agents have \
+             principals of their own (process:agent-<region>), with tokens nobody else knows.\n"
+        } else {
+            ""
+        }
     )
 }

@@ -290,6 +290,12 @@ pub fn parse<R: BatchRequest>(
     })
 }
 
+/// A batch call's request id, as recorded: answered, or work to finish.
+enum Resumed {
+    Answered(v1::BatchConnectorsResponse),
+    Work(Vec<String>),
+}
+
 /// The google.rpc.Status a single call would have answered with.
 fn rpc_status(error: StoreError) -> tonic_types::pb::Status {
     let status = tonic::Status::from(ApiError::from(error));
@@ -314,41 +320,24 @@ impl<S: FleetStore> ConnectorApi<S> {
         };
         let mut known = HashMap::new();
         let ids = match recorded {
-            Some(record) => {
-                if record.fingerprint != batch.fingerprint {
-                    return Err(ApiError::BatchRequestIdReused {
-                        request_id: batch.request_id.clone().unwrap_or_default(),
-                    });
-                }
-                if let Some(response) = record.response {
-                    info!("batch retried with the same request_id; returning its first answer");
-                    return decode(&response);
-                }
-                // A call with this id stopped half-way (the database went
-                // away, or its replica died): finish what it chose.
-                record.connector_ids
-            }
+            Some(record) => self.resume(&batch, &call, record)?,
             None => {
                 let ids = self.select(&batch, &mut known).await?;
                 match (&batch.request_id, batch.validate_only) {
                     (Some(request_id), false) => {
                         let record = self
                             .store
-                            .begin_batch(request_id, &batch.fingerprint, &ids)
+                            .begin_batch(request_id, &batch.fingerprint, &call.principal.name, &ids)
                             .await?;
-                        if record.fingerprint != batch.fingerprint {
-                            return Err(ApiError::BatchRequestIdReused {
-                                request_id: request_id.clone(),
-                            });
-                        }
-                        if let Some(response) = record.response {
-                            return decode(&response);
-                        }
-                        record.connector_ids
+                        self.resume(&batch, &call, record)?
                     }
-                    _ => ids,
+                    _ => Resumed::Work(ids),
                 }
             }
+        };
+        let ids = match ids {
+            Resumed::Answered(response) => return Ok(response),
+            Resumed::Work(ids) => ids,
         };
 
         let mut response = v1::BatchConnectorsResponse {
@@ -392,6 +381,38 @@ impl<S: FleetStore> ConnectorApi<S> {
                 .await?;
         }
         Ok(response)
+    }
+
+    /// What a recorded batch call with this request id means for this
+    /// call: its first answer, or (it stopped half-way: the database went
+    /// away, or its replica died) the connectors it chose, to finish. Only
+    /// the same principal's same call may repeat it, and the guard is
+    /// checked again: a retry with a smaller `max_connectors` does not
+    /// finish a larger selection.
+    fn resume(
+        &self,
+        batch: &Batch,
+        call: &Call,
+        record: crate::store::BatchRecord,
+    ) -> Result<Resumed, ApiError> {
+        let request_id = batch.request_id.clone().unwrap_or_default();
+        if !record.principal.is_empty() && record.principal != call.principal.name {
+            return Err(ApiError::RequestIdOfAnother { request_id });
+        }
+        if record.fingerprint != batch.fingerprint {
+            return Err(ApiError::BatchRequestIdReused { request_id });
+        }
+        if let Some(response) = record.response {
+            info!("batch retried with the same request_id; returning its first answer");
+            return decode(&response).map(Resumed::Answered);
+        }
+        if record.connector_ids.len() > batch.max {
+            return Err(ApiError::TooManyConnectors {
+                selected: record.connector_ids.len() as i64,
+                max: batch.max,
+            });
+        }
+        Ok(Resumed::Work(record.connector_ids))
     }
 
     /// One chunk's changes, in one transaction.

@@ -51,6 +51,9 @@ pub enum ApiError {
     /// A batch call's request id was used for a batch asking otherwise.
     #[error("request id {request_id} was used for another batch")]
     BatchRequestIdReused { request_id: String },
+    /// A request id another principal used: its answer is theirs.
+    #[error("request id {request_id} belongs to another principal")]
+    RequestIdOfAnother { request_id: String },
     #[error("command {command_id} not confirmed")]
     NotConfirmed {
         connector_id: String,
@@ -226,6 +229,21 @@ impl From<ApiError> for Status {
                     "request_id {request_id} was already used for a batch call with other \
                      parameters (connectors, filter, reason, pull-back time or region); use a \
                      new request id for each distinct call"
+                );
+                status(
+                    Code::InvalidArgument,
+                    ErrorReason::RequestIdReused,
+                    message.clone(),
+                    &[("request_id", request_id)],
+                    |details| {
+                        details.add_bad_request_violation("request_id", message);
+                    },
+                )
+            }
+            ApiError::RequestIdOfAnother { request_id } => {
+                let message = format!(
+                    "request_id {request_id} was already used by another principal; a request id \
+                     repeats only its own caller's call: use a new one"
                 );
                 status(
                     Code::InvalidArgument,

@@ -18,6 +18,7 @@ mod watch_connectors;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
+pub use batch::DEFAULT_MAX_CONNECTORS;
 pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
 pub use interceptor::interceptor;

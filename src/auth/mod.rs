@@ -434,6 +434,40 @@ pub struct Authenticator {
     reloaded: Arc<tokio::sync::watch::Sender<u64>>,
     /// Calls refused UNAUTHENTICATED: counted and logged, bounded.
     failures: Arc<failures::Failures>,
+    /// Agent principals the process adds itself (the demo's agents, each
+    /// with a token made at start-up and known to nobody else), kept
+    /// across reloads of the file.
+    builtin: Arc<Vec<BuiltinAgent>>,
+}
+
+/// An agent principal the process adds itself: its name, region and the
+/// digest of its token.
+#[derive(Clone, Debug)]
+struct BuiltinAgent {
+    name: String,
+    region: String,
+    token_sha256: [u8; 32],
+}
+
+impl Principals {
+    /// These principals and the process's own agents after them.
+    fn with_builtin(mut self, builtin: &[BuiltinAgent]) -> Self {
+        for agent in builtin {
+            self.entries.push(Entry {
+                principal: Principal {
+                    name: agent.name.clone(),
+                    role: Role::Agent,
+                    region: Some(agent.region.clone()),
+                    agent_id: None,
+                    unrestricted: false,
+                    credential: Credential::None,
+                },
+                token_sha256: Some(agent.token_sha256),
+                tls_client_name: None,
+            });
+        }
+        self
+    }
 }
 
 impl Authenticator {
@@ -444,7 +478,40 @@ impl Authenticator {
             principals: Arc::default(),
             reloaded: Arc::new(tokio::sync::watch::channel(0).0),
             failures: Arc::default(),
+            builtin: Arc::default(),
         }
+    }
+
+    /// Adds an agent principal of the process's own for each of
+    /// `regions` (named `process:agent-<region>`, with a token made now and
+    /// known to nobody else), kept across reloads; returns each region's
+    /// token. Without an auth file everyone is let in and there is none.
+    /// Call it before cloning: clones made earlier do not know them.
+    pub fn with_process_agents(
+        &mut self,
+        regions: &[&str],
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let Some(path) = self.file.clone() else {
+            return Ok(Vec::new());
+        };
+        let mut builtin = (*self.builtin).clone();
+        let mut tokens = Vec::new();
+        for region in regions {
+            let token = format!(
+                "{}{}",
+                uuid::Uuid::new_v4().simple(),
+                uuid::Uuid::new_v4().simple()
+            );
+            builtin.push(BuiltinAgent {
+                name: format!("process:agent-{region}"),
+                region: (*region).to_owned(),
+                token_sha256: Sha256::digest(token.as_bytes()).into(),
+            });
+            tokens.push(((*region).to_owned(), token));
+        }
+        self.builtin = Arc::new(builtin);
+        *self.principals.write().unwrap() = Arc::new(load(&path)?.with_builtin(&self.builtin));
+        Ok(tokens)
     }
 
     /// Loads `path`; fails if it cannot be read or is invalid.
@@ -455,6 +522,7 @@ impl Authenticator {
             principals: Arc::new(RwLock::new(Arc::new(principals))),
             reloaded: Arc::new(tokio::sync::watch::channel(0).0),
             failures: Arc::default(),
+            builtin: Arc::default(),
         })
     }
 
@@ -524,7 +592,7 @@ impl Authenticator {
         };
         let principals = load(path)?;
         let count = principals.len();
-        *self.principals.write().unwrap() = Arc::new(principals);
+        *self.principals.write().unwrap() = Arc::new(principals.with_builtin(&self.builtin));
         self.reloaded.send_modify(|n| *n = n.wrapping_add(1));
         Ok(count)
     }

@@ -432,7 +432,25 @@ impl Cli {
 
 /// `serve` on either backend.
 async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
-    let auth = authenticator(&args)?;
+    let mut auth = authenticator(&args)?;
+    if args.demo && args.tls_cert.is_some() {
+        bail!(
+            "--demo runs its agents in this process over plaintext gRPC to 127.0.0.1, and with \
+             --tls-cert this server speaks only TLS, so they could never connect: run the demo \
+             without --tls-cert, or run agents of your own (`connector-control agent --tls-ca \
+             ...`) against a server without --demo"
+        );
+    }
+    // With an auth file, the demo's agents get principals of their own,
+    // with tokens made now: the demo connects in every configuration it
+    // accepts.
+    let demo_tokens: std::collections::HashMap<String, String> = if args.demo {
+        auth.with_process_agents(&crate::demo::regions())?
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
     let listener = TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -542,14 +560,18 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         )?,
         console: console.clone(),
     };
-    if auth.enabled() {
+    let secured = auth.enabled();
+    if secured {
         tokio::spawn(reload_on_sighup(auth));
     }
     let shutdown = CancellationToken::new();
     if args.demo {
         crate::demo::seed(&store).await?;
         let addr = listener.local_addr()?;
-        crate::demo::spawn_agents(addr, shutdown.clone());
+        crate::demo::spawn_agents_with(addr, shutdown.clone(), |region| {
+            crate::auth::Bearer::from_args(demo_tokens.get(region).map(String::as_str), None)
+                .unwrap_or_default()
+        });
         if let Some(console) = &console {
             let scheme = if console.tls.is_some() {
                 "https"
@@ -558,7 +580,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             };
             println!("Console: {scheme}://{}/\n", console.listener.local_addr()?);
         }
-        println!("{}", crate::demo::banner(addr));
+        println!("{}", crate::demo::banner(addr, secured));
     }
     let stopping = shutdown.clone();
     let signal = async move {

@@ -909,8 +909,10 @@ impl BulkForm {
         let ids = params.all("ids");
         let all_matching = params.flag("all_matching");
         let total = params.get("total").parse().unwrap_or(0);
+        // The guard guards: what the person ticked, or for "all matching"
+        // the API's (and the CLI's) default, never the count that matched.
         let default_max = if all_matching {
-            total
+            i32::try_from(crate::api::DEFAULT_MAX_CONNECTORS).unwrap_or(i32::MAX)
         } else {
             i32::try_from(ids.len()).unwrap_or(i32::MAX)
         };

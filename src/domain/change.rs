@@ -117,7 +117,16 @@ impl Change {
 
     /// Whether a retry with an already used `request_id` repeats the call
     /// that produced `previous` (then `previous` is the answer).
+    /// Only the principal that used a request id repeats its call: another
+    /// one is refused, never handed someone else's command.
     pub fn check_replay(&self, connector: &Connector, previous: &Command) -> Result<(), Rejection> {
+        if !previous.principal.is_empty() && previous.principal != self.actor().principal {
+            return Err(Rejection::RequestIdReused {
+                connector_id: self.connector_id().to_owned(),
+                request_id: self.request_id().unwrap_or_default().to_owned(),
+                previous: "a call by another principal".to_owned(),
+            });
+        }
         let previous_intent = Intent {
             kind: previous.kind,
             pull_back_time: previous.pull_back_time,

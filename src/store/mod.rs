@@ -183,13 +183,15 @@ pub trait Connectors: Send + Sync {
         preview: bool,
     ) -> impl Future<Output = Result<(Connector, bool), StoreError>> + Send;
 
-    /// Records a batch call under its request id with what it chose, or,
+    /// Records a batch call under its request id with what it chose and
+    /// who made it, or,
     /// when the id is taken, returns the record already there (with its
     /// answer once the call that wrote it finished).
     fn begin_batch(
         &self,
         request_id: &str,
         fingerprint: &str,
+        principal: &str,
         connector_ids: &[String],
     ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
 

@@ -48,6 +48,9 @@ pub struct RestartRound {
 pub struct BatchRecord {
     /// What the call asked, hashed: a retry must ask the same.
     pub fingerprint: String,
+    /// Who made the call: a retry must be theirs (empty for batches
+    /// recorded before this was kept).
+    pub principal: String,
     /// The connectors it chose, in the order it processes them.
     pub connector_ids: Vec<String>,
     /// Its encoded answer, once it finished.

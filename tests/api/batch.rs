@@ -463,3 +463,36 @@ async fn a_batch_by_server_network_respects_octet_boundaries() {
     assert_eq!(listed.connectors.len(), 1);
     assert_eq!(listed.connectors[0].id, "c5");
 }
+
+#[tokio::test]
+async fn a_retry_that_lowers_the_guard_does_not_finish_a_larger_selection() {
+    let app = a_bad_server().await;
+    let request = |max_connectors| v1::BatchPauseConnectorsRequest {
+        filter: Some(v1::ConnectorFilter {
+            server_ip: "10.0.1.5".to_owned(),
+            ..Default::default()
+        }),
+        reason: "INC-79".to_owned(),
+        request_id: "inc-79".to_owned(),
+        max_connectors,
+        ..Default::default()
+    };
+    batch_pause(&app, request(0)).await.unwrap();
+    // As if the call stopped half-way (its replica died): no answer kept.
+    app.sql("UPDATE batches SET response = NULL WHERE request_id = 'inc-79'")
+        .await;
+    let status = assert_error(
+        batch_pause(&app, request(2)).await,
+        tonic::Code::FailedPrecondition,
+        "TOO_MANY_CONNECTORS",
+    );
+    assert_eq!(error_info(&status).metadata["selected"], "3");
+    // With a guard the selection fits, it is finished (nothing twice).
+    let finished = batch_pause(&app, request(3)).await.unwrap();
+    assert_eq!(finished.selected, 3);
+    assert_eq!(
+        app.count("SELECT count(*) FROM commands WHERE kind = 'PAUSE'")
+            .await,
+        2
+    );
+}

@@ -90,3 +90,98 @@ async fn demo_tour(server: &ServerProcess) {
         v1::ConnectorState::Running as i32
     );
 }
+
+#[tokio::test]
+async fn the_demo_with_an_auth_file_runs_agents_that_connect_and_carry_out_commands() {
+    let db = TestDatabase::create().await;
+    let dir = TempDir::new();
+    let auth = dir.0.join("auth.toml");
+    std::fs::write(
+        &auth,
+        format!(
+            "[[principal]]\nname = \"ada\"\nrole = \"admin\"\ntoken_sha256 = \"{}\"\n",
+            connector_control::auth::token_sha256("ada-token")
+        ),
+    )
+    .unwrap();
+    let server = ServerProcess::spawn_with(
+        &db.url,
+        &[
+            "--demo",
+            "--heartbeat-interval",
+            "1s",
+            "--auth-file",
+            auth.to_str().unwrap(),
+        ],
+    );
+    let channel = channel_to(&server.addr).await;
+    fn as_ada<T>(message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", "Bearer ada-token".parse().unwrap());
+        request
+    }
+    // The demo's own agents are let in: four come online.
+    let agents = AgentServiceClient::new(channel.clone());
+    eventually(Duration::from_secs(20), || {
+        let mut agents = agents.clone();
+        async move {
+            let list = agents
+                .list_agents(as_ada(v1::ListAgentsRequest::default()))
+                .await
+                .unwrap()
+                .into_inner();
+            let online = list
+                .agents
+                .iter()
+                .filter(|a| a.state == v1::AgentState::Online as i32)
+                .count();
+            (online == 4).then_some(())
+        }
+    })
+    .await;
+    // And they carry out a pause.
+    let mut request = as_ada(v1::PauseConnectorRequest {
+        id: "payments-ap".to_owned(),
+        reason: "demo with an auth file".to_owned(),
+        wait: true,
+        ..Default::default()
+    });
+    request.set_timeout(Duration::from_secs(20));
+    let paused = ConnectorServiceClient::new(channel)
+        .pause_connector(request)
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        paused.connector.unwrap().state,
+        v1::ConnectorState::Stopped as i32
+    );
+}
+
+#[test]
+fn the_demo_refuses_tls_its_agents_could_not_speak() {
+    let dir = TempDir::new();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"))
+        .args([
+            "serve",
+            "--demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--console-listen",
+            "off",
+        ])
+        .args(["--tls-cert", "cert.pem", "--tls-key", "key.pem"])
+        .arg("--data-file")
+        .arg(dir.0.join("demo.db"))
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--demo") && stderr.contains("--tls-cert"),
+        "{stderr}"
+    );
+}

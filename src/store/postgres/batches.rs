@@ -9,6 +9,7 @@ use crate::store::{BatchRecord, StoreError};
 fn record(row: &tokio_postgres::Row) -> BatchRecord {
     BatchRecord {
         fingerprint: row.get("fingerprint"),
+        principal: row.get("principal"),
         connector_ids: row.get("connector_ids"),
         response: row.get("response"),
     }
@@ -19,6 +20,7 @@ impl PgStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        principal: &str,
         connector_ids: &[String],
     ) -> Result<BatchRecord, StoreError> {
         let client = self.client().await?;
@@ -27,19 +29,22 @@ impl PgStore {
         let statement = client
             .prepare_cached(
                 "WITH inserted AS (
-                   INSERT INTO batches (request_id, fingerprint, connector_ids)
-                   VALUES ($1, $2, $3)
+                   INSERT INTO batches (request_id, fingerprint, connector_ids, principal)
+                   VALUES ($1, $2, $3, $4)
                    ON CONFLICT (request_id) DO NOTHING
-                   RETURNING fingerprint, connector_ids, response)
-                 SELECT fingerprint, connector_ids, response FROM inserted
+                   RETURNING fingerprint, connector_ids, response, principal)
+                 SELECT fingerprint, connector_ids, response, principal FROM inserted
                  UNION ALL
-                 SELECT fingerprint, connector_ids, response FROM batches
+                 SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
             )
             .await
             .map_err(translate)?;
         let row = client
-            .query_opt(&statement, &[&request_id, &fingerprint, &connector_ids])
+            .query_opt(
+                &statement,
+                &[&request_id, &fingerprint, &connector_ids, &principal],
+            )
             .await
             .map_err(translate)?;
         match row {
@@ -59,7 +64,8 @@ impl PgStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached(
-                "SELECT fingerprint, connector_ids, response FROM batches WHERE request_id = $1",
+                "SELECT fingerprint, connector_ids, response, principal FROM batches
+                 WHERE request_id = $1",
             )
             .await
             .map_err(translate)?;

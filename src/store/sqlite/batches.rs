@@ -7,19 +7,21 @@ use crate::store::{BatchRecord, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 fn find(connection: &Connection, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-    let row: Option<(String, String, Option<Vec<u8>>)> = connection
+    let row: Option<(String, String, Option<Vec<u8>>, String)> = connection
         .prepare_cached(
-            "SELECT fingerprint, connector_ids, response FROM batches WHERE request_id = ?1",
+            "SELECT fingerprint, connector_ids, response, principal FROM batches
+             WHERE request_id = ?1",
         )
         .map_err(translate)?
         .query_row([request_id], |row| {
-            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
         })
         .optional()
         .map_err(translate)?;
-    row.map(|(fingerprint, ids, response)| {
+    row.map(|(fingerprint, ids, response, principal)| {
         Ok(BatchRecord {
             fingerprint,
+            principal,
             connector_ids: serde_json::from_str(&ids)
                 .map_err(|e| StoreError::Internal(e.into()))?,
             response,
@@ -33,19 +35,28 @@ impl SqliteStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        principal: &str,
         connector_ids: &[String],
     ) -> Result<BatchRecord, StoreError> {
         let (request_id, fingerprint) = (request_id.to_owned(), fingerprint.to_owned());
+        let principal = principal.to_owned();
         let ids =
             serde_json::to_string(connector_ids).map_err(|e| StoreError::Internal(e.into()))?;
         self.with(move |connection| {
             connection
                 .prepare_cached(
-                    "INSERT INTO batches (request_id, fingerprint, connector_ids, create_time)
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (request_id) DO NOTHING",
+                    "INSERT INTO batches (request_id, fingerprint, connector_ids, create_time,
+                                          principal)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (request_id) DO NOTHING",
                 )
                 .map_err(translate)?
-                .execute(params![request_id, fingerprint, ids, text(now())])
+                .execute(params![
+                    request_id,
+                    fingerprint,
+                    ids,
+                    text(now()),
+                    principal
+                ])
                 .map_err(translate)?;
             find(connection, &request_id)?
                 .ok_or_else(|| StoreError::Internal(format!("batch {request_id} vanished").into()))

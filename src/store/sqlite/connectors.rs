@@ -474,9 +474,10 @@ impl Connectors for SqliteStore {
         &self,
         request_id: &str,
         fingerprint: &str,
+        principal: &str,
         connector_ids: &[String],
     ) -> Result<BatchRecord, StoreError> {
-        self.begin_batch_row(request_id, fingerprint, connector_ids)
+        self.begin_batch_row(request_id, fingerprint, principal, connector_ids)
             .await
     }
 

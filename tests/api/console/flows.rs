@@ -104,27 +104,44 @@ async fn search_by_ip_prefix_and_the_region_filter_narrow_the_table_and_the_url_
 #[tokio::test]
 async fn the_server_field_takes_a_network_and_says_what_is_wrong_with_anything_else() {
     let app = ConsoleApp::start(Backend::Postgres).await;
-    // Both eu-1 agents (10.0.1.7 and .8) report their connectors.
-    app.wait_for_state("users-eu", v1::ConnectorState::Running)
-        .await;
+    // The eu-1 agents (10.0.1.7 and .8) run the four started eu-1
+    // connectors; the network holds exactly those.
+    let on_eu1 = eventually(UI_WAIT, || async {
+        let page = app
+            .client
+            .clone()
+            .list_connectors(v1::ListConnectorsRequest {
+                server_ip: "10.0.1.0/24".to_owned(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let mut ids: Vec<String> = page.connectors.into_iter().map(|c| c.id).collect();
+        ids.sort();
+        (ids == ["billing-eu", "orders-eu", "payments-eu", "users-eu"]).then_some(ids)
+    })
+    .await;
     let browser = Browser::open().await;
     browser.goto(&app.url("/")).await;
     let server = browser.find("#server").await;
-    server.send_keys("10.0.1.8/31").await.unwrap();
+    server.send_keys("10.0.1.0/24").await.unwrap();
     server
         .send_keys(&fantoccini::key::Key::Enter.to_string())
         .await
         .unwrap();
     browser
         .until(
-            "only the eu-1 servers",
-            "return location.search.includes('server=10.0.1.8%2F31') &&
-               document.querySelectorAll('#connectors tbody tr').length > 0 &&
-               [...document.querySelectorAll('#connectors tbody td[data-label=\"Server IP\"]')]
-                 .every(td => td.textContent === '10.0.1.8' || td.textContent === '10.0.1.9');",
+            "the rows of the eu-1 servers",
+            &format!(
+                "return location.search.includes('server=10.0.1.0%2F24') &&
+                   [...document.querySelectorAll('#connectors tbody tr')].map(r => r.dataset.id)
+                     .sort().join(',') === '{}';",
+                on_eu1.join(",")
+            ),
         )
         .await;
-    // Not an address: the API's refusal names the field.
+    // Not an address: the API's refusal says what to write instead.
     browser.goto(&app.url("/?server=10.0.1")).await;
     let failure = browser.find(".failure").await.text().await.unwrap();
     assert!(failure.contains("10.0.1.0/24"), "{failure}");
@@ -507,6 +524,36 @@ async fn bulk_pause_shows_the_dry_run_refuses_past_the_guard_and_reports_each_co
     browser.until_row("payments-ap", "STOPPED").await;
     app.wait_for_state("payments-ap", v1::ConnectorState::Stopped)
         .await;
+}
+
+#[tokio::test]
+async fn the_bulk_guard_defaults_to_what_was_ticked_and_for_all_matching_to_one_hundred() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    let guard = async || {
+        browser
+            .js("return document.getElementById('bulk-max').value;", vec![])
+            .await
+    };
+    browser.goto(&app.url("/?q=payments")).await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    browser.click("#row-payments-eu input[name=ids]").await;
+    browser
+        .click("#bulk button[name=action][value=pause]")
+        .await;
+    browser.find("#dialog [data-dry-run]").await;
+    assert_eq!(guard().await, "1");
+    browser.click("#dialog button[data-close]").await;
+    // Three match "payments": the guard is not that count (it would never
+    // refuse), but the default every other client has.
+    browser.goto(&app.url("/?q=payments")).await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    browser.click("#all-matching").await;
+    browser
+        .click("#bulk button[name=action][value=pause]")
+        .await;
+    browser.find("#dialog [data-dry-run]").await;
+    assert_eq!(guard().await, "100");
 }
 
 #[tokio::test]

@@ -340,3 +340,64 @@ async fn the_cli_sends_its_token() {
     assert_eq!(denied.status.code(), Some(7));
     assert!(String::from_utf8_lossy(&denied.stderr).contains("connectors.operate"));
 }
+
+#[tokio::test]
+async fn a_request_id_repeats_only_its_own_principals_call() {
+    let (app, _dir) = secured().await;
+    let client = ConnectorServiceClient::new(app.channel().await);
+    create_as_admin(&client, "c1").await;
+    create_as_admin(&client, "c2").await;
+    let start = v1::StartConnectorRequest {
+        request_id: "otto-1".into(),
+        ..start_request("c1")
+    };
+    let first = client
+        .clone()
+        .start_connector(with_token(start.clone(), Some(OPERATOR)))
+        .await
+        .unwrap()
+        .into_inner();
+    // The same principal gets its command back; another principal is
+    // refused, never handed it.
+    let again = client
+        .clone()
+        .start_connector(with_token(start.clone(), Some(OPERATOR)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.command.unwrap().id, first.command.unwrap().id);
+    let refused = assert_error(
+        client
+            .clone()
+            .start_connector(with_token(start, Some(ADMIN)))
+            .await,
+        Code::InvalidArgument,
+        "REQUEST_ID_REUSED",
+    );
+    assert!(
+        refused.message().contains("another principal"),
+        "{}",
+        refused.message()
+    );
+    // Batches alike: another principal's retry gets no answer of theirs.
+    let batch = v1::BatchPauseConnectorsRequest {
+        ids: vec!["c1".into()],
+        reason: "INC-1".into(),
+        request_id: "otto-batch".into(),
+        ..Default::default()
+    };
+    client
+        .clone()
+        .batch_pause_connectors(with_token(batch.clone(), Some(OPERATOR)))
+        .await
+        .unwrap();
+    let refused = assert_error(
+        client
+            .clone()
+            .batch_pause_connectors(with_token(batch, Some(ADMIN)))
+            .await,
+        Code::InvalidArgument,
+        "REQUEST_ID_REUSED",
+    );
+    assert!(refused.message().contains("another principal"));
+}

@@ -1,0 +1,2 @@
+-- Who used a batch's request id (see the PostgreSQL migration V18).
+ALTER TABLE batches ADD COLUMN principal TEXT NOT NULL DEFAULT '';
