@@ -42,6 +42,9 @@ pub const REFUSAL_WINDOW: &str = "10s";
 pub const CONSOLE_LISTEN: &str = "127.0.0.1:8080";
 /// `--console-session-ttl`: how long a console sign-in lasts.
 pub const CONSOLE_SESSION_TTL: &str = "12h";
+/// A console connection with no traffic either way for this long is
+/// closed (a live page's stream sends something every 15 s).
+pub const CONSOLE_IDLE_TIMEOUT: &str = "60s";
 /// `--handshake-timeout`: time for TLS and the HTTP/2 preface.
 pub const HANDSHAKE_TIMEOUT: &str = "10s";
 /// `--max-connections`.
@@ -77,6 +80,7 @@ mod tests {
             super::REFUSAL_WINDOW,
             super::HANDSHAKE_TIMEOUT,
             super::CONSOLE_SESSION_TTL,
+            super::CONSOLE_IDLE_TIMEOUT,
         ] {
             assert!(!super::duration(text).is_zero(), "{text}");
         }

@@ -289,6 +289,13 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_CONSOLE_SESSION_TTL", default_value = defaults::CONSOLE_SESSION_TTL, value_parser = humantime::parse_duration)]
     pub console_session_ttl: Duration,
 
+    /// A console connection with no traffic either way for this long is
+    /// closed (a live page's stream sends something every 15 s; a
+    /// connection must send its first request headers within
+    /// --handshake-timeout).
+    #[arg(long, env = "CONNECTOR_CONTROL_CONSOLE_IDLE_TIMEOUT", default_value = defaults::CONSOLE_IDLE_TIMEOUT, value_parser = humantime::parse_duration)]
+    pub console_idle_timeout: Duration,
+
     /// How often the database-wide gauges (connectors by state, lagging
     /// connectors, unanswered commands) are re-read, while metrics are
     /// exported. Each read is three aggregate queries.
@@ -478,6 +485,9 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
     if args.latency_alert.is_zero() {
         bail!("--latency-alert must be positive, for example 60s");
     }
+    if args.console_idle_timeout < Duration::from_secs(1) {
+        bail!("--console-idle-timeout must be at least 1s");
+    }
     if args.console_session_ttl < Duration::from_secs(60) {
         bail!("--console-session-ttl must be at least 1m");
     }
@@ -491,6 +501,7 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             Some(crate::console::ConsoleOptions {
                 listener: std::sync::Arc::new(listener),
                 session_ttl: args.console_session_ttl,
+                idle_timeout: args.console_idle_timeout,
                 tls: crate::tls::console(args.tls_cert.as_deref(), args.tls_key.as_deref())?,
             })
         }

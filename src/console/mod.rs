@@ -40,6 +40,8 @@ pub struct ConsoleOptions {
     pub listener: Arc<std::net::TcpListener>,
     /// How long a sign-in lasts.
     pub session_ttl: Duration,
+    /// A connection with no traffic either way for this long is closed.
+    pub idle_timeout: Duration,
     /// TLS for the console (no client certificates: people sign in with
     /// their token); None serves plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -137,6 +139,7 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
 pub async fn serve<S: FleetStore>(
     options: ConsoleOptions,
     console: Console<S>,
+    limits: crate::server::connections::ConnectionLimits,
     stop: CancellationToken,
 ) {
     let listener = match options.listener.try_clone().and_then(|listener| {
@@ -159,7 +162,7 @@ pub async fn serve<S: FleetStore>(
     };
     info!(addr = %addr, url = %format!("{scheme}://{addr}/"), "serving the console");
     let app = router(Arc::new(console)).into_make_service_with_connect_info::<SocketAddr>();
-    let listener = ConsoleListener::new(listener, options.tls);
+    let listener = ConsoleListener::new(listener, options.tls, limits, options.idle_timeout);
     use axum::serve::ListenerExt;
     let result = axum::serve(listener.tap_io(|_| {}), app)
         .with_graceful_shutdown(stop.cancelled_owned())

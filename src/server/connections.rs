@@ -16,7 +16,14 @@
 //!   127.0.0.1 or ::1: grpc_health_probe, an exec health check), so that
 //!   the process still reports its health at the cap.
 //! - `budget` sizes both from the process's open-file limit (raised to its
-//!   hard limit at start-up), keeping a reserve for everything else.
+//!   hard limit at start-up), keeping a reserve for everything else, and,
+//!   when the console is served, a share of its own for the console's
+//!   port, so that silent sockets to the console never take what gRPC
+//!   callers and health checks need.
+//! - The console (HTTP/1.1) is accepted by the same loop: its greeting is
+//!   its first request's header block (within `handshake_timeout`: the
+//!   header timeout), and a connection with no traffic either way for
+//!   `--console-idle-timeout` is closed.
 
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -50,6 +57,26 @@ const LOCAL_RESERVE: usize = 32;
 /// The cap is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// The console's connections past their first request, at most: a few
+/// people's browsers (each opens a handful, one of them the live stream).
+const CONSOLE_MAX_CONNECTIONS: usize = 256;
+
+/// Console connections still sending their first request, at most.
+const CONSOLE_HANDSHAKING: usize = 64;
+
+/// The largest header block of a console request.
+const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// What a new connection must send first, within the handshake timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Greeting {
+    /// The HTTP/2 client preface (gRPC).
+    Http2,
+    /// An HTTP/1.1 request's whole header block (the console); afterwards
+    /// the connection closes after `idle` without traffic.
+    Http1 { idle: Duration },
+}
+
 /// How many connections may be open, and how fast they must say hello.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionLimits {
@@ -57,8 +84,16 @@ pub struct ConnectionLimits {
     pub max_connections: usize,
     /// Connections still handshaking.
     pub handshaking: usize,
-    /// Time for TLS and the HTTP/2 preface.
+    /// Time for TLS and the HTTP/2 preface (or the console's first
+    /// request headers).
     pub handshake_timeout: Duration,
+}
+
+/// The limits of the gRPC port and, if served, the console's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    pub grpc: ConnectionLimits,
+    pub console: Option<ConnectionLimits>,
 }
 
 impl ConnectionLimits {
@@ -72,6 +107,30 @@ impl ConnectionLimits {
         nofile: u64,
         pool: usize,
     ) -> Self {
+        Self::share(max_connections, handshake_timeout, nofile, pool, false).grpc
+    }
+
+    /// `budget`, and with `console` a share for the console's port taken
+    /// out first (a quarter of the limit at most), so that the console's
+    /// connections, however many, never use what the gRPC port has.
+    pub fn share(
+        max_connections: usize,
+        handshake_timeout: Duration,
+        nofile: u64,
+        pool: usize,
+        console: bool,
+    ) -> Budget {
+        let console = console.then(|| {
+            let quarter = usize::try_from(nofile / 4).unwrap_or(usize::MAX).max(2);
+            let handshaking = CONSOLE_HANDSHAKING.min(quarter / 2).max(1);
+            ConnectionLimits {
+                max_connections: CONSOLE_MAX_CONNECTIONS.min(quarter - handshaking).max(1),
+                handshaking,
+                handshake_timeout,
+            }
+        });
+        let console_share = console.map_or(0, |c| (c.max_connections + c.handshaking) as u64);
+        let nofile = nofile.saturating_sub(console_share);
         let reserve = RESERVED_FDS + LOCAL_RESERVE as u64 + pool as u64;
         let handshaking = MAX_HANDSHAKING.min(usize::try_from(nofile / 4).unwrap_or(usize::MAX));
         let room = nofile.saturating_sub(reserve + handshaking as u64);
@@ -80,15 +139,19 @@ impl ConnectionLimits {
             warn!(
                 requested = max_connections,
                 allowed = room,
-                open_file_limit = nofile,
+                open_file_limit = nofile + console_share,
+                console_share,
                 "--max-connections lowered to fit the open-file limit (raise it with ulimit -n \
                  or LimitNOFILE)"
             );
         }
-        Self {
-            max_connections: max_connections.min(room),
-            handshaking: handshaking.max(1),
-            handshake_timeout,
+        Budget {
+            grpc: Self {
+                max_connections: max_connections.min(room),
+                handshaking: handshaking.max(1),
+                handshake_timeout,
+            },
+            console,
         }
     }
 }
@@ -106,12 +169,53 @@ pub fn raise_open_file_limit() -> u64 {
     }
 }
 
-/// A connection past its handshake: the preface it sent is read again by
-/// the HTTP/2 server, then the stream itself. Counted while it lives.
+/// A connection past its handshake: what it sent first (the preface, or
+/// the console's request headers) is read again by the HTTP server, then
+/// the stream itself. Counted while it lives; closed after `idle` without
+/// traffic, if set.
 pub struct Conn<IO> {
     io: IO,
     preface: Bytes,
+    peer: std::net::SocketAddr,
+    idle: Option<Idle>,
     _open: OpenGuard,
+}
+
+/// The idle timeout of a connection: reset by every byte either way.
+struct Idle {
+    timeout: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Idle {
+    fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            sleep: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+
+    fn active(&mut self) {
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        self.sleep.as_mut().reset(deadline);
+    }
+
+    /// Ready (an error) once the connection was idle too long.
+    fn expired(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        self.sleep.as_mut().poll(cx).map(|()| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no traffic within the idle timeout",
+            )
+        })
+    }
+}
+
+impl<IO> Conn<IO> {
+    /// The address the connection came from.
+    pub fn peer(&self) -> std::net::SocketAddr {
+        self.peer
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
@@ -126,7 +230,19 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
             buf.put_slice(&head);
             return Poll::Ready(Ok(()));
         }
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if let Some(idle) = &mut this.idle {
+                    idle.active();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match &mut this.idle {
+                Some(idle) => idle.expired(cx).map(Err),
+                None => Poll::Pending,
+            },
+        }
     }
 }
 
@@ -136,7 +252,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        if let (Poll::Ready(Ok(_)), Some(idle)) = (&written, &mut this.idle) {
+            idle.active();
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -152,7 +273,12 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        let this = &mut *self;
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        if let (Poll::Ready(Ok(_)), Some(idle)) = (&written, &mut this.idle) {
+            idle.active();
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -280,6 +406,7 @@ pub fn incoming<IO>(
     listener: TcpListener,
     limits: ConnectionLimits,
     handshake: Handshake<IO>,
+    greeting: Greeting,
 ) -> tokio_stream::wrappers::ReceiverStream<io::Result<Conn<IO>>>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -296,9 +423,10 @@ where
         max_connections = limits.max_connections,
         handshaking = limits.handshaking,
         handshake_timeout = ?limits.handshake_timeout,
+        ?greeting,
         "accepting connections"
     );
-    tokio::spawn(accept_loop(listener, shared, handshake, sender));
+    tokio::spawn(accept_loop(listener, shared, handshake, greeting, sender));
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }
 
@@ -306,6 +434,7 @@ async fn accept_loop<IO>(
     listener: TcpListener,
     shared: Arc<Shared>,
     handshake: Handshake<IO>,
+    greeting: Greeting,
     sender: mpsc::Sender<io::Result<Conn<IO>>>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -347,7 +476,7 @@ async fn accept_loop<IO>(
                 _ = close.cancelled() => Err(Refused::Evicted),
                 ready = tokio::time::timeout(
                     shared.limits.handshake_timeout,
-                    greet(tcp, &handshake),
+                    greet(tcp, &handshake, greeting),
                 ) => match ready {
                     Ok(Ok(ready)) => Ok(ready),
                     Ok(Err(_)) => Err(Refused::Handshake),
@@ -374,10 +503,16 @@ async fn accept_loop<IO>(
                 shared.refused(Refused::Cap);
                 return;
             };
+            let idle = match greeting {
+                Greeting::Http2 => None,
+                Greeting::Http1 { idle } => Some(Idle::new(idle)),
+            };
             let _ = sender
                 .send(Ok(Conn {
                     io,
                     preface,
+                    peer,
+                    idle,
                     _open: open,
                 }))
                 .await;
@@ -385,12 +520,32 @@ async fn accept_loop<IO>(
     }
 }
 
-/// The handshake, then the HTTP/2 preface.
+/// The handshake, then what the protocol sends first: the HTTP/2
+/// preface, or an HTTP/1.1 request's header block.
 async fn greet<IO: AsyncRead + Unpin>(
     tcp: TcpStream,
     handshake: &Handshake<IO>,
+    greeting: Greeting,
 ) -> io::Result<(IO, Bytes)> {
     let mut io = handshake(tcp).await?;
+    if let Greeting::Http1 { .. } = greeting {
+        let mut head = Vec::with_capacity(1024);
+        let mut chunk = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            if head.len() > MAX_HEADER_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "request headers over the size limit",
+                ));
+            }
+            let n = io.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            head.extend_from_slice(&chunk[..n]);
+        }
+        return Ok((io, Bytes::from(head)));
+    }
     let mut preface = [0u8; PREFACE.len()];
     io.read_exact(&mut preface).await?;
     if &preface != PREFACE {
@@ -405,6 +560,21 @@ async fn greet<IO: AsyncRead + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_console_has_a_share_of_its_own() {
+        let shared = ConnectionLimits::share(10_000, Duration::from_secs(10), 1024, 16, true);
+        let console = shared.console.unwrap();
+        assert_eq!((console.max_connections, console.handshaking), (192, 64));
+        // Everything both ports may hold fits beside the reserve.
+        let used = shared.grpc.max_connections
+            + shared.grpc.handshaking
+            + console.max_connections
+            + console.handshaking;
+        assert!(used as u64 + RESERVED_FDS + LOCAL_RESERVE as u64 + 16 <= 1024);
+        let alone = ConnectionLimits::budget(10_000, Duration::from_secs(10), 1024, 16);
+        assert!(shared.grpc.max_connections < alone.max_connections);
+    }
 
     #[test]
     fn limits_fit_the_open_file_limit() {

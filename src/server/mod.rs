@@ -157,6 +157,16 @@ pub async fn serve<S: FleetStore>(
     .with_watch(fleet.feed().clone(), options.fleet.watch_grace);
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
+    let pool_size = store
+        .pool_status()
+        .map_or(1, |pool| usize::try_from(pool.max).unwrap_or(usize::MAX));
+    let budget = connections::ConnectionLimits::share(
+        options.max_connections,
+        options.handshake_timeout,
+        connections::raise_open_file_limit(),
+        pool_size,
+        options.console.is_some(),
+    );
     let console_stop = CancellationToken::new();
     let console = options.console.clone().map(|console_options| {
         let console = crate::console::Console {
@@ -178,6 +188,7 @@ pub async fn serve<S: FleetStore>(
         tokio::spawn(crate::console::serve(
             console_options,
             console,
+            budget.console.expect("a share when the console is served"),
             console_stop.clone(),
         ))
     });
@@ -216,9 +227,6 @@ pub async fn serve<S: FleetStore>(
             sample,
         ))
     });
-    let pool_size = store
-        .pool_status()
-        .map_or(1, |pool| usize::try_from(pool.max).unwrap_or(usize::MAX));
     let probe = tokio::spawn(watch_database(store, health.clone(), probe_draining));
     let addr = listener.local_addr()?;
     info!(%addr, tls = options.tls.is_some(), "serving gRPC");
@@ -266,21 +274,26 @@ pub async fn serve<S: FleetStore>(
         stopping.cancel();
         let _ = drain_started.send(());
     };
-    let limits = connections::ConnectionLimits::budget(
-        options.max_connections,
-        options.handshake_timeout,
-        connections::raise_open_file_limit(),
-        pool_size,
-    );
+    let limits = budget.grpc;
     let server: std::pin::Pin<
         Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>,
     > = match options.tls.clone() {
         None => Box::pin(router.serve_with_incoming_shutdown(
-            connections::incoming(listener, limits, connections::plaintext()),
+            connections::incoming(
+                listener,
+                limits,
+                connections::plaintext(),
+                connections::Greeting::Http2,
+            ),
             signal,
         )),
         Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
-            connections::incoming(listener, limits, connections::tls(tls)),
+            connections::incoming(
+                listener,
+                limits,
+                connections::tls(tls),
+                connections::Greeting::Http2,
+            ),
             signal,
         )),
     };

@@ -383,3 +383,83 @@ async fn streams_that_never_say_hello_are_closed_and_do_not_stop_other_calls() {
     }
     assert_eq!(app.count("SELECT count(*) FROM agents").await, 0);
 }
+
+/// The console's address, from the server's log.
+fn console_addr(server: &mut ServerProcess) -> std::net::SocketAddr {
+    server
+        .wait_for_log("serving the console")
+        .split("addr=")
+        .nth(1)
+        .expect("the console line names the address")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// A console page fetched on a new connection: its status line.
+async fn console_get(addr: std::net::SocketAddr) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /assets/console.css HTTP/1.1\r\nHost: console\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    String::from_utf8_lossy(&answer)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn silent_connections_to_the_console_are_closed_and_never_starve_the_grpc_port() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let db = TestDatabase::create().await;
+    // 1,024 files in all; 3,000 silent sockets to the console.
+    let mut server = ServerProcess::spawn_with_open_file_limit(
+        &db.url,
+        &["--handshake-timeout", "2s", "--console-idle-timeout", "1s"],
+        1024,
+    );
+    let console = console_addr(&mut server);
+    let mut silent = Vec::new();
+    for _ in 0..3_000 {
+        silent.push(connect_from_elsewhere(console).await);
+    }
+    // During the flood: gRPC health checks and callers on new
+    // connections, and the console itself, are served.
+    assert_eq!(health_check(&server.addr).await, ServingStatus::Serving);
+    v1::connector_service_client::ConnectorServiceClient::new(channel_to(&server.addr).await)
+        .list_connectors(v1::ListConnectorsRequest::default())
+        .await
+        .expect("a new caller is served");
+    assert_eq!(console_get(console).await, "HTTP/1.1 200 OK");
+    tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        for stream in &mut silent {
+            closed_by_server(stream).await;
+        }
+    })
+    .await
+    .expect("silent console connections are closed");
+    drop(silent);
+
+    // A connection that asked once and then says nothing is closed after
+    // the idle timeout.
+    use tokio::io::AsyncWriteExt;
+    let mut idle = tokio::net::TcpStream::connect(console).await.unwrap();
+    idle.write_all(b"GET /assets/console.css HTTP/1.1\r\nHost: console\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        closed_by_server(&mut idle),
+    )
+    .await
+    .expect("an idle console connection is closed");
+}

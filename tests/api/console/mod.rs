@@ -107,6 +107,7 @@ impl ConsoleApp {
             console: Some(ConsoleOptions {
                 listener: Arc::new(console),
                 session_ttl: Duration::from_secs(3600),
+                idle_timeout: Duration::from_secs(60),
                 tls: None,
             }),
             ..ServeOptions::default()
