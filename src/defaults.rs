@@ -25,8 +25,15 @@ pub const WATCH_RETENTION: &str = "15m";
 pub const WATCH_FEED_CAPACITY: usize = 20_000;
 /// How long a watch stream's full buffer waits for its reader.
 pub const WATCH_GRACE: &str = "5s";
-/// Events queued per watch stream; a watcher further behind is ended.
-pub const WATCH_BUFFER: usize = 1024;
+/// Events queued per watch stream; a watcher further behind is ended
+/// (after `WATCH_GRACE`). Small: a stream that is not read holds no more
+/// than this (some 100 KB) beside what HTTP/2 holds for it.
+pub const WATCH_BUFFER: usize = 64;
+/// WatchConnectors streams one replica serves at once.
+pub const MAX_WATCHES: usize = 2_000;
+/// WatchConnectors streams of one caller (principal; without an auth file,
+/// address) on one replica.
+pub const MAX_WATCHES_PER_CALLER: usize = 100;
 /// `--drain-timeout`: how long calls in flight may take at shutdown.
 pub const DRAIN_TIMEOUT: &str = "30s";
 /// `--delivery-timeout`: a delivered, unanswered command is delivered again.

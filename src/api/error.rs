@@ -48,6 +48,14 @@ pub enum ApiError {
         buffer: usize,
         grace: std::time::Duration,
     },
+    /// More watches than a cap allows (`scope`: this replica, or one
+    /// caller); `flag` raises it.
+    #[error("too many watches for {scope}")]
+    TooManyWatches {
+        limit: usize,
+        scope: String,
+        flag: &'static str,
+    },
     /// A batch call's request id was used for a batch asking otherwise.
     #[error("request id {request_id} was used for another batch")]
     BatchRequestIdReused { request_id: String },
@@ -213,15 +221,35 @@ impl From<ApiError> for Status {
             } => status(
                 Code::ResourceExhausted,
                 ErrorReason::WatcherTooSlow,
-                format!(
-                    "this watch read more slowly than changes came: its buffer of {buffer} events \
-                     stayed full for {grace:?}, so it was ended (a slow watcher never slows the \
-                     service); watch again with the resume_token in this error's metadata"
-                ),
+                if resume_token.is_empty() {
+                    format!(
+                        "this watch stopped reading its snapshot: its buffer of {buffer} events \
+                         stayed full for {grace:?}, so it was ended (a watch that is not read \
+                         holds no memory for long); a snapshot is not resumable: watch again"
+                    )
+                } else {
+                    format!(
+                        "this watch read more slowly than changes came: its buffer of {buffer} \
+                         events stayed full for {grace:?}, so it was ended (a slow watcher never \
+                         slows the service); watch again with the resume_token in this error's \
+                         metadata"
+                    )
+                },
                 &[
                     ("resume_token", resume_token),
                     ("buffer", buffer.to_string()),
                 ],
+                no_details,
+            ),
+            ApiError::TooManyWatches { limit, scope, flag } => status(
+                Code::ResourceExhausted,
+                ErrorReason::TooManyWatches,
+                format!(
+                    "{scope} already has {limit} WatchConnectors streams open, the most allowed \
+                     ({flag}): end one you no longer read (a watch with a broader filter can \
+                     replace several), then watch again"
+                ),
+                &[("limit", limit.to_string()), ("scope", scope)],
                 no_details,
             ),
             ApiError::BatchRequestIdReused { request_id } => {

@@ -15,6 +15,7 @@ pub mod limits;
 mod mark_stopped;
 mod session;
 mod watch_connectors;
+pub mod watch_limits;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
@@ -106,6 +107,8 @@ pub struct ConnectorApi<S> {
     feed: crate::fleet::feed::Feed,
     /// How long a watch stream's full buffer waits for its reader.
     watch_grace: Duration,
+    /// Caps on open watches, and their turns at the database.
+    watch_limits: watch_limits::WatchLimits,
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
@@ -136,7 +139,14 @@ impl<S: FleetStore> ConnectorApi<S> {
             refusals: Default::default(),
             feed: crate::fleet::feed::Feed::new(crate::defaults::WATCH_FEED_CAPACITY),
             watch_grace: crate::defaults::duration(crate::defaults::WATCH_GRACE),
+            watch_limits: Default::default(),
         }
+    }
+
+    /// Caps on open watches, and how many read the database at once.
+    pub fn with_watch_limits(mut self, limits: watch_limits::WatchLimits) -> Self {
+        self.watch_limits = limits;
+        self
     }
 
     /// Where refused calls are recorded (shared with the agent sessions).
@@ -612,7 +622,7 @@ pub(crate) fn connector_view(
 #[tonic::async_trait]
 impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
     type WatchConnectorsStream =
-        tokio_stream::wrappers::ReceiverStream<Result<v1::WatchConnectorsResponse, Status>>;
+        watch_limits::WatchStream<Result<v1::WatchConnectorsResponse, Status>>;
 
     #[instrument(name = "WatchConnectors", skip_all)]
     async fn watch_connectors(
@@ -622,7 +632,11 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         let principal =
             auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
         let query = watch_connectors::query(request.get_ref(), &self.tokens, self.latency_alert)?;
-        watch_connectors::check_resumable(&self.store, &query).await?;
+        let slot = self.watch_limits.admit(&principal, &actor(&request).peer)?;
+        {
+            let _turn = self.watch_limits.read().await;
+            watch_connectors::check_resumable(&self.store, &query).await?;
+        }
         let buffer = crate::defaults::WATCH_BUFFER;
         let (tx, rx) = tokio::sync::mpsc::channel(buffer);
         let stream = watch_connectors::Watch {
@@ -634,6 +648,7 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             query,
             buffer,
             grace: self.watch_grace,
+            limits: self.watch_limits.clone(),
         };
         let auth = self.auth.clone();
         tokio::spawn(
@@ -647,9 +662,11 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
             }
             .instrument(tracing::Span::current()),
         );
-        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
-            rx,
-        )))
+        // Counted as open until the caller's stream is gone.
+        Ok(Response::new(watch_limits::WatchStream {
+            inner: tokio_stream::wrappers::ReceiverStream::new(rx),
+            _slot: slot,
+        }))
     }
 
     #[instrument(name = "ListRegions", skip_all)]

@@ -126,6 +126,8 @@ pub struct Watch<S> {
     pub buffer: usize,
     /// How long a full buffer waits for its reader before the stream ends.
     pub grace: Duration,
+    /// Its turns at the database (and the caps it was admitted under).
+    pub limits: super::watch_limits::WatchLimits,
 }
 
 type Sender = mpsc::Sender<Result<v1::WatchConnectorsResponse, Status>>;
@@ -168,12 +170,15 @@ impl<S: Store> Watch<S> {
             loop {
                 let items = match self.feed.after(cursor, STEP) {
                     Some(items) => items,
-                    None => read_changes(&self.store, cursor, STEP)
-                        .await
-                        .map_err(ApiError::from)?
-                        .into_iter()
-                        .map(Arc::new)
-                        .collect(),
+                    None => {
+                        let _turn = self.limits.read().await;
+                        read_changes(&self.store, cursor, STEP)
+                            .await
+                            .map_err(ApiError::from)?
+                            .into_iter()
+                            .map(Arc::new)
+                            .collect()
+                    }
                 };
                 if items.is_empty() {
                     break;
@@ -182,7 +187,7 @@ impl<S: Store> Watch<S> {
                     cursor = item.seq;
                     match self.event(&item) {
                         Some(event) => {
-                            self.send(tx, event, cursor).await?;
+                            self.send(tx, event, Some(cursor)).await?;
                             last_sent = tokio::time::Instant::now();
                             unsent_progress = false;
                         }
@@ -196,7 +201,7 @@ impl<S: Store> Watch<S> {
                     connector: None,
                     resume_token: encode(&self.tokens, &self.query.filter, cursor),
                 };
-                self.send(tx, progress, cursor).await?;
+                self.send(tx, progress, Some(cursor)).await?;
                 last_sent = tokio::time::Instant::now();
                 unsent_progress = false;
             }
@@ -223,14 +228,22 @@ impl<S: Store> Watch<S> {
     /// change made while it is read may show in it and again as its
     /// event, never in neither).
     async fn snapshot(&mut self, tx: &Sender) -> Result<i64, End> {
-        let head = self.store.change_head().await.map_err(ApiError::from)?;
+        let head = {
+            let _turn = self.limits.read().await;
+            self.store.change_head().await.map_err(ApiError::from)?
+        };
         let mut after: Option<Cursor> = None;
         loop {
-            let page = self
-                .store
-                .list_connectors(&self.query.filter, after.as_ref(), SNAPSHOT_PAGE)
-                .await
-                .map_err(ApiError::from)?;
+            // Pages are read a few watches at a time (`WatchLimits`): a
+            // crowd of watches starting together queues here, not for the
+            // connections starts and pauses need.
+            let page = {
+                let _turn = self.limits.read().await;
+                self.store
+                    .list_connectors(&self.query.filter, after.as_ref(), SNAPSHOT_PAGE)
+                    .await
+                    .map_err(ApiError::from)?
+            };
             after = page.connectors.last().map(|last| Cursor {
                 name: last.name.clone(),
                 id: last.id.clone(),
@@ -241,9 +254,10 @@ impl<S: Store> Watch<S> {
                     connector: Some(connector_view(connector, self.latency_alert)),
                     resume_token: String::new(),
                 };
-                // The snapshot waits for the reader: it is this stream's
-                // own pace, and nothing else waits on it.
-                tx.send(Ok(event)).await.map_err(|_| End::Gone)?;
+                // A reader may take the snapshot at its own pace, but one
+                // that stops reading ends the stream (a snapshot is not
+                // resumable: it watches again).
+                self.send(tx, event, None).await?;
             }
             if !page.more {
                 break;
@@ -254,7 +268,7 @@ impl<S: Store> Watch<S> {
             connector: None,
             resume_token: encode(&self.tokens, &self.query.filter, head),
         };
-        tx.send(Ok(end)).await.map_err(|_| End::Gone)?;
+        self.send(tx, end, None).await?;
         Ok(head)
     }
 
@@ -277,13 +291,15 @@ impl<S: Store> Watch<S> {
 
     /// Queues an event. A full buffer waits for the reader for at most
     /// `grace` (a reader that reads keeps up, however far behind it
-    /// started); past it the stream ends, with the token to resume from.
-    /// Only this stream waits: the feed never does.
+    /// started); past it the stream ends, with the token to resume from
+    /// (`seq`, the event's position; None in the snapshot, which is not
+    /// resumable). Only this stream waits: the feed never does, and a
+    /// stream that is not read holds its buffer for `grace` at most.
     async fn send(
         &self,
         tx: &Sender,
         event: v1::WatchConnectorsResponse,
-        seq: i64,
+        seq: Option<i64>,
     ) -> Result<(), End> {
         match tokio::time::timeout(self.grace, tx.reserve()).await {
             Ok(Ok(permit)) => {
@@ -295,7 +311,9 @@ impl<S: Store> Watch<S> {
                 ApiError::WatcherTooSlow {
                     // Everything before this change was queued or matched
                     // nothing: the watch resumes with it.
-                    resume_token: encode(&self.tokens, &self.query.filter, seq - 1),
+                    resume_token: seq.map_or_else(String::new, |seq| {
+                        encode(&self.tokens, &self.query.filter, seq - 1)
+                    }),
                     buffer: self.buffer,
                     grace: self.grace,
                 }

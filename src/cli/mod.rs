@@ -289,6 +289,17 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_CONSOLE_SESSION_TTL", default_value = defaults::CONSOLE_SESSION_TTL, value_parser = humantime::parse_duration)]
     pub console_session_ttl: Duration,
 
+    /// WatchConnectors streams this replica serves at once (the console's
+    /// live pages are watches too); past it a new watch is refused
+    /// (RESOURCE_EXHAUSTED, TOO_MANY_WATCHES).
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_WATCHES", default_value_t = defaults::MAX_WATCHES)]
+    pub max_watches: usize,
+
+    /// WatchConnectors streams one caller (a principal; without an auth
+    /// file, an address) may have open on this replica.
+    #[arg(long, env = "CONNECTOR_CONTROL_MAX_WATCHES_PER_CALLER", default_value_t = defaults::MAX_WATCHES_PER_CALLER)]
+    pub max_watches_per_caller: usize,
+
     /// A console connection with no traffic either way for this long is
     /// closed (a live page's stream sends something every 15 s; a
     /// connection must send its first request headers within
@@ -541,7 +552,12 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
         wakeups = if poll_only { "polling only" } else { "LISTEN/NOTIFY" },
         "replica starting"
     );
+    if args.max_watches == 0 || args.max_watches_per_caller == 0 {
+        bail!("--max-watches and --max-watches-per-caller must be at least 1");
+    }
     let options = ServeOptions {
+        max_watches: args.max_watches,
+        max_watches_per_caller: args.max_watches_per_caller,
         latency_alert: args.latency_alert,
         metrics_interval: args.metrics_interval,
         refusal_window: args.refusal_window,

@@ -73,6 +73,10 @@ pub struct ServeOptions {
     pub refusal_window: Duration,
     /// The web console, if it is served.
     pub console: Option<crate::console::ConsoleOptions>,
+    /// WatchConnectors streams open at once on this replica, and per
+    /// caller.
+    pub max_watches: usize,
+    pub max_watches_per_caller: usize,
 }
 
 impl Default for ServeOptions {
@@ -90,6 +94,8 @@ impl Default for ServeOptions {
             metrics_interval: duration(defaults::METRICS_INTERVAL),
             refusal_window: duration(defaults::REFUSAL_WINDOW),
             console: None,
+            max_watches: defaults::MAX_WATCHES,
+            max_watches_per_caller: defaults::MAX_WATCHES_PER_CALLER,
         }
     }
 }
@@ -142,6 +148,9 @@ pub async fn serve<S: FleetStore>(
         .await
         .context("recording this replica in the database")?;
     let loops = fleet.spawn_loops();
+    let pool_size = store
+        .pool_status()
+        .map_or(1, |pool| usize::try_from(pool.max).unwrap_or(usize::MAX));
     let api = ConnectorApi::new(
         store.clone(),
         PageTokenCodec::new(key.clone()),
@@ -154,12 +163,14 @@ pub async fn serve<S: FleetStore>(
     .with_latency_alert(options.latency_alert)
     .with_auth(options.auth.clone())
     .with_refusals(refusals.clone())
-    .with_watch(fleet.feed().clone(), options.fleet.watch_grace);
+    .with_watch(fleet.feed().clone(), options.fleet.watch_grace)
+    .with_watch_limits(crate::api::watch_limits::WatchLimits::new(
+        options.max_watches,
+        options.max_watches_per_caller,
+        crate::api::watch_limits::WatchLimits::reads_for_pool(pool_size),
+    ));
     let agents = AgentApi::new(fleet.clone(), store.clone(), options.auth.clone());
     let audit = AuditApi::new(store.clone());
-    let pool_size = store
-        .pool_status()
-        .map_or(1, |pool| usize::try_from(pool.max).unwrap_or(usize::MAX));
     let budget = connections::ConnectionLimits::share(
         options.max_connections,
         options.handshake_timeout,

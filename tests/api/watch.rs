@@ -195,7 +195,7 @@ async fn a_watcher_that_does_not_read_is_ended_and_resumes_from_the_token_it_is_
     let mut events = watch(&app, eu2(), "").await.unwrap();
     event(&mut events).await;
     event(&mut events).await;
-    // Far more changes than the stream's buffer (1,024 events) and the
+    // Far more changes than the stream's buffer (64 events) and the
     // transport's (HTTP/2 send buffer and window, some 5,000 small events)
     // hold, while it reads nothing: 3,000 connectors appear, then change
     // ten times each.
@@ -272,4 +272,121 @@ async fn a_change_made_through_another_replica_reaches_the_watcher() {
         changed.connector.unwrap().state,
         v1::ConnectorState::Starting as i32
     );
+}
+
+#[tokio::test]
+async fn watches_past_the_callers_cap_are_refused_until_one_is_closed() {
+    let app = spawn_tuned(|options| options.max_watches_per_caller = 3).await;
+    app.create(connector("c1", "alpha")).await;
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut events = watch(&app, eu2(), "").await.unwrap();
+        event(&mut events).await;
+        open.push(events);
+    }
+    let refused = match watch(&app, eu2(), "").await {
+        Err(status) => status,
+        Ok(mut events) => next(&mut events)
+            .await
+            .expect_err("a fourth watch is refused"),
+    };
+    assert_eq!(refused.code(), Code::ResourceExhausted);
+    let info = error_info(&refused);
+    assert_eq!(info.reason, "TOO_MANY_WATCHES");
+    assert_eq!(info.metadata["limit"], "3");
+    assert!(refused.message().contains("--max-watches-per-caller"));
+    // A stream the caller drops frees its place.
+    drop(open.pop());
+    let mut again = eventually(Duration::from_secs(10), || async {
+        watch(&app, eu2(), "").await.ok()
+    })
+    .await;
+    assert_eq!(said(&event(&mut again).await), (E::Snapshot, "c1".into()));
+}
+
+#[tokio::test]
+async fn a_watcher_that_does_not_read_its_snapshot_is_ended() {
+    const GRACE: Duration = Duration::from_millis(200);
+    let fleet = connector_control::fleet::FleetOptions {
+        watch_grace: GRACE,
+        ..connector_control::fleet::FleetOptions::new(HEARTBEAT_INTERVAL)
+    };
+    let app = spawn_replica(
+        std::sync::Arc::new(TestDatabase::create().await),
+        fleet,
+        "r1",
+    )
+    .await;
+    app.create(connector("c1", "alpha")).await;
+    // Far more than the stream's buffer and the transport hold, in one
+    // snapshot page: 400 connectors of some 100 KB each (a long status).
+    const CONNECTORS: usize = 400;
+    app.sql(&format!(
+        "INSERT INTO connectors SELECT (jsonb_populate_record(c, jsonb_build_object(
+             'id', 'x' || g, 'name', 'x' || g, 'name_folded', 'x' || g,
+             'status_message', repeat('m', 100000)))).*
+         FROM connectors c, generate_series(1, {CONNECTORS}) g WHERE c.id = 'c1'"
+    ))
+    .await;
+    let mut events = watch(&app, eu2(), "").await.unwrap();
+    // The reader stalls (the behaviour under test, not a wait for the
+    // server): ten times the grace its full buffer is given.
+    tokio::time::sleep(GRACE * 10).await;
+    let mut received = 0;
+    let status = loop {
+        match next(&mut events).await {
+            Ok(event) => {
+                assert_eq!(said(&event).0, E::Snapshot);
+                received += 1;
+            }
+            Err(status) => break status,
+        }
+    };
+    assert!(received < CONNECTORS + 1, "the stream was not ended");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let info = error_info(&status);
+    assert_eq!(info.reason, "WATCHER_TOO_SLOW");
+    assert_eq!(
+        info.metadata["resume_token"], "",
+        "a snapshot is not resumable"
+    );
+    assert!(
+        status.message().contains("watch again"),
+        "{}",
+        status.message()
+    );
+}
+
+#[tokio::test]
+async fn a_crowd_of_watches_starting_at_once_leaves_the_pool_to_starts_and_pauses() {
+    let app = spawn_tuned(|options| options.max_watches_per_caller = 1_000).await;
+    for i in 0..20 {
+        app.create(connector(&format!("c{i}"), &format!("alpha {i}")))
+            .await;
+    }
+    // Two hundred watches start together (a pool of 8 connections), while
+    // an operator starts twenty connectors.
+    let watches = (0..200).map(|_| {
+        let app = &app;
+        async move {
+            let mut events = watch(app, v1::ConnectorFilter::default(), "").await?;
+            loop {
+                let event = next(&mut events).await?;
+                if said(&event).0 == E::SnapshotEnd {
+                    return Ok::<_, tonic::Status>(events);
+                }
+            }
+        }
+    });
+    let starts = (0..20).map(|i| app.start(start_request(&format!("c{i}"))));
+    let (watches, starts) = tokio::join!(
+        futures_util::future::join_all(watches),
+        futures_util::future::join_all(starts)
+    );
+    for started in starts {
+        started.expect("every start is served");
+    }
+    for watched in watches {
+        watched.expect("every watch gets its snapshot");
+    }
 }

@@ -55,7 +55,29 @@ pub async fn spawn_with_auth(auth: Authenticator, rate_limits: Option<RateLimits
     let db = Arc::new(TestDatabase::create().await);
     let fleet = FleetOptions::new(HEARTBEAT_INTERVAL);
     let url = db.url.clone();
-    spawn_with(db, &url, "127.0.0.1:0", fleet, None, auth, rate_limits).await
+    spawn_with(db, &url, "127.0.0.1:0", fleet, None, auth, |options| {
+        if let Some(limits) = rate_limits {
+            options.rate_limits = limits;
+        }
+    })
+    .await
+}
+
+/// A server on its own database whose options `tune` changes.
+pub async fn spawn_tuned(tune: impl FnOnce(&mut ServeOptions)) -> TestApp {
+    let db = Arc::new(TestDatabase::create().await);
+    let fleet = FleetOptions::new(HEARTBEAT_INTERVAL);
+    let url = db.url.clone();
+    spawn_with(
+        db,
+        &url,
+        "127.0.0.1:0",
+        fleet,
+        None,
+        Authenticator::open(),
+        tune,
+    )
+    .await
 }
 
 /// One more replica (its own pool, listener and loops) on `db`.
@@ -82,7 +104,7 @@ async fn spawn_replica_at(
     auth: Authenticator,
 ) -> TestApp {
     let url = db.url.clone();
-    spawn_with(db, &url, addr, fleet, replica_id, auth, None).await
+    spawn_with(db, &url, addr, fleet, replica_id, auth, |_| {}).await
 }
 
 /// As `spawn_replica`, connecting to PostgreSQL with `url` (another role,
@@ -94,7 +116,16 @@ pub async fn spawn_replica_connecting_to(
     replica_id: &str,
 ) -> TestApp {
     let auth = Authenticator::open();
-    spawn_with(db, url, "127.0.0.1:0", fleet, Some(replica_id), auth, None).await
+    spawn_with(
+        db,
+        url,
+        "127.0.0.1:0",
+        fleet,
+        Some(replica_id),
+        auth,
+        |_| {},
+    )
+    .await
 }
 
 async fn spawn_with(
@@ -104,7 +135,7 @@ async fn spawn_with(
     fleet: FleetOptions,
     replica_id: Option<&str>,
     auth: Authenticator,
-    rate_limits: Option<RateLimits>,
+    tune: impl FnOnce(&mut ServeOptions),
 ) -> TestApp {
     let mut store = PgStore::connect(url, 8)
         .await
@@ -116,14 +147,14 @@ async fn spawn_with(
     let listener = TcpListener::bind(addr).await.expect("binding");
     let addr = listener.local_addr().unwrap();
     let (shutdown, stop) = oneshot::channel::<()>();
-    let options = ServeOptions {
+    let mut options = ServeOptions {
         max_wait: Duration::from_secs(30),
         drain_timeout: Duration::from_secs(10),
         fleet,
         auth,
-        rate_limits: rate_limits.unwrap_or_default(),
         ..ServeOptions::default()
     };
+    tune(&mut options);
     let server = tokio::spawn(server::serve(listener, store, options, async {
         let _ = stop.await;
     }));
