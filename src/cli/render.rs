@@ -44,21 +44,7 @@ fn add_row(table: &mut Table, cells: Vec<String>) {
 /// `text` with every character that changes how text is displayed
 /// written as a `\u{..}` escape.
 pub fn printable(text: &str) -> String {
-    if !text
-        .chars()
-        .any(|c| c.is_control() || crate::domain::validate::deceptive(c))
-    {
-        return text.to_owned();
-    }
-    text.chars()
-        .map(|c| {
-            if c.is_control() || crate::domain::validate::deceptive(c) {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    crate::domain::validate::escape(text, false)
 }
 
 fn table(header: &[&str]) -> Table {

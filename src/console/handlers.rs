@@ -5,6 +5,7 @@ use super::Console;
 use super::pages::{self, Failure, Filter};
 use super::params::Params;
 use super::session::Session;
+use super::sign_in::safe_next;
 use crate::auth::Permission;
 use crate::domain::{Actor, AuditAction, NewAuditEvent};
 use crate::proto::v1::{
@@ -1130,15 +1131,6 @@ pub async fn login_page<S: FleetStore>(State(c): Shared<S>, RawQuery(query): Raw
     (StatusCode::OK, pages::login(&next, None)).into_response()
 }
 
-/// Only a path of this site: never another site after signing in.
-fn safe_next(next: &str) -> String {
-    if next.starts_with('/') && !next.starts_with("//") && !next.starts_with("/\\") {
-        next.to_owned()
-    } else {
-        "/".to_owned()
-    }
-}
-
 /// POST /login: the token, as the API authenticates it.
 pub async fn login<S: FleetStore>(
     State(c): Shared<S>,
@@ -1158,6 +1150,29 @@ pub async fn login<S: FleetStore>(
             "sign in from the console's own page",
         );
         return (StatusCode::FORBIDDEN, pages::login(&next, Some(&failure))).into_response();
+    }
+    // Every attempt counts against its address, before the token is
+    // looked at: tokens cannot be tried faster than the throttle allows.
+    if let Err(wait) = c.sign_ins.attempt(peer.ip()) {
+        let seconds = wait.as_secs().max(1);
+        tracing::warn!(%peer, "sign-in attempts throttled");
+        let failure = Failure::local(
+            "RESOURCE_EXHAUSTED",
+            "TOO_MANY_SIGN_INS",
+            &format!(
+                "too many sign-in attempts from {}: try again in {seconds} s",
+                peer.ip()
+            ),
+        );
+        let mut response = (
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::login(&next, Some(&failure)),
+        )
+            .into_response();
+        if let Ok(value) = HeaderValue::from_str(&seconds.to_string()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
     }
     let mut metadata = tonic::metadata::MetadataMap::new();
     if let Ok(value) = format!("Bearer {}", params.get("token")).parse() {

@@ -17,6 +17,7 @@ mod mark_stopped;
 mod pages;
 mod params;
 mod session;
+mod sign_in;
 
 pub use listener::ConsoleListener;
 pub use session::Sessions;
@@ -62,6 +63,8 @@ pub struct Console<S> {
     pub draining: tokio::sync::watch::Receiver<bool>,
     /// The region selector's list, read at most every `REGIONS_FRESH`.
     pub regions: RegionCache,
+    /// How fast each address may try sign-in tokens.
+    pub sign_ins: sign_in::Throttle,
 }
 
 /// How long the region list is shown without being read again. Counting

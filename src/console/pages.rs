@@ -265,6 +265,13 @@ fn domain_state(state: i32) -> Option<ConnectorState> {
     ConnectorState::parse(&state_name(state))
 }
 
+/// Text from agents (status messages, errors, versions), shown with its
+/// control and display-changing characters (a right-to-left override,
+/// say) as visible escapes: what the page shows reads as what was sent.
+fn shown(text: &str) -> String {
+    crate::domain::validate::agent_text(text)
+}
+
 pub fn time_text(time: &prost_types::Timestamp) -> String {
     chrono::DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
         .map_or_else(
@@ -464,7 +471,7 @@ pub fn row(connector: &v1::Connector, can_operate: bool) -> Markup {
             td.state-cell data-label="State" {
                 (state_badge(connector))
                 @if !connector.status_message.is_empty() {
-                    div.status { (connector.status_message) }
+                    div.status { (shown(&connector.status_message)) }
                 }
             }
             td.mono data-label="Server IP" { (connector.server_ip) }
@@ -1009,7 +1016,7 @@ pub fn connector_page(
             table.hidden-table { tbody { (row(connector, can_operate)) } }
             div.buttons { (actions(connector)) }
         }
-        @if !connector.status_message.is_empty() { p.status { (connector.status_message) } }
+        @if !connector.status_message.is_empty() { p.status { (shown(&connector.status_message)) } }
         dl.facts.wide {
             dt { "ID" } dd.mono { (connector.id) }
             dt { "Project" } dd { (connector.project_name) " " small.mono { (connector.project_id) } }
@@ -1056,7 +1063,7 @@ pub fn connector_page(
                                 td { (command.principal) }
                                 td {
                                     (command.reason)
-                                    @if !command.error_reason.is_empty() { " " strong { (command.error_reason) } ": " (command.error_message) }
+                                    @if !command.error_reason.is_empty() { " " strong { (shown(&command.error_reason)) } ": " (shown(&command.error_message)) }
                                 }
                             }
                         }
@@ -1132,7 +1139,7 @@ pub fn agents(
                                         td.mono { (agent.server_ip) }
                                         td { a href={ "/?" (query(&[("q", agent.server_ip.as_str())])) } { (agent.connectors) } }
                                         td { (time_cell(agent.last_heartbeat_time.as_ref())) }
-                                        td { (agent.version) }
+                                        td { (shown(&agent.version)) }
                                         td.mono { (agent.replica_id) }
                                     }
                                 }

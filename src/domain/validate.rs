@@ -132,22 +132,28 @@ fn no_control(value: &str) -> Result<(), String> {
 /// database's error text with anything in it, and refusing it would end
 /// its session over words.
 pub fn agent_text(value: &str) -> String {
-    if !value.chars().any(unsafe_text) {
+    escape(value, true)
+}
+
+/// `value` with its control characters (but newline and tab when
+/// `keep_lines`) and display-changing characters as `\u{..}` escapes:
+/// what is stored of agents' text, and how the CLI and the console show
+/// any text that may hold them (rows written before they were escaped).
+pub fn escape(value: &str, keep_lines: bool) -> String {
+    let unsafe_char =
+        |c: char| (c.is_control() && !(keep_lines && matches!(c, '\n' | '\t'))) || deceptive(c);
+    if !value.chars().any(unsafe_char) {
         return value.to_owned();
     }
     let mut escaped = String::with_capacity(value.len() + 8);
     for c in value.chars() {
-        if unsafe_text(c) {
-            escaped.push_str(&format!("\\u{{{:x}}}", c as u32));
+        if unsafe_char(c) {
+            escaped.extend(c.escape_unicode());
         } else {
             escaped.push(c);
         }
     }
     escaped
-}
-
-fn unsafe_text(c: char) -> bool {
-    (c.is_control() && !matches!(c, '\n' | '\t')) || deceptive(c)
 }
 
 /// A short label an agent sends about itself (its instance id, version):

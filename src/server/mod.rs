@@ -195,6 +195,7 @@ pub async fn serve<S: FleetStore>(
             tls: console_options.tls.is_some(),
             draining: probe_draining.clone(),
             regions: Default::default(),
+            sign_ins: Default::default(),
         };
         tokio::spawn(crate::console::serve(
             console_options,

@@ -683,3 +683,34 @@ async fn on_a_phone_width_the_rows_become_cards_and_pause_still_works() {
         v1::ConnectorState::Stopped as i32
     );
 }
+
+#[tokio::test]
+async fn what_agents_say_is_shown_with_control_and_bidi_characters_visible() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    // A row written before such text was escaped at the door.
+    app.db
+        .as_ref()
+        .unwrap()
+        .client()
+        .await
+        .execute(
+            "UPDATE connectors SET status_message = E'disk full \\u202Etxt.exe\\u0007'
+             WHERE id = 'orders-archive'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/?q=orders-archive")).await;
+    let cell = browser
+        .find("#row-orders-archive .state-cell .status")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !cell.contains('\u{202E}') && !cell.contains('\u{7}'),
+        "{cell:?}"
+    );
+    assert!(cell.contains("\\u{202e}txt.exe\\u{7}"), "{cell}");
+}

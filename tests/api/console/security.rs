@@ -238,3 +238,106 @@ async fn an_operator_signed_in_can_pause_and_the_audit_tab_names_it() {
     let agents = browser.find("main").await.text().await.unwrap();
     assert!(agents.contains("Region eu-1"), "{agents}");
 }
+
+/// A raw POST of a form to the console, from `source` (a local address):
+/// the status code and the `Location` and `Retry-After` headers.
+async fn post_form(
+    app: &ConsoleApp,
+    source: &str,
+    path: &str,
+    form: &str,
+) -> (u16, Option<String>, Option<String>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr: std::net::SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+        form.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    let status = answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let header = |name: &str| {
+        answer
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .find_map(|line| {
+                let (key, value) = line.split_once(':')?;
+                key.eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_owned())
+            })
+    };
+    (status, header("location"), header("retry-after"))
+}
+
+#[tokio::test]
+async fn a_sign_in_never_sends_the_browser_to_another_site() {
+    let (app, _dir) = secured().await;
+    for next in [
+        "%2F%09%2Fevil.example",
+        "%2F%0A%2Fevil.example",
+        "%2F%0D%2Fevil.example",
+        "%2F%0B%2Fevil.example",
+        "%2F%2Fevil.example",
+        "%2F%5Cevil.example",
+        "https%3A%2F%2Fevil.example",
+    ] {
+        let (status, location, _) = post_form(
+            &app,
+            "127.0.0.1",
+            "/login",
+            &format!("token={VIEWER}&next={next}"),
+        )
+        .await;
+        assert_eq!(status, 303, "{next}: signed in and sent on, never a 500");
+        assert_eq!(location.as_deref(), Some("/"), "{next}");
+    }
+    // A path of the console is kept.
+    let (_, location, _) = post_form(
+        &app,
+        "127.0.0.1",
+        "/login",
+        &format!("token={VIEWER}&next=%2F%3Fq%3Dusers-ap"),
+    )
+    .await;
+    assert_eq!(location.as_deref(), Some("/?q=users-ap"));
+}
+
+#[tokio::test]
+async fn an_address_trying_tokens_is_throttled_before_its_tokens_are_checked() {
+    let (app, _dir) = secured().await;
+    let mut throttled = 0;
+    let mut retry_after = None;
+    for i in 0..1_000 {
+        let (status, _, retry) =
+            post_form(&app, "127.0.0.3", "/login", &format!("token=guess-{i}")).await;
+        match status {
+            401 => {}
+            429 => {
+                throttled += 1;
+                retry_after = retry;
+            }
+            other => panic!("attempt {i}: {other}"),
+        }
+    }
+    assert!(
+        throttled >= 980,
+        "only {throttled} of 1,000 guesses throttled"
+    );
+    assert!(retry_after.is_some_and(|seconds| seconds.parse::<u64>().unwrap() >= 1));
+    // The right token from that address waits too; another address is
+    // not held up.
+    let (status, _, _) = post_form(&app, "127.0.0.3", "/login", &format!("token={VIEWER}")).await;
+    assert_eq!(status, 429);
+    let (status, _, _) = post_form(&app, "127.0.0.4", "/login", &format!("token={VIEWER}")).await;
+    assert_eq!(status, 303);
+}
