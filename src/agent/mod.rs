@@ -52,13 +52,36 @@ pub struct AgentConfig {
     pub tls: Option<tonic::transport::ClientTlsConfig>,
 }
 
+/// How much faster than real time a simulated connector replays change
+/// data it is behind on (after a pull-back, or a pause): an hour behind
+/// catches up in a minute.
+const CATCH_UP_SPEED: i32 = 60;
+
 /// One simulated connector.
 #[derive(Clone, Debug)]
 struct Simulated {
     running: bool,
     generation: i64,
-    /// Where replication stands; advances while running.
+    /// Where replication stands; advances while running, towards `now -
+    /// latency`, at `CATCH_UP_SPEED` while it is further behind.
     checkpoint: DateTime<Utc>,
+    /// When the checkpoint last advanced.
+    advanced: DateTime<Utc>,
+}
+
+impl Simulated {
+    /// Replays what came since the last call: the checkpoint moves towards
+    /// `now - lag`, at most `CATCH_UP_SPEED` times the time that passed.
+    fn advance(&mut self, lag: chrono::Duration, now: DateTime<Utc>) {
+        if self.running {
+            let target = now - lag;
+            let replayed = (now - self.advanced) * CATCH_UP_SPEED;
+            if self.checkpoint < target {
+                self.checkpoint = (self.checkpoint + replayed).min(target);
+            }
+        }
+        self.advanced = now;
+    }
 }
 
 /// The agent's connectors, by id.
@@ -80,10 +103,8 @@ impl Connectors {
         self.0
             .iter_mut()
             .map(|(id, c)| {
-                if c.running {
-                    let lag = chrono::Duration::from_std(config.latency).unwrap_or_default();
-                    c.checkpoint = c.checkpoint.max(now - lag);
-                }
+                let lag = chrono::Duration::from_std(config.latency).unwrap_or_default();
+                c.advance(lag, now);
                 status(config, id, c, now)
             })
             .collect()
@@ -100,6 +121,7 @@ impl Connectors {
                 running: false,
                 generation: 0,
                 checkpoint: now - lag,
+                advanced: now,
             });
         let mut result = v1::CommandResult {
             command_id: command.id.clone(),
@@ -159,6 +181,7 @@ impl Connectors {
                         _ => {}
                     }
                     entry.running = true;
+                    entry.advanced = now;
                     entry.generation = command.generation;
                 }
             }
@@ -191,9 +214,18 @@ fn status(
             ConnectorState::Stopped
         } as i32,
         checkpoint_time: Some(timestamp(c.checkpoint)),
+        // How far behind it is: the checkpoint's age, which agrees with
+        // the checkpoint whatever happened (a pull-back is minutes behind
+        // until it caught up).
         latency: c
             .running
-            .then(|| prost_types::Duration::try_from(config.latency).ok())
+            .then(|| {
+                let behind = (now - c.checkpoint)
+                    .to_std()
+                    .unwrap_or_default()
+                    .max(config.latency);
+                prost_types::Duration::try_from(behind).ok()
+            })
             .flatten(),
         store_range: Some(Connectors::store_range(config, now)),
         generation: c.generation,
@@ -511,6 +543,27 @@ mod tests {
             resumed > stopped_at + chrono::Duration::minutes(59),
             "{resumed}"
         );
+    }
+
+    #[test]
+    fn after_a_pull_back_the_latency_is_the_checkpoints_age_until_it_catches_up() {
+        let mut connectors = Connectors::default();
+        let mut start = command(v1::CommandKind::Start, 1);
+        let pulled_back = Utc::now() - chrono::Duration::minutes(30);
+        start.pull_back_time = Some(timestamp(pulled_back));
+        let result = connectors.apply(&config(), &start);
+        let status = result.status.unwrap();
+        let latency = Duration::try_from(status.latency.unwrap()).unwrap();
+        assert!(latency >= Duration::from_secs(29 * 60), "{latency:?}");
+        // A minute later it replayed an hour's worth: caught up, to the
+        // configured lag.
+        let entry = connectors.0.get_mut("c1").unwrap();
+        entry.advanced -= chrono::Duration::minutes(1);
+        let status = connectors.statuses(&config()).remove(0);
+        let latency = Duration::try_from(status.latency.unwrap()).unwrap();
+        assert!(latency < Duration::from_secs(3), "{latency:?}");
+        let checkpoint = from_timestamp(status.checkpoint_time.as_ref().unwrap()).unwrap();
+        assert!(Utc::now() - checkpoint < chrono::Duration::seconds(3));
     }
 
     #[test]

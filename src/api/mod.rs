@@ -613,7 +613,13 @@ pub(crate) fn connector_view(
         Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
         Some(crate::domain::LagCause::AgentOffline) => v1::LagCause::AgentOffline,
     };
+    let running = connector.state == crate::domain::ConnectorState::Running;
     let mut view = convert::connector_to_proto(connector);
+    // A latency means something only while the connector runs: a stopped
+    // (or silent) connector's last one is history, not a lag.
+    if !running {
+        view.latency = None;
+    }
     view.status_message = message;
     view.lag_cause = cause as i32;
     view

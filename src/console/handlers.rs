@@ -742,10 +742,11 @@ pub async fn start<S: FleetStore>(
         Ok(response) => {
             let response = response.into_inner();
             let connector = response.connector.unwrap_or_default();
+            // What was done, not the state it left (the row shows that,
+            // live, and it may already have moved on).
             let message = format!(
-                "Start issued for {}: {} in region {}{}",
+                "Start issued for {} in region {}{}",
                 connector.name,
-                pages::state_name(connector.state),
                 connector.region,
                 response
                     .command
@@ -867,11 +868,7 @@ pub async fn pause<S: FleetStore>(
     match result {
         Ok(response) => {
             let connector = response.into_inner().connector.unwrap_or_default();
-            let message = format!(
-                "Pause issued for {}: {}",
-                connector.name,
-                pages::state_name(connector.state)
-            );
+            let message = format!("Pause issued for {}", connector.name);
             done(&caller, &connector, &message)
         }
         Err(status) => {
@@ -1250,6 +1247,17 @@ pub async fn style() -> Response {
     asset(
         "text/css; charset=utf-8",
         include_str!("assets/console.css"),
+    )
+}
+
+/// GET /favicon.ico: the console's icon (browsers ask for it on every
+/// page), an SVG of a connector.
+pub async fn favicon() -> Response {
+    asset(
+        "image/svg+xml",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+         <rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#0b5cad\"/>\
+         <path d=\"M3 8h4M9 8h4M7 5v6M9 5v6\" stroke=\"#fff\" stroke-width=\"2\"/></svg>",
     )
 }
 

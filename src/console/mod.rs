@@ -18,6 +18,7 @@ mod pages;
 mod params;
 mod session;
 mod sign_in;
+mod words;
 
 pub use listener::ConsoleListener;
 pub use session::Sessions;
@@ -132,6 +133,7 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
         .route("/logout", post(handlers::logout::<S>))
         .route("/assets/console.js", get(handlers::script))
         .route("/assets/console.css", get(handlers::style))
+        .route("/favicon.ico", get(handlers::favicon))
         .fallback(handlers::not_found)
         .layer(axum::middleware::map_response(handlers::security_headers))
         .with_state(console)

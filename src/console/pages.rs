@@ -30,7 +30,7 @@ impl From<&tonic::Status> for Failure {
             .error_info()
             .map(|info| info.reason.clone())
             .unwrap_or_default();
-        let fields = details
+        let fields: Vec<(String, String)> = details
             .bad_request()
             .map(|bad| {
                 bad.field_violations
@@ -51,8 +51,16 @@ impl From<&tonic::Status> for Failure {
         Failure {
             code,
             reason,
-            message,
-            fields,
+            message: super::words::console_words(&message),
+            fields: fields
+                .into_iter()
+                .map(|(field, description): (String, String)| {
+                    (
+                        super::words::field_label(&field),
+                        super::words::console_words(&description),
+                    )
+                })
+                .collect(),
         }
     }
 }
@@ -333,6 +341,7 @@ fn layout(caller: &Caller, title: &str, tab: Tab, body: Markup) -> Markup {
                 meta name="csrf-token" content=(caller.csrf);
                 title { (title) " · connector-control" }
                 link rel="stylesheet" href="/assets/console.css";
+                link rel="icon" type="image/svg+xml" href="/favicon.ico";
                 script src="/assets/console.js" defer {}
             }
             body {
@@ -563,7 +572,7 @@ pub fn connectors(caller: &Caller, view: &ConnectorsView<'_>) -> Markup {
                         (filter.hidden())
                         span { span #selected-count { "0" } " selected" }
                         div.check {
-                            input #all-matching type="checkbox" name="all_matching" value="1";
+                            input #all-matching type="checkbox" name="all_matching" value="1" data-total=(total);
                             label for="all-matching" { "All " (total) " matching" }
                         }
                         button type="submit" name="action" value="pause" { "Pause selected…" }
@@ -625,7 +634,14 @@ pub fn dialog_or_page(caller: &Caller, title: &str, body: Markup) -> Markup {
     if caller.fragment {
         body
     } else {
-        layout(caller, title, Tab::None, html! { div.panel { (body) } })
+        // A dialog opened as a page of its own: its form posts as a page
+        // too (the script opens no dialog over it).
+        layout(
+            caller,
+            title,
+            Tab::None,
+            html! { div.panel data-standalone { (body) } },
+        )
     }
 }
 
@@ -816,6 +832,15 @@ fn outcome_name(outcome: i32) -> &'static str {
 
 fn results_table(response: &v1::BatchConnectorsResponse) -> Markup {
     const SHOWN: usize = 100;
+    // A dry run changed nothing: what it would change says so.
+    let label = |outcome: i32| match outcome_name(outcome) {
+        "CHANGED" if response.validate_only => "WOULD CHANGE",
+        name => name,
+    };
+    let class = |outcome: i32| match outcome_name(outcome) {
+        "CHANGED" if response.validate_only => "would".to_owned(),
+        name => name.to_ascii_lowercase(),
+    };
     html! {
         div.table-wrap {
             table.results {
@@ -827,7 +852,7 @@ fn results_table(response: &v1::BatchConnectorsResponse) -> Markup {
                                 (result.connector.as_ref().map_or(result.connector_id.as_str(), |c| c.name.as_str()))
                                 br; small.mono { (result.connector_id) }
                             }
-                            td { span class={ "outcome outcome-" (outcome_name(result.outcome).to_ascii_lowercase()) } { (outcome_name(result.outcome)) } }
+                            td { span class={ "outcome outcome-" (class(result.outcome)) } { (label(result.outcome)) } }
                             td {
                                 @if let Some(error) = &result.error {
                                     (error_text(error))
@@ -1083,6 +1108,7 @@ fn audit_table(audit: &Result<Vec<v1::AuditEvent>, Failure>) -> Markup {
             Err(failure) => { (failure_box(failure)) }
             Ok(events) if events.is_empty() => { p.muted { "No audit events." } }
             Ok(events) => {
+                p.scroll-hint { "The table is wider than the screen: scroll it sideways for more columns." }
                 div.table-wrap { table #audit {
                     thead { tr { th scope="col" { "Time" } th scope="col" { "Principal" } th scope="col" { "Action" } th scope="col" { "Connector" } th scope="col" { "Outcome" } th scope="col" { "Detail" } } }
                     tbody {

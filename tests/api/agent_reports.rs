@@ -125,21 +125,23 @@ async fn a_generation_never_issued_does_not_settle_a_pausing_connector() {
             }],
         )
         .await;
-    // Then an honest heartbeat, so that the one before it was handled.
+    // Then an honest heartbeat, so that the one before it was handled
+    // (its checkpoint shows; a PAUSING connector shows no latency).
+    let honest = timestamp_in(chrono::TimeDelta::seconds(-42));
     agent
         .heartbeat(
             2,
             vec![v1::ConnectorStatus {
-                latency: Some(prost_types::Duration {
-                    seconds: 9,
-                    nanos: 0,
-                }),
+                checkpoint_time: Some(honest),
                 ..status("c1", S::Running, command.generation)
             }],
         )
         .await;
     let after = app
-        .connector_becomes("c1", |c| c.latency.is_some_and(|l| l.seconds == 9))
+        .connector_becomes("c1", |c| {
+            c.checkpoint_time
+                .is_some_and(|t| t.seconds == honest.seconds)
+        })
         .await;
     assert_eq!(after.state, S::Pausing as i32);
 }

@@ -72,7 +72,11 @@ async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(paused.connector.unwrap().state, S::Stopped as i32);
+    let paused = paused.connector.unwrap();
+    assert_eq!(paused.state, S::Stopped as i32);
+    // A stopped connector's last latency is history, not a lag: not shown.
+    assert_eq!(paused.latency, None);
+    assert_eq!(app.get("c1").await.latency, None);
 }
 
 #[tokio::test]

@@ -66,6 +66,11 @@
   }
 
   function applyDone(root) {
+    // A live table hears of the change from its stream, in order: the
+    // answer's copy of the row (PAUSING, say) could be older than what the
+    // stream already showed (STOPPED).
+    const live = document.getElementById("live");
+    if (live && !live.hidden) return;
     root.querySelectorAll("template[data-row]").forEach((template) => {
       const fresh = template.content.querySelector("tr");
       if (fresh) putRow(document.importNode(fresh, true));
@@ -199,6 +204,8 @@
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (!form.matches("form[data-dialog-form]")) return;
+    // A dialog opened as a page of its own posts as a page.
+    if (form.closest("[data-standalone]")) return;
     event.preventDefault();
     submit(form, event.submitter);
   });
@@ -229,7 +236,11 @@
 
   function countSelected() {
     const count = document.getElementById("selected-count");
-    if (count) count.textContent = document.querySelectorAll('input[name="ids"]:checked').length;
+    if (!count) return;
+    const all = document.getElementById("all-matching");
+    count.textContent = all && all.checked
+      ? "all " + (all.dataset.total || "") + " matching"
+      : document.querySelectorAll('input[name="ids"]:checked').length;
   }
   document.addEventListener("change", (event) => {
     if (event.target.id === "select-page") {
@@ -237,7 +248,9 @@
         box.checked = event.target.checked;
       });
     }
-    if (event.target.name === "ids" || event.target.id === "select-page") countSelected();
+    if (["ids"].includes(event.target.name) || ["select-page", "all-matching"].includes(event.target.id)) {
+      countSelected();
+    }
   });
 
   // Live table --------------------------------------------------------

@@ -294,6 +294,15 @@ async fn the_start_dialog_offers_the_explicit_skip_when_the_store_lost_the_check
         .await
         .unwrap();
     assert!(failure.contains("skip"), "{failure}");
+    // In the console's words: its labels, times to the second in UTC.
+    assert!(
+        failure.contains("Skip to the earliest data") && !failure.contains("skip_to_earliest"),
+        "{failure}"
+    );
+    assert!(
+        failure.contains(" UTC") && !failure.contains("+00:00"),
+        "{failure}"
+    );
     assert!(dialog_open(&browser).await, "the dialog stays open");
     assert!(app.commands("lost-eu").await.is_empty());
     // Ticking the skip starts it, and the command carries the choice.
@@ -682,6 +691,18 @@ async fn on_a_phone_width_the_rows_become_cards_and_pause_still_works() {
         app.get("payments-eu").await.state,
         v1::ConnectorState::Stopped as i32
     );
+    // The Audit tab's table is wider than a phone: it scrolls inside the
+    // page, and the page says so.
+    browser.goto(&app.url("/audit")).await;
+    let audit = browser
+        .js(
+            "const hint = document.querySelector('.scroll-hint');
+             return [document.documentElement.scrollWidth <= window.innerWidth,
+                     !!hint && getComputedStyle(hint).display !== 'none'];",
+            vec![],
+        )
+        .await;
+    assert_eq!(audit, serde_json::json!([true, true]), "{audit}");
 }
 
 #[tokio::test]
@@ -713,4 +734,56 @@ async fn what_agents_say_is_shown_with_control_and_bidi_characters_visible() {
         "{cell:?}"
     );
     assert!(cell.contains("\\u{202e}txt.exe\\u{7}"), "{cell}");
+}
+
+#[tokio::test]
+async fn a_dialog_opened_as_a_page_posts_as_a_page_and_a_dry_run_says_would_change() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    // The Pause dialog's own URL, opened directly (a link pasted, say).
+    browser.goto(&app.url("/connectors/users-eu/pause")).await;
+    browser
+        .find("#pause-reason")
+        .await
+        .send_keys("INC-12")
+        .await
+        .unwrap();
+    browser.click("button.primary").await;
+    browser
+        .until(
+            "the connector's page, without a dialog over it",
+            "return location.pathname === '/connectors/users-eu' &&
+               !document.querySelector('dialog[open]');",
+        )
+        .await;
+    app.wait_for_state("users-eu", v1::ConnectorState::Stopped)
+        .await;
+
+    // A bulk dry run says what would change, not what changed; ticking
+    // "all matching" says so in the count.
+    browser.goto(&app.url("/?q=payments")).await;
+    browser.until_row("payments-eu", "RUNNING").await;
+    browser.click("#all-matching").await;
+    let count = browser.find("#selected-count").await.text().await.unwrap();
+    assert_eq!(count, "all 3 matching");
+    browser
+        .click("#bulk button[name=action][value=pause]")
+        .await;
+    browser.find("#dialog [data-dry-run]").await;
+    let labels = browser
+        .js(
+            "return [...document.querySelectorAll('#dialog .outcome')].map(o => o.textContent).join(',');",
+            vec![],
+        )
+        .await;
+    assert_eq!(labels, "WOULD CHANGE,WOULD CHANGE,WOULD CHANGE");
+
+    // Every page names its icon, which is there (no 404 in the console).
+    let icon = browser
+        .js(
+            "return fetch('/favicon.ico').then(r => r.status + ' ' + r.headers.get('content-type'));",
+            vec![],
+        )
+        .await;
+    assert_eq!(icon, "200 image/svg+xml");
 }
