@@ -185,12 +185,28 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
         ("CHECKPOINT", time(c.checkpoint_time.as_ref())),
         ("STORE RANGE", range),
         ("MESSAGE", or_dash(&c.status_message).to_owned()),
+        (
+            "RESTART POLICY",
+            restart_policy(&c.restart_policy.unwrap_or_default()),
+        ),
+        (
+            "RESTARTS",
+            match &c.next_restart_time {
+                Some(next) => format!("{} in a row; next at {}", c.restart_count, time(Some(next))),
+                None => format!("{} in a row", c.restart_count),
+            },
+        ),
         ("LAST HEARTBEAT", time(c.last_heartbeat_time.as_ref())),
         ("UPDATED", time(c.update_time.as_ref())),
     ] {
         add_row(&mut table, vec![field.to_owned(), value]);
     }
     Ok(format!("{table}\n"))
+}
+
+/// A restart policy in words (`proto::convert::restart_policy_text`).
+pub fn restart_policy(policy: &v1::RestartPolicy) -> String {
+    crate::proto::convert::restart_policy_text(policy)
 }
 
 /// The answer of a Start or Pause (`dry_run`: of its validate_only form).

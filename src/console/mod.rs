@@ -16,6 +16,7 @@ mod listener;
 mod mark_stopped;
 mod pages;
 mod params;
+mod restart_policy;
 mod session;
 mod sign_in;
 mod words;
@@ -122,6 +123,10 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
         .route(
             "/connectors/{id}/mark-stopped",
             get(mark_stopped::dialog::<S>).post(mark_stopped::submit::<S>),
+        )
+        .route(
+            "/connectors/{id}/restart-policy",
+            get(restart_policy::dialog::<S>).post(restart_policy::submit::<S>),
         )
         .route("/bulk", post(handlers::bulk::<S>))
         .route("/agents", get(handlers::agents::<S>))

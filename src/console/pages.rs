@@ -1060,11 +1060,12 @@ pub fn connector_page(
                 }
             }
             dt { "Last heartbeat" } dd { (time_cell(connector.last_heartbeat_time.as_ref())) }
-            dt { "Restart policy" } dd {
-                (v1::RestartMode::try_from(policy.mode).map(|m| m.as_str_name().trim_start_matches("RESTART_MODE_").to_owned()).unwrap_or_default())
-                " · first after " (duration_text(policy.initial_backoff.as_ref()))
-                ", at most " (duration_text(policy.max_backoff.as_ref()))
-                ", reset after " (duration_text(policy.reset_after.as_ref())) " running"
+            dt { "Restart policy" } dd #restart-policy {
+                (crate::proto::convert::restart_policy_text(&policy))
+                @if can_operate {
+                    " "
+                    a.button href={ "/connectors/" (path_segment(&connector.id)) "/restart-policy" } data-dialog { "Change" }
+                }
             }
             dt { "Next automatic start" } dd { (time_cell(connector.next_restart_time.as_ref())) }
             dt { "Created" } dd { (time_cell(connector.create_time.as_ref())) }

@@ -188,3 +188,31 @@ pub fn region_to_proto(r: crate::domain::RegionSummary) -> v1::Region {
         connectors: i32::try_from(r.connectors).unwrap_or(i32::MAX),
     }
 }
+
+/// A restart policy in words: "ON_FAILURE, at most 5 in a row, after 30s
+/// doubling to 5m, reset after 10m running".
+pub fn restart_policy_text(policy: &v1::RestartPolicy) -> String {
+    let seconds = |d: Option<&prost_types::Duration>| {
+        d.and_then(|d| std::time::Duration::try_from(*d).ok())
+            .map(|d| humantime::format_duration(d).to_string())
+            .unwrap_or_else(|| "-".to_owned())
+    };
+    let mode = v1::RestartMode::try_from(policy.mode)
+        .unwrap_or_default()
+        .as_str_name()
+        .trim_start_matches("RESTART_MODE_")
+        .to_owned();
+    if policy.mode == v1::RestartMode::Never as i32 {
+        return format!("{mode}: started by hand only");
+    }
+    let limit = match policy.max_restarts {
+        0 => "unlimited".to_owned(),
+        n => format!("at most {n} in a row"),
+    };
+    format!(
+        "{mode}, {limit}, after {} doubling to {}, reset after {} running",
+        seconds(policy.initial_backoff.as_ref()),
+        seconds(policy.max_backoff.as_ref()),
+        seconds(policy.reset_after.as_ref())
+    )
+}

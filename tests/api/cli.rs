@@ -633,3 +633,51 @@ async fn a_start_refused_for_a_lost_checkpoint_prints_both_ways_out() {
         v1::ConnectorState::Starting as i32
     );
 }
+
+#[tokio::test]
+async fn a_restart_policy_is_changed_from_the_cli_keeping_what_is_not_given() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let changed = cli(
+        &app,
+        &[
+            "connectors",
+            "restart-policy",
+            "c1",
+            "--max-restarts",
+            "5",
+            "--initial-backoff",
+            "30s",
+        ],
+    )
+    .await;
+    assert_eq!(changed.code, Some(0), "{}", changed.stderr);
+    assert!(
+        changed
+            .stdout
+            .contains("ON_FAILURE, at most 5 in a row, after 30s doubling to 5m, reset after 10m"),
+        "{}",
+        changed.stdout
+    );
+    let policy = app.get("c1").await.restart_policy.unwrap();
+    assert_eq!(policy.max_restarts, 5);
+    assert_eq!(policy.initial_backoff.unwrap().seconds, 30);
+    assert_eq!(policy.max_backoff.unwrap().seconds, 300, "kept");
+    let never = cli(
+        &app,
+        &["connectors", "restart-policy", "c1", "--mode", "never"],
+    )
+    .await;
+    assert_eq!(never.code, Some(0), "{}", never.stderr);
+    let shown = cli(&app, &["connectors", "get", "c1"]).await;
+    assert!(
+        shown.stdout.contains("RESTART POLICY") && shown.stdout.contains("NEVER"),
+        "{}",
+        shown.stdout
+    );
+    assert_eq!(
+        app.get("c1").await.restart_policy.unwrap().max_restarts,
+        5,
+        "kept"
+    );
+}

@@ -787,3 +787,39 @@ async fn a_dialog_opened_as_a_page_posts_as_a_page_and_a_dry_run_says_would_chan
         .await;
     assert_eq!(icon, "200 image/svg+xml");
 }
+
+#[tokio::test]
+async fn an_operator_changes_a_restart_policy_on_the_connectors_page() {
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/connectors/orders-eu")).await;
+    let shown = browser.find("#restart-policy").await.text().await.unwrap();
+    assert!(shown.contains("ON_FAILURE, unlimited"), "{shown}");
+    browser
+        .click("#restart-policy a[href='/connectors/orders-eu/restart-policy']")
+        .await;
+    let max = browser.find("#dialog #max-restarts").await;
+    max.clear().await.unwrap();
+    max.send_keys("3").await.unwrap();
+    let first = browser.find("#dialog #initial-backoff").await;
+    first.clear().await.unwrap();
+    first.send_keys("45s").await.unwrap();
+    browser.click("#dialog button.primary").await;
+    eventually(UI_WAIT, || async {
+        let policy = app.get("orders-eu").await.restart_policy.unwrap();
+        (policy.max_restarts == 3).then_some(policy)
+    })
+    .await;
+    let policy = app.get("orders-eu").await.restart_policy.unwrap();
+    assert_eq!(policy.initial_backoff.unwrap().seconds, 45);
+    // A duration the console cannot read is said so, in the dialog.
+    browser
+        .goto(&app.url("/connectors/orders-eu/restart-policy"))
+        .await;
+    let first = browser.find("#initial-backoff").await;
+    first.clear().await.unwrap();
+    first.send_keys("soon").await.unwrap();
+    browser.click("button.primary").await;
+    let failure = browser.find(".failure").await.text().await.unwrap();
+    assert!(failure.contains("'soon' is not a duration"), "{failure}");
+}
