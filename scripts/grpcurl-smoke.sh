@@ -2,7 +2,8 @@
 # Smoke test with the real grpcurl, as an on-call engineer would use it:
 # reflection (list, describe), health, a search, a start with a JSON body and
 # a rejected start whose error details must print as JSON, a traced call, the
-# lagging filter, the Prometheus /metrics page and the console.
+# lagging filter, the Prometheus /metrics page, the console, and every
+# example of the README against `serve --demo` (scripts/readme_examples.py).
 #
 # Needs: grpcurl on PATH, psql, a built binary (BIN, default
 # target/debug/connector-control), PostgreSQL at DATABASE_URL (default
@@ -166,5 +167,11 @@ SERVER_PID=
 grep -q "stopped" "$WORK/server.log" || fail "no graceful stop in the server log"
 passed=$((passed + 1))
 echo "smoke: ok - graceful stop on SIGTERM"
+
+# Every grpcurl and CLI example of the README, as written, against
+# `serve --demo` (a process of its own, on the embedded store).
+python3 scripts/readme_examples.py "$BIN" || fail "the README's examples against serve --demo"
+passed=$((passed + 1))
+echo "smoke: ok - every README example works against serve --demo"
 
 echo "smoke: $passed passed, 0 failed"

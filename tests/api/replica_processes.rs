@@ -458,7 +458,7 @@ fn running_as_root() -> bool {
 }
 
 fn as_postgres(program: &str, args: &[&str], root: bool) -> std::process::Command {
-    if root {
+    let mut command = if root {
         let mut command = std::process::Command::new("runuser");
         command.args(["-u", "postgres", "--", program]).args(args);
         command
@@ -466,7 +466,11 @@ fn as_postgres(program: &str, args: &[&str], root: bool) -> std::process::Comman
         let mut command = std::process::Command::new(program);
         command.args(args);
         command
-    }
+    };
+    // A directory every user may enter: run as postgres, it could not
+    // enter the test's (a checkout under root's home, say).
+    command.current_dir(std::env::temp_dir());
+    command
 }
 
 fn run(program: &str, args: &[&str], root: bool) {

@@ -92,6 +92,7 @@ impl Cluster {
         let [etcd_port, etcd_peer_port] = [free_port(), free_port()];
         let etcd_log = std::fs::File::create(dir.join("etcd.log")).unwrap();
         let etcd = Command::new("etcd")
+            .current_dir(&dir)
             .args([
                 "--name",
                 "e0",
@@ -150,7 +151,11 @@ impl Cluster {
                 .arg(&config)
                 .stdout(log.try_clone().unwrap())
                 .stderr(log)
-                .env("HOME", &node_dir);
+                .env("HOME", &node_dir)
+                // Its own directory: run as postgres, it could not enter
+                // the test's (a checkout under root's home, say), and its
+                // bootstrap would never finish.
+                .current_dir(&node_dir);
             if let Some((uid, gid)) = owner {
                 use std::os::unix::process::CommandExt;
                 command.uid(uid).gid(gid);

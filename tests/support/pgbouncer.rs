@@ -82,6 +82,8 @@ admin_users = {user}
         .unwrap();
         let mut command = Command::new(binary);
         command
+            // A directory it may enter, whoever it runs as.
+            .current_dir(&dir)
             .arg(dir.join("pgbouncer.ini"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(dir.join("pgbouncer.log")).unwrap());
