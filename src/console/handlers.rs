@@ -233,7 +233,7 @@ fn with_cookie(caller: &Caller, mut response: Response) -> Response {
     response
 }
 
-pub(super) fn page(caller: &Caller, status: StatusCode, markup: Markup) -> Response {
+fn page(caller: &Caller, status: StatusCode, markup: Markup) -> Response {
     with_cookie(caller, (status, markup).into_response())
 }
 
@@ -629,26 +629,21 @@ async fn start_form<S: FleetStore>(
     failure: Option<Failure>,
     status: StatusCode,
 ) -> Response {
-    let connector = match ConnectorService::get_connector(
-        &c.connectors,
-        c.request(caller, v1::GetConnectorRequest { id: id.to_owned() }),
-    )
-    .await
-    {
-        Ok(connector) => connector.into_inner(),
-        Err(status) => return dialog_failure(caller, "Start", &status),
-    };
     let regions =
         ConnectorService::list_regions(&c.connectors, c.request(caller, v1::ListRegionsRequest {}))
             .await
             .map(|r| r.into_inner().regions)
             .unwrap_or_default();
-    let body = pages::start_form(caller, &connector, &regions, form, failure.as_ref());
-    page(
+    connector_dialog(
+        c,
         caller,
+        id,
+        "Start",
+        "Start connector",
         status,
-        pages::dialog_or_page(caller, "Start connector", body),
+        |connector| pages::start_form(caller, connector, &regions, form, failure.as_ref()),
     )
+    .await
 }
 
 /// A dialog a viewer cannot use says so instead of offering a form the API
@@ -676,7 +671,7 @@ pub(super) fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> 
     ))
 }
 
-pub(super) fn dialog_failure(caller: &Caller, title: &str, status: &Status) -> Response {
+fn dialog_failure(caller: &Caller, title: &str, status: &Status) -> Response {
     let failure = Failure::from(status);
     let body = pages::failure_box(&failure);
     page(
@@ -813,6 +808,30 @@ async fn pause_form<S: FleetStore>(
     failure: Option<Failure>,
     status: StatusCode,
 ) -> Response {
+    connector_dialog(
+        c,
+        caller,
+        id,
+        "Pause",
+        "Pause connector",
+        status,
+        |connector| pages::pause_form(caller, connector, reason, request_id, failure.as_ref()),
+    )
+    .await
+}
+
+/// A dialog about one connector: the connector, read as `caller` (its
+/// refusal shown instead), and `body` for it, as a dialog or a page of its
+/// own (`title` names the action, `page_title` the page).
+pub(super) async fn connector_dialog<S: FleetStore>(
+    c: &Console<S>,
+    caller: &Caller,
+    id: &str,
+    title: &str,
+    page_title: &str,
+    status: StatusCode,
+    body: impl FnOnce(&v1::Connector) -> Markup,
+) -> Response {
     let connector = match ConnectorService::get_connector(
         &c.connectors,
         c.request(caller, v1::GetConnectorRequest { id: id.to_owned() }),
@@ -820,13 +839,12 @@ async fn pause_form<S: FleetStore>(
     .await
     {
         Ok(connector) => connector.into_inner(),
-        Err(status) => return dialog_failure(caller, "Pause", &status),
+        Err(status) => return dialog_failure(caller, title, &status),
     };
-    let body = pages::pause_form(caller, &connector, reason, request_id, failure.as_ref());
     page(
         caller,
         status,
-        pages::dialog_or_page(caller, "Pause connector", body),
+        pages::dialog_or_page(caller, page_title, body(&connector)),
     )
 }
 

@@ -3,8 +3,8 @@
 
 use super::Console;
 use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, dialog_failure, done, http_status,
-    may_not_operate, page,
+    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
+    may_not_operate,
 };
 use super::pages::{self, Failure};
 use crate::domain::AuditAction;
@@ -44,21 +44,16 @@ async fn form_page<S: FleetStore>(
     failure: Option<Failure>,
     status: StatusCode,
 ) -> Response {
-    let connector = match ConnectorService::get_connector(
-        &c.connectors,
-        c.request(caller, v1::GetConnectorRequest { id: id.to_owned() }),
+    connector_dialog(
+        c,
+        caller,
+        id,
+        TITLE,
+        "Mark connector stopped",
+        status,
+        |connector| form(caller, connector, reason, request_id, failure.as_ref()),
     )
     .await
-    {
-        Ok(connector) => connector.into_inner(),
-        Err(status) => return dialog_failure(caller, TITLE, &status),
-    };
-    let body = form(caller, &connector, reason, request_id, failure.as_ref());
-    page(
-        caller,
-        status,
-        pages::dialog_or_page(caller, "Mark connector stopped", body),
-    )
 }
 
 /// POST /connectors/{id}/mark-stopped.

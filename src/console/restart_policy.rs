@@ -4,8 +4,8 @@
 
 use super::Console;
 use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, dialog_failure, done, http_status,
-    may_not_operate, page,
+    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
+    may_not_operate,
 };
 use super::pages::{self, Failure};
 use super::params::Params;
@@ -131,27 +131,24 @@ async fn form_page<S: FleetStore>(
     failure: Option<Failure>,
     status: StatusCode,
 ) -> Response {
-    let connector = match ConnectorService::get_connector(
-        &c.connectors,
-        c.request(caller, v1::GetConnectorRequest { id: id.to_owned() }),
+    connector_dialog(
+        c,
+        caller,
+        id,
+        TITLE,
+        "Restart policy",
+        status,
+        |connector| {
+            let current = PolicyForm::of(&connector.restart_policy.unwrap_or_default());
+            form(
+                caller,
+                connector,
+                typed.unwrap_or(&current),
+                failure.as_ref(),
+            )
+        },
     )
     .await
-    {
-        Ok(connector) => connector.into_inner(),
-        Err(status) => return dialog_failure(caller, TITLE, &status),
-    };
-    let current = PolicyForm::of(&connector.restart_policy.unwrap_or_default());
-    let body = form(
-        caller,
-        &connector,
-        typed.unwrap_or(&current),
-        failure.as_ref(),
-    );
-    page(
-        caller,
-        status,
-        pages::dialog_or_page(caller, "Restart policy", body),
-    )
 }
 
 /// POST /connectors/{id}/restart-policy.
