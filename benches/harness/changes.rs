@@ -73,6 +73,7 @@ impl RawChange {
                 &&[reason][..],
                 &&[""][..],
                 &&["anonymous"][..],
+                &&[false][..],
             ],
         )
         .await?;

@@ -92,6 +92,22 @@ pub async fn connect<S: FleetStore>(
     outbound
         .try_send(Ok(welcome))
         .expect("a new channel has room");
+    // Connectors it runs that it must not (another agent runs them now,
+    // or an operator marked them stopped while it was away): told to stop.
+    let strays = strays(&fleet, &session, &hello.connectors).await;
+    if !strays.is_empty() {
+        let outbound = outbound.clone();
+        tokio::spawn(async move {
+            for command in strays {
+                let stop = ControlMessage {
+                    message: Some(control_message::Message::Command(command)),
+                };
+                if outbound.send(Ok(stop)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let (superseded_token, recycle) = fleet.register(session.clone(), outbound.clone());
     fleet.saw(&session);
     fleet.signals_ref().wake(&session.region);
@@ -134,6 +150,67 @@ pub async fn connect<S: FleetStore>(
         .instrument(span),
     );
     Ok(ReceiverStream::new(receiver))
+}
+
+/// PAUSE commands for the connectors a hello lists as running that the
+/// agent must not run (`domain::fleet::stray`). They are the control
+/// plane's own, kept nowhere: the agent applies them (their generation is
+/// the connector's, newer than what it runs) and its answer, for no
+/// command the store knows, changes nothing. A failed read sends none:
+/// the agent's next session looks again.
+async fn strays<S: FleetStore>(
+    fleet: &Fleet<S>,
+    session: &Session,
+    reported: &[ObservedStatus],
+) -> Vec<crate::proto::v1::Command> {
+    let running: Vec<String> = reported
+        .iter()
+        .filter(|status| status.state == crate::domain::ConnectorState::Running)
+        .map(|status| status.connector_id.clone())
+        .collect();
+    if running.is_empty() {
+        return Vec::new();
+    }
+    let connectors = match fleet.store().connectors_by_id(&running).await {
+        Ok(connectors) => connectors,
+        Err(error) => {
+            warn!(%error, "reading the connectors a hello lists failed; strays not looked for");
+            return Vec::new();
+        }
+    };
+    let mut commands = Vec::new();
+    for connector in connectors {
+        let Some(status) = reported.iter().find(|s| s.connector_id == connector.id) else {
+            continue;
+        };
+        if !crate::domain::fleet::stray(&connector, status, session) {
+            continue;
+        }
+        warn!(
+            agent_id = %session.agent_id,
+            connector_id = %connector.id,
+            reported_generation = status.generation,
+            generation = connector.generation,
+            runner = %connector.agent_id,
+            "the agent runs a connector it must not (another agent runs it, or it was marked \
+             stopped): telling it to stop"
+        );
+        commands.push(crate::proto::v1::Command {
+            id: format!("stop-stray-{}", uuid::Uuid::new_v4()),
+            connector_id: connector.id.clone(),
+            kind: crate::proto::v1::CommandKind::Pause as i32,
+            region: session.region.clone(),
+            generation: connector.generation,
+            status: crate::proto::v1::CommandStatus::Delivered as i32,
+            agent_id: session.agent_id.clone(),
+            reason: "this agent runs a copy the control plane does not: another agent runs \
+                     it, or it was marked stopped while this agent was away"
+                .to_owned(),
+            principal: "system:stray".to_owned(),
+            ..Default::default()
+        });
+    }
+    commands
 }
 
 /// Logs and audits a hello refused before anything it carries was written.

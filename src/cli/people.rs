@@ -70,13 +70,19 @@ impl From<tonic::Status> for Failure {
                 .get("connector_id")
                 .cloned()
                 .unwrap_or_default();
+            // A minute past the store's earliest time: a store that keeps
+            // a sliding window has moved on by the time this is run.
             let earliest = info
                 .metadata
                 .get("earliest_time")
-                .cloned()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| {
+                    (t.with_timezone(&chrono::Utc) + chrono::TimeDelta::seconds(60))
+                        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                })
                 .unwrap_or_default();
             message.push_str(&format!(
-                "\n  replay from the earliest data the store holds: connector-control connectors \
+                "\n  replay from just after the earliest data the store holds: connector-control connectors \
                  start {id} --pull-back {earliest}\n  or skip the lost changes on purpose \
                  (audited): connector-control connectors start {id} --skip-to-earliest"
             ));

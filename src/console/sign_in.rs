@@ -4,21 +4,23 @@
 //! slowed to a trickle, and answered without checking the token).
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 /// Sign-in attempts one address may make in a burst, then one per
-/// `PER_ADDRESS_EVERY`: a person mistyping a token is never slowed down,
-/// a script trying tokens gets ten a minute.
-const PER_ADDRESS_BURST: u32 = 10;
-const PER_ADDRESS_EVERY: Duration = Duration::from_secs(6);
-/// All addresses together (many addresses trying tokens at once).
-const OVERALL_BURST: u32 = 200;
-const OVERALL_PER_SECOND: u32 = 20;
-/// Addresses remembered at most before idle ones are forgotten.
+/// `PER_ADDRESS_EVERY`: a person mistyping a token, or a team behind one
+/// address signing in (a sign-in lasts hours), is not slowed down; a
+/// script trying tokens gets twenty a minute. There is no limit over all
+/// addresses: one an attacker could use up would lock every operator out.
+const PER_ADDRESS_BURST: u32 = 20;
+const PER_ADDRESS_EVERY: Duration = Duration::from_secs(3);
+/// Addresses remembered before idle ones are forgotten (at most once per
+/// `FORGET_EVERY`, so that a flood of addresses costs no scan per try).
 const MAX_ADDRESSES: usize = 100_000;
+const FORGET_EVERY: Duration = Duration::from_secs(10);
 
 /// Where a sign-in may send the browser: `next` if it is a path on this
 /// console, else `/`. A path starts with one `/` (not `//` nor `/\`, which
@@ -51,46 +53,55 @@ pub fn safe_next(next: &str) -> String {
     safe
 }
 
-/// How fast sign-ins may be tried, per address and overall.
+/// How fast sign-ins may be tried, per address.
 #[derive(Debug)]
 pub struct Throttle {
     per_address: DefaultKeyedRateLimiter<IpAddr>,
-    overall: DefaultDirectRateLimiter,
+    forgotten: Mutex<Instant>,
 }
 
 impl Default for Throttle {
     fn default() -> Self {
-        let burst = |n: u32| NonZeroU32::new(n).expect("non-zero");
         Self {
             per_address: RateLimiter::keyed(
                 Quota::with_period(PER_ADDRESS_EVERY)
                     .expect("a period")
-                    .allow_burst(burst(PER_ADDRESS_BURST)),
+                    .allow_burst(NonZeroU32::new(PER_ADDRESS_BURST).expect("non-zero")),
             ),
-            overall: RateLimiter::direct(
-                Quota::per_second(burst(OVERALL_PER_SECOND)).allow_burst(burst(OVERALL_BURST)),
-            ),
+            forgotten: Mutex::new(Instant::now()),
         }
     }
 }
 
+/// What one attacker is taken to hold: an IPv4 address, or an IPv6 /64
+/// (a host has a whole /64 to pick addresses from).
+fn sender(address: IpAddr) -> IpAddr {
+    match address.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        v4 => v4,
+    }
+}
+
 impl Throttle {
-    /// Takes one attempt from `address`'s allowance (and everyone's), or
-    /// says how long to wait. Every attempt counts, whatever its outcome:
-    /// attempts made at once cannot all slip through before their
-    /// failures are known.
+    /// Takes one attempt from `address`'s allowance, or says how long to
+    /// wait. Every attempt counts, whatever its outcome: attempts made at
+    /// once cannot all slip through before their failures are known.
     pub fn attempt(&self, address: IpAddr) -> Result<(), Duration> {
-        if self.per_address.len() > MAX_ADDRESSES {
+        if self.per_address.len() > MAX_ADDRESSES
+            && let Ok(mut forgotten) = self.forgotten.try_lock()
+            && forgotten.elapsed() >= FORGET_EVERY
+        {
             self.per_address.retain_recent();
+            *forgotten = Instant::now();
         }
         let clock = DefaultClock::default();
-        let wait = |not_until: governor::NotUntil<_>| {
-            not_until
-                .wait_time_from(clock.now())
-                .max(Duration::from_secs(1))
-        };
-        self.per_address.check_key(&address).map_err(wait)?;
-        self.overall.check().map_err(wait)
+        self.per_address
+            .check_key(&sender(address))
+            .map_err(|not_until| {
+                not_until
+                    .wait_time_from(clock.now())
+                    .max(Duration::from_secs(1))
+            })
     }
 }
 
@@ -131,7 +142,17 @@ mod tests {
         assert_eq!(allowed, PER_ADDRESS_BURST as usize);
         let wait = throttle.attempt(attacker).unwrap_err();
         assert!(wait >= Duration::from_secs(1));
-        // Someone else is not held up by it.
+        // Someone else is not held up by it, not even after every other
+        // address of the attacker's.
+        for i in 0..=255u8 {
+            let _ = throttle.attempt(IpAddr::from([10, 9, 8, i]));
+        }
         assert!(throttle.attempt("10.1.1.1".parse().unwrap()).is_ok());
+        // An IPv6 host's /64 is one sender.
+        let v6 = |last: u16| IpAddr::from([0xfd00, 0, 0, 1, 0, 0, 0, last]);
+        let allowed = (0..1_000)
+            .filter(|i| throttle.attempt(v6(*i)).is_ok())
+            .count();
+        assert_eq!(allowed, PER_ADDRESS_BURST as usize);
     }
 }

@@ -439,32 +439,47 @@ pub fn status_effect(
     if connector.agent_id != session.agent_id && !adopts {
         return None;
     }
+    // From before an operator marked it stopped: nothing it says counts,
+    // neither its state nor what it observed (the next start checks the
+    // store range). Only, when it says it runs the connector, the message
+    // tells operators how to take it back.
+    if status.generation < connector.fenced_below {
+        let stale_run =
+            status.state == ConnectorState::Running && connector.state == ConnectorState::Stopped;
+        return stale_run.then(|| ConnectorUpdate {
+            state: None,
+            desired_state: None,
+            placement: None,
+            observed: None,
+            status_message: Some(format!(
+                "marked stopped, but agent {} reports it RUNNING at generation {} (from before \
+                 the mark, generation {}): it is told to stop; start it to run it again",
+                session.agent_id, status.generation, connector.fenced_below
+            )),
+        });
+    }
     let current = status.generation >= connector.generation;
-    // Its agent, back after an operator marked it stopped, still runs the
-    // generation from before: the mark stands (the report may be stale),
-    // and the message says how to take it back.
-    let stale_run = !current
-        && status.generation < connector.fenced_below
-        && status.state == ConnectorState::Running
-        && connector.state == ConnectorState::Stopped;
     Some(ConnectorUpdate {
         state: (current && reportable(status.state)).then_some(status.state),
         desired_state: None,
         placement: Some(Placement::of(session, &connector.region)),
         observed: Some(status.clone()),
-        status_message: if current {
-            Some(status.message.clone())
-        } else if stale_run {
-            Some(format!(
-                "marked stopped, but agent {} reports it RUNNING at generation {} (from before \
-                 the mark, generation {}): start it to take it back, then pause it if it must \
-                 stop",
-                session.agent_id, status.generation, connector.fenced_below
-            ))
-        } else {
-            None
-        },
+        status_message: current.then(|| status.message.clone()),
     })
+}
+
+/// Whether `session`'s agent, reporting `status`, runs a copy of the
+/// connector that must stop: another agent runs it now (a start went
+/// elsewhere while this agent was away), or an operator marked it stopped
+/// after the generation it runs. Then the agent is told to pause it (as
+/// Kubernetes' kubelet, back from a partition, kills pods no longer bound
+/// to its node), at the connector's generation, newer than what it runs.
+pub fn stray(connector: &Connector, status: &ObservedStatus, session: &Session) -> bool {
+    let elsewhere = !connector.agent_id.is_empty() && connector.agent_id != session.agent_id;
+    let fenced = status.generation < connector.fenced_below;
+    status.state == ConnectorState::Running
+        && status.generation < connector.generation
+        && (elsewhere || fenced)
 }
 
 /// What it means that `session`'s agent no longer lists a connector it
@@ -916,6 +931,43 @@ mod tests {
     }
 
     #[test]
+    fn a_copy_another_agent_runs_or_marked_stopped_is_told_to_stop() {
+        let running = |generation| ObservedStatus {
+            connector_id: "c1".into(),
+            state: ConnectorState::Running,
+            checkpoint_time: None,
+            latency: None,
+            store_range: None,
+            generation,
+            message: String::new(),
+        };
+        let moved = Connector {
+            agent_id: "a2".into(),
+            ..connector(5, ConnectorState::Running)
+        };
+        assert!(stray(&moved, &running(3), &session()));
+        let marked = Connector {
+            agent_id: "a1".into(),
+            fenced_below: 5,
+            ..connector(5, ConnectorState::Stopped)
+        };
+        assert!(stray(&marked, &running(4), &session()));
+        // Its own, current copy; a stopped one; a generation it cannot be
+        // moved past: nothing to stop.
+        let own = Connector {
+            agent_id: "a1".into(),
+            ..connector(5, ConnectorState::Running)
+        };
+        assert!(!stray(&own, &running(5), &session()));
+        let stopped = ObservedStatus {
+            state: ConnectorState::Stopped,
+            ..running(3)
+        };
+        assert!(!stray(&moved, &stopped, &session()));
+        assert!(!stray(&moved, &running(5), &session()));
+    }
+
+    #[test]
     fn a_generation_never_issued_is_not_believed() {
         let pausing = Connector {
             agent_id: "a1".into(),
@@ -966,11 +1018,12 @@ mod tests {
         };
         let update = status_effect(&marked, &late, &session()).unwrap();
         assert_eq!(update.state, None);
+        assert_eq!((update.observed, update.placement), (None, None));
         assert!(
             update
                 .status_message
                 .unwrap()
-                .contains("start it to take it back")
+                .contains("it is told to stop")
         );
         // A late start result for an older generation: nothing at all.
         assert_eq!(

@@ -481,6 +481,27 @@ impl Intent {
     }
 }
 
+/// Whether a call with `request_id` on `connector_id` repeats one already
+/// made (`previous`: the principal that made it, as audited), for calls
+/// that keep no command (mark stopped, a restart policy): the same
+/// principal's retry is a replay (true), anyone else's is refused.
+pub fn replay_of(
+    connector_id: &str,
+    request_id: &str,
+    previous: Option<&str>,
+    caller: &str,
+) -> Result<bool, Rejection> {
+    match previous {
+        None => Ok(false),
+        Some(principal) if principal.is_empty() || principal == caller => Ok(true),
+        Some(_) => Err(Rejection::RequestIdReused {
+            connector_id: connector_id.to_owned(),
+            request_id: request_id.to_owned(),
+            previous: "a call by another principal".to_owned(),
+        }),
+    }
+}
+
 /// Whether a retry with a used `request_id` repeats the original call (then
 /// the original command is returned) or asks for something else.
 pub fn check_replay(

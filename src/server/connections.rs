@@ -531,7 +531,7 @@ async fn greet<IO: AsyncRead + Unpin>(
     if let Greeting::Http1 { .. } = greeting {
         let mut head = Vec::with_capacity(1024);
         let mut chunk = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        loop {
             if head.len() > MAX_HEADER_BYTES {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -542,9 +542,15 @@ async fn greet<IO: AsyncRead + Unpin>(
             if n == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
+            // Only the new bytes (and the three before them) can complete
+            // the blank line: a client trickling its headers costs no
+            // rescans.
+            let from = head.len().saturating_sub(3);
             head.extend_from_slice(&chunk[..n]);
+            if head[from..].windows(4).any(|w| w == b"\r\n\r\n") {
+                return Ok((io, Bytes::from(head)));
+            }
         }
-        return Ok((io, Bytes::from(head)));
     }
     let mut preface = [0u8; PREFACE.len()];
     io.read_exact(&mut preface).await?;

@@ -439,7 +439,7 @@ async fn a_connector_whose_agent_is_gone_is_marked_stopped_and_runs_elsewhere() 
         .await;
     // The lost agent comes back still running the old generation: it has
     // no say any more (its hello is recorded before its welcome).
-    let _a1 = TestAgent::connect(
+    let mut a1 = TestAgent::connect(
         &app,
         v1::Hello {
             connectors: vec![status("c1", S::Running, first.generation)],
@@ -449,6 +449,22 @@ async fn a_connector_whose_agent_is_gone_is_marked_stopped_and_runs_elsewhere() 
     .await;
     let after = app.get("c1").await;
     assert_eq!((after.state, after.agent_id.as_str()), (RUNNING, "a2"));
+    // And it is told to stop its copy, at the connector's generation (newer
+    // than the one it runs); its answer changes nothing.
+    let stop = a1.next_command().await;
+    assert_eq!(
+        (stop.connector_id.as_str(), stop.kind, stop.generation),
+        ("c1", v1::CommandKind::Pause as i32, after.generation)
+    );
+    a1.succeed(&stop, S::Stopped).await;
+    let still = app.get("c1").await;
+    assert_eq!((still.state, still.agent_id.as_str()), (RUNNING, "a2"));
+    assert!(
+        app.count("SELECT count(*) FROM commands WHERE id LIKE 'stop-stray-%'")
+            .await
+            == 0,
+        "the control plane's own stop is kept nowhere"
+    );
 }
 
 #[tokio::test]

@@ -619,7 +619,7 @@ async fn a_start_refused_for_a_lost_checkpoint_prints_both_ways_out() {
         refused.stderr.contains("CHECKPOINT_OUT_OF_RANGE")
             && refused
                 .stderr
-                .contains("connectors start c1 --pull-back 2026-01-01T00:00:00+00:00")
+                .contains("connectors start c1 --pull-back 2026-01-01T00:01:00Z")
             && refused
                 .stderr
                 .contains("connectors start c1 --skip-to-earliest"),

@@ -336,3 +336,41 @@ async fn a_failed_connector_is_started_again_after_its_backoff_until_its_starts_
     let manual = app.start(start_request("c1")).await.unwrap();
     assert_eq!(manual.connector.unwrap().restart_count, 0);
 }
+
+#[tokio::test]
+async fn a_corrected_retry_after_a_refusal_changes_the_policy() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let request = |initial: i64| v1::UpdateRestartPolicyRequest {
+        id: "c1".to_owned(),
+        restart_policy: Some(v1::RestartPolicy {
+            initial_backoff: Some(prost_types::Duration {
+                seconds: 0,
+                nanos: i32::try_from(initial).unwrap(),
+            }),
+            ..Default::default()
+        }),
+        request_id: "fix-1".to_owned(),
+    };
+    // Half a second is below the allowed range: refused (and audited as
+    // refused, with the request id).
+    assert_error(
+        update(&app, request(500_000_000)).await,
+        Code::InvalidArgument,
+        "INVALID_ARGUMENT",
+    );
+    // The same request id, corrected: it is a new call, and it counts.
+    let fixed = update(
+        &app,
+        v1::UpdateRestartPolicyRequest {
+            restart_policy: Some(v1::RestartPolicy {
+                initial_backoff: seconds(2),
+                ..Default::default()
+            }),
+            ..request(0)
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixed.restart_policy.unwrap().initial_backoff, seconds(2));
+}

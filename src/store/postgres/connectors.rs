@@ -129,21 +129,32 @@ impl Connectors for PgStore {
             ))
             .await
             .map_err(translate)?;
-        let done = tx
-            .prepare_cached(
-                "SELECT EXISTS (SELECT 1 FROM audit_events
-                   WHERE connector_id = $1 AND action = 'UPDATE_RESTART_POLICY'
-                     AND request_id = $2)",
-            )
+        // The connector first (a retry racing its original waits for it),
+        // then whether this request id was used: a retry of the same
+        // principal's call changes nothing, anyone else's is refused.
+        let lock = tx
+            .prepare_cached("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
             .await
             .map_err(translate)?;
-        if let Some(request_id) = request_id
-            && tx
-                .query_one(&done, &[&id, &request_id])
-                .await
-                .map_err(translate)?
-                .get::<_, bool>(0)
+        if tx
+            .query_opt(&lock, &[&id])
+            .await
+            .map_err(translate)?
+            .is_none()
         {
+            return Err(StoreError::ConnectorNotFound(id.to_owned()));
+        }
+        if let Some(request_id) = request_id
+            && rules::replay_of(
+                id,
+                request_id,
+                audited_principal(&tx, id, "UPDATE_RESTART_POLICY", request_id)
+                    .await?
+                    .as_deref(),
+                &actor.principal,
+            )?
+        {
+            drop(tx);
             return self.get_connector(id).await;
         }
         let row = tx
@@ -294,25 +305,6 @@ impl PgStore {
         let id = request.connector_id.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(translate)?;
-        if let Some(request_id) = &request.request_id {
-            let done = tx
-                .prepare_cached(
-                    "SELECT EXISTS (SELECT 1 FROM audit_events
-                       WHERE connector_id = $1 AND action = 'MARK_CONNECTOR_STOPPED'
-                         AND request_id = $2 AND outcome = 'OK')",
-                )
-                .await
-                .map_err(translate)?;
-            if tx
-                .query_one(&done, &[&id, request_id])
-                .await
-                .map_err(translate)?
-                .get::<_, bool>(0)
-            {
-                drop(tx);
-                return Ok((self.get_connector(id).await?, true));
-            }
-        }
         let lock = tx
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
@@ -323,6 +315,20 @@ impl PgStore {
             Some(row) => connector_from_row(&row)?,
             None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
         };
+        // Under the lock: a retry racing its original sees it done.
+        if let Some(request_id) = &request.request_id
+            && rules::replay_of(
+                id,
+                request_id,
+                audited_principal(&tx, id, "MARK_CONNECTOR_STOPPED", request_id)
+                    .await?
+                    .as_deref(),
+                &request.actor.principal,
+            )?
+        {
+            drop(tx);
+            return Ok((self.get_connector(id).await?, true));
+        }
         // The agent running it, or answering its command in flight, heard
         // from within `offline_after` (the sweep's notion of online).
         let online = tx
@@ -378,4 +384,27 @@ impl PgStore {
         tx.commit().await.map_err(translate)?;
         Ok((connector_from_row(&row)?, false))
     }
+}
+
+/// Who made the audited (OK) call `action` with `request_id` on
+/// `connector_id`, if one was made: what a retry is checked against.
+async fn audited_principal(
+    client: &impl Db,
+    connector_id: &str,
+    action: &str,
+    request_id: &str,
+) -> Result<Option<String>, StoreError> {
+    let statement = client
+        .prepare_cached(
+            "SELECT principal FROM audit_events
+             WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
+             ORDER BY id LIMIT 1",
+        )
+        .await
+        .map_err(translate)?;
+    Ok(client
+        .query_opt(&statement, &[&connector_id, &action, &request_id])
+        .await
+        .map_err(translate)?
+        .map(|row| row.get(0)))
 }

@@ -324,19 +324,15 @@ impl Connectors for SqliteStore {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(translate)?;
-            if let Some(request_id) = &request_id {
-                let done: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM audit_events
-                           WHERE connector_id = ?1 AND action = 'UPDATE_RESTART_POLICY'
-                             AND request_id = ?2)",
-                    )
-                    .map_err(translate)?
-                    .query_row(params![id, request_id], |row| row.get(0))
-                    .map_err(translate)?;
-                if done {
-                    return get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
-                }
+            if let Some(request_id) = &request_id
+                && rules::replay_of(
+                    &id,
+                    request_id,
+                    audited_principal(&tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
+                    &actor.principal,
+                )?
+            {
+                return get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
             let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
             let updated = tx
@@ -386,21 +382,17 @@ impl Connectors for SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(translate)?;
             let id = request.connector_id.clone();
-            if let Some(request_id) = &request.request_id {
-                let done: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM audit_events
-                           WHERE connector_id = ?1 AND action = 'MARK_CONNECTOR_STOPPED'
-                             AND request_id = ?2 AND outcome = 'OK')",
-                    )
-                    .map_err(translate)?
-                    .query_row(params![id, request_id], |row| row.get(0))
-                    .map_err(translate)?;
-                if done {
-                    let connector =
-                        get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
-                    return Ok((connector, true));
-                }
+            if let Some(request_id) = &request.request_id
+                && rules::replay_of(
+                    &id,
+                    request_id,
+                    audited_principal(&tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
+                    &request.actor.principal,
+                )?
+            {
+                let connector =
+                    get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+                return Ok((connector, true));
             }
             let connector = get_connector(&tx, &id)?
                 .ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
@@ -542,4 +534,24 @@ impl Connectors for SqliteStore {
         })
         .await
     }
+}
+
+/// Who made the audited (OK) call `action` with `request_id` on
+/// `connector_id`, if one was made (see PostgreSQL's).
+fn audited_principal(
+    connection: &Connection,
+    connector_id: &str,
+    action: &str,
+    request_id: &str,
+) -> Result<Option<String>, StoreError> {
+    connection
+        .prepare_cached(
+            "SELECT principal FROM audit_events
+             WHERE connector_id = ?1 AND action = ?2 AND request_id = ?3 AND outcome = 'OK'
+             ORDER BY id LIMIT 1",
+        )
+        .map_err(translate)?
+        .query_row(params![connector_id, action, request_id], |row| row.get(0))
+        .optional()
+        .map_err(translate)
 }

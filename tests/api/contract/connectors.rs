@@ -382,6 +382,22 @@ pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fence
         .unwrap();
     assert!(replayed);
     assert_eq!(again.generation, 2);
+    // Another principal's call with that request id is refused.
+    assert!(matches!(
+        store
+            .mark_stopped(
+                &MarkStoppedRequest {
+                    actor: connector_control::domain::Actor {
+                        principal: "eve".to_owned(),
+                        peer: String::new(),
+                    },
+                    ..mark(Duration::ZERO, Some("m-1"))
+                },
+                false,
+            )
+            .await,
+        Err(StoreError::Rejected(Rejection::RequestIdReused { .. }))
+    ));
     assert!(matches!(
         store.mark_stopped(&mark(Duration::ZERO, None), false).await,
         Err(StoreError::Rejected(Rejection::AlreadyStopped { .. }))
@@ -410,7 +426,7 @@ pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fence
     let after = store.get_connector("c1").await.unwrap();
     assert_eq!(after.state, ConnectorState::Stopped);
     assert!(
-        after.status_message.contains("start it to take it back"),
+        after.status_message.contains("it is told to stop"),
         "{}",
         after.status_message
     );
