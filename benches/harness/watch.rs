@@ -20,7 +20,8 @@ pub(crate) async fn watch(plan: &Plan, url: String) -> anyhow::Result<Vec<Line>>
         preload(&db, "w", 1_000).await?;
         settle(&db).await?;
     }
-    let process = server(Some(&url), None, &[])?;
+    // One client opens every stream: past the default cap per caller.
+    let process = server(Some(&url), None, &["--max-watches-per-caller", "2000"])?;
     let streams = if plan.quick { 300 } else { 1_000 };
     let one = fan_out(&process.addr, 1, ROUNDS).await?;
     let many = fan_out(&process.addr, streams, ROUNDS).await?;
