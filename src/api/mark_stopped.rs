@@ -1,5 +1,5 @@
 //! MarkConnectorStopped: the way out for a connector whose agent is gone
-//! (the decision is `domain::rules::decide_mark_stopped`).
+//! (the decision is `domain::mark_stopped::decide_mark_stopped`).
 
 use super::{ApiError, ConnectorApi, Refusal, convert};
 use crate::auth::Permission;

@@ -153,7 +153,7 @@ pub async fn connect<S: FleetStore>(
 }
 
 /// PAUSE commands for the connectors a hello lists as running that the
-/// agent must not run (`domain::fleet::stray`). They are the control
+/// agent must not run (`domain::presence::stray`). They are the control
 /// plane's own, kept nowhere: the agent applies them (their generation is
 /// the connector's, newer than what it runs) and its answer, for no
 /// command the store knows, changes nothing. A failed read sends none:
@@ -183,7 +183,7 @@ async fn strays<S: FleetStore>(
         let Some(status) = reported.iter().find(|s| s.connector_id == connector.id) else {
             continue;
         };
-        if !crate::domain::fleet::stray(&connector, status, session) {
+        if !crate::domain::presence::stray(&connector, status, session) {
             continue;
         }
         warn!(

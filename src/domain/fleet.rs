@@ -20,36 +20,6 @@ pub struct ObservedStatus {
     pub message: String,
 }
 
-/// A connector an agent no longer lists among those it runs: a hello
-/// without it (the agent came back without it), or a heartbeat that
-/// stopped listing it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Gone {
-    pub connector_id: String,
-    /// The newest generation the agent had reported for it: the absence
-    /// counts only while no newer command was issued since (None in a
-    /// hello, which is the whole truth when the session opens).
-    pub generation: Option<i64>,
-}
-
-/// What one session reported in a round of heartbeats: the statuses that
-/// changed, and the connectors it stopped listing.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct SessionReport {
-    pub statuses: Vec<ObservedStatus>,
-    pub gone: Vec<Gone>,
-}
-
-impl SessionReport {
-    pub fn is_empty(&self) -> bool {
-        self.statuses.is_empty() && self.gone.is_empty()
-    }
-
-    pub fn len(&self) -> usize {
-        self.statuses.len() + self.gone.len()
-    }
-}
-
 /// A validated `hello`.
 #[derive(Clone, Debug)]
 pub struct Hello {
@@ -468,154 +438,12 @@ pub fn status_effect(
     })
 }
 
-/// Whether `session`'s agent, reporting `status`, runs a copy of the
-/// connector that must stop: another agent runs it now (a start went
-/// elsewhere while this agent was away), or an operator marked it stopped
-/// after the generation it runs. Then the agent is told to pause it (as
-/// Kubernetes' kubelet, back from a partition, kills pods no longer bound
-/// to its node), at the connector's generation, newer than what it runs.
-pub fn stray(connector: &Connector, status: &ObservedStatus, session: &Session) -> bool {
-    let elsewhere = !connector.agent_id.is_empty() && connector.agent_id != session.agent_id;
-    let fenced = status.generation < connector.fenced_below;
-    status.state == ConnectorState::Running
-        && status.generation < connector.generation
-        && (elsewhere || fenced)
-}
-
-/// What it means that `session`'s agent no longer lists a connector it
-/// ran (`status_effect`'s runner, in its region): it is not running. A
-/// connector meant to run becomes FAILED, so that its restart policy
-/// applies (as Kubernetes recreates a pod its node lost); one meant to be
-/// stopped becomes STOPPED. Only a settled connector (RUNNING, FAILED, or
-/// UNKNOWN while its agent was away) changes: a start or pause in flight
-/// is redelivered and answered instead. `hello` says how the absence was
-/// seen.
-pub fn gone_effect(
-    connector: &Connector,
-    gone: &Gone,
-    session: &Session,
-    hello: bool,
-) -> Option<ConnectorUpdate> {
-    let runs_it = connector.agent_id == session.agent_id && connector.region == session.region;
-    let settled = matches!(
-        connector.state,
-        ConnectorState::Running | ConnectorState::Failed | ConnectorState::Unknown
-    );
-    let newer_command = gone
-        .generation
-        .is_some_and(|generation| connector.generation > generation);
-    if !runs_it || !settled || newer_command {
-        return None;
-    }
-    let seen = if hello {
-        format!(
-            "agent {} reconnected without it (its hello does not list it)",
-            session.agent_id
-        )
-    } else {
-        format!("agent {} stopped reporting it", session.agent_id)
-    };
-    let (state, message) = if connector.desired_state == ConnectorState::Running {
-        (
-            ConnectorState::Failed,
-            format!("not running: {seen}, although it was meant to run"),
-        )
-    } else {
-        (ConnectorState::Stopped, format!("not running: {seen}"))
-    };
-    Some(ConnectorUpdate {
-        state: Some(state),
-        desired_state: None,
-        placement: None,
-        observed: None,
-        status_message: Some(message),
-    })
-}
-
-/// A command waiting for delivery, with the agent that runs its connector
-/// (empty if none): the one holding an unanswered command this one
-/// superseded (it may be carrying that out), else the connector's runner.
-#[derive(Clone, Debug)]
-pub struct Deliverable {
-    pub command_id: String,
-    pub runner: String,
-}
-
-/// An online agent of a region and how busy it is.
-#[derive(Clone, Debug)]
-pub struct Candidate {
-    pub agent_id: String,
-    /// Its current session epoch.
-    pub epoch: i64,
-    /// Connectors it runs plus commands it has not answered yet.
-    pub load: i64,
-}
-
-/// Chooses the agent for each command of one region: the online agent that
-/// runs its connector, else the least loaded online agent (ties by id),
-/// counting each assignment as load so that a batch spreads out. Commands
-/// with no online agent stay unassigned.
-pub fn assign(commands: &[Deliverable], agents: &[Candidate]) -> Vec<(String, String)> {
-    let mut load: Vec<(i64, &str)> = agents
-        .iter()
-        .map(|a| (a.load, a.agent_id.as_str()))
-        .collect();
-    let mut assigned = Vec::new();
-    for command in commands {
-        let target = if let Some(i) = load.iter().position(|(_, id)| *id == command.runner) {
-            i
-        } else {
-            match load
-                .iter()
-                .enumerate()
-                .min_by(|(_, a), (_, b)| a.cmp(b))
-                .map(|(i, _)| i)
-            {
-                Some(i) => i,
-                None => continue,
-            }
-        };
-        load[target].0 += 1;
-        assigned.push((command.command_id.clone(), load[target].1.to_owned()));
-    }
-    assigned
-}
-
-/// `assign`, keeping what this replica can hand over now: commands whose
-/// agent is one of `sessions` (current epoch, with free queue slots, as
-/// given), up to those slots. The rest stay pending.
-pub fn assign_local(
-    commands: &[Deliverable],
-    agents: &[Candidate],
-    sessions: &[(Session, usize)],
-) -> Vec<(String, Session)> {
-    let mut room: std::collections::HashMap<&str, (usize, &Session)> = sessions
-        .iter()
-        .filter(|(session, _)| {
-            agents
-                .iter()
-                .any(|a| a.agent_id == session.agent_id && a.epoch == session.epoch)
-        })
-        .map(|(session, room)| (session.agent_id.as_str(), (*room, session)))
-        .collect();
-    let mut local = Vec::new();
-    for (command_id, agent_id) in assign(commands, agents) {
-        if let Some((left, session)) = room.get_mut(agent_id.as_str())
-            && *left > 0
-        {
-            *left -= 1;
-            local.push((command_id, (*session).clone()));
-        }
-    }
-    local
-}
-
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::domain::{ConnectorKind, Endpoint};
 
-    fn connector(generation: i64, state: ConnectorState) -> Connector {
+    pub(crate) fn connector(generation: i64, state: ConnectorState) -> Connector {
         let endpoint = Endpoint {
             kind: "MYSQL".into(),
             region: "eu-1".into(),
@@ -670,7 +498,7 @@ mod tests {
         }
     }
 
-    fn session() -> Session {
+    pub(crate) fn session() -> Session {
         Session {
             agent_id: "a1".into(),
             session_id: "s".into(),
@@ -793,57 +621,6 @@ mod tests {
     }
 
     #[test]
-    fn commands_go_to_their_runner_else_to_the_least_loaded_agent() {
-        let commands = |runners: &[&str]| -> Vec<Deliverable> {
-            runners
-                .iter()
-                .enumerate()
-                .map(|(i, r)| Deliverable {
-                    command_id: format!("k{i}"),
-                    runner: (*r).to_owned(),
-                })
-                .collect()
-        };
-        let agents = vec![
-            Candidate {
-                agent_id: "a".into(),
-                epoch: 1,
-                load: 2,
-            },
-            Candidate {
-                agent_id: "b".into(),
-                epoch: 1,
-                load: 0,
-            },
-        ];
-        let assigned = assign(&commands(&["a", "", "", "", "gone"]), &agents);
-        let targets: Vec<&str> = assigned.iter().map(|(_, a)| a.as_str()).collect();
-        // k0 to its runner (a: 3); the rest by load: b (1), b (2), b (3),
-        // then the 3/3 tie goes to a.
-        assert_eq!(targets, ["a", "b", "b", "b", "a"]);
-        assert!(assign(&commands(&[""]), &[]).is_empty());
-
-        // Only local, current sessions with room take commands.
-        let local_b = Session {
-            agent_id: "b".into(),
-            epoch: 1,
-            ..session()
-        };
-        let stale_a = Session {
-            agent_id: "a".into(),
-            epoch: 0,
-            ..session()
-        };
-        let local = assign_local(
-            &commands(&["a", "", "", "", "gone"]),
-            &agents,
-            &[(local_b, 2), (stale_a, 9)],
-        );
-        let ids: Vec<&str> = local.iter().map(|(id, _)| id.as_str()).collect();
-        assert_eq!(ids, ["k1", "k2"]);
-    }
-
-    #[test]
     fn a_heartbeat_behind_the_newest_generation_keeps_the_state() {
         let status = ObservedStatus {
             connector_id: "c1".into(),
@@ -868,103 +645,6 @@ mod tests {
         let update =
             status_effect(&run_by_a1(1, ConnectorState::Starting), &status, &session()).unwrap();
         assert_eq!(update.state, Some(ConnectorState::Running));
-    }
-
-    #[test]
-    fn a_connector_its_agent_no_longer_lists_is_not_running() {
-        let run_by_a1 = |state, desired| Connector {
-            agent_id: "a1".into(),
-            desired_state: desired,
-            ..connector(2, state)
-        };
-        let gone = |generation| Gone {
-            connector_id: "c1".into(),
-            generation,
-        };
-        use ConnectorState::*;
-        for state in [Running, Failed, Unknown] {
-            let update =
-                gone_effect(&run_by_a1(state, Running), &gone(None), &session(), true).unwrap();
-            assert_eq!(
-                update.state,
-                Some(Failed),
-                "meant to run: its policy applies"
-            );
-            let message = update.status_message.unwrap();
-            assert!(
-                message.contains("agent a1 reconnected without it"),
-                "{message}"
-            );
-            let update = gone_effect(
-                &run_by_a1(state, Stopped),
-                &gone(Some(2)),
-                &session(),
-                false,
-            )
-            .unwrap();
-            assert_eq!(update.state, Some(Stopped));
-            assert!(update.status_message.unwrap().contains("stopped reporting"));
-        }
-        // A start or pause in flight is answered, not presumed.
-        for state in [Starting, Pausing, Stopped] {
-            assert_eq!(
-                gone_effect(&run_by_a1(state, Running), &gone(None), &session(), true),
-                None
-            );
-        }
-        // A newer command than the agent last reported: not its to say.
-        assert_eq!(
-            gone_effect(
-                &run_by_a1(Running, Running),
-                &gone(Some(1)),
-                &session(),
-                false
-            ),
-            None
-        );
-        // Another agent's connector.
-        let elsewhere = Connector {
-            agent_id: "a2".into(),
-            ..run_by_a1(Running, Running)
-        };
-        assert_eq!(gone_effect(&elsewhere, &gone(None), &session(), true), None);
-    }
-
-    #[test]
-    fn a_copy_another_agent_runs_or_marked_stopped_is_told_to_stop() {
-        let running = |generation| ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Running,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            generation,
-            message: String::new(),
-        };
-        let moved = Connector {
-            agent_id: "a2".into(),
-            ..connector(5, ConnectorState::Running)
-        };
-        assert!(stray(&moved, &running(3), &session()));
-        let marked = Connector {
-            agent_id: "a1".into(),
-            fenced_below: 5,
-            ..connector(5, ConnectorState::Stopped)
-        };
-        assert!(stray(&marked, &running(4), &session()));
-        // Its own, current copy; a stopped one; a generation it cannot be
-        // moved past: nothing to stop.
-        let own = Connector {
-            agent_id: "a1".into(),
-            ..connector(5, ConnectorState::Running)
-        };
-        assert!(!stray(&own, &running(5), &session()));
-        let stopped = ObservedStatus {
-            state: ConnectorState::Stopped,
-            ..running(3)
-        };
-        assert!(!stray(&moved, &stopped, &session()));
-        assert!(!stray(&moved, &running(5), &session()));
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Pure domain rules: connector and command types, validation, the start /
 //! pause state machine and page tokens. No I/O lives here.
 
+pub mod assign;
 pub mod audit;
 mod change;
 pub mod fleet;
 pub mod lag;
+pub mod mark_stopped;
 mod model;
 pub mod page_token;
+pub mod presence;
 pub mod restart;
 pub mod rules;
 pub mod server_net;
@@ -16,13 +19,15 @@ pub mod watch;
 pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
 pub use change::Change;
 pub use fleet::{
-    Agent, CommandReport, ConnectorUpdate, Gone, Hello, ObservedStatus, RegionSummary, Replica,
-    Session, SessionEnd, SessionReport,
+    Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,
+    SessionEnd,
 };
 pub use lag::{LagCause, flagged_message, lag_cause};
+pub use mark_stopped::MarkedStopped;
 pub use model::*;
 pub use page_token::{PageTokenCodec, PageTokenError};
+pub use presence::{Gone, SessionReport};
 pub use restart::{RestartMode, RestartPolicy, Restarts};
-pub use rules::{MarkedStopped, Rejection, Transition};
+pub use rules::{Rejection, Transition};
 pub use server_net::ServerNet;
 pub use validate::Violation;

@@ -172,7 +172,7 @@ pub trait Connectors: Send + Sync {
 
     /// MarkConnectorStopped, in one transaction: a retry with an audited
     /// `request_id` changes nothing; else the connector is locked, the
-    /// online agent holding it (if any) looked up, `rules::decide_mark_stopped`
+    /// online agent holding it (if any) looked up, `domain::mark_stopped::decide_mark_stopped`
     /// asked, and the mark, the superseding of its open commands and the
     /// audit event written (`preview`: decided, nothing written). Returns
     /// the connector as it is (or would be) and whether the call was a
@@ -302,7 +302,7 @@ pub trait Sessions: Send + Sync {
     /// Records a new session (bumping the agent's epoch), makes the
     /// commands delivered to an earlier session pending again, and records
     /// the connectors the hello reports, and those the agent ran before and
-    /// no longer lists (`domain::fleet::gone_effect`). An agent id registered in another
+    /// no longer lists (`domain::presence::gone_effect`). An agent id registered in another
     /// region is refused (`StoreError::AgentInOtherRegion`) with nothing
     /// written: the session holding it is left alone.
     fn open_session(
@@ -340,7 +340,7 @@ pub trait Sessions: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Applies what several sessions reported in heartbeats (statuses, and
-    /// connectors they stopped listing: `domain::fleet::gone_effect`), in
+    /// connectors they stopped listing: `domain::presence::gone_effect`), in
     /// one transaction; returns the sessions found superseded, whose
     /// reports were skipped.
     fn record_status_batch(
@@ -370,7 +370,7 @@ pub trait Dispatch: Send + Sync {
     /// (each with how many more commands its queue takes): marks them
     /// DELIVERED and returns them with the session they are for. Each goes
     /// to the online agent running its connector, else to the least loaded
-    /// online agent of the region (`domain::fleet::assign`); commands whose
+    /// online agent of the region (`domain::assign::assign`); commands whose
     /// agent is not among `sessions` stay pending. At most one unanswered
     /// command per connector, oldest generation first.
     fn claim_commands(

@@ -354,7 +354,11 @@ impl PgStore {
             .await
             .map_err(translate)?
             .map(|row| row.get(0));
-        let marked = rules::decide_mark_stopped(&connector, request, online_agent.as_deref())?;
+        let marked = crate::domain::mark_stopped::decide_mark_stopped(
+            &connector,
+            request,
+            online_agent.as_deref(),
+        )?;
         if preview {
             return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
         }

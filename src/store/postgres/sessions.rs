@@ -7,9 +7,8 @@ use super::audit::insert_audit;
 use super::conn::Db;
 use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
-use crate::domain::fleet::{
-    SessionEnd, gone_effect, session_ended, session_started, status_effect,
-};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
+use crate::domain::presence::gone_effect;
 use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
 use crate::store::{Seen, Sessions, StoreError};
 use std::collections::HashMap;
@@ -153,7 +152,7 @@ pub(super) async fn apply_updates(
 /// statement. Several reports of one connector: the last with an effect
 /// counts (two agents may name one connector; only its runner's, or an
 /// adopter's, has one). `gone` are connectors sessions no longer list
-/// (`domain::fleet::gone_effect`; the flag: seen in a hello).
+/// (`domain::presence::gone_effect`; the flag: seen in a hello).
 pub(super) async fn record_reports(
     client: &impl Db,
     reports: &[(&Session, &ObservedStatus)],

@@ -414,7 +414,11 @@ impl Connectors for SqliteStore {
                 })
                 .optional()
                 .map_err(translate)?;
-            let marked = rules::decide_mark_stopped(&connector, &request, online_agent.as_deref())?;
+            let marked = crate::domain::mark_stopped::decide_mark_stopped(
+                &connector,
+                &request,
+                online_agent.as_deref(),
+            )?;
             if preview {
                 return Ok((marked.applied_to(&connector, now()), false));
             }

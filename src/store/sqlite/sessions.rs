@@ -5,9 +5,8 @@ use super::connectors::get_connector;
 use super::error::translate;
 use super::rows::text;
 use super::{SqliteStore, now};
-use crate::domain::fleet::{
-    SessionEnd, gone_effect, session_ended, session_started, status_effect,
-};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
+use crate::domain::presence::gone_effect;
 use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
 use crate::store::{Seen, Sessions, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
