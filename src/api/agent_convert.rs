@@ -27,10 +27,20 @@ fn state(value: i32) -> Result<ConnectorState, String> {
     Ok(state)
 }
 
+/// The latest checkpoint or store time an agent may report now: the
+/// server's clock and the skew it allows. Later is a clock to fix, not
+/// data: the field is dropped, the rest of the status recorded.
+fn latest_allowed() -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+        + chrono::TimeDelta::from_std(crate::domain::rules::PULL_BACK_CLOCK_SKEW)
+            .expect("a small duration")
+}
+
 fn status(
     violations: &mut Violations,
     field: &str,
     s: v1::ConnectorStatus,
+    latest_allowed: chrono::DateTime<chrono::Utc>,
 ) -> Option<ObservedStatus> {
     violations.check(
         &format!("{field}.connector_id"),
@@ -46,11 +56,6 @@ fn status(
                 .ok()
         })
     };
-    // A time beyond the server's clock (and the skew it allows) is a
-    // clock to fix, not data: the field is dropped, the rest recorded.
-    let latest_allowed = chrono::Utc::now()
-        + chrono::TimeDelta::from_std(crate::domain::rules::PULL_BACK_CLOCK_SKEW)
-            .expect("a small duration");
     let checkpoint_time = time("checkpoint_time", s.checkpoint_time).filter(|checkpoint| {
         let fine = *checkpoint <= latest_allowed;
         if !fine {
@@ -134,10 +139,12 @@ fn collect(
         );
         return Vec::new();
     }
+    // One clock reading for the whole message (up to 10,000 statuses).
+    let latest_allowed = latest_allowed();
     statuses
         .into_iter()
         .enumerate()
-        .filter_map(|(i, s)| status(violations, &format!("{field}[{i}]"), s))
+        .filter_map(|(i, s)| status(violations, &format!("{field}[{i}]"), s, latest_allowed))
         .collect()
 }
 
@@ -217,7 +224,7 @@ pub fn report(r: v1::CommandResult) -> Result<CommandReport, ApiError> {
     }
     let status = r
         .status
-        .and_then(|s| status(&mut violations, "result.status", s));
+        .and_then(|s| status(&mut violations, "result.status", s, latest_allowed()));
     invalid_request("Connect", violations)?;
     Ok(CommandReport {
         command_id: r.command_id,

@@ -617,7 +617,7 @@ async fn restart_policy(args: RestartPolicyArgs) -> anyhow::Result<()> {
         println!(
             "connector {}: restart policy {}",
             updated.id,
-            render::restart_policy(&updated.restart_policy.unwrap_or_default())
+            crate::proto::convert::restart_policy_text(&updated.restart_policy.unwrap_or_default())
         );
     }
     Ok(())

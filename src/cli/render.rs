@@ -187,7 +187,7 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
         ("MESSAGE", or_dash(&c.status_message).to_owned()),
         (
             "RESTART POLICY",
-            restart_policy(&c.restart_policy.unwrap_or_default()),
+            crate::proto::convert::restart_policy_text(&c.restart_policy.unwrap_or_default()),
         ),
         (
             "RESTARTS",
@@ -202,11 +202,6 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
         add_row(&mut table, vec![field.to_owned(), value]);
     }
     Ok(format!("{table}\n"))
-}
-
-/// A restart policy in words (`proto::convert::restart_policy_text`).
-pub fn restart_policy(policy: &v1::RestartPolicy) -> String {
-    crate::proto::convert::restart_policy_text(policy)
 }
 
 /// The answer of a Start or Pause (`dry_run`: of its validate_only form).

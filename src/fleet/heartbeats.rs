@@ -186,18 +186,12 @@ impl<S: FleetStore> Fleet<S> {
             }
             let [(session, report)] = one;
             for entry in entries(report) {
+                let connector_id = entry.connector_id().to_owned();
                 let single = [(session.clone(), report_of(entry))];
                 match self.write_statuses(&single).await {
                     Ok(fenced) => self.end_superseded(fenced),
                     Err(error) if error.is_transient() => self.requeue(single.into(), &error, 1),
                     Err(error) => {
-                        let connector_id = single[0]
-                            .1
-                            .statuses
-                            .first()
-                            .map(|status| status.connector_id.clone())
-                            .or_else(|| single[0].1.gone.first().map(|g| g.connector_id.clone()))
-                            .unwrap_or_default();
                         tracing::error!(%error, agent_id = %session.agent_id, %connector_id,
                                         "an agent's report could not be recorded; dropped");
                         crate::telemetry::metrics::report_refused("unwritable", 1);
