@@ -26,7 +26,6 @@ pub use interceptor::interceptor;
 
 use crate::auth::{self, Permission};
 
-use crate::domain::validate;
 use crate::domain::{
     Actor, AuditAction, Change, CommandKind, Cursor, NewAuditEvent, PageTokenCodec,
 };
@@ -330,31 +329,22 @@ impl<S: FleetStore> ConnectorApi<S> {
         ) {
             return;
         }
-        // The reason is the refusal's own (what refusals are aggregated
-        // by); what the caller wrote goes into the detail, so that varying
-        // it cannot make every refusal a kind of its own.
         let reason = tonic_types::StatusExt::get_error_details(status)
             .error_info()
             .map(|info| info.reason.clone())
             .unwrap_or_default();
-        // What the caller sent is kept only up to the lengths a valid call
-        // may have: a refused call cannot make the trail grow without bound.
-        let bounded = |text: &str, max: usize| text.chars().take(max).collect::<String>();
-        let mut detail = bounded(status.message(), 500);
-        if !refusal.reason.is_empty() {
-            detail.push_str("; reason given: ");
-            detail.push_str(&bounded(&refusal.reason, validate::MAX_REASON_LEN));
-        }
-        let event = NewAuditEvent {
-            actor: refusal.actor,
-            action: refusal.action,
-            connector_id: bounded(&refusal.connector_id, validate::MAX_ID_LEN),
-            request_id: bounded(&refusal.request_id, validate::MAX_REQUEST_ID_LEN),
-            outcome: crate::telemetry::rpc::code_name(status.code()).to_owned(),
-            reason,
-            detail,
-            count: 1,
-        };
+        let event = NewAuditEvent::refused(
+            &refusal.actor,
+            refusal.action,
+            &refusal.connector_id,
+            &refusal.request_id,
+            crate::domain::Refused {
+                code: crate::telemetry::rpc::code_name(status.code()),
+                reason: &reason,
+                message: status.message(),
+                reason_given: &refusal.reason,
+            },
+        );
         self.refusals.record(&self.store, event).await;
     }
 

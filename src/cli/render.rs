@@ -1,7 +1,7 @@
 //! How the people's CLI prints answers: tables for people, and for scripts
 //! the proto JSON mapping (the same JSON grpcurl prints).
 
-use crate::proto::{self, v1};
+use crate::proto::{self, short_name, v1};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use comfy_table::{Table, presets};
@@ -56,13 +56,7 @@ fn table(header: &[&str]) -> Table {
 }
 
 fn state(value: i32) -> String {
-    v1::ConnectorState::try_from(value)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("CONNECTOR_STATE_")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| value.to_string())
+    short_name::<v1::ConnectorState>(value)
 }
 
 /// RFC 3339 in UTC to the second: pasteable into `--pull-back`.
@@ -146,13 +140,7 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
         e.map(|e| format!("{} {} ({})", e.r#type, e.address, e.region))
             .unwrap_or_default()
     };
-    let kind = v1::ConnectorKind::try_from(c.kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("CONNECTOR_KIND_")
-                .to_owned()
-        })
-        .unwrap_or_default();
+    let kind = short_name::<v1::ConnectorKind>(c.kind);
     let range = c
         .store_range
         .as_ref()
@@ -286,23 +274,11 @@ pub fn marked_stopped(
 }
 
 fn command_kind(value: i32) -> String {
-    v1::CommandKind::try_from(value)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("COMMAND_KIND_")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| value.to_string())
+    short_name::<v1::CommandKind>(value)
 }
 
 fn command_status(value: i32) -> String {
-    v1::CommandStatus::try_from(value)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("COMMAND_STATUS_")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| value.to_string())
+    short_name::<v1::CommandStatus>(value)
 }
 
 /// A batch call's answer: each connector's outcome, then the counts.
@@ -386,13 +362,7 @@ pub fn watch_event(event: &v1::WatchConnectorsResponse, output: Output) -> anyho
         let value: serde_json::Value = serde_json::from_str(&pretty)?;
         return Ok(format!("{value}\n"));
     }
-    let kind = v1::WatchEventType::try_from(event.r#type)
-        .map(|t| {
-            t.as_str_name()
-                .trim_start_matches("WATCH_EVENT_TYPE_")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| event.r#type.to_string());
+    let kind = short_name::<v1::WatchEventType>(event.r#type);
     let now = Utc::now().format("%H:%M:%S");
     Ok(match &event.connector {
         None if kind == "SNAPSHOT_END" => format!(
@@ -484,13 +454,7 @@ pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Resu
                 a.id.clone(),
                 a.region.clone(),
                 a.server_ip.clone(),
-                v1::AgentState::try_from(a.state)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("AGENT_STATE_")
-                            .to_owned()
-                    })
-                    .unwrap_or_default(),
+                short_name::<v1::AgentState>(a.state),
                 a.connectors.to_string(),
                 time(a.last_heartbeat_time.as_ref()),
                 or_dash(&a.version).to_owned(),
@@ -520,13 +484,7 @@ pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::
             vec![
                 r.id.clone(),
                 or_dash(&r.address).to_owned(),
-                v1::ReplicaState::try_from(r.state)
-                    .map(|s| {
-                        s.as_str_name()
-                            .trim_start_matches("REPLICA_STATE_")
-                            .to_owned()
-                    })
-                    .unwrap_or_default(),
+                short_name::<v1::ReplicaState>(r.state),
                 if r.leader {
                     format!("yes (term {})", r.leader_term)
                 } else {

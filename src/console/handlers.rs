@@ -165,19 +165,18 @@ impl<S: FleetStore> Console<S> {
         };
         if let Some(problem) = problem {
             if let Some(action) = action {
-                let event = NewAuditEvent {
-                    actor: Actor {
-                        principal: session.principal.name.clone(),
-                        peer: peer.to_string(),
-                    },
-                    action,
-                    connector_id: connector_id.chars().take(128).collect(),
-                    request_id: String::new(),
-                    outcome: "PERMISSION_DENIED".to_owned(),
-                    reason: "CSRF_CHECK_FAILED".to_owned(),
-                    detail: format!("console: {problem}"),
-                    count: 1,
+                let actor = Actor {
+                    principal: session.principal.name.clone(),
+                    peer: peer.to_string(),
                 };
+                let message = format!("console: {problem}");
+                let refusal = crate::domain::Refused {
+                    code: "PERMISSION_DENIED",
+                    reason: "CSRF_CHECK_FAILED",
+                    message: &message,
+                    reason_given: "",
+                };
+                let event = NewAuditEvent::refused(&actor, action, connector_id, "", refusal);
                 self.refusals.record(&self.store, event).await;
             }
             tracing::warn!(principal = %session.principal.name, %peer, problem, "console request refused");

@@ -7,7 +7,7 @@ use super::handlers::{BulkForm, Caller, StartForm};
 use super::params::{Params, query};
 use crate::domain::ConnectorState;
 use crate::domain::rules::{may_pause, may_start};
-use crate::proto::v1;
+use crate::proto::{short_name, v1};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -260,13 +260,7 @@ pub fn path_segment(id: &str) -> String {
 
 /// A state's name without its prefix.
 pub fn state_name(state: i32) -> String {
-    v1::ConnectorState::try_from(state)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("CONNECTOR_STATE_")
-                .to_owned()
-        })
-        .unwrap_or_else(|_| format!("STATE_{state}"))
+    short_name::<v1::ConnectorState>(state)
 }
 
 fn domain_state(state: i32) -> Option<ConnectorState> {
@@ -321,13 +315,7 @@ fn duration_text(duration: Option<&prost_types::Duration>) -> String {
 }
 
 fn kind_name(kind: i32) -> String {
-    v1::ConnectorKind::try_from(kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("CONNECTOR_KIND_")
-                .to_owned()
-        })
-        .unwrap_or_default()
+    short_name::<v1::ConnectorKind>(kind)
 }
 
 fn layout(caller: &Caller, title: &str, tab: Tab, body: Markup) -> Markup {
@@ -1002,23 +990,11 @@ pub fn bulk_results(
 }
 
 fn command_kind(kind: i32) -> String {
-    v1::CommandKind::try_from(kind)
-        .map(|k| {
-            k.as_str_name()
-                .trim_start_matches("COMMAND_KIND_")
-                .to_owned()
-        })
-        .unwrap_or_default()
+    short_name::<v1::CommandKind>(kind)
 }
 
 fn command_status(status: i32) -> String {
-    v1::CommandStatus::try_from(status)
-        .map(|s| {
-            s.as_str_name()
-                .trim_start_matches("COMMAND_STATUS_")
-                .to_owned()
-        })
-        .unwrap_or_default()
+    short_name::<v1::CommandStatus>(status)
 }
 
 pub fn connector_page(
@@ -1159,7 +1135,7 @@ pub fn agents(
                             thead { tr { th scope="col" { "Agent" } th scope="col" { "State" } th scope="col" { "Server IP" } th scope="col" { "Connectors" } th scope="col" { "Last heartbeat" } th scope="col" { "Version" } th scope="col" { "Replica" } } }
                             tbody {
                                 @for agent in members {
-                                    @let state = v1::AgentState::try_from(agent.state).map(|s| s.as_str_name().trim_start_matches("AGENT_STATE_").to_owned()).unwrap_or_default();
+                                    @let state = short_name::<v1::AgentState>(agent.state);
                                     tr data-agent=(agent.id) {
                                         td.mono { (agent.id) }
                                         td { span class={ "state state-" (state.to_ascii_lowercase()) } { (state) } }
@@ -1187,7 +1163,7 @@ pub fn agents(
                             tr {
                                 td.mono { (replica.id) }
                                 td.mono { (replica.address) }
-                                td { (v1::ReplicaState::try_from(replica.state).map(|s| s.as_str_name().trim_start_matches("REPLICA_STATE_").to_owned()).unwrap_or_default()) }
+                                td { (short_name::<v1::ReplicaState>(replica.state)) }
                                 td { @if replica.leader { "leader (term " (replica.leader_term) ")" } }
                                 td { (replica.agents) }
                                 td { (time_cell(replica.start_time.as_ref())) }

@@ -1,6 +1,7 @@
 //! The audit trail: who did what, to which connector, from where, and how
 //! it ended.
 
+use super::validate::{MAX_ID_LEN, MAX_REASON_LEN, MAX_REQUEST_ID_LEN};
 use chrono::{DateTime, Utc};
 
 /// Who makes a change, and from where: recorded with it.
@@ -79,6 +80,55 @@ impl NewAuditEvent {
             count: 1,
         }
     }
+
+    /// A refused call, from the API or the console alike. What the caller
+    /// sent is kept only up to the lengths a valid call may have, so that a
+    /// refused call cannot make the trail grow without bound; `reason` is
+    /// the refusal's own (ErrorInfo) reason, what refusals are aggregated
+    /// by, and what the caller wrote goes into the detail.
+    pub fn refused(
+        actor: &Actor,
+        action: AuditAction,
+        connector_id: &str,
+        request_id: &str,
+        refusal: Refused<'_>,
+    ) -> Self {
+        let mut detail = bounded(refusal.message, MAX_DETAIL_LEN);
+        if !refusal.reason_given.is_empty() {
+            detail.push_str("; reason given: ");
+            detail.push_str(&bounded(refusal.reason_given, MAX_REASON_LEN));
+        }
+        NewAuditEvent {
+            actor: actor.clone(),
+            action,
+            connector_id: bounded(connector_id, MAX_ID_LEN),
+            request_id: bounded(request_id, MAX_REQUEST_ID_LEN),
+            outcome: refusal.code.to_owned(),
+            reason: refusal.reason.to_owned(),
+            detail,
+            count: 1,
+        }
+    }
+}
+
+/// How a call was refused, for [`NewAuditEvent::refused`].
+#[derive(Clone, Copy, Debug)]
+pub struct Refused<'a> {
+    /// The gRPC code's name (`PERMISSION_DENIED`, ...).
+    pub code: &'a str,
+    /// The ErrorInfo reason (`CSRF_CHECK_FAILED`, ...).
+    pub reason: &'a str,
+    /// What the caller was told.
+    pub message: &'a str,
+    /// The reason the caller gave for the change, if any.
+    pub reason_given: &'a str,
+}
+
+/// How much of a refusal's message the trail keeps.
+const MAX_DETAIL_LEN: usize = 500;
+
+fn bounded(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 /// A recorded event.

@@ -16,7 +16,9 @@ pub mod server_net;
 pub mod validate;
 pub mod watch;
 
-pub use audit::{Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator};
+pub use audit::{
+    Actor, AuditAction, AuditEvent, AuditFilter, NewAuditEvent, RefusalAggregator, Refused,
+};
 pub use change::Change;
 pub use fleet::{
     Agent, CommandReport, ConnectorUpdate, Hello, ObservedStatus, RegionSummary, Replica, Session,

@@ -197,11 +197,7 @@ pub fn restart_policy_text(policy: &v1::RestartPolicy) -> String {
             .map(|d| humantime::format_duration(d).to_string())
             .unwrap_or_else(|| "-".to_owned())
     };
-    let mode = v1::RestartMode::try_from(policy.mode)
-        .unwrap_or_default()
-        .as_str_name()
-        .trim_start_matches("RESTART_MODE_")
-        .to_owned();
+    let mode = super::short_name::<v1::RestartMode>(policy.mode);
     if policy.mode == v1::RestartMode::Never as i32 {
         return format!("{mode}: started by hand only");
     }
