@@ -1,8 +1,8 @@
 //! Start+Pause throughput and Start latency against the store's own
-//! statements issued directly (`store::postgres::change_sql`).
+//! statements issued directly (`store::postgres::transition_sql`).
 
 use crate::prelude::*;
-use connector_control::store::postgres::change_sql;
+use connector_control::store::postgres::transition_sql;
 
 /// The statements one Start or Pause runs in the store: the baseline issues
 /// exactly these (prepared and cached per connection, as the store does),
@@ -17,15 +17,15 @@ pub(crate) struct RawChange {
 }
 
 impl RawChange {
-    /// The store's own statements (`store::postgres::change_sql`).
+    /// The store's own statements (`store::postgres::transition_sql`).
     pub(crate) fn new() -> Self {
         RawChange {
-            lock: change_sql::lock_connectors(),
-            previous: change_sql::UNDELIVERED_STARTS,
-            supersede: change_sql::SUPERSEDE,
-            insert: change_sql::insert_commands(),
-            update: change_sql::update_connectors(),
-            audit: change_sql::INSERT_AUDITS,
+            lock: transition_sql::lock_connectors(),
+            previous: transition_sql::UNDELIVERED_STARTS,
+            supersede: transition_sql::SUPERSEDE,
+            insert: transition_sql::insert_commands(),
+            update: transition_sql::update_connectors(),
+            audit: transition_sql::INSERT_AUDITS,
         }
     }
 

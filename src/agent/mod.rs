@@ -15,6 +15,11 @@
 //!   by `--latency`);
 //! - reconnects with jittered exponential backoff (1 s x 1.6, at most 30 s).
 
+use crate::domain::TimeRange;
+use crate::domain::pull_back::{checkpoint_lost, pull_back_out_of_range};
+use crate::proto::convert::{
+    time_range_to_proto, timestamp as timestamp_from_proto, timestamp_to_proto,
+};
 use crate::proto::v1::{
     self, AgentMessage, ConnectorState, agent_message, agent_service_client::AgentServiceClient,
     control_message,
@@ -89,12 +94,13 @@ impl Simulated {
 pub struct Connectors(BTreeMap<String, Simulated>);
 
 impl Connectors {
-    fn store_range(config: &AgentConfig, now: DateTime<Utc>) -> v1::TimeRange {
+    /// What the simulated store holds: the last `store_retention`.
+    fn store_range(config: &AgentConfig, now: DateTime<Utc>) -> TimeRange {
         let retention =
             chrono::Duration::from_std(config.store_retention).unwrap_or(chrono::Duration::days(1));
-        v1::TimeRange {
-            earliest_time: Some(timestamp(now - retention)),
-            latest_time: Some(timestamp(now)),
+        TimeRange {
+            earliest: now - retention,
+            latest: now,
         }
     }
 
@@ -136,50 +142,45 @@ impl Connectors {
         match v1::CommandKind::try_from(command.kind) {
             Ok(v1::CommandKind::Start) => {
                 let range = Self::store_range(config, now);
-                let earliest = range.earliest_time.expect("set above");
-                let latest = range.latest_time.expect("set above");
-                let skew = chrono::TimeDelta::from_std(crate::domain::rules::PULL_BACK_CLOCK_SKEW)
-                    .unwrap_or_default();
-                let requested = command.pull_back_time.as_ref().and_then(from_timestamp);
-                let out_of_range = requested.is_some_and(|time| {
-                    Some(time) < from_timestamp(&earliest)
-                        || from_timestamp(&latest).is_some_and(|latest| time > latest + skew)
-                });
-                if let (true, Some(pull_back)) = (out_of_range, &command.pull_back_time) {
-                    result.success = false;
-                    result.error_reason = "PULL_BACK_OUT_OF_RANGE".to_owned();
-                    result.error_message = format!(
-                        "the store holds data from {} to {}; cannot pull back to {}",
-                        rfc3339(&earliest),
-                        rfc3339(&latest),
-                        rfc3339(pull_back)
-                    );
-                } else if let (None, Some(earliest)) =
-                    (&command.pull_back_time, from_timestamp(&earliest))
-                    && entry.checkpoint < earliest
-                    && !command.skip_to_earliest
-                {
-                    result.success = false;
-                    result.error_reason = "CHECKPOINT_OUT_OF_RANGE".to_owned();
-                    result.error_message = format!(
-                        "the checkpoint {} is gone: the store holds data from {} to {}; pull back \
-                         to a time within it, or start with skip_to_earliest",
-                        entry.checkpoint.to_rfc3339(),
-                        earliest.to_rfc3339(),
-                        rfc3339(&latest),
-                    );
-                    result.retriable = Some(false);
-                } else {
-                    match (&command.pull_back_time, from_timestamp(&earliest)) {
-                        (Some(pull_back), _) => {
-                            entry.checkpoint = from_timestamp(pull_back).unwrap_or(now);
-                        }
-                        // Skipping on purpose: from the earliest data held.
-                        (None, Some(earliest)) if entry.checkpoint < earliest => {
-                            entry.checkpoint = earliest;
-                        }
-                        _ => {}
+                // The server sends only well-formed times.
+                let requested = command
+                    .pull_back_time
+                    .as_ref()
+                    .map(|time| timestamp_from_proto(time).unwrap_or(now));
+                let held = |time: &str| {
+                    format!(
+                        "the store holds data from {} to {}; {time}",
+                        range.earliest.to_rfc3339(),
+                        range.latest.to_rfc3339()
+                    )
+                };
+                match requested {
+                    Some(time) if pull_back_out_of_range(time, Some(&range), now) => {
+                        result.success = false;
+                        result.error_reason = "PULL_BACK_OUT_OF_RANGE".to_owned();
+                        result.error_message =
+                            held(&format!("cannot pull back to {}", time.to_rfc3339()));
                     }
+                    None if checkpoint_lost(entry.checkpoint, &range)
+                        && !command.skip_to_earliest =>
+                    {
+                        result.success = false;
+                        result.error_reason = "CHECKPOINT_OUT_OF_RANGE".to_owned();
+                        result.error_message = format!(
+                            "the checkpoint {} is gone: {}",
+                            entry.checkpoint.to_rfc3339(),
+                            held("pull back to a time within it, or start with skip_to_earliest")
+                        );
+                        result.retriable = Some(false);
+                    }
+                    Some(time) => entry.checkpoint = time,
+                    // Skipping on purpose: from the earliest data held.
+                    None if checkpoint_lost(entry.checkpoint, &range) => {
+                        entry.checkpoint = range.earliest;
+                    }
+                    None => {}
+                }
+                if result.success {
                     entry.running = true;
                     entry.advanced = now;
                     entry.generation = command.generation;
@@ -213,7 +214,7 @@ fn status(
         } else {
             ConnectorState::Stopped
         } as i32,
-        checkpoint_time: Some(timestamp(c.checkpoint)),
+        checkpoint_time: Some(timestamp_to_proto(c.checkpoint)),
         // How far behind it is: the checkpoint's age, which agrees with
         // the checkpoint whatever happened (a pull-back is minutes behind
         // until it caught up).
@@ -227,22 +228,10 @@ fn status(
                 prost_types::Duration::try_from(behind).ok()
             })
             .flatten(),
-        store_range: Some(Connectors::store_range(config, now)),
+        store_range: Some(time_range_to_proto(Connectors::store_range(config, now))),
         generation: c.generation,
         message: String::new(),
     }
-}
-
-fn timestamp(time: DateTime<Utc>) -> prost_types::Timestamp {
-    crate::proto::convert::timestamp_to_proto(time)
-}
-
-fn from_timestamp(ts: &prost_types::Timestamp) -> Option<DateTime<Utc>> {
-    DateTime::from_timestamp(ts.seconds, u32::try_from(ts.nanos).ok()?)
-}
-
-fn rfc3339(ts: &prost_types::Timestamp) -> String {
-    from_timestamp(ts).map_or_else(|| format!("{ts:?}"), |t| t.to_rfc3339())
 }
 
 /// The next reconnect backoff: 1.6 times the last, at most 30 s.
@@ -498,18 +487,22 @@ mod tests {
     fn pull_back_beyond_the_store_fails_the_command() {
         let mut connectors = Connectors::default();
         let mut start = command(v1::CommandKind::Start, 1);
-        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::hours(2)));
+        start.pull_back_time = Some(timestamp_to_proto(Utc::now() - chrono::Duration::hours(2)));
         let result = connectors.apply(&config(), &start);
         assert!(!result.success);
         assert_eq!(result.error_reason, "PULL_BACK_OUT_OF_RANGE");
-        start.pull_back_time = Some(timestamp(Utc::now() + chrono::Duration::minutes(5)));
+        start.pull_back_time = Some(timestamp_to_proto(
+            Utc::now() + chrono::Duration::minutes(5),
+        ));
         start.generation = 2;
         let result = connectors.apply(&config(), &start);
         assert_eq!(
             result.error_reason, "PULL_BACK_OUT_OF_RANGE",
             "after the latest data"
         );
-        start.pull_back_time = Some(timestamp(Utc::now() - chrono::Duration::minutes(30)));
+        start.pull_back_time = Some(timestamp_to_proto(
+            Utc::now() - chrono::Duration::minutes(30),
+        ));
         start.generation = 3;
         assert!(connectors.apply(&config(), &start).success);
     }
@@ -550,7 +543,7 @@ mod tests {
         let mut connectors = Connectors::default();
         let mut start = command(v1::CommandKind::Start, 1);
         let pulled_back = Utc::now() - chrono::Duration::minutes(30);
-        start.pull_back_time = Some(timestamp(pulled_back));
+        start.pull_back_time = Some(timestamp_to_proto(pulled_back));
         let result = connectors.apply(&config(), &start);
         let status = result.status.unwrap();
         let latency = Duration::try_from(status.latency.unwrap()).unwrap();
@@ -562,7 +555,7 @@ mod tests {
         let status = connectors.statuses(&config()).remove(0);
         let latency = Duration::try_from(status.latency.unwrap()).unwrap();
         assert!(latency < Duration::from_secs(3), "{latency:?}");
-        let checkpoint = from_timestamp(status.checkpoint_time.as_ref().unwrap()).unwrap();
+        let checkpoint = timestamp_from_proto(status.checkpoint_time.as_ref().unwrap()).unwrap();
         assert!(Utc::now() - checkpoint < chrono::Duration::seconds(3));
     }
 

@@ -4,10 +4,10 @@
 //! whatever it is given. Not an API.
 
 use super::{agent_convert, convert};
-use crate::domain::fleet::{result_effect, status_effect};
+use crate::domain::reports::{result_effect, status_effect};
 use crate::domain::{
-    Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
-    PageTokenCodec, SearchFilter, Session,
+    Command, CommandKind, CommandStatus, Connector, ConnectorState, PageTokenCodec, SearchFilter,
+    sample,
 };
 use crate::proto::v1::{self, agent_message};
 use chrono::Utc;
@@ -33,38 +33,10 @@ pub fn requests(data: &[u8]) {
     }
 }
 
-fn endpoint() -> Endpoint {
-    Endpoint {
-        kind: "MYSQL".to_owned(),
-        region: "eu-1".to_owned(),
-        address: "h:1".to_owned(),
-    }
-}
-
 fn connector(state: ConnectorState, agent_id: &str) -> Connector {
     Connector {
-        id: "c1".to_owned(),
-        name: "c1".to_owned(),
-        project_id: "p".to_owned(),
-        project_name: "P".to_owned(),
-        kind: ConnectorKind::IncrementalSync,
-        source: endpoint(),
-        destination: endpoint(),
-        region: "eu-1".to_owned(),
-        server_ip: String::new(),
         agent_id: agent_id.to_owned(),
-        state,
-        desired_state: ConnectorState::Running,
-        generation: 3,
-        checkpoint_time: None,
-        latency: None,
-        store_range: None,
-        status_message: String::new(),
-        create_time: Utc::now(),
-        update_time: Utc::now(),
-        last_heartbeat_time: None,
-        restart: Default::default(),
-        fenced_below: 0,
+        ..sample::connector_in_eu_1(3, state)
     }
 }
 
@@ -74,14 +46,7 @@ pub fn agent_message(data: &[u8]) {
     let Ok(message) = v1::AgentMessage::decode(data) else {
         return;
     };
-    let session = Session {
-        agent_id: "a1".to_owned(),
-        session_id: "s".to_owned(),
-        epoch: 1,
-        region: "eu-1".to_owned(),
-        server_ip: "10.0.0.1".to_owned(),
-        actor: Default::default(),
-    };
+    let session = sample::session();
     let states = [
         ConnectorState::Stopped,
         ConnectorState::Starting,

@@ -86,7 +86,7 @@ pub fn assign_local(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::fleet::tests::session;
+    use crate::domain::sample::session;
 
     #[test]
     fn commands_go_to_their_runner_else_to_the_least_loaded_agent() {

@@ -86,34 +86,20 @@ pub fn flagged_message(connector: &Connector, alert: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ConnectorKind, Endpoint};
     use chrono::{TimeZone, Utc};
 
     fn connector(state: ConnectorState, desired: ConnectorState, latency: u64) -> Connector {
         let at = Utc.with_ymd_and_hms(2026, 11, 24, 9, 30, 0).unwrap();
         Connector {
-            id: "c1".to_owned(),
             name: "orders".to_owned(),
-            project_id: "p".to_owned(),
-            project_name: "P".to_owned(),
-            kind: ConnectorKind::IncrementalSync,
-            source: Endpoint::default(),
-            destination: Endpoint::default(),
-            region: "eu-2".to_owned(),
-            server_ip: String::new(),
             agent_id: "a1".to_owned(),
-            state,
             desired_state: desired,
             generation: 1,
-            checkpoint_time: None,
             latency: Some(Duration::from_secs(latency)),
-            store_range: None,
-            status_message: String::new(),
             create_time: at,
             update_time: at,
             last_heartbeat_time: Some(at),
-            restart: Default::default(),
-            fenced_below: 0,
+            ..crate::domain::sample::connector(state)
         }
     }
 

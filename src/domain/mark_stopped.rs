@@ -101,7 +101,7 @@ pub fn decide_mark_stopped(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::rules::tests::connector;
+    use crate::domain::sample::connector;
 
     #[test]
     fn only_a_connector_no_online_agent_holds_is_marked_stopped() {

@@ -10,8 +10,14 @@ pub mod mark_stopped;
 mod model;
 pub mod page_token;
 pub mod presence;
+pub mod pull_back;
+mod rejection;
+pub mod reports;
 pub mod restart;
+pub mod restart_policy;
 pub mod rules;
+#[doc(hidden)]
+pub mod sample;
 pub mod server_net;
 pub mod validate;
 pub mod watch;

@@ -104,7 +104,7 @@ pub struct NewConnector {
     pub kind: ConnectorKind,
     pub source: Endpoint,
     pub destination: Endpoint,
-    pub restart_policy: super::RestartPolicy,
+    pub restart_policy: super::restart_policy::RestartPolicy,
     /// Who creates it (audited with it).
     pub actor: super::Actor,
 }
@@ -132,7 +132,7 @@ pub struct Connector {
     pub update_time: DateTime<Utc>,
     pub last_heartbeat_time: Option<DateTime<Utc>>,
     /// Its automatic starts: policy, count, the next one.
-    pub restart: super::Restarts,
+    pub restart: super::restart_policy::Restarts,
     /// Reports and results for generations below this change nothing: an
     /// operator marked it stopped (at this generation) while its agent was
     /// away, and what that agent says of earlier generations is stale.
@@ -207,7 +207,7 @@ pub struct StartRequest {
     /// The caller's trace, carried to the agent with the command.
     pub trace_context: TraceContext,
     /// Set when the control plane itself starts a failed connector.
-    pub automatic: Option<super::restart::AutomaticStart>,
+    pub automatic: Option<super::restart_policy::AutomaticStart>,
 }
 
 /// A validated PauseConnector request.

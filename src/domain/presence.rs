@@ -104,7 +104,7 @@ pub fn gone_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::fleet::tests::{connector, session};
+    use crate::domain::sample::{connector_in_eu_1 as connector, session};
 
     #[test]
     fn a_connector_its_agent_no_longer_lists_is_not_running() {

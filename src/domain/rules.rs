@@ -3,188 +3,12 @@
 //! store loads the connector under a row lock, asks here, and persists.
 
 use super::model::{
-    CommandKind, Connector, ConnectorKind, ConnectorState, PauseRequest, StartRequest, TimeRange,
+    CommandKind, Connector, ConnectorKind, ConnectorState, PauseRequest, StartRequest,
 };
+use super::pull_back::pull_back_out_of_range;
+pub use super::pull_back::{PULL_BACK_CLOCK_SKEW, checkpoint_gone};
+pub use super::rejection::Rejection;
 use chrono::{DateTime, Utc};
-
-/// Why a well-formed request cannot be carried out in the connector's
-/// current situation. Each maps to one stable error reason.
-#[derive(Clone, Debug, PartialEq, thiserror::Error)]
-pub enum Rejection {
-    #[error(
-        "connector {connector_id} is {state}; only a STOPPED or FAILED connector can be started{hint}",
-        hint = start_hint(*state)
-    )]
-    NotStopped {
-        connector_id: String,
-        state: ConnectorState,
-    },
-    #[error(
-        "connector {connector_id} is {state}; only a RUNNING, STARTING or FAILED connector can be paused{hint}",
-        hint = pause_hint(*state)
-    )]
-    NotRunning {
-        connector_id: String,
-        state: ConnectorState,
-    },
-    #[error(
-        "connector {connector_id} is a {kind} connector; pull-back applies only to INCREMENTAL_SYNC connectors: start it without pull_back_time"
-    )]
-    PullBackNotSupported {
-        connector_id: String,
-        kind: ConnectorKind,
-    },
-    #[error("{}", pull_back_message(connector_id, *requested, range.as_ref(), *now))]
-    PullBackOutOfRange {
-        connector_id: String,
-        requested: DateTime<Utc>,
-        /// What the connector's store holds, when its agent reported it.
-        range: Option<TimeRange>,
-        /// The server's clock when the start was decided.
-        now: DateTime<Utc>,
-    },
-    #[error("{}", checkpoint_message(connector_id, *checkpoint, range))]
-    CheckpointOutOfRange {
-        connector_id: String,
-        /// Where the connector would resume.
-        checkpoint: DateTime<Utc>,
-        /// What its store holds now (as last reported).
-        range: TimeRange,
-    },
-    #[error(
-        "no connector endpoint and no agent is in region '{region}': check the spelling, or leave region empty to run in the destination's region"
-    )]
-    UnknownRegion { region: String },
-    #[error(
-        "request_id '{request_id}' was already used on connector {connector_id} for a different call ({previous}); use a new request_id for a new call"
-    )]
-    RequestIdReused {
-        connector_id: String,
-        request_id: String,
-        previous: String,
-    },
-    #[error(
-        "connector {connector_id} is run by agent {agent_id}, which is online: pause it instead \
-         (mark stopped is for a connector whose agent is gone and cannot be told)"
-    )]
-    AgentOnline {
-        connector_id: String,
-        agent_id: String,
-    },
-    #[error("connector {connector_id} is already STOPPED; there is nothing to mark")]
-    AlreadyStopped { connector_id: String },
-    /// An automatic start found its connector changed since it was
-    /// planned (started, paused, recovered, its policy changed): the
-    /// control plane's own precondition, never a caller's error.
-    #[error(
-        "connector {connector_id} changed since automatic start {attempt} was planned; it is not started"
-    )]
-    RestartObsolete { connector_id: String, attempt: u32 },
-}
-
-/// How far a pull-back time may lie after the store's latest reported time
-/// or the server's clock: callers', agents' and the server's clocks differ
-/// a little, and the store's latest time is reported once per heartbeat.
-/// The same allowance as Envoy's JWT `clock_skew_seconds` default.
-pub const PULL_BACK_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
-
-fn skew() -> chrono::TimeDelta {
-    chrono::TimeDelta::from_std(PULL_BACK_CLOCK_SKEW).expect("a small duration")
-}
-
-fn pull_back_message(
-    connector_id: &str,
-    requested: DateTime<Utc>,
-    range: Option<&TimeRange>,
-    now: DateTime<Utc>,
-) -> String {
-    let requested_text = requested.to_rfc3339();
-    let skew = PULL_BACK_CLOCK_SKEW.as_secs();
-    let holds = |range: &TimeRange| {
-        format!(
-            "connector {connector_id}'s store holds data from {} to {}",
-            range.earliest.to_rfc3339(),
-            range.latest.to_rfc3339()
-        )
-    };
-    match range {
-        Some(range) if requested < range.earliest => format!(
-            "{}; cannot pull back to {requested_text}, before the earliest data it holds: \
-             choose a pull_back_time at or after {}",
-            holds(range),
-            range.earliest.to_rfc3339()
-        ),
-        Some(range) if requested > now + self::skew() => format!(
-            "{}; cannot pull back to {requested_text}: it is in the future (server time {}, \
-             {skew}s of clock skew allowed): choose a pull_back_time between {} and {}",
-            holds(range),
-            now.to_rfc3339(),
-            range.earliest.to_rfc3339(),
-            range.latest.to_rfc3339()
-        ),
-        Some(range) => format!(
-            "{}; cannot pull back to {requested_text}, after the latest data it holds \
-             ({skew}s of clock skew allowed): choose a pull_back_time between {} and {}, or \
-             start without pull_back_time to resume from the checkpoint",
-            holds(range),
-            range.earliest.to_rfc3339(),
-            range.latest.to_rfc3339()
-        ),
-        None => format!(
-            "cannot pull connector {connector_id} back to {requested_text}: it is in the \
-             future (server time {}, {skew}s of clock skew allowed); choose a past time",
-            now.to_rfc3339()
-        ),
-    }
-}
-
-fn checkpoint_message(connector_id: &str, checkpoint: DateTime<Utc>, range: &TimeRange) -> String {
-    let earliest = range.earliest.to_rfc3339();
-    format!(
-        "connector {connector_id}'s checkpoint is {}, but its store holds data only from \
-         {earliest} to {}: starting it would silently skip the changes between {} and \
-         {earliest}. Pull it back to a time the store holds (pull_back_time between {earliest} \
-         and {}) to replay from there, or, if losing those changes is acceptable, start it \
-         with skip_to_earliest to resume from {earliest} (the skip is audited)",
-        checkpoint.to_rfc3339(),
-        range.latest.to_rfc3339(),
-        checkpoint.to_rfc3339(),
-        range.latest.to_rfc3339(),
-    )
-}
-
-/// The checkpoint a connector would resume from when its store no longer
-/// holds it (the store's earliest time is after it), with that range:
-/// a start from there would skip data. None when the store holds it, or
-/// either is unknown (the agent then checks), or the connector reads no
-/// change log (FULL_MIGRATION).
-pub fn checkpoint_gone(connector: &Connector) -> Option<(DateTime<Utc>, TimeRange)> {
-    if connector.kind != ConnectorKind::IncrementalSync {
-        return None;
-    }
-    let checkpoint = connector.checkpoint_time?;
-    let range = connector.store_range?;
-    (checkpoint < range.earliest).then_some((checkpoint, range))
-}
-
-fn start_hint(state: ConnectorState) -> &'static str {
-    match state {
-        ConnectorState::Running | ConnectorState::Starting => {
-            " (it is already running or starting)"
-        }
-        ConnectorState::Pausing => " (wait until the pause completes, then start it)",
-        ConnectorState::Unknown => " (its agent is silent; wait until it reports again)",
-        _ => "",
-    }
-}
-
-fn pause_hint(state: ConnectorState) -> &'static str {
-    match state {
-        ConnectorState::Stopped | ConnectorState::Pausing => " (it is already stopped or stopping)",
-        ConnectorState::Unknown => " (its agent is silent; wait until it reports again)",
-        _ => "",
-    }
-}
 
 /// What an accepted start or pause writes, all in one transaction.
 #[derive(Clone, Debug, PartialEq)]
@@ -265,16 +89,7 @@ pub fn decide_start(
                 kind: connector.kind,
             });
         }
-        // A time the store no longer holds, or does not hold yet: before
-        // its earliest time, after its latest (the latest reported; the
-        // store grows between heartbeats, hence the skew), or in the
-        // future. An unknown range is checked by the agent, which fails
-        // the command with the same reason.
-        let beyond = |limit: DateTime<Utc>| requested > limit + skew();
-        let out_of_range = beyond(now)
-            || connector
-                .store_range
-                .is_some_and(|range| requested < range.earliest || beyond(range.latest));
+        let out_of_range = pull_back_out_of_range(requested, connector.store_range.as_ref(), now);
         if out_of_range {
             return Err(Rejection::PullBackOutOfRange {
                 connector_id: connector.id.clone(),
@@ -452,40 +267,9 @@ pub fn check_replay(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::domain::{CommandKind, Endpoint};
+    use crate::domain::{CommandKind, TimeRange};
 
-    /// A connector for the domain's unit tests.
-    pub(crate) fn connector(state: ConnectorState) -> Connector {
-        let endpoint = |region: &str| Endpoint {
-            kind: "MYSQL".into(),
-            region: region.into(),
-            address: "h:1".into(),
-        };
-        Connector {
-            id: "c1".into(),
-            name: "c1".into(),
-            project_id: "p".into(),
-            project_name: "P".into(),
-            kind: ConnectorKind::IncrementalSync,
-            source: endpoint("eu-1"),
-            destination: endpoint("eu-2"),
-            region: "eu-2".into(),
-            server_ip: String::new(),
-            agent_id: String::new(),
-            state,
-            desired_state: ConnectorState::Stopped,
-            generation: 3,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            status_message: String::new(),
-            create_time: Utc::now(),
-            update_time: Utc::now(),
-            last_heartbeat_time: None,
-            restart: Default::default(),
-            fenced_below: 0,
-        }
-    }
+    pub(crate) use crate::domain::sample::connector;
 
     fn start(pull_back: Option<&str>) -> StartRequest {
         StartRequest {

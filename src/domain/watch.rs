@@ -111,9 +111,7 @@ mod tests {
     use std::time::Duration;
 
     fn searchable() -> Searchable {
-        Searchable::from(&crate::domain::rules::tests::connector(
-            ConnectorState::Running,
-        ))
+        Searchable::from(&crate::domain::sample::connector(ConnectorState::Running))
     }
 
     #[test]
@@ -158,7 +156,7 @@ mod tests {
             states: vec![ConnectorState::Running],
             ..Default::default()
         };
-        let mut connector = crate::domain::rules::tests::connector(ConnectorState::Running);
+        let mut connector = crate::domain::sample::connector(ConnectorState::Running);
         let before = Searchable::from(&connector);
         assert_eq!(seen(&running, None, Some(&connector)), Seen::Changed);
         connector.state = ConnectorState::Stopped;

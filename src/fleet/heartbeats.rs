@@ -4,7 +4,7 @@
 
 use super::Fleet;
 use crate::domain::{Gone, ObservedStatus, Session, SessionReport};
-use crate::store::{FleetStore, Seen, StoreError};
+use crate::store::{FleetStore, PendingHeartbeat, StoreError};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -229,7 +229,8 @@ impl<S: FleetStore> Fleet<S> {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
-            let seen: Vec<Seen> = self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
+            let seen: Vec<PendingHeartbeat> =
+                self.seen.lock().unwrap().drain().map(|(_, s)| s).collect();
             if seen.is_empty() {
                 continue;
             }

@@ -22,7 +22,7 @@
 use crate::domain::{Session, SessionEnd};
 use crate::proto::v1::ControlMessage;
 use crate::store::refusals::RefusalLog;
-use crate::store::{FleetStore, Seen, Wakeup};
+use crate::store::{FleetStore, PendingHeartbeat, Wakeup};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -123,7 +123,7 @@ pub struct Fleet<S> {
     signals: Signals,
     outbox: Mutex<Option<mpsc::UnboundedReceiver<Outgoing>>>,
     sessions: Mutex<HashMap<String, LocalSession>>,
-    seen: Mutex<HashMap<String, Seen>>,
+    seen: Mutex<HashMap<String, PendingHeartbeat>>,
     /// Changed statuses reported in heartbeats, by agent, written together
     /// once per `STATUS_FLUSH` (at most).
     statuses: Mutex<HashMap<String, QueuedStatuses>>,
@@ -355,7 +355,7 @@ impl<S: FleetStore> Fleet<S> {
     pub fn saw(&self, session: &Session) {
         self.seen.lock().unwrap().insert(
             session.agent_id.clone(),
-            Seen {
+            PendingHeartbeat {
                 agent_id: session.agent_id.clone(),
                 epoch: session.epoch,
                 time: chrono::Utc::now(),

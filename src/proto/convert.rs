@@ -5,6 +5,7 @@
 use super::v1;
 use crate::domain::{
     Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
+    TimeRange,
 };
 use chrono::{DateTime, Utc};
 
@@ -30,6 +31,13 @@ pub fn timestamp_to_proto(time: DateTime<Utc>) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: time.timestamp(),
         nanos: time.timestamp_subsec_nanos() as i32,
+    }
+}
+
+pub fn time_range_to_proto(range: TimeRange) -> v1::TimeRange {
+    v1::TimeRange {
+        earliest_time: Some(timestamp_to_proto(range.earliest)),
+        latest_time: Some(timestamp_to_proto(range.latest)),
     }
 }
 
@@ -75,10 +83,7 @@ pub fn connector_to_proto(c: Connector) -> v1::Connector {
             seconds: latency.as_secs() as i64,
             nanos: latency.subsec_nanos() as i32,
         }),
-        store_range: c.store_range.map(|range| v1::TimeRange {
-            earliest_time: Some(timestamp_to_proto(range.earliest)),
-            latest_time: Some(timestamp_to_proto(range.latest)),
-        }),
+        store_range: c.store_range.map(time_range_to_proto),
         status_message: c.status_message,
         create_time: Some(timestamp_to_proto(c.create_time)),
         update_time: Some(timestamp_to_proto(c.update_time)),

@@ -45,8 +45,8 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page, PoolStatus,
-    RestartRound, Seen, Wakeup, WakeupHandler,
+    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page,
+    PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -332,7 +332,7 @@ pub trait Sessions: Send + Sync {
         replica_ttl: Duration,
     ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
-    /// Applies reported statuses (see `domain::fleet::status_effect`).
+    /// Applies reported statuses (see `domain::reports::status_effect`).
     fn record_statuses(
         &self,
         session: &Session,
@@ -355,7 +355,7 @@ pub trait Sessions: Send + Sync {
     /// Live streams of those sessions must end.
     fn flush_heartbeats(
         &self,
-        seen: &[Seen],
+        seen: &[PendingHeartbeat],
     ) -> impl Future<Output = Result<Vec<(String, i64)>, StoreError>> + Send;
 }
 
@@ -388,7 +388,7 @@ pub trait Dispatch: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Completes a delivered command with the agent's result (see
-    /// `domain::fleet::result_effect`). None when the result is a duplicate,
+    /// `domain::reports::result_effect`). None when the result is a duplicate,
     /// late, or for a command this agent does not hold: nothing changes.
     fn complete_command(
         &self,

@@ -134,7 +134,7 @@ pub(crate) fn escape_like(text: &str) -> String {
 
 /// A heartbeat kept in memory until the next flush.
 #[derive(Clone, Debug)]
-pub struct Seen {
+pub struct PendingHeartbeat {
     pub agent_id: String,
     pub epoch: i64,
     pub time: DateTime<Utc>,

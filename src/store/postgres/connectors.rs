@@ -3,10 +3,10 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::changes::Write;
 use super::conn::Db;
 use super::error::{is_unique_violation, translate};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::transitions::Write;
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicy, rules,
@@ -363,7 +363,7 @@ impl PgStore {
             return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
         }
         let supersede = tx
-            .prepare_cached(super::changes::sql::SUPERSEDE)
+            .prepare_cached(super::transitions::sql::SUPERSEDE)
             .await
             .map_err(translate)?;
         tx.execute(&supersede, &[&vec![id]])

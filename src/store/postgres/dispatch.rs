@@ -8,7 +8,7 @@ use super::reads::online;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::sessions::{apply_update, fence};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
-use crate::domain::fleet::{ResultDisposition, result_disposition, result_effect};
+use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
 use crate::store::{Dispatch, StoreError};
 use std::collections::HashMap;

@@ -11,7 +11,6 @@
 
 mod audit;
 mod batches;
-mod changes;
 mod conn;
 mod connectors;
 mod dispatch;
@@ -23,16 +22,17 @@ mod restarts;
 mod rows;
 mod search;
 mod sessions;
+mod transitions;
 mod watch;
 
-#[doc(hidden)]
-pub use changes::sql as change_sql;
 pub use restarts::candidates_sql as restart_candidates_sql;
 /// The columns the store reads, for the benchmark harness's raw-SQL
 /// baselines (the same statements without the service around them).
 #[doc(hidden)]
 pub use rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
 pub use search::EXACT_COUNT_LIMIT;
+#[doc(hidden)]
+pub use transitions::sql as transition_sql;
 
 use super::{PoolStatus, Store, StoreError};
 use anyhow::Context;

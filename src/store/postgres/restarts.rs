@@ -1,15 +1,15 @@
 //! A round of automatic starts on PostgreSQL (`store::restarts` plans it):
 //! the candidates are read without locks, the marks written in one
 //! statement guarded by generation and update time, the starts issued in
-//! chunks through `changes::transitions_in`; every write is fenced by the
+//! chunks through `transitions::transitions_in`; every write is fenced by the
 //! leader lease.
 
 use super::PgStore;
-use super::changes::{Write, transitions_in};
 use super::conn::Db;
 use super::error::translate;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::transitions::{Write, transitions_in};
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
 use crate::store::{Lease, RestartRound, StoreError};
 use chrono::{DateTime, Utc};

@@ -7,10 +7,11 @@ use super::audit::insert_audit;
 use super::conn::Db;
 use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
-use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::presence::gone_effect;
+use crate::domain::reports::status_effect;
 use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
-use crate::store::{Seen, Sessions, StoreError};
+use crate::store::{PendingHeartbeat, Sessions, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::{debug, instrument};
@@ -526,7 +527,10 @@ impl Sessions for PgStore {
         self.retrying(|| self.record_status_batch_once(batch)).await
     }
 
-    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn flush_heartbeats(
+        &self,
+        seen: &[PendingHeartbeat],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         if seen.is_empty() {
             return Ok(Vec::new());
         }

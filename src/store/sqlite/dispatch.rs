@@ -7,7 +7,7 @@ use super::rows::{COMMAND_COLUMNS, command_from_row, text};
 use super::sessions::{apply_update, fence};
 use super::{SqliteStore, now};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
-use crate::domain::fleet::{ResultDisposition, result_disposition, result_effect};
+use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
 use crate::store::{Dispatch, StoreError};
 use rusqlite::{TransactionBehavior, params};

@@ -5,10 +5,11 @@ use super::connectors::get_connector;
 use super::error::translate;
 use super::rows::text;
 use super::{SqliteStore, now};
-use crate::domain::fleet::{SessionEnd, session_ended, session_started, status_effect};
+use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::presence::gone_effect;
+use crate::domain::reports::status_effect;
 use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
-use crate::store::{Seen, Sessions, StoreError};
+use crate::store::{PendingHeartbeat, Sessions, StoreError};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use std::time::Duration;
 
@@ -361,7 +362,10 @@ impl Sessions for SqliteStore {
     }
 
     /// Sessions are only ever ended by this process here: none to report.
-    async fn flush_heartbeats(&self, seen: &[Seen]) -> Result<Vec<(String, i64)>, StoreError> {
+    async fn flush_heartbeats(
+        &self,
+        seen: &[PendingHeartbeat],
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         if seen.is_empty() {
             return Ok(Vec::new());
         }

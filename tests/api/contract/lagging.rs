@@ -54,7 +54,7 @@ pub(super) async fn a_fleet_with_lagging_connectors<S: FleetStore>(store: &S) {
     run_on(store, &silent, "c3", 90).await;
     // "live" is heard from later; "silent" goes offline: c3 is UNKNOWN.
     store
-        .flush_heartbeats(&[Seen {
+        .flush_heartbeats(&[PendingHeartbeat {
             agent_id: "live".to_owned(),
             epoch: live.epoch,
             time: Utc::now() + chrono::Duration::minutes(10),

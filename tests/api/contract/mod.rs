@@ -25,7 +25,7 @@ use connector_control::domain::{
     SearchFilter, ServerNet, Session, SessionEnd, SessionReport, StartRequest, TimeRange,
 };
 #[allow(unused_imports)]
-use connector_control::store::{FleetStore, PgStore, Seen, SqliteStore, StoreError};
+use connector_control::store::{FleetStore, PendingHeartbeat, PgStore, SqliteStore, StoreError};
 use std::time::Duration;
 
 struct Postgres {

@@ -55,12 +55,12 @@ pub(super) async fn heartbeats_flush_and_silent_agents_go_offline<S: FleetStore>
     let later = Utc::now() + chrono::Duration::minutes(10);
     store
         .flush_heartbeats(&[
-            Seen {
+            PendingHeartbeat {
                 agent_id: "ag".to_owned(),
                 epoch: session.epoch,
                 time: later,
             },
-            Seen {
+            PendingHeartbeat {
                 agent_id: "ag".to_owned(),
                 epoch: session.epoch - 1,
                 time: later + chrono::Duration::hours(1),
