@@ -1,5 +1,5 @@
 //! The change feed of this replica: one loop reads the connector changes
-//! every replica commits (in commit order, `store::Changes`), with each
+//! every replica commits (in commit order, `store::Feed`), with each
 //! changed connector as it is now, into a bounded ring that every watch
 //! stream here reads. A watcher behind the ring reads the store instead;
 //! the loop never waits for a watcher.
@@ -113,7 +113,7 @@ impl Feed {
 
 /// The changes after `after` (up to `limit`), each with its connector as
 /// it is now: one read of the changes, one of the connectors.
-pub async fn read_changes<S: crate::store::Changes>(
+pub async fn read_changes<S: crate::store::Feed>(
     store: &S,
     after: i64,
     limit: usize,

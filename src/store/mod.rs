@@ -8,6 +8,8 @@
 //!   a command is written).
 //! - `Search`: ListConnectors.
 //! - `AuditLog`: the audit trail.
+//! - `Feed`: the change feed, every new version of a connector in commit
+//!   order (WatchConnectors).
 //! - `Sessions`: agent sessions, their statuses and heartbeats (fenced).
 //! - `Dispatch`: handing commands to agents and recording their results.
 //! - `Leadership`: replicas, the leader lease and its work, wake-ups.
@@ -39,7 +41,7 @@ pub use postgres::{PgStore, Pooling};
 /// Every store trait, for code that calls a backend's methods directly.
 pub mod prelude {
     pub use super::{
-        AuditLog, Changes, Connectors, Dispatch, FleetStore, Leadership, Reads, Search, Sessions,
+        AuditLog, Connectors, Dispatch, Feed, FleetStore, Leadership, Reads, Search, Sessions,
         Store,
     };
 }
@@ -82,7 +84,7 @@ pub enum StoreError {
     /// A newer session of the agent exists; this session's write was refused.
     #[error("session {epoch} of agent {agent_id} was superseded")]
     Fenced { agent_id: String, epoch: i64 },
-    /// Changes after `after` were pruned (`Changes::changes_after`): a
+    /// Changes after `after` were pruned (`Feed::changes_after`): a
     /// watch cannot resume from there.
     #[error("changes after {after} were pruned (kept from {pruned_through} on)")]
     ChangesPruned { after: i64, pruned_through: i64 },
@@ -264,9 +266,9 @@ pub trait AuditLog: Send + Sync {
     ) -> impl Future<Output = Result<(Vec<AuditEvent>, bool), StoreError>> + Send;
 }
 
-/// What the API needs from persistence.
-/// Connector changes in commit order, for watchers.
-pub trait Changes: Send + Sync {
+/// The change feed: every new version of a connector in commit order, for
+/// WatchConnectors.
+pub trait Feed: Send + Sync {
     /// The newest change's position (the pruned horizon when none is kept).
     fn change_head(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
@@ -286,7 +288,8 @@ pub trait Changes: Send + Sync {
     ) -> impl Future<Output = Result<Vec<Connector>, StoreError>> + Send;
 }
 
-pub trait Store: Connectors + Search + AuditLog + Changes + Clone + Send + Sync + 'static {
+/// What the API needs from persistence.
+pub trait Store: Connectors + Search + AuditLog + Feed + Clone + Send + Sync + 'static {
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 

@@ -15,6 +15,7 @@ mod conn;
 mod connectors;
 mod dispatch;
 mod error;
+mod feed;
 mod leader;
 mod listen;
 mod reads;
@@ -23,7 +24,6 @@ mod rows;
 mod search;
 mod sessions;
 mod transitions;
-mod watch;
 
 pub use restarts::candidates_sql as restart_candidates_sql;
 /// The columns the store reads, for the benchmark harness's raw-SQL

@@ -15,13 +15,13 @@ mod batches;
 mod connectors;
 mod dispatch;
 mod error;
+mod feed;
 mod leader;
 mod reads;
 mod restarts;
 mod rows;
 mod search;
 mod sessions;
-mod watch;
 
 use super::{Store, StoreError};
 use anyhow::Context;

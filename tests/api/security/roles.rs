@@ -196,6 +196,16 @@ async fn every_rpc_checks_every_role() {
         Some(ADMIN),
         Some(AGENT),
     ];
+    // The rows are every RPC the services declare, read from the descriptors
+    // the server serves: a new RPC without a row fails here.
+    let rows: std::collections::BTreeSet<String> =
+        matrix.iter().map(|(rpc, _)| (*rpc).to_owned()).collect();
+    assert_eq!(rows.len(), matrix.len(), "an RPC has two rows");
+    assert_eq!(
+        rows,
+        declared_rpcs(),
+        "the role matrix must have one row per RPC the services declare"
+    );
     let mut n = 0;
     for (rpc, expected) in matrix {
         for (token, want) in callers.iter().zip(expected) {
@@ -400,4 +410,25 @@ async fn a_request_id_repeats_only_its_own_principals_call() {
         "REQUEST_ID_REUSED",
     );
     assert!(refused.message().contains("another principal"));
+}
+
+/// Every RPC of every `connector.v1` service, from the encoded descriptors
+/// that server reflection serves.
+fn declared_rpcs() -> std::collections::BTreeSet<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(connector_control::proto::FILE_DESCRIPTOR_SET)
+        .expect("the descriptor set decodes");
+    let rpcs: std::collections::BTreeSet<String> = set
+        .file
+        .iter()
+        .filter(|file| file.package() == "connector.v1")
+        .flat_map(|file| &file.service)
+        .flat_map(|service| &service.method)
+        .map(|method| method.name().to_owned())
+        .collect();
+    assert!(
+        rpcs.contains("StartConnector"),
+        "the descriptors hold the services"
+    );
+    rpcs
 }

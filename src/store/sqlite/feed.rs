@@ -8,7 +8,7 @@ use super::now;
 use super::rows::text;
 use crate::domain::Connector;
 use crate::domain::watch::Searchable;
-use crate::store::{ChangeEntry, Changes, StoreError};
+use crate::store::{ChangeEntry, Feed, StoreError};
 use rusqlite::params;
 use std::time::Duration;
 
@@ -19,7 +19,7 @@ fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
         .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
 }
 
-impl Changes for SqliteStore {
+impl Feed for SqliteStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
         self.with(|connection| {
             connection

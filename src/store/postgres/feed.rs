@@ -8,7 +8,7 @@ use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::Connector;
 use crate::domain::watch::Searchable;
-use crate::store::{ChangeEntry, Changes, Lease, StoreError};
+use crate::store::{ChangeEntry, Feed, Lease, StoreError};
 use std::time::Duration;
 
 fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
@@ -18,7 +18,7 @@ fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
         .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
 }
 
-impl Changes for PgStore {
+impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
         let statement = client
