@@ -273,28 +273,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_successful_start_runs_where_the_agent_is() {
-        let update = result_effect(
+    /// What the result of connector c1's first start changes.
+    fn first_start_result(success: bool) -> ConnectorUpdate {
+        result_effect(
             &connector(1, ConnectorState::Starting),
             &command(CommandKind::Start, 1),
-            &report(true),
+            &report(success),
             &session(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_successful_start_runs_where_the_agent_is() {
+        let update = first_start_result(true);
         assert_eq!(update.state, Some(ConnectorState::Running));
         assert_eq!(update.placement.unwrap().server_ip, "10.0.0.1");
     }
 
     #[test]
     fn a_failed_start_leaves_the_connector_stopped_with_the_reason() {
-        let update = result_effect(
-            &connector(1, ConnectorState::Starting),
-            &command(CommandKind::Start, 1),
-            &report(false),
-            &session(),
-        )
-        .unwrap();
+        let update = first_start_result(false);
         assert_eq!(update.state, Some(ConnectorState::Stopped));
         assert_eq!(update.desired_state, Some(ConnectorState::Stopped));
         let message = update.status_message.unwrap();

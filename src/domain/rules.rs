@@ -271,6 +271,16 @@ pub(crate) mod tests {
 
     pub(crate) use crate::domain::sample::connector;
 
+    fn pause() -> PauseRequest {
+        PauseRequest {
+            connector_id: "c1".into(),
+            reason: String::new(),
+            request_id: None,
+            actor: Default::default(),
+            trace_context: Default::default(),
+        }
+    }
+
     fn start(pull_back: Option<&str>) -> StartRequest {
         StartRequest {
             connector_id: "c1".into(),
@@ -327,13 +337,7 @@ pub(crate) mod tests {
                 Err(Rejection::NotStopped { .. })
             ));
         }
-        let pause = PauseRequest {
-            connector_id: "c1".into(),
-            reason: String::new(),
-            request_id: None,
-            actor: Default::default(),
-            trace_context: Default::default(),
-        };
+        let pause = pause();
         for state in [Stopped, Pausing, Unknown] {
             assert!(matches!(
                 decide_pause(&connector(state), &pause, None),
@@ -491,13 +495,7 @@ pub(crate) mod tests {
             region: "us-1".into(),
             ..connector(ConnectorState::Starting)
         };
-        let pause = PauseRequest {
-            connector_id: "c1".into(),
-            reason: String::new(),
-            request_id: None,
-            actor: Default::default(),
-            trace_context: Default::default(),
-        };
+        let pause = pause();
         let undelivered = decide_pause(&starting, &pause, Some("eu-2")).unwrap();
         assert_eq!(undelivered.region, "eu-2", "no agent in us-1 got the start");
         let delivered = decide_pause(&starting, &pause, None).unwrap();
