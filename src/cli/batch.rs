@@ -1,7 +1,9 @@
 //! `connectors pause|start` without an id: the batch calls, chosen by
 //! filters, shown and confirmed before anything changes.
 
-use super::people::{ClientArgs, Failure, exit, parse_state, usage};
+use super::client::ClientArgs;
+use super::failure::{Failure, exit, usage};
+use super::people::parse_state;
 use super::render;
 use crate::proto::v1;
 use clap::Args;

@@ -3,10 +3,12 @@
 //! `regions` are the people's CLI (see `people`).
 
 mod batch;
+mod client;
+mod failure;
 mod people;
 mod render;
 
-pub use people::Failure;
+pub use failure::Failure;
 
 use crate::api::limits;
 use crate::auth::Authenticator;
@@ -101,7 +103,7 @@ pub struct AgentArgs {
     pub token_file: Option<std::path::PathBuf>,
 
     #[command(flatten)]
-    pub tls: people::TlsArgs,
+    pub tls: client::TlsArgs,
 }
 
 #[derive(Debug, Args)]
