@@ -3,63 +3,10 @@
 
 use super::client::ClientArgs;
 use super::failure::{Failure, exit, usage};
-use super::people::parse_state;
+use super::filters::SelectArgs;
 use super::render;
 use crate::proto::v1;
-use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
-
-/// Which connectors a batch pause or start applies to (instead of an id).
-#[derive(Debug, Args)]
-pub struct SelectArgs {
-    /// Batch: connectors matching this text, as `connectors list QUERY`.
-    #[arg(long)]
-    pub query: Option<String>,
-    /// Batch: connectors on this server (10.0.1.5) or on a server of this
-    /// network (10.0.1.0/24), matched on address bits.
-    #[arg(long)]
-    pub server_ip: Option<String>,
-    /// Batch: connectors that run in this region.
-    #[arg(long)]
-    pub in_region: Option<String>,
-    /// Batch: connectors in these states, comma-separated: running,failed,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
-    pub state: Vec<v1::ConnectorState>,
-    /// Batch: connectors that should run and lag.
-    #[arg(long)]
-    pub lagging: bool,
-    /// Batch: connectors waiting for an automatic start.
-    #[arg(long)]
-    pub awaiting_restart: bool,
-    /// Batch: refuse (change nothing) when more connectors match.
-    #[arg(long, default_value_t = 100)]
-    pub max: i32,
-    /// Batch: change them without showing them and asking first.
-    #[arg(long)]
-    pub yes: bool,
-}
-
-impl SelectArgs {
-    pub fn given(&self) -> bool {
-        self.query.is_some()
-            || self.server_ip.is_some()
-            || self.in_region.is_some()
-            || !self.state.is_empty()
-            || self.lagging
-            || self.awaiting_restart
-    }
-
-    pub fn filter(&self) -> v1::ConnectorFilter {
-        v1::ConnectorFilter {
-            query: self.query.clone().unwrap_or_default(),
-            server_ip: self.server_ip.clone().unwrap_or_default(),
-            region: self.in_region.clone().unwrap_or_default(),
-            states: self.state.iter().map(|s| *s as i32).collect(),
-            lagging: self.lagging,
-            awaiting_restart: self.awaiting_restart,
-        }
-    }
-}
 
 /// Runs a batch call: with `dry_run` only its dry run; without `yes`, its
 /// dry run first, then (on a terminal) a question; then the call. `wait`

@@ -5,6 +5,7 @@
 mod batch;
 mod client;
 mod failure;
+mod filters;
 mod people;
 mod render;
 

@@ -6,6 +6,7 @@
 
 use super::client::{Authed, ClientArgs};
 use super::failure::{Failure, exit, usage};
+use super::filters::{FilterArgs, SelectArgs};
 use super::render::{self, Output};
 use crate::proto::v1::{self, connector_service_client::ConnectorServiceClient};
 use chrono::{DateTime, Utc};
@@ -42,44 +43,6 @@ pub enum ConnectorsCommand {
     /// until interrupted. Reconnects by itself when the server drains or
     /// the output was read too slowly.
     Watch(WatchArgs),
-}
-
-/// The filters of `list` and `watch` (ListConnectors' fields).
-#[derive(Debug, Args)]
-pub struct FilterArgs {
-    /// Free text (names and project names: any part, any case; ids and
-    /// server IPs: exact or prefix); empty matches everything.
-    pub query: Option<String>,
-    /// Only connectors running (or to run) in this region.
-    #[arg(long)]
-    pub region: Option<String>,
-    /// Only connectors on this server (10.2.1.7) or network (10.2.1.0/24):
-    /// matched on address bits.
-    #[arg(long)]
-    pub server_ip: Option<String>,
-    /// Only these states, comma-separated: running,failed,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
-    pub state: Vec<v1::ConnectorState>,
-    /// Only connectors that should run and lag: latency over the server's
-    /// --latency-alert, or agent offline.
-    #[arg(long)]
-    pub lagging: bool,
-    /// Only connectors waiting for an automatic start.
-    #[arg(long)]
-    pub awaiting_restart: bool,
-}
-
-impl FilterArgs {
-    fn filter(self) -> v1::ConnectorFilter {
-        v1::ConnectorFilter {
-            query: self.query.unwrap_or_default(),
-            region: self.region.unwrap_or_default(),
-            states: self.state.iter().map(|s| *s as i32).collect(),
-            lagging: self.lagging,
-            awaiting_restart: self.awaiting_restart,
-            server_ip: self.server_ip.unwrap_or_default(),
-        }
-    }
 }
 
 #[derive(Debug, Args)]
@@ -164,7 +127,7 @@ pub struct StartArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
-    pub select: super::batch::SelectArgs,
+    pub select: SelectArgs,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -243,7 +206,7 @@ pub struct PauseArgs {
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
     #[command(flatten)]
-    pub select: super::batch::SelectArgs,
+    pub select: SelectArgs,
     #[command(flatten)]
     pub client: ClientArgs,
 }
@@ -277,17 +240,6 @@ pub enum RegionsCommand {
         #[command(flatten)]
         client: ClientArgs,
     },
-}
-
-pub(super) fn parse_state(text: &str) -> Result<v1::ConnectorState, String> {
-    let name = format!("CONNECTOR_STATE_{}", text.trim().to_ascii_uppercase());
-    v1::ConnectorState::from_str_name(&name)
-        .filter(|state| *state != v1::ConnectorState::Unspecified)
-        .ok_or_else(|| {
-            format!(
-                "unknown state '{text}'; use stopped, starting, running, pausing, failed or unknown"
-            )
-        })
 }
 
 /// A pull-back time: RFC 3339, or `-DURATION` before now (`-30m`, `-2h`).
@@ -815,12 +767,5 @@ mod tests {
                 .contains("RFC 3339")
         );
         assert!(parse_time("-soon", now).unwrap_err().contains("-30m"));
-    }
-
-    #[test]
-    fn states_parse_in_any_case() {
-        assert_eq!(parse_state("Running"), Ok(v1::ConnectorState::Running));
-        assert!(parse_state("unspecified").is_err());
-        assert!(parse_state("sleeping").unwrap_err().contains("stopped"));
     }
 }
