@@ -1,13 +1,22 @@
 //! Command-line interface: every flag also reads an environment variable.
-//! `serve`, `migrate` and `agent` run the system; `connectors`, `agents` and
-//! `regions` are the people's CLI (see `people`).
+//! `serve`, `migrate` and `agent` run the system; `connectors`, `agents`,
+//! `regions` and `replicas` are the people's CLI, talking to a running
+//! control plane: tables for people, `-o json` (the proto JSON mapping) for
+//! scripts, and a failed call prints its reason and message and exits with
+//! a code that says what kind of failure it was (see `failure`).
 
 mod batch;
 mod client;
+mod connectors;
 mod failure;
 mod filters;
-mod people;
+mod inspect;
+mod mark_stopped;
 mod render;
+mod restart_policy;
+mod start_pause;
+mod topology;
+mod watch;
 
 pub use failure::Failure;
 
@@ -47,16 +56,16 @@ pub enum Command {
     Agent(AgentArgs),
     /// Find, inspect, start and pause connectors.
     #[command(subcommand)]
-    Connectors(people::ConnectorsCommand),
+    Connectors(connectors::ConnectorsCommand),
     /// List the region agents.
     #[command(subcommand)]
-    Agents(people::AgentsCommand),
+    Agents(topology::AgentsCommand),
     /// List the regions.
     #[command(subcommand)]
-    Regions(people::RegionsCommand),
+    Regions(topology::RegionsCommand),
     /// List the control-plane replicas.
     #[command(subcommand)]
-    Replicas(people::ReplicasCommand),
+    Replicas(topology::ReplicasCommand),
 }
 
 #[derive(Debug, Args)]
