@@ -1,26 +1,22 @@
 //! `connectors pause|start` without an id: the batch calls, chosen by
 //! filters, shown and confirmed before anything changes.
 
-use super::client::ClientArgs;
 use super::failure::{Failure, exit, usage};
 use super::filters::SelectArgs;
-use super::render;
+use super::render::{self, Output};
 use crate::proto::v1;
 use std::io::{BufRead, IsTerminal, Write};
 
 /// Runs a batch call: with `dry_run` only its dry run; without `yes`, its
 /// dry run first, then (on a terminal) a question; then the call. `wait`
-/// (one connector's flag) is refused.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<Req: Clone>(
-    client: &ClientArgs,
+/// (one connector's flag) is refused. `call(validate_only)` sends it.
+pub async fn run(
     verb: &str,
     select: &SelectArgs,
     wait: bool,
     dry_run: bool,
-    request: Req,
-    set_validate_only: impl Fn(&mut Req, bool),
-    call: impl AsyncFn(&ClientArgs, Req) -> anyhow::Result<v1::BatchConnectorsResponse>,
+    output: Output,
+    call: impl AsyncFn(bool) -> anyhow::Result<v1::BatchConnectorsResponse>,
 ) -> anyhow::Result<()> {
     if wait {
         return Err(usage(format!(
@@ -34,11 +30,9 @@ pub async fn run<Req: Clone>(
              --in-region, --state, --lagging)"
         )));
     }
-    let mut preview = request.clone();
-    set_validate_only(&mut preview, true);
     if dry_run {
-        let response = call(client, preview).await?;
-        print!("{}", render::batch(&response, client.output)?);
+        let response = call(true).await?;
+        print!("{}", render::batch(&response, output)?);
         return Ok(());
     }
     if !select.yes {
@@ -48,8 +42,8 @@ pub async fn run<Req: Clone>(
                  {verb} the matching connectors, or --dry-run to only see them"
             )));
         }
-        let response = call(client, preview).await?;
-        print!("{}", render::batch(&response, render::Output::Table)?);
+        let response = call(true).await?;
+        print!("{}", render::batch(&response, Output::Table)?);
         if response.changed == 0 {
             println!("nothing to {verb}");
             return Ok(());
@@ -63,8 +57,8 @@ pub async fn run<Req: Clone>(
             return Ok(());
         }
     }
-    let response = call(client, request).await?;
-    print!("{}", render::batch(&response, client.output)?);
+    let response = call(false).await?;
+    print!("{}", render::batch(&response, output)?);
     if response.failed > 0 {
         return Err(Failure {
             exit_code: exit::FAILED_PRECONDITION,

@@ -25,7 +25,7 @@ fn pool() -> anyhow::Result<&'static DescriptorPool> {
 }
 
 /// `message` in the proto JSON mapping, pretty-printed.
-fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String> {
+pub fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String> {
     let descriptor = pool()?
         .get_message_by_name(full_name)
         .with_context(|| format!("no descriptor for {full_name}"))?;
@@ -192,25 +192,20 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
     Ok(format!("{table}\n"))
 }
 
-/// The answer of a Start or Pause (`dry_run`: of its validate_only form).
-pub fn command_outcome<M: prost::Message>(
+/// The answer of a Start or Pause (`dry_run`: of its validate_only form),
+/// for people.
+pub fn command_outcome(
     connector: Option<&v1::Connector>,
     command: Option<&v1::Command>,
     dry_run: bool,
-    response: &M,
-    json_name: &str,
-    output: Output,
-) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, json_name);
-    }
+) -> String {
     let (Some(connector), Some(command)) = (connector, command) else {
-        return Ok(String::new());
+        return String::new();
     };
     let kind = command_kind(command.kind);
     let status = command_status(command.status);
     if dry_run {
-        return Ok(format!(
+        return format!(
             "dry run, nothing changed: connector {} would be {} (desired {})\n\
              command {} generation {} in {} would be issued\n",
             connector.id,
@@ -219,7 +214,7 @@ pub fn command_outcome<M: prost::Message>(
             kind,
             command.generation,
             command.region,
-        ));
+        );
     }
     let mut out = format!(
         "connector {} is {} (desired {})\ncommand {} {} generation {} in {}: {}\n",
@@ -239,7 +234,7 @@ pub fn command_outcome<M: prost::Message>(
             printable(&command.error_message)
         ));
     }
-    Ok(out)
+    out
 }
 
 /// A MarkConnectorStopped answer.
