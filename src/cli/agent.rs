@@ -1,11 +1,14 @@
 //! `agent`: the reference agent's flags, turned into its configuration.
 
-use super::client::TlsArgs;
+use super::client::{TlsArgs, TokenArgs};
 use super::signals::shutdown_signal;
 use clap::Args;
 use std::time::Duration;
 
 #[derive(Debug, Args)]
+#[command(mut_arg("token", |token| token.help(
+    "Bearer token of an `agent` principal, when the control plane has an auth file"
+)))]
 pub struct AgentArgs {
     /// The control plane's gRPC address; several, comma-separated, for
     /// several replicas (the agent moves to the next one when its stream
@@ -40,14 +43,8 @@ pub struct AgentArgs {
     #[arg(long, env = "AGENT_STORE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
     pub store_retention: Duration,
 
-    /// Bearer token of an `agent` principal, when the control plane has an
-    /// auth file.
-    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-
-    /// A file whose content is the bearer token (instead of --token).
-    #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
-    pub token_file: Option<std::path::PathBuf>,
+    #[command(flatten)]
+    pub token: TokenArgs,
 
     #[command(flatten)]
     pub tls: TlsArgs,
@@ -62,7 +59,7 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         server_ip: args.server_ip,
         latency: args.latency,
         store_retention: args.store_retention,
-        bearer: crate::auth::Bearer::from_args(args.token.as_deref(), args.token_file.as_deref())?,
+        bearer: args.token.bearer()?,
         tls: args.tls.config()?,
     };
     crate::agent::run(config, shutdown_signal()).await

@@ -28,6 +28,17 @@ pub struct ClientArgs {
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// The bearer token calls carry, when the control plane has an auth file
+/// (the people's CLI and `agent`).
+#[derive(Debug, Args)]
+pub struct TokenArgs {
     /// Bearer token, when the control plane has an auth file.
     #[arg(long, env = "CONNECTOR_CONTROL_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -35,9 +46,12 @@ pub struct ClientArgs {
     /// A file whose content is the bearer token (instead of --token).
     #[arg(long, env = "CONNECTOR_CONTROL_TOKEN_FILE", conflicts_with = "token")]
     pub token_file: Option<std::path::PathBuf>,
+}
 
-    #[command(flatten)]
-    pub tls: TlsArgs,
+impl TokenArgs {
+    pub fn bearer(&self) -> anyhow::Result<Bearer> {
+        Bearer::from_args(self.token.as_deref(), self.token_file.as_deref())
+    }
 }
 
 /// TLS towards the control plane (an `https://` address).
@@ -96,8 +110,10 @@ impl ClientArgs {
             .map_err(|e| unreachable(e.to_string()))
     }
 
+    /// The token is read first: a missing token file is said before an
+    /// unreachable server.
     async fn authed(&self) -> anyhow::Result<Authed> {
-        let bearer = Bearer::from_args(self.token.as_deref(), self.token_file.as_deref())?;
+        let bearer = self.token.bearer()?;
         Ok(InterceptedService::new(self.channel().await?, bearer))
     }
 
