@@ -4,6 +4,14 @@
 //! control plane: tables for people, `-o json` (the proto JSON mapping) for
 //! scripts, and a failed call prints its reason and message and exits with
 //! a code that says what kind of failure it was (see `failure`).
+//!
+//! The files: `serve` (with `database` and `signals`) and `agent` run the
+//! system. `connectors` hands each verb to its file: `inspect` (list, get,
+//! history), `watch`, `start_pause` (one path for both verbs; `batch` for
+//! their form without an id), `mark_stopped`, `restart_policy`; `topology`
+//! lists agents, replicas and regions. They share `client` (address, token,
+//! TLS, the connected clients), `filters` (which connectors), `failure`
+//! (exit codes) and `render` (tables and JSON).
 
 mod agent;
 mod batch;
