@@ -1,77 +1,22 @@
 //! `connectors pause|start` without an id: the batch calls, chosen by
 //! filters, shown and confirmed before anything changes.
 
-use super::people::{ClientArgs, Failure, exit, parse_state, usage};
-use super::render;
+use super::failure::{Failure, exit, usage};
+use super::filters::SelectArgs;
+use super::render::{self, Output};
 use crate::proto::v1;
-use clap::Args;
 use std::io::{BufRead, IsTerminal, Write};
-
-/// Which connectors a batch pause or start applies to (instead of an id).
-#[derive(Debug, Args)]
-pub struct SelectArgs {
-    /// Batch: connectors matching this text, as `connectors list QUERY`.
-    #[arg(long)]
-    pub query: Option<String>,
-    /// Batch: connectors on this server (10.0.1.5) or on a server of this
-    /// network (10.0.1.0/24), matched on address bits.
-    #[arg(long)]
-    pub server_ip: Option<String>,
-    /// Batch: connectors that run in this region.
-    #[arg(long)]
-    pub in_region: Option<String>,
-    /// Batch: connectors in these states, comma-separated: running,failed,...
-    #[arg(long, value_delimiter = ',', value_parser = parse_state)]
-    pub state: Vec<v1::ConnectorState>,
-    /// Batch: connectors that should run and lag.
-    #[arg(long)]
-    pub lagging: bool,
-    /// Batch: connectors waiting for an automatic start.
-    #[arg(long)]
-    pub awaiting_restart: bool,
-    /// Batch: refuse (change nothing) when more connectors match.
-    #[arg(long, default_value_t = 100)]
-    pub max: i32,
-    /// Batch: change them without showing them and asking first.
-    #[arg(long)]
-    pub yes: bool,
-}
-
-impl SelectArgs {
-    pub fn given(&self) -> bool {
-        self.query.is_some()
-            || self.server_ip.is_some()
-            || self.in_region.is_some()
-            || !self.state.is_empty()
-            || self.lagging
-            || self.awaiting_restart
-    }
-
-    pub fn filter(&self) -> v1::ConnectorFilter {
-        v1::ConnectorFilter {
-            query: self.query.clone().unwrap_or_default(),
-            server_ip: self.server_ip.clone().unwrap_or_default(),
-            region: self.in_region.clone().unwrap_or_default(),
-            states: self.state.iter().map(|s| *s as i32).collect(),
-            lagging: self.lagging,
-            awaiting_restart: self.awaiting_restart,
-        }
-    }
-}
 
 /// Runs a batch call: with `dry_run` only its dry run; without `yes`, its
 /// dry run first, then (on a terminal) a question; then the call. `wait`
-/// (one connector's flag) is refused.
-#[allow(clippy::too_many_arguments)]
-pub async fn run<Req: Clone>(
-    client: &ClientArgs,
+/// (one connector's flag) is refused. `call(validate_only)` sends it.
+pub async fn run(
     verb: &str,
     select: &SelectArgs,
     wait: bool,
     dry_run: bool,
-    request: Req,
-    set_validate_only: impl Fn(&mut Req, bool),
-    call: impl AsyncFn(&ClientArgs, Req) -> anyhow::Result<v1::BatchConnectorsResponse>,
+    output: Output,
+    call: impl AsyncFn(bool) -> anyhow::Result<v1::BatchConnectorsResponse>,
 ) -> anyhow::Result<()> {
     if wait {
         return Err(usage(format!(
@@ -85,11 +30,9 @@ pub async fn run<Req: Clone>(
              --in-region, --state, --lagging)"
         )));
     }
-    let mut preview = request.clone();
-    set_validate_only(&mut preview, true);
     if dry_run {
-        let response = call(client, preview).await?;
-        print!("{}", render::batch(&response, client.output)?);
+        let response = call(true).await?;
+        print!("{}", render::batch(&response, output)?);
         return Ok(());
     }
     if !select.yes {
@@ -99,8 +42,8 @@ pub async fn run<Req: Clone>(
                  {verb} the matching connectors, or --dry-run to only see them"
             )));
         }
-        let response = call(client, preview).await?;
-        print!("{}", render::batch(&response, render::Output::Table)?);
+        let response = call(true).await?;
+        print!("{}", render::batch(&response, Output::Table)?);
         if response.changed == 0 {
             println!("nothing to {verb}");
             return Ok(());
@@ -114,8 +57,8 @@ pub async fn run<Req: Clone>(
             return Ok(());
         }
     }
-    let response = call(client, request).await?;
-    print!("{}", render::batch(&response, client.output)?);
+    let response = call(false).await?;
+    print!("{}", render::batch(&response, output)?);
     if response.failed > 0 {
         return Err(Failure {
             exit_code: exit::FAILED_PRECONDITION,

@@ -25,7 +25,7 @@ fn pool() -> anyhow::Result<&'static DescriptorPool> {
 }
 
 /// `message` in the proto JSON mapping, pretty-printed.
-fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String> {
+pub fn json(message: &impl prost::Message, full_name: &str) -> anyhow::Result<String> {
     let descriptor = pool()?
         .get_message_by_name(full_name)
         .with_context(|| format!("no descriptor for {full_name}"))?;
@@ -47,12 +47,26 @@ pub fn printable(text: &str) -> String {
     crate::domain::validate::escape(text, false)
 }
 
-fn table(header: &[&str]) -> Table {
+/// A table for people: `header`, then one row per item, each cell
+/// printable.
+fn rows<T>(header: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
     let mut table = Table::new();
     table
         .load_style(presets::NOTHING)
         .set_header(header.to_vec());
-    table
+    for item in items {
+        add_row(&mut table, row(item));
+    }
+    format!("{table}\n")
+}
+
+/// The line that says how to ask for the next page, when there is one.
+fn next_page(token: &str, line: impl FnOnce(&str) -> String) -> String {
+    if token.is_empty() {
+        String::new()
+    } else {
+        line(token)
+    }
 }
 
 fn state(value: i32) -> String {
@@ -92,7 +106,7 @@ pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::
     if output == Output::Json {
         return json(page, "connector.v1.ListConnectorsResponse");
     }
-    let mut table = table(&[
+    let header = [
         "ID",
         "NAME",
         "PROJECT",
@@ -101,34 +115,27 @@ pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::
         "SERVER IP",
         "LATENCY",
         "CHECKPOINT",
-    ]);
-    for c in &page.connectors {
-        add_row(
-            &mut table,
-            vec![
-                c.id.clone(),
-                c.name.clone(),
-                c.project_name.clone(),
-                c.region.clone(),
-                flagged_state(c),
-                or_dash(&c.server_ip).to_owned(),
-                latency(c.latency.as_ref()),
-                time(c.checkpoint_time.as_ref()),
-            ],
-        );
-    }
-    let mut out = format!("{table}\n");
+    ];
+    let mut out = rows(&header, &page.connectors, |c| {
+        vec![
+            c.id.clone(),
+            c.name.clone(),
+            c.project_name.clone(),
+            c.region.clone(),
+            flagged_state(c),
+            or_dash(&c.server_ip).to_owned(),
+            latency(c.latency.as_ref()),
+            time(c.checkpoint_time.as_ref()),
+        ]
+    });
     out.push_str(&format!(
         "{} shown, {} matching\n",
         page.connectors.len(),
         page.total_size
     ));
-    if !page.next_page_token.is_empty() {
-        out.push_str(&format!(
-            "more: add --page-token {} (or --all)\n",
-            page.next_page_token
-        ));
-    }
+    out.push_str(&next_page(&page.next_page_token, |token| {
+        format!("more: add --page-token {token} (or --all)\n")
+    }));
     Ok(out)
 }
 
@@ -192,25 +199,20 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
     Ok(format!("{table}\n"))
 }
 
-/// The answer of a Start or Pause (`dry_run`: of its validate_only form).
-pub fn command_outcome<M: prost::Message>(
+/// The answer of a Start or Pause (`dry_run`: of its validate_only form),
+/// for people.
+pub fn command_outcome(
     connector: Option<&v1::Connector>,
     command: Option<&v1::Command>,
     dry_run: bool,
-    response: &M,
-    json_name: &str,
-    output: Output,
-) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, json_name);
-    }
+) -> String {
     let (Some(connector), Some(command)) = (connector, command) else {
-        return Ok(String::new());
+        return String::new();
     };
     let kind = command_kind(command.kind);
     let status = command_status(command.status);
     if dry_run {
-        return Ok(format!(
+        return format!(
             "dry run, nothing changed: connector {} would be {} (desired {})\n\
              command {} generation {} in {} would be issued\n",
             connector.id,
@@ -219,7 +221,7 @@ pub fn command_outcome<M: prost::Message>(
             kind,
             command.generation,
             command.region,
-        ));
+        );
     }
     let mut out = format!(
         "connector {} is {} (desired {})\ncommand {} {} generation {} in {}: {}\n",
@@ -239,7 +241,7 @@ pub fn command_outcome<M: prost::Message>(
             printable(&command.error_message)
         ));
     }
-    Ok(out)
+    out
 }
 
 /// A MarkConnectorStopped answer.
@@ -287,45 +289,19 @@ pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::
         return json(response, "connector.v1.BatchConnectorsResponse");
     }
     let dry_run = response.validate_only;
-    let mut table = table(&[
+    let header = [
         "CONNECTOR",
         "OUTCOME",
         "STATE",
         "SERVER IP",
         "COMMAND OR ERROR",
-    ]);
-    for r in &response.results {
+    ];
+    let table = rows(&header, &response.results, |r| {
         let outcome = match v1::BatchOutcome::try_from(r.outcome) {
             Ok(v1::BatchOutcome::Changed) if dry_run => "WOULD CHANGE",
             Ok(v1::BatchOutcome::Changed) => "CHANGED",
             Ok(v1::BatchOutcome::Unchanged) => "UNCHANGED",
             _ => "FAILED",
-        };
-        let what = match (&r.command, &r.error) {
-            (Some(c), _) => format!(
-                "{} generation {} in {}{}",
-                command_kind(c.kind),
-                c.generation,
-                c.region,
-                if c.id.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", c.id)
-                }
-            ),
-            (None, Some(error)) => {
-                let reason = error
-                    .details
-                    .iter()
-                    .filter(|any| any.type_url.ends_with("/google.rpc.ErrorInfo"))
-                    .find_map(|any| {
-                        <tonic_types::pb::ErrorInfo as prost::Message>::decode(any.value.as_slice())
-                            .ok()
-                    })
-                    .map_or_else(|| "ERROR".to_owned(), |info| info.reason);
-                format!("{reason}: {}", error.message)
-            }
-            (None, None) => "-".to_owned(),
         };
         let (state, ip) = r
             .connector
@@ -333,13 +309,16 @@ pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::
             .map_or(("-".to_owned(), "-".to_owned()), |c| {
                 (flagged_state(c), or_dash(&c.server_ip).to_owned())
             });
-        add_row(
-            &mut table,
-            vec![r.connector_id.clone(), outcome.to_owned(), state, ip, what],
-        );
-    }
+        vec![
+            r.connector_id.clone(),
+            outcome.to_owned(),
+            state,
+            ip,
+            batch_what(r),
+        ]
+    });
     Ok(format!(
-        "{table}\n{} selected: {} {}, {} unchanged, {} failed{}\n",
+        "{table}{} selected: {} {}, {} unchanged, {} failed{}\n",
         response.selected,
         response.changed,
         if dry_run { "would change" } else { "changed" },
@@ -353,7 +332,36 @@ pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::
     ))
 }
 
-/// A connector's commands, newest first.
+/// What a batch did to one connector: the command issued, or the error.
+fn batch_what(r: &v1::BatchResult) -> String {
+    match (&r.command, &r.error) {
+        (Some(c), _) => format!(
+            "{} generation {} in {}{}",
+            command_kind(c.kind),
+            c.generation,
+            c.region,
+            if c.id.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", c.id)
+            }
+        ),
+        (None, Some(error)) => {
+            let reason = error
+                .details
+                .iter()
+                .filter(|any| any.type_url.ends_with("/google.rpc.ErrorInfo"))
+                .find_map(|any| {
+                    <tonic_types::pb::ErrorInfo as prost::Message>::decode(any.value.as_slice())
+                        .ok()
+                })
+                .map_or_else(|| "ERROR".to_owned(), |info| info.reason);
+            format!("{reason}: {}", error.message)
+        }
+        (None, None) => "-".to_owned(),
+    }
+}
+
 /// One WatchConnectors event: a line for people (time, event, connector,
 /// state, region, server, message), one JSON object per line for scripts.
 pub fn watch_event(event: &v1::WatchConnectorsResponse, output: Output) -> anyhow::Result<String> {
@@ -384,11 +392,12 @@ pub fn watch_event(event: &v1::WatchConnectorsResponse, output: Output) -> anyho
     })
 }
 
+/// A connector's commands, newest first.
 pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(response, "connector.v1.ListCommandsResponse");
     }
-    let mut table = table(&[
+    let header = [
         "GENERATION",
         "KIND",
         "STATUS",
@@ -400,44 +409,37 @@ pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::
         "ERROR",
         "CREATED",
         "COMPLETED",
-    ]);
-    for c in &response.commands {
+    ];
+    let out = rows(&header, &response.commands, |c| {
         let error = match (c.error_reason.as_str(), c.error_message.as_str()) {
             ("", "") => "-".to_owned(),
             (reason, message) => format!("{reason}: {message}"),
         };
-        add_row(
-            &mut table,
-            vec![
-                c.generation.to_string(),
-                command_kind(c.kind),
-                command_status(c.status),
-                or_dash(&c.principal).to_owned(),
-                or_dash(&c.reason).to_owned(),
-                time(c.pull_back_time.as_ref()),
-                c.region.clone(),
-                or_dash(&c.agent_id).to_owned(),
-                error,
-                time(c.create_time.as_ref()),
-                time(c.complete_time.as_ref()),
-            ],
-        );
-    }
-    let mut out = format!("{table}\n");
-    if !response.next_page_token.is_empty() {
-        out.push_str(&format!(
-            "older commands: --page-token {}\n",
-            response.next_page_token
-        ));
-    }
-    Ok(out)
+        vec![
+            c.generation.to_string(),
+            command_kind(c.kind),
+            command_status(c.status),
+            or_dash(&c.principal).to_owned(),
+            or_dash(&c.reason).to_owned(),
+            time(c.pull_back_time.as_ref()),
+            c.region.clone(),
+            or_dash(&c.agent_id).to_owned(),
+            error,
+            time(c.create_time.as_ref()),
+            time(c.complete_time.as_ref()),
+        ]
+    });
+    Ok(out
+        + &next_page(&response.next_page_token, |token| {
+            format!("older commands: --page-token {token}\n")
+        }))
 }
 
 pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(response, "connector.v1.ListAgentsResponse");
     }
-    let mut table = table(&[
+    let header = [
         "ID",
         "REGION",
         "SERVER IP",
@@ -446,30 +448,26 @@ pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Resu
         "LAST HEARTBEAT",
         "VERSION",
         "REPLICA",
-    ]);
-    for a in &response.agents {
-        add_row(
-            &mut table,
-            vec![
-                a.id.clone(),
-                a.region.clone(),
-                a.server_ip.clone(),
-                short_name::<v1::AgentState>(a.state),
-                a.connectors.to_string(),
-                time(a.last_heartbeat_time.as_ref()),
-                or_dash(&a.version).to_owned(),
-                or_dash(&a.replica_id).to_owned(),
-            ],
-        );
-    }
-    Ok(format!("{table}\n"))
+    ];
+    Ok(rows(&header, &response.agents, |a| {
+        vec![
+            a.id.clone(),
+            a.region.clone(),
+            a.server_ip.clone(),
+            short_name::<v1::AgentState>(a.state),
+            a.connectors.to_string(),
+            time(a.last_heartbeat_time.as_ref()),
+            or_dash(&a.version).to_owned(),
+            or_dash(&a.replica_id).to_owned(),
+        ]
+    }))
 }
 
 pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(response, "connector.v1.ListReplicasResponse");
     }
-    let mut table = table(&[
+    let header = [
         "REPLICA",
         "ADDRESS",
         "STATE",
@@ -477,44 +475,36 @@ pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::
         "AGENTS",
         "LAST HEARTBEAT",
         "STARTED",
-    ]);
-    for r in &response.replicas {
-        add_row(
-            &mut table,
-            vec![
-                r.id.clone(),
-                or_dash(&r.address).to_owned(),
-                short_name::<v1::ReplicaState>(r.state),
-                if r.leader {
-                    format!("yes (term {})", r.leader_term)
-                } else {
-                    "-".to_owned()
-                },
-                r.agents.to_string(),
-                time(r.heartbeat_time.as_ref()),
-                time(r.start_time.as_ref()),
-            ],
-        );
-    }
-    Ok(format!("{table}\n"))
+    ];
+    Ok(rows(&header, &response.replicas, |r| {
+        vec![
+            r.id.clone(),
+            or_dash(&r.address).to_owned(),
+            short_name::<v1::ReplicaState>(r.state),
+            if r.leader {
+                format!("yes (term {})", r.leader_term)
+            } else {
+                "-".to_owned()
+            },
+            r.agents.to_string(),
+            time(r.heartbeat_time.as_ref()),
+            time(r.start_time.as_ref()),
+        ]
+    }))
 }
 
 pub fn regions(response: &v1::ListRegionsResponse, output: Output) -> anyhow::Result<String> {
     if output == Output::Json {
         return json(response, "connector.v1.ListRegionsResponse");
     }
-    let mut table = table(&["REGION", "ONLINE AGENTS", "CONNECTORS"]);
-    for r in &response.regions {
-        add_row(
-            &mut table,
-            vec![
-                r.name.clone(),
-                r.online_agents.to_string(),
-                r.connectors.to_string(),
-            ],
-        );
-    }
-    Ok(format!("{table}\n"))
+    let header = ["REGION", "ONLINE AGENTS", "CONNECTORS"];
+    Ok(rows(&header, &response.regions, |r| {
+        vec![
+            r.name.clone(),
+            r.online_agents.to_string(),
+            r.connectors.to_string(),
+        ]
+    }))
 }
 
 #[cfg(test)]

@@ -1,0 +1,66 @@
+//! `agent`: the reference agent's flags, turned into its configuration.
+
+use super::client::{TlsArgs, TokenArgs};
+use super::signals::shutdown_signal;
+use clap::Args;
+use std::time::Duration;
+
+#[derive(Debug, Args)]
+#[command(mut_arg("token", |token| token.help(
+    "Bearer token of an `agent` principal, when the control plane has an auth file"
+)))]
+pub struct AgentArgs {
+    /// The control plane's gRPC address; several, comma-separated, for
+    /// several replicas (the agent moves to the next one when its stream
+    /// ends).
+    #[arg(
+        long,
+        env = "CONNECTOR_CONTROL_PLANE",
+        default_value = "http://127.0.0.1:50051",
+        value_delimiter = ','
+    )]
+    pub control_plane: Vec<String>,
+
+    /// The region this agent serves; it receives only this region's commands.
+    #[arg(long, env = "AGENT_REGION")]
+    pub region: String,
+
+    /// This server's IP address, reported as its connectors' server_ip.
+    #[arg(long, env = "AGENT_SERVER_IP")]
+    pub server_ip: String,
+
+    /// Stable id of this agent (one per server).
+    #[arg(long, env = "AGENT_ID")]
+    pub agent_id: String,
+
+    /// Replication lag the simulated connectors report, for example 2s or 15m
+    /// (to rehearse a high-latency incident).
+    #[arg(long, env = "AGENT_LATENCY", default_value = "1s", value_parser = humantime::parse_duration)]
+    pub latency: Duration,
+
+    /// How far back the simulated stores hold change data: the limit of a
+    /// pull-back.
+    #[arg(long, env = "AGENT_STORE_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub store_retention: Duration,
+
+    #[command(flatten)]
+    pub token: TokenArgs,
+
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Runs the reference agent until SIGTERM or SIGINT.
+pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    let config = crate::agent::AgentConfig {
+        control_plane: args.control_plane,
+        agent_id: args.agent_id,
+        region: args.region,
+        server_ip: args.server_ip,
+        latency: args.latency,
+        store_retention: args.store_retention,
+        bearer: args.token.bearer()?,
+        tls: args.tls.config()?,
+    };
+    crate::agent::run(config, shutdown_signal()).await
+}
