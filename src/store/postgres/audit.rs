@@ -2,7 +2,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 
@@ -17,10 +16,7 @@ pub(super) async fn insert_audit(
     client: &impl Db,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached(INSERT_AUDIT)
-        .await
-        .map_err(translate)?;
+    let statement = client.prepare_cached(INSERT_AUDIT).await?;
     client
         .execute(
             &statement,
@@ -36,8 +32,7 @@ pub(super) async fn insert_audit(
                 &i64::try_from(event.count).unwrap_or(i64::MAX).max(1),
             ],
         )
-        .await
-        .map_err(translate)?;
+        .await?;
     Ok(())
 }
 
@@ -65,8 +60,7 @@ impl AuditLog for PgStore {
                  ORDER BY id DESC
                  LIMIT $6",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let rows = client
             .query(
                 &statement,
@@ -79,8 +73,7 @@ impl AuditLog for PgStore {
                     &(i64::try_from(limit).unwrap_or(i64::MAX) + 1),
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let mut events: Vec<AuditEvent> = rows
             .iter()
             .map(|row| AuditEvent {

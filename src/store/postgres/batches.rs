@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use crate::store::{BatchRecord, StoreError};
 
 fn record(row: &tokio_postgres::Row) -> BatchRecord {
@@ -38,15 +37,13 @@ impl PgStore {
                  SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_opt(
                 &statement,
                 &[&request_id, &fingerprint, &connector_ids, &principal],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         match row {
             Some(row) => Ok(record(&row)),
             // The other call committed after this statement's snapshot.
@@ -67,12 +64,10 @@ impl PgStore {
                 "SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(client
             .query_opt(&statement, &[&request_id])
-            .await
-            .map_err(translate)?
+            .await?
             .as_ref()
             .map(record))
     }
@@ -85,12 +80,10 @@ impl PgStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("UPDATE batches SET response = $2 WHERE request_id = $1")
-            .await
-            .map_err(translate)?;
+            .await?;
         client
             .execute(&statement, &[&request_id, &response])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 }

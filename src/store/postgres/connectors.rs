@@ -4,7 +4,7 @@
 use super::PgStore;
 use super::audit::insert_audit;
 use super::conn::Db;
-use super::error::{is_unique_violation, translate};
+use super::error::is_unique_violation;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::transitions::Write;
 use crate::domain::{
@@ -19,7 +19,7 @@ impl Connectors for PgStore {
     #[instrument(skip_all, fields(connector_id = %new.id))]
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         let mut client = self.client().await?;
-        let client = client.transaction().await.map_err(translate)?;
+        let client = client.transaction().await?;
         let statement = client
             .prepare_cached(&format!(
                 "INSERT INTO connectors
@@ -32,8 +32,7 @@ impl Connectors for PgStore {
                          'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&new.restart_policy);
         let row = client
             .query_one(
@@ -64,7 +63,7 @@ impl Connectors for PgStore {
                 if is_unique_violation(&e) {
                     StoreError::ConnectorAlreadyExists(new.id.clone())
                 } else {
-                    translate(e)
+                    e
                 }
             })?;
         let connector = connector_from_row(&row)?;
@@ -73,7 +72,7 @@ impl Connectors for PgStore {
             &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &connector.id),
         )
         .await?;
-        client.commit().await.map_err(translate)?;
+        client.commit().await?;
         Ok(connector)
     }
 
@@ -84,13 +83,8 @@ impl Connectors for PgStore {
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1"
             ))
-            .await
-            .map_err(translate)?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(translate)?
-        {
+            .await?;
+        match client.query_opt(&statement, &[&id]).await? {
             Some(row) => connector_from_row(&row),
             None => Err(StoreError::ConnectorNotFound(id.to_owned())),
         }
@@ -117,7 +111,7 @@ impl Connectors for PgStore {
         request_id: Option<&str>,
     ) -> Result<Connector, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
         let update = tx
             .prepare_cached(&format!(
@@ -127,21 +121,14 @@ impl Connectors for PgStore {
                  WHERE id = $1
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         // The connector first (a retry racing its original waits for it),
         // then whether this request id was used: a retry of the same
         // principal's call changes nothing, anyone else's is refused.
         let lock = tx
             .prepare_cached("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-            .await
-            .map_err(translate)?;
-        if tx
-            .query_opt(&lock, &[&id])
-            .await
-            .map_err(translate)?
-            .is_none()
-        {
+            .await?;
+        if tx.query_opt(&lock, &[&id]).await?.is_none() {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
         if let Some(request_id) = request_id
@@ -162,8 +149,7 @@ impl Connectors for PgStore {
                 &update,
                 &[&id, &mode, &max_restarts, &initial, &max_backoff, &reset],
             )
-            .await
-            .map_err(translate)?
+            .await?
             .ok_or_else(|| StoreError::ConnectorNotFound(id.to_owned()))?;
         let connector = connector_from_row(&row)?;
         insert_audit(
@@ -175,7 +161,7 @@ impl Connectors for PgStore {
             },
         )
         .await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(connector)
     }
 
@@ -240,8 +226,7 @@ impl Connectors for PgStore {
                  WHERE connector_id = $1 AND generation < $2
                  ORDER BY generation DESC LIMIT $3"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = client
             .query(
@@ -252,8 +237,7 @@ impl Connectors for PgStore {
                     &fetch,
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if rows.is_empty() {
             // None at all: is there a connector?
             self.get_connector(connector_id).await?;
@@ -274,13 +258,8 @@ impl Connectors for PgStore {
             .prepare_cached(&format!(
                 "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
             ))
-            .await
-            .map_err(translate)?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(translate)?
-        {
+            .await?;
+        match client.query_opt(&statement, &[&id]).await? {
             Some(row) => command_from_row(&row),
             None => Err(StoreError::CommandNotFound(id.to_owned())),
         }
@@ -290,8 +269,7 @@ impl Connectors for PgStore {
         let client = self.client().await?;
         let row = client
             .query_one("SELECT key FROM server_keys WHERE name = 'page_token'", &[])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(row.get(0))
     }
 }
@@ -304,14 +282,13 @@ impl PgStore {
     ) -> Result<(Connector, bool), StoreError> {
         let id = request.connector_id.as_str();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let lock = tx
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
             ))
-            .await
-            .map_err(translate)?;
-        let connector = match tx.query_opt(&lock, &[&id]).await.map_err(translate)? {
+            .await?;
+        let connector = match tx.query_opt(&lock, &[&id]).await? {
             Some(row) => connector_from_row(&row)?,
             None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
         };
@@ -340,8 +317,7 @@ impl PgStore {
                    AND a.last_heartbeat_time > now() - make_interval(secs => $3)
                  ORDER BY a.id LIMIT 1",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let online_agent: Option<String> = tx
             .query_opt(
                 &online,
@@ -351,8 +327,7 @@ impl PgStore {
                     &request.offline_after.as_secs_f64(),
                 ],
             )
-            .await
-            .map_err(translate)?
+            .await?
             .map(|row| row.get(0));
         let marked = crate::domain::mark_stopped::decide_mark_stopped(
             &connector,
@@ -364,11 +339,8 @@ impl PgStore {
         }
         let supersede = tx
             .prepare_cached(super::transitions::sql::SUPERSEDE)
-            .await
-            .map_err(translate)?;
-        tx.execute(&supersede, &[&vec![id]])
-            .await
-            .map_err(translate)?;
+            .await?;
+        tx.execute(&supersede, &[&vec![id]]).await?;
         let update = tx
             .prepare_cached(&format!(
                 "UPDATE connectors
@@ -378,14 +350,12 @@ impl PgStore {
                  WHERE id = $1
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = tx
             .query_one(&update, &[&id, &marked.generation, &marked.status_message])
-            .await
-            .map_err(translate)?;
+            .await?;
         insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok((connector_from_row(&row)?, false))
     }
 }
@@ -404,11 +374,9 @@ async fn audited_principal(
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
         )
-        .await
-        .map_err(translate)?;
+        .await?;
     Ok(client
         .query_opt(&statement, &[&connector_id, &action, &request_id])
-        .await
-        .map_err(translate)?
+        .await?
         .map(|row| row.get(0)))
 }

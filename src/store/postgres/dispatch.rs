@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::reads::online;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::sessions::{apply_update, fence};
@@ -29,7 +28,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         // Online agents of the region and their load, locked first. The
         // share lock makes a concurrent new session of one of them wait for
         // this claim, so that its requeue sees what is delivered here. Taken
@@ -50,12 +49,10 @@ impl PgStore {
                  FOR SHARE OF a",
                 online(2)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let rows = tx
             .query(&agents, &[&region, &offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         let agents: Vec<Candidate> = rows
             .iter()
             .map(|row| Candidate {
@@ -85,13 +82,11 @@ impl PgStore {
                  LIMIT $2
                  FOR UPDATE OF c, k SKIP LOCKED",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let limit = i64::try_from(room).unwrap_or(i64::MAX);
         let deliverable: Vec<Deliverable> = tx
             .query(&pending, &[&region, &limit])
-            .await
-            .map_err(translate)?
+            .await?
             .iter()
             .map(|row| Deliverable {
                 command_id: row.get(0),
@@ -127,19 +122,15 @@ impl PgStore {
                     .collect::<Vec<_>>()
                     .join(", ")
             ))
-            .await
-            .map_err(translate)?;
-        let rows = tx
-            .query(&deliver, &[&ids, &targets])
-            .await
-            .map_err(translate)?;
+            .await?;
+        let rows = tx.query(&deliver, &[&ids, &targets]).await?;
         let mut delivered = Vec::with_capacity(rows.len());
         for row in &rows {
             let command = command_from_row(row)?;
             let session = sessions[&command.agent_id].clone();
             delivered.push((session, command));
         }
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         delivered.sort_by_key(|(_, command)| command.generation);
         Ok(delivered)
     }
@@ -150,19 +141,17 @@ impl PgStore {
         command_id: &str,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         fence(&tx, session).await?;
         let statement = tx
             .prepare_cached(
                 "UPDATE commands SET status = 'PENDING'
                  WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         tx.execute(&statement, &[&command_id, &session.agent_id])
-            .await
-            .map_err(translate)?;
-        tx.commit().await.map_err(translate)
+            .await?;
+        tx.commit().await
     }
 
     async fn complete_command_once(
@@ -171,17 +160,12 @@ impl PgStore {
         report: &CommandReport,
     ) -> Result<Option<Command>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         fence(&tx, session).await?;
         let find = tx
             .prepare_cached("SELECT connector_id FROM commands WHERE id = $1")
-            .await
-            .map_err(translate)?;
-        let Some(row) = tx
-            .query_opt(&find, &[&report.command_id])
-            .await
-            .map_err(translate)?
-        else {
+            .await?;
+        let Some(row) = tx.query_opt(&find, &[&report.command_id]).await? else {
             return Ok(None);
         };
         let connector_id: String = row.get(0);
@@ -190,24 +174,15 @@ impl PgStore {
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
             ))
-            .await
-            .map_err(translate)?;
-        let connector = connector_from_row(
-            &tx.query_one(&lock_connector, &[&connector_id])
-                .await
-                .map_err(translate)?,
-        )?;
+            .await?;
+        let connector =
+            connector_from_row(&tx.query_one(&lock_connector, &[&connector_id]).await?)?;
         let lock_command = tx
             .prepare_cached(&format!(
                 "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
             ))
-            .await
-            .map_err(translate)?;
-        let command = command_from_row(
-            &tx.query_one(&lock_command, &[&report.command_id])
-                .await
-                .map_err(translate)?,
-        )?;
+            .await?;
+        let command = command_from_row(&tx.query_one(&lock_command, &[&report.command_id]).await?)?;
         let outcome = if report.success {
             CommandStatus::Succeeded
         } else {
@@ -229,8 +204,7 @@ impl PgStore {
             .prepare_cached(&format!(
                 "{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let completed = command_from_row(
             &tx.query_one(
                 &complete,
@@ -242,13 +216,12 @@ impl PgStore {
                     &report.retriable(),
                 ],
             )
-            .await
-            .map_err(translate)?,
+            .await?,
         )?;
         if let Some(update) = result_effect(&connector, &command, report, session) {
             apply_update(&tx, &connector.id, &update).await?;
         }
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(Some(completed))
     }
 }
@@ -258,9 +231,8 @@ impl Dispatch for PgStore {
         let client = self.client().await?;
         let statement = client
             .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
-            .await
-            .map_err(translate)?;
-        let rows = client.query(&statement, &[]).await.map_err(translate)?;
+            .await?;
+        let rows = client.query(&statement, &[]).await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 

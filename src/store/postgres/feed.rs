@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::Connector;
@@ -26,9 +25,8 @@ impl Feed for PgStore {
                 "SELECT greatest((SELECT max(seq) FROM connector_changes),
                                  (SELECT pruned_through FROM connector_changes_horizon))",
             )
-            .await
-            .map_err(translate)?;
-        let row = client.query_one(&statement, &[]).await.map_err(translate)?;
+            .await?;
+        let row = client.query_one(&statement, &[]).await?;
         Ok(row.get(0))
     }
 
@@ -44,25 +42,16 @@ impl Feed for PgStore {
                         (SELECT pruned_through FROM connector_changes_horizon) AS pruned_through
                  FROM connector_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(translate)?;
+        let rows = client.query(&statement, &[&after, &limit]).await?;
         let pruned_through: i64 = match rows.first() {
             Some(row) => row.get("pruned_through"),
             None => {
                 let horizon = client
                     .prepare_cached("SELECT pruned_through FROM connector_changes_horizon")
-                    .await
-                    .map_err(translate)?;
-                client
-                    .query_one(&horizon, &[])
-                    .await
-                    .map_err(translate)?
-                    .get(0)
+                    .await?;
+                client.query_one(&horizon, &[]).await?.get(0)
             }
         };
         if after < pruned_through {
@@ -88,12 +77,10 @@ impl Feed for PgStore {
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         client
             .query(&statement, &[&ids])
-            .await
-            .map_err(translate)?
+            .await?
             .iter()
             .map(connector_from_row)
             .collect()
@@ -124,15 +111,13 @@ impl PgStore {
                  SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM pruned),
                         (SELECT count(*) FROM horizon)"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_one(
                 &statement,
                 &[&&*self.lease_holder, &lease.term, &keep.as_secs_f64()],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if !row.get::<_, bool>(0) {
             return Err(StoreError::NotLeader { term: lease.term });
         }

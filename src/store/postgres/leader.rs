@@ -4,7 +4,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::listen;
 use super::sessions::audit_ended;
 use crate::domain::Replica;
@@ -83,8 +82,7 @@ impl PgStore {
                         (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
                 audit_ended(5)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_one(
                 &statement,
@@ -96,8 +94,7 @@ impl PgStore {
                     &SessionEnd::ReplicaDead.reason(),
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if !row.get::<_, bool>(0) {
             return Err(StoreError::NotLeader { term: lease.term });
         }
@@ -130,15 +127,13 @@ impl PgStore {
                      RETURNING id)
                  SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_one(
                 &statement,
                 &[&&*self.lease_holder, &lease.term, &timeout.as_secs_f64()],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if !row.get::<_, bool>(0) {
             return Err(StoreError::NotLeader { term: lease.term });
         }
@@ -174,12 +169,10 @@ impl Leadership for PgStore {
                  FROM replicas r
                  ORDER BY r.id",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let rows = client
             .query(&statement, &[&replica_ttl.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|row| Replica {
@@ -203,12 +196,10 @@ impl Leadership for PgStore {
                  ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
                      address = EXCLUDED.address, draining = EXCLUDED.draining",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         client
             .execute(&statement, &[&&*self.replica_id, &address, &draining])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 
@@ -222,8 +213,7 @@ impl Leadership for PgStore {
                  DELETE FROM replicas WHERE id = $1",
                 &[&&*self.replica_id, &&*self.lease_holder],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 
@@ -243,12 +233,10 @@ impl Leadership for PgStore {
                  WHERE name = 'leader' AND (holder = $1 OR expire_time <= now())
                  RETURNING term",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_opt(&statement, &[&&*self.lease_holder, &ttl.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(row.map(|row| Lease { term: row.get(0) }))
     }
 
@@ -292,12 +280,10 @@ impl Leadership for PgStore {
             .prepare_cached(
                 "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         client
             .query_one(&statement, &[&channels, &payloads])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 

@@ -37,7 +37,6 @@ pub use transitions::sql as transition_sql;
 use super::{PoolStatus, Store, StoreError};
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use error::translate;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -359,10 +358,7 @@ impl Store for PgStore {
     /// from the pool, so the next ones find the current primary.
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .simple_query("SHOW transaction_read_only")
-            .await
-            .map_err(translate)?;
+        let rows = client.simple_query("SHOW transaction_read_only").await?;
         let read_only = rows.iter().any(|message| {
             matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
         });

@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
 use crate::store::{MetricsSample, OpenCommands, Reads, StoreError};
 use std::time::Duration;
@@ -35,12 +34,10 @@ impl Reads for PgStore {
                  ORDER BY a.region, a.id",
                 online(2)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let rows = client
             .query(&statement, &[&region, &offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|row| Agent {
@@ -77,12 +74,10 @@ impl Reads for PgStore {
                  ORDER BY 1",
                 online(1)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let rows = client
             .query(&statement, &[&offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|row| RegionSummary {
@@ -100,16 +95,14 @@ impl Reads for PgStore {
             .prepare_cached(
                 "SELECT region, state, count(*) AS n FROM connectors GROUP BY region, state",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let lagging = client
             .prepare_cached(&format!(
                 "SELECT region, state = 'UNKNOWN' AS offline, count(*) AS n
                  FROM connectors WHERE {} GROUP BY 1, 2",
                 super::search::lagging_condition(1)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let open = client
             .prepare_cached(
                 "SELECT region, status, count(*) AS n,
@@ -117,8 +110,7 @@ impl Reads for PgStore {
                  FROM commands WHERE status IN ('PENDING', 'DELIVERED')
                  GROUP BY region, status",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let alert = micros(latency_alert);
         let alert_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&alert];
         // Pipelined: three statements, one round trip's worth of waiting.
@@ -126,8 +118,7 @@ impl Reads for PgStore {
             client.query(&by_state, &[]),
             client.query(&lagging, &alert_param),
             client.query(&open, &[]),
-        )
-        .map_err(translate)?;
+        )?;
         let count = |row: &tokio_postgres::Row| row.get::<_, i64>("n").max(0).unsigned_abs();
         let mut sample = MetricsSample::default();
         for row in &by_state {

@@ -6,7 +6,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use super::transitions::{Write, transitions_in};
@@ -37,12 +36,9 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<RestartRound, StoreError> {
         let mut client = self.client().await?;
-        let statement = client
-            .prepare_cached(&candidates_sql())
-            .await
-            .map_err(translate)?;
+        let statement = client.prepare_cached(&candidates_sql()).await?;
         let mut candidates = Vec::new();
-        for row in client.query(&statement, &[&now]).await.map_err(translate)? {
+        for row in client.query(&statement, &[&now]).await? {
             let since: Option<DateTime<Utc>> = row
                 .try_get("running_since")
                 .map_err(|e| StoreError::Internal(e.into()))?;
@@ -58,23 +54,21 @@ impl PgStore {
             );
         }
         for chunk in plan.starts.chunks(CHUNK) {
-            let tx = client.transaction().await.map_err(translate)?;
+            let tx = client.transaction().await?;
             let fence = tx
                 .prepare_cached(&format!(
                     "WITH {LEASE_CTE} SELECT EXISTS (SELECT 1 FROM lease)"
                 ))
-                .await
-                .map_err(translate)?;
+                .await?;
             let held: bool = tx
                 .query_one(&fence, &[&&*self.lease_holder, &lease.term])
-                .await
-                .map_err(translate)?
+                .await?
                 .get(0);
             if !held {
                 return Err(StoreError::NotLeader { term: lease.term });
             }
             let outcomes = transitions_in(&tx, chunk, Write::Commit).await?;
-            tx.commit().await.map_err(translate)?;
+            tx.commit().await?;
             // A refused start (the connector changed since it was read)
             // is left to the next round; a replayed one was already made.
             round.started.extend(
@@ -109,8 +103,7 @@ impl PgStore {
                      RETURNING u_kind)
                  SELECT EXISTS (SELECT 1 FROM lease), ARRAY(SELECT u_kind FROM marked)"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let ids: Vec<&str> = marks.iter().map(|m| m.id.as_str()).collect();
         let generations: Vec<i64> = marks.iter().map(|m| m.generation).collect();
         let seen: Vec<DateTime<Utc>> = marks.iter().map(|m| m.update_time).collect();
@@ -129,8 +122,7 @@ impl PgStore {
                     &next,
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if !row.get::<_, bool>(0) {
             return Err(StoreError::NotLeader { term: lease.term });
         }

@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::{Cursor, SearchFilter};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
@@ -32,13 +31,8 @@ async fn count_matches(client: &impl Db, search: &SearchSql) -> Result<i64, Stor
             search.condition,
             EXACT_COUNT_LIMIT + 1
         ))
-        .await
-        .map_err(translate)?;
-    let exact: i64 = client
-        .query_one(&count, &params)
-        .await
-        .map_err(translate)?
-        .get(0);
+        .await?;
+    let exact: i64 = client.query_one(&count, &params).await?.get(0);
     if exact <= EXACT_COUNT_LIMIT {
         return Ok(exact);
     }
@@ -47,9 +41,8 @@ async fn count_matches(client: &impl Db, search: &SearchSql) -> Result<i64, Stor
             "EXPLAIN SELECT 1 FROM connectors WHERE {}",
             search.condition
         ))
-        .await
-        .map_err(translate)?;
-    let plan = client.query(&explain, &params).await.map_err(translate)?;
+        .await?;
+    let plan = client.query(&explain, &params).await?;
     let estimate = plan
         .first()
         .and_then(|row| row.try_get::<_, String>(0).ok())
@@ -217,10 +210,10 @@ impl Search for PgStore {
         sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", params.len() + 1));
         params.push(&fetch);
 
-        let statement = client.prepare_cached(&sql).await.map_err(translate)?;
+        let statement = client.prepare_cached(&sql).await?;
         // The page and the count are pipelined on the connection: one
         // round trip's wait instead of two.
-        let page = async { client.query(&statement, &params).await.map_err(translate) };
+        let page = async { client.query(&statement, &params).await };
         let (rows, total) = tokio::try_join!(page, count_matches(&client, &search))?;
         let more = rows.len() > limit;
         let connectors = rows
