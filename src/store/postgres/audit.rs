@@ -16,10 +16,9 @@ pub(super) async fn insert_audit(
     client: &impl Db,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {
-    let statement = client.prepare_cached(INSERT_AUDIT).await?;
     client
         .execute(
-            &statement,
+            INSERT_AUDIT,
             &[
                 &event.actor.principal,
                 &event.action.as_str(),
@@ -47,8 +46,8 @@ impl AuditLog for PgStore {
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let rows = client
+            .query(
                 "SELECT id, time, principal, action, connector_id, request_id, outcome, reason,
                         peer, detail, count
                  FROM audit_events
@@ -59,11 +58,6 @@ impl AuditLog for PgStore {
                    AND ($5::int8 IS NULL OR id < $5)
                  ORDER BY id DESC
                  LIMIT $6",
-            )
-            .await?;
-        let rows = client
-            .query(
-                &statement,
                 &[
                     &filter.connector_id,
                     &filter.principal,

@@ -59,14 +59,12 @@ impl PgStore {
         request_id: &str,
     ) -> Result<Option<BatchRecord>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        Ok(client
+            .query_opt(
                 "SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1",
+                &[&request_id],
             )
-            .await?;
-        Ok(client
-            .query_opt(&statement, &[&request_id])
             .await?
             .as_ref()
             .map(record))
@@ -78,11 +76,11 @@ impl PgStore {
         response: &[u8],
     ) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("UPDATE batches SET response = $2 WHERE request_id = $1")
-            .await?;
         client
-            .execute(&statement, &[&request_id, &response])
+            .execute(
+                "UPDATE batches SET response = $2 WHERE request_id = $1",
+                &[&request_id, &response],
+            )
             .await?;
         Ok(())
     }

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Error, Row, Statement};
 
-type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+pub(super) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Statements' parameter types, learned once per process, for unnamed
 /// statements. Present only under transaction pooling.

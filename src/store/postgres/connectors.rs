@@ -13,6 +13,7 @@ use crate::domain::{
 };
 use crate::store::rows::policy_values;
 use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
+use tokio_postgres::Row;
 use tracing::instrument;
 
 impl Connectors for PgStore {
@@ -20,23 +21,21 @@ impl Connectors for PgStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         let mut client = self.client().await?;
         let client = client.transaction().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO connectors
-                   (id, name, project_id, project_name, name_folded, project_name_folded, kind,
-                    source_type, source_region, source_address,
-                    destination_type, destination_region, destination_address,
-                    region, state, desired_state,
-                    restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
-                         'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
-            .await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&new.restart_policy);
         let row = client
             .query_one(
-                &statement,
+                &format!(
+                    "INSERT INTO connectors
+                       (id, name, project_id, project_name, name_folded, project_name_folded, kind,
+                        source_type, source_region, source_address,
+                        destination_type, destination_region, destination_address,
+                        region, state, desired_state,
+                        restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms,
+                        reset_after_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
+                             'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
                 &[
                     &new.id,
                     &new.name,
@@ -78,16 +77,9 @@ impl Connectors for PgStore {
 
     #[instrument(skip_all, fields(connector_id = %id))]
     async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1"
-            ))
-            .await?;
-        match client.query_opt(&statement, &[&id]).await? {
-            Some(row) => connector_from_row(&row),
-            None => Err(StoreError::ConnectorNotFound(id.to_owned())),
-        }
+        let sql = format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1");
+        self.by_id(&sql, id, connector_from_row, StoreError::ConnectorNotFound)
+            .await
     }
 
     #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
@@ -125,10 +117,11 @@ impl Connectors for PgStore {
         // The connector first (a retry racing its original waits for it),
         // then whether this request id was used: a retry of the same
         // principal's call changes nothing, anyone else's is refused.
-        let lock = tx
-            .prepare_cached("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-            .await?;
-        if tx.query_opt(&lock, &[&id]).await?.is_none() {
+        if tx
+            .query_opt("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
+            .is_none()
+        {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
         if let Some(request_id) = request_id
@@ -220,17 +213,14 @@ impl Connectors for PgStore {
         limit: usize,
     ) -> Result<(Vec<Command>, bool), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands
-                 WHERE connector_id = $1 AND generation < $2
-                 ORDER BY generation DESC LIMIT $3"
-            ))
-            .await?;
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = client
             .query(
-                &statement,
+                &format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands
+                     WHERE connector_id = $1 AND generation < $2
+                     ORDER BY generation DESC LIMIT $3"
+                ),
                 &[
                     &connector_id,
                     &before_generation.unwrap_or(i64::MAX),
@@ -253,16 +243,9 @@ impl Connectors for PgStore {
 
     #[instrument(skip_all, fields(command_id = %id))]
     async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
-            ))
-            .await?;
-        match client.query_opt(&statement, &[&id]).await? {
-            Some(row) => command_from_row(&row),
-            None => Err(StoreError::CommandNotFound(id.to_owned())),
-        }
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
+        self.by_id(&sql, id, command_from_row, StoreError::CommandNotFound)
+            .await
     }
 
     async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
@@ -275,6 +258,21 @@ impl Connectors for PgStore {
 }
 
 impl PgStore {
+    /// The row `sql` selects with `$1` = `id`, mapped by `from_row`, or
+    /// `missing(id)` when there is none.
+    async fn by_id<T>(
+        &self,
+        sql: &str,
+        id: &str,
+        from_row: fn(&Row) -> Result<T, StoreError>,
+        missing: fn(String) -> StoreError,
+    ) -> Result<T, StoreError> {
+        match self.client().await?.query_opt(sql, &[&id]).await? {
+            Some(row) => from_row(&row),
+            None => Err(missing(id.to_owned())),
+        }
+    }
+
     async fn mark_stopped_once(
         &self,
         request: &MarkStoppedRequest,
@@ -308,19 +306,14 @@ impl PgStore {
         }
         // The agent running it, or answering its command in flight, heard
         // from within `offline_after` (the sweep's notion of online).
-        let online = tx
-            .prepare_cached(
+        let online_agent: Option<String> = tx
+            .query_opt(
                 "SELECT a.id FROM agents a
                  WHERE (a.id = $2 OR a.id IN (SELECT agent_id FROM commands
                                              WHERE connector_id = $1 AND status = 'DELIVERED'))
                    AND a.id <> '' AND a.disconnect_time IS NULL
                    AND a.last_heartbeat_time > now() - make_interval(secs => $3)
                  ORDER BY a.id LIMIT 1",
-            )
-            .await?;
-        let online_agent: Option<String> = tx
-            .query_opt(
-                &online,
                 &[
                     &id,
                     &connector.agent_id,
@@ -337,22 +330,20 @@ impl PgStore {
         if preview {
             return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
         }
-        let supersede = tx
-            .prepare_cached(super::transitions::sql::SUPERSEDE)
-            .await?;
-        tx.execute(&supersede, &[&vec![id]]).await?;
-        let update = tx
-            .prepare_cached(&format!(
-                "UPDATE connectors
-                 SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
-                     fenced_below = $2, status_message = $3, next_restart_time = NULL,
-                     update_time = now()
-                 WHERE id = $1
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
+        tx.execute(super::transitions::sql::SUPERSEDE, &[&vec![id]])
             .await?;
         let row = tx
-            .query_one(&update, &[&id, &marked.generation, &marked.status_message])
+            .query_one(
+                &format!(
+                    "UPDATE connectors
+                     SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
+                         fenced_below = $2, status_message = $3, next_restart_time = NULL,
+                         update_time = now()
+                     WHERE id = $1
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
+                &[&id, &marked.generation, &marked.status_message],
+            )
             .await?;
         insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
         tx.commit().await?;
@@ -368,15 +359,13 @@ async fn audited_principal(
     action: &str,
     request_id: &str,
 ) -> Result<Option<String>, StoreError> {
-    let statement = client
-        .prepare_cached(
+    Ok(client
+        .query_opt(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
+            &[&connector_id, &action, &request_id],
         )
-        .await?;
-    Ok(client
-        .query_opt(&statement, &[&connector_id, &action, &request_id])
         .await?
         .map(|row| row.get(0)))
 }

@@ -36,22 +36,22 @@ impl PgStore {
         // SKIP LOCKED), so that a claim holds nothing a new session needs
         // while it waits for the agents: opening a session takes its agent,
         // then its commands and connectors, and the two cannot deadlock.
-        let agents = tx
-            .prepare_cached(&format!(
-                "SELECT a.id, a.session_epoch,
-                        (SELECT count(*) FROM connectors x
-                         WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
-                      + (SELECT count(*) FROM commands y
-                         WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
-                 FROM agents a
-                 WHERE a.region = $1 AND {}
-                 ORDER BY a.id
-                 FOR SHARE OF a",
-                online(2)
-            ))
-            .await?;
         let rows = tx
-            .query(&agents, &[&region, &offline_after.as_secs_f64()])
+            .query(
+                &format!(
+                    "SELECT a.id, a.session_epoch,
+                            (SELECT count(*) FROM connectors x
+                             WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                          + (SELECT count(*) FROM commands y
+                             WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
+                     FROM agents a
+                     WHERE a.region = $1 AND {}
+                     ORDER BY a.id
+                     FOR SHARE OF a",
+                    online(2)
+                ),
+                &[&region, &offline_after.as_secs_f64()],
+            )
             .await?;
         let agents: Vec<Candidate> = rows
             .iter()
@@ -66,8 +66,9 @@ impl PgStore {
         // Start/Pause holds are skipped, never waited for. The runner is
         // the agent still holding an unanswered command this one
         // superseded (it may be carrying it out), else the connector's.
-        let pending = tx
-            .prepare_cached(
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let deliverable: Vec<Deliverable> = tx
+            .query(
                 "SELECT c.id,
                         COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
                                               THEN p.agent_id END
@@ -81,11 +82,8 @@ impl PgStore {
                  ORDER BY c.create_time
                  LIMIT $2
                  FOR UPDATE OF c, k SKIP LOCKED",
+                &[&region, &limit],
             )
-            .await?;
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let deliverable: Vec<Deliverable> = tx
-            .query(&pending, &[&region, &limit])
             .await?
             .iter()
             .map(|row| Deliverable {
@@ -108,22 +106,24 @@ impl PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let deliver = tx
-            .prepare_cached(&format!(
-                "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
-                                     deliver_time = now(),
-                                     delivery_attempts = delivery_attempts + 1
-                 FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
-                 WHERE commands.id = t.id
-                 RETURNING {}",
-                COMMAND_COLUMNS
-                    .split(',')
-                    .map(|column| format!("commands.{}", column.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
+        let rows = tx
+            .query(
+                &format!(
+                    "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
+                                         deliver_time = now(),
+                                         delivery_attempts = delivery_attempts + 1
+                     FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
+                     WHERE commands.id = t.id
+                     RETURNING {}",
+                    COMMAND_COLUMNS
+                        .split(',')
+                        .map(|column| format!("commands.{}", column.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[&ids, &targets],
+            )
             .await?;
-        let rows = tx.query(&deliver, &[&ids, &targets]).await?;
         let mut delivered = Vec::with_capacity(rows.len());
         for row in &rows {
             let command = command_from_row(row)?;
@@ -143,14 +143,12 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         fence(&tx, session).await?;
-        let statement = tx
-            .prepare_cached(
-                "UPDATE commands SET status = 'PENDING'
-                 WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
-            )
-            .await?;
-        tx.execute(&statement, &[&command_id, &session.agent_id])
-            .await?;
+        tx.execute(
+            "UPDATE commands SET status = 'PENDING'
+             WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
+            &[&command_id, &session.agent_id],
+        )
+        .await?;
         tx.commit().await
     }
 
@@ -162,27 +160,31 @@ impl PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         fence(&tx, session).await?;
-        let find = tx
-            .prepare_cached("SELECT connector_id FROM commands WHERE id = $1")
-            .await?;
-        let Some(row) = tx.query_opt(&find, &[&report.command_id]).await? else {
+        let Some(row) = tx
+            .query_opt(
+                "SELECT connector_id FROM commands WHERE id = $1",
+                &[&report.command_id],
+            )
+            .await?
+        else {
             return Ok(None);
         };
         let connector_id: String = row.get(0);
         // Connector first, then command: the same lock order as Start/Pause.
-        let lock_connector = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
-            ))
-            .await?;
-        let connector =
-            connector_from_row(&tx.query_one(&lock_connector, &[&connector_id]).await?)?;
-        let lock_command = tx
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
-            ))
-            .await?;
-        let command = command_from_row(&tx.query_one(&lock_command, &[&report.command_id]).await?)?;
+        let connector = connector_from_row(
+            &tx.query_one(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                &[&connector_id],
+            )
+            .await?,
+        )?;
+        let command = command_from_row(
+            &tx.query_one(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"),
+                &[&report.command_id],
+            )
+            .await?,
+        )?;
         let outcome = if report.success {
             CommandStatus::Succeeded
         } else {
@@ -200,14 +202,9 @@ impl PgStore {
                                      error_retriable = $5, late_result_time = now()"
             }
         };
-        let complete = tx
-            .prepare_cached(&format!(
-                "{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"
-            ))
-            .await?;
         let completed = command_from_row(
             &tx.query_one(
-                &complete,
+                &format!("{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"),
                 &[
                     &command.id,
                     &outcome.as_str(),
@@ -229,10 +226,12 @@ impl PgStore {
 impl Dispatch for PgStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
+        let rows = client
+            .query(
+                "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
+                &[],
+            )
             .await?;
-        let rows = client.query(&statement, &[]).await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 

@@ -20,13 +20,13 @@ fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
 impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let row = client
+            .query_one(
                 "SELECT greatest((SELECT max(seq) FROM connector_changes),
                                  (SELECT pruned_through FROM connector_changes_horizon))",
+                &[],
             )
             .await?;
-        let row = client.query_one(&statement, &[]).await?;
         Ok(row.get(0))
     }
 
@@ -36,23 +36,21 @@ impl Feed for PgStore {
         limit: usize,
     ) -> Result<Vec<ChangeEntry>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
                 "SELECT seq, connector_id, before::text AS before,
                         (SELECT pruned_through FROM connector_changes_horizon) AS pruned_through
                  FROM connector_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
             )
             .await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client.query(&statement, &[&after, &limit]).await?;
         let pruned_through: i64 = match rows.first() {
             Some(row) => row.get("pruned_through"),
-            None => {
-                let horizon = client
-                    .prepare_cached("SELECT pruned_through FROM connector_changes_horizon")
-                    .await?;
-                client.query_one(&horizon, &[]).await?.get(0)
-            }
+            None => client
+                .query_one("SELECT pruned_through FROM connector_changes_horizon", &[])
+                .await?
+                .get(0),
         };
         if after < pruned_through {
             return Err(StoreError::ChangesPruned {
@@ -73,13 +71,11 @@ impl Feed for PgStore {
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"
-            ))
-            .await?;
         client
-            .query(&statement, &[&ids])
+            .query(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"),
+                &[&ids],
+            )
             .await?
             .iter()
             .map(connector_from_row)
@@ -93,34 +89,26 @@ impl PgStore {
         lease: Lease,
         keep: Duration,
     ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "WITH {LEASE_CTE},
+             last AS (
+                 SELECT max(seq) AS seq FROM connector_changes
+                 WHERE change_time < now() - make_interval(secs => $3)
+                   AND seq < (SELECT max(seq) FROM connector_changes)
+                   AND EXISTS (SELECT 1 FROM lease)),
+             pruned AS (
+                 DELETE FROM connector_changes
+                 WHERE seq <= (SELECT seq FROM last) RETURNING 1),
+             horizon AS (
+                 UPDATE connector_changes_horizon SET pruned_through = (SELECT seq FROM last)
+                 WHERE (SELECT seq FROM last) IS NOT NULL RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM pruned),
+                    (SELECT count(*) FROM horizon)"
+        );
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH {LEASE_CTE},
-                 last AS (
-                     SELECT max(seq) AS seq FROM connector_changes
-                     WHERE change_time < now() - make_interval(secs => $3)
-                       AND seq < (SELECT max(seq) FROM connector_changes)
-                       AND EXISTS (SELECT 1 FROM lease)),
-                 pruned AS (
-                     DELETE FROM connector_changes
-                     WHERE seq <= (SELECT seq FROM last) RETURNING 1),
-                 horizon AS (
-                     UPDATE connector_changes_horizon SET pruned_through = (SELECT seq FROM last)
-                     WHERE (SELECT seq FROM last) IS NOT NULL RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM pruned),
-                        (SELECT count(*) FROM horizon)"
-            ))
+        let row = self
+            .as_leader(&client, lease, &sql, &[&keep.as_secs_f64()])
             .await?;
-        let row = client
-            .query_one(
-                &statement,
-                &[&&*self.lease_holder, &lease.term, &keep.as_secs_f64()],
-            )
-            .await?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::NotLeader { term: lease.term });
-        }
         Ok(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0))
     }
 }

@@ -25,24 +25,29 @@ pub const EXACT_COUNT_LIMIT: i64 = 10_000;
 
 async fn count_matches(client: &impl Db, search: &SearchSql) -> Result<i64, StoreError> {
     let params = search.params();
-    let count = client
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM (SELECT 1 FROM connectors WHERE {} LIMIT {}) AS capped",
-            search.condition,
-            EXACT_COUNT_LIMIT + 1
-        ))
-        .await?;
-    let exact: i64 = client.query_one(&count, &params).await?.get(0);
+    let exact: i64 = client
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT 1 FROM connectors WHERE {} LIMIT {}) AS capped",
+                search.condition,
+                EXACT_COUNT_LIMIT + 1
+            ),
+            &params,
+        )
+        .await?
+        .get(0);
     if exact <= EXACT_COUNT_LIMIT {
         return Ok(exact);
     }
-    let explain = client
-        .prepare_cached(&format!(
-            "EXPLAIN SELECT 1 FROM connectors WHERE {}",
-            search.condition
-        ))
+    let plan = client
+        .query(
+            &format!(
+                "EXPLAIN SELECT 1 FROM connectors WHERE {}",
+                search.condition
+            ),
+            &params,
+        )
         .await?;
-    let plan = client.query(&explain, &params).await?;
     let estimate = plan
         .first()
         .and_then(|row| row.try_get::<_, String>(0).ok())

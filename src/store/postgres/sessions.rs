@@ -19,11 +19,11 @@ use tracing::{debug, instrument};
 /// holds a share lock on the agent row until the transaction ends, so that
 /// a newer session cannot start half-way through this write.
 pub(super) async fn fence(client: &impl Db, session: &Session) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached("SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE")
-        .await?;
     let epoch: Option<i64> = client
-        .query_opt(&statement, &[&session.agent_id])
+        .query_opt(
+            "SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE",
+            &[&session.agent_id],
+        )
         .await?
         .map(|row| row.get(0));
     if epoch == Some(session.epoch) {
@@ -54,13 +54,13 @@ pub(super) fn audit_ended(reason: usize) -> String {
 
 /// Makes what `agent_id` was sent and has not answered pending again.
 pub(super) async fn requeue_delivered(client: &impl Db, agent_id: &str) -> Result<u64, StoreError> {
-    let statement = client
-        .prepare_cached(
+    client
+        .execute(
             "UPDATE commands SET status = 'PENDING'
              WHERE agent_id = $1 AND status = 'DELIVERED'",
+            &[&agent_id],
         )
-        .await?;
-    client.execute(&statement, &[&agent_id]).await
+        .await
 }
 
 /// Writes a report's effect on one connector row.
@@ -230,15 +230,13 @@ async fn record_hello(
         .iter()
         .map(|status| status.connector_id.as_str())
         .collect();
-    let candidates = client
-        .prepare_cached(
+    let gone: Vec<Gone> = client
+        .query(
             "SELECT id FROM connectors
              WHERE agent_id = $1 AND state IN ('RUNNING', 'FAILED', 'UNKNOWN')
                AND NOT (id = ANY($2))",
+            &[&session.agent_id, &listed],
         )
-        .await?;
-    let gone: Vec<Gone> = client
-        .query(&candidates, &[&session.agent_id, &listed])
         .await?
         .iter()
         .map(|row| Gone {
@@ -285,8 +283,8 @@ impl PgStore {
                     peer: row.get(5),
                 },
             });
-        let upsert = tx
-            .prepare_cached(
+        let epoch: Option<i64> = tx
+            .query_opt(
                 "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                      replica_id, session_epoch, connect_time,
                                      last_heartbeat_time, principal, peer)
@@ -301,11 +299,6 @@ impl PgStore {
                  -- An agent id belongs to one region: no row comes back.
                  WHERE agents.region = EXCLUDED.region
                  RETURNING session_epoch",
-            )
-            .await?;
-        let epoch: Option<i64> = tx
-            .query_opt(
-                &upsert,
                 &[
                     &hello.agent_id,
                     &hello.region,
@@ -362,13 +355,15 @@ impl PgStore {
             Err(StoreError::Fenced { .. }) => return Ok(0),
             Err(error) => return Err(error),
         }
-        let disconnect = tx
-            .prepare_cached(
+        if tx
+            .execute(
                 "UPDATE agents SET disconnect_time = now()
                  WHERE id = $1 AND disconnect_time IS NULL",
+                &[&session.agent_id],
             )
-            .await?;
-        if tx.execute(&disconnect, &[&session.agent_id]).await? == 0 {
+            .await?
+            == 0
+        {
             // Already ended elsewhere (the leader's sweep), and audited.
             return Ok(0);
         }
@@ -391,14 +386,12 @@ impl PgStore {
         let tx = client.transaction().await?;
         // Three statements whatever the batch's size: fence every session,
         // lock every reported connector, write every change.
-        let fence_all = tx
-            .prepare_cached(
-                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
-            )
-            .await?;
         let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
         let epochs: HashMap<String, i64> = tx
-            .query(&fence_all, &[&agent_ids])
+            .query(
+                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                &[&agent_ids],
+            )
             .await?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
@@ -430,28 +423,25 @@ impl PgStore {
         let client = self.client().await?;
         // Only when no live process heartbeats under this replica id: two
         // processes started with one id must not end each other's sessions.
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH ended AS (
-                     UPDATE agents SET disconnect_time = now()
-                     WHERE replica_id = $1 AND disconnect_time IS NULL
-                       AND NOT EXISTS (
-                           SELECT 1 FROM replicas r WHERE r.id = $1
-                           AND r.heartbeat_time > now() - make_interval(secs => $3))
-                     RETURNING id, session_id, session_epoch, region, principal, peer),
-                 {},
-                 requeued AS (
-                     UPDATE commands SET status = 'PENDING'
-                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
-                        (SELECT count(*) FROM requeued)",
-                audit_ended(2)
-            ))
-            .await?;
         let row = client
             .query_one(
-                &statement,
+                &format!(
+                    "WITH ended AS (
+                         UPDATE agents SET disconnect_time = now()
+                         WHERE replica_id = $1 AND disconnect_time IS NULL
+                           AND NOT EXISTS (
+                               SELECT 1 FROM replicas r WHERE r.id = $1
+                               AND r.heartbeat_time > now() - make_interval(secs => $3))
+                         RETURNING id, session_id, session_epoch, region, principal, peer),
+                     {},
+                     requeued AS (
+                         UPDATE commands SET status = 'PENDING'
+                         WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                         RETURNING 1)
+                     SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                            (SELECT count(*) FROM requeued)",
+                    audit_ended(2)
+                ),
                 &[
                     &&*self.replica_id,
                     &SessionEnd::ReplicaRestarted.reason(),
@@ -508,18 +498,19 @@ impl Sessions for PgStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE agents SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
-                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
-                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
-                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
-            )
-            .await?;
         let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
         let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
         let times: Vec<_> = seen.iter().map(|s| s.time).collect();
-        let rows = client.query(&statement, &[&ids, &epochs, &times]).await?;
+        let rows = client
+            .query(
+                "UPDATE agents
+                 SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
+                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
+                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
+                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
+                &[&ids, &epochs, &times],
+            )
+            .await?;
         Ok(rows
             .iter()
             .filter(|row| row.get::<_, bool>(2))

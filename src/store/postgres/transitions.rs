@@ -276,8 +276,7 @@ async fn undelivered_starts(
 }
 
 async fn region_exists(client: &impl Db, region: &str) -> Result<bool, StoreError> {
-    let statement = client.prepare_cached(sql::REGION_EXISTS).await?;
-    let row = client.query_one(&statement, &[&region]).await?;
+    let row = client.query_one(sql::REGION_EXISTS, &[&region]).await?;
     Ok(row.get(0))
 }
 
