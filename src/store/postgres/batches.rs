@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use crate::store::{BatchRecord, StoreError};
+use crate::store::{BatchRecord, Batches, StoreError};
 
 fn record(row: &tokio_postgres::Row) -> BatchRecord {
     BatchRecord {
@@ -14,8 +14,8 @@ fn record(row: &tokio_postgres::Row) -> BatchRecord {
     }
 }
 
-impl PgStore {
-    pub(super) async fn begin_batch_row(
+impl Batches for PgStore {
+    async fn begin_batch(
         &self,
         request_id: &str,
         fingerprint: &str,
@@ -48,16 +48,13 @@ impl PgStore {
             Some(row) => Ok(record(&row)),
             // The other call committed after this statement's snapshot.
             None => self
-                .find_batch_row(request_id)
+                .find_batch(request_id)
                 .await?
                 .ok_or_else(|| StoreError::Internal(format!("batch {request_id} vanished").into())),
         }
     }
 
-    pub(super) async fn find_batch_row(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<BatchRecord>, StoreError> {
+    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
         let client = self.client().await?;
         Ok(client
             .query_opt(
@@ -70,11 +67,7 @@ impl PgStore {
             .map(record))
     }
 
-    pub(super) async fn finish_batch_row(
-        &self,
-        request_id: &str,
-        response: &[u8],
-    ) -> Result<(), StoreError> {
+    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
             .execute(

@@ -1,5 +1,6 @@
-//! Connectors on PostgreSQL: create, read, history, and the batch records;
-//! `issue_command` and its batch form are written in `changes.rs`.
+//! Connectors on PostgreSQL: create, read, restart policies, marking
+//! stopped, and their commands' history; `issue_command` and its batch form
+//! are written in `transitions.rs`.
 
 use super::PgStore;
 use super::audit::insert_audit;
@@ -12,7 +13,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
-use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
 use tokio_postgres::Row;
 use tracing::instrument;
 
@@ -184,25 +185,6 @@ impl Connectors for PgStore {
     ) -> Result<(Connector, bool), StoreError> {
         self.retrying(|| self.mark_stopped_once(request, preview))
             .await
-    }
-
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
-        self.begin_batch_row(request_id, fingerprint, principal, connector_ids)
-            .await
-    }
-
-    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        self.find_batch_row(request_id).await
-    }
-
-    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        self.finish_batch_row(request_id, response).await
     }
 
     #[instrument(skip_all, fields(connector_id = %connector_id))]

@@ -2,12 +2,13 @@
 //! cached prepared statements, one transaction per change, migrations
 //! embedded with refinery. This file opens and migrates; each store trait
 //! has the file of its name (the embedded backend's files are the same),
-//! SQL beside the code that runs it: `connectors.rs` (create, read, issue a
-//! command), `search.rs`, `audit.rs`, `sessions.rs` (sessions, statuses,
-//! heartbeats, fencing), `dispatch.rs` (claim, release, complete),
-//! `leader.rs` (replicas, lease, sweep, wake-ups; `listen.rs` the
-//! listening connection), `reads.rs`, `rows.rs` (row mapping), `error.rs`
-//! (driver errors as store errors).
+//! SQL beside the code that runs it: `connectors.rs` (create, read;
+//! `transitions.rs` issues commands), `batches.rs`, `search.rs`, `audit.rs`,
+//! `sessions.rs` (sessions, statuses, heartbeats, fencing), `dispatch.rs`
+//! (claim, release, complete), `leader.rs` (replicas, lease, sweep,
+//! wake-ups; `listen.rs` the listening connection), `feed.rs`, `reads.rs`,
+//! `restarts.rs`, `rows.rs` (row mapping), `conn.rs` (how statements run),
+//! `error.rs` (driver errors as store errors).
 
 mod audit;
 mod batches;

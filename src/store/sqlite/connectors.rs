@@ -11,7 +11,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
-use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -464,25 +464,6 @@ impl Connectors for SqliteStore {
         let changes = changes.to_vec();
         self.with(move |connection| transitions(connection, &changes, Write::Preview))
             .await
-    }
-
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
-        self.begin_batch_row(request_id, fingerprint, principal, connector_ids)
-            .await
-    }
-
-    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        self.find_batch_row(request_id).await
-    }
-
-    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        self.finish_batch_row(request_id, response).await
     }
 
     async fn list_commands(
