@@ -6,7 +6,9 @@ use super::PgStore;
 use super::audit::insert_audit;
 use super::conn::Db;
 use super::error::is_unique_violation;
-use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::rows::{
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
+};
 use super::transitions::Write;
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
@@ -195,7 +197,6 @@ impl Connectors for PgStore {
         limit: usize,
     ) -> Result<(Vec<Command>, bool), StoreError> {
         let client = self.client().await?;
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = client
             .query(
                 &format!(
@@ -206,7 +207,7 @@ impl Connectors for PgStore {
                 &[
                     &connector_id,
                     &before_generation.unwrap_or(i64::MAX),
-                    &fetch,
+                    &fetch_for(limit),
                 ],
             )
             .await?;
@@ -214,13 +215,11 @@ impl Connectors for PgStore {
             // None at all: is there a connector?
             self.get_connector(connector_id).await?;
         }
-        let more = rows.len() > limit;
         let commands = rows
             .iter()
-            .take(limit)
             .map(command_from_row)
             .collect::<Result<_, _>>()?;
-        Ok((commands, more))
+        Ok(page_of(commands, limit))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

@@ -4,18 +4,10 @@
 use super::PgStore;
 use super::conn::Db;
 use super::leader::LEASE_CTE;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::rows::{CONNECTOR_COLUMNS, change_from_row, connector_from_row};
 use crate::domain::Connector;
-use crate::domain::watch::Searchable;
 use crate::store::{ChangeEntry, Feed, Lease, StoreError};
 use std::time::Duration;
-
-fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
-    value
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
-}
 
 impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
@@ -58,15 +50,7 @@ impl Feed for PgStore {
                 pruned_through,
             });
         }
-        rows.iter()
-            .map(|row| {
-                Ok(ChangeEntry {
-                    seq: row.get("seq"),
-                    connector_id: row.get("connector_id"),
-                    before: before(row.get("before"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(change_from_row).collect()
     }
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {

@@ -3,6 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
+use super::rows::{agent_from_row, region_from_row};
 use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
 use crate::store::{MetricsSample, OpenCommands, Reads, StoreError};
 use std::time::Duration;
@@ -38,23 +39,7 @@ impl Reads for PgStore {
                 &[&region, &offline_after.as_secs_f64()],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Agent {
-                id: row.get("id"),
-                region: row.get("region"),
-                server_ip: row.get("server_ip"),
-                version: row.get("version"),
-                last_heartbeat_time: row.get("last_heartbeat_time"),
-                online: row.get("online"),
-                connectors: row.get("connectors"),
-                replica_id: if row.get("online") {
-                    row.get("replica_id")
-                } else {
-                    String::new()
-                },
-            })
-            .collect())
+        rows.iter().map(agent_from_row).collect()
     }
 
     async fn list_regions(
@@ -78,14 +63,7 @@ impl Reads for PgStore {
                 &[&offline_after.as_secs_f64()],
             )
             .await?;
-        Ok(rows
-            .iter()
-            .map(|row| RegionSummary {
-                name: row.get("name"),
-                online_agents: row.get("online"),
-                connectors: row.get("connectors"),
-            })
-            .collect())
+        rows.iter().map(region_from_row).collect()
     }
 
     #[instrument(skip_all)]

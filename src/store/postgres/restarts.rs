@@ -10,6 +10,7 @@ use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use super::transitions::{Write, transitions_in};
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
+use crate::store::rows::ReadRow;
 use crate::store::{Lease, RestartRound, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -38,10 +39,10 @@ impl PgStore {
         let mut client = self.client().await?;
         let mut candidates = Vec::new();
         for row in client.query(&candidates_sql(), &[&now]).await? {
-            let since: Option<DateTime<Utc>> = row
-                .try_get("running_since")
-                .map_err(|e| StoreError::Internal(e.into()))?;
-            candidates.push((connector_from_row(&row)?, since));
+            candidates.push((
+                connector_from_row(&row)?,
+                row.optional_time("running_since")?,
+            ));
         }
         let plan = plan_round(candidates, now);
         let mut round = RestartRound::default();

@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row, fetch_for, page_of};
 use crate::domain::{Cursor, SearchFilter};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
 use tokio_postgres::types::ToSql;
@@ -198,8 +198,7 @@ impl Search for PgStore {
             params.push(&after.name);
             params.push(&after.id);
         }
-        // One extra row tells whether another page follows.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let fetch = fetch_for(limit);
         // With a text query the trigram index can serve (3+ characters),
         // order by an expression the (name, id) index cannot provide: the
         // planner then collects the matches through the trigram and prefix
@@ -220,12 +219,12 @@ impl Search for PgStore {
         // round trip's wait instead of two.
         let page = async { client.query(&statement, &params).await };
         let (rows, total) = tokio::try_join!(page, count_matches(&client, &search))?;
-        let more = rows.len() > limit;
-        let connectors = rows
-            .iter()
-            .take(limit)
-            .map(connector_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (connectors, more) = page_of(
+            rows.iter()
+                .map(connector_from_row)
+                .collect::<Result<_, _>>()?,
+            limit,
+        );
         Ok(Page {
             connectors,
             more,
