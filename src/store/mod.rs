@@ -6,6 +6,8 @@
 //!
 //! - `Connectors`: create, read, and issue commands (`issue_command`: where
 //!   a command is written).
+//! - `Batches`: the records that make a retried batch call answer as the
+//!   first did.
 //! - `Search`: ListConnectors.
 //! - `AuditLog`: the audit trail.
 //! - `Feed`: the change feed, every new version of a connector in commit
@@ -41,8 +43,8 @@ pub use postgres::{PgStore, Pooling};
 /// Every store trait, for code that calls a backend's methods directly.
 pub mod prelude {
     pub use super::{
-        AuditLog, Connectors, Dispatch, Feed, FleetStore, Leadership, Reads, Search, Sessions,
-        Store,
+        AuditLog, Batches, Connectors, Dispatch, Feed, FleetStore, Leadership, Reads, Search,
+        Sessions, Store,
     };
 }
 pub use sqlite::SqliteStore;
@@ -185,31 +187,6 @@ pub trait Connectors: Send + Sync {
         preview: bool,
     ) -> impl Future<Output = Result<(Connector, bool), StoreError>> + Send;
 
-    /// Records a batch call under its request id with what it chose and
-    /// who made it, or,
-    /// when the id is taken, returns the record already there (with its
-    /// answer once the call that wrote it finished).
-    fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
-
-    /// The record of a batch call, if one used `request_id`.
-    fn find_batch(
-        &self,
-        request_id: &str,
-    ) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
-
-    /// Stores a batch call's answer.
-    fn finish_batch(
-        &self,
-        request_id: &str,
-        response: &[u8],
-    ) -> impl Future<Output = Result<(), StoreError>> + Send;
-
     /// Sets a connector's restart policy and audits it, in one
     /// transaction; a retry with an audited `request_id` changes nothing.
     fn update_restart_policy(
@@ -234,6 +211,35 @@ pub trait Connectors: Send + Sync {
 
     /// The key page tokens are signed with, the same for every replica.
     fn page_token_key(&self) -> impl Future<Output = Result<Vec<u8>, StoreError>> + Send;
+}
+
+/// The records of batch calls (BatchPauseConnectors,
+/// BatchStartConnectors), which make a retried batch return its first
+/// answer.
+pub trait Batches: Send + Sync {
+    /// Records a batch call under its request id with what it chose and
+    /// who made it, or, when the id is taken, returns the record already
+    /// there (with its answer once the call that wrote it finished).
+    fn begin_batch(
+        &self,
+        request_id: &str,
+        fingerprint: &str,
+        principal: &str,
+        connector_ids: &[String],
+    ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
+
+    /// The record of a batch call, if one used `request_id`.
+    fn find_batch(
+        &self,
+        request_id: &str,
+    ) -> impl Future<Output = Result<Option<BatchRecord>, StoreError>> + Send;
+
+    /// Stores a batch call's answer.
+    fn finish_batch(
+        &self,
+        request_id: &str,
+        response: &[u8],
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 /// ListConnectors.
@@ -289,7 +295,9 @@ pub trait Feed: Send + Sync {
 }
 
 /// What the API needs from persistence.
-pub trait Store: Connectors + Search + AuditLog + Feed + Clone + Send + Sync + 'static {
+pub trait Store:
+    Connectors + Batches + Search + AuditLog + Feed + Clone + Send + Sync + 'static
+{
     /// Succeeds when the database answers; drives the health service.
     fn ping(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 

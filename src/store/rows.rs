@@ -1,13 +1,15 @@
 //! Row -> domain mapping, once for both backends: each backend says how to
-//! read a column of its rows (`ReadRow`), and the mapping of columns to
-//! connectors and commands lives here, next to the column lists both
-//! backends select.
+//! read a text, an integer, a flag and a time from its rows (`ReadRow`),
+//! and the mapping of columns to connectors, commands, audit events,
+//! agents, regions and recorded changes lives here, next to the column
+//! lists both backends select.
 
 use crate::domain::{
-    Command, CommandKind, CommandStatus, Connector, ConnectorKind, ConnectorState, Endpoint,
-    RestartMode, RestartPolicy, Restarts, TimeRange, trace_context_from_text,
+    Agent, AuditEvent, Command, CommandKind, CommandStatus, Connector, ConnectorKind,
+    ConnectorState, Endpoint, RegionSummary, RestartMode, RestartPolicy, Restarts, TimeRange,
+    trace_context_from_text,
 };
-use crate::store::StoreError;
+use crate::store::{ChangeEntry, StoreError};
 use chrono::{DateTime, Utc};
 use std::time::Duration;
 
@@ -26,19 +28,30 @@ pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, regio
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
     trace_context, late_result, late_result_time, principal, skip_to_earliest";
 
-/// How a backend reads one column of its rows.
+pub const AUDIT_COLUMNS: &str =
+    "id, time, principal, action, connector_id, request_id, outcome, reason, peer, detail, count";
+
+/// How a backend reads one column of its rows: the four kinds of value
+/// the store keeps. A NULL reads as None.
 pub(crate) trait ReadRow {
-    fn text(&self, column: &str) -> Result<String, StoreError>;
     fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError>;
-    fn integer(&self, column: &str) -> Result<i64, StoreError>;
     fn optional_integer(&self, column: &str) -> Result<Option<i64>, StoreError>;
     fn flag(&self, column: &str) -> Result<bool, StoreError>;
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError>;
 
+    /// Text that must be set.
+    fn text(&self, column: &str) -> Result<String, StoreError> {
+        self.optional_text(column)?.ok_or_else(|| null(column))
+    }
+
+    /// An integer that must be set.
+    fn integer(&self, column: &str) -> Result<i64, StoreError> {
+        self.optional_integer(column)?.ok_or_else(|| null(column))
+    }
+
     /// A time that must be set: a NULL is an error, never the epoch.
     fn time(&self, column: &str) -> Result<DateTime<Utc>, StoreError> {
-        self.optional_time(column)?
-            .ok_or_else(|| StoreError::Internal(format!("{column} is NULL").into()))
+        self.optional_time(column)?.ok_or_else(|| null(column))
     }
 
     /// A text column holding one of a closed set of values.
@@ -50,8 +63,26 @@ pub(crate) trait ReadRow {
     }
 }
 
+/// How many rows to ask for to fill a page of `limit`: one more, which
+/// tells whether another page follows (`page_of`).
+pub(crate) fn fetch_for(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+/// The first `limit` of `rows`, fetched with `fetch_for`, and whether more
+/// followed.
+pub(crate) fn page_of<T>(mut rows: Vec<T>, limit: usize) -> (Vec<T>, bool) {
+    let more = rows.len() > limit;
+    rows.truncate(limit);
+    (rows, more)
+}
+
+fn null(column: &str) -> StoreError {
+    StoreError::Internal(format!("{column} is NULL").into())
+}
+
 /// A row of `CONNECTOR_COLUMNS`.
-pub(crate) fn connector_from(row: &impl ReadRow) -> Result<Connector, StoreError> {
+pub(crate) fn connector_from_row(row: &impl ReadRow) -> Result<Connector, StoreError> {
     let endpoint = |prefix: &str| -> Result<Endpoint, StoreError> {
         Ok(Endpoint {
             kind: row.text(&format!("{prefix}_type"))?,
@@ -122,7 +153,7 @@ fn millis(value: i64) -> Duration {
 }
 
 /// A row of `COMMAND_COLUMNS`.
-pub(crate) fn command_from(row: &impl ReadRow) -> Result<Command, StoreError> {
+pub(crate) fn command_from_row(row: &impl ReadRow) -> Result<Command, StoreError> {
     Ok(Command {
         id: row.text("id")?,
         connector_id: row.text("connector_id")?,
@@ -143,5 +174,66 @@ pub(crate) fn command_from(row: &impl ReadRow) -> Result<Command, StoreError> {
             .zip(row.optional_time("late_result_time")?),
         principal: row.text("principal")?,
         skip_to_earliest: row.flag("skip_to_earliest")?,
+    })
+}
+
+/// A row of `AUDIT_COLUMNS`.
+pub(crate) fn audit_event_from_row(row: &impl ReadRow) -> Result<AuditEvent, StoreError> {
+    Ok(AuditEvent {
+        id: row.integer("id")?,
+        time: row.time("time")?,
+        principal: row.text("principal")?,
+        action: row.text("action")?,
+        connector_id: row.text("connector_id")?,
+        request_id: row.text("request_id")?,
+        outcome: row.text("outcome")?,
+        reason: row.text("reason")?,
+        peer: row.text("peer")?,
+        detail: row.text("detail")?,
+        count: row.integer("count")?,
+    })
+}
+
+/// An agent: id, region, server_ip, version, last_heartbeat_time, online,
+/// connectors (how many it runs) and replica_id (whose session it is in,
+/// kept only while it is online).
+pub(crate) fn agent_from_row(row: &impl ReadRow) -> Result<Agent, StoreError> {
+    let online = row.flag("online")?;
+    Ok(Agent {
+        id: row.text("id")?,
+        region: row.text("region")?,
+        server_ip: row.text("server_ip")?,
+        version: row.text("version")?,
+        last_heartbeat_time: row.time("last_heartbeat_time")?,
+        online,
+        connectors: row.integer("connectors")?,
+        replica_id: if online {
+            row.text("replica_id")?
+        } else {
+            String::new()
+        },
+    })
+}
+
+/// A region: name, online (agents) and connectors.
+pub(crate) fn region_from_row(row: &impl ReadRow) -> Result<RegionSummary, StoreError> {
+    Ok(RegionSummary {
+        name: row.text("name")?,
+        online_agents: row.integer("online")?,
+        connectors: row.integer("connectors")?,
+    })
+}
+
+/// A recorded change: seq, connector_id and before (what a search saw
+/// before it, as JSON; NULL for a new connector).
+pub(crate) fn change_from_row(row: &impl ReadRow) -> Result<ChangeEntry, StoreError> {
+    Ok(ChangeEntry {
+        seq: row.integer("seq")?,
+        connector_id: row.text("connector_id")?,
+        before: row
+            .optional_text("before")?
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))?,
     })
 }

@@ -2,7 +2,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
+use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for, page_of};
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 
@@ -17,13 +17,9 @@ pub(super) async fn insert_audit(
     client: &impl Db,
     event: &NewAuditEvent,
 ) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached(INSERT_AUDIT)
-        .await
-        .map_err(translate)?;
     client
         .execute(
-            &statement,
+            INSERT_AUDIT,
             &[
                 &event.actor.principal,
                 &event.action.as_str(),
@@ -36,8 +32,7 @@ pub(super) async fn insert_audit(
                 &i64::try_from(event.count).unwrap_or(i64::MAX).max(1),
             ],
         )
-        .await
-        .map_err(translate)?;
+        .await?;
     Ok(())
 }
 
@@ -52,53 +47,33 @@ impl AuditLog for PgStore {
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "SELECT id, time, principal, action, connector_id, request_id, outcome, reason,
-                        peer, detail, count
-                 FROM audit_events
-                 WHERE ($1::text IS NULL OR connector_id = $1)
-                   AND ($2::text IS NULL OR principal = $2)
-                   AND ($3::timestamptz IS NULL OR time >= $3)
-                   AND ($4::timestamptz IS NULL OR time < $4)
-                   AND ($5::int8 IS NULL OR id < $5)
-                 ORDER BY id DESC
-                 LIMIT $6",
-            )
-            .await
-            .map_err(translate)?;
         let rows = client
             .query(
-                &statement,
+                &format!(
+                    "SELECT {AUDIT_COLUMNS}
+                     FROM audit_events
+                     WHERE ($1::text IS NULL OR connector_id = $1)
+                       AND ($2::text IS NULL OR principal = $2)
+                       AND ($3::timestamptz IS NULL OR time >= $3)
+                       AND ($4::timestamptz IS NULL OR time < $4)
+                       AND ($5::int8 IS NULL OR id < $5)
+                     ORDER BY id DESC
+                     LIMIT $6"
+                ),
                 &[
                     &filter.connector_id,
                     &filter.principal,
                     &filter.start_time,
                     &filter.end_time,
                     &filter.before_id,
-                    &(i64::try_from(limit).unwrap_or(i64::MAX) + 1),
+                    &fetch_for(limit),
                 ],
             )
-            .await
-            .map_err(translate)?;
-        let mut events: Vec<AuditEvent> = rows
+            .await?;
+        let events = rows
             .iter()
-            .map(|row| AuditEvent {
-                id: row.get("id"),
-                time: row.get("time"),
-                principal: row.get("principal"),
-                action: row.get("action"),
-                connector_id: row.get("connector_id"),
-                request_id: row.get("request_id"),
-                outcome: row.get("outcome"),
-                reason: row.get("reason"),
-                peer: row.get("peer"),
-                detail: row.get("detail"),
-                count: row.get("count"),
-            })
-            .collect();
-        let more = events.len() > limit;
-        events.truncate(limit);
-        Ok((events, more))
+            .map(audit_event_from_row)
+            .collect::<Result<_, _>>()?;
+        Ok(page_of(events, limit))
     }
 }

@@ -3,8 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
-use crate::store::{BatchRecord, StoreError};
+use crate::store::{BatchRecord, Batches, StoreError};
 
 fn record(row: &tokio_postgres::Row) -> BatchRecord {
     BatchRecord {
@@ -15,8 +14,8 @@ fn record(row: &tokio_postgres::Row) -> BatchRecord {
     }
 }
 
-impl PgStore {
-    pub(super) async fn begin_batch_row(
+impl Batches for PgStore {
+    async fn begin_batch(
         &self,
         request_id: &str,
         fingerprint: &str,
@@ -38,59 +37,44 @@ impl PgStore {
                  SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let row = client
             .query_opt(
                 &statement,
                 &[&request_id, &fingerprint, &connector_ids, &principal],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         match row {
             Some(row) => Ok(record(&row)),
             // The other call committed after this statement's snapshot.
             None => self
-                .find_batch_row(request_id)
+                .find_batch(request_id)
                 .await?
                 .ok_or_else(|| StoreError::Internal(format!("batch {request_id} vanished").into())),
         }
     }
 
-    pub(super) async fn find_batch_row(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<BatchRecord>, StoreError> {
+    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        Ok(client
+            .query_opt(
                 "SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1",
+                &[&request_id],
             )
-            .await
-            .map_err(translate)?;
-        Ok(client
-            .query_opt(&statement, &[&request_id])
-            .await
-            .map_err(translate)?
+            .await?
             .as_ref()
             .map(record))
     }
 
-    pub(super) async fn finish_batch_row(
-        &self,
-        request_id: &str,
-        response: &[u8],
-    ) -> Result<(), StoreError> {
+    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("UPDATE batches SET response = $2 WHERE request_id = $1")
-            .await
-            .map_err(translate)?;
         client
-            .execute(&statement, &[&request_id, &response])
-            .await
-            .map_err(translate)?;
+            .execute(
+                "UPDATE batches SET response = $2 WHERE request_id = $1",
+                &[&request_id, &response],
+            )
+            .await?;
         Ok(())
     }
 }

@@ -14,16 +14,20 @@
 //!   transaction holds. (Only built-in types are used: a column of another
 //!   type would make tokio-postgres cache a named type lookup.)
 //!
-//! Either way the store's code is the same: `prepare_cached`, then
-//! `query`, `query_one`, `query_opt` or `execute` on a `Conn` or a `Tx`.
+//! Either way the store's code is the same: `query`, `query_one`,
+//! `query_opt` or `execute` on a `Conn` or a `Tx`, given the SQL or a
+//! statement `prepare_cached` made (to prepare several before running them
+//! together). Errors come back as store errors (`error::translate`).
 
+use super::error::translate;
+use crate::store::StoreError;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{Error, Row, Statement};
 
-type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
+pub(super) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
 /// Statements' parameter types, learned once per process, for unnamed
 /// statements. Present only under transaction pooling.
@@ -141,37 +145,43 @@ impl Query for str {
     }
 }
 
+impl Query for String {
+    fn as_query(&self) -> QueryRef<'_> {
+        QueryRef::Sql(self)
+    }
+}
+
 /// The statements of the store, on a connection (`Conn`) or in a
 /// transaction (`Tx`).
 pub(super) trait Db: Sync {
-    fn prepare_cached(&self, sql: &str) -> impl Future<Output = Result<Stmt, Error>> + Send;
+    fn prepare_cached(&self, sql: &str) -> impl Future<Output = Result<Stmt, StoreError>> + Send;
 
     fn query<Q: Query + ?Sized>(
         &self,
         query: &Q,
         params: Params<'_>,
-    ) -> impl Future<Output = Result<Vec<Row>, Error>> + Send;
+    ) -> impl Future<Output = Result<Vec<Row>, StoreError>> + Send;
 
     /// Exactly one row, or an error.
     fn query_one<Q: Query + ?Sized>(
         &self,
         query: &Q,
         params: Params<'_>,
-    ) -> impl Future<Output = Result<Row, Error>> + Send;
+    ) -> impl Future<Output = Result<Row, StoreError>> + Send;
 
     /// At most one row.
     fn query_opt<Q: Query + ?Sized>(
         &self,
         query: &Q,
         params: Params<'_>,
-    ) -> impl Future<Output = Result<Option<Row>, Error>> + Send;
+    ) -> impl Future<Output = Result<Option<Row>, StoreError>> + Send;
 
     /// The number of rows changed.
     fn execute<Q: Query + ?Sized>(
         &self,
         query: &Q,
         params: Params<'_>,
-    ) -> impl Future<Output = Result<u64, Error>> + Send;
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }
 
 /// A pooled connection.
@@ -187,9 +197,9 @@ pub(super) struct Tx<'a> {
 }
 
 impl Conn {
-    pub(super) async fn transaction(&mut self) -> Result<Tx<'_>, Error> {
+    pub(super) async fn transaction(&mut self) -> Result<Tx<'_>, StoreError> {
         Ok(Tx {
-            inner: self.inner.transaction().await?,
+            inner: self.inner.transaction().await.map_err(translate)?,
             types: self.types.clone(),
         })
     }
@@ -197,90 +207,60 @@ impl Conn {
     pub(super) async fn simple_query(
         &self,
         sql: &str,
-    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, Error> {
-        self.inner.simple_query(sql).await
+    ) -> Result<Vec<tokio_postgres::SimpleQueryMessage>, StoreError> {
+        self.inner.simple_query(sql).await.map_err(translate)
     }
 }
 
 impl Tx<'_> {
-    pub(super) async fn commit(self) -> Result<(), Error> {
-        self.inner.commit().await
+    pub(super) async fn commit(self) -> Result<(), StoreError> {
+        self.inner.commit().await.map_err(translate)
     }
+}
+
+/// A `Db` method: the driver's method of the same name for a prepared
+/// statement, its `$typed` twin (with the parameter types) for an unnamed
+/// one.
+macro_rules! run {
+    ($method:ident, $typed:ident, $output:ty) => {
+        async fn $method<Q: Query + ?Sized>(
+            &self,
+            query: &Q,
+            params: Params<'_>,
+        ) -> Result<$output, StoreError> {
+            match self.resolve(query).await? {
+                Stmt::Cached(statement) => self.inner.$method(&statement, params).await,
+                Stmt::Unnamed(unnamed) => {
+                    self.inner
+                        .$typed(&unnamed.sql, &unnamed.params(params))
+                        .await
+                }
+            }
+            .map_err(translate)
+        }
+    };
 }
 
 macro_rules! statements {
     ($type:ty) => {
         impl Db for $type {
-            async fn prepare_cached(&self, sql: &str) -> Result<Stmt, Error> {
+            async fn prepare_cached(&self, sql: &str) -> Result<Stmt, StoreError> {
                 match &self.types {
-                    None => Ok(Stmt::Cached(self.inner.prepare_cached(sql).await?)),
-                    Some(types) => Ok(Stmt::Unnamed(types.unnamed(sql).await?)),
+                    None => Ok(Stmt::Cached(
+                        self.inner.prepare_cached(sql).await.map_err(translate)?,
+                    )),
+                    Some(types) => Ok(Stmt::Unnamed(types.unnamed(sql).await.map_err(translate)?)),
                 }
             }
 
-            async fn query<Q: Query + ?Sized>(
-                &self,
-                query: &Q,
-                params: Params<'_>,
-            ) -> Result<Vec<Row>, Error> {
-                match self.resolve(query).await? {
-                    Stmt::Cached(statement) => self.inner.query(&statement, params).await,
-                    Stmt::Unnamed(unnamed) => {
-                        self.inner
-                            .query_typed(&unnamed.sql, &unnamed.params(params))
-                            .await
-                    }
-                }
-            }
-
-            async fn query_one<Q: Query + ?Sized>(
-                &self,
-                query: &Q,
-                params: Params<'_>,
-            ) -> Result<Row, Error> {
-                match self.resolve(query).await? {
-                    Stmt::Cached(statement) => self.inner.query_one(&statement, params).await,
-                    Stmt::Unnamed(unnamed) => {
-                        self.inner
-                            .query_typed_one(&unnamed.sql, &unnamed.params(params))
-                            .await
-                    }
-                }
-            }
-
-            async fn query_opt<Q: Query + ?Sized>(
-                &self,
-                query: &Q,
-                params: Params<'_>,
-            ) -> Result<Option<Row>, Error> {
-                match self.resolve(query).await? {
-                    Stmt::Cached(statement) => self.inner.query_opt(&statement, params).await,
-                    Stmt::Unnamed(unnamed) => {
-                        self.inner
-                            .query_typed_opt(&unnamed.sql, &unnamed.params(params))
-                            .await
-                    }
-                }
-            }
-
-            async fn execute<Q: Query + ?Sized>(
-                &self,
-                query: &Q,
-                params: Params<'_>,
-            ) -> Result<u64, Error> {
-                match self.resolve(query).await? {
-                    Stmt::Cached(statement) => self.inner.execute(&statement, params).await,
-                    Stmt::Unnamed(unnamed) => {
-                        self.inner
-                            .execute_typed(&unnamed.sql, &unnamed.params(params))
-                            .await
-                    }
-                }
-            }
+            run!(query, query_typed, Vec<Row>);
+            run!(query_one, query_typed_one, Row);
+            run!(query_opt, query_typed_opt, Option<Row>);
+            run!(execute, execute_typed, u64);
         }
 
         impl $type {
-            async fn resolve<Q: Query + ?Sized>(&self, query: &Q) -> Result<Stmt, Error> {
+            async fn resolve<Q: Query + ?Sized>(&self, query: &Q) -> Result<Stmt, StoreError> {
                 match query.as_query() {
                     QueryRef::Stmt(stmt) => Ok(stmt.clone()),
                     QueryRef::Sql(sql) => self.prepare_cached(sql).await,

@@ -1,43 +1,44 @@
-//! Connectors on PostgreSQL: create, read, history, and the batch records;
-//! `issue_command` and its batch form are written in `changes.rs`.
+//! Connectors on PostgreSQL: create, read, restart policies, marking
+//! stopped, and their commands' history; `issue_command` and its batch form
+//! are written in `transitions.rs`.
 
 use super::PgStore;
 use super::audit::insert_audit;
 use super::conn::Db;
-use super::error::{is_unique_violation, translate};
-use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::error::is_unique_violation;
+use super::rows::{
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
+};
 use super::transitions::Write;
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
-use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use tokio_postgres::Row;
 use tracing::instrument;
 
 impl Connectors for PgStore {
     #[instrument(skip_all, fields(connector_id = %new.id))]
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         let mut client = self.client().await?;
-        let client = client.transaction().await.map_err(translate)?;
-        let statement = client
-            .prepare_cached(&format!(
-                "INSERT INTO connectors
-                   (id, name, project_id, project_name, name_folded, project_name_folded, kind,
-                    source_type, source_region, source_address,
-                    destination_type, destination_region, destination_address,
-                    region, state, desired_state,
-                    restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
-                         'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
-            .await
-            .map_err(translate)?;
+        let client = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&new.restart_policy);
         let row = client
             .query_one(
-                &statement,
+                &format!(
+                    "INSERT INTO connectors
+                       (id, name, project_id, project_name, name_folded, project_name_folded, kind,
+                        source_type, source_region, source_address,
+                        destination_type, destination_region, destination_address,
+                        region, state, desired_state,
+                        restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms,
+                        reset_after_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $12,
+                             'STOPPED', 'STOPPED', $14, $15, $16, $17, $18)
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
                 &[
                     &new.id,
                     &new.name,
@@ -64,7 +65,7 @@ impl Connectors for PgStore {
                 if is_unique_violation(&e) {
                     StoreError::ConnectorAlreadyExists(new.id.clone())
                 } else {
-                    translate(e)
+                    e
                 }
             })?;
         let connector = connector_from_row(&row)?;
@@ -73,27 +74,15 @@ impl Connectors for PgStore {
             &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &connector.id),
         )
         .await?;
-        client.commit().await.map_err(translate)?;
+        client.commit().await?;
         Ok(connector)
     }
 
     #[instrument(skip_all, fields(connector_id = %id))]
     async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1"
-            ))
+        let sql = format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1");
+        self.by_id(&sql, id, connector_from_row, StoreError::ConnectorNotFound)
             .await
-            .map_err(translate)?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(translate)?
-        {
-            Some(row) => connector_from_row(&row),
-            None => Err(StoreError::ConnectorNotFound(id.to_owned())),
-        }
     }
 
     #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
@@ -117,7 +106,7 @@ impl Connectors for PgStore {
         request_id: Option<&str>,
     ) -> Result<Connector, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
         let update = tx
             .prepare_cached(&format!(
@@ -127,19 +116,13 @@ impl Connectors for PgStore {
                  WHERE id = $1
                  RETURNING {CONNECTOR_COLUMNS}"
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         // The connector first (a retry racing its original waits for it),
         // then whether this request id was used: a retry of the same
         // principal's call changes nothing, anyone else's is refused.
-        let lock = tx
-            .prepare_cached("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE")
-            .await
-            .map_err(translate)?;
         if tx
-            .query_opt(&lock, &[&id])
-            .await
-            .map_err(translate)?
+            .query_opt("SELECT 1 FROM connectors WHERE id = $1 FOR UPDATE", &[&id])
+            .await?
             .is_none()
         {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
@@ -162,8 +145,7 @@ impl Connectors for PgStore {
                 &update,
                 &[&id, &mode, &max_restarts, &initial, &max_backoff, &reset],
             )
-            .await
-            .map_err(translate)?
+            .await?
             .ok_or_else(|| StoreError::ConnectorNotFound(id.to_owned()))?;
         let connector = connector_from_row(&row)?;
         insert_audit(
@@ -175,7 +157,7 @@ impl Connectors for PgStore {
             },
         )
         .await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(connector)
     }
 
@@ -207,25 +189,6 @@ impl Connectors for PgStore {
             .await
     }
 
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
-        self.begin_batch_row(request_id, fingerprint, principal, connector_ids)
-            .await
-    }
-
-    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        self.find_batch_row(request_id).await
-    }
-
-    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        self.finish_batch_row(request_id, response).await
-    }
-
     #[instrument(skip_all, fields(connector_id = %connector_id))]
     async fn list_commands(
         &self,
@@ -234,69 +197,63 @@ impl Connectors for PgStore {
         limit: usize,
     ) -> Result<(Vec<Command>, bool), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands
-                 WHERE connector_id = $1 AND generation < $2
-                 ORDER BY generation DESC LIMIT $3"
-            ))
-            .await
-            .map_err(translate)?;
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
         let rows = client
             .query(
-                &statement,
+                &format!(
+                    "SELECT {COMMAND_COLUMNS} FROM commands
+                     WHERE connector_id = $1 AND generation < $2
+                     ORDER BY generation DESC LIMIT $3"
+                ),
                 &[
                     &connector_id,
                     &before_generation.unwrap_or(i64::MAX),
-                    &fetch,
+                    &fetch_for(limit),
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         if rows.is_empty() {
             // None at all: is there a connector?
             self.get_connector(connector_id).await?;
         }
-        let more = rows.len() > limit;
         let commands = rows
             .iter()
-            .take(limit)
             .map(command_from_row)
             .collect::<Result<_, _>>()?;
-        Ok((commands, more))
+        Ok(page_of(commands, limit))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]
     async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
-        let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1"
-            ))
+        let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1");
+        self.by_id(&sql, id, command_from_row, StoreError::CommandNotFound)
             .await
-            .map_err(translate)?;
-        match client
-            .query_opt(&statement, &[&id])
-            .await
-            .map_err(translate)?
-        {
-            Some(row) => command_from_row(&row),
-            None => Err(StoreError::CommandNotFound(id.to_owned())),
-        }
     }
 
     async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
         let client = self.client().await?;
         let row = client
             .query_one("SELECT key FROM server_keys WHERE name = 'page_token'", &[])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(row.get(0))
     }
 }
 
 impl PgStore {
+    /// The row `sql` selects with `$1` = `id`, mapped by `from_row`, or
+    /// `missing(id)` when there is none.
+    async fn by_id<T>(
+        &self,
+        sql: &str,
+        id: &str,
+        from_row: fn(&Row) -> Result<T, StoreError>,
+        missing: fn(String) -> StoreError,
+    ) -> Result<T, StoreError> {
+        match self.client().await?.query_opt(sql, &[&id]).await? {
+            Some(row) => from_row(&row),
+            None => Err(missing(id.to_owned())),
+        }
+    }
+
     async fn mark_stopped_once(
         &self,
         request: &MarkStoppedRequest,
@@ -304,14 +261,13 @@ impl PgStore {
     ) -> Result<(Connector, bool), StoreError> {
         let id = request.connector_id.as_str();
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let lock = tx
             .prepare_cached(&format!(
                 "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
             ))
-            .await
-            .map_err(translate)?;
-        let connector = match tx.query_opt(&lock, &[&id]).await.map_err(translate)? {
+            .await?;
+        let connector = match tx.query_opt(&lock, &[&id]).await? {
             Some(row) => connector_from_row(&row)?,
             None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
         };
@@ -331,28 +287,21 @@ impl PgStore {
         }
         // The agent running it, or answering its command in flight, heard
         // from within `offline_after` (the sweep's notion of online).
-        let online = tx
-            .prepare_cached(
+        let online_agent: Option<String> = tx
+            .query_opt(
                 "SELECT a.id FROM agents a
                  WHERE (a.id = $2 OR a.id IN (SELECT agent_id FROM commands
                                              WHERE connector_id = $1 AND status = 'DELIVERED'))
                    AND a.id <> '' AND a.disconnect_time IS NULL
                    AND a.last_heartbeat_time > now() - make_interval(secs => $3)
                  ORDER BY a.id LIMIT 1",
-            )
-            .await
-            .map_err(translate)?;
-        let online_agent: Option<String> = tx
-            .query_opt(
-                &online,
                 &[
                     &id,
                     &connector.agent_id,
                     &request.offline_after.as_secs_f64(),
                 ],
             )
-            .await
-            .map_err(translate)?
+            .await?
             .map(|row| row.get(0));
         let marked = crate::domain::mark_stopped::decide_mark_stopped(
             &connector,
@@ -362,30 +311,23 @@ impl PgStore {
         if preview {
             return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
         }
-        let supersede = tx
-            .prepare_cached(super::transitions::sql::SUPERSEDE)
-            .await
-            .map_err(translate)?;
-        tx.execute(&supersede, &[&vec![id]])
-            .await
-            .map_err(translate)?;
-        let update = tx
-            .prepare_cached(&format!(
-                "UPDATE connectors
-                 SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
-                     fenced_below = $2, status_message = $3, next_restart_time = NULL,
-                     update_time = now()
-                 WHERE id = $1
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
-            .await
-            .map_err(translate)?;
+        tx.execute(super::transitions::sql::SUPERSEDE, &[&vec![id]])
+            .await?;
         let row = tx
-            .query_one(&update, &[&id, &marked.generation, &marked.status_message])
-            .await
-            .map_err(translate)?;
+            .query_one(
+                &format!(
+                    "UPDATE connectors
+                     SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
+                         fenced_below = $2, status_message = $3, next_restart_time = NULL,
+                         update_time = now()
+                     WHERE id = $1
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
+                &[&id, &marked.generation, &marked.status_message],
+            )
+            .await?;
         insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok((connector_from_row(&row)?, false))
     }
 }
@@ -398,17 +340,13 @@ async fn audited_principal(
     action: &str,
     request_id: &str,
 ) -> Result<Option<String>, StoreError> {
-    let statement = client
-        .prepare_cached(
+    Ok(client
+        .query_opt(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
+            &[&connector_id, &action, &request_id],
         )
-        .await
-        .map_err(translate)?;
-    Ok(client
-        .query_opt(&statement, &[&connector_id, &action, &request_id])
-        .await
-        .map_err(translate)?
+        .await?
         .map(|row| row.get(0)))
 }

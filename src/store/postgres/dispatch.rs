@@ -3,7 +3,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::reads::online;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use super::sessions::{apply_update, fence};
@@ -29,7 +28,7 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         // Online agents of the region and their load, locked first. The
         // share lock makes a concurrent new session of one of them wait for
         // this claim, so that its requeue sees what is delivered here. Taken
@@ -37,25 +36,23 @@ impl PgStore {
         // SKIP LOCKED), so that a claim holds nothing a new session needs
         // while it waits for the agents: opening a session takes its agent,
         // then its commands and connectors, and the two cannot deadlock.
-        let agents = tx
-            .prepare_cached(&format!(
-                "SELECT a.id, a.session_epoch,
-                        (SELECT count(*) FROM connectors x
-                         WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
-                      + (SELECT count(*) FROM commands y
-                         WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
-                 FROM agents a
-                 WHERE a.region = $1 AND {}
-                 ORDER BY a.id
-                 FOR SHARE OF a",
-                online(2)
-            ))
-            .await
-            .map_err(translate)?;
         let rows = tx
-            .query(&agents, &[&region, &offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .query(
+                &format!(
+                    "SELECT a.id, a.session_epoch,
+                            (SELECT count(*) FROM connectors x
+                             WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                          + (SELECT count(*) FROM commands y
+                             WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
+                     FROM agents a
+                     WHERE a.region = $1 AND {}
+                     ORDER BY a.id
+                     FOR SHARE OF a",
+                    online(2)
+                ),
+                &[&region, &offline_after.as_secs_f64()],
+            )
+            .await?;
         let agents: Vec<Candidate> = rows
             .iter()
             .map(|row| Candidate {
@@ -69,8 +66,9 @@ impl PgStore {
         // Start/Pause holds are skipped, never waited for. The runner is
         // the agent still holding an unanswered command this one
         // superseded (it may be carrying it out), else the connector's.
-        let pending = tx
-            .prepare_cached(
+        let limit = i64::try_from(room).unwrap_or(i64::MAX);
+        let deliverable: Vec<Deliverable> = tx
+            .query(
                 "SELECT c.id,
                         COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
                                               THEN p.agent_id END
@@ -84,14 +82,9 @@ impl PgStore {
                  ORDER BY c.create_time
                  LIMIT $2
                  FOR UPDATE OF c, k SKIP LOCKED",
+                &[&region, &limit],
             )
-            .await
-            .map_err(translate)?;
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let deliverable: Vec<Deliverable> = tx
-            .query(&pending, &[&region, &limit])
-            .await
-            .map_err(translate)?
+            .await?
             .iter()
             .map(|row| Deliverable {
                 command_id: row.get(0),
@@ -113,33 +106,31 @@ impl PgStore {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let deliver = tx
-            .prepare_cached(&format!(
-                "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
-                                     deliver_time = now(),
-                                     delivery_attempts = delivery_attempts + 1
-                 FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
-                 WHERE commands.id = t.id
-                 RETURNING {}",
-                COMMAND_COLUMNS
-                    .split(',')
-                    .map(|column| format!("commands.{}", column.trim()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ))
-            .await
-            .map_err(translate)?;
         let rows = tx
-            .query(&deliver, &[&ids, &targets])
-            .await
-            .map_err(translate)?;
+            .query(
+                &format!(
+                    "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
+                                         deliver_time = now(),
+                                         delivery_attempts = delivery_attempts + 1
+                     FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
+                     WHERE commands.id = t.id
+                     RETURNING {}",
+                    COMMAND_COLUMNS
+                        .split(',')
+                        .map(|column| format!("commands.{}", column.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[&ids, &targets],
+            )
+            .await?;
         let mut delivered = Vec::with_capacity(rows.len());
         for row in &rows {
             let command = command_from_row(row)?;
             let session = sessions[&command.agent_id].clone();
             delivered.push((session, command));
         }
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         delivered.sort_by_key(|(_, command)| command.generation);
         Ok(delivered)
     }
@@ -150,19 +141,15 @@ impl PgStore {
         command_id: &str,
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         fence(&tx, session).await?;
-        let statement = tx
-            .prepare_cached(
-                "UPDATE commands SET status = 'PENDING'
-                 WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
-            )
-            .await
-            .map_err(translate)?;
-        tx.execute(&statement, &[&command_id, &session.agent_id])
-            .await
-            .map_err(translate)?;
-        tx.commit().await.map_err(translate)
+        tx.execute(
+            "UPDATE commands SET status = 'PENDING'
+             WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
+            &[&command_id, &session.agent_id],
+        )
+        .await?;
+        tx.commit().await
     }
 
     async fn complete_command_once(
@@ -171,42 +158,32 @@ impl PgStore {
         report: &CommandReport,
     ) -> Result<Option<Command>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         fence(&tx, session).await?;
-        let find = tx
-            .prepare_cached("SELECT connector_id FROM commands WHERE id = $1")
-            .await
-            .map_err(translate)?;
         let Some(row) = tx
-            .query_opt(&find, &[&report.command_id])
-            .await
-            .map_err(translate)?
+            .query_opt(
+                "SELECT connector_id FROM commands WHERE id = $1",
+                &[&report.command_id],
+            )
+            .await?
         else {
             return Ok(None);
         };
         let connector_id: String = row.get(0);
         // Connector first, then command: the same lock order as Start/Pause.
-        let lock_connector = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
-            ))
-            .await
-            .map_err(translate)?;
         let connector = connector_from_row(
-            &tx.query_one(&lock_connector, &[&connector_id])
-                .await
-                .map_err(translate)?,
+            &tx.query_one(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                &[&connector_id],
+            )
+            .await?,
         )?;
-        let lock_command = tx
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"
-            ))
-            .await
-            .map_err(translate)?;
         let command = command_from_row(
-            &tx.query_one(&lock_command, &[&report.command_id])
-                .await
-                .map_err(translate)?,
+            &tx.query_one(
+                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"),
+                &[&report.command_id],
+            )
+            .await?,
         )?;
         let outcome = if report.success {
             CommandStatus::Succeeded
@@ -225,15 +202,9 @@ impl PgStore {
                                      error_retriable = $5, late_result_time = now()"
             }
         };
-        let complete = tx
-            .prepare_cached(&format!(
-                "{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"
-            ))
-            .await
-            .map_err(translate)?;
         let completed = command_from_row(
             &tx.query_one(
-                &complete,
+                &format!("{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"),
                 &[
                     &command.id,
                     &outcome.as_str(),
@@ -242,13 +213,12 @@ impl PgStore {
                     &report.retriable(),
                 ],
             )
-            .await
-            .map_err(translate)?,
+            .await?,
         )?;
         if let Some(update) = result_effect(&connector, &command, report, session) {
             apply_update(&tx, &connector.id, &update).await?;
         }
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(Some(completed))
     }
 }
@@ -256,11 +226,12 @@ impl PgStore {
 impl Dispatch for PgStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached("SELECT DISTINCT region FROM commands WHERE status = 'PENDING'")
-            .await
-            .map_err(translate)?;
-        let rows = client.query(&statement, &[]).await.map_err(translate)?;
+        let rows = client
+            .query(
+                "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
+                &[],
+            )
+            .await?;
         Ok(rows.iter().map(|row| row.get(0)).collect())
     }
 

@@ -39,9 +39,13 @@ pub fn translate(error: tokio_postgres::Error) -> StoreError {
     }
 }
 
-/// A unique constraint refused the row (23505): it exists already.
-pub fn is_unique_violation(error: &tokio_postgres::Error) -> bool {
-    error.code() == Some(&SqlState::UNIQUE_VIOLATION)
+/// A unique constraint refused the row (23505): it exists already. Asked
+/// of a translated error, whose cause is the driver's.
+pub fn is_unique_violation(error: &StoreError) -> bool {
+    matches!(error, StoreError::Internal(cause)
+        if cause
+            .downcast_ref::<tokio_postgres::Error>()
+            .is_some_and(|e| e.code() == Some(&SqlState::UNIQUE_VIOLATION)))
 }
 
 fn is_unavailable(code: &SqlState) -> bool {

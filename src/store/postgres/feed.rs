@@ -3,32 +3,22 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::leader::LEASE_CTE;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::rows::{CONNECTOR_COLUMNS, change_from_row, connector_from_row};
 use crate::domain::Connector;
-use crate::domain::watch::Searchable;
 use crate::store::{ChangeEntry, Feed, Lease, StoreError};
 use std::time::Duration;
-
-fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
-    value
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
-}
 
 impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let row = client
+            .query_one(
                 "SELECT greatest((SELECT max(seq) FROM connector_changes),
                                  (SELECT pruned_through FROM connector_changes_horizon))",
+                &[],
             )
-            .await
-            .map_err(translate)?;
-        let row = client.query_one(&statement, &[]).await.map_err(translate)?;
+            .await?;
         Ok(row.get(0))
     }
 
@@ -38,32 +28,21 @@ impl Feed for PgStore {
         limit: usize,
     ) -> Result<Vec<ChangeEntry>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = client
+            .query(
                 "SELECT seq, connector_id, before::text AS before,
                         (SELECT pruned_through FROM connector_changes_horizon) AS pruned_through
                  FROM connector_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
+                &[&after, &limit],
             )
-            .await
-            .map_err(translate)?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&statement, &[&after, &limit])
-            .await
-            .map_err(translate)?;
+            .await?;
         let pruned_through: i64 = match rows.first() {
             Some(row) => row.get("pruned_through"),
-            None => {
-                let horizon = client
-                    .prepare_cached("SELECT pruned_through FROM connector_changes_horizon")
-                    .await
-                    .map_err(translate)?;
-                client
-                    .query_one(&horizon, &[])
-                    .await
-                    .map_err(translate)?
-                    .get(0)
-            }
+            None => client
+                .query_one("SELECT pruned_through FROM connector_changes_horizon", &[])
+                .await?
+                .get(0),
         };
         if after < pruned_through {
             return Err(StoreError::ChangesPruned {
@@ -71,29 +50,17 @@ impl Feed for PgStore {
                 pruned_through,
             });
         }
-        rows.iter()
-            .map(|row| {
-                Ok(ChangeEntry {
-                    seq: row.get("seq"),
-                    connector_id: row.get("connector_id"),
-                    before: before(row.get("before"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(change_from_row).collect()
     }
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"
-            ))
-            .await
-            .map_err(translate)?;
         client
-            .query(&statement, &[&ids])
-            .await
-            .map_err(translate)?
+            .query(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"),
+                &[&ids],
+            )
+            .await?
             .iter()
             .map(connector_from_row)
             .collect()
@@ -106,36 +73,26 @@ impl PgStore {
         lease: Lease,
         keep: Duration,
     ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "WITH {LEASE_CTE},
+             last AS (
+                 SELECT max(seq) AS seq FROM connector_changes
+                 WHERE change_time < now() - make_interval(secs => $3)
+                   AND seq < (SELECT max(seq) FROM connector_changes)
+                   AND EXISTS (SELECT 1 FROM lease)),
+             pruned AS (
+                 DELETE FROM connector_changes
+                 WHERE seq <= (SELECT seq FROM last) RETURNING 1),
+             horizon AS (
+                 UPDATE connector_changes_horizon SET pruned_through = (SELECT seq FROM last)
+                 WHERE (SELECT seq FROM last) IS NOT NULL RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM pruned),
+                    (SELECT count(*) FROM horizon)"
+        );
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH {LEASE_CTE},
-                 last AS (
-                     SELECT max(seq) AS seq FROM connector_changes
-                     WHERE change_time < now() - make_interval(secs => $3)
-                       AND seq < (SELECT max(seq) FROM connector_changes)
-                       AND EXISTS (SELECT 1 FROM lease)),
-                 pruned AS (
-                     DELETE FROM connector_changes
-                     WHERE seq <= (SELECT seq FROM last) RETURNING 1),
-                 horizon AS (
-                     UPDATE connector_changes_horizon SET pruned_through = (SELECT seq FROM last)
-                     WHERE (SELECT seq FROM last) IS NOT NULL RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM pruned),
-                        (SELECT count(*) FROM horizon)"
-            ))
-            .await
-            .map_err(translate)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[&&*self.lease_holder, &lease.term, &keep.as_secs_f64()],
-            )
-            .await
-            .map_err(translate)?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::NotLeader { term: lease.term });
-        }
+        let row = self
+            .as_leader(&client, lease, &sql, &[&keep.as_secs_f64()])
+            .await?;
         Ok(u64::try_from(row.get::<_, i64>(1)).unwrap_or(0))
     }
 }

@@ -3,14 +3,15 @@
 //! expiring stuck deliveries), and wake-ups (LISTEN/NOTIFY, `listen.rs`).
 
 use super::PgStore;
-use super::conn::Db;
-use super::error::translate;
+use super::conn::{Db, Params};
 use super::listen;
 use super::sessions::audit_ended;
 use crate::domain::Replica;
 use crate::domain::fleet::SessionEnd;
 use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
 use std::time::Duration;
+use tokio_postgres::Row;
+use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 /// The leader lease if `$1` (this process's lease holder name) still holds
@@ -31,76 +32,63 @@ impl PgStore {
         offline_after: Duration,
         replica_ttl: Duration,
     ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "WITH {LEASE_CTE},
+             offline AS (
+                 SELECT a.id, dead.replica AS dead_replica FROM agents a,
+                     LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
+                              AND NOT EXISTS (
+                                  SELECT 1 FROM replicas r WHERE r.id = a.replica_id
+                                  AND r.heartbeat_time > now() - make_interval(secs => $4))
+                              AS replica) dead
+                 WHERE EXISTS (SELECT 1 FROM lease)
+                   AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
+                        OR dead.replica)
+                 -- An agent reconnecting right now holds its row: skip
+                 -- it rather than mark its fresh session's work.
+                 FOR UPDATE OF a SKIP LOCKED),
+             -- Sessions of a dead replica end here; their agents come
+             -- back through another replica with a new epoch.
+             ended AS (
+                 UPDATE agents SET disconnect_time = now()
+                 WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
+                   AND replica_id <> ''
+                   AND NOT EXISTS (
+                       SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
+                       AND r.heartbeat_time > now() - make_interval(secs => $4))
+                 RETURNING id, session_id, session_epoch, region, principal, peer),
+             {},
+             requeued AS (
+                 UPDATE commands SET status = 'PENDING'
+                 WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
+                 RETURNING 1),
+             -- A connector whose status was written within the
+             -- silence is not stale: its agent reported it after its
+             -- last recorded heartbeat (those are flushed later).
+             unknown AS (
+                 UPDATE connectors SET state = 'UNKNOWN', update_time = now()
+                 WHERE state IN ('RUNNING', 'FAILED')
+                   AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
+                               AND (o.dead_replica
+                                    OR connectors.update_time
+                                       <= now() - make_interval(secs => $3)))
+                 RETURNING 1),
+             forgotten AS (
+                 DELETE FROM replicas
+                 WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
+                 RETURNING 1)
+             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
+                    (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
+                    (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
+            audit_ended(5)
+        );
+        let params: Params = &[
+            &offline_after.as_secs_f64(),
+            &replica_ttl.as_secs_f64(),
+            &SessionEnd::ReplicaDead.reason(),
+        ];
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH {LEASE_CTE},
-                 offline AS (
-                     SELECT a.id, dead.replica AS dead_replica FROM agents a,
-                         LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
-                                  AND NOT EXISTS (
-                                      SELECT 1 FROM replicas r WHERE r.id = a.replica_id
-                                      AND r.heartbeat_time > now() - make_interval(secs => $4))
-                                  AS replica) dead
-                     WHERE EXISTS (SELECT 1 FROM lease)
-                       AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
-                            OR dead.replica)
-                     -- An agent reconnecting right now holds its row: skip
-                     -- it rather than mark its fresh session's work.
-                     FOR UPDATE OF a SKIP LOCKED),
-                 -- Sessions of a dead replica end here; their agents come
-                 -- back through another replica with a new epoch.
-                 ended AS (
-                     UPDATE agents SET disconnect_time = now()
-                     WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
-                       AND replica_id <> ''
-                       AND NOT EXISTS (
-                           SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
-                           AND r.heartbeat_time > now() - make_interval(secs => $4))
-                     RETURNING id, session_id, session_epoch, region, principal, peer),
-                 {},
-                 requeued AS (
-                     UPDATE commands SET status = 'PENDING'
-                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
-                     RETURNING 1),
-                 -- A connector whose status was written within the
-                 -- silence is not stale: its agent reported it after its
-                 -- last recorded heartbeat (those are flushed later).
-                 unknown AS (
-                     UPDATE connectors SET state = 'UNKNOWN', update_time = now()
-                     WHERE state IN ('RUNNING', 'FAILED')
-                       AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
-                                   AND (o.dead_replica
-                                        OR connectors.update_time
-                                           <= now() - make_interval(secs => $3)))
-                     RETURNING 1),
-                 forgotten AS (
-                     DELETE FROM replicas
-                     WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
-                     RETURNING 1)
-                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
-                        (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
-                        (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
-                audit_ended(5)
-            ))
-            .await
-            .map_err(translate)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &&*self.lease_holder,
-                    &lease.term,
-                    &offline_after.as_secs_f64(),
-                    &replica_ttl.as_secs_f64(),
-                    &SessionEnd::ReplicaDead.reason(),
-                ],
-            )
-            .await
-            .map_err(translate)?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::NotLeader { term: lease.term });
-        }
+        let row = self.as_leader(&client, lease, &sql, params).await?;
         let (unknown, requeued, ended): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
         if unknown > 0 || requeued > 0 || ended > 0 {
             tracing::info!(
@@ -118,30 +106,20 @@ impl PgStore {
         lease: Lease,
         timeout: Duration,
     ) -> Result<u64, StoreError> {
+        let sql = format!(
+            "WITH {LEASE_CTE},
+             expired AS (
+                 UPDATE commands SET status = 'PENDING'
+                 WHERE status = 'DELIVERED'
+                   AND deliver_time <= now() - make_interval(secs => $3)
+                   AND EXISTS (SELECT 1 FROM lease)
+                 RETURNING id)
+             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
+        );
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH {LEASE_CTE},
-                 expired AS (
-                     UPDATE commands SET status = 'PENDING'
-                     WHERE status = 'DELIVERED'
-                       AND deliver_time <= now() - make_interval(secs => $3)
-                       AND EXISTS (SELECT 1 FROM lease)
-                     RETURNING id)
-                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
-            ))
-            .await
-            .map_err(translate)?;
-        let row = client
-            .query_one(
-                &statement,
-                &[&&*self.lease_holder, &lease.term, &timeout.as_secs_f64()],
-            )
-            .await
-            .map_err(translate)?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::NotLeader { term: lease.term });
-        }
+        let row = self
+            .as_leader(&client, lease, &sql, &[&timeout.as_secs_f64()])
+            .await?;
         let expired: i64 = row.get(1);
         if expired > 0 {
             tracing::warn!(
@@ -152,6 +130,29 @@ impl PgStore {
         }
         Ok(u64::try_from(expired).unwrap_or(0))
     }
+
+    /// Runs a leader-only statement (`WITH {LEASE_CTE}, ...`, its writes
+    /// guarded by the lease) whose first column says whether the lease was
+    /// held: `$1` and `$2` bound to this process's holder name and the
+    /// lease's term, `params` from `$3` on. `NotLeader` when it was not held.
+    pub(super) async fn as_leader(
+        &self,
+        client: &impl Db,
+        lease: Lease,
+        sql: &str,
+        params: Params<'_>,
+    ) -> Result<Row, StoreError> {
+        let holder: &str = &self.lease_holder;
+        let fenced: Vec<&(dyn ToSql + Sync)> = [&holder as &(dyn ToSql + Sync), &lease.term]
+            .into_iter()
+            .chain(params.iter().copied())
+            .collect();
+        let row = client.query_one(sql, &fenced).await?;
+        if !row.get::<_, bool>(0) {
+            return Err(StoreError::NotLeader { term: lease.term });
+        }
+        Ok(row)
+    }
 }
 
 impl Leadership for PgStore {
@@ -161,8 +162,8 @@ impl Leadership for PgStore {
 
     async fn list_replicas(&self, replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        let rows = client
+            .query(
                 "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
                         r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
                         r.draining,
@@ -173,13 +174,9 @@ impl Leadership for PgStore {
                          WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
                  FROM replicas r
                  ORDER BY r.id",
+                &[&replica_ttl.as_secs_f64()],
             )
-            .await
-            .map_err(translate)?;
-        let rows = client
-            .query(&statement, &[&replica_ttl.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(rows
             .iter()
             .map(|row| Replica {
@@ -197,18 +194,14 @@ impl Leadership for PgStore {
 
     async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
+        client
+            .execute(
                 "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
                  ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
                      address = EXCLUDED.address, draining = EXCLUDED.draining",
+                &[&&*self.replica_id, &address, &draining],
             )
-            .await
-            .map_err(translate)?;
-        client
-            .execute(&statement, &[&&*self.replica_id, &address, &draining])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 
@@ -222,8 +215,7 @@ impl Leadership for PgStore {
                  DELETE FROM replicas WHERE id = $1",
                 &[&&*self.replica_id, &&*self.lease_holder],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(())
     }
 
@@ -231,8 +223,8 @@ impl Leadership for PgStore {
         let client = self.client().await?;
         // Renewing keeps the term; taking over (or coming back after the
         // lease lapsed) starts a new one.
-        let statement = client
-            .prepare_cached(
+        let row = client
+            .query_opt(
                 "UPDATE leases SET
                      term = CASE WHEN holder = $1 AND expire_time > now()
                                  THEN term ELSE term + 1 END,
@@ -242,13 +234,9 @@ impl Leadership for PgStore {
                      expire_time = now() + make_interval(secs => $2)
                  WHERE name = 'leader' AND (holder = $1 OR expire_time <= now())
                  RETURNING term",
+                &[&&*self.lease_holder, &ttl.as_secs_f64()],
             )
-            .await
-            .map_err(translate)?;
-        let row = client
-            .query_opt(&statement, &[&&*self.lease_holder, &ttl.as_secs_f64()])
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(row.map(|row| Lease { term: row.get(0) }))
     }
 
@@ -288,16 +276,12 @@ impl Leadership for PgStore {
         let client = self.client().await?;
         // Its own short transaction: NOTIFY serialises commits that send
         // one, so it never rides on a Start or Pause transaction.
-        let statement = client
-            .prepare_cached(
-                "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
-            )
-            .await
-            .map_err(translate)?;
         client
-            .query_one(&statement, &[&channels, &payloads])
-            .await
-            .map_err(translate)?;
+            .query_one(
+                "SELECT count(pg_notify(c, p)) FROM unnest($1::text[], $2::text[]) AS t(c, p)",
+                &[&channels, &payloads],
+            )
+            .await?;
         Ok(())
     }
 

@@ -2,12 +2,13 @@
 //! cached prepared statements, one transaction per change, migrations
 //! embedded with refinery. This file opens and migrates; each store trait
 //! has the file of its name (the embedded backend's files are the same),
-//! SQL beside the code that runs it: `connectors.rs` (create, read, issue a
-//! command), `search.rs`, `audit.rs`, `sessions.rs` (sessions, statuses,
-//! heartbeats, fencing), `dispatch.rs` (claim, release, complete),
-//! `leader.rs` (replicas, lease, sweep, wake-ups; `listen.rs` the
-//! listening connection), `reads.rs`, `rows.rs` (row mapping), `error.rs`
-//! (driver errors as store errors).
+//! SQL beside the code that runs it: `connectors.rs` (create, read;
+//! `transitions.rs` issues commands), `batches.rs`, `search.rs`, `audit.rs`,
+//! `sessions.rs` (sessions, statuses, heartbeats, fencing), `dispatch.rs`
+//! (claim, release, complete), `leader.rs` (replicas, lease, sweep,
+//! wake-ups; `listen.rs` the listening connection), `feed.rs`, `reads.rs`,
+//! `restarts.rs`, `rows.rs` (row mapping), `conn.rs` (how statements run),
+//! `error.rs` (driver errors as store errors).
 
 mod audit;
 mod batches;
@@ -37,7 +38,6 @@ pub use transitions::sql as transition_sql;
 use super::{PoolStatus, Store, StoreError};
 use anyhow::Context;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use error::translate;
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
@@ -359,10 +359,7 @@ impl Store for PgStore {
     /// from the pool, so the next ones find the current primary.
     async fn ping(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
-        let rows = client
-            .simple_query("SHOW transaction_read_only")
-            .await
-            .map_err(translate)?;
+        let rows = client.simple_query("SHOW transaction_read_only").await?;
         let read_only = rows.iter().any(|message| {
             matches!(message, tokio_postgres::SimpleQueryMessage::Row(row) if row.get(0) == Some("on"))
         });

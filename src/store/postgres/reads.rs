@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
+use super::rows::{agent_from_row, region_from_row};
 use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
 use crate::store::{MetricsSample, OpenCommands, Reads, StoreError};
 use std::time::Duration;
@@ -24,40 +24,22 @@ impl Reads for PgStore {
         offline_after: Duration,
     ) -> Result<Vec<Agent>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
-                        a.replica_id, {} AS online,
-                        (SELECT count(*) FROM connectors c
-                         WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
-                 FROM agents a
-                 WHERE $1::text IS NULL OR a.region = $1
-                 ORDER BY a.region, a.id",
-                online(2)
-            ))
-            .await
-            .map_err(translate)?;
         let rows = client
-            .query(&statement, &[&region, &offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
-        Ok(rows
-            .iter()
-            .map(|row| Agent {
-                id: row.get("id"),
-                region: row.get("region"),
-                server_ip: row.get("server_ip"),
-                version: row.get("version"),
-                last_heartbeat_time: row.get("last_heartbeat_time"),
-                online: row.get("online"),
-                connectors: row.get("connectors"),
-                replica_id: if row.get("online") {
-                    row.get("replica_id")
-                } else {
-                    String::new()
-                },
-            })
-            .collect())
+            .query(
+                &format!(
+                    "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                            a.replica_id, {} AS online,
+                            (SELECT count(*) FROM connectors c
+                             WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
+                     FROM agents a
+                     WHERE $1::text IS NULL OR a.region = $1
+                     ORDER BY a.region, a.id",
+                    online(2)
+                ),
+                &[&region, &offline_after.as_secs_f64()],
+            )
+            .await?;
+        rows.iter().map(agent_from_row).collect()
     }
 
     async fn list_regions(
@@ -65,32 +47,23 @@ impl Reads for PgStore {
         offline_after: Duration,
     ) -> Result<Vec<RegionSummary>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH running AS (SELECT region AS name, count(*) AS connectors
-                                  FROM connectors GROUP BY region),
-                      serving AS (SELECT a.region AS name, count(*) FILTER (WHERE {}) AS online
-                                  FROM agents a GROUP BY a.region)
-                 SELECT COALESCE(r.name, s.name) AS name,
-                        COALESCE(s.online, 0) AS online, COALESCE(r.connectors, 0) AS connectors
-                 FROM running r FULL JOIN serving s ON s.name = r.name
-                 ORDER BY 1",
-                online(1)
-            ))
-            .await
-            .map_err(translate)?;
         let rows = client
-            .query(&statement, &[&offline_after.as_secs_f64()])
-            .await
-            .map_err(translate)?;
-        Ok(rows
-            .iter()
-            .map(|row| RegionSummary {
-                name: row.get("name"),
-                online_agents: row.get("online"),
-                connectors: row.get("connectors"),
-            })
-            .collect())
+            .query(
+                &format!(
+                    "WITH running AS (SELECT region AS name, count(*) AS connectors
+                                      FROM connectors GROUP BY region),
+                          serving AS (SELECT a.region AS name, count(*) FILTER (WHERE {}) AS online
+                                      FROM agents a GROUP BY a.region)
+                     SELECT COALESCE(r.name, s.name) AS name,
+                            COALESCE(s.online, 0) AS online, COALESCE(r.connectors, 0) AS connectors
+                     FROM running r FULL JOIN serving s ON s.name = r.name
+                     ORDER BY 1",
+                    online(1)
+                ),
+                &[&offline_after.as_secs_f64()],
+            )
+            .await?;
+        rows.iter().map(region_from_row).collect()
     }
 
     #[instrument(skip_all)]
@@ -100,16 +73,14 @@ impl Reads for PgStore {
             .prepare_cached(
                 "SELECT region, state, count(*) AS n FROM connectors GROUP BY region, state",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let lagging = client
             .prepare_cached(&format!(
                 "SELECT region, state = 'UNKNOWN' AS offline, count(*) AS n
                  FROM connectors WHERE {} GROUP BY 1, 2",
                 super::search::lagging_condition(1)
             ))
-            .await
-            .map_err(translate)?;
+            .await?;
         let open = client
             .prepare_cached(
                 "SELECT region, status, count(*) AS n,
@@ -117,8 +88,7 @@ impl Reads for PgStore {
                  FROM commands WHERE status IN ('PENDING', 'DELIVERED')
                  GROUP BY region, status",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let alert = micros(latency_alert);
         let alert_param: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&alert];
         // Pipelined: three statements, one round trip's worth of waiting.
@@ -126,8 +96,7 @@ impl Reads for PgStore {
             client.query(&by_state, &[]),
             client.query(&lagging, &alert_param),
             client.query(&open, &[]),
-        )
-        .map_err(translate)?;
+        )?;
         let count = |row: &tokio_postgres::Row| row.get::<_, i64>("n").max(0).unsigned_abs();
         let mut sample = MetricsSample::default();
         for row in &by_state {

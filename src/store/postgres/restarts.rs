@@ -5,12 +5,12 @@
 //! leader lease.
 
 use super::PgStore;
-use super::conn::Db;
-use super::error::translate;
+use super::conn::{Db, Params};
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use super::transitions::{Write, transitions_in};
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
+use crate::store::rows::ReadRow;
 use crate::store::{Lease, RestartRound, StoreError};
 use chrono::{DateTime, Utc};
 
@@ -37,16 +37,12 @@ impl PgStore {
         now: DateTime<Utc>,
     ) -> Result<RestartRound, StoreError> {
         let mut client = self.client().await?;
-        let statement = client
-            .prepare_cached(&candidates_sql())
-            .await
-            .map_err(translate)?;
         let mut candidates = Vec::new();
-        for row in client.query(&statement, &[&now]).await.map_err(translate)? {
-            let since: Option<DateTime<Utc>> = row
-                .try_get("running_since")
-                .map_err(|e| StoreError::Internal(e.into()))?;
-            candidates.push((connector_from_row(&row)?, since));
+        for row in client.query(&candidates_sql(), &[&now]).await? {
+            candidates.push((
+                connector_from_row(&row)?,
+                row.optional_time("running_since")?,
+            ));
         }
         let plan = plan_round(candidates, now);
         let mut round = RestartRound::default();
@@ -58,23 +54,11 @@ impl PgStore {
             );
         }
         for chunk in plan.starts.chunks(CHUNK) {
-            let tx = client.transaction().await.map_err(translate)?;
-            let fence = tx
-                .prepare_cached(&format!(
-                    "WITH {LEASE_CTE} SELECT EXISTS (SELECT 1 FROM lease)"
-                ))
-                .await
-                .map_err(translate)?;
-            let held: bool = tx
-                .query_one(&fence, &[&&*self.lease_holder, &lease.term])
-                .await
-                .map_err(translate)?
-                .get(0);
-            if !held {
-                return Err(StoreError::NotLeader { term: lease.term });
-            }
+            let tx = client.transaction().await?;
+            let fence = format!("WITH {LEASE_CTE} SELECT EXISTS (SELECT 1 FROM lease)");
+            self.as_leader(&tx, lease, &fence, &[]).await?;
             let outcomes = transitions_in(&tx, chunk, Write::Commit).await?;
-            tx.commit().await.map_err(translate)?;
+            tx.commit().await?;
             // A refused start (the connector changed since it was read)
             // is left to the next round; a replayed one was already made.
             round.started.extend(
@@ -94,46 +78,27 @@ impl PgStore {
         lease: Lease,
         marks: &[Mark],
     ) -> Result<Vec<String>, StoreError> {
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH {LEASE_CTE},
-                 marked AS (
-                     UPDATE connectors SET
-                         next_restart_time = u_next,
-                         restart_count = CASE WHEN u_kind = 'RESET' THEN 0 ELSE restart_count END,
-                         update_time = now()
-                     FROM unnest($3::text[], $4::bigint[], $5::timestamptz[], $6::text[],
-                                 $7::timestamptz[]) AS u (u_id, u_generation, u_seen, u_kind, u_next)
-                     WHERE id = u_id AND generation = u_generation AND update_time = u_seen
-                       AND EXISTS (SELECT 1 FROM lease)
-                     RETURNING u_kind)
-                 SELECT EXISTS (SELECT 1 FROM lease), ARRAY(SELECT u_kind FROM marked)"
-            ))
-            .await
-            .map_err(translate)?;
         let ids: Vec<&str> = marks.iter().map(|m| m.id.as_str()).collect();
         let generations: Vec<i64> = marks.iter().map(|m| m.generation).collect();
         let seen: Vec<DateTime<Utc>> = marks.iter().map(|m| m.update_time).collect();
         let kinds: Vec<&str> = marks.iter().map(|m| m.kind.as_str()).collect();
         let next: Vec<Option<DateTime<Utc>>> = marks.iter().map(|m| m.kind.next_time()).collect();
-        let row = client
-            .query_one(
-                &statement,
-                &[
-                    &&*self.lease_holder,
-                    &lease.term,
-                    &ids,
-                    &generations,
-                    &seen,
-                    &kinds,
-                    &next,
-                ],
-            )
-            .await
-            .map_err(translate)?;
-        if !row.get::<_, bool>(0) {
-            return Err(StoreError::NotLeader { term: lease.term });
-        }
+        let sql = format!(
+            "WITH {LEASE_CTE},
+             marked AS (
+                 UPDATE connectors SET
+                     next_restart_time = u_next,
+                     restart_count = CASE WHEN u_kind = 'RESET' THEN 0 ELSE restart_count END,
+                     update_time = now()
+                 FROM unnest($3::text[], $4::bigint[], $5::timestamptz[], $6::text[],
+                             $7::timestamptz[]) AS u (u_id, u_generation, u_seen, u_kind, u_next)
+                 WHERE id = u_id AND generation = u_generation AND update_time = u_seen
+                   AND EXISTS (SELECT 1 FROM lease)
+                 RETURNING u_kind)
+             SELECT EXISTS (SELECT 1 FROM lease), ARRAY(SELECT u_kind FROM marked)"
+        );
+        let params: Params = &[&ids, &generations, &seen, &kinds, &next];
+        let row = self.as_leader(client, lease, &sql, params).await?;
         Ok(row.get(1))
     }
 }

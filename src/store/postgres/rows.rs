@@ -1,11 +1,14 @@
 //! Reading PostgreSQL rows for the shared row mapping (`store::rows`).
 
-use crate::domain::{Command, Connector};
 use crate::store::StoreError;
-use crate::store::rows::{ReadRow, command_from, connector_from};
+use crate::store::rows::ReadRow;
 use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
+pub(super) use crate::store::rows::{
+    AUDIT_COLUMNS, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
+    connector_from_row, fetch_for, page_of, region_from_row,
+};
 pub use crate::store::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
 
 fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
@@ -17,15 +20,7 @@ fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
 }
 
 impl ReadRow for Row {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        get(self, column)
-    }
-
     fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        get(self, column)
-    }
-
-    fn integer(&self, column: &str) -> Result<i64, StoreError> {
         get(self, column)
     }
 
@@ -40,12 +35,4 @@ impl ReadRow for Row {
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         get(self, column)
     }
-}
-
-pub fn connector_from_row(row: &Row) -> Result<Connector, StoreError> {
-    connector_from(row)
-}
-
-pub fn command_from_row(row: &Row) -> Result<Command, StoreError> {
-    command_from(row)
 }

@@ -3,8 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row, fetch_for, page_of};
 use crate::domain::{Cursor, SearchFilter};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
 use tokio_postgres::types::ToSql;
@@ -26,30 +25,29 @@ pub const EXACT_COUNT_LIMIT: i64 = 10_000;
 
 async fn count_matches(client: &impl Db, search: &SearchSql) -> Result<i64, StoreError> {
     let params = search.params();
-    let count = client
-        .prepare_cached(&format!(
-            "SELECT count(*) FROM (SELECT 1 FROM connectors WHERE {} LIMIT {}) AS capped",
-            search.condition,
-            EXACT_COUNT_LIMIT + 1
-        ))
-        .await
-        .map_err(translate)?;
     let exact: i64 = client
-        .query_one(&count, &params)
-        .await
-        .map_err(translate)?
+        .query_one(
+            &format!(
+                "SELECT count(*) FROM (SELECT 1 FROM connectors WHERE {} LIMIT {}) AS capped",
+                search.condition,
+                EXACT_COUNT_LIMIT + 1
+            ),
+            &params,
+        )
+        .await?
         .get(0);
     if exact <= EXACT_COUNT_LIMIT {
         return Ok(exact);
     }
-    let explain = client
-        .prepare_cached(&format!(
-            "EXPLAIN SELECT 1 FROM connectors WHERE {}",
-            search.condition
-        ))
-        .await
-        .map_err(translate)?;
-    let plan = client.query(&explain, &params).await.map_err(translate)?;
+    let plan = client
+        .query(
+            &format!(
+                "EXPLAIN SELECT 1 FROM connectors WHERE {}",
+                search.condition
+            ),
+            &params,
+        )
+        .await?;
     let estimate = plan
         .first()
         .and_then(|row| row.try_get::<_, String>(0).ok())
@@ -200,8 +198,7 @@ impl Search for PgStore {
             params.push(&after.name);
             params.push(&after.id);
         }
-        // One extra row tells whether another page follows.
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let fetch = fetch_for(limit);
         // With a text query the trigram index can serve (3+ characters),
         // order by an expression the (name, id) index cannot provide: the
         // planner then collects the matches through the trigram and prefix
@@ -217,17 +214,17 @@ impl Search for PgStore {
         sql.push_str(&format!(" ORDER BY {order} LIMIT ${}", params.len() + 1));
         params.push(&fetch);
 
-        let statement = client.prepare_cached(&sql).await.map_err(translate)?;
+        let statement = client.prepare_cached(&sql).await?;
         // The page and the count are pipelined on the connection: one
         // round trip's wait instead of two.
-        let page = async { client.query(&statement, &params).await.map_err(translate) };
+        let page = async { client.query(&statement, &params).await };
         let (rows, total) = tokio::try_join!(page, count_matches(&client, &search))?;
-        let more = rows.len() > limit;
-        let connectors = rows
-            .iter()
-            .take(limit)
-            .map(connector_from_row)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (connectors, more) = page_of(
+            rows.iter()
+                .map(connector_from_row)
+                .collect::<Result<_, _>>()?,
+            limit,
+        );
         Ok(Page {
             connectors,
             more,

@@ -5,7 +5,6 @@
 use super::PgStore;
 use super::audit::insert_audit;
 use super::conn::Db;
-use super::error::translate;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::presence::gone_effect;
@@ -20,14 +19,12 @@ use tracing::{debug, instrument};
 /// holds a share lock on the agent row until the transaction ends, so that
 /// a newer session cannot start half-way through this write.
 pub(super) async fn fence(client: &impl Db, session: &Session) -> Result<(), StoreError> {
-    let statement = client
-        .prepare_cached("SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE")
-        .await
-        .map_err(translate)?;
     let epoch: Option<i64> = client
-        .query_opt(&statement, &[&session.agent_id])
-        .await
-        .map_err(translate)?
+        .query_opt(
+            "SELECT session_epoch FROM agents WHERE id = $1 FOR SHARE",
+            &[&session.agent_id],
+        )
+        .await?
         .map(|row| row.get(0));
     if epoch == Some(session.epoch) {
         Ok(())
@@ -57,17 +54,13 @@ pub(super) fn audit_ended(reason: usize) -> String {
 
 /// Makes what `agent_id` was sent and has not answered pending again.
 pub(super) async fn requeue_delivered(client: &impl Db, agent_id: &str) -> Result<u64, StoreError> {
-    let statement = client
-        .prepare_cached(
+    client
+        .execute(
             "UPDATE commands SET status = 'PENDING'
              WHERE agent_id = $1 AND status = 'DELIVERED'",
+            &[&agent_id],
         )
         .await
-        .map_err(translate)?;
-    client
-        .execute(&statement, &[&agent_id])
-        .await
-        .map_err(translate)
 }
 
 /// Writes a report's effect on one connector row.
@@ -108,8 +101,7 @@ pub(super) async fn apply_updates(
                        latency_us, earliest, latest, status_message)
              WHERE c.id = v.id",
         )
-        .await
-        .map_err(translate)?;
+        .await?;
     // One array per column, element i for `updates[i]`; NULL keeps the
     // column as it is.
     fn column<'a, T>(
@@ -142,8 +134,7 @@ pub(super) async fn apply_updates(
                 &column(updates, |u| u.status_message.as_deref()),
             ],
         )
-        .await
-        .map_err(translate)?;
+        .await?;
     Ok(())
 }
 
@@ -187,10 +178,9 @@ pub(super) async fn record_reports(
         .prepare_cached(&format!(
             "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
         ))
-        .await
-        .map_err(translate)?;
+        .await?;
     let mut updates = Vec::new();
-    for row in client.query(&lock, &[&ids]).await.map_err(translate)? {
+    for row in client.query(&lock, &[&ids]).await? {
         let connector = connector_from_row(&row)?;
         let reported = by_connector.get(connector.id.as_str()).and_then(|reports| {
             reports
@@ -240,18 +230,14 @@ async fn record_hello(
         .iter()
         .map(|status| status.connector_id.as_str())
         .collect();
-    let candidates = client
-        .prepare_cached(
+    let gone: Vec<Gone> = client
+        .query(
             "SELECT id FROM connectors
              WHERE agent_id = $1 AND state IN ('RUNNING', 'FAILED', 'UNKNOWN')
                AND NOT (id = ANY($2))",
+            &[&session.agent_id, &listed],
         )
-        .await
-        .map_err(translate)?;
-    let gone: Vec<Gone> = client
-        .query(&candidates, &[&session.agent_id, &listed])
-        .await
-        .map_err(translate)?
+        .await?
         .iter()
         .map(|row| Gone {
             connector_id: row.get(0),
@@ -272,7 +258,7 @@ async fn record_hello(
 impl PgStore {
     async fn open_session_once(&self, hello: &Hello) -> Result<Session, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let session_id = uuid::Uuid::now_v7().to_string();
         // The session this one replaces, if it had not ended: it ends here,
         // and its end is audited with whoever opened it.
@@ -282,12 +268,10 @@ impl PgStore {
                  FROM agents WHERE id = $1 AND disconnect_time IS NULL
                  FOR UPDATE",
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         let previous = tx
             .query_opt(&previous, &[&hello.agent_id])
-            .await
-            .map_err(translate)?
+            .await?
             .map(|row| Session {
                 agent_id: hello.agent_id.clone(),
                 session_id: row.get(0),
@@ -299,8 +283,8 @@ impl PgStore {
                     peer: row.get(5),
                 },
             });
-        let upsert = tx
-            .prepare_cached(
+        let epoch: Option<i64> = tx
+            .query_opt(
                 "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                      replica_id, session_epoch, connect_time,
                                      last_heartbeat_time, principal, peer)
@@ -315,12 +299,6 @@ impl PgStore {
                  -- An agent id belongs to one region: no row comes back.
                  WHERE agents.region = EXCLUDED.region
                  RETURNING session_epoch",
-            )
-            .await
-            .map_err(translate)?;
-        let epoch: Option<i64> = tx
-            .query_opt(
-                &upsert,
                 &[
                     &hello.agent_id,
                     &hello.region,
@@ -333,8 +311,7 @@ impl PgStore {
                     &hello.actor.peer,
                 ],
             )
-            .await
-            .map_err(translate)?
+            .await?
             .map(|row| row.get(0));
         let Some(epoch) = epoch else {
             let registered: String = tx
@@ -342,8 +319,7 @@ impl PgStore {
                     "SELECT region FROM agents WHERE id = $1",
                     &[&hello.agent_id],
                 )
-                .await
-                .map_err(translate)?
+                .await?
                 .get(0);
             return Err(StoreError::AgentInOtherRegion {
                 agent_id: hello.agent_id.clone(),
@@ -360,7 +336,7 @@ impl PgStore {
         // again (same command id): at-least-once across reconnects.
         let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
         record_hello(&tx, &session, hello).await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         debug!(epoch, requeued, "session opened");
         Ok(session)
     }
@@ -371,7 +347,7 @@ impl PgStore {
         end: &SessionEnd,
     ) -> Result<u64, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         match fence(&tx, session).await {
             Ok(()) => {}
             // A newer session owns the agent now; nothing to close (the
@@ -379,17 +355,13 @@ impl PgStore {
             Err(StoreError::Fenced { .. }) => return Ok(0),
             Err(error) => return Err(error),
         }
-        let disconnect = tx
-            .prepare_cached(
+        if tx
+            .execute(
                 "UPDATE agents SET disconnect_time = now()
                  WHERE id = $1 AND disconnect_time IS NULL",
+                &[&session.agent_id],
             )
-            .await
-            .map_err(translate)?;
-        if tx
-            .execute(&disconnect, &[&session.agent_id])
-            .await
-            .map_err(translate)?
+            .await?
             == 0
         {
             // Already ended elsewhere (the leader's sweep), and audited.
@@ -399,7 +371,7 @@ impl PgStore {
         // Unanswered commands go back to the queue at once, for another
         // agent of the region or for this one when it returns.
         let requeued = requeue_delivered(&tx, &session.agent_id).await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(requeued)
     }
 
@@ -411,20 +383,16 @@ impl PgStore {
             return Ok(Vec::new());
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         // Three statements whatever the batch's size: fence every session,
         // lock every reported connector, write every change.
-        let fence_all = tx
-            .prepare_cached(
-                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
-            )
-            .await
-            .map_err(translate)?;
         let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
         let epochs: HashMap<String, i64> = tx
-            .query(&fence_all, &[&agent_ids])
-            .await
-            .map_err(translate)?
+            .query(
+                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                &[&agent_ids],
+            )
+            .await?
             .iter()
             .map(|row| (row.get(0), row.get(1)))
             .collect();
@@ -444,7 +412,7 @@ impl PgStore {
             })
             .collect();
         record_reports(&tx, &reports, &gone).await?;
-        tx.commit().await.map_err(translate)?;
+        tx.commit().await?;
         Ok(fenced
             .into_iter()
             .map(|(session, _)| session.clone())
@@ -455,37 +423,32 @@ impl PgStore {
         let client = self.client().await?;
         // Only when no live process heartbeats under this replica id: two
         // processes started with one id must not end each other's sessions.
-        let statement = client
-            .prepare_cached(&format!(
-                "WITH ended AS (
-                     UPDATE agents SET disconnect_time = now()
-                     WHERE replica_id = $1 AND disconnect_time IS NULL
-                       AND NOT EXISTS (
-                           SELECT 1 FROM replicas r WHERE r.id = $1
-                           AND r.heartbeat_time > now() - make_interval(secs => $3))
-                     RETURNING id, session_id, session_epoch, region, principal, peer),
-                 {},
-                 requeued AS (
-                     UPDATE commands SET status = 'PENDING'
-                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
-                     RETURNING 1)
-                 SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
-                        (SELECT count(*) FROM requeued)",
-                audit_ended(2)
-            ))
-            .await
-            .map_err(translate)?;
         let row = client
             .query_one(
-                &statement,
+                &format!(
+                    "WITH ended AS (
+                         UPDATE agents SET disconnect_time = now()
+                         WHERE replica_id = $1 AND disconnect_time IS NULL
+                           AND NOT EXISTS (
+                               SELECT 1 FROM replicas r WHERE r.id = $1
+                               AND r.heartbeat_time > now() - make_interval(secs => $3))
+                         RETURNING id, session_id, session_epoch, region, principal, peer),
+                     {},
+                     requeued AS (
+                         UPDATE commands SET status = 'PENDING'
+                         WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                         RETURNING 1)
+                     SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                            (SELECT count(*) FROM requeued)",
+                    audit_ended(2)
+                ),
                 &[
                     &&*self.replica_id,
                     &SessionEnd::ReplicaRestarted.reason(),
                     &replica_ttl.as_secs_f64(),
                 ],
             )
-            .await
-            .map_err(translate)?;
+            .await?;
         Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
     }
 }
@@ -513,10 +476,10 @@ impl Sessions for PgStore {
         statuses: &[ObservedStatus],
     ) -> Result<(), StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         fence(&tx, session).await?;
         record(&tx, session, statuses).await?;
-        tx.commit().await.map_err(translate)
+        tx.commit().await
     }
 
     #[instrument(skip_all, fields(sessions = batch.len()))]
@@ -535,22 +498,19 @@ impl Sessions for PgStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(
-                "UPDATE agents SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
-                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
-                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
-                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
-            )
-            .await
-            .map_err(translate)?;
         let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
         let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
         let times: Vec<_> = seen.iter().map(|s| s.time).collect();
         let rows = client
-            .query(&statement, &[&ids, &epochs, &times])
-            .await
-            .map_err(translate)?;
+            .query(
+                "UPDATE agents
+                 SET last_heartbeat_time = GREATEST(agents.last_heartbeat_time, v.time)
+                 FROM unnest($1::text[], $2::int8[], $3::timestamptz[]) AS v(id, epoch, time)
+                 WHERE agents.id = v.id AND agents.session_epoch = v.epoch
+                 RETURNING agents.id, agents.session_epoch, agents.disconnect_time IS NOT NULL",
+                &[&ids, &epochs, &times],
+            )
+            .await?;
         Ok(rows
             .iter()
             .filter(|row| row.get::<_, bool>(2))

@@ -4,7 +4,6 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::error::translate;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
 use crate::store::{CommandOutcome, StoreError};
@@ -138,10 +137,10 @@ impl PgStore {
         write: Write,
     ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(translate)?;
+        let tx = client.transaction().await?;
         let outcomes = transitions_in(&tx, changes, write).await?;
         if write == Write::Commit {
-            tx.commit().await.map_err(translate)?;
+            tx.commit().await?;
         }
         Ok(outcomes)
     }
@@ -158,12 +157,9 @@ pub(super) async fn transitions_in(
             "a connector appears twice among the changes of one transaction".into(),
         ));
     }
-    let lock = tx
-        .prepare_cached(&sql::lock_connectors())
-        .await
-        .map_err(translate)?;
+    let lock = tx.prepare_cached(&sql::lock_connectors()).await?;
     let mut connectors: HashMap<String, Connector> = HashMap::with_capacity(ids.len());
-    for row in tx.query(&lock, &[&ids]).await.map_err(translate)? {
+    for row in tx.query(&lock, &[&ids]).await? {
         let connector = connector_from_row(&row)?;
         connectors.insert(connector.id.clone(), connector);
     }
@@ -249,15 +245,8 @@ async fn replayed(
     if ids.is_empty() {
         return Ok(replays);
     }
-    let statement = tx
-        .prepare_cached(&sql::replayed_commands())
-        .await
-        .map_err(translate)?;
-    for row in tx
-        .query(&statement, &[&ids, &request_ids])
-        .await
-        .map_err(translate)?
-    {
+    let statement = tx.prepare_cached(&sql::replayed_commands()).await?;
+    for row in tx.query(&statement, &[&ids, &request_ids]).await? {
         let command = command_from_row(&row)?;
         replays.insert(command.connector_id.clone(), command);
     }
@@ -279,25 +268,15 @@ async fn undelivered_starts(
     if pauses.is_empty() {
         return Ok(from);
     }
-    let statement = tx
-        .prepare_cached(sql::UNDELIVERED_STARTS)
-        .await
-        .map_err(translate)?;
-    for row in tx.query(&statement, &[&pauses]).await.map_err(translate)? {
+    let statement = tx.prepare_cached(sql::UNDELIVERED_STARTS).await?;
+    for row in tx.query(&statement, &[&pauses]).await? {
         from.entry(row.get(0)).or_insert_with(|| row.get(1));
     }
     Ok(from)
 }
 
 async fn region_exists(client: &impl Db, region: &str) -> Result<bool, StoreError> {
-    let statement = client
-        .prepare_cached(sql::REGION_EXISTS)
-        .await
-        .map_err(translate)?;
-    let row = client
-        .query_one(&statement, &[&region])
-        .await
-        .map_err(translate)?;
+    let row = client.query_one(sql::REGION_EXISTS, &[&region]).await?;
     Ok(row.get(0))
 }
 
@@ -381,21 +360,12 @@ async fn write_all(
         .map(|e| i64::try_from(e.count).unwrap_or(i64::MAX).max(1))
         .collect();
 
-    let supersede = tx.prepare_cached(sql::SUPERSEDE).await.map_err(translate)?;
-    let insert = tx
-        .prepare_cached(&sql::insert_commands())
-        .await
-        .map_err(translate)?;
-    let update = tx
-        .prepare_cached(&sql::update_connectors())
-        .await
-        .map_err(translate)?;
-    let insert_audits = tx
-        .prepare_cached(sql::INSERT_AUDITS)
-        .await
-        .map_err(translate)?;
+    let supersede = tx.prepare_cached(sql::SUPERSEDE).await?;
+    let insert = tx.prepare_cached(&sql::insert_commands()).await?;
+    let update = tx.prepare_cached(&sql::update_connectors()).await?;
+    let insert_audits = tx.prepare_cached(sql::INSERT_AUDITS).await?;
     let (_, command_rows, connector_rows, _) = tokio::try_join!(
-        async { tx.execute(&supersede, &[&ids]).await.map_err(translate) },
+        async { tx.execute(&supersede, &[&ids]).await },
         async {
             tx.query(
                 &insert,
@@ -415,7 +385,6 @@ async fn write_all(
                 ],
             )
             .await
-            .map_err(translate)
         },
         async {
             tx.query(
@@ -423,7 +392,6 @@ async fn write_all(
                 &[&ids, &states, &desired, &generations, &regions, &counts],
             )
             .await
-            .map_err(translate)
         },
         async {
             tx.execute(
@@ -441,7 +409,6 @@ async fn write_all(
                 ],
             )
             .await
-            .map_err(translate)
         },
     )?;
     let mut commands: HashMap<String, Command> = HashMap::with_capacity(planned.len());

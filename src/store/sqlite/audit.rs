@@ -1,13 +1,12 @@
 //! The audit trail in the embedded store.
 
 use super::error::translate;
-use super::rows::text;
+use super::rows::{AUDIT_COLUMNS, all, audit_event_from_row, fetch_for, page_of, text};
 use super::{SqliteStore, now};
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 use rusqlite::{Connection, params};
 
-/// Makes what `agent_id` was sent and has not answered pending again.
 /// Appends `event` inside the caller's transaction (or on its own).
 pub(super) fn insert_audit(
     connection: &Connection,
@@ -51,10 +50,10 @@ impl AuditLog for SqliteStore {
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         let filter = filter.clone();
         self.with(move |connection| {
-            let mut statement = connection
-                .prepare_cached(
-                    "SELECT id, time, principal, action, connector_id, request_id, outcome,
-                            reason, peer, detail, count
+            let events = all(
+                connection,
+                &format!(
+                    "SELECT {AUDIT_COLUMNS}
                      FROM audit_events
                      WHERE (?1 IS NULL OR connector_id = ?1)
                        AND (?2 IS NULL OR principal = ?2)
@@ -62,72 +61,19 @@ impl AuditLog for SqliteStore {
                        AND (?4 IS NULL OR time < ?4)
                        AND (?5 IS NULL OR id < ?5)
                      ORDER BY id DESC
-                     LIMIT ?6",
-                )
-                .map_err(translate)?;
-            let rows = statement
-                .query_map(
-                    params![
-                        filter.connector_id,
-                        filter.principal,
-                        filter.start_time.map(text),
-                        filter.end_time.map(text),
-                        filter.before_id,
-                        i64::try_from(limit).unwrap_or(i64::MAX) + 1,
-                    ],
-                    |row| {
-                        Ok((
-                            row.get::<_, i64>(0)?,
-                            row.get::<_, String>(1)?,
-                            [
-                                row.get::<_, String>(2)?,
-                                row.get::<_, String>(3)?,
-                                row.get::<_, String>(4)?,
-                                row.get::<_, String>(5)?,
-                                row.get::<_, String>(6)?,
-                                row.get::<_, String>(7)?,
-                                row.get::<_, String>(8)?,
-                                row.get::<_, String>(9)?,
-                            ],
-                            row.get::<_, i64>(10)?,
-                        ))
-                    },
-                )
-                .map_err(translate)?;
-            let mut events = Vec::new();
-            for row in rows {
-                let (
-                    id,
-                    time,
-                    [
-                        principal,
-                        action,
-                        connector_id,
-                        request_id,
-                        outcome,
-                        reason,
-                        peer,
-                        detail,
-                    ],
-                    count,
-                ) = row.map_err(translate)?;
-                events.push(AuditEvent {
-                    id,
-                    time: super::rows::parse_time(&time)?,
-                    principal,
-                    action,
-                    connector_id,
-                    request_id,
-                    outcome,
-                    reason,
-                    peer,
-                    detail,
-                    count,
-                });
-            }
-            let more = events.len() > limit;
-            events.truncate(limit);
-            Ok((events, more))
+                     LIMIT ?6"
+                ),
+                params![
+                    filter.connector_id,
+                    filter.principal,
+                    filter.start_time.map(text),
+                    filter.end_time.map(text),
+                    filter.before_id,
+                    fetch_for(limit),
+                ],
+                |row| audit_event_from_row(row),
+            )?;
+            Ok(page_of(events, limit))
         })
         .await
     }

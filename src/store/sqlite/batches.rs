@@ -3,7 +3,7 @@
 use super::error::translate;
 use super::rows::text;
 use super::{SqliteStore, now};
-use crate::store::{BatchRecord, StoreError};
+use crate::store::{BatchRecord, Batches, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 fn find(connection: &Connection, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
@@ -30,8 +30,8 @@ fn find(connection: &Connection, request_id: &str) -> Result<Option<BatchRecord>
     .transpose()
 }
 
-impl SqliteStore {
-    pub(super) async fn begin_batch_row(
+impl Batches for SqliteStore {
+    async fn begin_batch(
         &self,
         request_id: &str,
         fingerprint: &str,
@@ -64,20 +64,13 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn find_batch_row(
-        &self,
-        request_id: &str,
-    ) -> Result<Option<BatchRecord>, StoreError> {
+    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
         let request_id = request_id.to_owned();
         self.with(move |connection| find(connection, &request_id))
             .await
     }
 
-    pub(super) async fn finish_batch_row(
-        &self,
-        request_id: &str,
-        response: &[u8],
-    ) -> Result<(), StoreError> {
+    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
         let (request_id, response) = (request_id.to_owned(), response.to_vec());
         self.with(move |connection| {
             connection

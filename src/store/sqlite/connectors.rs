@@ -4,14 +4,17 @@
 use super::audit::insert_audit;
 use super::error::is_unique_violation;
 use super::error::translate;
-use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, text};
+use super::rows::{
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, all, command_from_row, connector_from_row, fetch_for,
+    first, page_of, text,
+};
 use super::{SqliteStore, now};
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
-use crate::store::{BatchRecord, CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -19,30 +22,16 @@ pub(super) fn get_connector(
     connection: &Connection,
     id: &str,
 ) -> Result<Option<Connector>, StoreError> {
-    connection
-        .prepare_cached(&format!(
-            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1"
-        ))
-        .map_err(translate)?
-        .query_row([id], |row| Ok(connector_from_row(row)))
-        .optional()
-        .map_err(translate)?
-        .transpose()
+    let sql = format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ?1");
+    first(connection, &sql, [id], |row| connector_from_row(row))
 }
 
 pub(super) fn get_command(
     connection: &Connection,
     id: &str,
 ) -> Result<Option<Command>, StoreError> {
-    connection
-        .prepare_cached(&format!(
-            "SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1"
-        ))
-        .map_err(translate)?
-        .query_row([id], |row| Ok(command_from_row(row)))
-        .optional()
-        .map_err(translate)?
-        .transpose()
+    let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1");
+    first(connection, &sql, [id], |row| command_from_row(row))
 }
 
 fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreError> {
@@ -115,15 +104,12 @@ pub(super) fn transition_in(
         return Err(StoreError::ConnectorNotFound(connector_id.to_owned()));
     };
     if let Some(request_id) = change.request_id() {
-        let previous = tx
-            .prepare_cached(&format!(
-                "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = ?1 AND request_id = ?2"
-            ))
-            .map_err(translate)?
-            .query_row([connector_id, request_id], |row| Ok(command_from_row(row)))
-            .optional()
-            .map_err(translate)?
-            .transpose()?;
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands WHERE connector_id = ?1 AND request_id = ?2"
+        );
+        let previous = first(tx, &sql, [connector_id, request_id], |row| {
+            command_from_row(row)
+        })?;
         if let Some(command) = previous {
             change.check_replay(&connector, &command)?;
             return Ok(CommandOutcome {
@@ -466,25 +452,6 @@ impl Connectors for SqliteStore {
             .await
     }
 
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
-        self.begin_batch_row(request_id, fingerprint, principal, connector_ids)
-            .await
-    }
-
-    async fn find_batch(&self, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
-        self.find_batch_row(request_id).await
-    }
-
-    async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        self.finish_batch_row(request_id, response).await
-    }
-
     async fn list_commands(
         &self,
         connector_id: &str,
@@ -493,27 +460,24 @@ impl Connectors for SqliteStore {
     ) -> Result<(Vec<Command>, bool), StoreError> {
         let connector_id = connector_id.to_owned();
         self.with(move |connection| {
-            let fetch = i64::try_from(limit).unwrap_or(i64::MAX - 1) + 1;
-            let mut commands = connection
-                .prepare_cached(&format!(
+            let commands = all(
+                connection,
+                &format!(
                     "SELECT {COMMAND_COLUMNS} FROM commands
                      WHERE connector_id = ?1 AND generation < ?2
                      ORDER BY generation DESC LIMIT ?3"
-                ))
-                .map_err(translate)?
-                .query_map(
-                    params![connector_id, before_generation.unwrap_or(i64::MAX), fetch],
-                    |row| Ok(command_from_row(row)),
-                )
-                .map_err(translate)?
-                .map(|row| row.map_err(translate)?)
-                .collect::<Result<Vec<_>, _>>()?;
+                ),
+                params![
+                    connector_id,
+                    before_generation.unwrap_or(i64::MAX),
+                    fetch_for(limit)
+                ],
+                |row| command_from_row(row),
+            )?;
             if commands.is_empty() && get_connector(connection, &connector_id)?.is_none() {
                 return Err(StoreError::ConnectorNotFound(connector_id));
             }
-            let more = commands.len() > limit;
-            commands.truncate(limit);
-            Ok((commands, more))
+            Ok(page_of(commands, limit))
         })
         .await
     }

@@ -5,19 +5,11 @@ use super::SqliteStore;
 use super::connectors::get_connector;
 use super::error::translate;
 use super::now;
-use super::rows::text;
+use super::rows::{all, change_from_row, text};
 use crate::domain::Connector;
-use crate::domain::watch::Searchable;
 use crate::store::{ChangeEntry, Feed, StoreError};
 use rusqlite::params;
 use std::time::Duration;
-
-fn before(value: Option<String>) -> Result<Option<Searchable>, StoreError> {
-    value
-        .map(|json| serde_json::from_str(&json))
-        .transpose()
-        .map_err(|e| StoreError::Internal(format!("a recorded change: {e}").into()))
-}
 
 impl Feed for SqliteStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
@@ -54,28 +46,14 @@ impl Feed for SqliteStore {
                     pruned_through,
                 });
             }
-            let mut statement = tx
-                .prepare_cached(
-                    "SELECT seq, connector_id, before FROM connector_changes
-                     WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-                )
-                .map_err(translate)?;
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = statement
-                .query_map(params![after, limit], |row| {
-                    Ok((row.get(0)?, row.get(1)?, row.get::<_, Option<String>>(2)?))
-                })
-                .map_err(translate)?;
-            let mut entries = Vec::new();
-            for row in rows {
-                let (seq, connector_id, json) = row.map_err(translate)?;
-                entries.push(ChangeEntry {
-                    seq,
-                    connector_id,
-                    before: before(json)?,
-                });
-            }
-            Ok(entries)
+            all(
+                &tx,
+                "SELECT seq, connector_id, before FROM connector_changes
+                 WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+                params![after, limit],
+                |row| change_from_row(row),
+            )
         })
         .await
     }

@@ -2,7 +2,7 @@
 
 use super::EMBEDDED;
 use super::error::translate;
-use super::rows::text;
+use super::rows::{agent_from_row, all, region_from_row, text};
 use super::search::lagging_condition;
 use super::{SqliteStore, now};
 use crate::domain::{Agent, CommandStatus, ConnectorState, LagCause, RegionSummary, micros};
@@ -25,46 +25,19 @@ impl Reads for SqliteStore {
     ) -> Result<Vec<Agent>, StoreError> {
         let region = region.map(str::to_owned);
         self.with(move |connection| {
-            let mut statement = connection
-                .prepare_cached(
-                    "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
-                            (a.disconnect_time IS NULL AND a.last_heartbeat_time > ?2),
-                            (SELECT count(*) FROM connectors c
-                             WHERE c.agent_id = a.id AND c.state <> 'STOPPED')
-                     FROM agents a
-                     WHERE ?1 IS NULL OR a.region = ?1
-                     ORDER BY a.region, a.id",
-                )
-                .map_err(translate)?;
-            let rows = statement
-                .query_map(params![region, online_since(offline_after)], |row| {
-                    Ok((
-                        row.get::<_, String>(0)?,
-                        row.get::<_, String>(1)?,
-                        row.get::<_, String>(2)?,
-                        row.get::<_, String>(3)?,
-                        row.get::<_, String>(4)?,
-                        row.get::<_, bool>(5)?,
-                        row.get::<_, i64>(6)?,
-                    ))
-                })
-                .map_err(translate)?;
-            let mut agents = Vec::new();
-            for row in rows {
-                let (id, region, server_ip, version, last, online, connectors) =
-                    row.map_err(translate)?;
-                agents.push(Agent {
-                    id,
-                    region,
-                    server_ip,
-                    version,
-                    last_heartbeat_time: super::rows::parse_time(&last)?,
-                    online,
-                    connectors,
-                    replica_id: if online { EMBEDDED } else { "" }.to_owned(),
-                });
-            }
-            Ok(agents)
+            all(
+                connection,
+                "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                        (a.disconnect_time IS NULL AND a.last_heartbeat_time > ?2) AS online,
+                        (SELECT count(*) FROM connectors c
+                         WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors,
+                        ?3 AS replica_id
+                 FROM agents a
+                 WHERE ?1 IS NULL OR a.region = ?1
+                 ORDER BY a.region, a.id",
+                params![region, online_since(offline_after), EMBEDDED],
+                |row| agent_from_row(row),
+            )
         })
         .await
     }
@@ -74,29 +47,19 @@ impl Reads for SqliteStore {
         offline_after: Duration,
     ) -> Result<Vec<RegionSummary>, StoreError> {
         self.with(move |connection| {
-            let mut statement = connection
-                .prepare_cached(
-                    "WITH names AS (SELECT region AS name FROM connectors
-                                    UNION SELECT region FROM agents)
-                     SELECT n.name,
-                            (SELECT count(*) FROM agents a WHERE a.region = n.name
-                               AND a.disconnect_time IS NULL AND a.last_heartbeat_time > ?1),
-                            (SELECT count(*) FROM connectors c WHERE c.region = n.name)
-                     FROM names n ORDER BY n.name",
-                )
-                .map_err(translate)?;
-            let regions = statement
-                .query_map([online_since(offline_after)], |row| {
-                    Ok(RegionSummary {
-                        name: row.get(0)?,
-                        online_agents: row.get(1)?,
-                        connectors: row.get(2)?,
-                    })
-                })
-                .map_err(translate)?
-                .collect::<Result<_, _>>()
-                .map_err(translate)?;
-            Ok(regions)
+            all(
+                connection,
+                "WITH names AS (SELECT region AS name FROM connectors
+                                UNION SELECT region FROM agents)
+                 SELECT n.name AS name,
+                        (SELECT count(*) FROM agents a WHERE a.region = n.name
+                           AND a.disconnect_time IS NULL AND a.last_heartbeat_time > ?1)
+                          AS online,
+                        (SELECT count(*) FROM connectors c WHERE c.region = n.name) AS connectors
+                 FROM names n ORDER BY n.name",
+                [online_since(offline_after)],
+                |row| region_from_row(row),
+            )
         })
         .await
     }

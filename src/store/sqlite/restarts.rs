@@ -6,8 +6,9 @@ use super::SqliteStore;
 use super::connectors::{Write, transition_in};
 use super::error::translate;
 use super::now;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row, parse_time, text};
+use super::rows::{CONNECTOR_COLUMNS, all, connector_from_row, text};
 use crate::store::restarts::{CANDIDATES, RUNNING_SINCE, count, plan_round};
+use crate::store::rows::ReadRow;
 use crate::store::{Lease, RestartRound, StoreError};
 use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
@@ -22,24 +23,23 @@ impl SqliteStore {
             let tx = connection
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(translate)?;
-            let mut candidates = Vec::new();
-            {
-                let mut statement = tx
-                    .prepare_cached(&format!(
-                        "SELECT {CONNECTOR_COLUMNS},
-                                CASE WHEN restart_count > 0 THEN ({RUNNING_SINCE}) END
-                                    AS running_since
-                         FROM connectors WHERE {}",
-                        CANDIDATES.replace("{now}", "?1")
+            let candidates = all(
+                &tx,
+                &format!(
+                    "SELECT {CONNECTOR_COLUMNS},
+                            CASE WHEN restart_count > 0 THEN ({RUNNING_SINCE}) END
+                                AS running_since
+                     FROM connectors WHERE {}",
+                    CANDIDATES.replace("{now}", "?1")
+                ),
+                [text(at)],
+                |row| {
+                    Ok((
+                        connector_from_row(row)?,
+                        row.optional_time("running_since")?,
                     ))
-                    .map_err(translate)?;
-                let mut rows = statement.query([text(at)]).map_err(translate)?;
-                while let Some(row) = rows.next().map_err(translate)? {
-                    let since: Option<String> = row.get("running_since").map_err(translate)?;
-                    let since = since.map(|t| parse_time(&t)).transpose()?;
-                    candidates.push((connector_from_row(row)?, since));
-                }
-            }
+                },
+            )?;
             let plan = plan_round(candidates, at);
             let mut round = RestartRound::default();
             let mut written = Vec::new();

@@ -2,12 +2,16 @@
 //! are text in one fixed-width UTC format, so that text order is time
 //! order.
 
-use crate::domain::{Command, Connector};
+use super::error::translate;
 use crate::store::StoreError;
-use crate::store::rows::{ReadRow, command_from, connector_from};
+use crate::store::rows::ReadRow;
 use chrono::{DateTime, Utc};
-use rusqlite::Row;
+use rusqlite::{Connection, Row};
 
+pub(super) use crate::store::rows::{
+    AUDIT_COLUMNS, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
+    connector_from_row, fetch_for, page_of, region_from_row,
+};
 pub use crate::store::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
 
 /// The stored form of a time.
@@ -27,15 +31,7 @@ fn get<T: rusqlite::types::FromSql>(row: &Row<'_>, column: &str) -> Result<T, St
 }
 
 impl ReadRow for Row<'_> {
-    fn text(&self, column: &str) -> Result<String, StoreError> {
-        get(self, column)
-    }
-
     fn optional_text(&self, column: &str) -> Result<Option<String>, StoreError> {
-        get(self, column)
-    }
-
-    fn integer(&self, column: &str) -> Result<i64, StoreError> {
         get(self, column)
     }
 
@@ -43,10 +39,12 @@ impl ReadRow for Row<'_> {
         get(self, column)
     }
 
+    /// SQLite keeps a flag as an integer.
     fn flag(&self, column: &str) -> Result<bool, StoreError> {
-        get(self, column)
+        Ok(self.integer(column)? != 0)
     }
 
+    /// Times are text (`text`).
     fn optional_time(&self, column: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
         get::<Option<String>>(self, column)?
             .map(|t| parse_time(&t))
@@ -54,10 +52,30 @@ impl ReadRow for Row<'_> {
     }
 }
 
-pub fn connector_from_row(row: &Row<'_>) -> Result<Connector, StoreError> {
-    connector_from(row)
+/// Every row `sql` selects, mapped by `from_row`.
+pub(super) fn all<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from_row: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    let mut rows = statement.query(params).map_err(translate)?;
+    let mut all = Vec::new();
+    while let Some(row) = rows.next().map_err(translate)? {
+        all.push(from_row(row)?);
+    }
+    Ok(all)
 }
 
-pub fn command_from_row(row: &Row<'_>) -> Result<Command, StoreError> {
-    command_from(row)
+/// The first row `sql` selects, if any, mapped by `from_row`.
+pub(super) fn first<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from_row: impl FnOnce(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<Option<T>, StoreError> {
+    let mut statement = connection.prepare_cached(sql).map_err(translate)?;
+    let mut rows = statement.query(params).map_err(translate)?;
+    rows.next().map_err(translate)?.map(from_row).transpose()
 }

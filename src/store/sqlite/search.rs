@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use super::error::translate;
-use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
+use super::rows::{CONNECTOR_COLUMNS, all, connector_from_row, fetch_for, page_of};
 use crate::domain::{Cursor, SearchFilter, micros};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
 use rusqlite::params_from_iter;
@@ -92,23 +92,18 @@ impl Search for SqliteStore {
                     page_values.len()
                 ));
             }
-            page_values.push((limit + 1).to_string());
+            page_values.push(fetch_for(limit).to_string());
             sql.push_str(&format!(
                 " ORDER BY name, id LIMIT CAST(?{} AS INTEGER)",
                 page_values.len()
             ));
-            let mut statement = connection.prepare_cached(&sql).map_err(translate)?;
-            let rows = statement
-                .query_map(params_from_iter(page_values.iter()), |row| {
-                    Ok(connector_from_row(row))
-                })
-                .map_err(translate)?;
-            let mut connectors = Vec::new();
-            for row in rows {
-                connectors.push(row.map_err(translate)??);
-            }
-            let more = connectors.len() > limit;
-            connectors.truncate(limit);
+            let connectors = all(
+                connection,
+                &sql,
+                params_from_iter(page_values.iter()),
+                |row| connector_from_row(row),
+            )?;
+            let (connectors, more) = page_of(connectors, limit);
             let total: i64 = connection
                 .prepare_cached(&format!(
                     "SELECT count(*) FROM connectors WHERE {condition}"
