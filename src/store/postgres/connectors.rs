@@ -1,6 +1,6 @@
 //! Connectors on PostgreSQL: create, read, restart policies, marking
-//! stopped, and their commands' history; `issue_command` and its batch form
-//! are written in `transitions.rs`.
+//! stopped, and their commands' history; `transitions`, where commands are
+//! written, runs `transitions.rs`.
 
 use super::PgStore;
 use super::audit::insert_audit;
@@ -9,13 +9,12 @@ use super::error::is_unique_violation;
 use super::rows::{
     COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
 };
-use super::transitions::Write;
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
 use tokio_postgres::Row;
 use tracing::instrument;
 
@@ -85,15 +84,12 @@ impl Connectors for PgStore {
             .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
-    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.retrying(|| self.transition(change, Write::Commit))
-            .await
-    }
-
-    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
-    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.retrying(|| self.transition(change, Write::Preview))
+    async fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        self.retrying(|| self.transitions_once(changes, write))
             .await
     }
 
@@ -159,24 +155,6 @@ impl Connectors for PgStore {
         .await?;
         tx.commit().await?;
         Ok(connector)
-    }
-
-    #[instrument(skip_all, fields(changes = changes.len()))]
-    async fn issue_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        self.retrying(|| self.transitions(changes, Write::Commit))
-            .await
-    }
-
-    #[instrument(skip_all, fields(changes = changes.len()))]
-    async fn preview_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        self.retrying(|| self.transitions(changes, Write::Preview))
-            .await
     }
 
     #[instrument(skip_all, fields(connector_id = %request.connector_id))]

@@ -8,10 +8,10 @@ use super::PgStore;
 use super::conn::{Db, Params};
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
-use super::transitions::{Write, transitions_in};
+use super::transitions::transitions_in;
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
 use crate::store::rows::ReadRow;
-use crate::store::{Lease, RestartRound, StoreError};
+use crate::store::{Lease, RestartRound, StoreError, Write};
 use chrono::{DateTime, Utc};
 
 /// Automatic starts issued per transaction.

@@ -6,7 +6,7 @@ use super::PgStore;
 use super::conn::Db;
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
-use crate::store::{CommandOutcome, StoreError};
+use crate::store::{CommandOutcome, StoreError, Write};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
@@ -96,13 +96,6 @@ pub mod sql {
              OR EXISTS (SELECT 1 FROM agents WHERE region = $1)";
 }
 
-/// Whether `transitions` writes what it decided or only shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Write {
-    Commit,
-    Preview,
-}
-
 /// A change decided, to be written.
 struct Planned {
     at: usize,
@@ -111,27 +104,12 @@ struct Planned {
 }
 
 impl PgStore {
-    /// One change: `transitions` of one.
-    pub(super) async fn transition(
-        &self,
-        change: &Change,
-        write: Write,
-    ) -> Result<CommandOutcome, StoreError> {
-        self.transitions(std::slice::from_ref(change), write)
-            .await?
-            .pop()
-            .expect("one outcome per change")
-    }
-
-    /// Several changes (each connector at most once) in one transaction:
-    /// the connectors are locked, retried request ids answered with their
+    /// `Connectors::transitions` (each connector at most once), once: the
+    /// connectors are locked, retried request ids answered with their
     /// commands, `Change::decide` asked for each, and the transitions, their
     /// PENDING commands (superseding the unanswered ones) and their audit
-    /// events written together. A change the domain refuses, or whose
-    /// connector does not exist, is that change's error and writes nothing;
-    /// any other failure rolls the transaction back and is the call's. A
-    /// `Write::Preview` decides and writes nothing.
-    pub(super) async fn transitions(
+    /// events written together.
+    pub(super) async fn transitions_once(
         &self,
         changes: &[Change],
         write: Write,

@@ -1,5 +1,6 @@
-//! Connectors in the embedded store: create, read, and `issue_command`
-//! (see PostgreSQL's `connectors.rs`).
+//! Connectors in the embedded store: create, read, and `transitions`, where
+//! commands are written (see PostgreSQL's `connectors.rs` and
+//! `transitions.rs`).
 
 use super::audit::insert_audit;
 use super::error::is_unique_violation;
@@ -14,7 +15,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -46,29 +47,7 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
         .map_err(translate)
 }
 
-/// Whether `transition` writes what it decided or only shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Write {
-    Commit,
-    Preview,
-}
-
-fn transition(
-    connection: &mut Connection,
-    change: &Change,
-    write: Write,
-) -> Result<CommandOutcome, StoreError> {
-    let tx = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(translate)?;
-    let outcome = transition_in(&tx, change, write)?;
-    if write == Write::Commit {
-        tx.commit().map_err(translate)?;
-    }
-    Ok(outcome)
-}
-
-/// Several changes in one transaction (see PostgreSQL's `transitions`).
+/// `Connectors::transitions` (see PostgreSQL's).
 fn transitions(
     connection: &mut Connection,
     changes: &[Change],
@@ -285,15 +264,13 @@ impl Connectors for SqliteStore {
         .await
     }
 
-    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        let change = change.clone();
-        self.with(move |connection| transition(connection, &change, Write::Commit))
-            .await
-    }
-
-    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        let change = change.clone();
-        self.with(move |connection| transition(connection, &change, Write::Preview))
+    async fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        let changes = changes.to_vec();
+        self.with(move |connection| transitions(connection, &changes, write))
             .await
     }
 
@@ -432,24 +409,6 @@ impl Connectors for SqliteStore {
             Ok((after, false))
         })
         .await
-    }
-
-    async fn issue_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        let changes = changes.to_vec();
-        self.with(move |connection| transitions(connection, &changes, Write::Commit))
-            .await
-    }
-
-    async fn preview_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        let changes = changes.to_vec();
-        self.with(move |connection| transitions(connection, &changes, Write::Preview))
-            .await
     }
 
     async fn list_commands(

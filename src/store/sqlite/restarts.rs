@@ -3,13 +3,13 @@
 //! the round is one transaction.
 
 use super::SqliteStore;
-use super::connectors::{Write, transition_in};
+use super::connectors::transition_in;
 use super::error::translate;
 use super::now;
 use super::rows::{CONNECTOR_COLUMNS, all, connector_from_row, text};
 use crate::store::restarts::{CANDIDATES, RUNNING_SINCE, count, plan_round};
 use crate::store::rows::ReadRow;
-use crate::store::{Lease, RestartRound, StoreError};
+use crate::store::{Lease, RestartRound, StoreError, Write};
 use chrono::{DateTime, Utc};
 use rusqlite::{TransactionBehavior, params};
 
