@@ -196,13 +196,10 @@ pub(super) fn transition_in(
 
 impl Connectors for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
-        self.with(move |connection| {
+        self.write(move |tx| {
             let at = text(now());
             let (mode, max_restarts, initial, max_backoff, reset) =
                 policy_values(&new.restart_policy);
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO connectors
@@ -244,13 +241,12 @@ impl Connectors for SqliteStore {
                 }
                 Err(e) => return Err(translate(e)),
             }
-            let connector = get_connector(&tx, &new.id)?
+            let connector = get_connector(tx, &new.id)?
                 .ok_or_else(|| StoreError::Internal("inserted row vanished".into()))?;
             insert_audit(
-                &tx,
+                tx,
                 &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &new.id),
             )?;
-            tx.commit().map_err(translate)?;
             Ok(connector)
         })
         .await
@@ -283,19 +279,16 @@ impl Connectors for SqliteStore {
     ) -> Result<Connector, StoreError> {
         let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
         let request_id = request_id.map(str::to_owned);
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             if let Some(request_id) = &request_id
                 && rules::replay_of(
                     &id,
                     request_id,
-                    audited_principal(&tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
+                    audited_principal(tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
                     &actor.principal,
                 )?
             {
-                return get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
+                return get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
             let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
             let updated = tx
@@ -320,15 +313,14 @@ impl Connectors for SqliteStore {
                 return Err(StoreError::ConnectorNotFound(id));
             }
             insert_audit(
-                &tx,
+                tx,
                 &NewAuditEvent {
                     request_id: request_id.clone().unwrap_or_default(),
                     detail: format!("restart policy: {policy}"),
                     ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
                 },
             )?;
-            let connector = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
-            tx.commit().map_err(translate)?;
+            let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
             Ok(connector)
         })
         .await
@@ -340,25 +332,21 @@ impl Connectors for SqliteStore {
         preview: bool,
     ) -> Result<(Connector, bool), StoreError> {
         let request = request.clone();
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let id = request.connector_id.clone();
             if let Some(request_id) = &request.request_id
                 && rules::replay_of(
                     &id,
                     request_id,
-                    audited_principal(&tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
+                    audited_principal(tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
                     &request.actor.principal,
                 )?
             {
-                let connector =
-                    get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+                let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
                 return Ok((connector, true));
             }
-            let connector = get_connector(&tx, &id)?
-                .ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
+            let connector =
+                get_connector(tx, &id)?.ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
             let heard_since = now()
                 - chrono::TimeDelta::from_std(request.offline_after)
                     .unwrap_or(chrono::TimeDelta::MAX);
@@ -403,9 +391,8 @@ impl Connectors for SqliteStore {
             .map_err(translate)?
             .execute(params![id, marked.generation, marked.status_message, at])
             .map_err(translate)?;
-            insert_audit(&tx, &marked.audit_event(&request, &connector))?;
-            let after = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
-            tx.commit().map_err(translate)?;
+            insert_audit(tx, &marked.audit_event(&request, &connector))?;
+            let after = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
             Ok((after, false))
         })
         .await

@@ -11,7 +11,7 @@ use crate::store::restarts::{CANDIDATES, RUNNING_SINCE, count, plan_round};
 use crate::store::rows::ReadRow;
 use crate::store::{Lease, RestartRound, StoreError, Write};
 use chrono::{DateTime, Utc};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 
 impl SqliteStore {
     pub(super) async fn restart_round_in(
@@ -19,12 +19,9 @@ impl SqliteStore {
         _lease: Lease,
         at: DateTime<Utc>,
     ) -> Result<RestartRound, StoreError> {
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let candidates = all(
-                &tx,
+                tx,
                 &format!(
                     "SELECT {CONNECTOR_COLUMNS},
                             CASE WHEN restart_count > 0 THEN ({RUNNING_SINCE}) END
@@ -68,13 +65,12 @@ impl SqliteStore {
             }
             count(&mut round, &written);
             for change in &plan.starts {
-                match transition_in(&tx, change, Write::Commit) {
+                match transition_in(tx, change, Write::Commit) {
                     Ok(outcome) if !outcome.replayed => round.started.push(outcome),
                     Ok(_) | Err(StoreError::Rejected(_) | StoreError::ConnectorNotFound(_)) => {}
                     Err(error) => return Err(error),
                 }
             }
-            tx.commit().map_err(translate)?;
             Ok(round)
         })
         .await
