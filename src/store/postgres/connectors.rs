@@ -104,15 +104,6 @@ impl Connectors for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
-        let update = tx
-            .prepare_cached(&format!(
-                "UPDATE connectors
-                 SET restart_mode = $2, max_restarts = $3, initial_backoff_ms = $4,
-                     max_backoff_ms = $5, reset_after_ms = $6, update_time = now()
-                 WHERE id = $1
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
-            .await?;
         // The connector first (a retry racing its original waits for it),
         // then whether this request id was used: a retry of the same
         // principal's call changes nothing, anyone else's is refused.
@@ -138,7 +129,13 @@ impl Connectors for PgStore {
         }
         let row = tx
             .query_opt(
-                &update,
+                &format!(
+                    "UPDATE connectors
+                     SET restart_mode = $2, max_restarts = $3, initial_backoff_ms = $4,
+                         max_backoff_ms = $5, reset_after_ms = $6, update_time = now()
+                     WHERE id = $1
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
                 &[&id, &mode, &max_restarts, &initial, &max_backoff, &reset],
             )
             .await?
@@ -240,12 +237,13 @@ impl PgStore {
         let id = request.connector_id.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
-            ))
-            .await?;
-        let connector = match tx.query_opt(&lock, &[&id]).await? {
+        let connector = match tx
+            .query_opt(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+        {
             Some(row) => connector_from_row(&row)?,
             None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
         };
