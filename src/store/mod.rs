@@ -104,6 +104,16 @@ pub enum StoreError {
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 impl StoreError {
+    /// The refusal of a hello whose agent id is registered in the region
+    /// `registered`, another than the hello's.
+    pub(crate) fn agent_in_other_region(hello: &Hello, registered: String) -> Self {
+        StoreError::AgentInOtherRegion {
+            agent_id: hello.agent_id.clone(),
+            registered,
+            claimed: hello.region.clone(),
+        }
+    }
+
     /// Whether retrying later may succeed: the database is unreachable, or
     /// the transaction lost a conflict.
     pub fn is_transient(&self) -> bool {

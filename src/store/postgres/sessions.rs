@@ -309,11 +309,7 @@ impl PgStore {
                 )
                 .await?
                 .get(0);
-            return Err(StoreError::AgentInOtherRegion {
-                agent_id: hello.agent_id.clone(),
-                registered,
-                claimed: hello.region.clone(),
-            });
+            return Err(StoreError::agent_in_other_region(hello, registered));
         };
         let session = hello.session(session_id, epoch);
         if let Some(previous) = &previous {

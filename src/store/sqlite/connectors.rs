@@ -47,6 +47,24 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
         .map_err(translate)
 }
 
+/// Supersedes every older unanswered command of the connector, delivered
+/// or not (see PostgreSQL's `sql::SUPERSEDE`).
+fn supersede_open_commands(
+    connection: &Connection,
+    connector_id: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
+             WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
+        )
+        .map_err(translate)?
+        .execute(params![connector_id, at])
+        .map_err(translate)?;
+    Ok(())
+}
+
 /// `Connectors::transitions` (see PostgreSQL's).
 fn transitions(
     connection: &mut Connection,
@@ -131,14 +149,7 @@ pub(super) fn transition_in(
         });
     }
     let at = text(now());
-    // Every older unanswered command, delivered or not (see PostgreSQL).
-    tx.prepare_cached(
-        "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
-         WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
-    )
-    .map_err(translate)?
-    .execute(params![connector_id, at])
-    .map_err(translate)?;
+    supersede_open_commands(tx, connector_id, &at)?;
     let command_id = uuid::Uuid::now_v7().to_string();
     let command = tx
         .prepare_cached(&format!(
@@ -374,13 +385,7 @@ impl Connectors for SqliteStore {
                 return Ok((marked.applied_to(&connector, now()), false));
             }
             let at = text(now());
-            tx.prepare_cached(
-                "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
-                 WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
-            )
-            .map_err(translate)?
-            .execute(params![id, at])
-            .map_err(translate)?;
+            supersede_open_commands(tx, &id, &at)?;
             tx.prepare_cached(
                 "UPDATE connectors
                  SET state = 'STOPPED', desired_state = 'STOPPED', generation = ?2,

@@ -233,11 +233,7 @@ impl Sessions for SqliteStore {
                         |row| row.get(0),
                     )
                     .map_err(translate)?;
-                return Err(StoreError::AgentInOtherRegion {
-                    agent_id: hello.agent_id.clone(),
-                    registered,
-                    claimed: hello.region.clone(),
-                });
+                return Err(StoreError::agent_in_other_region(&hello, registered));
             };
             let session = hello.session(session_id, epoch);
             if let Some(previous) = &previous {
