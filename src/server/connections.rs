@@ -216,6 +216,14 @@ impl<IO> Conn<IO> {
     pub fn peer(&self) -> std::net::SocketAddr {
         self.peer
     }
+
+    /// A write that went through is traffic: the idle clock starts again.
+    fn wrote(&mut self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        if let (Poll::Ready(Ok(_)), Some(idle)) = (&written, &mut self.idle) {
+            idle.active();
+        }
+        written
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Conn<IO> {
@@ -252,12 +260,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(_)), Some(idle)) = (&written, &mut this.idle) {
-            idle.active();
-        }
-        written
+        let written = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.wrote(written)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -273,12 +277,8 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for Conn<IO> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        let this = &mut *self;
-        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        if let (Poll::Ready(Ok(_)), Some(idle)) = (&written, &mut this.idle) {
-            idle.active();
-        }
-        written
+        let written = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.wrote(written)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -4,8 +4,8 @@
 //! name (`postgres/connectors.rs` and `sqlite/connectors.rs`, ...), so that
 //! a diff of the two backends is one command.
 //!
-//! - `Connectors`: create, read, and issue commands (`issue_command`: where
-//!   a command is written).
+//! - `Connectors`: create, read, and issue commands (`transitions`: where
+//!   commands are written, the one method each backend writes them in).
 //! - `Batches`: the records that make a retried batch call answer as the
 //!   first did.
 //! - `Search`: ListConnectors.
@@ -37,6 +37,7 @@ use crate::domain::{
 use chrono::{DateTime, Utc};
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 pub use postgres::{PgStore, Pooling};
 
@@ -50,7 +51,7 @@ pub mod prelude {
 pub use sqlite::SqliteStore;
 pub use types::{
     BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page,
-    PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler,
+    PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -103,6 +104,16 @@ pub enum StoreError {
 pub type Cause = Box<dyn std::error::Error + Send + Sync>;
 
 impl StoreError {
+    /// The refusal of a hello whose agent id is registered in the region
+    /// `registered`, another than the hello's.
+    pub(crate) fn agent_in_other_region(hello: &Hello, registered: String) -> Self {
+        StoreError::AgentInOtherRegion {
+            agent_id: hello.agent_id.clone(),
+            registered,
+            claimed: hello.region.clone(),
+        }
+    }
+
     /// Whether retrying later may succeed: the database is unreachable, or
     /// the transaction lost a conflict.
     pub fn is_transient(&self) -> bool {
@@ -122,15 +133,63 @@ pub trait Connectors: Send + Sync {
     fn get_connector(&self, id: &str)
     -> impl Future<Output = Result<Connector, StoreError>> + Send;
 
-    /// Issues a command: loads the connector under a row lock, returns the
-    /// first call's command to a retried `request_id`, asks
-    /// `Change::decide`, and writes the transition, its PENDING command
-    /// (superseding the unanswered ones) and its audit event in one
-    /// transaction. The one place a command is written, per backend.
+    /// Where commands are written, the one place per backend: in one
+    /// transaction (callers bound how many changes), each change's
+    /// connector is loaded under a row lock, a retried `request_id` answered
+    /// with the first call's command, `Change::decide` asked, and the
+    /// transition, its PENDING command (superseding the unanswered ones)
+    /// and its audit event written. Each outcome is that change's, a
+    /// refusal or a missing connector included, and writes nothing of it;
+    /// any other failure rolls all of them back and is the call's.
+    /// `Write::Preview`: the same lookups, locks and decisions, then
+    /// nothing is written; an outcome shows the connector as the change
+    /// would leave it and the command it would issue (no id), or, for a
+    /// used `request_id`, the command that call issued (`replayed`).
+    fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+
+    /// `transitions` of one change: its outcome is the call's.
+    fn transition(
+        &self,
+        change: &Change,
+        write: Write,
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send {
+        async move {
+            self.transitions(std::slice::from_ref(change), write)
+                .await?
+                .pop()
+                .expect("one outcome per change")
+        }
+    }
+
+    /// Issues a command (`transition`).
     fn issue_command(
         &self,
         change: &Change,
-    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send {
+        let span = tracing::info_span!(
+            "issue_command",
+            connector_id = %change.connector_id(),
+            kind = change.kind().as_str()
+        );
+        self.transition(change, Write::Commit).instrument(span)
+    }
+
+    /// `issue_command` as a dry run (`Write::Preview`).
+    fn preview_command(
+        &self,
+        change: &Change,
+    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send {
+        let span = tracing::info_span!(
+            "preview_command",
+            connector_id = %change.connector_id(),
+            kind = change.kind().as_str()
+        );
+        self.transition(change, Write::Preview).instrument(span)
+    }
 
     /// `issue_command` for a start.
     fn start_connector(
@@ -150,29 +209,25 @@ pub trait Connectors: Send + Sync {
         async move { self.issue_command(&change).await }
     }
 
-    /// `issue_command` as a dry run: the same lookups, lock and decision,
-    /// then nothing is written. The outcome shows the connector as the
-    /// change would leave it and the command it would issue (no id), or,
-    /// for a used `request_id`, the command that call issued (`replayed`).
-    fn preview_command(
-        &self,
-        change: &Change,
-    ) -> impl Future<Output = Result<CommandOutcome, StoreError>> + Send;
-
-    /// `issue_command` for each of `changes`, in one transaction (callers
-    /// bound how many): each outcome is that change's, a refusal or a
-    /// missing connector included, and writes nothing of it; any other
-    /// failure rolls all of them back and is the call's.
+    /// Issues several commands in one transaction (`transitions`).
     fn issue_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
+    {
+        let span = tracing::info_span!("issue_commands", changes = changes.len());
+        self.transitions(changes, Write::Commit).instrument(span)
+    }
 
-    /// `issue_commands` as a dry run (see `preview_command`).
+    /// `issue_commands` as a dry run (`Write::Preview`).
     fn preview_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
+    {
+        let span = tracing::info_span!("preview_commands", changes = changes.len());
+        self.transitions(changes, Write::Preview).instrument(span)
+    }
 
     /// MarkConnectorStopped, in one transaction: a retry with an audited
     /// `request_id` changes nothing; else the connector is locked, the

@@ -15,6 +15,14 @@ pub struct Page {
     pub total: i64,
 }
 
+/// Whether `Connectors::transitions` writes what it decided or only shows
+/// it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Write {
+    Commit,
+    Preview,
+}
+
 /// The result of an accepted start or pause, or of its retry.
 #[derive(Clone, Debug)]
 pub struct CommandOutcome {

@@ -40,7 +40,8 @@
 //! fall to zero are reported as 0 for every region that has connectors or
 //! commands; while the database cannot be sampled they are not reported.
 
-use crate::store::{FleetStore, MetricsSample, PoolStatus};
+use crate::domain::{CommandStatus, ConnectorState, LagCause};
+use crate::store::{FleetStore, MetricsSample, OpenCommands, PoolStatus};
 use opentelemetry::KeyValue;
 use opentelemetry::metrics::{Histogram, Meter};
 use std::collections::BTreeMap;
@@ -290,17 +291,8 @@ pub fn register_gauges(sources: GaugeSources) {
         "{connector}",
         "Connectors by region and state",
         |sample| {
-            sample
-                .connectors
-                .iter()
-                .map(|((region, state), n)| {
-                    (
-                        *n as f64,
-                        region.clone(),
-                        KeyValue::new("state", state.as_str()),
-                    )
-                })
-                .collect()
+            let count = |n: &u64| *n as f64;
+            by_region(&sample.connectors, "state", ConnectorState::as_str, count)
         },
     );
     region_gauge(
@@ -308,17 +300,8 @@ pub fn register_gauges(sources: GaugeSources) {
         "{connector}",
         "Connectors that should run and lag: latency over --latency-alert, or agent offline",
         |sample| {
-            sample
-                .lagging
-                .iter()
-                .map(|((region, cause), n)| {
-                    (
-                        *n as f64,
-                        region.clone(),
-                        KeyValue::new("cause", cause.as_str()),
-                    )
-                })
-                .collect()
+            let count = |n: &u64| *n as f64;
+            by_region(&sample.lagging, "cause", LagCause::as_str, count)
         },
     );
     region_gauge(
@@ -326,17 +309,8 @@ pub fn register_gauges(sources: GaugeSources) {
         "{command}",
         "Commands not answered yet, by region and status (PENDING, DELIVERED)",
         |sample| {
-            sample
-                .open_commands
-                .iter()
-                .map(|((region, status), open)| {
-                    (
-                        open.count as f64,
-                        region.clone(),
-                        KeyValue::new("status", status.as_str()),
-                    )
-                })
-                .collect()
+            let open = |open: &OpenCommands| open.count as f64;
+            by_region(&sample.open_commands, "status", CommandStatus::as_str, open)
         },
     );
     region_gauge(
@@ -344,19 +318,27 @@ pub fn register_gauges(sources: GaugeSources) {
         "s",
         "Age of the oldest unanswered command, by region and status",
         |sample| {
-            sample
-                .open_commands
-                .iter()
-                .map(|((region, status), open)| {
-                    (
-                        open.oldest_age.as_secs_f64(),
-                        region.clone(),
-                        KeyValue::new("status", status.as_str()),
-                    )
-                })
-                .collect()
+            let age = |open: &OpenCommands| open.oldest_age.as_secs_f64();
+            by_region(&sample.open_commands, "status", CommandStatus::as_str, age)
         },
     );
+}
+
+/// One observation per (region, label) entry of a sample's figures: its
+/// value, its region, and the label `key` with the entry's second key.
+fn by_region<L: Copy, V>(
+    figures: &BTreeMap<(String, L), V>,
+    key: &'static str,
+    label: fn(L) -> &'static str,
+    value: fn(&V) -> f64,
+) -> Vec<(f64, String, KeyValue)> {
+    figures
+        .iter()
+        .map(|((region, second), figure)| {
+            let labelled = KeyValue::new(key, label(*second));
+            (value(figure), region.clone(), labelled)
+        })
+        .collect()
 }
 
 /// Refreshes `sample` every `interval` until the task is aborted.

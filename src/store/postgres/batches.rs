@@ -25,8 +25,8 @@ impl Batches for PgStore {
         let client = self.client().await?;
         // Inserted, or the row another call inserted first, so that two
         // retries racing agree on one selection.
-        let statement = client
-            .prepare_cached(
+        let row = client
+            .query_opt(
                 "WITH inserted AS (
                    INSERT INTO batches (request_id, fingerprint, connector_ids, principal)
                    VALUES ($1, $2, $3, $4)
@@ -36,11 +36,6 @@ impl Batches for PgStore {
                  UNION ALL
                  SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
-            )
-            .await?;
-        let row = client
-            .query_opt(
-                &statement,
                 &[&request_id, &fingerprint, &connector_ids, &principal],
             )
             .await?;

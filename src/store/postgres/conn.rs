@@ -29,6 +29,12 @@ use tokio_postgres::{Error, Row, Statement};
 
 pub(super) type Params<'p> = &'p [&'p (dyn ToSql + Sync)];
 
+/// One array of a statement over `unnest($1::text[], ...)`, the rows'
+/// values of one column: element i is `value(&rows[i])`.
+pub(super) fn column<'a, R, T>(rows: &'a [R], value: impl Fn(&'a R) -> T) -> Vec<T> {
+    rows.iter().map(value).collect()
+}
+
 /// Statements' parameter types, learned once per process, for unnamed
 /// statements. Present only under transaction pooling.
 #[derive(Clone)]

@@ -1,6 +1,6 @@
 //! Connectors on PostgreSQL: create, read, restart policies, marking
-//! stopped, and their commands' history; `issue_command` and its batch form
-//! are written in `transitions.rs`.
+//! stopped, and their commands' history; `transitions`, where commands are
+//! written, runs `transitions.rs`.
 
 use super::PgStore;
 use super::audit::insert_audit;
@@ -9,13 +9,12 @@ use super::error::is_unique_violation;
 use super::rows::{
     COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
 };
-use super::transitions::Write;
 use crate::domain::{
     Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
 use tokio_postgres::Row;
 use tracing::instrument;
 
@@ -85,15 +84,12 @@ impl Connectors for PgStore {
             .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
-    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.retrying(|| self.transition(change, Write::Commit))
-            .await
-    }
-
-    #[instrument(skip_all, fields(connector_id = %change.connector_id(), kind = change.kind().as_str()))]
-    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        self.retrying(|| self.transition(change, Write::Preview))
+    async fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        self.retrying(|| self.transitions_once(changes, write))
             .await
     }
 
@@ -108,15 +104,6 @@ impl Connectors for PgStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
-        let update = tx
-            .prepare_cached(&format!(
-                "UPDATE connectors
-                 SET restart_mode = $2, max_restarts = $3, initial_backoff_ms = $4,
-                     max_backoff_ms = $5, reset_after_ms = $6, update_time = now()
-                 WHERE id = $1
-                 RETURNING {CONNECTOR_COLUMNS}"
-            ))
-            .await?;
         // The connector first (a retry racing its original waits for it),
         // then whether this request id was used: a retry of the same
         // principal's call changes nothing, anyone else's is refused.
@@ -142,7 +129,13 @@ impl Connectors for PgStore {
         }
         let row = tx
             .query_opt(
-                &update,
+                &format!(
+                    "UPDATE connectors
+                     SET restart_mode = $2, max_restarts = $3, initial_backoff_ms = $4,
+                         max_backoff_ms = $5, reset_after_ms = $6, update_time = now()
+                     WHERE id = $1
+                     RETURNING {CONNECTOR_COLUMNS}"
+                ),
                 &[&id, &mode, &max_restarts, &initial, &max_backoff, &reset],
             )
             .await?
@@ -159,24 +152,6 @@ impl Connectors for PgStore {
         .await?;
         tx.commit().await?;
         Ok(connector)
-    }
-
-    #[instrument(skip_all, fields(changes = changes.len()))]
-    async fn issue_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        self.retrying(|| self.transitions(changes, Write::Commit))
-            .await
-    }
-
-    #[instrument(skip_all, fields(changes = changes.len()))]
-    async fn preview_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        self.retrying(|| self.transitions(changes, Write::Preview))
-            .await
     }
 
     #[instrument(skip_all, fields(connector_id = %request.connector_id))]
@@ -262,12 +237,13 @@ impl PgStore {
         let id = request.connector_id.as_str();
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        let lock = tx
-            .prepare_cached(&format!(
-                "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"
-            ))
-            .await?;
-        let connector = match tx.query_opt(&lock, &[&id]).await? {
+        let connector = match tx
+            .query_opt(
+                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                &[&id],
+            )
+            .await?
+        {
             Some(row) => connector_from_row(&row)?,
             None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
         };

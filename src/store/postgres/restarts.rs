@@ -5,13 +5,13 @@
 //! leader lease.
 
 use super::PgStore;
-use super::conn::{Db, Params};
+use super::conn::{Db, Params, column};
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
-use super::transitions::{Write, transitions_in};
+use super::transitions::transitions_in;
 use crate::store::restarts::{CANDIDATES, Mark, RUNNING_SINCE, count, plan_round};
 use crate::store::rows::ReadRow;
-use crate::store::{Lease, RestartRound, StoreError};
+use crate::store::{Lease, RestartRound, StoreError, Write};
 use chrono::{DateTime, Utc};
 
 /// Automatic starts issued per transaction.
@@ -78,11 +78,11 @@ impl PgStore {
         lease: Lease,
         marks: &[Mark],
     ) -> Result<Vec<String>, StoreError> {
-        let ids: Vec<&str> = marks.iter().map(|m| m.id.as_str()).collect();
-        let generations: Vec<i64> = marks.iter().map(|m| m.generation).collect();
-        let seen: Vec<DateTime<Utc>> = marks.iter().map(|m| m.update_time).collect();
-        let kinds: Vec<&str> = marks.iter().map(|m| m.kind.as_str()).collect();
-        let next: Vec<Option<DateTime<Utc>>> = marks.iter().map(|m| m.kind.next_time()).collect();
+        let ids = column(marks, |m| m.id.as_str());
+        let generations = column(marks, |m| m.generation);
+        let seen = column(marks, |m| m.update_time);
+        let kinds = column(marks, |m| m.kind.as_str());
+        let next = column(marks, |m| m.kind.next_time());
         let sql = format!(
             "WITH {LEASE_CTE},
              marked AS (

@@ -4,7 +4,7 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::conn::Db;
+use super::conn::{Db, column};
 use super::rows::{CONNECTOR_COLUMNS, connector_from_row};
 use crate::domain::fleet::{SessionEnd, session_ended, session_started};
 use crate::domain::presence::gone_effect;
@@ -80,8 +80,10 @@ pub(super) async fn apply_updates(
     if updates.is_empty() {
         return Ok(());
     }
-    let statement = client
-        .prepare_cached(
+    // NULL keeps a column as it is.
+    let ids = column(updates, |(id, _)| *id);
+    client
+        .execute(
             "UPDATE connectors c SET
                  state = COALESCE(v.state, c.state),
                  desired_state = COALESCE(v.desired_state, c.desired_state),
@@ -100,38 +102,28 @@ pub(super) async fn apply_updates(
                   AS v(id, state, desired_state, agent_id, server_ip, region, checkpoint_time,
                        latency_us, earliest, latest, status_message)
              WHERE c.id = v.id",
-        )
-        .await?;
-    // One array per column, element i for `updates[i]`; NULL keeps the
-    // column as it is.
-    fn column<'a, T>(
-        updates: &[(&'a str, &'a ConnectorUpdate)],
-        value: impl Fn(&'a ConnectorUpdate) -> Option<T>,
-    ) -> Vec<Option<T>> {
-        updates.iter().map(|(_, update)| value(update)).collect()
-    }
-    let ids: Vec<&str> = updates.iter().map(|(id, _)| *id).collect();
-    client
-        .execute(
-            &statement,
             &[
                 &ids,
-                &column(updates, |u| u.state.map(|s| s.as_str())),
-                &column(updates, |u| u.desired_state.map(|s| s.as_str())),
-                &column(updates, |u| {
+                &column(updates, |(_, u)| u.state.map(|s| s.as_str())),
+                &column(updates, |(_, u)| u.desired_state.map(|s| s.as_str())),
+                &column(updates, |(_, u)| {
                     u.placement.as_ref().map(|p| p.agent_id.as_str())
                 }),
-                &column(updates, |u| {
+                &column(updates, |(_, u)| {
                     u.placement.as_ref().map(|p| p.server_ip.as_str())
                 }),
-                &column(updates, |u| u.placement.as_ref().map(|p| p.region.as_str())),
-                &column(updates, |u| u.observed.as_ref()?.checkpoint_time),
-                &column(updates, |u| u.observed.as_ref()?.latency.map(micros)),
-                &column(updates, |u| {
+                &column(updates, |(_, u)| {
+                    u.placement.as_ref().map(|p| p.region.as_str())
+                }),
+                &column(updates, |(_, u)| u.observed.as_ref()?.checkpoint_time),
+                &column(updates, |(_, u)| u.observed.as_ref()?.latency.map(micros)),
+                &column(updates, |(_, u)| {
                     Some(u.observed.as_ref()?.store_range?.earliest)
                 }),
-                &column(updates, |u| Some(u.observed.as_ref()?.store_range?.latest)),
-                &column(updates, |u| u.status_message.as_deref()),
+                &column(updates, |(_, u)| {
+                    Some(u.observed.as_ref()?.store_range?.latest)
+                }),
+                &column(updates, |(_, u)| u.status_message.as_deref()),
             ],
         )
         .await?;
@@ -174,12 +166,10 @@ pub(super) async fn record_reports(
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let lock = client
-        .prepare_cached(&format!(
-            "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
-        ))
-        .await?;
     let mut updates = Vec::new();
+    let lock = format!(
+        "SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1) ORDER BY id FOR UPDATE"
+    );
     for row in client.query(&lock, &[&ids]).await? {
         let connector = connector_from_row(&row)?;
         let reported = by_connector.get(connector.id.as_str()).and_then(|reports| {
@@ -263,14 +253,12 @@ impl PgStore {
         // The session this one replaces, if it had not ended: it ends here,
         // and its end is audited with whoever opened it.
         let previous = tx
-            .prepare_cached(
+            .query_opt(
                 "SELECT session_id, session_epoch, region, server_ip, principal, peer
                  FROM agents WHERE id = $1 AND disconnect_time IS NULL
                  FOR UPDATE",
+                &[&hello.agent_id],
             )
-            .await?;
-        let previous = tx
-            .query_opt(&previous, &[&hello.agent_id])
             .await?
             .map(|row| Session {
                 agent_id: hello.agent_id.clone(),
@@ -321,11 +309,7 @@ impl PgStore {
                 )
                 .await?
                 .get(0);
-            return Err(StoreError::AgentInOtherRegion {
-                agent_id: hello.agent_id.clone(),
-                registered,
-                claimed: hello.region.clone(),
-            });
+            return Err(StoreError::agent_in_other_region(hello, registered));
         };
         let session = hello.session(session_id, epoch);
         if let Some(previous) = &previous {
@@ -498,9 +482,9 @@ impl Sessions for PgStore {
             return Ok(Vec::new());
         }
         let client = self.client().await?;
-        let ids: Vec<&str> = seen.iter().map(|s| s.agent_id.as_str()).collect();
-        let epochs: Vec<i64> = seen.iter().map(|s| s.epoch).collect();
-        let times: Vec<_> = seen.iter().map(|s| s.time).collect();
+        let ids = column(seen, |s| s.agent_id.as_str());
+        let epochs = column(seen, |s| s.epoch);
+        let times = column(seen, |s| s.time);
         let rows = client
             .query(
                 "UPDATE agents

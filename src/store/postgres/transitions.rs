@@ -3,11 +3,11 @@
 //! the same statements either way, each over arrays of connectors.
 
 use super::PgStore;
-use super::conn::Db;
+use super::conn::{Db, column};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
-use crate::store::{CommandOutcome, StoreError};
-use chrono::{DateTime, Utc};
+use crate::store::{CommandOutcome, StoreError, Write};
+use chrono::Utc;
 use std::collections::HashMap;
 
 /// The statements `transitions` runs, in order: the benchmark harness runs
@@ -96,13 +96,6 @@ pub mod sql {
              OR EXISTS (SELECT 1 FROM agents WHERE region = $1)";
 }
 
-/// Whether `transitions` writes what it decided or only shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Write {
-    Commit,
-    Preview,
-}
-
 /// A change decided, to be written.
 struct Planned {
     at: usize,
@@ -111,27 +104,12 @@ struct Planned {
 }
 
 impl PgStore {
-    /// One change: `transitions` of one.
-    pub(super) async fn transition(
-        &self,
-        change: &Change,
-        write: Write,
-    ) -> Result<CommandOutcome, StoreError> {
-        self.transitions(std::slice::from_ref(change), write)
-            .await?
-            .pop()
-            .expect("one outcome per change")
-    }
-
-    /// Several changes (each connector at most once) in one transaction:
-    /// the connectors are locked, retried request ids answered with their
+    /// `Connectors::transitions` (each connector at most once), once: the
+    /// connectors are locked, retried request ids answered with their
     /// commands, `Change::decide` asked for each, and the transitions, their
     /// PENDING commands (superseding the unanswered ones) and their audit
-    /// events written together. A change the domain refuses, or whose
-    /// connector does not exist, is that change's error and writes nothing;
-    /// any other failure rolls the transaction back and is the call's. A
-    /// `Write::Preview` decides and writes nothing.
-    pub(super) async fn transitions(
+    /// events written together.
+    pub(super) async fn transitions_once(
         &self,
         changes: &[Change],
         write: Write,
@@ -157,9 +135,8 @@ pub(super) async fn transitions_in(
             "a connector appears twice among the changes of one transaction".into(),
         ));
     }
-    let lock = tx.prepare_cached(&sql::lock_connectors()).await?;
     let mut connectors: HashMap<String, Connector> = HashMap::with_capacity(ids.len());
-    for row in tx.query(&lock, &[&ids]).await? {
+    for row in tx.query(&sql::lock_connectors(), &[&ids]).await? {
         let connector = connector_from_row(&row)?;
         connectors.insert(connector.id.clone(), connector);
     }
@@ -245,8 +222,10 @@ async fn replayed(
     if ids.is_empty() {
         return Ok(replays);
     }
-    let statement = tx.prepare_cached(&sql::replayed_commands()).await?;
-    for row in tx.query(&statement, &[&ids, &request_ids]).await? {
+    for row in tx
+        .query(&sql::replayed_commands(), &[&ids, &request_ids])
+        .await?
+    {
         let command = command_from_row(&row)?;
         replays.insert(command.connector_id.clone(), command);
     }
@@ -268,8 +247,7 @@ async fn undelivered_starts(
     if pauses.is_empty() {
         return Ok(from);
     }
-    let statement = tx.prepare_cached(sql::UNDELIVERED_STARTS).await?;
-    for row in tx.query(&statement, &[&pauses]).await? {
+    for row in tx.query(sql::UNDELIVERED_STARTS, &[&pauses]).await? {
         from.entry(row.get(0)).or_insert_with(|| row.get(1));
     }
     Ok(from)
@@ -291,58 +269,29 @@ async fn write_all(
     planned: &[Planned],
 ) -> Result<Vec<(usize, CommandOutcome)>, StoreError> {
     let change = |p: &Planned| &changes[p.at];
-    let ids: Vec<&str> = planned.iter().map(|p| change(p).connector_id()).collect();
-    let command_ids: Vec<&str> = planned.iter().map(|p| p.command_id.as_str()).collect();
-    let kinds: Vec<&str> = planned
-        .iter()
-        .map(|p| p.transition.command_kind.as_str())
-        .collect();
-    let pull_backs: Vec<Option<DateTime<Utc>>> = planned
-        .iter()
-        .map(|p| p.transition.pull_back_time)
-        .collect();
-    let regions: Vec<&str> = planned
-        .iter()
-        .map(|p| p.transition.region.as_str())
-        .collect();
-    let previous: Vec<&str> = ids
-        .iter()
-        .map(|id| connectors[*id].region.as_str())
-        .collect();
-    let generations: Vec<i64> = planned.iter().map(|p| p.transition.generation).collect();
-    let request_ids: Vec<Option<&str>> = planned.iter().map(|p| change(p).request_id()).collect();
-    let reasons: Vec<&str> = planned.iter().map(|p| change(p).reason()).collect();
-    let traces: Vec<String> = planned
-        .iter()
-        .map(|p| trace_context_to_text(change(p).trace_context()))
-        .collect();
-    let principals: Vec<&str> = planned
-        .iter()
-        .map(|p| change(p).actor().principal.as_str())
-        .collect();
-    let skips: Vec<bool> = planned
-        .iter()
-        .map(|p| p.transition.skip_to_earliest)
-        .collect();
-    let states: Vec<&str> = planned
-        .iter()
-        .map(|p| p.transition.state.as_str())
-        .collect();
-    let counts: Vec<Option<i64>> = planned
-        .iter()
-        .map(|p| change(p).restart_count().map(i64::from))
-        .collect();
-    let desired: Vec<&str> = planned
-        .iter()
-        .map(|p| p.transition.desired_state.as_str())
-        .collect();
-    let audits: Vec<_> = planned
-        .iter()
-        .map(|p| change(p).audit_event(&p.command_id, &p.transition))
-        .collect();
-    let audit = |field: fn(&crate::domain::NewAuditEvent) -> &str| -> Vec<&str> {
-        audits.iter().map(field).collect()
-    };
+    let ids = column(planned, |p| change(p).connector_id());
+    let command_ids = column(planned, |p| p.command_id.as_str());
+    let kinds = column(planned, |p| p.transition.command_kind.as_str());
+    let pull_backs = column(planned, |p| p.transition.pull_back_time);
+    let regions = column(planned, |p| p.transition.region.as_str());
+    let previous = column(planned, |p| {
+        connectors[change(p).connector_id()].region.as_str()
+    });
+    let generations = column(planned, |p| p.transition.generation);
+    let request_ids = column(planned, |p| change(p).request_id());
+    let reasons = column(planned, |p| change(p).reason());
+    let traces = column(planned, |p| {
+        trace_context_to_text(change(p).trace_context())
+    });
+    let principals = column(planned, |p| change(p).actor().principal.as_str());
+    let skips = column(planned, |p| p.transition.skip_to_earliest);
+    let states = column(planned, |p| p.transition.state.as_str());
+    let counts = column(planned, |p| change(p).restart_count().map(i64::from));
+    let desired = column(planned, |p| p.transition.desired_state.as_str());
+    let audits = column(planned, |p| {
+        change(p).audit_event(&p.command_id, &p.transition)
+    });
+    let audit = |field: fn(&crate::domain::NewAuditEvent) -> &str| column(&audits, field);
     let (a_principal, a_action, a_connector) = (
         audit(|e| &e.actor.principal),
         audit(|e| e.action.as_str()),
@@ -355,10 +304,9 @@ async fn write_all(
         audit(|e| &e.actor.peer),
         audit(|e| &e.detail),
     );
-    let a_count: Vec<i64> = audits
-        .iter()
-        .map(|e| i64::try_from(e.count).unwrap_or(i64::MAX).max(1))
-        .collect();
+    let a_count = column(&audits, |e| {
+        i64::try_from(e.count).unwrap_or(i64::MAX).max(1)
+    });
 
     let supersede = tx.prepare_cached(sql::SUPERSEDE).await?;
     let insert = tx.prepare_cached(&sql::insert_commands()).await?;

@@ -1,5 +1,6 @@
-//! Connectors in the embedded store: create, read, and `issue_command`
-//! (see PostgreSQL's `connectors.rs`).
+//! Connectors in the embedded store: create, read, and `transitions`, where
+//! commands are written (see PostgreSQL's `connectors.rs` and
+//! `transitions.rs`).
 
 use super::audit::insert_audit;
 use super::error::is_unique_violation;
@@ -14,7 +15,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, fold};
+use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -46,29 +47,25 @@ fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreErr
         .map_err(translate)
 }
 
-/// Whether `transition` writes what it decided or only shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Write {
-    Commit,
-    Preview,
-}
-
-fn transition(
-    connection: &mut Connection,
-    change: &Change,
-    write: Write,
-) -> Result<CommandOutcome, StoreError> {
-    let tx = connection
-        .transaction_with_behavior(TransactionBehavior::Immediate)
+/// Supersedes every older unanswered command of the connector, delivered
+/// or not (see PostgreSQL's `sql::SUPERSEDE`).
+fn supersede_open_commands(
+    connection: &Connection,
+    connector_id: &str,
+    at: &str,
+) -> Result<(), StoreError> {
+    connection
+        .prepare_cached(
+            "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
+             WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
+        )
+        .map_err(translate)?
+        .execute(params![connector_id, at])
         .map_err(translate)?;
-    let outcome = transition_in(&tx, change, write)?;
-    if write == Write::Commit {
-        tx.commit().map_err(translate)?;
-    }
-    Ok(outcome)
+    Ok(())
 }
 
-/// Several changes in one transaction (see PostgreSQL's `transitions`).
+/// `Connectors::transitions` (see PostgreSQL's).
 fn transitions(
     connection: &mut Connection,
     changes: &[Change],
@@ -152,14 +149,7 @@ pub(super) fn transition_in(
         });
     }
     let at = text(now());
-    // Every older unanswered command, delivered or not (see PostgreSQL).
-    tx.prepare_cached(
-        "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
-         WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
-    )
-    .map_err(translate)?
-    .execute(params![connector_id, at])
-    .map_err(translate)?;
+    supersede_open_commands(tx, connector_id, &at)?;
     let command_id = uuid::Uuid::now_v7().to_string();
     let command = tx
         .prepare_cached(&format!(
@@ -217,13 +207,10 @@ pub(super) fn transition_in(
 
 impl Connectors for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
-        self.with(move |connection| {
+        self.write(move |tx| {
             let at = text(now());
             let (mode, max_restarts, initial, max_backoff, reset) =
                 policy_values(&new.restart_policy);
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
             let inserted = tx
                 .prepare_cached(
                     "INSERT INTO connectors
@@ -265,13 +252,12 @@ impl Connectors for SqliteStore {
                 }
                 Err(e) => return Err(translate(e)),
             }
-            let connector = get_connector(&tx, &new.id)?
+            let connector = get_connector(tx, &new.id)?
                 .ok_or_else(|| StoreError::Internal("inserted row vanished".into()))?;
             insert_audit(
-                &tx,
+                tx,
                 &NewAuditEvent::ok(&new.actor, AuditAction::CreateConnector, &new.id),
             )?;
-            tx.commit().map_err(translate)?;
             Ok(connector)
         })
         .await
@@ -285,15 +271,13 @@ impl Connectors for SqliteStore {
         .await
     }
 
-    async fn issue_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        let change = change.clone();
-        self.with(move |connection| transition(connection, &change, Write::Commit))
-            .await
-    }
-
-    async fn preview_command(&self, change: &Change) -> Result<CommandOutcome, StoreError> {
-        let change = change.clone();
-        self.with(move |connection| transition(connection, &change, Write::Preview))
+    async fn transitions(
+        &self,
+        changes: &[Change],
+        write: Write,
+    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+        let changes = changes.to_vec();
+        self.with(move |connection| transitions(connection, &changes, write))
             .await
     }
 
@@ -306,19 +290,16 @@ impl Connectors for SqliteStore {
     ) -> Result<Connector, StoreError> {
         let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
         let request_id = request_id.map(str::to_owned);
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             if let Some(request_id) = &request_id
                 && rules::replay_of(
                     &id,
                     request_id,
-                    audited_principal(&tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
+                    audited_principal(tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
                     &actor.principal,
                 )?
             {
-                return get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
+                return get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
             let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
             let updated = tx
@@ -343,15 +324,14 @@ impl Connectors for SqliteStore {
                 return Err(StoreError::ConnectorNotFound(id));
             }
             insert_audit(
-                &tx,
+                tx,
                 &NewAuditEvent {
                     request_id: request_id.clone().unwrap_or_default(),
                     detail: format!("restart policy: {policy}"),
                     ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
                 },
             )?;
-            let connector = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
-            tx.commit().map_err(translate)?;
+            let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
             Ok(connector)
         })
         .await
@@ -363,25 +343,21 @@ impl Connectors for SqliteStore {
         preview: bool,
     ) -> Result<(Connector, bool), StoreError> {
         let request = request.clone();
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let id = request.connector_id.clone();
             if let Some(request_id) = &request.request_id
                 && rules::replay_of(
                     &id,
                     request_id,
-                    audited_principal(&tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
+                    audited_principal(tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
                     &request.actor.principal,
                 )?
             {
-                let connector =
-                    get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
+                let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
                 return Ok((connector, true));
             }
-            let connector = get_connector(&tx, &id)?
-                .ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
+            let connector =
+                get_connector(tx, &id)?.ok_or_else(|| StoreError::ConnectorNotFound(id.clone()))?;
             let heard_since = now()
                 - chrono::TimeDelta::from_std(request.offline_after)
                     .unwrap_or(chrono::TimeDelta::MAX);
@@ -409,13 +385,7 @@ impl Connectors for SqliteStore {
                 return Ok((marked.applied_to(&connector, now()), false));
             }
             let at = text(now());
-            tx.prepare_cached(
-                "UPDATE commands SET status = 'SUPERSEDED', complete_time = ?2
-                 WHERE connector_id = ?1 AND status IN ('PENDING', 'DELIVERED')",
-            )
-            .map_err(translate)?
-            .execute(params![id, at])
-            .map_err(translate)?;
+            supersede_open_commands(tx, &id, &at)?;
             tx.prepare_cached(
                 "UPDATE connectors
                  SET state = 'STOPPED', desired_state = 'STOPPED', generation = ?2,
@@ -426,30 +396,11 @@ impl Connectors for SqliteStore {
             .map_err(translate)?
             .execute(params![id, marked.generation, marked.status_message, at])
             .map_err(translate)?;
-            insert_audit(&tx, &marked.audit_event(&request, &connector))?;
-            let after = get_connector(&tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
-            tx.commit().map_err(translate)?;
+            insert_audit(tx, &marked.audit_event(&request, &connector))?;
+            let after = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
             Ok((after, false))
         })
         .await
-    }
-
-    async fn issue_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        let changes = changes.to_vec();
-        self.with(move |connection| transitions(connection, &changes, Write::Commit))
-            .await
-    }
-
-    async fn preview_commands(
-        &self,
-        changes: &[Change],
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
-        let changes = changes.to_vec();
-        self.with(move |connection| transitions(connection, &changes, Write::Preview))
-            .await
     }
 
     async fn list_commands(

@@ -10,7 +10,7 @@ use crate::domain::assign::{Candidate, Deliverable, assign_local};
 use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
 use crate::store::{Dispatch, StoreError};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 use std::time::Duration;
 
 impl Dispatch for SqliteStore {
@@ -40,10 +40,7 @@ impl Dispatch for SqliteStore {
             return Ok(Vec::new());
         }
         let (region, sessions) = (region.to_owned(), sessions.to_vec());
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let deliverable: Vec<Deliverable> = tx
                 .prepare_cached(
                     // The runner as in PostgreSQL's claim.
@@ -118,7 +115,6 @@ impl Dispatch for SqliteStore {
                     .map_err(translate)??;
                 delivered.push((session, command));
             }
-            tx.commit().map_err(translate)?;
             delivered.sort_by_key(|(_, command): &(Session, Command)| command.generation);
             Ok(delivered)
         })
@@ -127,18 +123,15 @@ impl Dispatch for SqliteStore {
 
     async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
         let (session, command_id) = (session.clone(), command_id.to_owned());
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
-            fence(&tx, &session)?;
+        self.write(move |tx| {
+            fence(tx, &session)?;
             tx.execute(
                 "UPDATE commands SET status = 'PENDING'
                  WHERE id = ?1 AND agent_id = ?2 AND status = 'DELIVERED'",
                 params![command_id, session.agent_id],
             )
             .map_err(translate)?;
-            tx.commit().map_err(translate)
+            Ok(())
         })
         .await
     }
@@ -149,12 +142,9 @@ impl Dispatch for SqliteStore {
         report: &CommandReport,
     ) -> Result<Option<Command>, StoreError> {
         let (session, report) = (session.clone(), report.clone());
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
-            fence(&tx, &session)?;
-            let Some(command) = get_command(&tx, &report.command_id)? else {
+        self.write(move |tx| {
+            fence(tx, &session)?;
+            let Some(command) = get_command(tx, &report.command_id)? else {
                 return Ok(None);
             };
             let complete = match result_disposition(&command, &session) {
@@ -169,7 +159,7 @@ impl Dispatch for SqliteStore {
                                          late_result_time = ?5, error_retriable = ?6"
                 }
             };
-            let connector = get_connector(&tx, &command.connector_id)?
+            let connector = get_connector(tx, &command.connector_id)?
                 .ok_or_else(|| StoreError::Internal("a command without connector".into()))?;
             let outcome = if report.success {
                 CommandStatus::Succeeded
@@ -194,9 +184,8 @@ impl Dispatch for SqliteStore {
                 )
                 .map_err(translate)??;
             if let Some(update) = result_effect(&connector, &command, &report, &session) {
-                apply_update(&tx, &connector.id, &update)?;
+                apply_update(tx, &connector.id, &update)?;
             }
-            tx.commit().map_err(translate)?;
             Ok(Some(completed))
         })
         .await

@@ -8,7 +8,7 @@ use super::rows::text;
 use super::{SqliteStore, now};
 use crate::domain::Replica;
 use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 use std::time::Duration;
 
 impl Leadership for SqliteStore {
@@ -61,10 +61,7 @@ impl Leadership for SqliteStore {
         offline_after: Duration,
         _replica_ttl: Duration,
     ) -> Result<u64, StoreError> {
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let cutoff = online_since(offline_after);
             let requeued = tx
                 .execute(
@@ -84,7 +81,6 @@ impl Leadership for SqliteStore {
                     params![cutoff, text(now())],
                 )
                 .map_err(translate)?;
-            tx.commit().map_err(translate)?;
             Ok((requeued + unknown) as u64)
         })
         .await

@@ -27,7 +27,7 @@ use super::{Store, StoreError};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use error::translate;
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -181,6 +181,24 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| StoreError::Internal(e.into()))?
+    }
+
+    /// Runs `work` as `with` does, in an IMMEDIATE transaction (the write
+    /// lock taken at its start) that is committed when `work` succeeds and
+    /// rolled back when it fails.
+    pub(super) async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Transaction<'_>) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        self.with(move |connection| {
+            let tx = connection
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(translate)?;
+            let done = work(&tx)?;
+            tx.commit().map_err(translate)?;
+            Ok(done)
+        })
+        .await
     }
 }
 

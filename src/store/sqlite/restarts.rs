@@ -3,15 +3,15 @@
 //! the round is one transaction.
 
 use super::SqliteStore;
-use super::connectors::{Write, transition_in};
+use super::connectors::transition_in;
 use super::error::translate;
 use super::now;
 use super::rows::{CONNECTOR_COLUMNS, all, connector_from_row, text};
 use crate::store::restarts::{CANDIDATES, RUNNING_SINCE, count, plan_round};
 use crate::store::rows::ReadRow;
-use crate::store::{Lease, RestartRound, StoreError};
+use crate::store::{Lease, RestartRound, StoreError, Write};
 use chrono::{DateTime, Utc};
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 
 impl SqliteStore {
     pub(super) async fn restart_round_in(
@@ -19,12 +19,9 @@ impl SqliteStore {
         _lease: Lease,
         at: DateTime<Utc>,
     ) -> Result<RestartRound, StoreError> {
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let candidates = all(
-                &tx,
+                tx,
                 &format!(
                     "SELECT {CONNECTOR_COLUMNS},
                             CASE WHEN restart_count > 0 THEN ({RUNNING_SINCE}) END
@@ -68,13 +65,12 @@ impl SqliteStore {
             }
             count(&mut round, &written);
             for change in &plan.starts {
-                match transition_in(&tx, change, Write::Commit) {
+                match transition_in(tx, change, Write::Commit) {
                     Ok(outcome) if !outcome.replayed => round.started.push(outcome),
                     Ok(_) | Err(StoreError::Rejected(_) | StoreError::ConnectorNotFound(_)) => {}
                     Err(error) => return Err(error),
                 }
             }
-            tx.commit().map_err(translate)?;
             Ok(round)
         })
         .await

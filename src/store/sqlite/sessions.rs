@@ -10,7 +10,7 @@ use crate::domain::presence::gone_effect;
 use crate::domain::reports::status_effect;
 use crate::domain::{ConnectorUpdate, Gone, Hello, ObservedStatus, Session, SessionReport, micros};
 use crate::store::{PendingHeartbeat, Sessions, StoreError};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use std::time::Duration;
 
 pub(super) fn requeue_delivered(
@@ -183,15 +183,12 @@ fn record_hello(
 impl Sessions for SqliteStore {
     async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
         let hello = hello.clone();
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let session_id = uuid::Uuid::now_v7().to_string();
             let at = text(now());
             // The session this one replaces, if it had not ended: it ends
             // here, audited with whoever opened it.
-            let previous = live_session(&tx, &hello.agent_id)?;
+            let previous = live_session(tx, &hello.agent_id)?;
             let epoch: Option<i64> = tx
                 .prepare_cached(
                     "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
@@ -236,20 +233,15 @@ impl Sessions for SqliteStore {
                         |row| row.get(0),
                     )
                     .map_err(translate)?;
-                return Err(StoreError::AgentInOtherRegion {
-                    agent_id: hello.agent_id.clone(),
-                    registered,
-                    claimed: hello.region.clone(),
-                });
+                return Err(StoreError::agent_in_other_region(&hello, registered));
             };
             let session = hello.session(session_id, epoch);
             if let Some(previous) = &previous {
-                insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded))?;
+                insert_audit(tx, &session_ended(previous, &SessionEnd::Superseded))?;
             }
-            insert_audit(&tx, &session_started(&session))?;
-            requeue_delivered(&tx, &hello.agent_id)?;
-            record_hello(&tx, &session, &hello)?;
-            tx.commit().map_err(translate)?;
+            insert_audit(tx, &session_started(&session))?;
+            requeue_delivered(tx, &hello.agent_id)?;
+            record_hello(tx, &session, &hello)?;
             Ok(session)
         })
         .await
@@ -257,11 +249,8 @@ impl Sessions for SqliteStore {
 
     async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
         let (session, end) = (session.clone(), end.clone());
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
-            match fence(&tx, &session) {
+        self.write(move |tx| {
+            match fence(tx, &session) {
                 Ok(()) => {}
                 Err(StoreError::Fenced { .. }) => return Ok(0),
                 Err(error) => return Err(error),
@@ -276,9 +265,8 @@ impl Sessions for SqliteStore {
             if ended == 0 {
                 return Ok(0);
             }
-            insert_audit(&tx, &session_ended(&session, &end))?;
-            let requeued = requeue_delivered(&tx, &session.agent_id)?;
-            tx.commit().map_err(translate)?;
+            insert_audit(tx, &session_ended(&session, &end))?;
+            let requeued = requeue_delivered(tx, &session.agent_id)?;
             Ok(requeued as u64)
         })
         .await
@@ -287,10 +275,7 @@ impl Sessions for SqliteStore {
     /// The one process that owns the file: every session recorded as open
     /// is left over from the process before it.
     async fn end_orphaned_sessions(&self, _replica_ttl: Duration) -> Result<u64, StoreError> {
-        self.with(|connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(|tx| {
             let ids: Vec<String> = tx
                 .prepare("SELECT id FROM agents WHERE disconnect_time IS NULL ORDER BY id")
                 .map_err(translate)?
@@ -299,7 +284,7 @@ impl Sessions for SqliteStore {
                 .collect::<Result<_, _>>()
                 .map_err(translate)?;
             for id in &ids {
-                let Some(session) = live_session(&tx, id)? else {
+                let Some(session) = live_session(tx, id)? else {
                     continue;
                 };
                 tx.execute(
@@ -307,10 +292,9 @@ impl Sessions for SqliteStore {
                     params![id, text(now())],
                 )
                 .map_err(translate)?;
-                insert_audit(&tx, &session_ended(&session, &SessionEnd::ReplicaRestarted))?;
-                requeue_delivered(&tx, id)?;
+                insert_audit(tx, &session_ended(&session, &SessionEnd::ReplicaRestarted))?;
+                requeue_delivered(tx, id)?;
             }
-            tx.commit().map_err(translate)?;
             Ok(ids.len() as u64)
         })
         .await
@@ -322,13 +306,10 @@ impl Sessions for SqliteStore {
         statuses: &[ObservedStatus],
     ) -> Result<(), StoreError> {
         let (session, statuses) = (session.clone(), statuses.to_vec());
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
-            fence(&tx, &session)?;
-            record(&tx, &session, &statuses)?;
-            tx.commit().map_err(translate)
+        self.write(move |tx| {
+            fence(tx, &session)?;
+            record(tx, &session, &statuses)?;
+            Ok(())
         })
         .await
     }
@@ -338,13 +319,10 @@ impl Sessions for SqliteStore {
         batch: &[(Session, SessionReport)],
     ) -> Result<Vec<Session>, StoreError> {
         let batch = batch.to_vec();
-        self.with(move |connection| {
-            let tx = connection
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(translate)?;
+        self.write(move |tx| {
             let mut fenced = Vec::new();
             for (session, report) in &batch {
-                match fence(&tx, session) {
+                match fence(tx, session) {
                     Ok(()) => {}
                     Err(StoreError::Fenced { .. }) => {
                         fenced.push(session.clone());
@@ -352,10 +330,9 @@ impl Sessions for SqliteStore {
                     }
                     Err(error) => return Err(error),
                 }
-                record(&tx, session, &report.statuses)?;
-                record_gone(&tx, session, &report.gone, false)?;
+                record(tx, session, &report.statuses)?;
+                record_gone(tx, session, &report.gone, false)?;
             }
-            tx.commit().map_err(translate)?;
             Ok(fenced)
         })
         .await
@@ -370,8 +347,7 @@ impl Sessions for SqliteStore {
             return Ok(Vec::new());
         }
         let seen = seen.to_vec();
-        self.with(move |connection| {
-            let tx = connection.transaction().map_err(translate)?;
+        self.write(move |tx| {
             {
                 let mut statement = tx
                     .prepare_cached(
@@ -385,7 +361,6 @@ impl Sessions for SqliteStore {
                         .map_err(translate)?;
                 }
             }
-            tx.commit().map_err(translate)?;
             Ok(Vec::new())
         })
         .await
