@@ -1,7 +1,8 @@
 //! One agent session: the hello handshake, then a task serving the stream.
 
+use super::agent_convert;
+use super::error::ApiError;
 use super::error::{hello_required, superseded};
-use super::{ApiError, agent_convert};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
 use crate::domain::{
     Actor, CommandReport, Gone, ObservedStatus, Session, SessionEnd, SessionReport,
