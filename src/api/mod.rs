@@ -36,6 +36,7 @@ mod reads;
 mod refusals;
 mod service;
 mod session;
+mod status;
 mod views;
 mod wait;
 mod watch_connectors;

@@ -2,7 +2,7 @@
 
 use super::agent_convert;
 use super::error::ApiError;
-use super::error::{hello_required, superseded};
+use super::status::{hello_required, superseded};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
 use crate::domain::{
     Actor, CommandReport, Gone, ObservedStatus, Session, SessionEnd, SessionReport,
