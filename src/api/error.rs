@@ -2,6 +2,7 @@
 //! gRPC status: a fitting code, a `google.rpc.ErrorInfo` with a stable
 //! reason, and a message a person can act on (`status` builds them).
 
+use super::limits::RateLimited;
 use super::status::{auth_status, bad_field, no_details, status, store_status};
 use crate::domain::{CommandKind, PageTokenError, Rejection, Violation};
 use crate::proto::v1::ErrorReason;
@@ -22,13 +23,8 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
-    #[error("{principal} is over its rate limit")]
-    RateLimited {
-        principal: String,
-        role: &'static str,
-        limit: super::limits::RateLimit,
-        retry_after: std::time::Duration,
-    },
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
     /// A `wait` ended because a reload revoked its principal; the command
     /// stays accepted.
     #[error("the wait for command {command_id} was ended: {error}")]
@@ -248,12 +244,12 @@ impl From<ApiError> for Status {
                 ),
                 &[("request_id", request_id)],
             ),
-            ApiError::RateLimited {
+            ApiError::RateLimited(RateLimited {
                 principal,
                 role,
                 limit,
                 retry_after,
-            } => {
+            }) => {
                 // Whole milliseconds, at least one: what a person can read.
                 let retry_after =
                     std::time::Duration::from_millis(retry_after.as_millis().max(1) as u64);
