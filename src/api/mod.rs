@@ -36,6 +36,7 @@ mod reads;
 mod refusals;
 mod service;
 mod session;
+mod session_stream;
 mod status;
 mod views;
 mod wait;
