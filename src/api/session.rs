@@ -7,7 +7,7 @@ use super::error::ApiError;
 use super::session_stream::Served;
 use super::status::hello_required;
 use crate::auth::{AuthError, Authenticator, Principal};
-use crate::domain::{Actor, ObservedStatus, Session};
+use crate::domain::{Actor, AuditAction, NewAuditEvent, ObservedStatus, Refused, Session};
 use crate::fleet::{Fleet, SESSION_QUEUE};
 use crate::proto::v1::{AgentMessage, ControlMessage, Welcome, agent_message, control_message};
 use crate::store::{FleetStore, StoreError};
@@ -183,11 +183,17 @@ async fn refused<S: FleetStore>(
 ) {
     warn!(%principal, agent_id = %hello.agent_id, region = %hello.region, peer = %actor.peer,
           "agent session refused: {reason}");
-    let refused = crate::domain::NewAuditEvent {
-        outcome: "PERMISSION_DENIED".to_owned(),
-        reason: "PERMISSION_DENIED".to_owned(),
-        detail: format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
-        ..crate::domain::NewAuditEvent::ok(actor, crate::domain::AuditAction::AgentSessionStart, "")
-    };
+    let refused = NewAuditEvent::refused(
+        actor,
+        AuditAction::AgentSessionStart,
+        "",
+        "",
+        Refused {
+            code: "PERMISSION_DENIED",
+            reason: "PERMISSION_DENIED",
+            message: &format!("agent {} region {}: {reason}", hello.agent_id, hello.region),
+            reason_given: "",
+        },
+    );
     fleet.refusals().record(fleet.store(), refused).await;
 }
