@@ -56,7 +56,7 @@ impl<S: FleetStore> ConnectorApi<S> {
                 Err(_elapsed) => Err(WaitEnd::Deadline),
             },
             _ = draining.wait_for(|draining| *draining) => Err(WaitEnd::Draining),
-            revoked = revoked(&self.auth, principal, Permission::ConnectorsOperate) => {
+            revoked = self.auth.revoked(principal, Permission::ConnectorsOperate) => {
                 warn!(principal = %principal.name, command_id = %command.id,
                       "a wait ended: its principal's credentials were revoked");
                 return Err(ApiError::WaitRevoked {
@@ -93,27 +93,6 @@ impl<S: FleetStore> ConnectorApi<S> {
                 region: command.region.clone(),
                 end,
             }),
-        }
-    }
-}
-
-/// Completes when a reload of the auth file no longer gives `principal`
-/// `permission` (long calls: waits and watches end then).
-pub(super) async fn revoked(
-    auth: &auth::Authenticator,
-    principal: &auth::Principal,
-    permission: Permission,
-) -> auth::AuthError {
-    let mut reloads = auth.reloads();
-    loop {
-        // Checked once right after subscribing too: a reload between the
-        // call's authentication and now is not missed.
-        if let Err(error) = auth.still_allows(principal, permission) {
-            return error;
-        }
-        if reloads.changed().await.is_err() {
-            // The authenticator is gone: nothing will be revoked.
-            std::future::pending::<()>().await;
         }
     }
 }

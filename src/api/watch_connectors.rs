@@ -6,7 +6,6 @@ use super::caller::actor;
 use super::connector_api::ConnectorApi;
 use super::error::ApiError;
 use super::views::connector_view;
-use super::wait::revoked;
 use super::{convert, watch_limits};
 use crate::auth::{self, Permission};
 use crate::domain::watch::{Seen, seen};
@@ -158,7 +157,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             async move {
                 tokio::select! {
                     () = stream.run(tx.clone()) => {}
-                    error = revoked(&auth, &principal, Permission::ConnectorsRead) => {
+                    error = auth.revoked(&principal, Permission::ConnectorsRead) => {
                         let _ = tx.send(Err(ApiError::from(error).into())).await;
                     }
                 }

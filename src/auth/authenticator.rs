@@ -128,6 +128,23 @@ impl Authenticator {
         Ok(current)
     }
 
+    /// Completes when a reload of the auth file no longer gives
+    /// `principal` `permission` (long calls: waits and watches end then).
+    pub async fn revoked(&self, principal: &Principal, permission: Permission) -> AuthError {
+        let mut reloads = self.reloads();
+        loop {
+            // Checked once right after subscribing too: a reload between the
+            // call's authentication and now is not missed.
+            if let Err(error) = self.still_allows(principal, permission) {
+                return error;
+            }
+            if reloads.changed().await.is_err() {
+                // The authenticator is gone: nothing will be revoked.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub fn enabled(&self) -> bool {
         self.file.is_some()
     }
