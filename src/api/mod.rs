@@ -32,6 +32,7 @@ mod interceptor;
 pub mod limits;
 mod mark_stopped;
 mod mutation;
+mod pages;
 mod reads;
 mod refusals;
 mod service;
