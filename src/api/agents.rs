@@ -37,7 +37,7 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
     ) -> Result<Response<Self::ConnectStream>, Status> {
         let principal =
             auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
-        let actor = super::actor(&request);
+        let actor = super::caller::actor(&request);
         let stream = super::session::connect(
             self.fleet.clone(),
             request.into_inner(),

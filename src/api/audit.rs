@@ -2,18 +2,15 @@
 
 use super::convert;
 use super::error::ApiError;
+use super::pages::{self, OverMax};
 use crate::auth::{self, Permission};
 use crate::domain::validate::{self, Violations};
 use crate::domain::{AuditEvent, AuditFilter, PageTokenError};
 use crate::proto::v1::{self, audit_service_server::AuditService};
 use crate::store::Store;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 500;
 /// Page tokens: this prefix and the id of the last event returned.
 const TOKEN_PREFIX: &str = "audit:";
 
@@ -29,16 +26,13 @@ impl<S: Store> AuditApi<S> {
 }
 
 fn encode_token(last_id: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{last_id}"))
+    pages::encode_token(TOKEN_PREFIX, &last_id.to_string())
 }
 
 fn decode_token(token: &str) -> Result<i64, PageTokenError> {
-    URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .and_then(|text| text.strip_prefix(TOKEN_PREFIX)?.parse().ok())
-        .ok_or(PageTokenError::Malformed)
+    pages::decode_token(TOKEN_PREFIX, token)?
+        .parse()
+        .map_err(|_| PageTokenError::Malformed)
 }
 
 /// The validated filter and page size.
@@ -70,17 +64,7 @@ fn query(request: &v1::ListAuditEventsRequest) -> Result<(AuditFilter, usize), A
     {
         violations.add("end_time", "must be after start_time");
     }
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n < 0 || n as usize > MAX_PAGE_SIZE => {
-            violations.add(
-                "page_size",
-                format!("must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
-            );
-            DEFAULT_PAGE_SIZE
-        }
-        n => n as usize,
-    };
+    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Refused);
     violations
         .finish()
         .map_err(|violations| ApiError::InvalidArgument {

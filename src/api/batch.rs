@@ -3,9 +3,12 @@
 //! transaction per chunk), and a retry with the request id returns the
 //! first answer (the `batches` record).
 
+use super::connector_api::ConnectorApi;
 use super::convert;
 use super::error::ApiError;
-use super::{Call, ConnectorApi};
+use super::mutation::Call;
+use super::refusals::Refusal;
+use crate::auth::Permission;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
     Actor, AuditAction, Change, CommandKind, Connector, PauseRequest, SearchFilter, StartRequest,
@@ -18,6 +21,7 @@ use futures_util::StreamExt;
 use prost::Message;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use tonic::{Request, Response, Status};
 use tracing::info;
 
 /// Connectors changed per transaction: a batch never holds more row locks
@@ -307,6 +311,28 @@ fn rpc_status(error: StoreError) -> tonic_types::pb::Status {
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
+    /// A batch call: `change` with the operate permission (one change
+    /// against the rate limit, a dry run none), then the batch.
+    pub(super) async fn batch_call<M: BatchRequest>(
+        &self,
+        request: Request<M>,
+    ) -> Result<Response<v1::BatchConnectorsResponse>, Status> {
+        let message = request.get_ref();
+        let mut audit = Refusal::new(&request, message.action(), "", message.request_id());
+        audit.reason = message.reason().to_owned();
+        audit.dry_run = message.validate_only();
+        self.change(
+            request,
+            Permission::ConnectorsOperate,
+            audit,
+            |call, message| async move {
+                let batch = parse(&message, self.latency_alert)?;
+                self.run_batch(batch, call).await
+            },
+        )
+        .await
+    }
+
     /// Runs a validated batch: its earlier answer for a used request id,
     /// else each chosen connector's change, a chunk at a time.
     pub(super) async fn run_batch(

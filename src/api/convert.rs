@@ -4,6 +4,7 @@
 //! `crate::proto::convert`.)
 
 use super::error::ApiError;
+use super::pages::{self, OverMax};
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
     AuditAction, Change, ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest,
@@ -16,11 +17,6 @@ pub use crate::proto::convert::{
 };
 use crate::proto::v1;
 use chrono::SubsecRound;
-
-/// Page size when the caller gives none.
-pub const DEFAULT_PAGE_SIZE: usize = 50;
-/// Larger page sizes are lowered to this.
-pub const MAX_PAGE_SIZE: usize = 1000;
 
 pub(crate) fn invalid_request(rpc: &'static str, violations: Violations) -> Result<(), ApiError> {
     violations
@@ -307,17 +303,7 @@ pub fn list_query(
         },
         latency_alert,
     );
-    let page_size = match request.page_size {
-        size if size < 0 => {
-            violations.add(
-                "page_size",
-                format!("is {size}; must be 0 (default {DEFAULT_PAGE_SIZE}) or positive"),
-            );
-            0
-        }
-        0 => DEFAULT_PAGE_SIZE,
-        size => (size as usize).min(MAX_PAGE_SIZE),
-    };
+    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Lowered);
     invalid_request("ListConnectors", violations)?;
     Ok(ListQuery {
         filter,

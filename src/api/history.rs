@@ -2,14 +2,11 @@
 
 use super::convert;
 use super::error::ApiError;
+use super::pages::{self, OverMax};
 use crate::domain::PageTokenError;
 use crate::domain::validate::{self, Violations};
 use crate::proto::v1;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-const DEFAULT_PAGE_SIZE: usize = 50;
-const MAX_PAGE_SIZE: usize = 500;
 /// Page tokens: this prefix, the connector id and the generation of the
 /// last command returned.
 const TOKEN_PREFIX: &str = "commands:";
@@ -24,17 +21,7 @@ pub struct Query {
 pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
     let mut violations = Violations::default();
     violations.check("connector_id", validate::id(&request.connector_id));
-    let page_size = match request.page_size {
-        0 => DEFAULT_PAGE_SIZE,
-        n if n < 0 || n as usize > MAX_PAGE_SIZE => {
-            violations.add(
-                "page_size",
-                format!("must be between 1 and {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"),
-            );
-            DEFAULT_PAGE_SIZE
-        }
-        n => n as usize,
-    };
+    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Lowered);
     convert::invalid_request("ListCommands", violations)?;
     let before_generation = match request.page_token.as_str() {
         "" => None,
@@ -48,18 +35,13 @@ pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
 }
 
 pub fn encode_token(connector_id: &str, last_generation: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("{TOKEN_PREFIX}{last_generation}:{connector_id}"))
+    pages::encode_token(TOKEN_PREFIX, &format!("{last_generation}:{connector_id}"))
 }
 
 fn decode_token(connector_id: &str, token: &str) -> Result<i64, PageTokenError> {
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or(PageTokenError::Malformed)?;
-    let (generation, issued_for) = text
-        .strip_prefix(TOKEN_PREFIX)
-        .and_then(|rest| rest.split_once(':'))
+    let position = pages::decode_token(TOKEN_PREFIX, token)?;
+    let (generation, issued_for) = position
+        .split_once(':')
         .and_then(|(generation, id)| Some((generation.parse::<i64>().ok()?, id)))
         .ok_or(PageTokenError::Malformed)?;
     if issued_for != connector_id {
@@ -71,6 +53,8 @@ fn decode_token(connector_id: &str, token: &str) -> Result<i64, PageTokenError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     #[test]
     fn a_token_continues_only_the_history_it_was_issued_for() {

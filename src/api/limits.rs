@@ -8,7 +8,6 @@
 //! change from its principal's allowance, whatever it changes: a batch
 //! call counts as one. Reads are never limited.
 
-use super::error::ApiError;
 use crate::auth::{Principal, Role};
 use crate::defaults;
 use governor::clock::{Clock, DefaultClock};
@@ -61,6 +60,17 @@ impl RateLimits {
     }
 }
 
+/// A call over its principal's allowance: who, under which limit, and
+/// when the next call may come.
+#[derive(Debug, thiserror::Error)]
+#[error("{principal} is over its rate limit")]
+pub struct RateLimited {
+    pub principal: String,
+    pub role: &'static str,
+    pub limit: RateLimit,
+    pub retry_after: std::time::Duration,
+}
+
 /// One role's limit and its principals' allowances.
 #[derive(Debug)]
 struct RoleLimiter {
@@ -98,7 +108,7 @@ impl ChangeLimiter {
 
     /// Takes one change from `principal`'s allowance, or says how long to
     /// wait for the next.
-    pub fn check(&self, principal: &Principal) -> Result<(), ApiError> {
+    pub fn check(&self, principal: &Principal) -> Result<(), RateLimited> {
         let role = if principal.unrestricted {
             Role::Admin
         } else {
@@ -116,7 +126,7 @@ impl ChangeLimiter {
         limiter
             .limiter
             .check_key(&principal.name)
-            .map_err(|not_until| ApiError::RateLimited {
+            .map_err(|not_until| RateLimited {
                 principal: principal.name.clone(),
                 role: role.as_str(),
                 limit: limiter.limit,

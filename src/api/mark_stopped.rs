@@ -1,7 +1,10 @@
 //! MarkConnectorStopped: the way out for a connector whose agent is gone
 //! (the decision is `domain::mark_stopped::decide_mark_stopped`).
 
-use super::{ApiError, ConnectorApi, Refusal, convert};
+use super::connector_api::ConnectorApi;
+use super::convert;
+use super::error::ApiError;
+use super::refusals::Refusal;
 use crate::auth::Permission;
 use crate::domain::AuditAction;
 use crate::proto::v1;

@@ -2,17 +2,22 @@
 //! change that makes one enter, change within or leave the filter, in
 //! commit order, read from this replica's change feed (`fleet::feed`).
 
+use super::caller::actor;
+use super::connector_api::ConnectorApi;
 use super::error::ApiError;
-use super::{connector_view, convert};
+use super::views::connector_view;
+use super::{convert, watch_limits};
+use crate::auth::{self, Permission};
 use crate::domain::watch::{Seen, seen};
 use crate::domain::{Cursor, PageTokenCodec, PageTokenError, SearchFilter};
 use crate::fleet::feed::{Feed, FeedItem, read_changes};
 use crate::proto::v1;
-use crate::store::Store;
+use crate::store::{FleetStore, Store};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-use tonic::Status;
+use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 /// The resume token's cursor name: the position is its id.
 const TOKEN_NAME: &str = "watch";
@@ -113,6 +118,78 @@ fn encode(tokens: &PageTokenCodec, filter: &SearchFilter, seq: i64) -> String {
             id: seq.to_string(),
         },
     )
+}
+
+/// A WatchConnectors response stream: it holds the watch's slot.
+pub(super) type WatchConnectorsStream =
+    super::watch_limits::WatchStream<Result<v1::WatchConnectorsResponse, Status>>;
+
+impl<S: FleetStore> ConnectorApi<S> {
+    /// The WatchConnectors RPC's body: the stream runs in a task of its
+    /// own, ended by a reload that revokes the caller's read permission.
+    pub(super) async fn watch_call(
+        &self,
+        request: Request<v1::WatchConnectorsRequest>,
+    ) -> Result<Response<WatchConnectorsStream>, Status> {
+        let principal =
+            auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let query = query(request.get_ref(), &self.tokens, self.latency_alert)?;
+        let slot = self.watch_limits.admit(&principal, &actor(&request).peer)?;
+        {
+            let _turn = self.watch_limits.read().await;
+            check_resumable(&self.store, &query).await?;
+        }
+        let buffer = crate::defaults::WATCH_BUFFER;
+        let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+        let stream = Watch {
+            store: self.store.clone(),
+            feed: self.feed.clone(),
+            tokens: self.tokens.clone(),
+            latency_alert: self.latency_alert,
+            draining: self.draining.clone(),
+            query,
+            buffer,
+            grace: self.watch_grace,
+            limits: self.watch_limits.clone(),
+        };
+        let auth = self.auth.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    () = stream.run(tx.clone()) => {}
+                    error = auth.revoked(&principal, Permission::ConnectorsRead) => {
+                        let _ = tx.send(Err(ApiError::from(error).into())).await;
+                    }
+                }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        // Counted as open until the caller's stream is gone.
+        Ok(Response::new(watch_limits::WatchStream {
+            inner: tokio_stream::wrappers::ReceiverStream::new(rx),
+            _slot: slot,
+        }))
+    }
+
+    /// A WatchConnectors `resume_token` for `filter` at the current end of
+    /// the change feed, read before a page is listed: a watch resumed from
+    /// it misses no change the page does not show (one made meanwhile may
+    /// come as an event for a row that already shows it).
+    pub async fn watch_token_now(
+        &self,
+        request: Request<v1::ConnectorFilter>,
+    ) -> Result<String, Status> {
+        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let query = query(
+            &v1::WatchConnectorsRequest {
+                filter: Some(request.into_inner()),
+                resume_token: String::new(),
+            },
+            &self.tokens,
+            self.latency_alert,
+        )?;
+        Ok(token_now(&self.store, &self.feed, &self.tokens, &query.filter).await?)
+    }
 }
 
 /// What a watch stream needs, cloned out of the service.
