@@ -1,11 +1,14 @@
 //! The console's HTTP handlers: each reads the session, calls the API
 //! services with its principal, and renders what they answer.
 
-use super::Console;
-use super::pages::{self, Failure, Filter};
+use super::caller::Caller;
+use super::failure::{ShownFailure, failure_box};
+use super::filter::Filter;
+use super::forms::{BulkForm, StartForm};
+use super::pages;
 use super::params::Params;
-use super::session::Session;
 use super::sign_in::safe_next;
+use super::state::{Console, Shared};
 use crate::auth::Permission;
 use crate::domain::{Actor, AuditAction, NewAuditEvent};
 use crate::proto::v1::{
@@ -26,8 +29,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
 
-pub(super) type Shared<S> = State<Arc<Console<S>>>;
-
 /// What a request without a usable session gets instead (boxed: a
 /// response is large).
 type Refused = Box<Response>;
@@ -40,45 +41,11 @@ const DONE: &str = "x-console-done";
 /// How long a browser waits before reconnecting a live stream.
 const RECONNECT: Duration = Duration::from_secs(2);
 
-/// The browser a request comes from.
-pub struct Caller {
-    pub session: Session,
-    pub csrf: String,
-    pub peer: SocketAddr,
-    /// A new anonymous session's cookie (no auth file), to set.
-    set_cookie: Option<String>,
-    /// The script asked for a fragment (a dialog's content).
-    pub fragment: bool,
-    /// Sign-in is on: the page shows who is signed in and Log out.
-    pub signed_in: bool,
-}
-
-impl Caller {
-    pub fn can_operate(&self) -> bool {
-        self.session.principal.allows(Permission::ConnectorsOperate)
-    }
-}
-
 fn is_fragment(headers: &HeaderMap) -> bool {
     headers.get(FRAGMENT).is_some_and(|v| v.as_bytes() == b"1")
 }
 
 impl<S: FleetStore> Console<S> {
-    /// A call to the API services as `caller`, from the browser's address.
-    pub(super) fn request<T>(&self, caller: &Caller, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request
-            .extensions_mut()
-            .insert(caller.session.principal.clone());
-        request
-            .extensions_mut()
-            .insert(tonic::transport::server::TcpConnectInfo {
-                local_addr: None,
-                remote_addr: Some(caller.peer),
-            });
-        request
-    }
-
     /// The caller of a page: its session; without an auth file a new
     /// anonymous one; else a redirect to the sign-in page.
     pub(super) fn viewer(
@@ -141,8 +108,8 @@ impl<S: FleetStore> Console<S> {
         let fragment = is_fragment(headers);
         let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok());
         let Some(session) = self.sessions.from_cookie_header(cookie) else {
-            let failure = Failure::local(
-                "UNAUTHENTICATED",
+            let failure = ShownFailure::local(
+                tonic::Code::Unauthenticated,
                 "SESSION_REQUIRED",
                 "no console session came with this request (it expired, you logged out, or it \
                  came from another site); reload the page and sign in again",
@@ -180,8 +147,8 @@ impl<S: FleetStore> Console<S> {
                 self.refusals.record(&self.store, event).await;
             }
             tracing::warn!(principal = %session.principal.name, %peer, problem, "console request refused");
-            let failure = Failure::local(
-                "PERMISSION_DENIED",
+            let failure = ShownFailure::local(
+                tonic::Code::PermissionDenied,
                 "CSRF_CHECK_FAILED",
                 &format!(
                     "refused: {problem}. Changes are accepted only from the console's own pages; \
@@ -223,36 +190,6 @@ fn cross_site(headers: &HeaderMap, tls: bool) -> bool {
     origin != format!("{scheme}://{host}")
 }
 
-fn with_cookie(caller: &Caller, mut response: Response) -> Response {
-    if let Some(cookie) = &caller.set_cookie
-        && let Ok(value) = HeaderValue::from_str(cookie)
-    {
-        response.headers_mut().append(header::SET_COOKIE, value);
-    }
-    response
-}
-
-fn page(caller: &Caller, status: StatusCode, markup: Markup) -> Response {
-    with_cookie(caller, (status, markup).into_response())
-}
-
-/// The HTTP status a failed call's page is served with.
-pub(super) fn http_status(status: &Status) -> StatusCode {
-    use tonic::Code;
-    match status.code() {
-        Code::InvalidArgument
-        | Code::FailedPrecondition
-        | Code::OutOfRange
-        | Code::AlreadyExists => StatusCode::UNPROCESSABLE_ENTITY,
-        Code::NotFound => StatusCode::NOT_FOUND,
-        Code::PermissionDenied => StatusCode::FORBIDDEN,
-        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
-        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
-        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
-    }
-}
-
 macro_rules! caller_or_return {
     ($result:expr) => {
         match $result {
@@ -286,28 +223,26 @@ pub async fn connectors<S: FleetStore>(
     let page_and_token = async {
         let token = c
             .connectors
-            .watch_token_now(c.request(&caller, filter.proto()))
+            .watch_token_now(caller.request(filter.proto()))
             .await;
-        let list = ConnectorService::list_connectors(
-            &c.connectors,
-            c.request(&caller, filter.list_request()),
-        )
-        .await
-        .map(tonic::Response::into_inner);
+        let list =
+            ConnectorService::list_connectors(&c.connectors, caller.request(filter.list_request()))
+                .await
+                .map(tonic::Response::into_inner);
         (token, list)
     };
     let (regions, (token, list)) = tokio::join!(regions(&c, &caller), page_and_token);
     let status = match &list {
         Ok(_) => StatusCode::OK,
-        Err(status) => http_status(status),
+        Err(status) => ShownFailure::from(status).http_status(),
     };
     let view = pages::ConnectorsView {
         filter: &filter,
         regions,
-        list: list.map_err(|status| Failure::from(&status)),
+        list: list.map_err(|status| ShownFailure::from(&status)),
         watch_token: token.ok(),
     };
-    page(&caller, status, pages::connectors(&caller, &view))
+    caller.page(status, pages::connectors(&caller, &view))
 }
 
 /// The regions for the selector: the cached list (refreshed in the
@@ -322,7 +257,7 @@ async fn regions<S: FleetStore>(c: &Arc<Console<S>>, caller: &Caller) -> Vec<v1:
         }
         regions.unwrap_or_default()
     };
-    let request = || c.request(caller, v1::ListRegionsRequest {});
+    let request = || caller.request(v1::ListRegionsRequest {});
     match c.regions.get() {
         None => read(c.clone(), request()).await,
         Some((regions, stale)) => {
@@ -365,13 +300,10 @@ pub async fn events<S: FleetStore>(
         .to_owned();
     let watch = ConnectorService::watch_connectors(
         &c.connectors,
-        c.request(
-            &caller,
-            v1::WatchConnectorsRequest {
-                filter: Some(filter.proto()),
-                resume_token: resume,
-            },
-        ),
+        caller.request(v1::WatchConnectorsRequest {
+            filter: Some(filter.proto()),
+            resume_token: resume,
+        }),
     )
     .await;
     let retry = Event::default()
@@ -410,8 +342,7 @@ pub async fn events<S: FleetStore>(
                 .boxed()
         }
     };
-    let mut response = with_cookie(
-        &caller,
+    let mut response = caller.with_cookie(
         Sse::new(stream.map(Ok::<_, Infallible>))
             .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
             .into_response(),
@@ -468,7 +399,7 @@ fn change_event(event: &v1::WatchConnectorsResponse, can_operate: bool) -> Event
 
 /// The last event of a stream that ends with `status`.
 fn ending(status: &Status) -> Event {
-    let failure = Failure::from(status);
+    let failure = ShownFailure::from(status);
     let kind = if failure.reason == "RESUME_TOKEN_EXPIRED"
         || failure
             .fields
@@ -497,108 +428,46 @@ pub async fn connector<S: FleetStore>(
     let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
     let connector = ConnectorService::get_connector(
         &c.connectors,
-        c.request(&caller, v1::GetConnectorRequest { id: id.clone() }),
+        caller.request(v1::GetConnectorRequest { id: id.clone() }),
     )
     .await
     .map(tonic::Response::into_inner);
     let connector = match connector {
         Ok(connector) => connector,
         Err(status) => {
-            let failure = Failure::from(&status);
-            return page(
-                &caller,
-                http_status(&status),
+            let failure = ShownFailure::from(&status);
+            return caller.page(
+                ShownFailure::from(&status).http_status(),
                 pages::failure_page(&caller, "Connector", &failure),
             );
         }
     };
     let commands = ConnectorService::list_commands(
         &c.connectors,
-        c.request(
-            &caller,
-            v1::ListCommandsRequest {
-                connector_id: id.clone(),
-                page_size: 20,
-                page_token: String::new(),
-            },
-        ),
+        caller.request(v1::ListCommandsRequest {
+            connector_id: id.clone(),
+            page_size: 20,
+            page_token: String::new(),
+        }),
     )
     .await
     .map(|r| r.into_inner().commands)
-    .map_err(|s| Failure::from(&s));
+    .map_err(|s| ShownFailure::from(&s));
     let audit = AuditService::list_audit_events(
         &c.audit,
-        c.request(
-            &caller,
-            v1::ListAuditEventsRequest {
-                connector_id: id,
-                page_size: 20,
-                ..Default::default()
-            },
-        ),
+        caller.request(v1::ListAuditEventsRequest {
+            connector_id: id,
+            page_size: 20,
+            ..Default::default()
+        }),
     )
     .await
     .map(|r| r.into_inner().events)
-    .map_err(|s| Failure::from(&s));
-    page(
-        &caller,
+    .map_err(|s| ShownFailure::from(&s));
+    caller.page(
         StatusCode::OK,
         pages::connector_page(&caller, &connector, commands, audit),
     )
-}
-
-/// What a Start dialog was filled in with.
-#[derive(Debug, Default)]
-pub struct StartForm {
-    pub region: String,
-    pub pull_back: bool,
-    /// As typed, in the browser's time zone (`datetime-local`).
-    pub local_time: String,
-    /// The same instant in UTC (RFC 3339), filled in by the script.
-    pub utc_time: String,
-    pub request_id: String,
-    /// Skip the changes the store no longer holds, on purpose.
-    pub skip_to_earliest: bool,
-}
-
-impl StartForm {
-    fn from_params(params: &Params) -> Self {
-        StartForm {
-            region: params.get("region").to_owned(),
-            pull_back: params.get("pull_back") == "yes",
-            skip_to_earliest: params.get("skip_to_earliest") == "yes",
-            local_time: params.get("pull_back_local").to_owned(),
-            utc_time: params.get("pull_back_time").to_owned(),
-            request_id: params.get("request_id").to_owned(),
-        }
-    }
-
-    /// The pull-back time: the script's UTC value, else the typed one read
-    /// as UTC (without the script the field says so).
-    fn pull_back_time(&self) -> Result<Option<prost_types::Timestamp>, Failure> {
-        if !self.pull_back {
-            return Ok(None);
-        }
-        let parsed = if !self.utc_time.is_empty() {
-            chrono::DateTime::parse_from_rfc3339(&self.utc_time)
-                .ok()
-                .map(|t| t.with_timezone(&chrono::Utc))
-        } else {
-            ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
-                .iter()
-                .find_map(|format| {
-                    chrono::NaiveDateTime::parse_from_str(&self.local_time, format).ok()
-                })
-                .map(|t| t.and_utc())
-        };
-        match parsed {
-            Some(time) => Ok(Some(crate::api::timestamp_to_proto(time))),
-            None => Err(Failure::field(
-                "pull_back_time",
-                "Pull Back is Yes: choose the date and time to pull back to (or choose No)",
-            )),
-        }
-    }
 }
 
 /// GET /connectors/{id}/start: the Start dialog.
@@ -625,11 +494,11 @@ async fn start_form<S: FleetStore>(
     caller: &Caller,
     id: &str,
     form: &StartForm,
-    failure: Option<Failure>,
+    failure: Option<ShownFailure>,
     status: StatusCode,
 ) -> Response {
     let regions =
-        ConnectorService::list_regions(&c.connectors, c.request(caller, v1::ListRegionsRequest {}))
+        ConnectorService::list_regions(&c.connectors, caller.request(v1::ListRegionsRequest {}))
             .await
             .map(|r| r.into_inner().regions)
             .unwrap_or_default();
@@ -652,8 +521,8 @@ pub(super) fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> 
         return None;
     }
     let principal = &caller.session.principal;
-    let failure = Failure::local(
-        "PERMISSION_DENIED",
+    let failure = ShownFailure::local(
+        tonic::Code::PermissionDenied,
         "PERMISSION_DENIED",
         &format!(
             "principal {} (role {}) may not start or pause connectors: that needs permission \
@@ -662,20 +531,18 @@ pub(super) fn may_not_operate(caller: &Caller, title: &str) -> Option<Response> 
             principal.role.as_str()
         ),
     );
-    let body = pages::closable(title, pages::failure_box(&failure));
-    Some(page(
-        caller,
+    let body = pages::closable(title, failure_box(&failure));
+    Some(caller.page(
         StatusCode::FORBIDDEN,
         pages::dialog_or_page(caller, title, body),
     ))
 }
 
 fn dialog_failure(caller: &Caller, title: &str, status: &Status) -> Response {
-    let failure = Failure::from(status);
-    let body = pages::failure_box(&failure);
-    page(
-        caller,
-        http_status(status),
+    let failure = ShownFailure::from(status);
+    let body = failure_box(&failure);
+    caller.page(
+        ShownFailure::from(status).http_status(),
         pages::dialog_or_page(caller, title, pages::closable(title, body)),
     )
 }
@@ -726,11 +593,10 @@ pub async fn start<S: FleetStore>(
         skip_to_earliest: form.skip_to_earliest && pull_back_time.is_none(),
     };
     let mut result =
-        ConnectorService::start_connector(&c.connectors, c.request(&caller, request(true))).await;
+        ConnectorService::start_connector(&c.connectors, caller.request(request(true))).await;
     if result.is_ok() {
         result =
-            ConnectorService::start_connector(&c.connectors, c.request(&caller, request(false)))
-                .await;
+            ConnectorService::start_connector(&c.connectors, caller.request(request(false))).await;
     }
     match result {
         Ok(response) => {
@@ -751,8 +617,16 @@ pub async fn start<S: FleetStore>(
             done(&caller, &connector, &message)
         }
         Err(status) => {
-            let failure = Failure::from(&status);
-            start_form(&c, &caller, &id, &form, Some(failure), http_status(&status)).await
+            let failure = ShownFailure::from(&status);
+            start_form(
+                &c,
+                &caller,
+                &id,
+                &form,
+                Some(failure),
+                ShownFailure::from(&status).http_status(),
+            )
+            .await
         }
     }
 }
@@ -767,8 +641,7 @@ pub(super) fn done(caller: &Caller, connector: &v1::Connector, message: &str) ->
         ))
         .into_response();
     }
-    let mut response = page(
-        caller,
+    let mut response = caller.page(
         StatusCode::OK,
         pages::done(
             message,
@@ -804,7 +677,7 @@ async fn pause_form<S: FleetStore>(
     id: &str,
     reason: &str,
     request_id: &str,
-    failure: Option<Failure>,
+    failure: Option<ShownFailure>,
     status: StatusCode,
 ) -> Response {
     connector_dialog(
@@ -833,15 +706,14 @@ pub(super) async fn connector_dialog<S: FleetStore>(
 ) -> Response {
     let connector = match ConnectorService::get_connector(
         &c.connectors,
-        c.request(caller, v1::GetConnectorRequest { id: id.to_owned() }),
+        caller.request(v1::GetConnectorRequest { id: id.to_owned() }),
     )
     .await
     {
         Ok(connector) => connector.into_inner(),
         Err(status) => return dialog_failure(caller, title, &status),
     };
-    page(
-        caller,
+    caller.page(
         status,
         pages::dialog_or_page(caller, page_title, body(&connector)),
     )
@@ -870,16 +742,13 @@ pub async fn pause<S: FleetStore>(
     let request_id = params.get("request_id");
     let result = ConnectorService::pause_connector(
         &c.connectors,
-        c.request(
-            &caller,
-            v1::PauseConnectorRequest {
-                id: id.clone(),
-                reason: reason.to_owned(),
-                request_id: request_id.to_owned(),
-                wait: false,
-                validate_only: false,
-            },
-        ),
+        caller.request(v1::PauseConnectorRequest {
+            id: id.clone(),
+            reason: reason.to_owned(),
+            request_id: request_id.to_owned(),
+            wait: false,
+            validate_only: false,
+        }),
     )
     .await;
     match result {
@@ -889,7 +758,7 @@ pub async fn pause<S: FleetStore>(
             done(&caller, &connector, &message)
         }
         Err(status) => {
-            let failure = Failure::from(&status);
+            let failure = ShownFailure::from(&status);
             pause_form(
                 &c,
                 &caller,
@@ -897,57 +766,9 @@ pub async fn pause<S: FleetStore>(
                 reason,
                 request_id,
                 Some(failure),
-                http_status(&status),
+                ShownFailure::from(&status).http_status(),
             )
             .await
-        }
-    }
-}
-
-/// What the bulk form asks for.
-#[derive(Debug)]
-pub struct BulkForm {
-    pub pause: bool,
-    pub ids: Vec<String>,
-    pub all_matching: bool,
-    pub filter: Filter,
-    pub max_connectors: i32,
-    pub reason: String,
-    pub start: StartForm,
-    pub request_id: String,
-    /// How many the page said match (the guard's default for "all").
-    pub total: i32,
-}
-
-impl BulkForm {
-    fn from_params(params: &Params) -> Self {
-        let ids = params.all("ids");
-        let all_matching = params.flag("all_matching");
-        let total = params.get("total").parse().unwrap_or(0);
-        // The guard guards: what the person ticked, or for "all matching"
-        // the API's (and the CLI's) default, never the count that matched.
-        let default_max = if all_matching {
-            i32::try_from(crate::api::DEFAULT_MAX_CONNECTORS).unwrap_or(i32::MAX)
-        } else {
-            i32::try_from(ids.len()).unwrap_or(i32::MAX)
-        };
-        BulkForm {
-            pause: params.get("action") != "start",
-            ids,
-            all_matching,
-            filter: Filter::from_params(params),
-            max_connectors: params
-                .get("max_connectors")
-                .parse()
-                .unwrap_or(default_max)
-                .max(0),
-            reason: params.get("reason").to_owned(),
-            start: StartForm::from_params(params),
-            request_id: match params.get("request_id") {
-                "" => uuid::Uuid::new_v4().to_string(),
-                id => id.to_owned(),
-            },
-            total,
         }
     }
 }
@@ -976,14 +797,13 @@ pub async fn bulk<S: FleetStore>(
         "Start connectors"
     };
     if form.ids.is_empty() && !form.all_matching {
-        let failure = Failure::local(
-            "INVALID_ARGUMENT",
+        let failure = ShownFailure::local(
+            tonic::Code::InvalidArgument,
             "NOTHING_SELECTED",
             "select connectors with the boxes in the first column, or tick \"all matching\"",
         );
-        let body = pages::closable(title, pages::failure_box(&failure));
-        return page(
-            &caller,
+        let body = pages::closable(title, failure_box(&failure));
+        return caller.page(
             StatusCode::UNPROCESSABLE_ENTITY,
             pages::dialog_or_page(&caller, title, body),
         );
@@ -992,8 +812,7 @@ pub async fn bulk<S: FleetStore>(
         Ok(time) => time,
         Err(failure) => {
             let body = pages::bulk_review(&caller, &form, None, Some(&failure));
-            return page(
-                &caller,
+            return caller.page(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 pages::dialog_or_page(&caller, title, body),
             );
@@ -1007,35 +826,29 @@ pub async fn bulk<S: FleetStore>(
     let result = if form.pause {
         ConnectorService::batch_pause_connectors(
             &c.connectors,
-            c.request(
-                &caller,
-                v1::BatchPauseConnectorsRequest {
-                    filter,
-                    ids,
-                    reason: form.reason.clone(),
-                    request_id: form.request_id.clone(),
-                    validate_only: !commit,
-                    max_connectors: form.max_connectors,
-                },
-            ),
+            caller.request(v1::BatchPauseConnectorsRequest {
+                filter,
+                ids,
+                reason: form.reason.clone(),
+                request_id: form.request_id.clone(),
+                validate_only: !commit,
+                max_connectors: form.max_connectors,
+            }),
         )
         .await
     } else {
         ConnectorService::batch_start_connectors(
             &c.connectors,
-            c.request(
-                &caller,
-                v1::BatchStartConnectorsRequest {
-                    filter,
-                    ids,
-                    skip_to_earliest: form.start.skip_to_earliest && pull_back_time.is_none(),
-                    pull_back_time,
-                    region: form.start.region.clone(),
-                    request_id: form.request_id.clone(),
-                    validate_only: !commit,
-                    max_connectors: form.max_connectors,
-                },
-            ),
+            caller.request(v1::BatchStartConnectorsRequest {
+                filter,
+                ids,
+                skip_to_earliest: form.start.skip_to_earliest && pull_back_time.is_none(),
+                pull_back_time,
+                region: form.start.region.clone(),
+                request_id: form.request_id.clone(),
+                validate_only: !commit,
+                max_connectors: form.max_connectors,
+            }),
         )
         .await
     };
@@ -1055,14 +868,14 @@ pub async fn bulk<S: FleetStore>(
             }
         }
         Err(status) => {
-            let failure = Failure::from(&status);
+            let failure = ShownFailure::from(&status);
             (
-                http_status(&status),
+                ShownFailure::from(&status).http_status(),
                 pages::bulk_review(&caller, &form, None, Some(&failure)),
             )
         }
     };
-    let mut response = page(&caller, status, pages::dialog_or_page(&caller, title, body));
+    let mut response = caller.page(status, pages::dialog_or_page(&caller, title, body));
     if commit && status == StatusCode::OK {
         response
             .headers_mut()
@@ -1079,23 +892,17 @@ pub async fn agents<S: FleetStore>(
     uri: Uri,
 ) -> Response {
     let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
-    let agents = AgentService::list_agents(
-        &c.agents,
-        c.request(&caller, v1::ListAgentsRequest::default()),
-    )
-    .await
-    .map(|r| r.into_inner().agents)
-    .map_err(|s| Failure::from(&s));
+    let agents =
+        AgentService::list_agents(&c.agents, caller.request(v1::ListAgentsRequest::default()))
+            .await
+            .map(|r| r.into_inner().agents)
+            .map_err(|s| ShownFailure::from(&s));
     let replicas =
-        AgentService::list_replicas(&c.agents, c.request(&caller, v1::ListReplicasRequest {}))
+        AgentService::list_replicas(&c.agents, caller.request(v1::ListReplicasRequest {}))
             .await
             .map(|r| r.into_inner().replicas)
-            .map_err(|s| Failure::from(&s));
-    page(
-        &caller,
-        StatusCode::OK,
-        pages::agents(&caller, agents, replicas),
-    )
+            .map_err(|s| ShownFailure::from(&s));
+    caller.page(StatusCode::OK, pages::agents(&caller, agents, replicas))
 }
 
 /// GET /audit: who did what, filterable by principal and connector.
@@ -1115,25 +922,18 @@ pub async fn audit<S: FleetStore>(
     };
     let events = AuditService::list_audit_events(
         &c.audit,
-        c.request(
-            &caller,
-            v1::ListAuditEventsRequest {
-                connector_id: filter.connector_id.clone(),
-                principal: filter.principal.clone(),
-                page_size: 50,
-                page_token: filter.page.clone(),
-                ..Default::default()
-            },
-        ),
+        caller.request(v1::ListAuditEventsRequest {
+            connector_id: filter.connector_id.clone(),
+            principal: filter.principal.clone(),
+            page_size: 50,
+            page_token: filter.page.clone(),
+            ..Default::default()
+        }),
     )
     .await
     .map(tonic::Response::into_inner)
-    .map_err(|s| Failure::from(&s));
-    page(
-        &caller,
-        StatusCode::OK,
-        pages::audit(&caller, &filter, events),
-    )
+    .map_err(|s| ShownFailure::from(&s));
+    caller.page(StatusCode::OK, pages::audit(&caller, &filter, events))
 }
 
 /// GET /login.
@@ -1158,8 +958,8 @@ pub async fn login<S: FleetStore>(
         return Redirect::to(&next).into_response();
     }
     if cross_site(&headers, c.tls) {
-        let failure = Failure::local(
-            "PERMISSION_DENIED",
+        let failure = ShownFailure::local(
+            tonic::Code::PermissionDenied,
             "CSRF_CHECK_FAILED",
             "sign in from the console's own page",
         );
@@ -1170,8 +970,8 @@ pub async fn login<S: FleetStore>(
     if let Err(wait) = c.sign_ins.attempt(peer.ip()) {
         let seconds = wait.as_secs().max(1);
         tracing::warn!(%peer, "sign-in attempts throttled");
-        let failure = Failure::local(
-            "RESOURCE_EXHAUSTED",
+        let failure = ShownFailure::local(
+            tonic::Code::ResourceExhausted,
             "TOO_MANY_SIGN_INS",
             &format!(
                 "too many sign-in attempts from {}: try again in {seconds} s",
@@ -1201,7 +1001,7 @@ pub async fn login<S: FleetStore>(
             Ok(principal) => principal,
             Err(error) => {
                 let status = Status::from(crate::api::ApiError::from(error));
-                let failure = Failure::from(&status);
+                let failure = ShownFailure::from(&status);
                 return (
                     StatusCode::UNAUTHORIZED,
                     pages::login(&next, Some(&failure)),
@@ -1210,8 +1010,8 @@ pub async fn login<S: FleetStore>(
             }
         };
     if !principal.allows(Permission::ConnectorsRead) {
-        let failure = Failure::local(
-            "PERMISSION_DENIED",
+        let failure = ShownFailure::local(
+            tonic::Code::PermissionDenied,
             "PERMISSION_DENIED",
             &format!(
                 "principal {} (role {}) may not use the console: it needs permission \
@@ -1290,7 +1090,11 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 pub async fn not_found() -> Response {
-    let failure = Failure::local("NOT_FOUND", "NOT_FOUND", "no such page in the console");
+    let failure = ShownFailure::local(
+        tonic::Code::NotFound,
+        "NOT_FOUND",
+        "no such page in the console",
+    );
     pages::bare_failure(StatusCode::NOT_FOUND, &failure)
 }
 

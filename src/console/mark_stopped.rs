@@ -1,12 +1,11 @@
 //! The Mark stopped dialog: the way out for a connector whose agent is
 //! gone (MarkConnectorStopped; the API decides and audits).
 
-use super::Console;
-use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
-    may_not_operate,
-};
-use super::pages::{self, Failure};
+use super::caller::Caller;
+use super::failure::{ShownFailure, failure_box};
+use super::handlers::{body_params, caller_or_return, connector_dialog, done, may_not_operate};
+use super::pages;
+use super::state::{Console, Shared};
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
@@ -41,7 +40,7 @@ async fn form_page<S: FleetStore>(
     id: &str,
     reason: &str,
     request_id: &str,
-    failure: Option<Failure>,
+    failure: Option<ShownFailure>,
     status: StatusCode,
 ) -> Response {
     connector_dialog(
@@ -78,15 +77,12 @@ pub async fn submit<S: FleetStore>(
     let (reason, request_id) = (params.get("reason"), params.get("request_id"));
     let result = ConnectorService::mark_connector_stopped(
         &c.connectors,
-        c.request(
-            &caller,
-            v1::MarkConnectorStoppedRequest {
-                id: id.clone(),
-                reason: reason.to_owned(),
-                request_id: request_id.to_owned(),
-                validate_only: false,
-            },
-        ),
+        caller.request(v1::MarkConnectorStoppedRequest {
+            id: id.clone(),
+            reason: reason.to_owned(),
+            request_id: request_id.to_owned(),
+            validate_only: false,
+        }),
     )
     .await;
     match result {
@@ -100,7 +96,7 @@ pub async fn submit<S: FleetStore>(
             done(&caller, &connector, &message)
         }
         Err(status) => {
-            let failure = Failure::from(&status);
+            let failure = ShownFailure::from(&status);
             form_page(
                 &c,
                 &caller,
@@ -108,7 +104,7 @@ pub async fn submit<S: FleetStore>(
                 reason,
                 request_id,
                 Some(failure),
-                http_status(&status),
+                ShownFailure::from(&status).http_status(),
             )
             .await
         }
@@ -120,7 +116,7 @@ fn form(
     connector: &v1::Connector,
     reason: &str,
     request_id: &str,
-    failure: Option<&Failure>,
+    failure: Option<&ShownFailure>,
 ) -> Markup {
     html! {
         form.dialog-form method="post" action={ "/connectors/" (pages::path_segment(&connector.id)) "/mark-stopped" } data-dialog-form {
@@ -137,7 +133,7 @@ fn form(
                 textarea #mark-reason name="reason" maxlength="1000" rows="2" required
                     placeholder="for example INC-4711: host of agent eu-2a lost" { (reason) }
             }
-            @if let Some(failure) = failure { (pages::failure_box(failure)) }
+            @if let Some(failure) = failure { (failure_box(failure)) }
             div.buttons {
                 button.primary type="submit" { "Mark stopped" }
                 button type="button" data-close { "Cancel" }

@@ -11,6 +11,10 @@
 //! fetched from elsewhere: the script and the style sheet are inside the
 //! binary.
 
+mod caller;
+mod failure;
+mod filter;
+mod forms;
 mod handlers;
 mod listener;
 mod mark_stopped;
@@ -19,14 +23,14 @@ mod params;
 mod restart_policy;
 mod session;
 mod sign_in;
+mod state;
 mod words;
 
 pub use listener::ConsoleListener;
 pub use session::Sessions;
+pub use state::Console;
 
-use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::store::FleetStore;
-use crate::store::refusals::RefusalLog;
 use axum::Router;
 use axum::routing::{get, post};
 use std::net::SocketAddr;
@@ -48,63 +52,6 @@ pub struct ConsoleOptions {
     /// TLS for the console (no client certificates: people sign in with
     /// their token); None serves plain HTTP.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-}
-
-/// What the handlers share.
-pub struct Console<S> {
-    pub connectors: ConnectorApi<S>,
-    pub agents: AgentApi<S>,
-    pub audit: AuditApi<S>,
-    pub sessions: Sessions,
-    /// Refused cross-site requests are recorded here, as API refusals are.
-    pub refusals: RefusalLog,
-    pub store: S,
-    /// Served over TLS: cookies are Secure and links https.
-    pub tls: bool,
-    /// Turns true when the server drains: live streams end.
-    pub draining: tokio::sync::watch::Receiver<bool>,
-    /// The region selector's list, read at most every `REGIONS_FRESH`.
-    pub regions: RegionCache,
-    /// How fast each address may try sign-in tokens.
-    pub sign_ins: sign_in::Throttle,
-}
-
-/// How long the region list is shown without being read again. Counting
-/// connectors by region reads the whole table (tens of milliseconds at a
-/// million connectors); regions come and go far more slowly than that.
-const REGIONS_FRESH: Duration = Duration::from_secs(15);
-
-/// The regions as last read, and when; refreshed in the background once
-/// stale, so that no page waits for the count.
-#[derive(Default)]
-pub struct RegionCache {
-    last: std::sync::Mutex<Option<(tokio::time::Instant, Vec<crate::proto::v1::Region>)>>,
-    refreshing: std::sync::atomic::AtomicBool,
-}
-
-impl RegionCache {
-    /// The cached list if there is one (and whether it is stale).
-    fn get(&self) -> Option<(Vec<crate::proto::v1::Region>, bool)> {
-        let last = self.last.lock().unwrap();
-        last.as_ref()
-            .map(|(at, regions)| (regions.clone(), at.elapsed() > REGIONS_FRESH))
-    }
-
-    fn put(&self, regions: Vec<crate::proto::v1::Region>) {
-        *self.last.lock().unwrap() = Some((tokio::time::Instant::now(), regions));
-    }
-
-    /// True for the one caller that is to refresh the list.
-    fn begin_refresh(&self) -> bool {
-        !self
-            .refreshing
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-
-    fn end_refresh(&self) {
-        self.refreshing
-            .store(false, std::sync::atomic::Ordering::Release);
-    }
 }
 
 fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {

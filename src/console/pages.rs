@@ -3,239 +3,23 @@
 //! state enables, and those are the domain's (`rules::may_start`,
 //! `may_pause`).
 
-use super::handlers::{BulkForm, Caller, StartForm};
-use super::params::{Params, query};
+use super::caller::Caller;
+use super::failure::{ShownFailure, failure_box};
+use super::filter::Filter;
+use super::forms::{BulkForm, StartForm};
+use super::params::query;
 use crate::domain::ConnectorState;
 use crate::domain::rules::{may_pause, may_start};
 use crate::proto::{short_name, v1};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
-use tonic_types::StatusExt;
-
-/// A failed call as a person reads it: the API's reason and message, and
-/// each field it found wrong.
-#[derive(Clone, Debug)]
-pub struct Failure {
-    pub code: String,
-    pub reason: String,
-    pub message: String,
-    pub fields: Vec<(String, String)>,
-}
-
-impl From<&tonic::Status> for Failure {
-    fn from(status: &tonic::Status) -> Self {
-        let details = status.get_error_details();
-        let reason = details
-            .error_info()
-            .map(|info| info.reason.clone())
-            .unwrap_or_default();
-        let fields: Vec<(String, String)> = details
-            .bad_request()
-            .map(|bad| {
-                bad.field_violations
-                    .iter()
-                    .map(|v| (v.field.clone(), v.description.clone()))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let code = crate::telemetry::rpc::code_name(status.code()).to_owned();
-        let message = if status.code() == tonic::Code::Unavailable && reason.is_empty() {
-            format!(
-                "{} (the service is unavailable; it retries by itself)",
-                status.message()
-            )
-        } else {
-            status.message().to_owned()
-        };
-        Failure {
-            code,
-            reason,
-            message: super::words::console_words(&message),
-            fields: fields
-                .into_iter()
-                .map(|(field, description): (String, String)| {
-                    (
-                        super::words::field_label(&field),
-                        super::words::console_words(&description),
-                    )
-                })
-                .collect(),
-        }
-    }
-}
-
-impl Failure {
-    /// A refusal of the console's own (no call was made).
-    pub fn local(code: &str, reason: &str, message: &str) -> Self {
-        Failure {
-            code: code.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            fields: Vec::new(),
-        }
-    }
-
-    /// A form field the console could not read.
-    pub fn field(field: &str, message: &str) -> Self {
-        Failure {
-            code: "INVALID_ARGUMENT".to_owned(),
-            reason: "INVALID_ARGUMENT".to_owned(),
-            message: message.to_owned(),
-            fields: vec![(field.to_owned(), message.to_owned())],
-        }
-    }
-
-    pub fn one_line(&self) -> String {
-        let head = if self.reason.is_empty() {
-            &self.code
-        } else {
-            &self.reason
-        };
-        format!("{head}: {}", self.message)
-    }
-
-    pub fn unavailable(&self) -> bool {
-        self.code == "UNAVAILABLE"
-    }
-}
-
-/// The Connector tab's filters, as the URL holds them.
-#[derive(Clone, Debug, Default)]
-pub struct Filter {
-    pub query: String,
-    pub region: String,
-    /// A server's IP or a CIDR network, or "".
-    pub server: String,
-    /// A state's name without its prefix (RUNNING), or "".
-    pub state: String,
-    pub lagging: bool,
-    pub page: String,
-}
-
-impl Filter {
-    pub fn from_params(params: &Params) -> Self {
-        Filter {
-            query: params.get("q").to_owned(),
-            region: params.get("region").to_owned(),
-            server: params.get("server").trim().to_owned(),
-            state: params.get("state").to_ascii_uppercase(),
-            lagging: params.flag("lagging"),
-            page: params.get("page").to_owned(),
-        }
-    }
-
-    fn states(&self) -> Vec<i32> {
-        if self.state.is_empty() {
-            return Vec::new();
-        }
-        // An unknown name becomes UNSPECIFIED, which the API refuses by name.
-        vec![
-            v1::ConnectorState::from_str_name(&format!("CONNECTOR_STATE_{}", self.state))
-                .map_or(0, |state| state as i32),
-        ]
-    }
-
-    pub fn proto(&self) -> v1::ConnectorFilter {
-        v1::ConnectorFilter {
-            query: self.query.clone(),
-            region: self.region.clone(),
-            states: self.states(),
-            lagging: self.lagging,
-            awaiting_restart: false,
-            server_ip: self.server.clone(),
-        }
-    }
-
-    pub fn list_request(&self) -> v1::ListConnectorsRequest {
-        v1::ListConnectorsRequest {
-            query: self.query.clone(),
-            region: self.region.clone(),
-            states: self.states(),
-            page_size: 50,
-            page_token: self.page.clone(),
-            lagging: self.lagging,
-            awaiting_restart: false,
-            server_ip: self.server.clone(),
-        }
-    }
-
-    fn pairs<'a>(&'a self, page: &'a str) -> Vec<(&'a str, &'a str)> {
-        vec![
-            ("q", self.query.as_str()),
-            ("region", self.region.as_str()),
-            ("server", self.server.as_str()),
-            ("state", self.state.as_str()),
-            ("lagging", if self.lagging { "1" } else { "" }),
-            ("page", page),
-        ]
-    }
-
-    /// This view's URL at `page` ("" for the first).
-    pub fn link(&self, page: &str) -> String {
-        let query = query(&self.pairs(page));
-        if query.is_empty() {
-            "/".to_owned()
-        } else {
-            format!("/?{query}")
-        }
-    }
-
-    fn events_url(&self, token: &str) -> String {
-        let mut pairs = self.pairs("");
-        pairs.push(("resume", token));
-        format!("/events?{}", query(&pairs))
-    }
-
-    fn is_filtered(&self) -> bool {
-        !self.query.is_empty()
-            || !self.region.is_empty()
-            || !self.server.is_empty()
-            || !self.state.is_empty()
-            || self.lagging
-    }
-
-    /// The filter in words, for the bulk dialog.
-    fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.query.is_empty() {
-            parts.push(format!("search \"{}\"", self.query));
-        }
-        if !self.region.is_empty() {
-            parts.push(format!("region {}", self.region));
-        }
-        if !self.server.is_empty() {
-            parts.push(format!("server {}", self.server));
-        }
-        if !self.state.is_empty() {
-            parts.push(format!("state {}", self.state));
-        }
-        if self.lagging {
-            parts.push("lagging".to_owned());
-        }
-        if parts.is_empty() {
-            "every connector".to_owned()
-        } else {
-            parts.join(", ")
-        }
-    }
-
-    fn hidden(&self) -> Markup {
-        html! {
-            input type="hidden" name="q" value=(self.query);
-            input type="hidden" name="region" value=(self.region);
-            input type="hidden" name="server" value=(self.server);
-            input type="hidden" name="state" value=(self.state);
-            @if self.lagging { input type="hidden" name="lagging" value="1"; }
-        }
-    }
-}
 
 /// What the Connector tab shows.
 pub struct ConnectorsView<'a> {
     pub filter: &'a Filter,
     pub regions: Vec<v1::Region>,
-    pub list: Result<v1::ListConnectorsResponse, Failure>,
+    pub list: Result<v1::ListConnectorsResponse, ShownFailure>,
     /// Where the live stream starts (None: the page is not live).
     pub watch_token: Option<String>,
 }
@@ -362,29 +146,8 @@ fn layout(caller: &Caller, title: &str, tab: Tab, body: Markup) -> Markup {
     }
 }
 
-pub fn failure_box(failure: &Failure) -> Markup {
-    html! {
-        div.failure role="alert" data-reason=(failure.reason) {
-            p {
-                strong.reason { (if failure.reason.is_empty() { &failure.code } else { &failure.reason }) }
-                @if !failure.reason.is_empty() && failure.reason != failure.code {
-                    " " span.muted { "(" (failure.code) ")" }
-                }
-            }
-            p.message { (failure.message) }
-            @if !failure.fields.is_empty() {
-                ul {
-                    @for (field, description) in &failure.fields {
-                        li { code { (field) } ": " (description) }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A page with nothing but a failure (no session to render a layout with).
-pub fn bare_failure(status: StatusCode, failure: &Failure) -> Response {
+pub fn bare_failure(status: StatusCode, failure: &ShownFailure) -> Response {
     let markup = html! {
         (DOCTYPE)
         html lang="en" {
@@ -400,7 +163,7 @@ pub fn bare_failure(status: StatusCode, failure: &Failure) -> Response {
     (status, markup).into_response()
 }
 
-pub fn failure_page(caller: &Caller, title: &str, failure: &Failure) -> Markup {
+pub fn failure_page(caller: &Caller, title: &str, failure: &ShownFailure) -> Markup {
     layout(
         caller,
         title,
@@ -649,7 +412,7 @@ pub fn start_form(
     connector: &v1::Connector,
     regions: &[v1::Region],
     form: &StartForm,
-    failure: Option<&Failure>,
+    failure: Option<&ShownFailure>,
 ) -> Markup {
     let destination = connector
         .destination
@@ -775,7 +538,7 @@ pub fn pause_form(
     connector: &v1::Connector,
     reason: &str,
     request_id: &str,
-    failure: Option<&Failure>,
+    failure: Option<&ShownFailure>,
 ) -> Markup {
     html! {
         form.dialog-form method="post" action={ "/connectors/" (path_segment(&connector.id)) "/pause" } data-dialog-form {
@@ -888,7 +651,7 @@ pub fn bulk_review(
     caller: &Caller,
     form: &BulkForm,
     response: Option<&v1::BatchConnectorsResponse>,
-    failure: Option<&Failure>,
+    failure: Option<&ShownFailure>,
 ) -> Markup {
     let verb = if form.pause { "Pause" } else { "Start" };
     let changed = response.map_or(0, |r| r.changed);
@@ -1000,8 +763,8 @@ fn command_status(status: i32) -> String {
 pub fn connector_page(
     caller: &Caller,
     connector: &v1::Connector,
-    commands: Result<Vec<v1::Command>, Failure>,
-    audit: Result<Vec<v1::AuditEvent>, Failure>,
+    commands: Result<Vec<v1::Command>, ShownFailure>,
+    audit: Result<Vec<v1::AuditEvent>, ShownFailure>,
 ) -> Markup {
     let can_operate = caller.can_operate();
     let endpoint = |e: Option<&v1::Endpoint>| {
@@ -1079,7 +842,7 @@ pub fn connector_page(
     layout(caller, &connector.name, Tab::None, body)
 }
 
-fn audit_table(audit: &Result<Vec<v1::AuditEvent>, Failure>) -> Markup {
+fn audit_table(audit: &Result<Vec<v1::AuditEvent>, ShownFailure>) -> Markup {
     html! {
         @match audit {
             Err(failure) => { (failure_box(failure)) }
@@ -1112,8 +875,8 @@ fn audit_table(audit: &Result<Vec<v1::AuditEvent>, Failure>) -> Markup {
 
 pub fn agents(
     caller: &Caller,
-    agents: Result<Vec<v1::Agent>, Failure>,
-    replicas: Result<Vec<v1::Replica>, Failure>,
+    agents: Result<Vec<v1::Agent>, ShownFailure>,
+    replicas: Result<Vec<v1::Replica>, ShownFailure>,
 ) -> Markup {
     let body = html! {
         h1 { "Agents" }
@@ -1189,7 +952,7 @@ pub struct AuditFilter {
 pub fn audit(
     caller: &Caller,
     filter: &AuditFilter,
-    events: Result<v1::ListAuditEventsResponse, Failure>,
+    events: Result<v1::ListAuditEventsResponse, ShownFailure>,
 ) -> Markup {
     let next = events
         .as_ref()
@@ -1222,7 +985,7 @@ pub fn audit(
     layout(caller, "Audit", Tab::Audit, body)
 }
 
-pub fn login(next: &str, failure: Option<&Failure>) -> Markup {
+pub fn login(next: &str, failure: Option<&ShownFailure>) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {

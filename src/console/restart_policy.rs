@@ -2,13 +2,12 @@
 //! a failed connector is started again automatically (UpdateRestartPolicy;
 //! the API validates and audits).
 
-use super::Console;
-use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
-    may_not_operate,
-};
-use super::pages::{self, Failure};
+use super::caller::Caller;
+use super::failure::{ShownFailure, failure_box};
+use super::handlers::{body_params, caller_or_return, connector_dialog, done, may_not_operate};
+use super::pages;
 use super::params::Params;
+use super::state::{Console, Shared};
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
@@ -68,7 +67,7 @@ impl PolicyForm {
     }
 
     /// The policy typed, or which field the console could not read.
-    fn policy(&self) -> Result<v1::RestartPolicy, Failure> {
+    fn policy(&self) -> Result<v1::RestartPolicy, ShownFailure> {
         let duration = |field: &str, label: &str, text: &str| {
             if text.is_empty() {
                 return Ok(None);
@@ -78,7 +77,7 @@ impl PolicyForm {
                 .and_then(|d| prost_types::Duration::try_from(d).ok())
                 .map(Some)
                 .ok_or_else(|| {
-                    Failure::field(
+                    ShownFailure::field(
                         field,
                         &format!("{label}: '{text}' is not a duration; write it as 30s, 5m or 1h"),
                     )
@@ -87,7 +86,7 @@ impl PolicyForm {
         let max_restarts = match self.max_restarts.as_str() {
             "" => 0,
             text => text.parse().map_err(|_| {
-                Failure::field(
+                ShownFailure::field(
                     "max_restarts",
                     &format!("At most in a row: '{text}' is not a whole number (0: unlimited)"),
                 )
@@ -128,7 +127,7 @@ async fn form_page<S: FleetStore>(
     caller: &Caller,
     id: &str,
     typed: Option<&PolicyForm>,
-    failure: Option<Failure>,
+    failure: Option<ShownFailure>,
     status: StatusCode,
 ) -> Response {
     connector_dialog(
@@ -187,14 +186,11 @@ pub async fn submit<S: FleetStore>(
     };
     let result = ConnectorService::update_restart_policy(
         &c.connectors,
-        c.request(
-            &caller,
-            v1::UpdateRestartPolicyRequest {
-                id: id.clone(),
-                restart_policy: Some(policy),
-                request_id: typed.request_id.clone(),
-            },
-        ),
+        caller.request(v1::UpdateRestartPolicyRequest {
+            id: id.clone(),
+            restart_policy: Some(policy),
+            request_id: typed.request_id.clone(),
+        }),
     )
     .await;
     match result {
@@ -204,14 +200,14 @@ pub async fn submit<S: FleetStore>(
             done(&caller, &connector, &message)
         }
         Err(status) => {
-            let failure = Failure::from(&status);
+            let failure = ShownFailure::from(&status);
             form_page(
                 &c,
                 &caller,
                 &id,
                 Some(&typed),
                 Some(failure),
-                http_status(&status),
+                ShownFailure::from(&status).http_status(),
             )
             .await
         }
@@ -222,7 +218,7 @@ fn form(
     caller: &Caller,
     connector: &v1::Connector,
     typed: &PolicyForm,
-    failure: Option<&Failure>,
+    failure: Option<&ShownFailure>,
 ) -> Markup {
     let never = typed.mode == "never";
     html! {
@@ -260,7 +256,7 @@ fn form(
                 label for="reset-after" { "Count reset after running (for example 10m)" }
                 input #reset-after type="text" name="reset_after" value=(typed.reset_after);
             }
-            @if let Some(failure) = failure { (pages::failure_box(failure)) }
+            @if let Some(failure) = failure { (failure_box(failure)) }
             div.buttons {
                 button.primary type="submit" { "Save" }
                 button type="button" data-close { "Cancel" }

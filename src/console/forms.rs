@@ -1,0 +1,108 @@
+//! The console's forms as posted: what the Start dialog and the bulk form
+//! were filled in with, read once from their fields.
+
+use super::failure::ShownFailure;
+use super::filter::Filter;
+use super::params::Params;
+
+/// What a Start dialog was filled in with.
+#[derive(Debug, Default)]
+pub struct StartForm {
+    pub region: String,
+    pub pull_back: bool,
+    /// As typed, in the browser's time zone (`datetime-local`).
+    pub local_time: String,
+    /// The same instant in UTC (RFC 3339), filled in by the script.
+    pub utc_time: String,
+    pub request_id: String,
+    /// Skip the changes the store no longer holds, on purpose.
+    pub skip_to_earliest: bool,
+}
+
+impl StartForm {
+    pub fn from_params(params: &Params) -> Self {
+        StartForm {
+            region: params.get("region").to_owned(),
+            pull_back: params.get("pull_back") == "yes",
+            skip_to_earliest: params.get("skip_to_earliest") == "yes",
+            local_time: params.get("pull_back_local").to_owned(),
+            utc_time: params.get("pull_back_time").to_owned(),
+            request_id: params.get("request_id").to_owned(),
+        }
+    }
+
+    /// The pull-back time: the script's UTC value, else the typed one read
+    /// as UTC (without the script the field says so).
+    pub fn pull_back_time(&self) -> Result<Option<prost_types::Timestamp>, ShownFailure> {
+        if !self.pull_back {
+            return Ok(None);
+        }
+        let parsed = if !self.utc_time.is_empty() {
+            chrono::DateTime::parse_from_rfc3339(&self.utc_time)
+                .ok()
+                .map(|t| t.with_timezone(&chrono::Utc))
+        } else {
+            ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+                .iter()
+                .find_map(|format| {
+                    chrono::NaiveDateTime::parse_from_str(&self.local_time, format).ok()
+                })
+                .map(|t| t.and_utc())
+        };
+        match parsed {
+            Some(time) => Ok(Some(crate::api::timestamp_to_proto(time))),
+            None => Err(ShownFailure::field(
+                "pull_back_time",
+                "Pull Back is Yes: choose the date and time to pull back to (or choose No)",
+            )),
+        }
+    }
+}
+
+/// What the bulk form asks for.
+#[derive(Debug)]
+pub struct BulkForm {
+    pub pause: bool,
+    pub ids: Vec<String>,
+    pub all_matching: bool,
+    pub filter: Filter,
+    pub max_connectors: i32,
+    pub reason: String,
+    pub start: StartForm,
+    pub request_id: String,
+    /// How many the page said match (the guard's default for "all").
+    pub total: i32,
+}
+
+impl BulkForm {
+    pub fn from_params(params: &Params) -> Self {
+        let ids = params.all("ids");
+        let all_matching = params.flag("all_matching");
+        let total = params.get("total").parse().unwrap_or(0);
+        // The guard guards: what the person ticked, or for "all matching"
+        // the API's (and the CLI's) default, never the count that matched.
+        let default_max = if all_matching {
+            i32::try_from(crate::api::DEFAULT_MAX_CONNECTORS).unwrap_or(i32::MAX)
+        } else {
+            i32::try_from(ids.len()).unwrap_or(i32::MAX)
+        };
+        BulkForm {
+            pause: params.get("action") != "start",
+            ids,
+            all_matching,
+            filter: Filter::from_params(params),
+            max_connectors: params
+                .get("max_connectors")
+                .parse()
+                .unwrap_or(default_max)
+                .max(0),
+            reason: params.get("reason").to_owned(),
+            start: StartForm::from_params(params),
+            request_id: match params.get("request_id") {
+                "" => uuid::Uuid::new_v4().to_string(),
+                id => id.to_owned(),
+            },
+            total,
+        }
+    }
+}
