@@ -1,32 +1,29 @@
 //! The Mark stopped dialog: the way out for a connector whose agent is
 //! gone (MarkConnectorStopped; the API decides and audits).
 
+use super::access::{Posted, Viewer, caller_or_return};
 use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
-use super::handlers::{body_params, caller_or_return, connector_dialog, done, may_not_operate};
-use super::pages;
+use super::format::state_name;
+use super::handlers::{connector_dialog, done, may_not_operate};
 use super::state::{Console, Shared};
+use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use std::net::SocketAddr;
 
 const TITLE: &str = "Mark stopped";
 
 /// GET /connectors/{id}/mark-stopped: the dialog.
 pub async fn dialog<S: FleetStore>(
     State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(caller): Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
     if let Some(refused) = may_not_operate(&caller, TITLE) {
         return refused;
     }
@@ -58,21 +55,13 @@ async fn form_page<S: FleetStore>(
 /// POST /connectors/{id}/mark-stopped.
 pub async fn submit<S: FleetStore>(
     State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    posted: Posted,
 ) -> Response {
-    let params = body_params(&body);
+    let params = &posted.params;
     let caller = caller_or_return!(
-        c.changer(
-            &headers,
-            peer,
-            &params,
-            Some(AuditAction::MarkConnectorStopped),
-            &id
-        )
-        .await
+        c.changer(&posted, Some(AuditAction::MarkConnectorStopped), &id)
+            .await
     );
     let (reason, request_id) = (params.get("reason"), params.get("request_id"));
     let result = ConnectorService::mark_connector_stopped(
@@ -91,7 +80,7 @@ pub async fn submit<S: FleetStore>(
             let message = format!(
                 "{} marked {}: it can be started again",
                 connector.name,
-                pages::state_name(connector.state)
+                state_name(connector.state)
             );
             done(&caller, &connector, &message)
         }
@@ -119,7 +108,7 @@ fn form(
     failure: Option<&ShownFailure>,
 ) -> Markup {
     html! {
-        form.dialog-form method="post" action={ "/connectors/" (pages::path_segment(&connector.id)) "/mark-stopped" } data-dialog-form {
+        form.dialog-form method="post" action=(urls::connector_action(&connector.id, urls::MARK_STOPPED)) data-dialog-form {
             input type="hidden" name="csrf" value=(caller.csrf);
             input type="hidden" name="request_id" value=(request_id);
             h2 #dialog-title { "Mark " (connector.name) " stopped?" }

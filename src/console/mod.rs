@@ -11,19 +11,32 @@
 //! fetched from elsewhere: the script and the style sheet are inside the
 //! binary.
 
+mod access;
+mod agents_tab;
+mod assets;
+mod audit_tab;
+mod bulk;
 mod caller;
+mod connector_page;
+mod connectors_tab;
 mod failure;
 mod filter;
+mod format;
 mod forms;
 mod handlers;
+mod layout;
 mod listener;
+mod live;
+mod login;
 mod mark_stopped;
 mod pages;
 mod params;
 mod restart_policy;
+mod row;
 mod session;
 mod sign_in;
 mod state;
+mod urls;
 mod words;
 
 pub use listener::ConsoleListener;
@@ -56,9 +69,9 @@ pub struct ConsoleOptions {
 
 fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
     Router::new()
-        .route("/", get(handlers::connectors::<S>))
-        .route("/events", get(handlers::events::<S>))
-        .route("/connectors/{id}", get(handlers::connector::<S>))
+        .route("/", get(connectors_tab::page::<S>))
+        .route("/events", get(live::events::<S>))
+        .route("/connectors/{id}", get(connector_page::page::<S>))
         .route(
             "/connectors/{id}/start",
             get(handlers::start_dialog::<S>).post(handlers::start::<S>),
@@ -75,19 +88,19 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
             "/connectors/{id}/restart-policy",
             get(restart_policy::dialog::<S>).post(restart_policy::submit::<S>),
         )
-        .route("/bulk", post(handlers::bulk::<S>))
-        .route("/agents", get(handlers::agents::<S>))
-        .route("/audit", get(handlers::audit::<S>))
+        .route("/bulk", post(bulk::submit::<S>))
+        .route("/agents", get(agents_tab::page::<S>))
+        .route("/audit", get(audit_tab::page::<S>))
         .route(
             "/login",
-            get(handlers::login_page::<S>).post(handlers::login::<S>),
+            get(login::login_page::<S>).post(login::login::<S>),
         )
-        .route("/logout", post(handlers::logout::<S>))
-        .route("/assets/console.js", get(handlers::script))
-        .route("/assets/console.css", get(handlers::style))
-        .route("/favicon.ico", get(handlers::favicon))
-        .fallback(handlers::not_found)
-        .layer(axum::middleware::map_response(handlers::security_headers))
+        .route("/logout", post(login::logout::<S>))
+        .route("/assets/console.js", get(assets::script))
+        .route("/assets/console.css", get(assets::style))
+        .route("/favicon.ico", get(assets::favicon))
+        .fallback(assets::not_found)
+        .layer(axum::middleware::map_response(assets::security_headers))
         .with_state(console)
 }
 

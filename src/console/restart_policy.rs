@@ -2,21 +2,20 @@
 //! a failed connector is started again automatically (UpdateRestartPolicy;
 //! the API validates and audits).
 
+use super::access::{Posted, Viewer, caller_or_return};
 use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
-use super::handlers::{body_params, caller_or_return, connector_dialog, done, may_not_operate};
-use super::pages;
+use super::handlers::{connector_dialog, done, may_not_operate};
 use super::params::Params;
 use super::state::{Console, Shared};
+use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
-use std::net::SocketAddr;
 
 const TITLE: &str = "Restart policy";
 
@@ -110,12 +109,9 @@ impl PolicyForm {
 /// policy in force.
 pub async fn dialog<S: FleetStore>(
     State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
+    Viewer(caller): Viewer,
     Path(id): Path<String>,
 ) -> Response {
-    let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
     if let Some(refused) = may_not_operate(&caller, TITLE) {
         return refused;
     }
@@ -153,23 +149,15 @@ async fn form_page<S: FleetStore>(
 /// POST /connectors/{id}/restart-policy.
 pub async fn submit<S: FleetStore>(
     State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
     Path(id): Path<String>,
-    body: Bytes,
+    posted: Posted,
 ) -> Response {
-    let params = body_params(&body);
+    let params = &posted.params;
     let caller = caller_or_return!(
-        c.changer(
-            &headers,
-            peer,
-            &params,
-            Some(AuditAction::UpdateRestartPolicy),
-            &id
-        )
-        .await
+        c.changer(&posted, Some(AuditAction::UpdateRestartPolicy), &id)
+            .await
     );
-    let typed = PolicyForm::from_params(&params);
+    let typed = PolicyForm::from_params(params);
     let policy = match typed.policy() {
         Ok(policy) => policy,
         Err(failure) => {
@@ -222,7 +210,7 @@ fn form(
 ) -> Markup {
     let never = typed.mode == "never";
     html! {
-        form.dialog-form method="post" action={ "/connectors/" (pages::path_segment(&connector.id)) "/restart-policy" } data-dialog-form {
+        form.dialog-form method="post" action=(urls::connector_action(&connector.id, urls::RESTART_POLICY)) data-dialog-form {
             input type="hidden" name="csrf" value=(caller.csrf);
             input type="hidden" name="request_id" value=(typed.request_id);
             h2 #dialog-title { "Restart policy of " (connector.name) }

@@ -2,9 +2,12 @@
 //! the sessions, the refusal log, and the server's state (draining, the
 //! store's health).
 
+use super::caller::Caller;
 use super::session::Sessions;
 use super::sign_in;
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
+use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::store::FleetStore;
 use crate::store::refusals::RefusalLog;
 use axum::extract::State;
 use std::sync::Arc;
@@ -67,5 +70,35 @@ impl RegionCache {
     pub fn end_refresh(&self) {
         self.refreshing
             .store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl<S: FleetStore> Console<S> {
+    /// The regions for the selector: the cached list (refreshed in the
+    /// background once stale), read through ListRegions as `caller`.
+    pub async fn regions(self: &Arc<Self>, caller: &Caller) -> Vec<v1::Region> {
+        let read = |c: Arc<Self>, request| async move {
+            let regions = ConnectorService::list_regions(&c.connectors, request)
+                .await
+                .map(|r| r.into_inner().regions);
+            if let Ok(regions) = &regions {
+                c.regions.put(regions.clone());
+            }
+            regions.unwrap_or_default()
+        };
+        let request = || caller.request(v1::ListRegionsRequest {});
+        match self.regions.get() {
+            None => read(self.clone(), request()).await,
+            Some((regions, stale)) => {
+                if stale && self.regions.begin_refresh() {
+                    let (c, request) = (self.clone(), request());
+                    tokio::spawn(async move {
+                        read(c.clone(), request).await;
+                        c.regions.end_refresh();
+                    });
+                }
+                regions
+            }
+        }
     }
 }

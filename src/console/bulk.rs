@@ -1,0 +1,298 @@
+//! The bulk form (POST /bulk): start or pause the ticked connectors, or
+//! all that match the filter, through the batch calls: `step=review` runs
+//! a dry run and shows what it would do, with the guard to confirm;
+//! `step=commit` runs it and shows each connector's result.
+
+use super::access::{Posted, caller_or_return};
+use super::caller::Caller;
+use super::failure::{ShownFailure, failure_box};
+use super::format::state_name;
+use super::forms::BulkForm;
+use super::handlers::DONE;
+use super::pages::{closable, dialog_or_page, done};
+use super::state::Shared;
+use crate::domain::AuditAction;
+use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::store::FleetStore;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::Response;
+use maud::{Markup, html};
+
+/// POST /bulk: `step=review` runs the batch call as a dry run and shows
+/// what it would do, with the guard (`max_connectors`) to confirm;
+/// `step=commit` runs it and shows each connector's result.
+pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Response {
+    let form = BulkForm::from_params(&posted.params);
+    let action = if form.pause {
+        AuditAction::PauseConnector
+    } else {
+        AuditAction::StartConnector
+    };
+    let caller = caller_or_return!(c.changer(&posted, Some(action), "").await);
+    let commit = posted.params.get("step") == "commit";
+    let title = if form.pause {
+        "Pause connectors"
+    } else {
+        "Start connectors"
+    };
+    if form.ids.is_empty() && !form.all_matching {
+        let failure = ShownFailure::local(
+            tonic::Code::InvalidArgument,
+            "NOTHING_SELECTED",
+            "select connectors with the boxes in the first column, or tick \"all matching\"",
+        );
+        let body = closable(title, failure_box(&failure));
+        return caller.page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            dialog_or_page(&caller, title, body),
+        );
+    }
+    let pull_back_time = match form.start.pull_back_time() {
+        Ok(time) => time,
+        Err(failure) => {
+            let body = review(&caller, &form, None, Some(&failure));
+            return caller.page(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                dialog_or_page(&caller, title, body),
+            );
+        }
+    };
+    let (filter, ids) = if form.all_matching {
+        (Some(form.filter.proto()), Vec::new())
+    } else {
+        (None, form.ids.clone())
+    };
+    let result = if form.pause {
+        ConnectorService::batch_pause_connectors(
+            &c.connectors,
+            caller.request(v1::BatchPauseConnectorsRequest {
+                filter,
+                ids,
+                reason: form.reason.clone(),
+                request_id: form.request_id.clone(),
+                validate_only: !commit,
+                max_connectors: form.max_connectors,
+            }),
+        )
+        .await
+    } else {
+        ConnectorService::batch_start_connectors(
+            &c.connectors,
+            caller.request(v1::BatchStartConnectorsRequest {
+                filter,
+                ids,
+                skip_to_earliest: form.start.skip_to_earliest && pull_back_time.is_none(),
+                pull_back_time,
+                region: form.start.region.clone(),
+                request_id: form.request_id.clone(),
+                validate_only: !commit,
+                max_connectors: form.max_connectors,
+            }),
+        )
+        .await
+    };
+    let (status, body) = match result {
+        Ok(response) => {
+            let response = response.into_inner();
+            if commit {
+                (StatusCode::OK, results(&caller, &form, &response))
+            } else {
+                (
+                    StatusCode::OK,
+                    review(&caller, &form, Some(&response), None),
+                )
+            }
+        }
+        Err(status) => {
+            let failure = ShownFailure::from(&status);
+            (
+                ShownFailure::from(&status).http_status(),
+                review(&caller, &form, None, Some(&failure)),
+            )
+        }
+    };
+    let mut response = caller.page(status, dialog_or_page(&caller, title, body));
+    if commit && status == StatusCode::OK {
+        response
+            .headers_mut()
+            .insert(DONE, HeaderValue::from_static("keep"));
+    }
+    response
+}
+
+fn outcome_name(outcome: i32) -> &'static str {
+    match v1::BatchOutcome::try_from(outcome).unwrap_or_default() {
+        v1::BatchOutcome::Changed => "CHANGED",
+        v1::BatchOutcome::Unchanged => "UNCHANGED",
+        v1::BatchOutcome::Failed => "FAILED",
+        v1::BatchOutcome::Unspecified => "?",
+    }
+}
+
+fn results_table(response: &v1::BatchConnectorsResponse) -> Markup {
+    const SHOWN: usize = 100;
+    // A dry run changed nothing: what it would change says so.
+    let label = |outcome: i32| match outcome_name(outcome) {
+        "CHANGED" if response.validate_only => "WOULD CHANGE",
+        name => name,
+    };
+    let class = |outcome: i32| match outcome_name(outcome) {
+        "CHANGED" if response.validate_only => "would".to_owned(),
+        name => name.to_ascii_lowercase(),
+    };
+    html! {
+        div.table-wrap {
+            table.results {
+                thead { tr { th scope="col" { "Connector" } th scope="col" { "Outcome" } th scope="col" { "State / why" } } }
+                tbody {
+                    @for result in response.results.iter().take(SHOWN) {
+                        tr data-outcome=(outcome_name(result.outcome)) {
+                            td {
+                                (result.connector.as_ref().map_or(result.connector_id.as_str(), |c| c.name.as_str()))
+                                br; small.mono { (result.connector_id) }
+                            }
+                            td { span class={ "outcome outcome-" (class(result.outcome)) } { (label(result.outcome)) } }
+                            td {
+                                @if let Some(error) = &result.error {
+                                    (error_text(error))
+                                } @else if let Some(connector) = &result.connector {
+                                    (state_name(connector.state))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        @if response.results.len() > SHOWN {
+            p.hint { "… and " (response.results.len() - SHOWN) " more." }
+        }
+    }
+}
+
+/// A batch result's error: its ErrorInfo reason and message.
+fn error_text(error: &tonic_types::pb::Status) -> String {
+    let reason = error.details.iter().find_map(|any| {
+        if any.type_url.ends_with("google.rpc.ErrorInfo") {
+            prost::Message::decode(any.value.as_slice())
+                .ok()
+                .map(|info: tonic_types::pb::ErrorInfo| info.reason)
+        } else {
+            None
+        }
+    });
+    match reason {
+        Some(reason) if !reason.is_empty() => format!("{reason}: {}", error.message),
+        _ => error.message.clone(),
+    }
+}
+
+fn summary_text(response: &v1::BatchConnectorsResponse, dry_run: bool) -> String {
+    let verb = if dry_run { "would get" } else { "got" };
+    format!(
+        "{} chosen: {} {verb} a command, {} already there, {} refused.",
+        response.selected, response.changed, response.unchanged, response.failed
+    )
+}
+
+fn review(
+    caller: &Caller,
+    form: &BulkForm,
+    response: Option<&v1::BatchConnectorsResponse>,
+    failure: Option<&ShownFailure>,
+) -> Markup {
+    let verb = if form.pause { "Pause" } else { "Start" };
+    let changed = response.map_or(0, |r| r.changed);
+    html! {
+        form.dialog-form method="post" action="/bulk" data-dialog-form {
+            input type="hidden" name="csrf" value=(caller.csrf);
+            input type="hidden" name="action" value=(if form.pause { "pause" } else { "start" });
+            input type="hidden" name="request_id" value=(form.request_id);
+            input type="hidden" name="total" value=(form.total);
+            @if form.all_matching {
+                input type="hidden" name="all_matching" value="1";
+                (form.filter.hidden())
+            } @else {
+                @for id in &form.ids { input type="hidden" name="ids" value=(id); }
+            }
+            h2 #dialog-title { (verb) " connectors" }
+            p {
+                @if form.all_matching {
+                    "All connectors matching: " strong { (form.filter.describe()) } "."
+                } @else {
+                    (form.ids.len()) " selected connector" @if form.ids.len() != 1 { "s" } "."
+                }
+            }
+            @if let Some(response) = response {
+                p.summary data-dry-run { "Dry run, nothing changed yet. " (summary_text(response, true)) }
+                (results_table(response))
+            }
+            @if let Some(failure) = failure { (failure_box(failure)) }
+            div.field {
+                label for="bulk-max" { "Guard: change at most" }
+                input #bulk-max type="number" name="max_connectors" min="1" max="10000" value=(form.max_connectors)
+                    aria-describedby="bulk-max-hint";
+                p.hint #bulk-max-hint { "A selection larger than this is refused (TOO_MANY_CONNECTORS) and nothing changes." }
+            }
+            @if form.pause {
+                div.field {
+                    label for="bulk-reason" { "Reason (optional, kept on every command)" }
+                    textarea #bulk-reason name="reason" maxlength="1000" rows="2" { (form.reason) }
+                }
+            } @else {
+                fieldset.pull-back {
+                    legend { "Whether to Pull Back" }
+                    div.choices {
+                        div.check {
+                            input #bulk-pull-back-no type="radio" name="pull_back" value="no" checked[!form.start.pull_back];
+                            label for="bulk-pull-back-no" { "No" }
+                        }
+                        div.check {
+                            input #bulk-pull-back-yes type="radio" name="pull_back" value="yes" checked[form.start.pull_back];
+                            label for="bulk-pull-back-yes" { "Yes" }
+                        }
+                    }
+                    div.field data-pull-back-time hidden[!form.start.pull_back] {
+                        label for="bulk-pull-back-local" { "Pull back to " span data-tz-label { "(UTC)" } }
+                        input #bulk-pull-back-local type="datetime-local" step="1" name="pull_back_local"
+                            value=(form.start.local_time) data-utc-target="bulk-pull-back-utc";
+                        input #bulk-pull-back-utc type="hidden" name="pull_back_time" value=(form.start.utc_time);
+                        p.hint data-utc-text {}
+                    }
+                }
+                div.check.skip-choice {
+                    input #bulk-skip-to-earliest type="checkbox" name="skip_to_earliest" value="yes"
+                        checked[form.start.skip_to_earliest] aria-describedby="bulk-skip-hint";
+                    label for="bulk-skip-to-earliest" { "Without pull back: skip to the earliest data where a store no longer holds the checkpoint" }
+                    p.hint #bulk-skip-hint {
+                        "Otherwise those connectors are refused (CHECKPOINT_OUT_OF_RANGE). Skipped changes are lost; the skip is kept in the audit trail."
+                    }
+                }
+            }
+            div.buttons {
+                button type="submit" name="step" value="review" { "Check again" }
+                button.primary type="submit" name="step" value="commit" disabled[response.is_none() || changed == 0] {
+                    (verb) " " (changed) " connector" @if changed != 1 { "s" }
+                }
+                button type="button" data-close { "Cancel" }
+            }
+        }
+    }
+}
+
+fn results(caller: &Caller, form: &BulkForm, response: &v1::BatchConnectorsResponse) -> Markup {
+    let verb = if form.pause { "Pause" } else { "Start" };
+    let connectors: Vec<v1::Connector> = response
+        .results
+        .iter()
+        .filter_map(|r| r.connector.clone())
+        .collect();
+    html! {
+        h2 #dialog-title { (verb) " connectors: done" }
+        p.summary data-batch-done { (summary_text(response, false)) }
+        (results_table(response))
+        (done(&format!("{verb}: {}", summary_text(response, false)), &connectors, caller.can_operate()))
+        div.buttons { button.primary type="button" data-close { "Close" } }
+    }
+}
