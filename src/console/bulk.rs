@@ -5,11 +5,11 @@
 
 use super::access::{Posted, caller_or_return};
 use super::caller::Caller;
+use super::dialog::{DONE, dialog_or_page, refusal, rows_to_put};
 use super::failure::{ShownFailure, failure_box};
 use super::format::state_name;
 use super::forms::BulkForm;
-use super::handlers::DONE;
-use super::pages::{closable, dialog_or_page, done};
+use super::start::pull_back_choice;
 use super::state::Shared;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
@@ -42,11 +42,7 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
             "NOTHING_SELECTED",
             "select connectors with the boxes in the first column, or tick \"all matching\"",
         );
-        let body = closable(title, failure_box(&failure));
-        return caller.page(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            dialog_or_page(&caller, title, body),
-        );
+        return refusal(&caller, title, &failure);
     }
     let pull_back_time = match form.start.pull_back_time() {
         Ok(time) => time,
@@ -241,26 +237,7 @@ fn review(
                     textarea #bulk-reason name="reason" maxlength="1000" rows="2" { (form.reason) }
                 }
             } @else {
-                fieldset.pull-back {
-                    legend { "Whether to Pull Back" }
-                    div.choices {
-                        div.check {
-                            input #bulk-pull-back-no type="radio" name="pull_back" value="no" checked[!form.start.pull_back];
-                            label for="bulk-pull-back-no" { "No" }
-                        }
-                        div.check {
-                            input #bulk-pull-back-yes type="radio" name="pull_back" value="yes" checked[form.start.pull_back];
-                            label for="bulk-pull-back-yes" { "Yes" }
-                        }
-                    }
-                    div.field data-pull-back-time hidden[!form.start.pull_back] {
-                        label for="bulk-pull-back-local" { "Pull back to " span data-tz-label { "(UTC)" } }
-                        input #bulk-pull-back-local type="datetime-local" step="1" name="pull_back_local"
-                            value=(form.start.local_time) data-utc-target="bulk-pull-back-utc";
-                        input #bulk-pull-back-utc type="hidden" name="pull_back_time" value=(form.start.utc_time);
-                        p.hint data-utc-text {}
-                    }
-                }
+                (pull_back_choice("bulk-", &form.start, None, None))
                 div.check.skip-choice {
                     input #bulk-skip-to-earliest type="checkbox" name="skip_to_earliest" value="yes"
                         checked[form.start.skip_to_earliest] aria-describedby="bulk-skip-hint";
@@ -292,7 +269,7 @@ fn results(caller: &Caller, form: &BulkForm, response: &v1::BatchConnectorsRespo
         h2 #dialog-title { (verb) " connectors: done" }
         p.summary data-batch-done { (summary_text(response, false)) }
         (results_table(response))
-        (done(&format!("{verb}: {}", summary_text(response, false)), &connectors, caller.can_operate()))
+        (rows_to_put(&format!("{verb}: {}", summary_text(response, false)), &connectors, caller.can_operate()))
         div.buttons { button.primary type="button" data-close { "Close" } }
     }
 }

@@ -1,9 +1,25 @@
-//! The console's forms as posted: what the Start dialog and the bulk form
-//! were filled in with, read once from their fields.
+//! The console's forms as posted: what the Start, Pause and Mark stopped
+//! dialogs and the bulk form were filled in with, read once from their
+//! fields.
 
 use super::failure::ShownFailure;
 use super::filter::Filter;
 use super::params::Params;
+use crate::proto::v1;
+
+/// A dialog's form, as typed.
+pub trait DialogForm: Send + Sync + Sized {
+    /// The form as the dialog opens for `connector` (with a new request
+    /// id).
+    fn open(connector: &v1::Connector) -> Self;
+
+    /// The form as posted.
+    fn read(params: &Params) -> Self;
+
+    /// The request id the form carries, so that a post sent twice is one
+    /// change.
+    fn request_id(&self) -> &str;
+}
 
 /// What a Start dialog was filled in with.
 #[derive(Debug, Default)]
@@ -19,8 +35,15 @@ pub struct StartForm {
     pub skip_to_earliest: bool,
 }
 
-impl StartForm {
-    pub fn from_params(params: &Params) -> Self {
+impl DialogForm for StartForm {
+    fn open(_: &v1::Connector) -> Self {
+        StartForm {
+            request_id: new_request_id(),
+            ..Default::default()
+        }
+    }
+
+    fn read(params: &Params) -> Self {
         StartForm {
             region: params.get("region").to_owned(),
             pull_back: params.get("pull_back") == "yes",
@@ -31,6 +54,12 @@ impl StartForm {
         }
     }
 
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl StartForm {
     /// The pull-back time: the script's UTC value, else the typed one read
     /// as UTC (without the script the field says so).
     pub fn pull_back_time(&self) -> Result<Option<prost_types::Timestamp>, ShownFailure> {
@@ -97,12 +126,44 @@ impl BulkForm {
                 .unwrap_or(default_max)
                 .max(0),
             reason: params.get("reason").to_owned(),
-            start: StartForm::from_params(params),
+            start: StartForm::read(params),
             request_id: match params.get("request_id") {
-                "" => uuid::Uuid::new_v4().to_string(),
+                "" => new_request_id(),
                 id => id.to_owned(),
             },
             total,
         }
     }
+}
+
+/// A Pause or Mark stopped form: the reason given, and the request id.
+#[derive(Debug, Default)]
+pub struct ReasonForm {
+    pub reason: String,
+    pub request_id: String,
+}
+
+impl DialogForm for ReasonForm {
+    fn open(_: &v1::Connector) -> Self {
+        ReasonForm {
+            reason: String::new(),
+            request_id: new_request_id(),
+        }
+    }
+
+    fn read(params: &Params) -> Self {
+        ReasonForm {
+            reason: params.get("reason").to_owned(),
+            request_id: params.get("request_id").to_owned(),
+        }
+    }
+
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+/// A new form's request id.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
 }

@@ -19,22 +19,23 @@ mod bulk;
 mod caller;
 mod connector_page;
 mod connectors_tab;
+mod dialog;
 mod failure;
 mod filter;
 mod format;
 mod forms;
-mod handlers;
 mod layout;
 mod listener;
 mod live;
 mod login;
 mod mark_stopped;
-mod pages;
 mod params;
+mod pause;
 mod restart_policy;
 mod row;
 mod session;
 mod sign_in;
+mod start;
 mod state;
 mod urls;
 mod words;
@@ -46,6 +47,10 @@ pub use state::Console;
 use crate::store::FleetStore;
 use axum::Router;
 use axum::routing::{get, post};
+use mark_stopped::MarkStopped;
+use pause::Pause;
+use restart_policy::RestartPolicy;
+use start::Start;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,21 +77,15 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
         .route("/", get(connectors_tab::page::<S>))
         .route("/events", get(live::events::<S>))
         .route("/connectors/{id}", get(connector_page::page::<S>))
+        .route(&dialog::pattern::<Start>(), dialog::methods::<S, Start>())
+        .route(&dialog::pattern::<Pause>(), dialog::methods::<S, Pause>())
         .route(
-            "/connectors/{id}/start",
-            get(handlers::start_dialog::<S>).post(handlers::start::<S>),
+            &dialog::pattern::<MarkStopped>(),
+            dialog::methods::<S, MarkStopped>(),
         )
         .route(
-            "/connectors/{id}/pause",
-            get(handlers::pause_dialog::<S>).post(handlers::pause::<S>),
-        )
-        .route(
-            "/connectors/{id}/mark-stopped",
-            get(mark_stopped::dialog::<S>).post(mark_stopped::submit::<S>),
-        )
-        .route(
-            "/connectors/{id}/restart-policy",
-            get(restart_policy::dialog::<S>).post(restart_policy::submit::<S>),
+            &dialog::pattern::<RestartPolicy>(),
+            dialog::methods::<S, RestartPolicy>(),
         )
         .route("/bulk", post(bulk::submit::<S>))
         .route("/agents", get(agents_tab::page::<S>))
