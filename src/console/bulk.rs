@@ -4,6 +4,7 @@
 //! `step=commit` runs it and shows each connector's result.
 
 use super::access::{Posted, caller_or_return};
+use super::actions;
 use super::caller::Caller;
 use super::dialog::{DONE, dialog_or_page, refusal, rows_to_put};
 use super::failure::{ShownFailure, failure_box};
@@ -11,8 +12,7 @@ use super::format::state_name;
 use super::forms::BulkForm;
 use super::start::pull_back_choice;
 use super::state::Shared;
-use crate::domain::AuditAction;
-use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::proto::v1;
 use crate::store::FleetStore;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -24,19 +24,13 @@ use maud::{Markup, html};
 /// `step=commit` runs it and shows each connector's result.
 pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Response {
     let form = BulkForm::from_params(&posted.params);
-    let action = if form.pause {
-        AuditAction::PauseConnector
-    } else {
-        AuditAction::StartConnector
-    };
-    let caller = caller_or_return!(c.changer(&posted, Some(action), "").await);
-    let commit = posted.params.get("step") == "commit";
+    let caller = caller_or_return!(c.changer(&posted, Some(form.action()), "").await);
     let title = if form.pause {
         "Pause connectors"
     } else {
         "Start connectors"
     };
-    if form.ids.is_empty() && !form.all_matching {
+    if form.is_empty() {
         let failure = ShownFailure::local(
             tonic::Code::InvalidArgument,
             "NOTHING_SELECTED",
@@ -44,72 +38,24 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
         );
         return refusal(&caller, title, &failure);
     }
-    let pull_back_time = match form.start.pull_back_time() {
-        Ok(time) => time,
-        Err(failure) => {
-            let body = review(&caller, &form, None, Some(&failure));
-            return caller.page(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                dialog_or_page(&caller, title, body),
-            );
-        }
-    };
-    let (filter, ids) = if form.all_matching {
-        (Some(form.filter.proto()), Vec::new())
-    } else {
-        (None, form.ids.clone())
-    };
     let result = if form.pause {
-        ConnectorService::batch_pause_connectors(
-            &c.connectors,
-            caller.request(v1::BatchPauseConnectorsRequest {
-                filter,
-                ids,
-                reason: form.reason.clone(),
-                request_id: form.request_id.clone(),
-                validate_only: !commit,
-                max_connectors: form.max_connectors,
-            }),
-        )
-        .await
+        actions::pause_many(&c, &caller, &form).await
     } else {
-        ConnectorService::batch_start_connectors(
-            &c.connectors,
-            caller.request(v1::BatchStartConnectorsRequest {
-                filter,
-                ids,
-                skip_to_earliest: form.start.skip_to_earliest && pull_back_time.is_none(),
-                pull_back_time,
-                region: form.start.region.clone(),
-                request_id: form.request_id.clone(),
-                validate_only: !commit,
-                max_connectors: form.max_connectors,
-            }),
-        )
-        .await
+        match form.start.choice() {
+            Ok(choice) => actions::start_many(&c, &caller, &form, &choice).await,
+            Err(failure) => Err(failure),
+        }
     };
-    let (status, body) = match result {
-        Ok(response) => {
-            let response = response.into_inner();
-            if commit {
-                (StatusCode::OK, results(&caller, &form, &response))
-            } else {
-                (
-                    StatusCode::OK,
-                    review(&caller, &form, Some(&response), None),
-                )
-            }
-        }
-        Err(status) => {
-            let failure = ShownFailure::from(&status);
-            (
-                ShownFailure::from(&status).http_status(),
-                review(&caller, &form, None, Some(&failure)),
-            )
-        }
+    let (status, body) = match &result {
+        Ok(response) if form.commit => (StatusCode::OK, results(&caller, &form, response)),
+        Ok(response) => (StatusCode::OK, review(&caller, &form, Some(response), None)),
+        Err(failure) => (
+            failure.http_status(),
+            review(&caller, &form, None, Some(failure)),
+        ),
     };
     let mut response = caller.page(status, dialog_or_page(&caller, title, body));
-    if commit && status == StatusCode::OK {
+    if form.commit && result.is_ok() {
         response
             .headers_mut()
             .insert(DONE, HeaderValue::from_static("keep"));

@@ -5,6 +5,7 @@
 use super::failure::ShownFailure;
 use super::filter::Filter;
 use super::params::Params;
+use crate::domain::AuditAction;
 use crate::proto::v1;
 
 /// A dialog's form, as typed.
@@ -59,10 +60,31 @@ impl DialogForm for StartForm {
     }
 }
 
+/// A Start as the API is asked for it.
+#[derive(Debug)]
+pub struct StartChoice {
+    /// "" for the destination's region.
+    pub region: String,
+    pub pull_back_time: Option<prost_types::Timestamp>,
+    pub skip_to_earliest: bool,
+}
+
 impl StartForm {
+    /// The Start the form asks for, or the field the console could not
+    /// read.
+    pub fn choice(&self) -> Result<StartChoice, ShownFailure> {
+        let pull_back_time = self.pull_back_time()?;
+        Ok(StartChoice {
+            region: self.region.clone(),
+            pull_back_time,
+            // A pull-back skips nothing: the choice counts without one only.
+            skip_to_earliest: self.skip_to_earliest && pull_back_time.is_none(),
+        })
+    }
+
     /// The pull-back time: the script's UTC value, else the typed one read
     /// as UTC (without the script the field says so).
-    pub fn pull_back_time(&self) -> Result<Option<prost_types::Timestamp>, ShownFailure> {
+    fn pull_back_time(&self) -> Result<Option<prost_types::Timestamp>, ShownFailure> {
         if !self.pull_back {
             return Ok(None);
         }
@@ -92,6 +114,8 @@ impl StartForm {
 #[derive(Debug)]
 pub struct BulkForm {
     pub pause: bool,
+    /// `step=commit`: the change itself, not its dry run.
+    pub commit: bool,
     pub ids: Vec<String>,
     pub all_matching: bool,
     pub filter: Filter,
@@ -117,6 +141,7 @@ impl BulkForm {
         };
         BulkForm {
             pause: params.get("action") != "start",
+            commit: params.get("step") == "commit",
             ids,
             all_matching,
             filter: Filter::from_params(params),
@@ -132,6 +157,30 @@ impl BulkForm {
                 id => id.to_owned(),
             },
             total,
+        }
+    }
+
+    /// What a refused form is audited as.
+    pub fn action(&self) -> AuditAction {
+        if self.pause {
+            AuditAction::PauseConnector
+        } else {
+            AuditAction::StartConnector
+        }
+    }
+
+    /// Nothing ticked, and not "all matching".
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty() && !self.all_matching
+    }
+
+    /// The batch call's selection: the filter (for "all matching"), or the
+    /// ids ticked.
+    pub fn selection(&self) -> (Option<v1::ConnectorFilter>, Vec<String>) {
+        if self.all_matching {
+            (Some(self.filter.proto()), Vec::new())
+        } else {
+            (None, self.ids.clone())
         }
     }
 }

@@ -12,6 +12,7 @@
 //! binary.
 
 mod access;
+mod actions;
 mod agents_tab;
 mod assets;
 mod audit_tab;

@@ -1,6 +1,7 @@
 //! The Pause dialog (GET/POST /connectors/{id}/pause): the connector, and
-//! the reason kept in the audit trail.
+//! the reason kept in the audit trail; like a start, a dry run first.
 
+use super::actions;
 use super::caller::Caller;
 use super::dialog::{ConnectorDialog, Done, facts};
 use super::failure::ShownFailure;
@@ -8,7 +9,7 @@ use super::forms::ReasonForm;
 use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
-use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::proto::v1;
 use crate::store::FleetStore;
 use maud::{Markup, html};
 
@@ -21,6 +22,8 @@ impl ConnectorDialog for Pause {
     const PATH: &'static str = urls::PAUSE;
     const ACTION: AuditAction = AuditAction::PauseConnector;
     const SUBMIT: &'static str = "OK";
+    const NOTE: Option<&'static str> =
+        Some("Pause runs a dry run first: a refusal is shown here and nothing changes.");
 
     type Form = ReasonForm;
 
@@ -49,18 +52,8 @@ impl ConnectorDialog for Pause {
         id: &str,
         form: &ReasonForm,
     ) -> Result<Done, ShownFailure> {
-        let response = ConnectorService::pause_connector(
-            &c.connectors,
-            caller.request(v1::PauseConnectorRequest {
-                id: id.to_owned(),
-                reason: form.reason.clone(),
-                request_id: form.request_id.clone(),
-                wait: false,
-                validate_only: false,
-            }),
-        )
-        .await?;
-        let connector = response.into_inner().connector.unwrap_or_default();
+        let response = actions::pause(c, caller, id, &form.reason, &form.request_id).await?;
+        let connector = response.connector.unwrap_or_default();
         let message = format!("Pause issued for {}", connector.name);
         Ok(Done { connector, message })
     }

@@ -3,6 +3,7 @@
 //! the explicit choice to skip. The pull-back choice is the bulk form's
 //! too.
 
+use super::actions;
 use super::caller::Caller;
 use super::dialog::{ConnectorDialog, Done, facts};
 use super::failure::ShownFailure;
@@ -53,22 +54,8 @@ impl ConnectorDialog for Start {
         id: &str,
         form: &StartForm,
     ) -> Result<Done, ShownFailure> {
-        let pull_back_time = form.pull_back_time()?;
-        let request = |validate_only| v1::StartConnectorRequest {
-            id: id.to_owned(),
-            pull_back_time,
-            region: form.region.clone(),
-            request_id: form.request_id.clone(),
-            wait: false,
-            validate_only,
-            // A pull-back skips nothing: the choice counts without one only.
-            skip_to_earliest: form.skip_to_earliest && pull_back_time.is_none(),
-        };
-        ConnectorService::start_connector(&c.connectors, caller.request(request(true))).await?;
-        let response =
-            ConnectorService::start_connector(&c.connectors, caller.request(request(false)))
-                .await?
-                .into_inner();
+        let choice = form.choice()?;
+        let response = actions::start(c, caller, id, &choice, &form.request_id).await?;
         let connector = response.connector.unwrap_or_default();
         let message = format!(
             "Start issued for {} in region {}{}",
