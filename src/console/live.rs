@@ -7,7 +7,7 @@ use super::failure::ShownFailure;
 use super::filter::Filter;
 use super::params::Params;
 use super::row::row;
-use super::state::Shared;
+use super::state::{Console, Shared};
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
 use axum::extract::{RawQuery, State};
@@ -15,9 +15,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::StreamExt;
+use futures_util::stream::BoxStream;
 use std::convert::Infallible;
 use std::time::Duration;
 use tonic::Status;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_server::Health;
 
 /// How long a browser waits before reconnecting a live stream.
 const RECONNECT: Duration = Duration::from_secs(2);
@@ -57,7 +61,7 @@ pub async fn events<S: FleetStore>(
     let retry = Event::default()
         .retry(RECONNECT)
         .comment("connector-control");
-    let stream: futures_util::stream::BoxStream<'static, Event> = match watch {
+    let stream: BoxStream<'static, Event> = match watch {
         Err(status) => futures_util::stream::iter([retry, ending(&status)]).boxed(),
         Ok(response) => {
             let can_operate = caller.can_operate();
@@ -81,7 +85,7 @@ pub async fn events<S: FleetStore>(
                     _ = draining.wait_for(|d| *d) => {}
                 }
             };
-            let changes = futures_util::stream::select(changes, database_health(c.store.clone()));
+            let changes = futures_util::stream::select(changes, store_health(&c).await);
             futures_util::stream::iter([retry, ready])
                 .chain(changes.take_until(end))
                 .chain(futures_util::stream::iter([Event::default()
@@ -101,30 +105,40 @@ pub async fn events<S: FleetStore>(
     response
 }
 
-/// How often a live page's stream checks the database, so that an outage
-/// shows as a banner while nothing changes.
-const HEALTH_EVERY: Duration = Duration::from_secs(5);
+/// The health service's name for the whole server, which the server
+/// reports NOT_SERVING while its database does not answer.
+const WHOLE_SERVER: &str = "";
 
-/// `unavailable` when the database stops answering, `ready` when it is
-/// back.
-fn database_health<S: FleetStore>(store: S) -> futures_util::stream::BoxStream<'static, Event> {
-    futures_util::stream::unfold((store, true), |(store, healthy)| async move {
-        loop {
-            tokio::time::sleep(HEALTH_EVERY).await;
-            let now = store.ping().await.is_ok();
-            if now != healthy {
-                let event = if now {
+/// `unavailable` when the server finds its database unreachable (its own
+/// check, which the health service reports), `ready` when it is back: an
+/// outage shows as a banner while nothing changes.
+async fn store_health<S: FleetStore>(c: &Console<S>) -> BoxStream<'static, Event> {
+    let request = tonic::Request::new(HealthCheckRequest {
+        service: WHOLE_SERVER.to_owned(),
+    });
+    let Ok(statuses) = Health::watch(&c.health, request).await else {
+        return futures_util::stream::pending().boxed();
+    };
+    statuses
+        .into_inner()
+        .map(|status| status.is_ok_and(|s| s.status == ServingStatus::Serving as i32))
+        // The page was served live: only a change is news.
+        .scan(true, |healthy, now| {
+            let changed = std::mem::replace(healthy, now) != now;
+            std::future::ready(Some(changed.then_some(now)))
+        })
+        .filter_map(|change| {
+            std::future::ready(change.map(|healthy| {
+                if healthy {
                     Event::default().event("ready").data("live")
                 } else {
                     Event::default()
                         .event("unavailable")
                         .data("the control plane cannot reach its database; changes are not shown")
-                };
-                return Some((event, (store, now)));
-            }
-        }
-    })
-    .boxed()
+                }
+            }))
+        })
+        .boxed()
 }
 
 fn change_event(event: &v1::WatchConnectorsResponse, can_operate: bool) -> Event {

@@ -29,6 +29,9 @@ pub struct Console<S> {
     pub tls: bool,
     /// Turns true when the server drains: live streams end.
     pub draining: tokio::sync::watch::Receiver<bool>,
+    /// The server's health service, read: the server checks its database
+    /// every second and reports it here; live pages show what it says.
+    pub health: tonic_health::server::HealthService,
     /// The region selector's list, read at most every `REGIONS_FRESH`.
     pub regions: RegionCache,
     /// How fast each address may try sign-in tokens.
