@@ -12,7 +12,7 @@ use super::forms::StartForm;
 use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
-use crate::proto::v1::{self, connector_service_server::ConnectorService};
+use crate::proto::v1;
 use crate::store::FleetStore;
 use maud::{Markup, html};
 
@@ -37,13 +37,7 @@ impl ConnectorDialog for Start {
         form: &StartForm,
         failure: Option<&ShownFailure>,
     ) -> (Markup, Markup) {
-        let regions = ConnectorService::list_regions(
-            &c.connectors,
-            caller.request(v1::ListRegionsRequest {}),
-        )
-        .await
-        .map(|r| r.into_inner().regions)
-        .unwrap_or_default();
+        let regions = c.regions(caller).await;
         let heading = html! { "Start " (connector.name) };
         (heading, fields(connector, &regions, form, failure))
     }

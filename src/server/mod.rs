@@ -196,7 +196,6 @@ pub async fn serve<S: FleetStore>(
             tls: console_options.tls.is_some(),
             draining: probe_draining.clone(),
             health: tonic_health::server::HealthService::from_health_reporter(health.clone()),
-            regions: Default::default(),
             sign_ins: Default::default(),
         };
         tokio::spawn(crate::console::serve(
