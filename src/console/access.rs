@@ -12,6 +12,7 @@ use super::params::Params;
 use super::session::Session;
 use super::state::Console;
 use crate::domain::{Actor, AuditAction, NewAuditEvent};
+use crate::proto::v1::ErrorReason;
 use crate::store::FleetStore;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -154,7 +155,7 @@ impl<S: FleetStore> Console<S> {
         let Some(session) = self.sessions.from_cookie_header(cookie(headers)) else {
             let failure = ShownFailure::local(
                 tonic::Code::Unauthenticated,
-                "SESSION_REQUIRED",
+                ErrorReason::SessionRequired,
                 "no console session came with this request (it expired, you logged out, or it \
                  came from another site); reload the page and sign in again",
             );
@@ -176,7 +177,7 @@ impl<S: FleetStore> Console<S> {
         };
         let failure = ShownFailure::local(
             tonic::Code::PermissionDenied,
-            "CSRF_CHECK_FAILED",
+            ErrorReason::CsrfCheckFailed,
             &format!(
                 "refused: {problem}. Changes are accepted only from the console's own pages; \
                  reload the page and try again"

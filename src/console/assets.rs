@@ -4,6 +4,7 @@
 
 use super::failure::ShownFailure;
 use super::layout::bare_failure;
+use crate::proto::v1;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
@@ -49,7 +50,7 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 pub async fn not_found() -> Response {
     let failure = ShownFailure::local(
         tonic::Code::NotFound,
-        "NOT_FOUND",
+        v1::ErrorReason::PageNotFound,
         "no such page in the console",
     );
     bare_failure(&failure)

@@ -12,7 +12,7 @@ use super::format::state_name;
 use super::forms::BulkForm;
 use super::start::pull_back_choice;
 use super::state::Shared;
-use crate::proto::v1;
+use crate::proto::{short_name, v1};
 use crate::store::FleetStore;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode};
@@ -33,7 +33,7 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
     if form.is_empty() {
         let failure = ShownFailure::local(
             tonic::Code::InvalidArgument,
-            "NOTHING_SELECTED",
+            v1::ErrorReason::NothingSelected,
             "select connectors with the boxes in the first column, or tick \"all matching\"",
         );
         return refusal(&caller, title, &failure);
@@ -63,25 +63,24 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
     response
 }
 
-fn outcome_name(outcome: i32) -> &'static str {
-    match v1::BatchOutcome::try_from(outcome).unwrap_or_default() {
-        v1::BatchOutcome::Changed => "CHANGED",
-        v1::BatchOutcome::Unchanged => "UNCHANGED",
-        v1::BatchOutcome::Failed => "FAILED",
-        v1::BatchOutcome::Unspecified => "?",
-    }
-}
-
 fn results_table(response: &v1::BatchConnectorsResponse) -> Markup {
     const SHOWN: usize = 100;
     // A dry run changed nothing: what it would change says so.
-    let label = |outcome: i32| match outcome_name(outcome) {
-        "CHANGED" if response.validate_only => "WOULD CHANGE",
-        name => name,
+    let would =
+        |outcome: i32| response.validate_only && outcome == v1::BatchOutcome::Changed as i32;
+    let label = |outcome: i32| {
+        if would(outcome) {
+            "WOULD CHANGE".to_owned()
+        } else {
+            short_name::<v1::BatchOutcome>(outcome)
+        }
     };
-    let class = |outcome: i32| match outcome_name(outcome) {
-        "CHANGED" if response.validate_only => "would".to_owned(),
-        name => name.to_ascii_lowercase(),
+    let class = |outcome: i32| {
+        if would(outcome) {
+            "would".to_owned()
+        } else {
+            short_name::<v1::BatchOutcome>(outcome).to_ascii_lowercase()
+        }
     };
     html! {
         div.table-wrap {
@@ -89,7 +88,7 @@ fn results_table(response: &v1::BatchConnectorsResponse) -> Markup {
                 thead { tr { th scope="col" { "Connector" } th scope="col" { "Outcome" } th scope="col" { "State / why" } } }
                 tbody {
                     @for result in response.results.iter().take(SHOWN) {
-                        tr data-outcome=(outcome_name(result.outcome)) {
+                        tr data-outcome=(short_name::<v1::BatchOutcome>(result.outcome)) {
                             td {
                                 (result.connector.as_ref().map_or(result.connector_id.as_str(), |c| c.name.as_str()))
                                 br; small.mono { (result.connector_id) }

@@ -97,7 +97,7 @@ async fn show<S: FleetStore, D: ConnectorDialog>(
         let principal = &caller.session.principal;
         let failure = ShownFailure::local(
             tonic::Code::PermissionDenied,
-            "PERMISSION_DENIED",
+            v1::ErrorReason::PermissionDenied,
             &format!(
                 "principal {} (role {}) may not start or pause connectors: that needs \
                  permission connectors.operate (roles operator or admin)",

@@ -3,6 +3,7 @@
 //! found wrong, in the console's words; the box a page shows it in; and the
 //! HTTP status the page is served with.
 
+use crate::proto::v1::ErrorReason;
 use axum::http::StatusCode;
 use maud::{Markup, html};
 use tonic::Code;
@@ -66,10 +67,10 @@ impl From<tonic::Status> for ShownFailure {
 
 impl ShownFailure {
     /// A refusal of the console's own (no call was made).
-    pub fn local(code: Code, reason: &str, message: &str) -> Self {
+    pub fn local(code: Code, reason: ErrorReason, message: &str) -> Self {
         ShownFailure {
             code,
-            reason: reason.to_owned(),
+            reason: reason.reason().to_owned(),
             message: message.to_owned(),
             fields: Vec::new(),
         }
@@ -79,8 +80,13 @@ impl ShownFailure {
     pub fn field(field: &str, message: &str) -> Self {
         ShownFailure {
             fields: vec![(field.to_owned(), message.to_owned())],
-            ..Self::local(Code::InvalidArgument, "INVALID_ARGUMENT", message)
+            ..Self::local(Code::InvalidArgument, ErrorReason::InvalidArgument, message)
         }
+    }
+
+    /// Whether the failure's reason is `reason`.
+    pub fn is(&self, reason: ErrorReason) -> bool {
+        self.reason == reason.reason()
     }
 
     /// The gRPC code's name (`PERMISSION_DENIED`).

@@ -162,7 +162,7 @@ fn change_event(event: &v1::WatchConnectorsResponse, can_operate: bool) -> Event
 /// The last event of a stream that ends with `status`.
 fn ending(status: &Status) -> Event {
     let failure = ShownFailure::from(status);
-    let kind = if failure.reason == "RESUME_TOKEN_EXPIRED"
+    let kind = if failure.is(v1::ErrorReason::ResumeTokenExpired)
         || failure
             .fields
             .iter()

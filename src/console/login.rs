@@ -9,6 +9,7 @@ use super::params::Params;
 use super::sign_in::safe_next;
 use super::state::Shared;
 use crate::auth::Permission;
+use crate::proto::v1::ErrorReason;
 use crate::store::FleetStore;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -39,7 +40,7 @@ pub async fn login<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respon
     if cross_site(headers, c.tls) {
         let failure = ShownFailure::local(
             tonic::Code::PermissionDenied,
-            "CSRF_CHECK_FAILED",
+            ErrorReason::CsrfCheckFailed,
             "sign in from the console's own page",
         );
         return refused(&next, &failure);
@@ -51,7 +52,7 @@ pub async fn login<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respon
         tracing::warn!(%peer, "sign-in attempts throttled");
         let failure = ShownFailure::local(
             tonic::Code::ResourceExhausted,
-            "TOO_MANY_SIGN_INS",
+            ErrorReason::TooManySignIns,
             &format!(
                 "too many sign-in attempts from {}: try again in {seconds} s",
                 peer.ip()
@@ -83,7 +84,7 @@ pub async fn login<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respon
     if !principal.allows(Permission::ConnectorsRead) {
         let failure = ShownFailure::local(
             tonic::Code::PermissionDenied,
-            "PERMISSION_DENIED",
+            ErrorReason::PermissionDenied,
             &format!(
                 "principal {} (role {}) may not use the console: it needs permission \
                  connectors.read (roles viewer, operator or admin)",

@@ -113,7 +113,7 @@ fn fields(
         (pull_back_choice("", form, cannot_pull_back, Some(store_range)))
         @if incremental && (checkpoint_gone(connector).is_some()
             || form.skip_to_earliest
-            || failure.is_some_and(|f| f.reason == "CHECKPOINT_OUT_OF_RANGE")) {
+            || failure.is_some_and(|f| f.is(v1::ErrorReason::CheckpointOutOfRange))) {
             (skip_choice(connector, form.skip_to_earliest))
         }
     }
