@@ -1,132 +1,40 @@
-//! The Mark stopped dialog: the way out for a connector whose agent is
-//! gone (MarkConnectorStopped; the API decides and audits).
+//! The Mark stopped dialog (GET/POST /connectors/{id}/mark-stopped): the
+//! way out for a connector whose agent is gone (MarkConnectorStopped; the
+//! API decides and audits).
 
-use super::Console;
-use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
-    may_not_operate,
-};
-use super::pages::{self, Failure};
+use super::caller::Caller;
+use super::dialog::{ConnectorDialog, Done};
+use super::failure::ShownFailure;
+use super::format::state_name;
+use super::forms::ReasonForm;
+use super::state::Console;
+use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
 use maud::{Markup, html};
-use std::net::SocketAddr;
 
-const TITLE: &str = "Mark stopped";
+/// The Mark stopped dialog.
+pub struct MarkStopped;
 
-/// GET /connectors/{id}/mark-stopped: the dialog.
-pub async fn dialog<S: FleetStore>(
-    State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
-    if let Some(refused) = may_not_operate(&caller, TITLE) {
-        return refused;
-    }
-    let request_id = uuid::Uuid::new_v4().to_string();
-    form_page(&c, &caller, &id, "", &request_id, None, StatusCode::OK).await
-}
+impl ConnectorDialog for MarkStopped {
+    const TITLE: &'static str = "Mark stopped";
+    const PAGE_TITLE: &'static str = "Mark connector stopped";
+    const PATH: &'static str = urls::MARK_STOPPED;
+    const ACTION: AuditAction = AuditAction::MarkConnectorStopped;
+    const SUBMIT: &'static str = "Mark stopped";
 
-async fn form_page<S: FleetStore>(
-    c: &Console<S>,
-    caller: &Caller,
-    id: &str,
-    reason: &str,
-    request_id: &str,
-    failure: Option<Failure>,
-    status: StatusCode,
-) -> Response {
-    connector_dialog(
-        c,
-        caller,
-        id,
-        TITLE,
-        "Mark connector stopped",
-        status,
-        |connector| form(caller, connector, reason, request_id, failure.as_ref()),
-    )
-    .await
-}
+    type Form = ReasonForm;
 
-/// POST /connectors/{id}/mark-stopped.
-pub async fn submit<S: FleetStore>(
-    State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let params = body_params(&body);
-    let caller = caller_or_return!(
-        c.changer(
-            &headers,
-            peer,
-            &params,
-            Some(AuditAction::MarkConnectorStopped),
-            &id
-        )
-        .await
-    );
-    let (reason, request_id) = (params.get("reason"), params.get("request_id"));
-    let result = ConnectorService::mark_connector_stopped(
-        &c.connectors,
-        c.request(
-            &caller,
-            v1::MarkConnectorStoppedRequest {
-                id: id.clone(),
-                reason: reason.to_owned(),
-                request_id: request_id.to_owned(),
-                validate_only: false,
-            },
-        ),
-    )
-    .await;
-    match result {
-        Ok(response) => {
-            let connector = response.into_inner().connector.unwrap_or_default();
-            let message = format!(
-                "{} marked {}: it can be started again",
-                connector.name,
-                pages::state_name(connector.state)
-            );
-            done(&caller, &connector, &message)
-        }
-        Err(status) => {
-            let failure = Failure::from(&status);
-            form_page(
-                &c,
-                &caller,
-                &id,
-                reason,
-                request_id,
-                Some(failure),
-                http_status(&status),
-            )
-            .await
-        }
-    }
-}
-
-fn form(
-    caller: &Caller,
-    connector: &v1::Connector,
-    reason: &str,
-    request_id: &str,
-    failure: Option<&Failure>,
-) -> Markup {
-    html! {
-        form.dialog-form method="post" action={ "/connectors/" (pages::path_segment(&connector.id)) "/mark-stopped" } data-dialog-form {
-            input type="hidden" name="csrf" value=(caller.csrf);
-            input type="hidden" name="request_id" value=(request_id);
-            h2 #dialog-title { "Mark " (connector.name) " stopped?" }
+    async fn fields<S: FleetStore>(
+        _: &Console<S>,
+        _: &Caller,
+        connector: &v1::Connector,
+        form: &ReasonForm,
+        _: Option<&ShownFailure>,
+    ) -> (Markup, Markup) {
+        let heading = html! { "Mark " (connector.name) " stopped?" };
+        let fields = html! {
             p {
                 "For a connector whose agent is gone: it is recorded STOPPED without telling any agent, "
                 "so that it can be started again (on another agent). What the lost agent says later "
@@ -135,13 +43,34 @@ fn form(
             div.field {
                 label for="mark-reason" { "Reason (required, kept in the audit trail)" }
                 textarea #mark-reason name="reason" maxlength="1000" rows="2" required
-                    placeholder="for example INC-4711: host of agent eu-2a lost" { (reason) }
+                    placeholder="for example INC-4711: host of agent eu-2a lost" { (form.reason) }
             }
-            @if let Some(failure) = failure { (pages::failure_box(failure)) }
-            div.buttons {
-                button.primary type="submit" { "Mark stopped" }
-                button type="button" data-close { "Cancel" }
-            }
-        }
+        };
+        (heading, fields)
+    }
+
+    async fn submit<S: FleetStore>(
+        c: &Console<S>,
+        caller: &Caller,
+        id: &str,
+        form: &ReasonForm,
+    ) -> Result<Done, ShownFailure> {
+        let response = ConnectorService::mark_connector_stopped(
+            &c.connectors,
+            caller.request(v1::MarkConnectorStoppedRequest {
+                id: id.to_owned(),
+                reason: form.reason.clone(),
+                request_id: form.request_id.clone(),
+                validate_only: false,
+            }),
+        )
+        .await?;
+        let connector = response.into_inner().connector.unwrap_or_default();
+        let message = format!(
+            "{} marked {}: it can be started again",
+            connector.name,
+            state_name(connector.state)
+        );
+        Ok(Done { connector, message })
     }
 }

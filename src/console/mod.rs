@@ -11,24 +11,47 @@
 //! fetched from elsewhere: the script and the style sheet are inside the
 //! binary.
 
-mod handlers;
+mod access;
+mod actions;
+mod agents_tab;
+mod assets;
+mod audit_tab;
+mod bulk;
+mod caller;
+mod connector_page;
+mod connectors_tab;
+mod dialog;
+mod failure;
+mod filter;
+mod format;
+mod forms;
+mod layout;
 mod listener;
+mod live;
+mod login;
 mod mark_stopped;
-mod pages;
 mod params;
+mod pause;
 mod restart_policy;
+mod row;
 mod session;
 mod sign_in;
+mod start;
+mod state;
+mod urls;
 mod words;
 
 pub use listener::ConsoleListener;
 pub use session::Sessions;
+pub use state::Console;
 
-use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::store::FleetStore;
-use crate::store::refusals::RefusalLog;
 use axum::Router;
 use axum::routing::{get, post};
+use mark_stopped::MarkStopped;
+use pause::Pause;
+use restart_policy::RestartPolicy;
+use start::Start;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,97 +73,34 @@ pub struct ConsoleOptions {
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
-/// What the handlers share.
-pub struct Console<S> {
-    pub connectors: ConnectorApi<S>,
-    pub agents: AgentApi<S>,
-    pub audit: AuditApi<S>,
-    pub sessions: Sessions,
-    /// Refused cross-site requests are recorded here, as API refusals are.
-    pub refusals: RefusalLog,
-    pub store: S,
-    /// Served over TLS: cookies are Secure and links https.
-    pub tls: bool,
-    /// Turns true when the server drains: live streams end.
-    pub draining: tokio::sync::watch::Receiver<bool>,
-    /// The region selector's list, read at most every `REGIONS_FRESH`.
-    pub regions: RegionCache,
-    /// How fast each address may try sign-in tokens.
-    pub sign_ins: sign_in::Throttle,
-}
-
-/// How long the region list is shown without being read again. Counting
-/// connectors by region reads the whole table (tens of milliseconds at a
-/// million connectors); regions come and go far more slowly than that.
-const REGIONS_FRESH: Duration = Duration::from_secs(15);
-
-/// The regions as last read, and when; refreshed in the background once
-/// stale, so that no page waits for the count.
-#[derive(Default)]
-pub struct RegionCache {
-    last: std::sync::Mutex<Option<(tokio::time::Instant, Vec<crate::proto::v1::Region>)>>,
-    refreshing: std::sync::atomic::AtomicBool,
-}
-
-impl RegionCache {
-    /// The cached list if there is one (and whether it is stale).
-    fn get(&self) -> Option<(Vec<crate::proto::v1::Region>, bool)> {
-        let last = self.last.lock().unwrap();
-        last.as_ref()
-            .map(|(at, regions)| (regions.clone(), at.elapsed() > REGIONS_FRESH))
-    }
-
-    fn put(&self, regions: Vec<crate::proto::v1::Region>) {
-        *self.last.lock().unwrap() = Some((tokio::time::Instant::now(), regions));
-    }
-
-    /// True for the one caller that is to refresh the list.
-    fn begin_refresh(&self) -> bool {
-        !self
-            .refreshing
-            .swap(true, std::sync::atomic::Ordering::AcqRel)
-    }
-
-    fn end_refresh(&self) {
-        self.refreshing
-            .store(false, std::sync::atomic::Ordering::Release);
-    }
-}
-
 fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
     Router::new()
-        .route("/", get(handlers::connectors::<S>))
-        .route("/events", get(handlers::events::<S>))
-        .route("/connectors/{id}", get(handlers::connector::<S>))
+        .route("/", get(connectors_tab::page::<S>))
+        .route("/events", get(live::events::<S>))
+        .route("/connectors/{id}", get(connector_page::page::<S>))
+        .route(&dialog::pattern::<Start>(), dialog::methods::<S, Start>())
+        .route(&dialog::pattern::<Pause>(), dialog::methods::<S, Pause>())
         .route(
-            "/connectors/{id}/start",
-            get(handlers::start_dialog::<S>).post(handlers::start::<S>),
+            &dialog::pattern::<MarkStopped>(),
+            dialog::methods::<S, MarkStopped>(),
         )
         .route(
-            "/connectors/{id}/pause",
-            get(handlers::pause_dialog::<S>).post(handlers::pause::<S>),
+            &dialog::pattern::<RestartPolicy>(),
+            dialog::methods::<S, RestartPolicy>(),
         )
-        .route(
-            "/connectors/{id}/mark-stopped",
-            get(mark_stopped::dialog::<S>).post(mark_stopped::submit::<S>),
-        )
-        .route(
-            "/connectors/{id}/restart-policy",
-            get(restart_policy::dialog::<S>).post(restart_policy::submit::<S>),
-        )
-        .route("/bulk", post(handlers::bulk::<S>))
-        .route("/agents", get(handlers::agents::<S>))
-        .route("/audit", get(handlers::audit::<S>))
+        .route("/bulk", post(bulk::submit::<S>))
+        .route("/agents", get(agents_tab::page::<S>))
+        .route("/audit", get(audit_tab::page::<S>))
         .route(
             "/login",
-            get(handlers::login_page::<S>).post(handlers::login::<S>),
+            get(login::login_page::<S>).post(login::login::<S>),
         )
-        .route("/logout", post(handlers::logout::<S>))
-        .route("/assets/console.js", get(handlers::script))
-        .route("/assets/console.css", get(handlers::style))
-        .route("/favicon.ico", get(handlers::favicon))
-        .fallback(handlers::not_found)
-        .layer(axum::middleware::map_response(handlers::security_headers))
+        .route("/logout", post(login::logout::<S>))
+        .route("/assets/console.js", get(assets::script))
+        .route("/assets/console.css", get(assets::style))
+        .route("/favicon.ico", get(assets::favicon))
+        .fallback(assets::not_found)
+        .layer(axum::middleware::map_response(assets::security_headers))
         .with_state(console)
 }
 

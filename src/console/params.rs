@@ -14,6 +14,11 @@ impl Params {
         )
     }
 
+    /// A request's query string (none: no pairs).
+    pub fn of_query(query: Option<&str>) -> Self {
+        Self::parse(query.unwrap_or(""))
+    }
+
     /// The first value of `name`, trimmed; "" when absent.
     pub fn get(&self, name: &str) -> &str {
         self.0

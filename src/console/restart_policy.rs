@@ -2,28 +2,21 @@
 //! a failed connector is started again automatically (UpdateRestartPolicy;
 //! the API validates and audits).
 
-use super::Console;
-use super::handlers::{
-    Caller, Shared, body_params, caller_or_return, connector_dialog, done, http_status,
-    may_not_operate,
-};
-use super::pages::{self, Failure};
+use super::caller::Caller;
+use super::dialog::{ConnectorDialog, Done};
+use super::failure::ShownFailure;
+use super::forms::{DialogForm, new_request_id};
 use super::params::Params;
+use super::state::Console;
+use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, Uri};
-use axum::response::Response;
 use maud::{Markup, html};
-use std::net::SocketAddr;
-
-const TITLE: &str = "Restart policy";
 
 /// What the form holds, as typed.
 #[derive(Debug, Default)]
-struct PolicyForm {
+pub struct PolicyForm {
     mode: String,
     max_restarts: String,
     initial_backoff: String,
@@ -39,8 +32,10 @@ fn duration_text(duration: Option<&prost_types::Duration>) -> String {
         .unwrap_or_default()
 }
 
-impl PolicyForm {
-    fn of(policy: &v1::RestartPolicy) -> Self {
+impl DialogForm for PolicyForm {
+    /// The policy in force.
+    fn open(connector: &v1::Connector) -> Self {
+        let policy = connector.restart_policy.unwrap_or_default();
         PolicyForm {
             mode: if policy.mode == v1::RestartMode::Never as i32 {
                 "never"
@@ -52,11 +47,11 @@ impl PolicyForm {
             initial_backoff: duration_text(policy.initial_backoff.as_ref()),
             max_backoff: duration_text(policy.max_backoff.as_ref()),
             reset_after: duration_text(policy.reset_after.as_ref()),
-            request_id: uuid::Uuid::new_v4().to_string(),
+            request_id: new_request_id(),
         }
     }
 
-    fn from_params(params: &Params) -> Self {
+    fn read(params: &Params) -> Self {
         PolicyForm {
             mode: params.get("mode").to_owned(),
             max_restarts: params.get("max_restarts").trim().to_owned(),
@@ -67,8 +62,14 @@ impl PolicyForm {
         }
     }
 
+    fn request_id(&self) -> &str {
+        &self.request_id
+    }
+}
+
+impl PolicyForm {
     /// The policy typed, or which field the console could not read.
-    fn policy(&self) -> Result<v1::RestartPolicy, Failure> {
+    fn policy(&self) -> Result<v1::RestartPolicy, ShownFailure> {
         let duration = |field: &str, label: &str, text: &str| {
             if text.is_empty() {
                 return Ok(None);
@@ -78,7 +79,7 @@ impl PolicyForm {
                 .and_then(|d| prost_types::Duration::try_from(d).ok())
                 .map(Some)
                 .ok_or_else(|| {
-                    Failure::field(
+                    ShownFailure::field(
                         field,
                         &format!("{label}: '{text}' is not a duration; write it as 30s, 5m or 1h"),
                     )
@@ -87,7 +88,7 @@ impl PolicyForm {
         let max_restarts = match self.max_restarts.as_str() {
             "" => 0,
             text => text.parse().map_err(|_| {
-                Failure::field(
+                ShownFailure::field(
                     "max_restarts",
                     &format!("At most in a row: '{text}' is not a whole number (0: unlimited)"),
                 )
@@ -107,164 +108,83 @@ impl PolicyForm {
     }
 }
 
-/// GET /connectors/{id}/restart-policy: the dialog, filled in with the
-/// policy in force.
-pub async fn dialog<S: FleetStore>(
-    State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    uri: Uri,
-    Path(id): Path<String>,
-) -> Response {
-    let caller = caller_or_return!(c.viewer(&headers, peer, &uri));
-    if let Some(refused) = may_not_operate(&caller, TITLE) {
-        return refused;
+/// The restart policy dialog, filled in with the policy in force.
+pub struct RestartPolicy;
+
+impl ConnectorDialog for RestartPolicy {
+    const TITLE: &'static str = "Restart policy";
+    const PAGE_TITLE: &'static str = "Restart policy";
+    const PATH: &'static str = urls::RESTART_POLICY;
+    const ACTION: AuditAction = AuditAction::UpdateRestartPolicy;
+    const SUBMIT: &'static str = "Save";
+
+    type Form = PolicyForm;
+
+    async fn fields<S: FleetStore>(
+        _: &Console<S>,
+        _: &Caller,
+        connector: &v1::Connector,
+        typed: &PolicyForm,
+        _: Option<&ShownFailure>,
+    ) -> (Markup, Markup) {
+        let heading = html! { "Restart policy of " (connector.name) };
+        (heading, fields(typed))
     }
-    form_page(&c, &caller, &id, None, None, StatusCode::OK).await
-}
 
-async fn form_page<S: FleetStore>(
-    c: &Console<S>,
-    caller: &Caller,
-    id: &str,
-    typed: Option<&PolicyForm>,
-    failure: Option<Failure>,
-    status: StatusCode,
-) -> Response {
-    connector_dialog(
-        c,
-        caller,
-        id,
-        TITLE,
-        "Restart policy",
-        status,
-        |connector| {
-            let current = PolicyForm::of(&connector.restart_policy.unwrap_or_default());
-            form(
-                caller,
-                connector,
-                typed.unwrap_or(&current),
-                failure.as_ref(),
-            )
-        },
-    )
-    .await
-}
-
-/// POST /connectors/{id}/restart-policy.
-pub async fn submit<S: FleetStore>(
-    State(c): Shared<S>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let params = body_params(&body);
-    let caller = caller_or_return!(
-        c.changer(
-            &headers,
-            peer,
-            &params,
-            Some(AuditAction::UpdateRestartPolicy),
-            &id
-        )
-        .await
-    );
-    let typed = PolicyForm::from_params(&params);
-    let policy = match typed.policy() {
-        Ok(policy) => policy,
-        Err(failure) => {
-            return form_page(
-                &c,
-                &caller,
-                &id,
-                Some(&typed),
-                Some(failure),
-                StatusCode::UNPROCESSABLE_ENTITY,
-            )
-            .await;
-        }
-    };
-    let result = ConnectorService::update_restart_policy(
-        &c.connectors,
-        c.request(
-            &caller,
-            v1::UpdateRestartPolicyRequest {
-                id: id.clone(),
+    async fn submit<S: FleetStore>(
+        c: &Console<S>,
+        caller: &Caller,
+        id: &str,
+        typed: &PolicyForm,
+    ) -> Result<Done, ShownFailure> {
+        let policy = typed.policy()?;
+        let connector = ConnectorService::update_restart_policy(
+            &c.connectors,
+            caller.request(v1::UpdateRestartPolicyRequest {
+                id: id.to_owned(),
                 restart_policy: Some(policy),
                 request_id: typed.request_id.clone(),
-            },
-        ),
-    )
-    .await;
-    match result {
-        Ok(response) => {
-            let connector = response.into_inner();
-            let message = format!("Restart policy of {} changed", connector.name);
-            done(&caller, &connector, &message)
-        }
-        Err(status) => {
-            let failure = Failure::from(&status);
-            form_page(
-                &c,
-                &caller,
-                &id,
-                Some(&typed),
-                Some(failure),
-                http_status(&status),
-            )
-            .await
-        }
+            }),
+        )
+        .await?
+        .into_inner();
+        let message = format!("Restart policy of {} changed", connector.name);
+        Ok(Done { connector, message })
     }
 }
 
-fn form(
-    caller: &Caller,
-    connector: &v1::Connector,
-    typed: &PolicyForm,
-    failure: Option<&Failure>,
-) -> Markup {
+fn fields(typed: &PolicyForm) -> Markup {
     let never = typed.mode == "never";
     html! {
-        form.dialog-form method="post" action={ "/connectors/" (pages::path_segment(&connector.id)) "/restart-policy" } data-dialog-form {
-            input type="hidden" name="csrf" value=(caller.csrf);
-            input type="hidden" name="request_id" value=(typed.request_id);
-            h2 #dialog-title { "Restart policy of " (connector.name) }
-            p { "When it fails while meant to run (and a retry may help), it is started again after a wait that doubles each time, up to the longest." }
-            fieldset {
-                legend { "Start again automatically" }
-                div.choices {
-                    div.check {
-                        input #mode-on-failure type="radio" name="mode" value="on-failure" checked[!never];
-                        label for="mode-on-failure" { "On failure" }
-                    }
-                    div.check {
-                        input #mode-never type="radio" name="mode" value="never" checked[never];
-                        label for="mode-never" { "Never (by hand only)" }
-                    }
+        p { "When it fails while meant to run (and a retry may help), it is started again after a wait that doubles each time, up to the longest." }
+        fieldset {
+            legend { "Start again automatically" }
+            div.choices {
+                div.check {
+                    input #mode-on-failure type="radio" name="mode" value="on-failure" checked[!never];
+                    label for="mode-on-failure" { "On failure" }
+                }
+                div.check {
+                    input #mode-never type="radio" name="mode" value="never" checked[never];
+                    label for="mode-never" { "Never (by hand only)" }
                 }
             }
-            div.field {
-                label for="max-restarts" { "At most in a row (0: unlimited)" }
-                input #max-restarts type="number" min="0" max="1000000" name="max_restarts" value=(typed.max_restarts);
-            }
-            div.field {
-                label for="initial-backoff" { "First after (for example 10s)" }
-                input #initial-backoff type="text" name="initial_backoff" value=(typed.initial_backoff);
-            }
-            div.field {
-                label for="max-backoff" { "Longest wait (for example 5m)" }
-                input #max-backoff type="text" name="max_backoff" value=(typed.max_backoff);
-            }
-            div.field {
-                label for="reset-after" { "Count reset after running (for example 10m)" }
-                input #reset-after type="text" name="reset_after" value=(typed.reset_after);
-            }
-            @if let Some(failure) = failure { (pages::failure_box(failure)) }
-            div.buttons {
-                button.primary type="submit" { "Save" }
-                button type="button" data-close { "Cancel" }
-            }
+        }
+        div.field {
+            label for="max-restarts" { "At most in a row (0: unlimited)" }
+            input #max-restarts type="number" min="0" max="1000000" name="max_restarts" value=(typed.max_restarts);
+        }
+        div.field {
+            label for="initial-backoff" { "First after (for example 10s)" }
+            input #initial-backoff type="text" name="initial_backoff" value=(typed.initial_backoff);
+        }
+        div.field {
+            label for="max-backoff" { "Longest wait (for example 5m)" }
+            input #max-backoff type="text" name="max_backoff" value=(typed.max_backoff);
+        }
+        div.field {
+            label for="reset-after" { "Count reset after running (for example 10m)" }
+            input #reset-after type="text" name="reset_after" value=(typed.reset_after);
         }
     }
 }

@@ -179,6 +179,7 @@ pub async fn serve<S: FleetStore>(
         options.console.is_some(),
     );
     let console_stop = CancellationToken::new();
+    let (health, health_service) = tonic_health::server::health_reporter();
     let console = options.console.clone().map(|console_options| {
         let console = crate::console::Console {
             connectors: api.clone(),
@@ -194,7 +195,7 @@ pub async fn serve<S: FleetStore>(
             store: store.clone(),
             tls: console_options.tls.is_some(),
             draining: probe_draining.clone(),
-            regions: Default::default(),
+            health: tonic_health::server::HealthService::from_health_reporter(health.clone()),
             sign_ins: Default::default(),
         };
         tokio::spawn(crate::console::serve(
@@ -205,7 +206,6 @@ pub async fn serve<S: FleetStore>(
         ))
     });
 
-    let (health, health_service) = tonic_health::server::health_reporter();
     set_health(&health, ServingStatus::Serving).await;
     // Liveness: SERVING while the process serves, whatever the database
     // does (a probe on "" would restart every replica in an outage).
