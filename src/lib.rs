@@ -2,8 +2,10 @@
 //! connectors of a data-replication system.
 //!
 //! Module map. Dependencies point one way, each module using only those
-//! above it: `domain` <- `proto`, `store` <- `telemetry`, `auth` and
-//! `fleet` <- `api` <- `console` <- `server` <- `cli` (and `agent`, `demo`).
+//! above it: `domain` <- `proto`, `store` <- `telemetry`, `auth`,
+//! `connections` and `fleet` <- `api` <- `console` <- `server` <- `cli` (and
+//! `agent`, `demo`); no two files import each other, directly or in a
+//! circle (`scripts/house.py` checks it in CI).
 //! - [`domain`]: connector and command types, validation, the start/pause
 //!   state machine (`domain::rules`: where a pause is decided), page
 //!   tokens, session and audit rules. Pure; no I/O.
@@ -13,6 +15,8 @@
 //!   embedded SQLite backends with their migrations (where a command is
 //!   written), and the aggregation of refused calls for the audit trail.
 //! - [`telemetry`]: logs, traces, metrics.
+//! - [`connections`]: the one accept loop of the gRPC and console listeners:
+//!   a cap on open connections, handshake and idle timeouts, TLS.
 //! - [`auth`]: principals, roles, permissions, tokens; it decides who may
 //!   do what and says why not (`AuthError`). [`tls`]: certificates.
 //! - [`fleet`]: this replica's agent sessions: the registry, command
@@ -23,9 +27,8 @@
 //! - [`console`]: the web console (Connector, Agents and Audit tabs): HTTP
 //!   handlers that call the `api` services with the signed-in principal,
 //!   server-rendered pages, and a live table fed by WatchConnectors.
-//! - [`server`]: assembles the gRPC server (API, health, reflection),
-//!   accepts connections within bounds, limits message sizes, and shuts
-//!   down gracefully.
+//! - [`server`]: assembles the gRPC server (API, health, reflection) and
+//!   the console, limits message sizes, and shuts down gracefully.
 //! - [`agent`]: the reference agent, a real client of AgentService running
 //!   simulated connectors. [`demo`]: `serve --demo`. [`cli`]: the
 //!   `connector-control` command line.
@@ -34,6 +37,7 @@ pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod connections;
 pub mod console;
 pub mod defaults;
 pub mod demo;

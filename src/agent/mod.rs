@@ -147,13 +147,7 @@ impl Connectors {
                     .pull_back_time
                     .as_ref()
                     .map(|time| timestamp_from_proto(time).unwrap_or(now));
-                let held = |time: &str| {
-                    format!(
-                        "the store holds data from {} to {}; {time}",
-                        range.earliest.to_rfc3339(),
-                        range.latest.to_rfc3339()
-                    )
-                };
+                let held = |time: &str| format!("the store holds data {range}; {time}");
                 match requested {
                     Some(time) if pull_back_out_of_range(time, Some(&range), now) => {
                         result.success = false;

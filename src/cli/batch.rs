@@ -63,8 +63,10 @@ pub async fn run(
         return Err(Failure {
             exit_code: exit::FAILED_PRECONDITION,
             message: format!(
-                "error: {} of {} connectors were not {verb}d (see above)",
-                response.failed, response.selected
+                "error: {} of {} connectors were not {}ed (see above)",
+                response.failed,
+                response.selected,
+                verb.trim_end_matches('e')
             ),
         }
         .into());

@@ -3,7 +3,7 @@
 
 use crate::proto::{self, short_name, v1};
 use anyhow::Context;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use comfy_table::{Table, presets};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use std::sync::OnceLock;
@@ -75,7 +75,7 @@ fn state(value: i32) -> String {
 
 /// RFC 3339 in UTC to the second: pasteable into `--pull-back`.
 fn time(ts: Option<&prost_types::Timestamp>) -> String {
-    ts.and_then(|ts| DateTime::<Utc>::from_timestamp(ts.seconds, 0))
+    ts.and_then(|ts| proto::convert::timestamp(ts).ok())
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_else(|| "-".to_owned())
 }

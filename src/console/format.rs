@@ -35,18 +35,17 @@ pub fn shown(text: &str) -> String {
 }
 
 pub fn time_text(time: &prost_types::Timestamp) -> String {
-    chrono::DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
-        .map_or_else(
-            || "?".to_owned(),
-            |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
-        )
+    crate::proto::convert::timestamp(time).map_or_else(
+        |_| "?".to_owned(),
+        |t| t.format("%Y-%m-%d %H:%M:%S UTC").to_string(),
+    )
 }
 
 pub fn rfc3339(time: &prost_types::Timestamp) -> String {
-    chrono::DateTime::from_timestamp(time.seconds, u32::try_from(time.nanos).unwrap_or(0))
-        .map_or_else(String::new, |t| {
-            t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-        })
+    crate::proto::convert::timestamp(time).map_or_else(
+        |_| String::new(),
+        |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    )
 }
 
 pub fn time_cell(time: Option<&prost_types::Timestamp>) -> Markup {

@@ -1,11 +1,11 @@
 //! The console's listener for `axum::serve`, on the accept loop the gRPC
-//! port uses (`server::connections`): a cap on open connections, a bound
+//! port uses (`crate::connections`): a cap on open connections, a bound
 //! on connections still sending their first request (the header timeout:
 //! a silent socket is closed), TLS handshakes each in a task of their own,
 //! and an idle timeout. Its share of file descriptors is its own, so that
 //! silent sockets to the console never starve the gRPC port.
 
-use crate::server::connections::{self, Conn, ConnectionLimits, Greeting};
+use crate::connections::{self, Conn, ConnectionLimits, Greeting};
 use futures_util::StreamExt;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -109,7 +109,7 @@ fn router<S: FleetStore>(console: Arc<Console<S>>) -> Router {
 pub async fn serve<S: FleetStore>(
     options: ConsoleOptions,
     console: Console<S>,
-    limits: crate::server::connections::ConnectionLimits,
+    limits: crate::connections::ConnectionLimits,
     stop: CancellationToken,
 ) {
     let listener = match options.listener.try_clone().and_then(|listener| {

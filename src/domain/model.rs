@@ -94,6 +94,18 @@ pub struct TimeRange {
     pub latest: DateTime<Utc>,
 }
 
+impl std::fmt::Display for TimeRange {
+    /// "from 2026-11-24T09:30:00+00:00 to 2026-11-24T10:30:00+00:00".
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "from {} to {}",
+            self.earliest.to_rfc3339(),
+            self.latest.to_rfc3339()
+        )
+    }
+}
+
 /// A validated CreateConnector request.
 #[derive(Clone, Debug)]
 pub struct NewConnector {

@@ -104,6 +104,7 @@ pub fn gone_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::sample;
     use crate::domain::sample::{connector_in_eu_1 as connector, session};
 
     #[test]
@@ -168,15 +169,7 @@ mod tests {
 
     #[test]
     fn a_copy_another_agent_runs_or_marked_stopped_is_told_to_stop() {
-        let running = |generation| ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Running,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            generation,
-            message: String::new(),
-        };
+        let running = |generation| sample::status(ConnectorState::Running, generation);
         let moved = Connector {
             agent_id: "a2".into(),
             ..connector(5, ConnectorState::Running)

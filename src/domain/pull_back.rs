@@ -23,13 +23,7 @@ pub(super) fn pull_back_message(
 ) -> String {
     let requested_text = requested.to_rfc3339();
     let skew = PULL_BACK_CLOCK_SKEW.as_secs();
-    let holds = |range: &TimeRange| {
-        format!(
-            "connector {connector_id}'s store holds data from {} to {}",
-            range.earliest.to_rfc3339(),
-            range.latest.to_rfc3339()
-        )
-    };
+    let holds = |range: &TimeRange| format!("connector {connector_id}'s store holds data {range}");
     match range {
         Some(range) if requested < range.earliest => format!(
             "{}; cannot pull back to {requested_text}, before the earliest data it holds: \

@@ -228,6 +228,7 @@ pub fn status_effect(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::sample;
     use chrono::Utc;
     use std::time::Duration;
 
@@ -369,13 +370,8 @@ mod tests {
     #[test]
     fn a_heartbeat_behind_the_newest_generation_keeps_the_state() {
         let status = ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Running,
-            checkpoint_time: None,
             latency: Some(Duration::from_secs(3)),
-            store_range: None,
-            generation: 1,
-            message: String::new(),
+            ..sample::status(ConnectorState::Running, 1)
         };
         let run_by_a1 = |generation, state| Connector {
             agent_id: "a1".into(),
@@ -400,15 +396,7 @@ mod tests {
             desired_state: ConnectorState::Stopped,
             ..connector(4, ConnectorState::Pausing)
         };
-        let forged = ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Running,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            generation: 1 << 62,
-            message: String::new(),
-        };
+        let forged = sample::status(ConnectorState::Running, 1 << 62);
         assert_eq!(status_effect(&pausing, &forged, &session()), None);
         let with_forged_status = CommandReport {
             status: Some(forged),
@@ -433,15 +421,7 @@ mod tests {
             fenced_below: 5,
             ..connector(5, ConnectorState::Stopped)
         };
-        let late = ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Running,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            generation: 4,
-            message: String::new(),
-        };
+        let late = sample::status(ConnectorState::Running, 4);
         let update = status_effect(&marked, &late, &session()).unwrap();
         assert_eq!(update.state, None);
         assert_eq!((update.observed, update.placement), (None, None));
@@ -475,13 +455,8 @@ mod tests {
     #[test]
     fn an_agent_cannot_report_on_a_connector_it_does_not_run() {
         let status = ObservedStatus {
-            connector_id: "c1".into(),
-            state: ConnectorState::Failed,
-            checkpoint_time: None,
-            latency: None,
-            store_range: None,
-            generation: 1,
             message: "hijack".into(),
+            ..sample::status(ConnectorState::Failed, 1)
         };
         let elsewhere = Connector {
             agent_id: "a2".into(),

@@ -1,7 +1,7 @@
 //! One sample connector and agent session, for the unit tests and the fuzz
 //! targets: a field added to `Connector` is added here once.
 
-use super::fleet::Session;
+use super::fleet::{ObservedStatus, Session};
 use super::model::{Connector, ConnectorKind, ConnectorState, Endpoint};
 use chrono::Utc;
 
@@ -65,5 +65,19 @@ pub fn session() -> Session {
         region: "eu-1".into(),
         server_ip: "10.0.0.1".into(),
         actor: Default::default(),
+    }
+}
+
+/// What agent `a1` reports of connector `c1`: `state` at `generation`, and
+/// nothing else known.
+pub fn status(state: ConnectorState, generation: i64) -> ObservedStatus {
+    ObservedStatus {
+        connector_id: "c1".into(),
+        state,
+        checkpoint_time: None,
+        latency: None,
+        store_range: None,
+        generation,
+        message: String::new(),
     }
 }

@@ -1,7 +1,6 @@
 //! Builds the tonic server: ConnectorService, health, reflection (v1 and
 //! v1alpha, so grpcurl works without proto files) and graceful shutdown.
 
-pub mod connections;
 mod limits;
 
 use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
@@ -9,6 +8,7 @@ use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
 use crate::api::limits::{ChangeLimiter, RateLimits};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
+use crate::connections;
 use crate::defaults::{self, duration};
 use crate::domain::PageTokenCodec;
 use crate::fleet::{Fleet, FleetOptions};
