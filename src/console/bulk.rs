@@ -6,7 +6,8 @@
 use super::access::{Posted, caller_or_return};
 use super::actions;
 use super::caller::Caller;
-use super::dialog::{DONE, dialog_or_page, refusal, rows_to_put};
+use super::contract::Finish;
+use super::dialog::{dialog_or_page, refusal, rows_to_put};
 use super::failure::{ShownFailure, failure_box};
 use super::format::state_name;
 use super::forms::BulkForm;
@@ -15,7 +16,7 @@ use super::state::Shared;
 use crate::proto::{short_name, v1};
 use crate::store::FleetStore;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
@@ -56,9 +57,7 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
     };
     let mut response = caller.page(status, dialog_or_page(&caller, title, body));
     if form.commit && result.is_ok() {
-        response
-            .headers_mut()
-            .insert(DONE, HeaderValue::from_static("keep"));
+        Finish::Keep.mark(&mut response);
     }
     response
 }

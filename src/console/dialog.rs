@@ -7,6 +7,7 @@
 
 use super::access::{Posted, Viewer, caller_or_return};
 use super::caller::Caller;
+use super::contract::Finish;
 use super::failure::{ShownFailure, failure_box};
 use super::format::{kind_name, state_badge};
 use super::forms::DialogForm;
@@ -18,15 +19,12 @@ use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get};
 use maud::{Markup, html};
 use std::future::Future;
 use std::sync::Arc;
-
-/// Set on an answer that completed the dialog's action.
-pub const DONE: &str = "x-console-done";
 
 /// What one dialog about a connector is: its names, its form, and the
 /// change it makes. The frame does the rest.
@@ -185,9 +183,7 @@ fn done_response(caller: &Caller, done: &Done) -> Response {
             caller.can_operate(),
         ),
     );
-    response
-        .headers_mut()
-        .insert(DONE, HeaderValue::from_static("close"));
+    Finish::Close.mark(&mut response);
     response
 }
 

@@ -20,6 +20,7 @@ mod bulk;
 mod caller;
 mod connector_page;
 mod connectors_tab;
+mod contract;
 mod dialog;
 mod failure;
 mod filter;
