@@ -20,9 +20,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
-/// POST /bulk: `step=review` runs the batch call as a dry run and shows
-/// what it would do, with the guard (`max_connectors`) to confirm;
-/// `step=commit` runs it and shows each connector's result.
+/// POST /bulk.
 pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Response {
     let form = BulkForm::from_params(&posted.params);
     let caller = caller_or_return!(c.changer(&posted, Some(form.action()), "").await);
