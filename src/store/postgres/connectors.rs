@@ -114,15 +114,14 @@ impl Connectors for PgStore {
         {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
-        if let Some(request_id) = request_id
-            && rules::replay_of(
-                id,
-                request_id,
-                audited_principal(&tx, id, "UPDATE_RESTART_POLICY", request_id)
-                    .await?
-                    .as_deref(),
-                &actor.principal,
-            )?
+        if is_retry(
+            &tx,
+            id,
+            AuditAction::UpdateRestartPolicy,
+            request_id,
+            &actor.principal,
+        )
+        .await?
         {
             drop(tx);
             return self.get_connector(id).await;
@@ -175,15 +174,16 @@ impl Connectors for PgStore {
                 None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
             };
             // Under the lock: a retry racing its original sees it done.
-            if let Some(request_id) = &request.request_id
-                && rules::replay_of(
-                    id,
-                    request_id,
-                    audited_principal(&tx, id, "MARK_CONNECTOR_STOPPED", request_id)
-                        .await?
-                        .as_deref(),
-                    &request.actor.principal,
-                )?
+            let request_id = request.request_id.as_deref();
+            let principal = &request.actor.principal;
+            if is_retry(
+                &tx,
+                id,
+                AuditAction::MarkConnectorStopped,
+                request_id,
+                principal,
+            )
+            .await?
             {
                 drop(tx);
                 return Ok((self.get_connector(id).await?, true));
@@ -302,21 +302,32 @@ impl PgStore {
     }
 }
 
-/// Who made the audited (OK) call `action` with `request_id` on
-/// `connector_id`, if one was made: what a retry is checked against.
-async fn audited_principal(
+/// Whether a call with `request_id` retries the audited (OK) call
+/// `action` on `connector_id` that its principal made (nothing more to
+/// do); `rules::replay_of` refuses anyone else's.
+async fn is_retry(
     client: &impl Db,
     connector_id: &str,
-    action: &str,
-    request_id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(client
+    action: AuditAction,
+    request_id: Option<&str>,
+    principal: &str,
+) -> Result<bool, StoreError> {
+    let Some(request_id) = request_id else {
+        return Ok(false);
+    };
+    let first: Option<String> = client
         .query_opt(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
-            &[&connector_id, &action, &request_id],
+            &[&connector_id, &action.as_str(), &request_id],
         )
         .await?
-        .map(|row| row.get(0)))
+        .map(|row| row.get(0));
+    Ok(rules::replay_of(
+        connector_id,
+        request_id,
+        first.as_deref(),
+        principal,
+    )?)
 }

@@ -4,7 +4,9 @@
 use super::PgStore;
 use super::conn::Db;
 use super::reads::online;
-use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::rows::{
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, RUNNER, command_from_row, connector_from_row,
+};
 use super::sessions::{apply_update, fence};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
 use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
@@ -73,26 +75,20 @@ impl Dispatch for PgStore {
                 })
                 .collect();
             // Pending commands: each is its connector's only open one (a newer
-            // command supersedes the older ones). Rows another claim or a
-            // Start/Pause holds are skipped, never waited for. The runner is
-            // the agent still holding an unanswered command this one
-            // superseded (it may be carrying it out), else the connector's.
+            // command supersedes the older ones), with its runner. Rows
+            // another claim or a Start/Pause holds are skipped, never waited
+            // for.
             let limit = i64::try_from(room).unwrap_or(i64::MAX);
             let deliverable: Vec<Deliverable> = tx
                 .query(
-                    "SELECT c.id,
-                            COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
-                                                  THEN p.agent_id END
-                                      FROM commands p
-                                      WHERE p.connector_id = c.connector_id
-                                        AND p.generation < c.generation AND p.agent_id <> ''
-                                      ORDER BY p.generation DESC LIMIT 1),
-                                     k.agent_id)
-                     FROM commands c JOIN connectors k ON k.id = c.connector_id
-                     WHERE c.status = 'PENDING' AND c.region = $1
-                     ORDER BY c.create_time
-                     LIMIT $2
-                     FOR UPDATE OF c, k SKIP LOCKED",
+                    &format!(
+                        "SELECT c.id, {RUNNER}
+                         FROM commands c JOIN connectors k ON k.id = c.connector_id
+                         WHERE c.status = 'PENDING' AND c.region = $1
+                         ORDER BY c.create_time
+                         LIMIT $2
+                         FOR UPDATE OF c, k SKIP LOCKED"
+                    ),
                     &[&region, &limit],
                 )
                 .await?
