@@ -90,7 +90,8 @@ fn transitions(
     Ok(outcomes)
 }
 
-/// `transition` inside an open transaction, which the caller commits.
+/// One change of `transitions` inside an open transaction, which the caller
+/// commits.
 pub(super) fn transition_in(
     tx: &rusqlite::Transaction<'_>,
     change: &Change,

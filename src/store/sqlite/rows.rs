@@ -1,6 +1,6 @@
-//! Reading SQLite rows for the shared row mapping (`store::rows`). Times
-//! are text in one fixed-width UTC format, so that text order is time
-//! order.
+//! Reading SQLite rows for the shared row mapping (`store::rows`), and a
+//! query's rows mapped (`all`, `first`). Times are text in one fixed-width
+//! UTC format, so that text order is time order.
 
 use super::error::translate;
 use crate::store::StoreError;
