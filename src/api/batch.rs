@@ -66,7 +66,8 @@ pub enum Template {
 }
 
 impl Template {
-    fn change(&self, connector_id: &str, request_id: Option<&str>, actor: &Actor) -> Change {
+    /// The change this batch asks of one connector, as `actor` asks it.
+    fn change_for(&self, connector_id: &str, request_id: Option<&str>, actor: &Actor) -> Change {
         let (connector_id, request_id) = (connector_id.to_owned(), request_id.map(str::to_owned));
         let trace_context = crate::telemetry::inject_current();
         match self {
@@ -311,7 +312,7 @@ fn rpc_status(error: StoreError) -> tonic_types::pb::Status {
 }
 
 impl<S: FleetStore> ConnectorApi<S> {
-    /// A batch call: `change` with the operate permission (one change
+    /// A batch call: `mutating_call` with the operate permission (one change
     /// against the rate limit, a dry run none), then the batch.
     pub(super) async fn batch_call<M: BatchRequest>(
         &self,
@@ -321,7 +322,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         let mut audit = Refusal::new(&request, message.action(), "", message.request_id());
         audit.reason = message.reason().to_owned();
         audit.dry_run = message.validate_only();
-        self.change(
+        self.mutating_call(
             request,
             Permission::ConnectorsOperate,
             audit,
@@ -453,7 +454,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             .map(|id| {
                 batch
                     .template
-                    .change(id, batch.request_id.as_deref(), actor)
+                    .change_for(id, batch.request_id.as_deref(), actor)
             })
             .collect();
         let outcomes = if batch.validate_only {

@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Span, info};
 
 impl<S: FleetStore> ConnectorApi<S> {
-    /// A StartConnector or PauseConnector call: `change` with its
+    /// A StartConnector or PauseConnector call: `mutating_call` with its
     /// permission, limit and audit, then `issue`; `respond` builds the
     /// RPC's response from the connector and the command.
     pub(super) async fn command_call<M: convert::CommandRequest, R>(
@@ -31,12 +31,12 @@ impl<S: FleetStore> ConnectorApi<S> {
         );
         audit.reason = message.reason().to_owned();
         audit.dry_run = message.validate_only();
-        self.change(
+        self.mutating_call(
             request,
             Permission::ConnectorsOperate,
             audit,
             |call, message| async move {
-                let change = message.change()?;
+                let change = message.validated_change()?;
                 if message.validate_only() {
                     let (connector, command) = self.preview(change, call).await?;
                     return Ok(respond(connector, command, true));

@@ -19,7 +19,7 @@ pub struct ConnectorApi<S> {
     pub(super) draining: watch::Receiver<bool>,
     pub(super) signals: Signals,
     pub(super) offline_after: Duration,
-    pub(super) limiter: limits::ChangeLimiter,
+    pub(super) limiter: limits::MutationLimiter,
     pub(super) latency_alert: Duration,
     /// `wait` calls are checked again against it at every reload.
     pub(super) auth: auth::Authenticator,
@@ -55,7 +55,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             draining,
             signals,
             offline_after,
-            limiter: limits::ChangeLimiter::default(),
+            limiter: limits::MutationLimiter::default(),
             latency_alert: crate::defaults::duration(crate::defaults::LATENCY_ALERT),
             auth: auth::Authenticator::open(),
             refusals: Default::default(),
@@ -99,7 +99,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     }
 
     /// Limits each principal's changes (create, start, pause).
-    pub fn with_limiter(mut self, limiter: limits::ChangeLimiter) -> Self {
+    pub fn with_limiter(mut self, limiter: limits::MutationLimiter) -> Self {
         self.limiter = limiter;
         self
     }

@@ -23,7 +23,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             .map(|c| c.id.clone())
             .unwrap_or_default();
         let audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
-        self.change(
+        self.mutating_call(
             request,
             Permission::ConnectorsCreate,
             audit,
@@ -50,7 +50,7 @@ impl<S: FleetStore> ConnectorApi<S> {
             &message.id,
             &message.request_id,
         );
-        self.change(
+        self.mutating_call(
             request,
             Permission::ConnectorsOperate,
             audit,

@@ -484,8 +484,8 @@ pub trait CommandRequest {
     fn wait(&self) -> bool;
     /// A dry run: decide, write nothing.
     fn validate_only(&self) -> bool;
-    /// The validated change.
-    fn change(&self) -> Result<Change, ApiError>;
+    /// The request validated, as the domain's `Change`.
+    fn validated_change(&self) -> Result<Change, ApiError>;
 }
 
 impl CommandRequest for v1::StartConnectorRequest {
@@ -507,7 +507,7 @@ impl CommandRequest for v1::StartConnectorRequest {
     fn validate_only(&self) -> bool {
         self.validate_only
     }
-    fn change(&self) -> Result<Change, ApiError> {
+    fn validated_change(&self) -> Result<Change, ApiError> {
         start_request(self).map(Change::Start)
     }
 }
@@ -531,7 +531,7 @@ impl CommandRequest for v1::PauseConnectorRequest {
     fn validate_only(&self) -> bool {
         self.validate_only
     }
-    fn change(&self) -> Result<Change, ApiError> {
+    fn validated_change(&self) -> Result<Change, ApiError> {
         pause_request(self).map(Change::Pause)
     }
 }

@@ -91,14 +91,15 @@ impl RoleLimiter {
     }
 }
 
-/// Checks principals against their role's `RateLimit`.
+/// Limits the mutating calls (create, start, pause, ...) of each
+/// principal to its role's `RateLimit`.
 #[derive(Clone, Debug, Default)]
-pub struct ChangeLimiter {
+pub struct MutationLimiter {
     operator: Option<Arc<RoleLimiter>>,
     admin: Option<Arc<RoleLimiter>>,
 }
 
-impl ChangeLimiter {
+impl MutationLimiter {
     pub fn new(limits: RateLimits) -> Self {
         Self {
             operator: RoleLimiter::new(limits.operator),

@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 impl<S: FleetStore> ConnectorApi<S> {
-    /// The RPC's body: `change` (permission, rate limit, refusal audit),
+    /// The RPC's body: `mutating_call` (permission, rate limit, refusal audit),
     /// then the store's mark.
     pub(super) async fn mark_stopped_call(
         &self,
@@ -28,7 +28,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         );
         audit.reason = message.reason.clone();
         audit.dry_run = message.validate_only;
-        self.change(
+        self.mutating_call(
             request,
             Permission::ConnectorsOperate,
             audit,

@@ -26,7 +26,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// named on the call's span and a refusal is recorded in the audit trail
     /// (a change that was made recorded its own event). A new mutating RPC
     /// cannot forget any of these.
-    pub(super) async fn change<M, R, Fut>(
+    pub(super) async fn mutating_call<M, R, Fut>(
         &self,
         request: Request<M>,
         permission: Permission,

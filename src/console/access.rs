@@ -6,6 +6,7 @@
 //! refused API call is.
 
 use super::caller::Caller;
+use super::contract;
 use super::failure::ShownFailure;
 use super::layout::bare_failure;
 use super::params::Params;
@@ -25,10 +26,6 @@ use std::sync::Arc;
 /// What a request without a usable session gets instead (boxed: a
 /// response is large).
 pub type Refused = Box<Response>;
-
-/// The header the script sends when it wants a dialog's content rather
-/// than a whole page.
-pub const FRAGMENT: &str = "x-console-fragment";
 
 /// The caller of a page, as a handler's argument: a request without a
 /// session is answered with the way to the sign-in page instead.
@@ -84,7 +81,9 @@ fn peer(extensions: &axum::http::Extensions) -> Result<SocketAddr, Refused> {
 }
 
 fn is_fragment(headers: &HeaderMap) -> bool {
-    headers.get(FRAGMENT).is_some_and(|v| v.as_bytes() == b"1")
+    headers
+        .get(contract::FRAGMENT_HEADER)
+        .is_some_and(|v| v.as_bytes() == contract::FRAGMENT_VALUE.as_bytes())
 }
 
 fn cookie(headers: &HeaderMap) -> Option<&str> {
@@ -162,7 +161,7 @@ impl<S: FleetStore> Console<S> {
             return Err(Box::new(bare_failure(&failure)));
         };
         let token = headers
-            .get("x-csrf-token")
+            .get(contract::CSRF_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_else(|| params.get("csrf"));
         let problem = if !self.sessions.csrf_matches(&session, token) {

@@ -6,7 +6,8 @@
 use super::access::{Posted, caller_or_return};
 use super::actions;
 use super::caller::Caller;
-use super::dialog::{DONE, dialog_or_page, refusal, rows_to_put};
+use super::contract::Finish;
+use super::dialog::{dialog_or_page, refusal, rows_to_put};
 use super::failure::{ShownFailure, failure_box};
 use super::format::state_name;
 use super::forms::BulkForm;
@@ -15,13 +16,11 @@ use super::state::Shared;
 use crate::proto::{short_name, v1};
 use crate::store::FleetStore;
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
-/// POST /bulk: `step=review` runs the batch call as a dry run and shows
-/// what it would do, with the guard (`max_connectors`) to confirm;
-/// `step=commit` runs it and shows each connector's result.
+/// POST /bulk.
 pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Response {
     let form = BulkForm::from_params(&posted.params);
     let caller = caller_or_return!(c.changer(&posted, Some(form.action()), "").await);
@@ -56,9 +55,7 @@ pub async fn submit<S: FleetStore>(State(c): Shared<S>, posted: Posted) -> Respo
     };
     let mut response = caller.page(status, dialog_or_page(&caller, title, body));
     if form.commit && result.is_ok() {
-        response
-            .headers_mut()
-            .insert(DONE, HeaderValue::from_static("keep"));
+        Finish::Keep.mark(&mut response);
     }
     response
 }

@@ -7,6 +7,7 @@
 
 use super::access::{Posted, Viewer, caller_or_return};
 use super::caller::Caller;
+use super::contract::Finish;
 use super::failure::{ShownFailure, failure_box};
 use super::format::{kind_name, state_badge};
 use super::forms::DialogForm;
@@ -18,15 +19,12 @@ use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
 use axum::extract::{Path, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{MethodRouter, get};
 use maud::{Markup, html};
 use std::future::Future;
 use std::sync::Arc;
-
-/// Set on an answer that completed the dialog's action.
-pub const DONE: &str = "x-console-done";
 
 /// What one dialog about a connector is: its names, its form, and the
 /// change it makes. The frame does the rest.
@@ -48,13 +46,10 @@ pub trait ConnectorDialog: 'static {
     /// What the form holds, as typed.
     type Form: DialogForm;
 
-    /// The form's heading and fields for `connector` (see `form`).
+    /// The form's heading and its fields (the frame adds the refusal and
+    /// the buttons).
     fn fields<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        connector: &v1::Connector,
-        form: &Self::Form,
-        failure: Option<&ShownFailure>,
+        view: DialogView<'_, S, Self::Form>,
     ) -> impl Future<Output = (Markup, Markup)> + Send;
 
     /// The change the form asks for on connector `id`: what was done, or
@@ -65,6 +60,17 @@ pub trait ConnectorDialog: 'static {
         id: &str,
         form: &Self::Form,
     ) -> impl Future<Output = Result<Done, ShownFailure>> + Send;
+}
+
+/// What a dialog's fields are drawn from.
+pub struct DialogView<'a, S, F> {
+    pub console: &'a Console<S>,
+    pub caller: &'a Caller,
+    pub connector: &'a v1::Connector,
+    /// As typed, or as the dialog opens.
+    pub form: &'a F,
+    /// Why the last post was refused.
+    pub failure: Option<&'a ShownFailure>,
 }
 
 /// A completed change: the connector as it left it, and what was done (not
@@ -152,7 +158,14 @@ async fn frame<S: FleetStore, D: ConnectorDialog>(
         }
     };
     let failure = failure.as_ref();
-    let (heading, fields) = D::fields(c, caller, &connector, form, failure).await;
+    let (heading, fields) = D::fields(DialogView {
+        console: c,
+        caller,
+        connector: &connector,
+        form,
+        failure,
+    })
+    .await;
     let body = html! {
         form.dialog-form method="post" action=(urls::connector_action(&connector.id, D::PATH)) data-dialog-form {
             input type="hidden" name="csrf" value=(caller.csrf);
@@ -185,9 +198,7 @@ fn done_response(caller: &Caller, done: &Done) -> Response {
             caller.can_operate(),
         ),
     );
-    response
-        .headers_mut()
-        .insert(DONE, HeaderValue::from_static("close"));
+    Finish::Close.mark(&mut response);
     response
 }
 

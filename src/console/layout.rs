@@ -3,6 +3,7 @@
 //! pages that are nothing but a failure.
 
 use super::caller::Caller;
+use super::contract;
 use super::failure::{ShownFailure, failure_box};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
@@ -17,8 +18,9 @@ pub enum Tab {
 }
 
 /// An HTML document titled `title`. With `csrf` (a page of a session) it
-/// carries the session's CSRF token and loads the script; without (the
-/// sign-in page, a refusal without a session) it is plain HTML.
+/// carries the session's CSRF token, loads the script and tells it the
+/// names it shares with the server; without (the sign-in page, a refusal
+/// without a session) it is plain HTML.
 pub fn document(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
@@ -32,7 +34,7 @@ pub fn document(title: &str, csrf: Option<&str>, body: Markup) -> Markup {
                 link rel="icon" type="image/svg+xml" href="/favicon.ico";
                 @if csrf.is_some() { script src="/assets/console.js" defer {} }
             }
-            body { (body) }
+            body data-names=[csrf.map(|_| contract::names_json())] { (body) }
         }
     }
 }

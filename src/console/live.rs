@@ -3,6 +3,7 @@
 //! change, with the database's outages and the session's end.
 
 use super::access::Viewer;
+use super::contract::LiveEvent;
 use super::failure::ShownFailure;
 use super::filter::Filter;
 use super::params::Params;
@@ -65,7 +66,7 @@ pub async fn events<S: FleetStore>(
         Err(status) => futures_util::stream::iter([retry, ending(&status)]).boxed(),
         Ok(response) => {
             let can_operate = caller.can_operate();
-            let ready = Event::default().event("ready").data("live");
+            let ready = LiveEvent::Ready.with("live");
             let changes = response.into_inner().map(move |item| match item {
                 Ok(event) => change_event(&event, can_operate),
                 Err(status) => ending(&status),
@@ -88,9 +89,9 @@ pub async fn events<S: FleetStore>(
             let changes = futures_util::stream::select(changes, store_health(&c).await);
             futures_util::stream::iter([retry, ready])
                 .chain(changes.take_until(end))
-                .chain(futures_util::stream::iter([Event::default()
-                    .event("reload")
-                    .data("session ended")]))
+                .chain(futures_util::stream::iter([
+                    LiveEvent::Reload.with("session ended")
+                ]))
                 .boxed()
         }
     };
@@ -130,11 +131,10 @@ async fn store_health<S: FleetStore>(c: &Console<S>) -> BoxStream<'static, Event
         .filter_map(|change| {
             std::future::ready(change.map(|healthy| {
                 if healthy {
-                    Event::default().event("ready").data("live")
+                    LiveEvent::Ready.with("live")
                 } else {
-                    Event::default()
-                        .event("unavailable")
-                        .data("the control plane cannot reach its database; changes are not shown")
+                    LiveEvent::Unavailable
+                        .with("the control plane cannot reach its database; changes are not shown")
                 }
             }))
         })
@@ -143,19 +143,16 @@ async fn store_health<S: FleetStore>(c: &Console<S>) -> BoxStream<'static, Event
 
 fn change_event(event: &v1::WatchConnectorsResponse, can_operate: bool) -> Event {
     let kind = v1::WatchEventType::try_from(event.r#type).unwrap_or_default();
-    let base = if event.resume_token.is_empty() {
-        Event::default()
-    } else {
-        Event::default().id(event.resume_token.clone())
+    let sse = match (kind, &event.connector) {
+        (v1::WatchEventType::Removed, Some(connector)) => LiveEvent::Removed.with(&connector.id),
+        (_, Some(connector)) => LiveEvent::Row.with(row(connector, can_operate).into_string()),
+        _ => LiveEvent::Progress.with("-"),
     };
-    match (kind, &event.connector) {
-        (v1::WatchEventType::Removed, Some(connector)) => {
-            base.event("removed").data(connector.id.clone())
-        }
-        (_, Some(connector)) => base
-            .event("row")
-            .data(row(connector, can_operate).into_string()),
-        _ => base.event("progress").data("-"),
+    // The browser resumes from the last id it saw.
+    if event.resume_token.is_empty() {
+        sse
+    } else {
+        sse.id(event.resume_token.clone())
     }
 }
 
@@ -168,13 +165,11 @@ fn ending(status: &Status) -> Event {
             .iter()
             .any(|(field, _)| field == "resume_token")
     {
-        "expired"
+        LiveEvent::Expired
     } else if status.code() == tonic::Code::Unavailable {
-        "unavailable"
+        LiveEvent::Unavailable
     } else {
-        "failure"
+        LiveEvent::Failure
     };
-    Event::default()
-        .event(kind)
-        .data(failure.one_line().replace(['\n', '\r'], " "))
+    kind.with(failure.one_line().replace(['\n', '\r'], " "))
 }

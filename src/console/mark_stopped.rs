@@ -3,7 +3,7 @@
 //! API decides and audits).
 
 use super::caller::Caller;
-use super::dialog::{ConnectorDialog, Done};
+use super::dialog::{ConnectorDialog, DialogView, Done};
 use super::failure::ShownFailure;
 use super::format::state_name;
 use super::forms::ReasonForm;
@@ -26,13 +26,10 @@ impl ConnectorDialog for MarkStopped {
 
     type Form = ReasonForm;
 
-    async fn fields<S: FleetStore>(
-        _: &Console<S>,
-        _: &Caller,
-        connector: &v1::Connector,
-        form: &ReasonForm,
-        _: Option<&ShownFailure>,
-    ) -> (Markup, Markup) {
+    async fn fields<S: FleetStore>(view: DialogView<'_, S, ReasonForm>) -> (Markup, Markup) {
+        let DialogView {
+            connector, form, ..
+        } = view;
         let heading = html! { "Mark " (connector.name) " stopped?" };
         let fields = html! {
             p {

@@ -10,6 +10,25 @@
 //! server-sent events, replacing rows as connectors change. Nothing is
 //! fetched from elsewhere: the script and the style sheet are inside the
 //! binary.
+//!
+//! Module map:
+//! - here: the router and `serve`; `listener`: the accept loop and bounds
+//!   the gRPC port uses; `state`: what every handler shares (`Console`).
+//! - who asks: `access` (a page's viewer, a change's caller with its CSRF
+//!   check, as handler arguments), `caller` (the caller, and API requests
+//!   on its behalf), `session` and `sign_in` (cookies, CSRF tokens, where a
+//!   sign-in may lead, its throttle).
+//! - pages, each with its handler and markup: `connectors_tab`,
+//!   `connector_page`, `agents_tab`, `audit_tab`, `login`; `live`: the
+//!   Connector tab's server-sent events.
+//! - changes: `dialog` (the frame every connector dialog shares) with
+//!   `start`, `pause`, `mark_stopped`, `restart_policy`; `bulk`; and
+//!   `actions`, where a start or a pause, one or many, is made (one
+//!   function each).
+//! - what requests say: `params`, `forms`, `filter`; what pages show:
+//!   `layout`, `row`, `format`, `urls`, `failure`, `words`; `contract`: the
+//!   names the script shares with the server; `assets`: the script, style
+//!   sheet, icon and security headers.
 
 mod access;
 mod actions;
@@ -20,6 +39,7 @@ mod bulk;
 mod caller;
 mod connector_page;
 mod connectors_tab;
+mod contract;
 mod dialog;
 mod failure;
 mod filter;

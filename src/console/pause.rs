@@ -3,13 +3,12 @@
 
 use super::actions;
 use super::caller::Caller;
-use super::dialog::{ConnectorDialog, Done, facts};
+use super::dialog::{ConnectorDialog, DialogView, Done, facts};
 use super::failure::ShownFailure;
 use super::forms::ReasonForm;
 use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
-use crate::proto::v1;
 use crate::store::FleetStore;
 use maud::{Markup, html};
 
@@ -27,13 +26,10 @@ impl ConnectorDialog for Pause {
 
     type Form = ReasonForm;
 
-    async fn fields<S: FleetStore>(
-        _: &Console<S>,
-        _: &Caller,
-        connector: &v1::Connector,
-        form: &ReasonForm,
-        _: Option<&ShownFailure>,
-    ) -> (Markup, Markup) {
+    async fn fields<S: FleetStore>(view: DialogView<'_, S, ReasonForm>) -> (Markup, Markup) {
+        let DialogView {
+            connector, form, ..
+        } = view;
         let heading = html! { "Pause " (connector.name) "?" };
         let fields = html! {
             (facts(connector))

@@ -3,7 +3,7 @@
 //! the API validates and audits).
 
 use super::caller::Caller;
-use super::dialog::{ConnectorDialog, Done};
+use super::dialog::{ConnectorDialog, DialogView, Done};
 use super::failure::ShownFailure;
 use super::forms::{DialogForm, new_request_id};
 use super::params::Params;
@@ -120,13 +120,12 @@ impl ConnectorDialog for RestartPolicy {
 
     type Form = PolicyForm;
 
-    async fn fields<S: FleetStore>(
-        _: &Console<S>,
-        _: &Caller,
-        connector: &v1::Connector,
-        typed: &PolicyForm,
-        _: Option<&ShownFailure>,
-    ) -> (Markup, Markup) {
+    async fn fields<S: FleetStore>(view: DialogView<'_, S, PolicyForm>) -> (Markup, Markup) {
+        let DialogView {
+            connector,
+            form: typed,
+            ..
+        } = view;
         let heading = html! { "Restart policy of " (connector.name) };
         (heading, fields(typed))
     }

@@ -3,6 +3,7 @@
 //! state allows: the domain's rules (`rules::may_start`, `may_pause`)
 //! decide which, not the page.
 
+use super::contract::ROW_ID_PREFIX;
 use super::format::{domain_state, duration_text, shown, state_badge, state_name, time_cell};
 use super::urls;
 use crate::domain::ConnectorState;
@@ -14,7 +15,7 @@ use maud::{Markup, html};
 pub fn row(connector: &v1::Connector, can_operate: bool) -> Markup {
     let state = state_name(connector.state);
     html! {
-        tr id={ "row-" (connector.id) } data-id=(connector.id) data-state=(state) {
+        tr id={ (ROW_ID_PREFIX) (connector.id) } data-id=(connector.id) data-state=(state) {
             @if can_operate {
                 td.select {
                     input type="checkbox" form="bulk" name="ids" value=(connector.id)

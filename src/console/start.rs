@@ -5,7 +5,7 @@
 
 use super::actions;
 use super::caller::Caller;
-use super::dialog::{ConnectorDialog, Done, facts};
+use super::dialog::{ConnectorDialog, DialogView, Done, facts};
 use super::failure::ShownFailure;
 use super::format::{kind_name, time_text};
 use super::forms::StartForm;
@@ -30,13 +30,14 @@ impl ConnectorDialog for Start {
 
     type Form = StartForm;
 
-    async fn fields<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        connector: &v1::Connector,
-        form: &StartForm,
-        failure: Option<&ShownFailure>,
-    ) -> (Markup, Markup) {
+    async fn fields<S: FleetStore>(view: DialogView<'_, S, StartForm>) -> (Markup, Markup) {
+        let DialogView {
+            console: c,
+            caller,
+            connector,
+            form,
+            failure,
+        } = view;
         let regions = c.regions(caller).await;
         let heading = html! { "Start " (connector.name) };
         (heading, fields(connector, &regions, form, failure))

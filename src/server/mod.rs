@@ -5,7 +5,7 @@ mod limits;
 
 use limits::{MAX_AGENT_MESSAGE_BYTES, MAX_REQUEST_BYTES, MessageLimitLayer};
 
-use crate::api::limits::{ChangeLimiter, RateLimits};
+use crate::api::limits::{MutationLimiter, RateLimits};
 use crate::api::{AgentApi, AuditApi, ConnectorApi};
 use crate::auth::Authenticator;
 use crate::connections;
@@ -159,7 +159,7 @@ pub async fn serve<S: FleetStore>(
         fleet.signals(),
         fleet.offline_after(),
     )
-    .with_limiter(ChangeLimiter::new(options.rate_limits))
+    .with_limiter(MutationLimiter::new(options.rate_limits))
     .with_latency_alert(options.latency_alert)
     .with_auth(options.auth.clone())
     .with_refusals(refusals.clone())

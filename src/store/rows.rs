@@ -28,6 +28,17 @@ pub const COMMAND_COLUMNS: &str = "id, connector_id, kind, pull_back_time, regio
     request_id, reason, status, agent_id, error_reason, error_message, create_time, complete_time, \
     trace_context, late_result, late_result_time, principal, skip_to_earliest";
 
+/// Who a pending command `c` of connector `k` goes to, as both backends'
+/// claims select it: the agent still holding an unanswered command it
+/// superseded (which may be carrying that out), else the connector's.
+pub(crate) const RUNNER: &str = "COALESCE(
+    (SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = '' THEN p.agent_id END
+     FROM commands p
+     WHERE p.connector_id = c.connector_id
+       AND p.generation < c.generation AND p.agent_id <> ''
+     ORDER BY p.generation DESC LIMIT 1),
+    k.agent_id)";
+
 pub const AUDIT_COLUMNS: &str =
     "id, time, principal, action, connector_id, request_id, outcome, reason, peer, detail, count";
 

@@ -1,10 +1,14 @@
 // connector-control console: dialogs, their forms, and the live table.
 // Every decision is the server's: this script fetches the server's HTML,
 // shows it, and follows the server's event stream. Without it the console
-// still works, page by page.
+// still works, page by page. The names it shares with the server (headers,
+// events, row ids) come from the page (<body data-names>, written from
+// src/console/contract.rs), never from this file.
 (function () {
   "use strict";
 
+  const names = JSON.parse(document.body.dataset.names || "{}");
+  const events = names.events || {};
   const csrf = () => document.querySelector('meta[name="csrf-token"]')?.content || "";
   const dialog = document.getElementById("dialog");
   const banner = document.getElementById("banner");
@@ -128,7 +132,10 @@
     opener = from || null;
     let response;
     try {
-      response = await fetch(url, { headers: { "X-Console-Fragment": "1" }, credentials: "same-origin" });
+      response = await fetch(url, {
+        headers: { [names.fragmentHeader]: names.fragmentValue },
+        credentials: "same-origin",
+      });
     } catch (error) {
       showBanner("The console cannot reach the server: " + error.message);
       return;
@@ -164,7 +171,7 @@
       response = await fetch(form.getAttribute("action"), {
         method: "POST",
         body: new URLSearchParams(data),
-        headers: { "X-CSRF-Token": csrf(), "X-Console-Fragment": "1" },
+        headers: { [names.csrfHeader]: csrf(), [names.fragmentHeader]: names.fragmentValue },
         credentials: "same-origin",
       });
     } catch (error) {
@@ -173,8 +180,8 @@
       return;
     }
     const html = await response.text();
-    const done = response.headers.get("X-Console-Done");
-    if (done === "close") {
+    const done = response.headers.get(names.doneHeader);
+    if (done === names.done.close) {
       const holder = document.createElement("div");
       holder.innerHTML = html;
       applyDone(holder);
@@ -184,7 +191,7 @@
       return;
     }
     show(html);
-    if (done === "keep") applyDone(dialog);
+    if (done === names.done.keep) applyDone(dialog);
     buttons.forEach((b) => (b.disabled = false));
   }
 
@@ -259,28 +266,28 @@
   if (table) {
     const live = document.getElementById("live");
     const source = new EventSource(table.dataset.watch);
-    source.addEventListener("ready", () => {
+    source.addEventListener(events.ready, () => {
       hideBanner();
       if (live) live.hidden = false;
     });
-    source.addEventListener("row", (event) => {
+    source.addEventListener(events.row, (event) => {
       const fresh = rowFromHtml(event.data);
       if (fresh) putRow(fresh);
     });
-    source.addEventListener("removed", (event) => {
-      const row = document.getElementById("row-" + event.data);
+    source.addEventListener(events.removed, (event) => {
+      const row = document.getElementById(names.rowIdPrefix + event.data);
       if (row) row.classList.add("left-filter");
     });
-    source.addEventListener("unavailable", (event) => {
+    source.addEventListener(events.unavailable, (event) => {
       if (live) live.hidden = true;
       showBanner("Live updates paused: " + event.data + " Retrying…");
     });
-    source.addEventListener("failure", (event) => {
+    source.addEventListener(events.failure, (event) => {
       if (live) live.hidden = true;
       showBanner(event.data);
     });
-    source.addEventListener("expired", () => location.reload());
-    source.addEventListener("reload", () => {
+    source.addEventListener(events.expired, () => location.reload());
+    source.addEventListener(events.reload, () => {
       source.close();
       location.reload();
     });

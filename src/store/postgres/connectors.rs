@@ -114,15 +114,14 @@ impl Connectors for PgStore {
         {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
-        if let Some(request_id) = request_id
-            && rules::replay_of(
-                id,
-                request_id,
-                audited_principal(&tx, id, "UPDATE_RESTART_POLICY", request_id)
-                    .await?
-                    .as_deref(),
-                &actor.principal,
-            )?
+        if is_retry(
+            &tx,
+            id,
+            AuditAction::UpdateRestartPolicy,
+            request_id,
+            &actor.principal,
+        )
+        .await?
         {
             drop(tx);
             return self.get_connector(id).await;
@@ -160,8 +159,81 @@ impl Connectors for PgStore {
         request: &MarkStoppedRequest,
         preview: bool,
     ) -> Result<(Connector, bool), StoreError> {
-        self.retrying(|| self.mark_stopped_once(request, preview))
-            .await
+        self.retrying(|| async move {
+            let id = request.connector_id.as_str();
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let connector = match tx
+                .query_opt(
+                    &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                    &[&id],
+                )
+                .await?
+            {
+                Some(row) => connector_from_row(&row)?,
+                None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
+            };
+            // Under the lock: a retry racing its original sees it done.
+            let request_id = request.request_id.as_deref();
+            let principal = &request.actor.principal;
+            if is_retry(
+                &tx,
+                id,
+                AuditAction::MarkConnectorStopped,
+                request_id,
+                principal,
+            )
+            .await?
+            {
+                drop(tx);
+                return Ok((self.get_connector(id).await?, true));
+            }
+            // The agent running it, or answering its command in flight, heard
+            // from within `offline_after` (the sweep's notion of online).
+            let online_agent: Option<String> = tx
+                .query_opt(
+                    "SELECT a.id FROM agents a
+                     WHERE (a.id = $2 OR a.id IN (SELECT agent_id FROM commands
+                                                 WHERE connector_id = $1 AND status = 'DELIVERED'))
+                       AND a.id <> '' AND a.disconnect_time IS NULL
+                       AND a.last_heartbeat_time > now() - make_interval(secs => $3)
+                     ORDER BY a.id LIMIT 1",
+                    &[
+                        &id,
+                        &connector.agent_id,
+                        &request.offline_after.as_secs_f64(),
+                    ],
+                )
+                .await?
+                .map(|row| row.get(0));
+            let marked = crate::domain::mark_stopped::decide_mark_stopped(
+                &connector,
+                request,
+                online_agent.as_deref(),
+            )?;
+            if preview {
+                return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
+            }
+            tx.execute(super::transitions::sql::SUPERSEDE, &[&vec![id]])
+                .await?;
+            let row = tx
+                .query_one(
+                    &format!(
+                        "UPDATE connectors
+                         SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
+                             fenced_below = $2, status_message = $3, next_restart_time = NULL,
+                             update_time = now()
+                         WHERE id = $1
+                         RETURNING {CONNECTOR_COLUMNS}"
+                    ),
+                    &[&id, &marked.generation, &marked.status_message],
+                )
+                .await?;
+            insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
+            tx.commit().await?;
+            Ok((connector_from_row(&row)?, false))
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(connector_id = %connector_id))]
@@ -228,101 +300,34 @@ impl PgStore {
             None => Err(missing(id.to_owned())),
         }
     }
-
-    async fn mark_stopped_once(
-        &self,
-        request: &MarkStoppedRequest,
-        preview: bool,
-    ) -> Result<(Connector, bool), StoreError> {
-        let id = request.connector_id.as_str();
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let connector = match tx
-            .query_opt(
-                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
-                &[&id],
-            )
-            .await?
-        {
-            Some(row) => connector_from_row(&row)?,
-            None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
-        };
-        // Under the lock: a retry racing its original sees it done.
-        if let Some(request_id) = &request.request_id
-            && rules::replay_of(
-                id,
-                request_id,
-                audited_principal(&tx, id, "MARK_CONNECTOR_STOPPED", request_id)
-                    .await?
-                    .as_deref(),
-                &request.actor.principal,
-            )?
-        {
-            drop(tx);
-            return Ok((self.get_connector(id).await?, true));
-        }
-        // The agent running it, or answering its command in flight, heard
-        // from within `offline_after` (the sweep's notion of online).
-        let online_agent: Option<String> = tx
-            .query_opt(
-                "SELECT a.id FROM agents a
-                 WHERE (a.id = $2 OR a.id IN (SELECT agent_id FROM commands
-                                             WHERE connector_id = $1 AND status = 'DELIVERED'))
-                   AND a.id <> '' AND a.disconnect_time IS NULL
-                   AND a.last_heartbeat_time > now() - make_interval(secs => $3)
-                 ORDER BY a.id LIMIT 1",
-                &[
-                    &id,
-                    &connector.agent_id,
-                    &request.offline_after.as_secs_f64(),
-                ],
-            )
-            .await?
-            .map(|row| row.get(0));
-        let marked = crate::domain::mark_stopped::decide_mark_stopped(
-            &connector,
-            request,
-            online_agent.as_deref(),
-        )?;
-        if preview {
-            return Ok((marked.applied_to(&connector, chrono::Utc::now()), false));
-        }
-        tx.execute(super::transitions::sql::SUPERSEDE, &[&vec![id]])
-            .await?;
-        let row = tx
-            .query_one(
-                &format!(
-                    "UPDATE connectors
-                     SET state = 'STOPPED', desired_state = 'STOPPED', generation = $2,
-                         fenced_below = $2, status_message = $3, next_restart_time = NULL,
-                         update_time = now()
-                     WHERE id = $1
-                     RETURNING {CONNECTOR_COLUMNS}"
-                ),
-                &[&id, &marked.generation, &marked.status_message],
-            )
-            .await?;
-        insert_audit(&tx, &marked.audit_event(request, &connector)).await?;
-        tx.commit().await?;
-        Ok((connector_from_row(&row)?, false))
-    }
 }
 
-/// Who made the audited (OK) call `action` with `request_id` on
-/// `connector_id`, if one was made: what a retry is checked against.
-async fn audited_principal(
+/// Whether a call with `request_id` retries the audited (OK) call
+/// `action` on `connector_id` that its principal made (nothing more to
+/// do); `rules::replay_of` refuses anyone else's.
+async fn is_retry(
     client: &impl Db,
     connector_id: &str,
-    action: &str,
-    request_id: &str,
-) -> Result<Option<String>, StoreError> {
-    Ok(client
+    action: AuditAction,
+    request_id: Option<&str>,
+    principal: &str,
+) -> Result<bool, StoreError> {
+    let Some(request_id) = request_id else {
+        return Ok(false);
+    };
+    let first: Option<String> = client
         .query_opt(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
-            &[&connector_id, &action, &request_id],
+            &[&connector_id, &action.as_str(), &request_id],
         )
         .await?
-        .map(|row| row.get(0)))
+        .map(|row| row.get(0));
+    Ok(rules::replay_of(
+        connector_id,
+        request_id,
+        first.as_deref(),
+        principal,
+    )?)
 }

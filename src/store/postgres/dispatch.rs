@@ -4,7 +4,9 @@
 use super::PgStore;
 use super::conn::Db;
 use super::reads::online;
-use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use super::rows::{
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, RUNNER, command_from_row, connector_from_row,
+};
 use super::sessions::{apply_update, fence};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
 use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
@@ -13,215 +15,6 @@ use crate::store::{Dispatch, StoreError};
 use std::collections::HashMap;
 use std::time::Duration;
 use tracing::instrument;
-
-/// The transactions themselves; the trait methods run them again when
-/// they lose a conflict (`PgStore::retrying`).
-impl PgStore {
-    async fn claim_commands_once(
-        &self,
-        region: &str,
-        sessions: &[(Session, usize)],
-        offline_after: Duration,
-    ) -> Result<Vec<(Session, Command)>, StoreError> {
-        let room: usize = sessions.iter().map(|(_, room)| room).sum();
-        if room == 0 {
-            return Ok(Vec::new());
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Online agents of the region and their load, locked first. The
-        // share lock makes a concurrent new session of one of them wait for
-        // this claim, so that its requeue sees what is delivered here. Taken
-        // before the commands and connectors (which are never waited for:
-        // SKIP LOCKED), so that a claim holds nothing a new session needs
-        // while it waits for the agents: opening a session takes its agent,
-        // then its commands and connectors, and the two cannot deadlock.
-        let rows = tx
-            .query(
-                &format!(
-                    "SELECT a.id, a.session_epoch,
-                            (SELECT count(*) FROM connectors x
-                             WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
-                          + (SELECT count(*) FROM commands y
-                             WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
-                     FROM agents a
-                     WHERE a.region = $1 AND {}
-                     ORDER BY a.id
-                     FOR SHARE OF a",
-                    online(2)
-                ),
-                &[&region, &offline_after.as_secs_f64()],
-            )
-            .await?;
-        let agents: Vec<Candidate> = rows
-            .iter()
-            .map(|row| Candidate {
-                agent_id: row.get(0),
-                epoch: row.get(1),
-                load: row.get(2),
-            })
-            .collect();
-        // Pending commands: each is its connector's only open one (a newer
-        // command supersedes the older ones). Rows another claim or a
-        // Start/Pause holds are skipped, never waited for. The runner is
-        // the agent still holding an unanswered command this one
-        // superseded (it may be carrying it out), else the connector's.
-        let limit = i64::try_from(room).unwrap_or(i64::MAX);
-        let deliverable: Vec<Deliverable> = tx
-            .query(
-                "SELECT c.id,
-                        COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED' AND p.late_result = ''
-                                              THEN p.agent_id END
-                                  FROM commands p
-                                  WHERE p.connector_id = c.connector_id
-                                    AND p.generation < c.generation AND p.agent_id <> ''
-                                  ORDER BY p.generation DESC LIMIT 1),
-                                 k.agent_id)
-                 FROM commands c JOIN connectors k ON k.id = c.connector_id
-                 WHERE c.status = 'PENDING' AND c.region = $1
-                 ORDER BY c.create_time
-                 LIMIT $2
-                 FOR UPDATE OF c, k SKIP LOCKED",
-                &[&region, &limit],
-            )
-            .await?
-            .iter()
-            .map(|row| Deliverable {
-                command_id: row.get(0),
-                runner: row.get(1),
-            })
-            .collect();
-        if deliverable.is_empty() {
-            return Ok(Vec::new());
-        }
-        let local = assign_local(&deliverable, &agents, sessions);
-        let sessions: HashMap<String, Session> = local
-            .iter()
-            .map(|(_, session)| (session.agent_id.clone(), session.clone()))
-            .collect();
-        let (ids, targets): (Vec<String>, Vec<String>) = local
-            .into_iter()
-            .map(|(command_id, session)| (command_id, session.agent_id))
-            .unzip();
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let rows = tx
-            .query(
-                &format!(
-                    "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
-                                         deliver_time = now(),
-                                         delivery_attempts = delivery_attempts + 1
-                     FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
-                     WHERE commands.id = t.id
-                     RETURNING {}",
-                    COMMAND_COLUMNS
-                        .split(',')
-                        .map(|column| format!("commands.{}", column.trim()))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-                &[&ids, &targets],
-            )
-            .await?;
-        let mut delivered = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let command = command_from_row(row)?;
-            let session = sessions[&command.agent_id].clone();
-            delivered.push((session, command));
-        }
-        tx.commit().await?;
-        delivered.sort_by_key(|(_, command)| command.generation);
-        Ok(delivered)
-    }
-
-    async fn release_command_once(
-        &self,
-        session: &Session,
-        command_id: &str,
-    ) -> Result<(), StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        fence(&tx, session).await?;
-        tx.execute(
-            "UPDATE commands SET status = 'PENDING'
-             WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
-            &[&command_id, &session.agent_id],
-        )
-        .await?;
-        tx.commit().await
-    }
-
-    async fn complete_command_once(
-        &self,
-        session: &Session,
-        report: &CommandReport,
-    ) -> Result<Option<Command>, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        fence(&tx, session).await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT connector_id FROM commands WHERE id = $1",
-                &[&report.command_id],
-            )
-            .await?
-        else {
-            return Ok(None);
-        };
-        let connector_id: String = row.get(0);
-        // Connector first, then command: the same lock order as Start/Pause.
-        let connector = connector_from_row(
-            &tx.query_one(
-                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
-                &[&connector_id],
-            )
-            .await?,
-        )?;
-        let command = command_from_row(
-            &tx.query_one(
-                &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"),
-                &[&report.command_id],
-            )
-            .await?,
-        )?;
-        let outcome = if report.success {
-            CommandStatus::Succeeded
-        } else {
-            CommandStatus::Failed
-        };
-        let complete = match result_disposition(&command, session) {
-            ResultDisposition::Ignore => return Ok(None),
-            ResultDisposition::Complete => {
-                "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
-                                     error_retriable = $5, complete_time = now()"
-            }
-            // The status stays SUPERSEDED; the answer is kept.
-            ResultDisposition::Late => {
-                "UPDATE commands SET late_result = $2, error_reason = $3, error_message = $4,
-                                     error_retriable = $5, late_result_time = now()"
-            }
-        };
-        let completed = command_from_row(
-            &tx.query_one(
-                &format!("{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"),
-                &[
-                    &command.id,
-                    &outcome.as_str(),
-                    &report.error_reason,
-                    &report.error_message,
-                    &report.retriable(),
-                ],
-            )
-            .await?,
-        )?;
-        if let Some(update) = result_effect(&connector, &command, report, session) {
-            apply_update(&tx, &connector.id, &update).await?;
-        }
-        tx.commit().await?;
-        Ok(Some(completed))
-    }
-}
 
 impl Dispatch for PgStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
@@ -242,13 +35,129 @@ impl Dispatch for PgStore {
         sessions: &[(Session, usize)],
         offline_after: Duration,
     ) -> Result<Vec<(Session, Command)>, StoreError> {
-        self.retrying(|| self.claim_commands_once(region, sessions, offline_after))
-            .await
+        self.retrying(|| async move {
+            let room: usize = sessions.iter().map(|(_, room)| room).sum();
+            if room == 0 {
+                return Ok(Vec::new());
+            }
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Online agents of the region and their load, locked first. The
+            // share lock makes a concurrent new session of one of them wait for
+            // this claim, so that its requeue sees what is delivered here. Taken
+            // before the commands and connectors (which are never waited for:
+            // SKIP LOCKED), so that a claim holds nothing a new session needs
+            // while it waits for the agents: opening a session takes its agent,
+            // then its commands and connectors, and the two cannot deadlock.
+            let rows = tx
+                .query(
+                    &format!(
+                        "SELECT a.id, a.session_epoch,
+                                (SELECT count(*) FROM connectors x
+                                 WHERE x.agent_id = a.id AND x.state <> 'STOPPED')
+                              + (SELECT count(*) FROM commands y
+                                 WHERE y.agent_id = a.id AND y.status = 'DELIVERED') AS load
+                         FROM agents a
+                         WHERE a.region = $1 AND {}
+                         ORDER BY a.id
+                         FOR SHARE OF a",
+                        online(2)
+                    ),
+                    &[&region, &offline_after.as_secs_f64()],
+                )
+                .await?;
+            let agents: Vec<Candidate> = rows
+                .iter()
+                .map(|row| Candidate {
+                    agent_id: row.get(0),
+                    epoch: row.get(1),
+                    load: row.get(2),
+                })
+                .collect();
+            // Pending commands: each is its connector's only open one (a newer
+            // command supersedes the older ones), with its runner. Rows
+            // another claim or a Start/Pause holds are skipped, never waited
+            // for.
+            let limit = i64::try_from(room).unwrap_or(i64::MAX);
+            let deliverable: Vec<Deliverable> = tx
+                .query(
+                    &format!(
+                        "SELECT c.id, {RUNNER}
+                         FROM commands c JOIN connectors k ON k.id = c.connector_id
+                         WHERE c.status = 'PENDING' AND c.region = $1
+                         ORDER BY c.create_time
+                         LIMIT $2
+                         FOR UPDATE OF c, k SKIP LOCKED"
+                    ),
+                    &[&region, &limit],
+                )
+                .await?
+                .iter()
+                .map(|row| Deliverable {
+                    command_id: row.get(0),
+                    runner: row.get(1),
+                })
+                .collect();
+            if deliverable.is_empty() {
+                return Ok(Vec::new());
+            }
+            let local = assign_local(&deliverable, &agents, sessions);
+            let sessions: HashMap<String, Session> = local
+                .iter()
+                .map(|(_, session)| (session.agent_id.clone(), session.clone()))
+                .collect();
+            let (ids, targets): (Vec<String>, Vec<String>) = local
+                .into_iter()
+                .map(|(command_id, session)| (command_id, session.agent_id))
+                .unzip();
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let rows = tx
+                .query(
+                    &format!(
+                        "UPDATE commands SET status = 'DELIVERED', agent_id = t.agent_id,
+                                             deliver_time = now(),
+                                             delivery_attempts = delivery_attempts + 1
+                         FROM unnest($1::text[], $2::text[]) AS t(id, agent_id)
+                         WHERE commands.id = t.id
+                         RETURNING {}",
+                        COMMAND_COLUMNS
+                            .split(',')
+                            .map(|column| format!("commands.{}", column.trim()))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    &[&ids, &targets],
+                )
+                .await?;
+            let mut delivered = Vec::with_capacity(rows.len());
+            for row in &rows {
+                let command = command_from_row(row)?;
+                let session = sessions[&command.agent_id].clone();
+                delivered.push((session, command));
+            }
+            tx.commit().await?;
+            delivered.sort_by_key(|(_, command)| command.generation);
+            Ok(delivered)
+        })
+        .await
     }
 
     async fn release_command(&self, session: &Session, command_id: &str) -> Result<(), StoreError> {
-        self.retrying(|| self.release_command_once(session, command_id))
-            .await
+        self.retrying(|| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            fence(&tx, session).await?;
+            tx.execute(
+                "UPDATE commands SET status = 'PENDING'
+                 WHERE id = $1 AND agent_id = $2 AND status = 'DELIVERED'",
+                &[&command_id, &session.agent_id],
+            )
+            .await?;
+            tx.commit().await
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(agent_id = %session.agent_id, command_id = %report.command_id))]
@@ -257,7 +166,71 @@ impl Dispatch for PgStore {
         session: &Session,
         report: &CommandReport,
     ) -> Result<Option<Command>, StoreError> {
-        self.retrying(|| self.complete_command_once(session, report))
-            .await
+        self.retrying(|| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            fence(&tx, session).await?;
+            let Some(row) = tx
+                .query_opt(
+                    "SELECT connector_id FROM commands WHERE id = $1",
+                    &[&report.command_id],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            let connector_id: String = row.get(0);
+            // Connector first, then command: the same lock order as Start/Pause.
+            let connector = connector_from_row(
+                &tx.query_one(
+                    &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = $1 FOR UPDATE"),
+                    &[&connector_id],
+                )
+                .await?,
+            )?;
+            let command = command_from_row(
+                &tx.query_one(
+                    &format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = $1 FOR UPDATE"),
+                    &[&report.command_id],
+                )
+                .await?,
+            )?;
+            let outcome = if report.success {
+                CommandStatus::Succeeded
+            } else {
+                CommandStatus::Failed
+            };
+            let complete = match result_disposition(&command, session) {
+                ResultDisposition::Ignore => return Ok(None),
+                ResultDisposition::Complete => {
+                    "UPDATE commands SET status = $2, error_reason = $3, error_message = $4,
+                                         error_retriable = $5, complete_time = now()"
+                }
+                // The status stays SUPERSEDED; the answer is kept.
+                ResultDisposition::Late => {
+                    "UPDATE commands SET late_result = $2, error_reason = $3, error_message = $4,
+                                         error_retriable = $5, late_result_time = now()"
+                }
+            };
+            let completed = command_from_row(
+                &tx.query_one(
+                    &format!("{complete} WHERE id = $1 RETURNING {COMMAND_COLUMNS}"),
+                    &[
+                        &command.id,
+                        &outcome.as_str(),
+                        &report.error_reason,
+                        &report.error_message,
+                        &report.retriable(),
+                    ],
+                )
+                .await?,
+            )?;
+            if let Some(update) = result_effect(&connector, &command, report, session) {
+                apply_update(&tx, &connector.id, &update).await?;
+            }
+            tx.commit().await?;
+            Ok(Some(completed))
+        })
+        .await
     }
 }

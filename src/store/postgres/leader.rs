@@ -23,114 +23,7 @@ pub(super) const LEASE_CTE: &str = "lease AS (
     WHERE name = 'leader' AND holder = $1 AND term = $2 AND expire_time > now()
     FOR SHARE)";
 
-/// The transactions themselves; the trait methods run them again when
-/// they lose a conflict (`PgStore::retrying`).
 impl PgStore {
-    async fn sweep_offline_once(
-        &self,
-        lease: Lease,
-        offline_after: Duration,
-        replica_ttl: Duration,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "WITH {LEASE_CTE},
-             offline AS (
-                 SELECT a.id, dead.replica AS dead_replica FROM agents a,
-                     LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
-                              AND NOT EXISTS (
-                                  SELECT 1 FROM replicas r WHERE r.id = a.replica_id
-                                  AND r.heartbeat_time > now() - make_interval(secs => $4))
-                              AS replica) dead
-                 WHERE EXISTS (SELECT 1 FROM lease)
-                   AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
-                        OR dead.replica)
-                 -- An agent reconnecting right now holds its row: skip
-                 -- it rather than mark its fresh session's work.
-                 FOR UPDATE OF a SKIP LOCKED),
-             -- Sessions of a dead replica end here; their agents come
-             -- back through another replica with a new epoch.
-             ended AS (
-                 UPDATE agents SET disconnect_time = now()
-                 WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
-                   AND replica_id <> ''
-                   AND NOT EXISTS (
-                       SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
-                       AND r.heartbeat_time > now() - make_interval(secs => $4))
-                 RETURNING id, session_id, session_epoch, region, principal, peer),
-             {},
-             requeued AS (
-                 UPDATE commands SET status = 'PENDING'
-                 WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
-                 RETURNING 1),
-             -- A connector whose status was written within the
-             -- silence is not stale: its agent reported it after its
-             -- last recorded heartbeat (those are flushed later).
-             unknown AS (
-                 UPDATE connectors SET state = 'UNKNOWN', update_time = now()
-                 WHERE state IN ('RUNNING', 'FAILED')
-                   AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
-                               AND (o.dead_replica
-                                    OR connectors.update_time
-                                       <= now() - make_interval(secs => $3)))
-                 RETURNING 1),
-             forgotten AS (
-                 DELETE FROM replicas
-                 WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
-                 RETURNING 1)
-             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
-                    (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
-                    (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
-            audit_ended(5)
-        );
-        let params: Params = &[
-            &offline_after.as_secs_f64(),
-            &replica_ttl.as_secs_f64(),
-            &SessionEnd::ReplicaDead.reason(),
-        ];
-        let client = self.client().await?;
-        let row = self.as_leader(&client, lease, &sql, params).await?;
-        let (unknown, requeued, ended): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
-        if unknown > 0 || requeued > 0 || ended > 0 {
-            tracing::info!(
-                unknown,
-                requeued,
-                sessions_of_dead_replicas = ended,
-                "agents went silent"
-            );
-        }
-        Ok(u64::try_from(unknown + requeued + ended).unwrap_or(0))
-    }
-
-    async fn expire_deliveries_once(
-        &self,
-        lease: Lease,
-        timeout: Duration,
-    ) -> Result<u64, StoreError> {
-        let sql = format!(
-            "WITH {LEASE_CTE},
-             expired AS (
-                 UPDATE commands SET status = 'PENDING'
-                 WHERE status = 'DELIVERED'
-                   AND deliver_time <= now() - make_interval(secs => $3)
-                   AND EXISTS (SELECT 1 FROM lease)
-                 RETURNING id)
-             SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
-        );
-        let client = self.client().await?;
-        let row = self
-            .as_leader(&client, lease, &sql, &[&timeout.as_secs_f64()])
-            .await?;
-        let expired: i64 = row.get(1);
-        if expired > 0 {
-            tracing::warn!(
-                expired,
-                ?timeout,
-                "deliveries unanswered for too long were made pending again"
-            );
-        }
-        Ok(u64::try_from(expired).unwrap_or(0))
-    }
-
     /// Runs a leader-only statement (`WITH {LEASE_CTE}, ...`, its writes
     /// guarded by the lease) whose first column says whether the lease was
     /// held: `$1` and `$2` bound to this process's holder name and the
@@ -246,13 +139,105 @@ impl Leadership for PgStore {
         offline_after: Duration,
         replica_ttl: Duration,
     ) -> Result<u64, StoreError> {
-        self.retrying(|| self.sweep_offline_once(lease, offline_after, replica_ttl))
-            .await
+        self.retrying(|| async move {
+            let sql = format!(
+                "WITH {LEASE_CTE},
+                 offline AS (
+                     SELECT a.id, dead.replica AS dead_replica FROM agents a,
+                         LATERAL (SELECT a.disconnect_time IS NULL AND a.replica_id <> ''
+                                  AND NOT EXISTS (
+                                      SELECT 1 FROM replicas r WHERE r.id = a.replica_id
+                                      AND r.heartbeat_time > now() - make_interval(secs => $4))
+                                  AS replica) dead
+                     WHERE EXISTS (SELECT 1 FROM lease)
+                       AND (a.last_heartbeat_time <= now() - make_interval(secs => $3)
+                            OR dead.replica)
+                     -- An agent reconnecting right now holds its row: skip
+                     -- it rather than mark its fresh session's work.
+                     FOR UPDATE OF a SKIP LOCKED),
+                 -- Sessions of a dead replica end here; their agents come
+                 -- back through another replica with a new epoch.
+                 ended AS (
+                     UPDATE agents SET disconnect_time = now()
+                     WHERE id IN (SELECT id FROM offline) AND disconnect_time IS NULL
+                       AND replica_id <> ''
+                       AND NOT EXISTS (
+                           SELECT 1 FROM replicas r WHERE r.id = agents.replica_id
+                           AND r.heartbeat_time > now() - make_interval(secs => $4))
+                     RETURNING id, session_id, session_epoch, region, principal, peer),
+                 {},
+                 requeued AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM offline)
+                     RETURNING 1),
+                 -- A connector whose status was written within the
+                 -- silence is not stale: its agent reported it after its
+                 -- last recorded heartbeat (those are flushed later).
+                 unknown AS (
+                     UPDATE connectors SET state = 'UNKNOWN', update_time = now()
+                     WHERE state IN ('RUNNING', 'FAILED')
+                       AND EXISTS (SELECT 1 FROM offline o WHERE o.id = connectors.agent_id
+                                   AND (o.dead_replica
+                                        OR connectors.update_time
+                                           <= now() - make_interval(secs => $3)))
+                     RETURNING 1),
+                 forgotten AS (
+                     DELETE FROM replicas
+                     WHERE heartbeat_time < now() - interval '1 day' AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING 1)
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM unknown),
+                        (SELECT count(*) FROM requeued), (SELECT count(*) FROM ended),
+                        (SELECT count(*) FROM forgotten), (SELECT count(*) FROM audited)",
+                audit_ended(5)
+            );
+            let params: Params = &[
+                &offline_after.as_secs_f64(),
+                &replica_ttl.as_secs_f64(),
+                &SessionEnd::ReplicaDead.reason(),
+            ];
+            let client = self.client().await?;
+            let row = self.as_leader(&client, lease, &sql, params).await?;
+            let (unknown, requeued, ended): (i64, i64, i64) = (row.get(1), row.get(2), row.get(3));
+            if unknown > 0 || requeued > 0 || ended > 0 {
+                tracing::info!(
+                    unknown,
+                    requeued,
+                    sessions_of_dead_replicas = ended,
+                    "agents went silent"
+                );
+            }
+            Ok(u64::try_from(unknown + requeued + ended).unwrap_or(0))
+        })
+        .await
     }
 
     async fn expire_deliveries(&self, lease: Lease, timeout: Duration) -> Result<u64, StoreError> {
-        self.retrying(|| self.expire_deliveries_once(lease, timeout))
-            .await
+        self.retrying(|| async move {
+            let sql = format!(
+                "WITH {LEASE_CTE},
+                 expired AS (
+                     UPDATE commands SET status = 'PENDING'
+                     WHERE status = 'DELIVERED'
+                       AND deliver_time <= now() - make_interval(secs => $3)
+                       AND EXISTS (SELECT 1 FROM lease)
+                     RETURNING id)
+                 SELECT EXISTS (SELECT 1 FROM lease), (SELECT count(*) FROM expired)"
+            );
+            let client = self.client().await?;
+            let row = self
+                .as_leader(&client, lease, &sql, &[&timeout.as_secs_f64()])
+                .await?;
+            let expired: i64 = row.get(1);
+            if expired > 0 {
+                tracing::warn!(
+                    expired,
+                    ?timeout,
+                    "deliveries unanswered for too long were made pending again"
+                );
+            }
+            Ok(u64::try_from(expired).unwrap_or(0))
+        })
+        .await
     }
 
     async fn restart_round(

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::Row;
 
 pub(super) use crate::store::rows::{
-    AUDIT_COLUMNS, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
+    AUDIT_COLUMNS, RUNNER, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
     connector_from_row, fetch_for, page_of, region_from_row,
 };
 pub use crate::store::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};

@@ -243,214 +243,157 @@ async fn record_hello(
     record_reports(client, &reports, &gone).await
 }
 
-/// The transactions themselves; the trait methods run them again when
-/// they lose a conflict (`PgStore::retrying`).
-impl PgStore {
-    async fn open_session_once(&self, hello: &Hello) -> Result<Session, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        let session_id = uuid::Uuid::now_v7().to_string();
-        // The session this one replaces, if it had not ended: it ends here,
-        // and its end is audited with whoever opened it.
-        let previous = tx
-            .query_opt(
-                "SELECT session_id, session_epoch, region, server_ip, principal, peer
-                 FROM agents WHERE id = $1 AND disconnect_time IS NULL
-                 FOR UPDATE",
-                &[&hello.agent_id],
-            )
-            .await?
-            .map(|row| Session {
-                agent_id: hello.agent_id.clone(),
-                session_id: row.get(0),
-                epoch: row.get(1),
-                region: row.get(2),
-                server_ip: row.get(3),
-                actor: crate::domain::Actor {
-                    principal: row.get(4),
-                    peer: row.get(5),
-                },
-            });
-        let epoch: Option<i64> = tx
-            .query_opt(
-                "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
-                                     replica_id, session_epoch, connect_time,
-                                     last_heartbeat_time, principal, peer)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET
-                     region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
-                     instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
-                     session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
-                     session_epoch = agents.session_epoch + 1,
-                     connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL,
-                     principal = EXCLUDED.principal, peer = EXCLUDED.peer
-                 -- An agent id belongs to one region: no row comes back.
-                 WHERE agents.region = EXCLUDED.region
-                 RETURNING session_epoch",
-                &[
-                    &hello.agent_id,
-                    &hello.region,
-                    &hello.server_ip,
-                    &hello.instance_id,
-                    &hello.version,
-                    &session_id,
-                    &&*self.replica_id,
-                    &hello.actor.principal,
-                    &hello.actor.peer,
-                ],
-            )
-            .await?
-            .map(|row| row.get(0));
-        let Some(epoch) = epoch else {
-            let registered: String = tx
-                .query_one(
-                    "SELECT region FROM agents WHERE id = $1",
-                    &[&hello.agent_id],
-                )
-                .await?
-                .get(0);
-            return Err(StoreError::agent_in_other_region(hello, registered));
-        };
-        let session = hello.session(session_id, epoch);
-        if let Some(previous) = &previous {
-            insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded)).await?;
-        }
-        insert_audit(&tx, &session_started(&session)).await?;
-        // What an earlier session received but never answered is delivered
-        // again (same command id): at-least-once across reconnects.
-        let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
-        record_hello(&tx, &session, hello).await?;
-        tx.commit().await?;
-        debug!(epoch, requeued, "session opened");
-        Ok(session)
-    }
-
-    async fn close_session_once(
-        &self,
-        session: &Session,
-        end: &SessionEnd,
-    ) -> Result<u64, StoreError> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        match fence(&tx, session).await {
-            Ok(()) => {}
-            // A newer session owns the agent now; nothing to close (the
-            // newer session recorded this one's end).
-            Err(StoreError::Fenced { .. }) => return Ok(0),
-            Err(error) => return Err(error),
-        }
-        if tx
-            .execute(
-                "UPDATE agents SET disconnect_time = now()
-                 WHERE id = $1 AND disconnect_time IS NULL",
-                &[&session.agent_id],
-            )
-            .await?
-            == 0
-        {
-            // Already ended elsewhere (the leader's sweep), and audited.
-            return Ok(0);
-        }
-        insert_audit(&tx, &session_ended(session, end)).await?;
-        // Unanswered commands go back to the queue at once, for another
-        // agent of the region or for this one when it returns.
-        let requeued = requeue_delivered(&tx, &session.agent_id).await?;
-        tx.commit().await?;
-        Ok(requeued)
-    }
-
-    async fn record_status_batch_once(
-        &self,
-        batch: &[(Session, SessionReport)],
-    ) -> Result<Vec<Session>, StoreError> {
-        if batch.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        // Three statements whatever the batch's size: fence every session,
-        // lock every reported connector, write every change.
-        let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
-        let epochs: HashMap<String, i64> = tx
-            .query(
-                "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
-                &[&agent_ids],
-            )
-            .await?
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        let (current, fenced): (Vec<_>, Vec<_>) = batch
-            .iter()
-            .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
-        let reports: Vec<(&Session, &ObservedStatus)> = current
-            .iter()
-            .flat_map(|(session, report)| {
-                report.statuses.iter().map(move |status| (session, status))
-            })
-            .collect();
-        let gone: Vec<(&Session, &Gone, bool)> = current
-            .iter()
-            .flat_map(|(session, report)| {
-                report.gone.iter().map(move |gone| (session, gone, false))
-            })
-            .collect();
-        record_reports(&tx, &reports, &gone).await?;
-        tx.commit().await?;
-        Ok(fenced
-            .into_iter()
-            .map(|(session, _)| session.clone())
-            .collect())
-    }
-
-    async fn end_orphaned_sessions_once(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
-        let client = self.client().await?;
-        // Only when no live process heartbeats under this replica id: two
-        // processes started with one id must not end each other's sessions.
-        let row = client
-            .query_one(
-                &format!(
-                    "WITH ended AS (
-                         UPDATE agents SET disconnect_time = now()
-                         WHERE replica_id = $1 AND disconnect_time IS NULL
-                           AND NOT EXISTS (
-                               SELECT 1 FROM replicas r WHERE r.id = $1
-                               AND r.heartbeat_time > now() - make_interval(secs => $3))
-                         RETURNING id, session_id, session_epoch, region, principal, peer),
-                     {},
-                     requeued AS (
-                         UPDATE commands SET status = 'PENDING'
-                         WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
-                         RETURNING 1)
-                     SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
-                            (SELECT count(*) FROM requeued)",
-                    audit_ended(2)
-                ),
-                &[
-                    &&*self.replica_id,
-                    &SessionEnd::ReplicaRestarted.reason(),
-                    &replica_ttl.as_secs_f64(),
-                ],
-            )
-            .await?;
-        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
-    }
-}
-
 impl Sessions for PgStore {
     #[instrument(skip_all, fields(agent_id = %hello.agent_id))]
     async fn open_session(&self, hello: &Hello) -> Result<Session, StoreError> {
-        self.retrying(|| self.open_session_once(hello)).await
+        self.retrying(|| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            let session_id = uuid::Uuid::now_v7().to_string();
+            // The session this one replaces, if it had not ended: it ends here,
+            // and its end is audited with whoever opened it.
+            let previous = tx
+                .query_opt(
+                    "SELECT session_id, session_epoch, region, server_ip, principal, peer
+                     FROM agents WHERE id = $1 AND disconnect_time IS NULL
+                     FOR UPDATE",
+                    &[&hello.agent_id],
+                )
+                .await?
+                .map(|row| Session {
+                    agent_id: hello.agent_id.clone(),
+                    session_id: row.get(0),
+                    epoch: row.get(1),
+                    region: row.get(2),
+                    server_ip: row.get(3),
+                    actor: crate::domain::Actor {
+                        principal: row.get(4),
+                        peer: row.get(5),
+                    },
+                });
+            let epoch: Option<i64> = tx
+                .query_opt(
+                    "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
+                                         replica_id, session_epoch, connect_time,
+                                         last_heartbeat_time, principal, peer)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9)
+                     ON CONFLICT (id) DO UPDATE SET
+                         region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
+                         instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
+                         session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
+                         session_epoch = agents.session_epoch + 1,
+                         connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL,
+                         principal = EXCLUDED.principal, peer = EXCLUDED.peer
+                     -- An agent id belongs to one region: no row comes back.
+                     WHERE agents.region = EXCLUDED.region
+                     RETURNING session_epoch",
+                    &[
+                        &hello.agent_id,
+                        &hello.region,
+                        &hello.server_ip,
+                        &hello.instance_id,
+                        &hello.version,
+                        &session_id,
+                        &&*self.replica_id,
+                        &hello.actor.principal,
+                        &hello.actor.peer,
+                    ],
+                )
+                .await?
+                .map(|row| row.get(0));
+            let Some(epoch) = epoch else {
+                let registered: String = tx
+                    .query_one(
+                        "SELECT region FROM agents WHERE id = $1",
+                        &[&hello.agent_id],
+                    )
+                    .await?
+                    .get(0);
+                return Err(StoreError::agent_in_other_region(hello, registered));
+            };
+            let session = hello.session(session_id, epoch);
+            if let Some(previous) = &previous {
+                insert_audit(&tx, &session_ended(previous, &SessionEnd::Superseded)).await?;
+            }
+            insert_audit(&tx, &session_started(&session)).await?;
+            // What an earlier session received but never answered is delivered
+            // again (same command id): at-least-once across reconnects.
+            let requeued = requeue_delivered(&tx, &hello.agent_id).await?;
+            record_hello(&tx, &session, hello).await?;
+            tx.commit().await?;
+            debug!(epoch, requeued, "session opened");
+            Ok(session)
+        })
+        .await
     }
 
     async fn close_session(&self, session: &Session, end: &SessionEnd) -> Result<u64, StoreError> {
-        self.retrying(|| self.close_session_once(session, end))
-            .await
+        self.retrying(|| async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            match fence(&tx, session).await {
+                Ok(()) => {}
+                // A newer session owns the agent now; nothing to close (the
+                // newer session recorded this one's end).
+                Err(StoreError::Fenced { .. }) => return Ok(0),
+                Err(error) => return Err(error),
+            }
+            if tx
+                .execute(
+                    "UPDATE agents SET disconnect_time = now()
+                     WHERE id = $1 AND disconnect_time IS NULL",
+                    &[&session.agent_id],
+                )
+                .await?
+                == 0
+            {
+                // Already ended elsewhere (the leader's sweep), and audited.
+                return Ok(0);
+            }
+            insert_audit(&tx, &session_ended(session, end)).await?;
+            // Unanswered commands go back to the queue at once, for another
+            // agent of the region or for this one when it returns.
+            let requeued = requeue_delivered(&tx, &session.agent_id).await?;
+            tx.commit().await?;
+            Ok(requeued)
+        })
+        .await
     }
 
     async fn end_orphaned_sessions(&self, replica_ttl: Duration) -> Result<u64, StoreError> {
-        self.retrying(|| self.end_orphaned_sessions_once(replica_ttl))
-            .await
+        self.retrying(|| async move {
+            let client = self.client().await?;
+            // Only when no live process heartbeats under this replica id: two
+            // processes started with one id must not end each other's sessions.
+            let row = client
+                .query_one(
+                    &format!(
+                        "WITH ended AS (
+                             UPDATE agents SET disconnect_time = now()
+                             WHERE replica_id = $1 AND disconnect_time IS NULL
+                               AND NOT EXISTS (
+                                   SELECT 1 FROM replicas r WHERE r.id = $1
+                                   AND r.heartbeat_time > now() - make_interval(secs => $3))
+                             RETURNING id, session_id, session_epoch, region, principal, peer),
+                         {},
+                         requeued AS (
+                             UPDATE commands SET status = 'PENDING'
+                             WHERE status = 'DELIVERED' AND agent_id IN (SELECT id FROM ended)
+                             RETURNING 1)
+                         SELECT (SELECT count(*) FROM ended), (SELECT count(*) FROM audited),
+                                (SELECT count(*) FROM requeued)",
+                        audit_ended(2)
+                    ),
+                    &[
+                        &&*self.replica_id,
+                        &SessionEnd::ReplicaRestarted.reason(),
+                        &replica_ttl.as_secs_f64(),
+                    ],
+                )
+                .await?;
+            Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+        .await
     }
 
     #[instrument(skip_all, fields(agent_id = %session.agent_id, statuses = statuses.len()))]
@@ -471,7 +414,47 @@ impl Sessions for PgStore {
         &self,
         batch: &[(Session, SessionReport)],
     ) -> Result<Vec<Session>, StoreError> {
-        self.retrying(|| self.record_status_batch_once(batch)).await
+        self.retrying(|| async move {
+            if batch.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            // Three statements whatever the batch's size: fence every session,
+            // lock every reported connector, write every change.
+            let agent_ids: Vec<&str> = batch.iter().map(|(s, _)| s.agent_id.as_str()).collect();
+            let epochs: HashMap<String, i64> = tx
+                .query(
+                    "SELECT id, session_epoch FROM agents WHERE id = ANY($1) ORDER BY id FOR SHARE",
+                    &[&agent_ids],
+                )
+                .await?
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect();
+            let (current, fenced): (Vec<_>, Vec<_>) = batch
+                .iter()
+                .partition(|(session, _)| epochs.get(&session.agent_id) == Some(&session.epoch));
+            let reports: Vec<(&Session, &ObservedStatus)> = current
+                .iter()
+                .flat_map(|(session, report)| {
+                    report.statuses.iter().map(move |status| (session, status))
+                })
+                .collect();
+            let gone: Vec<(&Session, &Gone, bool)> = current
+                .iter()
+                .flat_map(|(session, report)| {
+                    report.gone.iter().map(move |gone| (session, gone, false))
+                })
+                .collect();
+            record_reports(&tx, &reports, &gone).await?;
+            tx.commit().await?;
+            Ok(fenced
+                .into_iter()
+                .map(|(session, _)| session.clone())
+                .collect())
+        })
+        .await
     }
 
     async fn flush_heartbeats(

@@ -90,7 +90,8 @@ fn transitions(
     Ok(outcomes)
 }
 
-/// `transition` inside an open transaction, which the caller commits.
+/// One change of `transitions` inside an open transaction, which the caller
+/// commits.
 pub(super) fn transition_in(
     tx: &rusqlite::Transaction<'_>,
     change: &Change,
@@ -205,6 +206,21 @@ pub(super) fn transition_in(
     })
 }
 
+impl SqliteStore {
+    /// What `find` finds under `id`, or `missing(id)` when it finds
+    /// nothing (see PostgreSQL's `by_id`).
+    async fn by_id<T: Send + 'static>(
+        &self,
+        id: &str,
+        find: fn(&Connection, &str) -> Result<Option<T>, StoreError>,
+        missing: fn(String) -> StoreError,
+    ) -> Result<T, StoreError> {
+        let id = id.to_owned();
+        self.with(move |connection| find(connection, &id)?.ok_or_else(|| missing(id)))
+            .await
+    }
+}
+
 impl Connectors for SqliteStore {
     async fn create_connector(&self, new: NewConnector) -> Result<Connector, StoreError> {
         self.write(move |tx| {
@@ -264,11 +280,8 @@ impl Connectors for SqliteStore {
     }
 
     async fn get_connector(&self, id: &str) -> Result<Connector, StoreError> {
-        let id = id.to_owned();
-        self.with(move |connection| {
-            get_connector(connection, &id)?.ok_or(StoreError::ConnectorNotFound(id))
-        })
-        .await
+        self.by_id(id, get_connector, StoreError::ConnectorNotFound)
+            .await
     }
 
     async fn transitions(
@@ -291,14 +304,14 @@ impl Connectors for SqliteStore {
         let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
         let request_id = request_id.map(str::to_owned);
         self.write(move |tx| {
-            if let Some(request_id) = &request_id
-                && rules::replay_of(
-                    &id,
-                    request_id,
-                    audited_principal(tx, &id, "UPDATE_RESTART_POLICY", request_id)?.as_deref(),
-                    &actor.principal,
-                )?
-            {
+            let request_id = request_id.as_deref();
+            if is_retry(
+                tx,
+                &id,
+                AuditAction::UpdateRestartPolicy,
+                request_id,
+                &actor.principal,
+            )? {
                 return get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
             let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
@@ -326,7 +339,7 @@ impl Connectors for SqliteStore {
             insert_audit(
                 tx,
                 &NewAuditEvent {
-                    request_id: request_id.clone().unwrap_or_default(),
+                    request_id: request_id.unwrap_or_default().to_owned(),
                     detail: format!("restart policy: {policy}"),
                     ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
                 },
@@ -345,14 +358,15 @@ impl Connectors for SqliteStore {
         let request = request.clone();
         self.write(move |tx| {
             let id = request.connector_id.clone();
-            if let Some(request_id) = &request.request_id
-                && rules::replay_of(
-                    &id,
-                    request_id,
-                    audited_principal(tx, &id, "MARK_CONNECTOR_STOPPED", request_id)?.as_deref(),
-                    &request.actor.principal,
-                )?
-            {
+            let request_id = request.request_id.as_deref();
+            let principal = &request.actor.principal;
+            if is_retry(
+                tx,
+                &id,
+                AuditAction::MarkConnectorStopped,
+                request_id,
+                principal,
+            )? {
                 let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
                 return Ok((connector, true));
             }
@@ -434,11 +448,8 @@ impl Connectors for SqliteStore {
     }
 
     async fn get_command(&self, id: &str) -> Result<Command, StoreError> {
-        let id = id.to_owned();
-        self.with(move |connection| {
-            get_command(connection, &id)?.ok_or(StoreError::CommandNotFound(id))
-        })
-        .await
+        self.by_id(id, get_command, StoreError::CommandNotFound)
+            .await
     }
 
     async fn page_token_key(&self) -> Result<Vec<u8>, StoreError> {
@@ -455,22 +466,34 @@ impl Connectors for SqliteStore {
     }
 }
 
-/// Who made the audited (OK) call `action` with `request_id` on
-/// `connector_id`, if one was made (see PostgreSQL's).
-fn audited_principal(
+/// Whether a call with `request_id` retries the audited (OK) call
+/// `action` on `connector_id` that its principal made (see PostgreSQL's).
+fn is_retry(
     connection: &Connection,
     connector_id: &str,
-    action: &str,
-    request_id: &str,
-) -> Result<Option<String>, StoreError> {
-    connection
+    action: AuditAction,
+    request_id: Option<&str>,
+    principal: &str,
+) -> Result<bool, StoreError> {
+    let Some(request_id) = request_id else {
+        return Ok(false);
+    };
+    let first: Option<String> = connection
         .prepare_cached(
             "SELECT principal FROM audit_events
              WHERE connector_id = ?1 AND action = ?2 AND request_id = ?3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
         )
         .map_err(translate)?
-        .query_row(params![connector_id, action, request_id], |row| row.get(0))
+        .query_row(params![connector_id, action.as_str(), request_id], |row| {
+            row.get(0)
+        })
         .optional()
-        .map_err(translate)
+        .map_err(translate)?;
+    Ok(rules::replay_of(
+        connector_id,
+        request_id,
+        first.as_deref(),
+        principal,
+    )?)
 }

@@ -3,7 +3,7 @@
 use super::connectors::{get_command, get_connector};
 use super::error::translate;
 use super::reads::online_since;
-use super::rows::{COMMAND_COLUMNS, command_from_row, text};
+use super::rows::{COMMAND_COLUMNS, RUNNER, command_from_row, text};
 use super::sessions::{apply_update, fence};
 use super::{SqliteStore, now};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
@@ -42,22 +42,13 @@ impl Dispatch for SqliteStore {
         let (region, sessions) = (region.to_owned(), sessions.to_vec());
         self.write(move |tx| {
             let deliverable: Vec<Deliverable> = tx
-                .prepare_cached(
-                    // The runner as in PostgreSQL's claim.
-                    "SELECT c.id,
-                            COALESCE((SELECT CASE WHEN p.status = 'SUPERSEDED'
-                                                       AND p.late_result = ''
-                                                  THEN p.agent_id END
-                                      FROM commands p
-                                      WHERE p.connector_id = c.connector_id
-                                        AND p.generation < c.generation AND p.agent_id <> ''
-                                      ORDER BY p.generation DESC LIMIT 1),
-                                     k.agent_id)
+                .prepare_cached(&format!(
+                    "SELECT c.id, {RUNNER}
                      FROM commands c JOIN connectors k ON k.id = c.connector_id
                      WHERE c.status = 'PENDING' AND c.region = ?1
                      ORDER BY c.create_time
-                     LIMIT ?2",
-                )
+                     LIMIT ?2"
+                ))
                 .map_err(translate)?
                 .query_map(params![region, room as i64], |row| {
                     Ok(Deliverable {

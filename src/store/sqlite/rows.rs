@@ -1,6 +1,6 @@
-//! Reading SQLite rows for the shared row mapping (`store::rows`). Times
-//! are text in one fixed-width UTC format, so that text order is time
-//! order.
+//! Reading SQLite rows for the shared row mapping (`store::rows`), and a
+//! query's rows mapped (`all`, `first`). Times are text in one fixed-width
+//! UTC format, so that text order is time order.
 
 use super::error::translate;
 use crate::store::StoreError;
@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, Row};
 
 pub(super) use crate::store::rows::{
-    AUDIT_COLUMNS, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
+    AUDIT_COLUMNS, RUNNER, agent_from_row, audit_event_from_row, change_from_row, command_from_row,
     connector_from_row, fetch_for, page_of, region_from_row,
 };
 pub use crate::store::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS};
