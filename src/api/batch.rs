@@ -7,12 +7,11 @@ use super::connector_api::ConnectorApi;
 use super::convert;
 use super::error::ApiError;
 use super::mutation::Call;
-use super::refusals::Refusal;
+use super::refusals::Audited;
 use crate::auth::Permission;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
-    Actor, AuditAction, Change, CommandKind, Connector, PauseRequest, SearchFilter, StartRequest,
-    rules,
+    Actor, Change, CommandKind, Connector, PauseRequest, SearchFilter, StartRequest, rules,
 };
 use crate::proto::v1;
 use crate::store::{CommandOutcome, FleetStore, StoreError};
@@ -35,21 +34,45 @@ pub const DEFAULT_MAX_CONNECTORS: usize = 100;
 pub const MAX_MAX_CONNECTORS: usize = 10_000;
 
 /// BatchPauseConnectorsRequest and BatchStartConnectorsRequest.
-pub trait BatchRequest: Message + Clone + Default {
+pub trait BatchRequest: Audited + Message + Clone + Default {
     const RPC: &'static str;
     const KIND: CommandKind;
-    fn action(&self) -> AuditAction;
     fn filter(&self) -> Option<&v1::ConnectorFilter>;
     fn ids(&self) -> &[String];
-    fn request_id(&self) -> &str;
-    fn reason(&self) -> &str;
-    fn validate_only(&self) -> bool;
     fn max_connectors(&self) -> i32;
     /// Checks what the request asks of every connector.
     fn template(&self, violations: &mut Violations) -> Template;
     /// The request as a retry must repeat it: without its request id, dry
     /// run flag and guard, the ids in order.
     fn canonical(&self) -> Self;
+}
+
+/// The `BatchRequest` methods both batch requests answer alike, from their
+/// fields of the same names.
+macro_rules! shared_batch_fields {
+    () => {
+        fn filter(&self) -> Option<&v1::ConnectorFilter> {
+            self.filter.as_ref()
+        }
+        fn ids(&self) -> &[String] {
+            &self.ids
+        }
+        fn max_connectors(&self) -> i32 {
+            self.max_connectors
+        }
+        fn canonical(&self) -> Self {
+            let mut ids = self.ids.clone();
+            ids.sort();
+            ids.dedup();
+            Self {
+                ids,
+                request_id: String::new(),
+                validate_only: false,
+                max_connectors: 0,
+                ..self.clone()
+            }
+        }
+    };
 }
 
 /// What a batch asks of each connector.
@@ -99,43 +122,11 @@ impl Template {
 impl BatchRequest for v1::BatchPauseConnectorsRequest {
     const RPC: &'static str = "BatchPauseConnectors";
     const KIND: CommandKind = CommandKind::Pause;
-    fn action(&self) -> AuditAction {
-        AuditAction::PauseConnector
-    }
-    fn filter(&self) -> Option<&v1::ConnectorFilter> {
-        self.filter.as_ref()
-    }
-    fn ids(&self) -> &[String] {
-        &self.ids
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn reason(&self) -> &str {
-        &self.reason
-    }
-    fn validate_only(&self) -> bool {
-        self.validate_only
-    }
-    fn max_connectors(&self) -> i32 {
-        self.max_connectors
-    }
+    shared_batch_fields!();
     fn template(&self, violations: &mut Violations) -> Template {
         violations.check("reason", validate::reason(&self.reason));
         Template::Pause {
             reason: self.reason.clone(),
-        }
-    }
-    fn canonical(&self) -> Self {
-        let mut ids = self.ids.clone();
-        ids.sort();
-        ids.dedup();
-        Self {
-            ids,
-            request_id: String::new(),
-            validate_only: false,
-            max_connectors: 0,
-            ..self.clone()
         }
     }
 }
@@ -143,27 +134,7 @@ impl BatchRequest for v1::BatchPauseConnectorsRequest {
 impl BatchRequest for v1::BatchStartConnectorsRequest {
     const RPC: &'static str = "BatchStartConnectors";
     const KIND: CommandKind = CommandKind::Start;
-    fn action(&self) -> AuditAction {
-        AuditAction::StartConnector
-    }
-    fn filter(&self) -> Option<&v1::ConnectorFilter> {
-        self.filter.as_ref()
-    }
-    fn ids(&self) -> &[String] {
-        &self.ids
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn reason(&self) -> &str {
-        ""
-    }
-    fn validate_only(&self) -> bool {
-        self.validate_only
-    }
-    fn max_connectors(&self) -> i32 {
-        self.max_connectors
-    }
+    shared_batch_fields!();
     fn template(&self, violations: &mut Violations) -> Template {
         if !self.region.is_empty() {
             violations.check("region", validate::region(&self.region));
@@ -183,18 +154,6 @@ impl BatchRequest for v1::BatchStartConnectorsRequest {
             pull_back_time,
             region: (!self.region.is_empty()).then(|| self.region.clone()),
             skip_to_earliest: self.skip_to_earliest,
-        }
-    }
-    fn canonical(&self) -> Self {
-        let mut ids = self.ids.clone();
-        ids.sort();
-        ids.dedup();
-        Self {
-            ids,
-            request_id: String::new(),
-            validate_only: false,
-            max_connectors: 0,
-            ..self.clone()
         }
     }
 }
@@ -276,7 +235,8 @@ pub fn parse<R: BatchRequest>(
         }
         n => n as usize,
     };
-    violations.check("request_id", validate::request_id(request.request_id()));
+    let audit = request.audited();
+    violations.check("request_id", validate::request_id(audit.request_id));
     let template = request.template(&mut violations);
     convert::invalid_request(R::RPC, violations)?;
     let fingerprint = format!(
@@ -288,8 +248,8 @@ pub fn parse<R: BatchRequest>(
         kind: R::KIND,
         selection,
         template,
-        request_id: (!request.request_id().is_empty()).then(|| request.request_id().to_owned()),
-        validate_only: request.validate_only(),
+        request_id: (!audit.request_id.is_empty()).then(|| audit.request_id.to_owned()),
+        validate_only: audit.dry_run,
         max,
         fingerprint,
     })
@@ -318,14 +278,9 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<M>,
     ) -> Result<Response<v1::BatchConnectorsResponse>, Status> {
-        let message = request.get_ref();
-        let mut audit = Refusal::new(&request, message.action(), "", message.request_id());
-        audit.reason = message.reason().to_owned();
-        audit.dry_run = message.validate_only();
         self.mutating_call(
             request,
             Permission::ConnectorsOperate,
-            audit,
             |call, message| async move {
                 let batch = parse(&message, self.latency_alert)?;
                 self.run_batch(batch, call).await
