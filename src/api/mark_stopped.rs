@@ -3,7 +3,6 @@
 
 use super::connector_api::ConnectorApi;
 use super::convert;
-use super::error::ApiError;
 use crate::auth::Permission;
 use crate::proto::v1;
 use crate::store::FleetStore;
@@ -26,8 +25,7 @@ impl<S: FleetStore> ConnectorApi<S> {
                 let (connector, replayed) = self
                     .store
                     .mark_stopped(&mark, message.validate_only)
-                    .await
-                    .map_err(ApiError::from)?;
+                    .await?;
                 if message.validate_only {
                     info!("mark stopped validated (dry run; nothing written)");
                 } else if replayed {

@@ -37,7 +37,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     {
         let audit = Refusal::of(&request);
         let result = async {
-            let principal = auth::require(&request, permission).map_err(ApiError::from)?;
+            let principal = auth::require(&request, permission)?;
             if !audit.dry_run {
                 self.limiter.check(&principal)?;
             }

@@ -131,8 +131,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::WatchConnectorsRequest>,
     ) -> Result<Response<WatchConnectorsStream>, Status> {
-        let principal =
-            auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let principal = auth::require(&request, Permission::ConnectorsRead)?;
         let query = query(request.get_ref(), &self.tokens, self.latency_alert)?;
         let slot = self.watch_limits.admit(&principal, &actor(&request).peer)?;
         {
@@ -179,7 +178,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::ConnectorFilter>,
     ) -> Result<String, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
         let query = query(
             &v1::WatchConnectorsRequest {
                 filter: Some(request.into_inner()),
