@@ -18,6 +18,7 @@ pub(crate) mod agent_convert;
 mod agents;
 mod audit;
 mod batch;
+mod batch_request;
 mod caller;
 mod commands;
 mod connector_api;
@@ -46,7 +47,7 @@ pub mod watch_limits;
 
 pub use agents::AgentApi;
 pub use audit::AuditApi;
-pub use batch::DEFAULT_MAX_CONNECTORS;
+pub use batch_request::DEFAULT_MAX_CONNECTORS;
 pub use caller::actor;
 pub use connector_api::ConnectorApi;
 pub use convert::{command_to_proto, timestamp_to_proto};
