@@ -2,7 +2,6 @@
 //! list for operators.
 
 use super::convert;
-use super::error::ApiError;
 use crate::auth::{self, Permission};
 use crate::fleet::Fleet;
 use crate::proto::v1::{self, agent_service_server::AgentService};
@@ -35,8 +34,7 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         &self,
         request: Request<Streaming<v1::AgentMessage>>,
     ) -> Result<Response<Self::ConnectStream>, Status> {
-        let principal =
-            auth::require(&request, Permission::AgentsConnect).map_err(ApiError::from)?;
+        let principal = auth::require(&request, Permission::AgentsConnect)?;
         let actor = super::caller::actor(&request);
         let stream = super::session::connect(
             self.fleet.clone(),
@@ -54,13 +52,12 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         &self,
         request: Request<v1::ListAgentsRequest>,
     ) -> Result<Response<v1::ListAgentsResponse>, Status> {
-        auth::require(&request, Permission::AgentsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::AgentsRead)?;
         let region = convert::region_filter("ListAgents", &request.get_ref().region)?;
         let agents = self
             .store
             .list_agents(region.as_deref(), self.fleet.offline_after())
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         Ok(Response::new(v1::ListAgentsResponse {
             agents: agents.into_iter().map(convert::agent_to_proto).collect(),
         }))
@@ -71,12 +68,8 @@ impl<S: FleetStore> AgentService for AgentApi<S> {
         &self,
         request: Request<v1::ListReplicasRequest>,
     ) -> Result<Response<v1::ListReplicasResponse>, Status> {
-        auth::require(&request, Permission::AgentsRead).map_err(ApiError::from)?;
-        let replicas = self
-            .store
-            .list_replicas(self.fleet.replica_ttl())
-            .await
-            .map_err(ApiError::from)?;
+        auth::require(&request, Permission::AgentsRead)?;
+        let replicas = self.store.list_replicas(self.fleet.replica_ttl()).await?;
         Ok(Response::new(v1::ListReplicasResponse {
             replicas: replicas
                 .into_iter()

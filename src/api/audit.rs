@@ -108,13 +108,9 @@ impl<S: Store> AuditService for AuditApi<S> {
         &self,
         request: Request<v1::ListAuditEventsRequest>,
     ) -> Result<Response<v1::ListAuditEventsResponse>, Status> {
-        auth::require(&request, Permission::AuditRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::AuditRead)?;
         let (filter, page_size) = query(request.get_ref())?;
-        let (events, more) = self
-            .store
-            .list_audit_events(&filter, page_size)
-            .await
-            .map_err(ApiError::from)?;
+        let (events, more) = self.store.list_audit_events(&filter, page_size).await?;
         let next_page_token = match events.last() {
             Some(last) if more => encode_token(last.id),
             _ => String::new(),

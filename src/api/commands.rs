@@ -5,7 +5,7 @@ use super::connector_api::ConnectorApi;
 use super::convert;
 use super::error::ApiError;
 use super::mutation::Call;
-use super::refusals::Refusal;
+use super::refusals::Audited;
 use crate::auth::Permission;
 use crate::domain::{Actor, Change, CommandKind};
 use crate::proto::v1;
@@ -13,31 +13,47 @@ use crate::store::{CommandOutcome, FleetStore};
 use tonic::{Request, Response, Status};
 use tracing::{Span, info};
 
+/// StartConnectorRequest and PauseConnectorRequest: one command call.
+pub(super) trait CommandRequest: Audited {
+    /// Whether the call waits for the agent's answer.
+    fn wait(&self) -> bool;
+    /// The request validated, as the domain's `Change`.
+    fn validated_change(&self) -> Result<Change, ApiError>;
+}
+
+impl CommandRequest for v1::StartConnectorRequest {
+    fn wait(&self) -> bool {
+        self.wait
+    }
+    fn validated_change(&self) -> Result<Change, ApiError> {
+        convert::start_request(self).map(Change::Start)
+    }
+}
+
+impl CommandRequest for v1::PauseConnectorRequest {
+    fn wait(&self) -> bool {
+        self.wait
+    }
+    fn validated_change(&self) -> Result<Change, ApiError> {
+        convert::pause_request(self).map(Change::Pause)
+    }
+}
+
 impl<S: FleetStore> ConnectorApi<S> {
     /// A StartConnector or PauseConnector call: `mutating_call` with its
     /// permission, limit and audit, then `issue`; `respond` builds the
     /// RPC's response from the connector and the command.
-    pub(super) async fn command_call<M: convert::CommandRequest, R>(
+    pub(super) async fn command_call<M: CommandRequest, R>(
         &self,
         request: Request<M>,
         respond: impl FnOnce(Option<v1::Connector>, Option<v1::Command>, bool) -> R,
     ) -> Result<Response<R>, Status> {
-        let message = request.get_ref();
-        let mut audit = Refusal::new(
-            &request,
-            message.action(),
-            message.connector_id(),
-            message.request_id(),
-        );
-        audit.reason = message.reason().to_owned();
-        audit.dry_run = message.validate_only();
         self.mutating_call(
             request,
             Permission::ConnectorsOperate,
-            audit,
             |call, message| async move {
                 let change = message.validated_change()?;
-                if message.validate_only() {
+                if message.audited().dry_run {
                     let (connector, command) = self.preview(change, call).await?;
                     return Ok(respond(connector, command, true));
                 }

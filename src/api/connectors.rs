@@ -3,9 +3,7 @@
 
 use super::connector_api::ConnectorApi;
 use super::convert;
-use super::refusals::Refusal;
 use crate::auth::Permission;
-use crate::domain::AuditAction;
 use crate::proto::v1;
 use crate::store::FleetStore;
 use tonic::{Request, Response, Status};
@@ -16,17 +14,9 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::CreateConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        let id = request
-            .get_ref()
-            .connector
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_default();
-        let audit = Refusal::new(&request, AuditAction::CreateConnector, &id, "");
         self.mutating_call(
             request,
             Permission::ConnectorsCreate,
-            audit,
             |call, message| async move {
                 let mut new = convert::new_connector(message)?;
                 new.actor = call.actor;
@@ -43,17 +33,9 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::UpdateRestartPolicyRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        let message = request.get_ref();
-        let audit = Refusal::new(
-            &request,
-            AuditAction::UpdateRestartPolicy,
-            &message.id,
-            &message.request_id,
-        );
         self.mutating_call(
             request,
             Permission::ConnectorsOperate,
-            audit,
             |call, message| async move {
                 let policy = convert::update_restart_policy(&message)?;
                 let request_id = (!message.request_id.is_empty()).then_some(&*message.request_id);

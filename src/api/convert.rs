@@ -7,8 +7,8 @@ use super::error::ApiError;
 use super::pages::{self, OverMax};
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
-    AuditAction, Change, ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest,
-    RestartMode, RestartPolicy, SearchFilter, StartRequest,
+    ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest, RestartMode,
+    RestartPolicy, SearchFilter, StartRequest,
 };
 pub(crate) use crate::proto::convert::timestamp;
 pub use crate::proto::convert::{
@@ -472,66 +472,4 @@ pub fn region_filter(rpc: &'static str, region: &str) -> Result<Option<String>, 
     violations.check("region", validate::region(region));
     invalid_request(rpc, violations)?;
     Ok(Some(region.to_owned()))
-}
-
-/// StartConnectorRequest and PauseConnectorRequest: one command call.
-pub trait CommandRequest {
-    fn action(&self) -> AuditAction;
-    fn connector_id(&self) -> &str;
-    fn request_id(&self) -> &str;
-    /// What the caller wrote about the change (a pause's reason).
-    fn reason(&self) -> &str;
-    fn wait(&self) -> bool;
-    /// A dry run: decide, write nothing.
-    fn validate_only(&self) -> bool;
-    /// The request validated, as the domain's `Change`.
-    fn validated_change(&self) -> Result<Change, ApiError>;
-}
-
-impl CommandRequest for v1::StartConnectorRequest {
-    fn action(&self) -> AuditAction {
-        AuditAction::StartConnector
-    }
-    fn connector_id(&self) -> &str {
-        &self.id
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn reason(&self) -> &str {
-        ""
-    }
-    fn wait(&self) -> bool {
-        self.wait
-    }
-    fn validate_only(&self) -> bool {
-        self.validate_only
-    }
-    fn validated_change(&self) -> Result<Change, ApiError> {
-        start_request(self).map(Change::Start)
-    }
-}
-
-impl CommandRequest for v1::PauseConnectorRequest {
-    fn action(&self) -> AuditAction {
-        AuditAction::PauseConnector
-    }
-    fn connector_id(&self) -> &str {
-        &self.id
-    }
-    fn request_id(&self) -> &str {
-        &self.request_id
-    }
-    fn reason(&self) -> &str {
-        &self.reason
-    }
-    fn wait(&self) -> bool {
-        self.wait
-    }
-    fn validate_only(&self) -> bool {
-        self.validate_only
-    }
-    fn validated_change(&self) -> Result<Change, ApiError> {
-        pause_request(self).map(Change::Pause)
-    }
 }

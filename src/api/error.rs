@@ -82,6 +82,20 @@ impl From<Rejection> for ApiError {
     }
 }
 
+/// What fails beneath the API becomes a status through `ApiError`, so
+/// that `?` carries it out of an RPC body.
+macro_rules! status_through_api_error {
+    ($($error:ty),*) => {
+        $(impl From<$error> for Status {
+            fn from(error: $error) -> Status {
+                ApiError::from(error).into()
+            }
+        })*
+    };
+}
+
+status_through_api_error!(StoreError, crate::auth::AuthError, PageTokenError);
+
 impl From<ApiError> for Status {
     fn from(error: ApiError) -> Status {
         match error {

@@ -3,10 +3,7 @@
 
 use super::connector_api::ConnectorApi;
 use super::convert;
-use super::error::ApiError;
-use super::refusals::Refusal;
 use crate::auth::Permission;
-use crate::domain::AuditAction;
 use crate::proto::v1;
 use crate::store::FleetStore;
 use tonic::{Request, Response, Status};
@@ -19,27 +16,16 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::MarkConnectorStoppedRequest>,
     ) -> Result<Response<v1::MarkConnectorStoppedResponse>, Status> {
-        let message = request.get_ref();
-        let mut audit = Refusal::new(
-            &request,
-            AuditAction::MarkConnectorStopped,
-            &message.id,
-            &message.request_id,
-        );
-        audit.reason = message.reason.clone();
-        audit.dry_run = message.validate_only;
         self.mutating_call(
             request,
             Permission::ConnectorsOperate,
-            audit,
             |call, message| async move {
                 let mut mark = convert::mark_stopped_request(&message, self.offline_after)?;
                 mark.actor = call.actor;
                 let (connector, replayed) = self
                     .store
                     .mark_stopped(&mark, message.validate_only)
-                    .await
-                    .map_err(ApiError::from)?;
+                    .await?;
                 if message.validate_only {
                     info!("mark stopped validated (dry run; nothing written)");
                 } else if replayed {

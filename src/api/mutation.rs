@@ -4,7 +4,7 @@
 
 use super::connector_api::ConnectorApi;
 use super::error::ApiError;
-use super::refusals::Refusal;
+use super::refusals::{Audited, Refusal};
 use crate::auth::{self, Permission};
 use crate::domain::Actor;
 use crate::store::FleetStore;
@@ -26,18 +26,18 @@ impl<S: FleetStore> ConnectorApi<S> {
     /// named on the call's span and a refusal is recorded in the audit trail
     /// (a change that was made recorded its own event). A new mutating RPC
     /// cannot forget any of these.
-    pub(super) async fn mutating_call<M, R, Fut>(
+    pub(super) async fn mutating_call<M: Audited, R, Fut>(
         &self,
         request: Request<M>,
         permission: Permission,
-        audit: Refusal,
         work: impl FnOnce(Call, M) -> Fut,
     ) -> Result<Response<R>, Status>
     where
         Fut: std::future::Future<Output = Result<R, ApiError>>,
     {
+        let audit = Refusal::of(&request);
         let result = async {
-            let principal = auth::require(&request, permission).map_err(ApiError::from)?;
+            let principal = auth::require(&request, permission)?;
             if !audit.dry_run {
                 self.limiter.check(&principal)?;
             }

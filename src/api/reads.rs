@@ -2,7 +2,6 @@
 //! page of a search), ListCommands (a connector's history) and ListRegions.
 
 use super::connector_api::ConnectorApi;
-use super::error::ApiError;
 use super::{convert, history};
 use crate::auth::{self, Permission};
 use crate::domain::Cursor;
@@ -15,10 +14,10 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::GetConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
         let id = &request.get_ref().id;
         convert::connector_id("GetConnector", id)?;
-        let connector = self.store.get_connector(id).await.map_err(ApiError::from)?;
+        let connector = self.store.get_connector(id).await?;
         Ok(Response::new(self.view(connector)))
     }
 
@@ -26,21 +25,16 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::ListConnectorsRequest>,
     ) -> Result<Response<v1::ListConnectorsResponse>, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
         let query = convert::list_query(request.into_inner(), self.latency_alert)?;
         let after = match query.page_token.as_str() {
             "" => None,
-            token => Some(
-                self.tokens
-                    .decode(token, &query.filter)
-                    .map_err(ApiError::from)?,
-            ),
+            token => Some(self.tokens.decode(token, &query.filter)?),
         };
         let page = self
             .store
             .list_connectors(&query.filter, after.as_ref(), query.page_size)
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let next_page_token = match page.connectors.last() {
             Some(last) if page.more => self.tokens.encode(
                 &query.filter,
@@ -66,7 +60,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::ListCommandsRequest>,
     ) -> Result<Response<v1::ListCommandsResponse>, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
         let query = history::query(request.get_ref())?;
         let (commands, more) = self
             .store
@@ -75,8 +69,7 @@ impl<S: FleetStore> ConnectorApi<S> {
                 query.before_generation,
                 query.page_size,
             )
-            .await
-            .map_err(ApiError::from)?;
+            .await?;
         let next_page_token = match commands.last() {
             Some(last) if more => history::encode_token(&query.connector_id, last.generation),
             _ => String::new(),
@@ -94,12 +87,8 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::ListRegionsRequest>,
     ) -> Result<Response<v1::ListRegionsResponse>, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
-        let regions = self
-            .store
-            .list_regions(self.offline_after)
-            .await
-            .map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
+        let regions = self.store.list_regions(self.offline_after).await?;
         Ok(Response::new(v1::ListRegionsResponse {
             regions: regions.into_iter().map(convert::region_to_proto).collect(),
         }))

@@ -29,22 +29,22 @@ const STEP: usize = 512;
 const PROGRESS_EVERY: Duration = Duration::from_secs(30);
 
 /// A validated WatchConnectors request.
-pub struct WatchQuery {
-    pub filter: SearchFilter,
+struct WatchQuery {
+    filter: SearchFilter,
     /// Where to resume; None starts with a snapshot.
-    pub resume_after: Option<i64>,
+    resume_after: Option<i64>,
 }
 
 /// Refuses a resume token whose changes are no longer kept, before the
 /// stream begins (RESUME_TOKEN_EXPIRED as the call's status).
-pub async fn check_resumable<S: Store>(store: &S, query: &WatchQuery) -> Result<(), ApiError> {
+async fn check_resumable<S: Store>(store: &S, query: &WatchQuery) -> Result<(), ApiError> {
     if let Some(after) = query.resume_after {
         store.changes_after(after, 0).await?;
     }
     Ok(())
 }
 
-pub fn query(
+fn query(
     request: &v1::WatchConnectorsRequest,
     tokens: &PageTokenCodec,
     latency_alert: Duration,
@@ -97,7 +97,7 @@ fn decode(
 /// snapshot (the console renders a page of connectors, then follows it).
 /// The feed's position when it has one (no round trip: it is never ahead
 /// of the store), else the store's head.
-pub async fn token_now<S: Store>(
+async fn token_now<S: Store>(
     store: &S,
     feed: &Feed,
     tokens: &PageTokenCodec,
@@ -131,8 +131,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::WatchConnectorsRequest>,
     ) -> Result<Response<WatchConnectorsStream>, Status> {
-        let principal =
-            auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        let principal = auth::require(&request, Permission::ConnectorsRead)?;
         let query = query(request.get_ref(), &self.tokens, self.latency_alert)?;
         let slot = self.watch_limits.admit(&principal, &actor(&request).peer)?;
         {
@@ -179,7 +178,7 @@ impl<S: FleetStore> ConnectorApi<S> {
         &self,
         request: Request<v1::ConnectorFilter>,
     ) -> Result<String, Status> {
-        auth::require(&request, Permission::ConnectorsRead).map_err(ApiError::from)?;
+        auth::require(&request, Permission::ConnectorsRead)?;
         let query = query(
             &v1::WatchConnectorsRequest {
                 filter: Some(request.into_inner()),
@@ -193,18 +192,18 @@ impl<S: FleetStore> ConnectorApi<S> {
 }
 
 /// What a watch stream needs, cloned out of the service.
-pub struct Watch<S> {
-    pub store: S,
-    pub feed: Feed,
-    pub tokens: PageTokenCodec,
-    pub latency_alert: Duration,
-    pub draining: watch::Receiver<bool>,
-    pub query: WatchQuery,
-    pub buffer: usize,
+struct Watch<S> {
+    store: S,
+    feed: Feed,
+    tokens: PageTokenCodec,
+    latency_alert: Duration,
+    draining: watch::Receiver<bool>,
+    query: WatchQuery,
+    buffer: usize,
     /// How long a full buffer waits for its reader before the stream ends.
-    pub grace: Duration,
+    grace: Duration,
     /// Its turns at the database (and the caps it was admitted under).
-    pub limits: super::watch_limits::WatchLimits,
+    limits: super::watch_limits::WatchLimits,
 }
 
 type Sender = mpsc::Sender<Result<v1::WatchConnectorsResponse, Status>>;
@@ -226,7 +225,7 @@ impl From<ApiError> for End {
 impl<S: Store> Watch<S> {
     /// Runs the stream into `tx` until the caller goes, the server drains,
     /// or the watcher falls behind its buffer.
-    pub async fn run(mut self, tx: Sender) {
+    async fn run(mut self, tx: Sender) {
         let end = self.stream(&tx).await;
         if let Err(End::Fail(status)) = end {
             // After what is queued; a reader that never reads again is
