@@ -37,7 +37,7 @@ pub struct GetArgs {
 pub struct HistoryArgs {
     /// The connector id.
     pub id: String,
-    /// Commands per page (the server caps it at 500).
+    /// Commands per page (the server caps it at 1000).
     #[arg(long, default_value_t = 50)]
     pub page_size: i32,
     /// Continue: the token printed after the previous page.
