@@ -2,7 +2,7 @@
 
 use super::convert;
 use super::error::ApiError;
-use super::pages::{self, OverMax};
+use super::pages;
 use crate::auth::{self, Permission};
 use crate::domain::validate::{self, Violations};
 use crate::domain::{AuditEvent, AuditFilter, PageTokenError};
@@ -64,7 +64,7 @@ fn query(request: &v1::ListAuditEventsRequest) -> Result<(AuditFilter, usize), A
     {
         violations.add("end_time", "must be after start_time");
     }
-    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Refused);
+    let page_size = pages::page_size(&mut violations, request.page_size);
     violations
         .finish()
         .map_err(|violations| ApiError::InvalidArgument {

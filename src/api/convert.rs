@@ -4,7 +4,7 @@
 //! `crate::proto::convert`.)
 
 use super::error::ApiError;
-use super::pages::{self, OverMax};
+use super::pages;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{
     ConnectorKind, ConnectorState, Endpoint, NewConnector, PauseRequest, RestartMode,
@@ -303,7 +303,7 @@ pub fn list_query(
         },
         latency_alert,
     );
-    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Lowered);
+    let page_size = pages::page_size(&mut violations, request.page_size);
     invalid_request("ListConnectors", violations)?;
     Ok(ListQuery {
         filter,

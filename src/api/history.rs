@@ -2,7 +2,7 @@
 
 use super::convert;
 use super::error::ApiError;
-use super::pages::{self, OverMax};
+use super::pages;
 use crate::domain::PageTokenError;
 use crate::domain::validate::{self, Violations};
 use crate::proto::v1;
@@ -21,7 +21,7 @@ pub struct Query {
 pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
     let mut violations = Violations::default();
     violations.check("connector_id", validate::id(&request.connector_id));
-    let page_size = pages::page_size(&mut violations, request.page_size, OverMax::Lowered);
+    let page_size = pages::page_size(&mut violations, request.page_size);
     convert::invalid_request("ListCommands", violations)?;
     let before_generation = match request.page_token.as_str() {
         "" => None,

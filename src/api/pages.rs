@@ -12,22 +12,11 @@ pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// The most entries a page holds.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-/// What a list does with a `page_size` over `MAX_PAGE_SIZE`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OverMax {
-    /// Lowered to the maximum (AIP-158): the caller asked for "as many as
-    /// you give".
-    Lowered,
-    /// Refused as INVALID_ARGUMENT: ListAuditEvents, which has always
-    /// refused it (its callers' tests say so).
-    Refused,
-}
-
 /// The page size a list uses for the request's `page_size`: 0 means
 /// `DEFAULT_PAGE_SIZE`, a negative size is a violation of `page_size`, and
-/// one over `MAX_PAGE_SIZE` is lowered to it (or, `OverMax::Refused`, a
-/// violation).
-pub fn page_size(violations: &mut Violations, requested: i32, over_max: OverMax) -> usize {
+/// one over `MAX_PAGE_SIZE` is lowered to it (AIP-158: the caller asked for
+/// "as many as you give").
+pub fn page_size(violations: &mut Violations, requested: i32) -> usize {
     match requested {
         0 => DEFAULT_PAGE_SIZE,
         n if n < 0 => {
@@ -40,19 +29,7 @@ pub fn page_size(violations: &mut Violations, requested: i32, over_max: OverMax)
             );
             DEFAULT_PAGE_SIZE
         }
-        n if n as usize > MAX_PAGE_SIZE => match over_max {
-            OverMax::Lowered => MAX_PAGE_SIZE,
-            OverMax::Refused => {
-                violations.add(
-                    "page_size",
-                    format!(
-                        "is {n}; must be at most {MAX_PAGE_SIZE} (0 means {DEFAULT_PAGE_SIZE})"
-                    ),
-                );
-                DEFAULT_PAGE_SIZE
-            }
-        },
-        n => n as usize,
+        n => (n as usize).min(MAX_PAGE_SIZE),
     }
 }
 
@@ -77,16 +54,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn page_sizes_default_cap_and_refuse_by_one_rule() {
-        let size = |requested, over_max| {
+    fn page_sizes_default_lower_and_refuse_by_one_rule() {
+        let size = |requested| {
             let mut violations = Violations::default();
-            let size = page_size(&mut violations, requested, over_max);
+            let size = page_size(&mut violations, requested);
             (size, violations.finish().is_err())
         };
-        assert_eq!(size(0, OverMax::Lowered), (DEFAULT_PAGE_SIZE, false));
-        assert_eq!(size(7, OverMax::Refused), (7, false));
-        assert_eq!(size(5000, OverMax::Lowered), (MAX_PAGE_SIZE, false));
-        assert!(size(5000, OverMax::Refused).1);
-        assert!(size(-1, OverMax::Lowered).1);
+        assert_eq!(size(0), (DEFAULT_PAGE_SIZE, false));
+        assert_eq!(size(7), (7, false));
+        assert_eq!(size(5000), (MAX_PAGE_SIZE, false));
+        assert!(size(-1).1);
     }
 }

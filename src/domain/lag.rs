@@ -106,28 +106,29 @@ mod tests {
     const ALERT: Duration = Duration::from_secs(60);
 
     #[test]
-    fn running_over_the_threshold_lags() {
+    fn what_lags_and_why() {
         use ConnectorState::*;
-        assert_eq!(
-            lag_cause(&connector(Running, Running, 61), ALERT),
-            Some(LagCause::Latency)
-        );
-        // Strictly over.
-        assert_eq!(lag_cause(&connector(Running, Running, 60), ALERT), None);
-        // Paused, or being paused: not the operator's concern any more.
-        assert_eq!(lag_cause(&connector(Running, Stopped, 600), ALERT), None);
-        assert_eq!(lag_cause(&connector(Stopped, Stopped, 600), ALERT), None);
-        assert_eq!(lag_cause(&connector(Starting, Running, 600), ALERT), None);
-    }
-
-    #[test]
-    fn an_offline_agent_makes_connectors_meant_to_run_lag() {
-        use ConnectorState::*;
-        assert_eq!(
-            lag_cause(&connector(Unknown, Running, 0), ALERT),
-            Some(LagCause::AgentOffline)
-        );
-        assert_eq!(lag_cause(&connector(Unknown, Stopped, 0), ALERT), None);
+        // (state, desired state, latency in s, cause)
+        let cases = [
+            (Running, Running, 61, Some(LagCause::Latency)),
+            // Strictly over.
+            (Running, Running, 60, None),
+            // Paused, or being paused: not the operator's concern any more.
+            (Running, Stopped, 600, None),
+            (Stopped, Stopped, 600, None),
+            (Starting, Running, 600, None),
+            // An offline agent makes the connectors meant to run lag.
+            (Unknown, Running, 0, Some(LagCause::AgentOffline)),
+            (Unknown, Stopped, 0, None),
+        ];
+        for (state, desired, latency, cause) in cases {
+            let connector = connector(state, desired, latency);
+            assert_eq!(
+                lag_cause(&connector, ALERT),
+                cause,
+                "{state:?} (desired {desired:?}), {latency} s"
+            );
+        }
     }
 
     #[test]
