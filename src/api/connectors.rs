@@ -3,50 +3,40 @@
 
 use super::connector_api::ConnectorApi;
 use super::convert;
-use crate::auth::Permission;
+use super::error::ApiError;
+use super::mutation::Call;
 use crate::proto::v1;
 use crate::store::FleetStore;
-use tonic::{Request, Response, Status};
 use tracing::{Span, info};
 
 impl<S: FleetStore> ConnectorApi<S> {
-    pub(super) async fn create_connector_call(
+    /// CreateConnector's work, inside `mutating_call`.
+    pub(super) async fn create_connector_work(
         &self,
-        request: Request<v1::CreateConnectorRequest>,
-    ) -> Result<Response<v1::Connector>, Status> {
-        self.mutating_call(
-            request,
-            Permission::ConnectorsCreate,
-            |call, message| async move {
-                let mut new = convert::new_connector(message)?;
-                new.actor = call.actor;
-                Span::current().record("connector_id", new.id.as_str());
-                let connector = self.store.create_connector(new).await?;
-                info!("connector created");
-                Ok(self.view(connector))
-            },
-        )
-        .await
+        call: Call,
+        message: v1::CreateConnectorRequest,
+    ) -> Result<v1::Connector, ApiError> {
+        let mut new = convert::new_connector(message)?;
+        new.actor = call.actor;
+        Span::current().record("connector_id", new.id.as_str());
+        let connector = self.store.create_connector(new).await?;
+        info!("connector created");
+        Ok(self.view(connector))
     }
 
-    pub(super) async fn update_restart_policy_call(
+    /// UpdateRestartPolicy's work, inside `mutating_call`.
+    pub(super) async fn update_restart_policy_work(
         &self,
-        request: Request<v1::UpdateRestartPolicyRequest>,
-    ) -> Result<Response<v1::Connector>, Status> {
-        self.mutating_call(
-            request,
-            Permission::ConnectorsOperate,
-            |call, message| async move {
-                let policy = convert::update_restart_policy(&message)?;
-                let request_id = (!message.request_id.is_empty()).then_some(&*message.request_id);
-                let connector = self
-                    .store
-                    .update_restart_policy(&message.id, &policy, &call.actor, request_id)
-                    .await?;
-                info!(%policy, "restart policy updated");
-                Ok(self.view(connector))
-            },
-        )
-        .await
+        call: Call,
+        message: v1::UpdateRestartPolicyRequest,
+    ) -> Result<v1::Connector, ApiError> {
+        let policy = convert::update_restart_policy(&message)?;
+        let request_id = (!message.request_id.is_empty()).then_some(&*message.request_id);
+        let connector = self
+            .store
+            .update_restart_policy(&message.id, &policy, &call.actor, request_id)
+            .await?;
+        info!(%policy, "restart policy updated");
+        Ok(self.view(connector))
     }
 }

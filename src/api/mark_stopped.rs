@@ -3,45 +3,38 @@
 
 use super::connector_api::ConnectorApi;
 use super::convert;
-use crate::auth::Permission;
+use super::error::ApiError;
+use super::mutation::Call;
 use crate::proto::v1;
 use crate::store::FleetStore;
-use tonic::{Request, Response, Status};
 use tracing::info;
 
 impl<S: FleetStore> ConnectorApi<S> {
-    /// The RPC's body: `mutating_call` (permission, rate limit, refusal audit),
-    /// then the store's mark.
-    pub(super) async fn mark_stopped_call(
+    /// MarkConnectorStopped's work, inside `mutating_call`: the store's mark.
+    pub(super) async fn mark_stopped_work(
         &self,
-        request: Request<v1::MarkConnectorStoppedRequest>,
-    ) -> Result<Response<v1::MarkConnectorStoppedResponse>, Status> {
-        self.mutating_call(
-            request,
-            Permission::ConnectorsOperate,
-            |call, message| async move {
-                let mut mark = convert::mark_stopped_request(&message, self.offline_after)?;
-                mark.actor = call.actor;
-                let (connector, replayed) = self
-                    .store
-                    .mark_stopped(&mark, message.validate_only)
-                    .await?;
-                if message.validate_only {
-                    info!("mark stopped validated (dry run; nothing written)");
-                } else if replayed {
-                    info!("mark stopped retried with the same request_id; nothing changed");
-                } else {
-                    info!(
-                        generation = connector.generation,
-                        "connector marked stopped"
-                    );
-                }
-                Ok(v1::MarkConnectorStoppedResponse {
-                    connector: Some(self.view(connector)),
-                    validate_only: message.validate_only,
-                })
-            },
-        )
-        .await
+        call: Call,
+        message: v1::MarkConnectorStoppedRequest,
+    ) -> Result<v1::MarkConnectorStoppedResponse, ApiError> {
+        let mut mark = convert::mark_stopped_request(&message, self.offline_after)?;
+        mark.actor = call.actor;
+        let (connector, replayed) = self
+            .store
+            .mark_stopped(&mark, message.validate_only)
+            .await?;
+        if message.validate_only {
+            info!("mark stopped validated (dry run; nothing written)");
+        } else if replayed {
+            info!("mark stopped retried with the same request_id; nothing changed");
+        } else {
+            info!(
+                generation = connector.generation,
+                "connector marked stopped"
+            );
+        }
+        Ok(v1::MarkConnectorStoppedResponse {
+            connector: Some(self.view(connector)),
+            validate_only: message.validate_only,
+        })
     }
 }

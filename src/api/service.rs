@@ -1,9 +1,10 @@
-//! The ConnectorService as tonic serves it: each RPC's trace span, and the
-//! body it runs (in the file of its topic: `reads`, `commands`, `batch`,
+//! The ConnectorService as tonic serves it: each RPC's trace span, the
+//! permission of each call that changes something, and the body it runs (in the file of its topic: `reads`, `commands`, `batch`,
 //! `connectors`, `mark_stopped`, `watch_connectors`).
 
 use super::connector_api::ConnectorApi;
 use super::watch_connectors::WatchConnectorsStream;
+use crate::auth::Permission;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
 use tonic::{Request, Response, Status};
@@ -34,7 +35,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::CreateConnectorRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        self.create_connector_call(request).await
+        self.mutating_call(request, Permission::ConnectorsCreate, |call, message| {
+            self.create_connector_work(call, message)
+        })
+        .await
     }
 
     #[instrument(
@@ -46,7 +50,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::UpdateRestartPolicyRequest>,
     ) -> Result<Response<v1::Connector>, Status> {
-        self.update_restart_policy_call(request).await
+        self.mutating_call(request, Permission::ConnectorsOperate, |call, message| {
+            self.update_restart_policy_work(call, message)
+        })
+        .await
     }
 
     #[instrument(
@@ -58,7 +65,10 @@ impl<S: FleetStore> ConnectorService for ConnectorApi<S> {
         &self,
         request: Request<v1::MarkConnectorStoppedRequest>,
     ) -> Result<Response<v1::MarkConnectorStoppedResponse>, Status> {
-        self.mark_stopped_call(request).await
+        self.mutating_call(request, Permission::ConnectorsOperate, |call, message| {
+            self.mark_stopped_work(call, message)
+        })
+        .await
     }
 
     #[instrument(name = "GetConnector", skip_all, fields(connector_id = %request.get_ref().id))]
