@@ -13,34 +13,50 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-/// id, name, project id, project name, kind, source region, destination
-/// region, and whether the demo starts it.
-type Seed = (
-    &'static str,
-    &'static str,
-    &'static str,
-    &'static str,
-    ConnectorKind,
-    &'static str,
-    &'static str,
-    bool,
-);
+/// One connector of the demo fleet (`demo_fleet.toml`).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Seed {
+    id: String,
+    name: String,
+    project_id: String,
+    project_name: String,
+    kind: Kind,
+    /// The source's region.
+    source: String,
+    /// The destination's region: where it runs.
+    destination: String,
+    /// Whether the demo starts it.
+    started: bool,
+}
 
-#[rustfmt::skip]
-const FLEET: &[Seed] = &[
-    ("orders-eu", "orders to warehouse", "proj-orders", "Orders", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
-    ("orders-us", "orders to warehouse (US)", "proj-orders", "Orders", ConnectorKind::IncrementalSync, "us-1", "us-1", true),
-    ("orders-archive", "orders archive backfill", "proj-orders", "Orders", ConnectorKind::FullMigration, "eu-1", "eu-1", false),
-    ("payments-eu", "payments ledger sync", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
-    ("payments-ap", "payments ledger sync (APAC)", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "ap-1", "ap-1", true),
-    ("payments-audit", "payments audit trail", "proj-payments", "Payments", ConnectorKind::IncrementalSync, "eu-1", "us-1", true),
-    ("users-eu", "user profiles to search", "proj-users", "Users", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
-    ("users-ap", "user profiles to search (APAC)", "proj-users", "Users", ConnectorKind::IncrementalSync, "ap-1", "ap-1", true),
-    ("users-migration", "user store migration", "proj-users", "Users", ConnectorKind::FullMigration, "us-1", "us-1", false),
-    ("inventory-us", "inventory levels", "proj-inventory", "Inventory", ConnectorKind::IncrementalSync, "us-1", "us-1", true),
-    ("inventory-eu", "inventory levels (EU)", "proj-inventory", "Inventory", ConnectorKind::IncrementalSync, "eu-1", "eu-1", false),
-    ("billing-eu", "billing events to lake", "proj-billing", "Billing", ConnectorKind::IncrementalSync, "eu-1", "eu-1", true),
-];
+#[derive(Clone, Copy, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    IncrementalSync,
+    FullMigration,
+}
+
+impl From<Kind> for ConnectorKind {
+    fn from(kind: Kind) -> Self {
+        match kind {
+            Kind::IncrementalSync => ConnectorKind::IncrementalSync,
+            Kind::FullMigration => ConnectorKind::FullMigration,
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Fleet {
+    connector: Vec<Seed>,
+}
+
+/// The demo fleet, as `demo_fleet.toml` says (checked by a test).
+fn fleet() -> Vec<Seed> {
+    toml::from_str::<Fleet>(include_str!("demo_fleet.toml"))
+        .expect("src/demo_fleet.toml is a valid fleet")
+        .connector
+}
 
 /// (agent id, region, server IP, reported latency)
 const AGENTS: &[(&str, &str, &str, Duration)] = &[
@@ -63,32 +79,34 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
         );
         return Ok(0);
     }
-    for (id, name, project_id, project_name, kind, source, destination, started) in FLEET {
+    let fleet = fleet();
+    for seed in &fleet {
+        let (source, destination) = (&seed.source, &seed.destination);
         store
             .create_connector(NewConnector {
                 restart_policy: Default::default(),
-                id: (*id).to_owned(),
-                name: (*name).to_owned(),
-                project_id: (*project_id).to_owned(),
-                project_name: (*project_name).to_owned(),
-                kind: *kind,
+                id: seed.id.clone(),
+                name: seed.name.clone(),
+                project_id: seed.project_id.clone(),
+                project_name: seed.project_name.clone(),
+                kind: seed.kind.into(),
                 source: Endpoint {
                     kind: "MYSQL".to_owned(),
-                    region: (*source).to_owned(),
+                    region: source.clone(),
                     address: format!("mysql.{source}.internal:3306"),
                 },
                 destination: Endpoint {
                     kind: "OCEANBASE".to_owned(),
-                    region: (*destination).to_owned(),
+                    region: destination.clone(),
                     address: format!("oceanbase.{destination}.internal:2881"),
                 },
                 actor: Default::default(),
             })
             .await?;
-        if *started {
+        if seed.started {
             store
                 .start_connector(&StartRequest {
-                    connector_id: (*id).to_owned(),
+                    connector_id: seed.id.clone(),
                     skip_to_earliest: false,
                     pull_back_time: None,
                     region: None,
@@ -100,8 +118,8 @@ pub async fn seed<S: Store>(store: &S) -> Result<usize, StoreError> {
                 .await?;
         }
     }
-    info!(connectors = FLEET.len(), "demo fleet seeded");
-    Ok(FLEET.len())
+    info!(connectors = fleet.len(), "demo fleet seeded");
+    Ok(fleet.len())
 }
 
 /// The regions the demo's agents serve.
@@ -173,4 +191,24 @@ pub fn banner(addr: SocketAddr, secured: bool) -> String {
             ""
         }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fleet_file_holds_a_dozen_connectors_in_the_agents_regions() {
+        let fleet = fleet();
+        assert_eq!(fleet.len(), 12);
+        let regions = regions();
+        for seed in &fleet {
+            assert!(
+                regions.contains(&seed.destination.as_str()),
+                "{} runs in {}, which no demo agent serves",
+                seed.id,
+                seed.destination
+            );
+        }
+    }
 }
