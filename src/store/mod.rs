@@ -57,7 +57,7 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page,
+    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Outcomes, Page,
     PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
 };
 pub(crate) use types::{escape_like, fold};
@@ -90,7 +90,7 @@ pub trait Connectors: Send + Sync {
         &self,
         changes: &[Change],
         write: Write,
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send;
 
     /// `transitions` of one change: its outcome is the call's.
     fn transition(
@@ -154,8 +154,7 @@ pub trait Connectors: Send + Sync {
     fn issue_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
-    {
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send {
         let span = tracing::info_span!("issue_commands", changes = changes.len());
         self.transitions(changes, Write::Commit).instrument(span)
     }
@@ -164,8 +163,7 @@ pub trait Connectors: Send + Sync {
     fn preview_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
-    {
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send {
         let span = tracing::info_span!("preview_commands", changes = changes.len());
         self.transitions(changes, Write::Preview).instrument(span)
     }

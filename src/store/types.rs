@@ -1,5 +1,6 @@
 //! The values the store traits take and give, shared by both backends.
 
+use super::StoreError;
 use crate::domain::{Command, CommandStatus, Connector, ConnectorState, LagCause};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -31,6 +32,11 @@ pub struct CommandOutcome {
     /// True when `request_id` matched an earlier call and nothing changed.
     pub replayed: bool,
 }
+
+/// What `Connectors::transitions` answers: each change's outcome, in the
+/// order of the changes (a refusal or a missing connector is that
+/// change's).
+pub type Outcomes = Vec<Result<CommandOutcome, StoreError>>;
 
 /// A change of a connector: its position in commit order, and what a
 /// search saw before it (None: the connector is new).

@@ -14,7 +14,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
+use crate::store::{Connectors, Outcomes, StoreError, Write, fold};
 use tokio_postgres::Row;
 use tracing::instrument;
 
@@ -84,11 +84,7 @@ impl Connectors for PgStore {
             .await
     }
 
-    async fn transitions(
-        &self,
-        changes: &[Change],
-        write: Write,
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    async fn transitions(&self, changes: &[Change], write: Write) -> Result<Outcomes, StoreError> {
         self.retrying(|| self.transitions_once(changes, write))
             .await
     }

@@ -15,7 +15,7 @@ use crate::domain::{
     NewConnector, RestartPolicy, rules, trace_context_to_text,
 };
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
+use crate::store::{CommandOutcome, Connectors, Outcomes, StoreError, Write, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -70,7 +70,7 @@ fn transitions(
     connection: &mut Connection,
     changes: &[Change],
     write: Write,
-) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+) -> Result<Outcomes, StoreError> {
     let tx = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(translate)?;
@@ -284,11 +284,7 @@ impl Connectors for SqliteStore {
             .await
     }
 
-    async fn transitions(
-        &self,
-        changes: &[Change],
-        write: Write,
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    async fn transitions(&self, changes: &[Change], write: Write) -> Result<Outcomes, StoreError> {
         let changes = changes.to_vec();
         self.with(move |connection| transitions(connection, &changes, write))
             .await
