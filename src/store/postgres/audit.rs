@@ -46,20 +46,20 @@ impl AuditLog for PgStore {
         filter: &AuditFilter,
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {AUDIT_COLUMNS}
-                     FROM audit_events
-                     WHERE ($1::text IS NULL OR connector_id = $1)
-                       AND ($2::text IS NULL OR principal = $2)
-                       AND ($3::timestamptz IS NULL OR time >= $3)
-                       AND ($4::timestamptz IS NULL OR time < $4)
-                       AND ($5::int8 IS NULL OR id < $5)
-                     ORDER BY id DESC
-                     LIMIT $6"
-                ),
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}
+             FROM audit_events
+             WHERE ($1::text IS NULL OR connector_id = $1)
+               AND ($2::text IS NULL OR principal = $2)
+               AND ($3::timestamptz IS NULL OR time >= $3)
+               AND ($4::timestamptz IS NULL OR time < $4)
+               AND ($5::int8 IS NULL OR id < $5)
+             ORDER BY id DESC
+             LIMIT $6"
+        );
+        let events = self
+            .all(
+                &sql,
                 &[
                     &filter.connector_id,
                     &filter.principal,
@@ -68,12 +68,9 @@ impl AuditLog for PgStore {
                     &filter.before_id,
                     &fetch_for(limit),
                 ],
+                audit_event_from_row,
             )
             .await?;
-        let events = rows
-            .iter()
-            .map(audit_event_from_row)
-            .collect::<Result<_, _>>()?;
         Ok(page_of(events, limit))
     }
 }

@@ -15,7 +15,6 @@ use crate::domain::{
 };
 use crate::store::rows::policy_values;
 use crate::store::{Connectors, Outcomes, StoreError, Write, fold};
-use tokio_postgres::Row;
 use tracing::instrument;
 
 impl Connectors for PgStore {
@@ -278,23 +277,6 @@ impl Connectors for PgStore {
             .query_one("SELECT key FROM server_keys WHERE name = 'page_token'", &[])
             .await?;
         Ok(row.get(0))
-    }
-}
-
-impl PgStore {
-    /// The row `sql` selects with `$1` = `id`, mapped by `from_row`, or
-    /// `missing(id)` when there is none.
-    async fn by_id<T>(
-        &self,
-        sql: &str,
-        id: &str,
-        from_row: fn(&Row) -> Result<T, StoreError>,
-        missing: fn(String) -> StoreError,
-    ) -> Result<T, StoreError> {
-        match self.client().await?.query_opt(sql, &[&id]).await? {
-            Some(row) => from_row(&row),
-            None => Err(missing(id.to_owned())),
-        }
     }
 }
 

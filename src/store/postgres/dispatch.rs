@@ -18,14 +18,12 @@ use tracing::instrument;
 
 impl Dispatch for PgStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        self.all(
+            "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
+            &[],
+            |row| Ok(row.get(0)),
+        )
+        .await
     }
 
     #[instrument(skip_all, fields(region = %region))]

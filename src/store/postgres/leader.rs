@@ -54,35 +54,32 @@ impl Leadership for PgStore {
     }
 
     async fn list_replicas(&self, replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
-                        r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
-                        r.draining,
-                        (SELECT l.term FROM leases l
-                         WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
-                           AND l.expire_time > now()) AS leader_term,
-                        (SELECT count(*) FROM agents a
-                         WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
-                 FROM replicas r
-                 ORDER BY r.id",
-                &[&replica_ttl.as_secs_f64()],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Replica {
-                id: row.get("id"),
-                address: row.get("address"),
-                start_time: row.get("start_time"),
-                heartbeat_time: row.get("heartbeat_time"),
-                alive: row.get("alive"),
-                draining: row.get("draining"),
-                leader_term: row.get("leader_term"),
-                agents: row.get("agents"),
-            })
-            .collect())
+        self.all(
+            "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
+                    r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
+                    r.draining,
+                    (SELECT l.term FROM leases l
+                     WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
+                       AND l.expire_time > now()) AS leader_term,
+                    (SELECT count(*) FROM agents a
+                     WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
+             FROM replicas r
+             ORDER BY r.id",
+            &[&replica_ttl.as_secs_f64()],
+            |row| {
+                Ok(Replica {
+                    id: row.get("id"),
+                    address: row.get("address"),
+                    start_time: row.get("start_time"),
+                    heartbeat_time: row.get("heartbeat_time"),
+                    alive: row.get("alive"),
+                    draining: row.get("draining"),
+                    leader_term: row.get("leader_term"),
+                    agents: row.get("agents"),
+                })
+            },
+        )
+        .await
     }
 
     async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
