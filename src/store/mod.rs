@@ -24,21 +24,22 @@
 //! Shared by both backends: `error.rs` (`StoreError`, what every method
 //! fails with), `types.rs` (the values the traits take and give), `rows.rs`
 //! (rows to domain values), `restarts.rs` (planning a round of automatic
-//! starts).
+//! starts), `retries.rs` (recognising a retried call that keeps no
+//! command).
 
 mod error;
 pub mod postgres;
 pub mod refusals;
 mod restarts;
+mod retries;
 mod rows;
 pub mod sqlite;
 mod types;
 
 use crate::domain::{
-    Actor, Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor,
-    Hello, MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
-    RegionSummary, Replica, RestartPolicy, SearchFilter, Session, SessionEnd, SessionReport,
-    StartRequest,
+    Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
+    MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary,
+    Replica, RestartPolicyRequest, SearchFilter, Session, SessionEnd, SessionReport, StartRequest,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -185,10 +186,7 @@ pub trait Connectors: Send + Sync {
     /// transaction; a retry with an audited `request_id` changes nothing.
     fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> impl Future<Output = Result<Connector, StoreError>> + Send;
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;

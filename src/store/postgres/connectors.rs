@@ -10,9 +10,10 @@ use super::rows::{
     COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
 };
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
-    NewConnector, RestartPolicy, rules,
+    AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent, NewConnector,
+    RestartPolicyRequest,
 };
+use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
 use crate::store::{Connectors, Outcomes, StoreError, Write, fold};
 use tracing::instrument;
@@ -88,14 +89,12 @@ impl Connectors for PgStore {
             .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %id))]
+    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
     async fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> Result<Connector, StoreError> {
+        let (id, policy) = (request.connector_id.as_str(), &request.policy);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
@@ -109,15 +108,9 @@ impl Connectors for PgStore {
         {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
-        if is_retry(
-            &tx,
-            id,
-            AuditAction::UpdateRestartPolicy,
-            request_id,
-            &actor.principal,
-        )
-        .await?
-        {
+        let action = AuditAction::UpdateRestartPolicy;
+        let call = AuditedCall::new(action, id, request.request_id.as_deref(), &request.actor);
+        if is_retry(&tx, call).await? {
             drop(tx);
             return self.get_connector(id).await;
         }
@@ -138,9 +131,9 @@ impl Connectors for PgStore {
         insert_audit(
             &tx,
             &NewAuditEvent {
-                request_id: request_id.unwrap_or_default().to_owned(),
+                request_id: request.request_id.clone().unwrap_or_default(),
                 detail: format!("restart policy: {policy}"),
-                ..NewAuditEvent::ok(actor, AuditAction::UpdateRestartPolicy, id)
+                ..NewAuditEvent::ok(&request.actor, action, id)
             },
         )
         .await?;
@@ -169,17 +162,9 @@ impl Connectors for PgStore {
                 None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
             };
             // Under the lock: a retry racing its original sees it done.
-            let request_id = request.request_id.as_deref();
-            let principal = &request.actor.principal;
-            if is_retry(
-                &tx,
-                id,
-                AuditAction::MarkConnectorStopped,
-                request_id,
-                principal,
-            )
-            .await?
-            {
+            let action = AuditAction::MarkConnectorStopped;
+            let call = AuditedCall::new(action, id, request.request_id.as_deref(), &request.actor);
+            if is_retry(&tx, call).await? {
                 drop(tx);
                 return Ok((self.get_connector(id).await?, true));
             }
@@ -280,17 +265,10 @@ impl Connectors for PgStore {
     }
 }
 
-/// Whether a call with `request_id` retries the audited (OK) call
-/// `action` on `connector_id` that its principal made (nothing more to
-/// do); `rules::replay_of` refuses anyone else's.
-async fn is_retry(
-    client: &impl Db,
-    connector_id: &str,
-    action: AuditAction,
-    request_id: Option<&str>,
-    principal: &str,
-) -> Result<bool, StoreError> {
-    let Some(request_id) = request_id else {
+/// Whether `call` retries the call that wrote its audit event (nothing
+/// more to do; `AuditedCall::repeats`).
+async fn is_retry(client: &impl Db, call: Option<AuditedCall<'_>>) -> Result<bool, StoreError> {
+    let Some(call) = call else {
         return Ok(false);
     };
     let first: Option<String> = client
@@ -298,14 +276,9 @@ async fn is_retry(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
-            &[&connector_id, &action.as_str(), &request_id],
+            &[&call.connector_id, &call.action.as_str(), &call.request_id],
         )
         .await?
         .map(|row| row.get(0));
-    Ok(rules::replay_of(
-        connector_id,
-        request_id,
-        first.as_deref(),
-        principal,
-    )?)
+    call.repeats(first.as_deref())
 }

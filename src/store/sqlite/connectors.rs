@@ -11,9 +11,10 @@ use super::rows::{
 };
 use super::{SqliteStore, now};
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
-    NewConnector, RestartPolicy, rules, trace_context_to_text,
+    AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent, NewConnector,
+    RestartPolicyRequest, trace_context_to_text,
 };
+use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
 use crate::store::{CommandOutcome, Connectors, Outcomes, StoreError, Write, fold};
 use chrono::Utc;
@@ -292,25 +293,17 @@ impl Connectors for SqliteStore {
 
     async fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> Result<Connector, StoreError> {
-        let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
-        let request_id = request_id.map(str::to_owned);
+        let request = request.clone();
         self.write(move |tx| {
-            let request_id = request_id.as_deref();
-            if is_retry(
-                tx,
-                &id,
-                AuditAction::UpdateRestartPolicy,
-                request_id,
-                &actor.principal,
-            )? {
+            let (id, policy) = (request.connector_id.clone(), &request.policy);
+            let action = AuditAction::UpdateRestartPolicy;
+            let call = AuditedCall::new(action, &id, request.request_id.as_deref(), &request.actor);
+            if is_retry(tx, call)? {
                 return get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
-            let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
+            let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
             let updated = tx
                 .prepare_cached(
                     "UPDATE connectors
@@ -335,9 +328,9 @@ impl Connectors for SqliteStore {
             insert_audit(
                 tx,
                 &NewAuditEvent {
-                    request_id: request_id.unwrap_or_default().to_owned(),
+                    request_id: request.request_id.clone().unwrap_or_default(),
                     detail: format!("restart policy: {policy}"),
-                    ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
+                    ..NewAuditEvent::ok(&request.actor, action, &id)
                 },
             )?;
             let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
@@ -354,15 +347,9 @@ impl Connectors for SqliteStore {
         let request = request.clone();
         self.write(move |tx| {
             let id = request.connector_id.clone();
-            let request_id = request.request_id.as_deref();
-            let principal = &request.actor.principal;
-            if is_retry(
-                tx,
-                &id,
-                AuditAction::MarkConnectorStopped,
-                request_id,
-                principal,
-            )? {
+            let action = AuditAction::MarkConnectorStopped;
+            let call = AuditedCall::new(action, &id, request.request_id.as_deref(), &request.actor);
+            if is_retry(tx, call)? {
                 let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
                 return Ok((connector, true));
             }
@@ -462,16 +449,10 @@ impl Connectors for SqliteStore {
     }
 }
 
-/// Whether a call with `request_id` retries the audited (OK) call
-/// `action` on `connector_id` that its principal made (see PostgreSQL's).
-fn is_retry(
-    connection: &Connection,
-    connector_id: &str,
-    action: AuditAction,
-    request_id: Option<&str>,
-    principal: &str,
-) -> Result<bool, StoreError> {
-    let Some(request_id) = request_id else {
+/// Whether `call` retries the call that wrote its audit event (see
+/// PostgreSQL's).
+fn is_retry(connection: &Connection, call: Option<AuditedCall<'_>>) -> Result<bool, StoreError> {
+    let Some(call) = call else {
         return Ok(false);
     };
     let first: Option<String> = connection
@@ -481,15 +462,11 @@ fn is_retry(
              ORDER BY id LIMIT 1",
         )
         .map_err(translate)?
-        .query_row(params![connector_id, action.as_str(), request_id], |row| {
-            row.get(0)
-        })
+        .query_row(
+            params![call.connector_id, call.action.as_str(), call.request_id],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(translate)?;
-    Ok(rules::replay_of(
-        connector_id,
-        request_id,
-        first.as_deref(),
-        principal,
-    )?)
+    call.repeats(first.as_deref())
 }
