@@ -38,8 +38,9 @@ mod types;
 
 use crate::domain::{
     Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
-    MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest, RegionSummary,
-    Replica, RestartPolicyRequest, SearchFilter, Session, SessionEnd, SessionReport, StartRequest,
+    HistoryQuery, MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
+    RegionSummary, Replica, RestartPolicyRequest, SearchFilter, Session, SessionEnd, SessionReport,
+    StartRequest,
 };
 use chrono::{DateTime, Utc};
 use std::future::Future;
@@ -191,14 +192,12 @@ pub trait Connectors: Send + Sync {
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
 
-    /// Up to `limit` of a connector's commands, newest (highest
-    /// generation) first and below `before_generation`, and whether more
-    /// follow. `ConnectorNotFound` when there is no such connector.
+    /// The page of a connector's commands `query` asks for (see
+    /// `HistoryQuery`), and whether more follow. `ConnectorNotFound` when
+    /// there is no such connector.
     fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> impl Future<Output = Result<(Vec<Command>, bool), StoreError>> + Send;
 
     /// The key page tokens are signed with, the same for every replica.

@@ -10,8 +10,8 @@ use super::rows::{
     COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
 };
 use crate::domain::{
-    AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent, NewConnector,
-    RestartPolicyRequest,
+    AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicyRequest,
 };
 use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
@@ -216,37 +216,30 @@ impl Connectors for PgStore {
         .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %connector_id))]
+    #[instrument(skip_all, fields(connector_id = %query.connector_id))]
     async fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<(Vec<Command>, bool), StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {COMMAND_COLUMNS} FROM commands
-                     WHERE connector_id = $1 AND generation < $2
-                     ORDER BY generation DESC LIMIT $3"
-                ),
-                &[
-                    &connector_id,
-                    &before_generation.unwrap_or(i64::MAX),
-                    &fetch_for(limit),
-                ],
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands
+             WHERE connector_id = $1 AND generation < $2
+             ORDER BY generation DESC LIMIT $3"
+        );
+        let before = query.before_generation.unwrap_or(i64::MAX);
+        let fetch = fetch_for(query.page_size);
+        let commands = self
+            .all(
+                &sql,
+                &[&query.connector_id, &before, &fetch],
+                command_from_row,
             )
             .await?;
-        if rows.is_empty() {
+        if commands.is_empty() {
             // None at all: is there a connector?
-            self.get_connector(connector_id).await?;
+            self.get_connector(&query.connector_id).await?;
         }
-        let commands = rows
-            .iter()
-            .map(command_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(page_of(commands, limit))
+        Ok(page_of(commands, query.page_size))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

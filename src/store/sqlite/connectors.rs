@@ -11,8 +11,8 @@ use super::rows::{
 };
 use super::{SqliteStore, now};
 use crate::domain::{
-    AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent, NewConnector,
-    RestartPolicyRequest, trace_context_to_text,
+    AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicyRequest, trace_context_to_text,
 };
 use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
@@ -402,11 +402,9 @@ impl Connectors for SqliteStore {
 
     async fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<(Vec<Command>, bool), StoreError> {
-        let connector_id = connector_id.to_owned();
+        let query = query.clone();
         self.with(move |connection| {
             let commands = all(
                 connection,
@@ -416,16 +414,16 @@ impl Connectors for SqliteStore {
                      ORDER BY generation DESC LIMIT ?3"
                 ),
                 params![
-                    connector_id,
-                    before_generation.unwrap_or(i64::MAX),
-                    fetch_for(limit)
+                    query.connector_id,
+                    query.before_generation.unwrap_or(i64::MAX),
+                    fetch_for(query.page_size)
                 ],
                 |row| command_from_row(row),
             )?;
-            if commands.is_empty() && get_connector(connection, &connector_id)?.is_none() {
-                return Err(StoreError::ConnectorNotFound(connector_id));
+            if commands.is_empty() && get_connector(connection, &query.connector_id)?.is_none() {
+                return Err(StoreError::ConnectorNotFound(query.connector_id));
             }
-            Ok(page_of(commands, limit))
+            Ok(page_of(commands, query.page_size))
         })
         .await
     }

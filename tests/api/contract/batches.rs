@@ -22,7 +22,7 @@ pub(super) async fn several_changes_in_one_transaction_each_get_their_own_outcom
     assert_eq!(previews.len(), 4);
     assert!(
         store
-            .list_commands("c1", None, 10)
+            .list_commands(&history("c1", None, 10))
             .await
             .unwrap()
             .0
@@ -45,7 +45,12 @@ pub(super) async fn several_changes_in_one_transaction_each_get_their_own_outcom
     assert_eq!(outcomes[3].as_ref().unwrap().command.connector_id, "c3");
     for (id, commands) in [("c1", 1), ("c2", 1), ("c3", 1)] {
         assert_eq!(
-            store.list_commands(id, None, 10).await.unwrap().0.len(),
+            store
+                .list_commands(&history(id, None, 10))
+                .await
+                .unwrap()
+                .0
+                .len(),
             commands,
             "{id}"
         );

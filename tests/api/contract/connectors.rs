@@ -263,7 +263,7 @@ pub(super) async fn a_start_never_skips_a_checkpoint_the_store_no_longer_holds<S
     assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
     assert!(
         store
-            .list_commands("inc", None, 10)
+            .list_commands(&history("inc", None, 10))
             .await
             .unwrap()
             .0

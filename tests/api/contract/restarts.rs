@@ -153,7 +153,7 @@ pub(super) async fn a_failed_connector_is_scheduled_and_started_once_when_due<S:
     // nothing more.
     let again = store.restart_round(lease, due).await.unwrap();
     assert!(again.started.is_empty());
-    let (history, _) = store.list_commands("c1", None, 10).await.unwrap();
+    let (history, _) = store.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(history.len(), 2, "one manual start, one automatic");
     let (events, _) = store
         .list_audit_events(&Default::default(), 10)
@@ -350,7 +350,7 @@ async fn a_new_leader_keeps_the_schedule_and_the_old_one_is_fenced() {
         old.restart_round(old_lease, due).await,
         Err(StoreError::NotLeader { .. })
     ));
-    let (commands, _) = old.list_commands("c1", None, 10).await.unwrap();
+    let (commands, _) = old.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(commands.len(), 1, "the fenced round started nothing");
     let round = new.restart_round(new_lease, due).await.unwrap();
     assert_eq!(round.started.len(), 1, "the schedule survived the failover");
@@ -361,6 +361,6 @@ async fn a_new_leader_keeps_the_schedule_and_the_old_one_is_fenced() {
             .started
             .is_empty()
     );
-    let (commands, _) = new.list_commands("c1", None, 10).await.unwrap();
+    let (commands, _) = new.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(commands.len(), 2);
 }
