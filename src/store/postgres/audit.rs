@@ -2,7 +2,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for, page_of};
+use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for};
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 
@@ -57,20 +57,19 @@ impl AuditLog for PgStore {
              ORDER BY id DESC
              LIMIT $6"
         );
-        let events = self
-            .all(
-                &sql,
-                &[
-                    &filter.connector_id,
-                    &filter.principal,
-                    &filter.start_time,
-                    &filter.end_time,
-                    &filter.before_id,
-                    &fetch_for(limit),
-                ],
-                audit_event_from_row,
-            )
-            .await?;
-        Ok(page_of(events, limit))
+        self.page(
+            &sql,
+            &[
+                &filter.connector_id,
+                &filter.principal,
+                &filter.start_time,
+                &filter.end_time,
+                &filter.before_id,
+                &fetch_for(limit),
+            ],
+            limit,
+            audit_event_from_row,
+        )
+        .await
     }
 }

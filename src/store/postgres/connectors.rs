@@ -4,10 +4,10 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::conn::Db;
+use super::conn::{Db, Params};
 use super::error::is_unique_violation;
 use super::rows::{
-    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for,
 };
 use crate::domain::{
     AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
@@ -228,18 +228,15 @@ impl Connectors for PgStore {
         );
         let before = query.before_generation.unwrap_or(i64::MAX);
         let fetch = fetch_for(query.page_size);
-        let commands = self
-            .all(
-                &sql,
-                &[&query.connector_id, &before, &fetch],
-                command_from_row,
-            )
+        let params: Params<'_> = &[&query.connector_id, &before, &fetch];
+        let (commands, more) = self
+            .page(&sql, params, query.page_size, command_from_row)
             .await?;
         if commands.is_empty() {
             // None at all: is there a connector?
             self.get_connector(&query.connector_id).await?;
         }
-        Ok(page_of(commands, query.page_size))
+        Ok((commands, more))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]

@@ -1,5 +1,5 @@
 //! Reading PostgreSQL rows for the shared row mapping (`store::rows`), and
-//! a query's rows mapped (`PgStore::all`, `PgStore::by_id`).
+//! a query's rows mapped (`PgStore::all`, `page`, `by_id`).
 
 use super::PgStore;
 use super::conn::{Db, Params};
@@ -51,6 +51,19 @@ impl PgStore {
     ) -> Result<Vec<T>, StoreError> {
         let rows = self.client().await?.query(sql, params).await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// The first `limit` rows `sql` selects on a pooled connection (it asks
+    /// for `fetch_for(limit)`), mapped by `from_row`, and whether more
+    /// followed.
+    pub(super) async fn page<T>(
+        &self,
+        sql: &str,
+        params: Params<'_>,
+        limit: usize,
+        from_row: impl Fn(&Row) -> Result<T, StoreError>,
+    ) -> Result<(Vec<T>, bool), StoreError> {
+        Ok(page_of(self.all(sql, params, from_row).await?, limit))
     }
 
     /// The row `sql` selects with `$1` = `id`, mapped by `from_row`, or

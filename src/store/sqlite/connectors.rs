@@ -6,8 +6,8 @@ use super::audit::insert_audit;
 use super::error::is_unique_violation;
 use super::error::translate;
 use super::rows::{
-    COMMAND_COLUMNS, CONNECTOR_COLUMNS, all, command_from_row, connector_from_row, fetch_for,
-    first, page_of, text,
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, first,
+    page, text,
 };
 use super::{SqliteStore, now};
 use crate::domain::{
@@ -406,7 +406,7 @@ impl Connectors for SqliteStore {
     ) -> Result<(Vec<Command>, bool), StoreError> {
         let query = query.clone();
         self.with(move |connection| {
-            let commands = all(
+            let (commands, more) = page(
                 connection,
                 &format!(
                     "SELECT {COMMAND_COLUMNS} FROM commands
@@ -418,12 +418,13 @@ impl Connectors for SqliteStore {
                     query.before_generation.unwrap_or(i64::MAX),
                     fetch_for(query.page_size)
                 ],
+                query.page_size,
                 |row| command_from_row(row),
             )?;
             if commands.is_empty() && get_connector(connection, &query.connector_id)?.is_none() {
                 return Err(StoreError::ConnectorNotFound(query.connector_id));
             }
-            Ok(page_of(commands, query.page_size))
+            Ok((commands, more))
         })
         .await
     }
