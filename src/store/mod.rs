@@ -59,8 +59,8 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Outcomes, Page,
-    PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
+    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, NewBatch, OpenCommands,
+    Outcomes, Page, PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -213,10 +213,7 @@ pub trait Batches: Send + Sync {
     /// there (with its answer once the call that wrote it finished).
     fn begin_batch(
         &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
+        batch: NewBatch<'_>,
     ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
 
     /// The record of a batch call, if one used `request_id`.

@@ -71,6 +71,16 @@ pub struct BatchRecord {
     pub response: Option<Vec<u8>>,
 }
 
+/// A batch call to record (`Batches::begin_batch`): under its request id,
+/// what it asked (hashed), who made it and the connectors it chose.
+#[derive(Clone, Copy, Debug)]
+pub struct NewBatch<'a> {
+    pub request_id: &'a str,
+    pub fingerprint: &'a str,
+    pub principal: &'a str,
+    pub connector_ids: &'a [String],
+}
+
 /// A connection pool's occupancy.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PoolStatus {

@@ -26,7 +26,9 @@ use connector_control::domain::{
     TimeRange,
 };
 #[allow(unused_imports)]
-use connector_control::store::{FleetStore, PendingHeartbeat, PgStore, SqliteStore, StoreError};
+use connector_control::store::{
+    FleetStore, NewBatch, PendingHeartbeat, PgStore, SqliteStore, StoreError,
+};
 use std::time::Duration;
 
 struct Postgres {
