@@ -59,7 +59,7 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, NewBatch, OpenCommands,
+    BatchRecord, ChangeEntry, Claim, CommandOutcome, Lease, MetricsSample, NewBatch, OpenCommands,
     Outcomes, Page, PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
 };
 pub(crate) use types::{escape_like, fold};
@@ -365,18 +365,16 @@ pub trait Dispatch: Send + Sync {
     /// Regions that have pending commands.
     fn pending_regions(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Delivers pending commands of `region` to the given local sessions
-    /// (each with how many more commands its queue takes): marks them
-    /// DELIVERED and returns them with the session they are for. Each goes
-    /// to the online agent running its connector, else to the least loaded
-    /// online agent of the region (`domain::assign::assign`); commands whose
-    /// agent is not among `sessions` stay pending. At most one unanswered
-    /// command per connector, oldest generation first.
+    /// Delivers pending commands of the claim's region to its local
+    /// sessions (`Claim`): marks them DELIVERED and returns them with the
+    /// session they are for. Each goes to the online agent running its
+    /// connector, else to the least loaded online agent of the region
+    /// (`domain::assign::assign`); commands whose agent is not among the
+    /// sessions stay pending. At most one unanswered command per
+    /// connector, oldest generation first.
     fn claim_commands(
         &self,
-        region: &str,
-        sessions: &[(Session, usize)],
-        offline_after: Duration,
+        claim: Claim<'_>,
     ) -> impl Future<Output = Result<Vec<(Session, Command)>, StoreError>> + Send;
 
     /// Makes a claimed command pending again (it could not be sent).

@@ -1,7 +1,7 @@
 //! The values the store traits take and give, shared by both backends.
 
 use super::StoreError;
-use crate::domain::{Command, CommandStatus, Connector, ConnectorState, LagCause};
+use crate::domain::{Command, CommandStatus, Connector, ConnectorState, LagCause, Session};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -79,6 +79,23 @@ pub struct NewBatch<'a> {
     pub fingerprint: &'a str,
     pub principal: &'a str,
     pub connector_ids: &'a [String],
+}
+
+/// What `Dispatch::claim_commands` is asked: pending commands of
+/// `region` for these local sessions, each with how many more commands
+/// its queue takes; an agent silent for `offline_after` is offline.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub region: &'a str,
+    pub sessions: &'a [(Session, usize)],
+    pub offline_after: Duration,
+}
+
+impl Claim<'_> {
+    /// How many commands the sessions take in all.
+    pub fn room(&self) -> usize {
+        self.sessions.iter().map(|(_, room)| room).sum()
+    }
 }
 
 /// A connection pool's occupancy.

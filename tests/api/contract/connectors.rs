@@ -335,7 +335,7 @@ pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fence
         .await
         .unwrap();
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 4)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 4)]))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "the start is with the agent");

@@ -27,7 +27,7 @@ use connector_control::domain::{
 };
 #[allow(unused_imports)]
 use connector_control::store::{
-    FleetStore, NewBatch, PendingHeartbeat, PgStore, SqliteStore, StoreError,
+    Claim, FleetStore, NewBatch, PendingHeartbeat, PgStore, SqliteStore, StoreError,
 };
 use std::time::Duration;
 
@@ -169,6 +169,14 @@ pub(super) fn history(id: &str, before_generation: Option<i64>, page_size: usize
         connector_id: id.to_owned(),
         before_generation,
         page_size,
+    }
+}
+
+pub(super) fn claim<'a>(region: &'a str, sessions: &'a [(Session, usize)]) -> Claim<'a> {
+    Claim {
+        region,
+        sessions,
+        offline_after: HOUR,
     }
 }
 

@@ -38,7 +38,7 @@ async fn fail_delivered<S: FleetStore>(store: &S, session: &Session, reason: &st
 /// reason, or (None) a success.
 async fn answer_delivered<S: FleetStore>(store: &S, session: &Session, failure: Option<&str>) {
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 16)]))
         .await
         .unwrap();
     assert!(!claimed.is_empty(), "nothing to fail");
@@ -271,7 +271,7 @@ pub(super) async fn a_connector_that_ran_long_enough_has_its_count_reset<S: Flee
     let round = store.restart_round(lease, after(60)).await.unwrap();
     assert_eq!(round.started.len(), 1);
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 16)]))
         .await
         .unwrap();
     let (_, command) = &claimed[0];
