@@ -63,13 +63,10 @@ impl Batches for PgStore {
     }
 
     async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE batches SET response = $2 WHERE request_id = $1",
-                &[&request_id, &response],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "UPDATE batches SET response = $2 WHERE request_id = $1",
+            &[&request_id, &response],
+        )
+        .await
     }
 }

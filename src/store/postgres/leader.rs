@@ -83,30 +83,24 @@ impl Leadership for PgStore {
     }
 
     async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
-                     address = EXCLUDED.address, draining = EXCLUDED.draining",
-                &[&&*self.replica_id, &address, &draining],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
+                 address = EXCLUDED.address, draining = EXCLUDED.draining",
+            &[&&*self.replica_id, &address, &draining],
+        )
+        .await
     }
 
     async fn retire_replica(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "WITH released AS (
-                     UPDATE leases SET expire_time = now()
-                     WHERE holder = $2 AND expire_time > now() RETURNING 1)
-                 DELETE FROM replicas WHERE id = $1",
-                &[&&*self.replica_id, &&*self.lease_holder],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "WITH released AS (
+                 UPDATE leases SET expire_time = now()
+                 WHERE holder = $2 AND expire_time > now() RETURNING 1)
+             DELETE FROM replicas WHERE id = $1",
+            &[&&*self.replica_id, &&*self.lease_holder],
+        )
+        .await
     }
 
     async fn acquire_lease(&self, ttl: Duration) -> Result<Option<Lease>, StoreError> {
