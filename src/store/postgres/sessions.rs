@@ -450,9 +450,6 @@ impl Sessions for PgStore {
         &self,
         seen: &[PendingHeartbeat],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        if seen.is_empty() {
-            return Ok(Vec::new());
-        }
         let client = self.client().await?;
         let ids = column(seen, |s| s.agent_id.as_str());
         let epochs = column(seen, |s| s.epoch);

@@ -332,9 +332,6 @@ impl Sessions for SqliteStore {
         &self,
         seen: &[PendingHeartbeat],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        if seen.is_empty() {
-            return Ok(Vec::new());
-        }
         let seen = seen.to_vec();
         self.write(move |tx| {
             {
