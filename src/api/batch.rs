@@ -12,7 +12,7 @@ use super::mutation::Call;
 use crate::auth::Permission;
 use crate::domain::{Actor, Change, Connector, rules};
 use crate::proto::v1;
-use crate::store::{CommandOutcome, FleetStore, StoreError};
+use crate::store::{CommandOutcome, FleetStore, NewBatch, StoreError};
 use futures_util::StreamExt;
 use prost::Message;
 use std::collections::HashMap;
@@ -77,10 +77,13 @@ impl<S: FleetStore> ConnectorApi<S> {
                 let ids = self.select(&batch, &mut known).await?;
                 match (&batch.request_id, batch.validate_only) {
                     (Some(request_id), false) => {
-                        let record = self
-                            .store
-                            .begin_batch(request_id, &batch.fingerprint, &call.principal.name, &ids)
-                            .await?;
+                        let new = NewBatch {
+                            request_id,
+                            fingerprint: &batch.fingerprint,
+                            principal: &call.principal.name,
+                            connector_ids: &ids,
+                        };
+                        let record = self.store.begin_batch(new).await?;
                         self.resume(&batch, &call, record)?
                     }
                     _ => Resumed::Work(ids),

@@ -30,13 +30,10 @@ impl<S: FleetStore> ConnectorApi<S> {
         call: Call,
         message: v1::UpdateRestartPolicyRequest,
     ) -> Result<v1::Connector, ApiError> {
-        let policy = convert::update_restart_policy(&message)?;
-        let request_id = (!message.request_id.is_empty()).then_some(&*message.request_id);
-        let connector = self
-            .store
-            .update_restart_policy(&message.id, &policy, &call.actor, request_id)
-            .await?;
-        info!(%policy, "restart policy updated");
+        let mut update = convert::update_restart_policy(&message)?;
+        update.actor = call.actor;
+        let connector = self.store.update_restart_policy(&update).await?;
+        info!(policy = %update.policy, "restart policy updated");
         Ok(self.view(connector))
     }
 }

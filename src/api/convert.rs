@@ -163,10 +163,11 @@ pub fn new_connector(request: v1::CreateConnectorRequest) -> Result<NewConnector
     })
 }
 
-/// Validates an UpdateRestartPolicy request: the id and the policy.
+/// Validates an UpdateRestartPolicy request: the id and the policy (the
+/// caller sets the actor).
 pub fn update_restart_policy(
     request: &v1::UpdateRestartPolicyRequest,
-) -> Result<RestartPolicy, ApiError> {
+) -> Result<crate::domain::RestartPolicyRequest, ApiError> {
     let mut violations = Violations::default();
     violations.check("id", validate::id(&request.id));
     violations.check("request_id", validate::request_id(&request.request_id));
@@ -179,7 +180,12 @@ pub fn update_restart_policy(
         request.restart_policy.as_ref(),
     );
     invalid_request("UpdateRestartPolicy", violations)?;
-    Ok(policy)
+    Ok(crate::domain::RestartPolicyRequest {
+        connector_id: request.id.clone(),
+        policy,
+        request_id: optional(&request.request_id),
+        actor: Default::default(),
+    })
 }
 
 /// Validates a restart policy (`field` names it in violations); unset

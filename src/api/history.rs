@@ -3,22 +3,15 @@
 use super::convert;
 use super::error::ApiError;
 use super::pages;
-use crate::domain::PageTokenError;
 use crate::domain::validate::{self, Violations};
+use crate::domain::{HistoryQuery, PageTokenError};
 use crate::proto::v1;
 
 /// Page tokens: this prefix, the connector id and the generation of the
 /// last command returned.
 const TOKEN_PREFIX: &str = "commands:";
 
-/// A validated ListCommands request.
-pub struct Query {
-    pub connector_id: String,
-    pub before_generation: Option<i64>,
-    pub page_size: usize,
-}
-
-pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
+pub fn query(request: &v1::ListCommandsRequest) -> Result<HistoryQuery, ApiError> {
     let mut violations = Violations::default();
     violations.check("connector_id", validate::id(&request.connector_id));
     let page_size = pages::page_size(&mut violations, request.page_size);
@@ -27,7 +20,7 @@ pub fn query(request: &v1::ListCommandsRequest) -> Result<Query, ApiError> {
         "" => None,
         token => Some(decode_token(&request.connector_id, token)?),
     };
-    Ok(Query {
+    Ok(HistoryQuery {
         connector_id: request.connector_id.clone(),
         before_generation,
         page_size,

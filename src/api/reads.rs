@@ -62,14 +62,7 @@ impl<S: FleetStore> ConnectorApi<S> {
     ) -> Result<Response<v1::ListCommandsResponse>, Status> {
         auth::require(&request, Permission::ConnectorsRead)?;
         let query = history::query(request.get_ref())?;
-        let (commands, more) = self
-            .store
-            .list_commands(
-                &query.connector_id,
-                query.before_generation,
-                query.page_size,
-            )
-            .await?;
+        let (commands, more) = self.store.list_commands(&query).await?;
         let next_page_token = match commands.last() {
             Some(last) if more => history::encode_token(&query.connector_id, last.generation),
             _ => String::new(),

@@ -56,6 +56,13 @@ impl Hello {
             actor: self.actor.clone(),
         }
     }
+
+    /// The ids of the connectors the hello lists.
+    pub fn listed(&self) -> impl Iterator<Item = &str> {
+        self.connectors
+            .iter()
+            .map(|status| status.connector_id.as_str())
+    }
 }
 
 /// A validated `result`.

@@ -249,6 +249,26 @@ pub struct MarkStoppedRequest {
     pub offline_after: Duration,
 }
 
+/// A validated ListCommands request: up to `page_size` of a connector's
+/// commands, newest (highest generation) first and below
+/// `before_generation`.
+#[derive(Clone, Debug)]
+pub struct HistoryQuery {
+    pub connector_id: String,
+    pub before_generation: Option<i64>,
+    pub page_size: usize,
+}
+
+/// A validated UpdateRestartPolicy request.
+#[derive(Clone, Debug)]
+pub struct RestartPolicyRequest {
+    pub connector_id: String,
+    pub policy: super::restart_policy::RestartPolicy,
+    pub request_id: Option<String>,
+    /// Who changes it (audited with it).
+    pub actor: super::Actor,
+}
+
 /// Filters of a connector search, normalised so that equal searches compare
 /// (and fingerprint) equal.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

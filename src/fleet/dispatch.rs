@@ -4,7 +4,7 @@
 use super::{Fleet, Outbound};
 use crate::domain::Session;
 use crate::proto::v1::ControlMessage;
-use crate::store::FleetStore;
+use crate::store::{Claim, FleetStore};
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -64,11 +64,12 @@ impl<S: FleetStore> Fleet<S> {
             .iter()
             .map(|(session, outbound, _)| (session.clone(), outbound.capacity()))
             .collect();
-        let claimed = match self
-            .store
-            .claim_commands(region, &rooms, self.offline_after())
-            .await
-        {
+        let claim = Claim {
+            region,
+            sessions: &rooms,
+            offline_after: self.offline_after(),
+        };
+        let claimed = match self.store.claim_commands(claim).await {
             Ok(claimed) => claimed,
             Err(error) => {
                 warn!(%error, %region, "claiming commands failed");

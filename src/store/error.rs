@@ -1,7 +1,7 @@
 //! `StoreError`: the failures a store reports, already translated from
 //! driver errors, the same for both backends.
 
-use crate::domain::{Hello, Rejection};
+use crate::domain::{Hello, Rejection, Session};
 
 /// Failures a store reports, already translated from driver errors.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,20 @@ impl StoreError {
             agent_id: hello.agent_id.clone(),
             registered,
             claimed: hello.region.clone(),
+        }
+    }
+
+    /// The fence of every write on behalf of `session`: `Fenced` unless
+    /// `epoch`, the agent's as stored (None: no such agent), is the
+    /// session's.
+    pub(crate) fn fence(session: &Session, epoch: Option<i64>) -> Result<(), Self> {
+        if epoch == Some(session.epoch) {
+            Ok(())
+        } else {
+            Err(StoreError::Fenced {
+                agent_id: session.agent_id.clone(),
+                epoch: session.epoch,
+            })
         }
     }
 

@@ -24,20 +24,22 @@
 //! Shared by both backends: `error.rs` (`StoreError`, what every method
 //! fails with), `types.rs` (the values the traits take and give), `rows.rs`
 //! (rows to domain values), `restarts.rs` (planning a round of automatic
-//! starts).
+//! starts), `retries.rs` (recognising a retried call that keeps no
+//! command).
 
 mod error;
 pub mod postgres;
 pub mod refusals;
 mod restarts;
+mod retries;
 mod rows;
 pub mod sqlite;
 mod types;
 
 use crate::domain::{
-    Actor, Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor,
-    Hello, MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
-    RegionSummary, Replica, RestartPolicy, SearchFilter, Session, SessionEnd, SessionReport,
+    Agent, AuditEvent, AuditFilter, Change, Command, CommandReport, Connector, Cursor, Hello,
+    HistoryQuery, MarkStoppedRequest, NewAuditEvent, NewConnector, ObservedStatus, PauseRequest,
+    RegionSummary, Replica, RestartPolicyRequest, SearchFilter, Session, SessionEnd, SessionReport,
     StartRequest,
 };
 use chrono::{DateTime, Utc};
@@ -57,8 +59,8 @@ pub mod prelude {
 }
 pub use sqlite::SqliteStore;
 pub use types::{
-    BatchRecord, ChangeEntry, CommandOutcome, Lease, MetricsSample, OpenCommands, Page,
-    PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
+    BatchRecord, ChangeEntry, Claim, CommandOutcome, Lease, MetricsSample, NewBatch, OpenCommands,
+    Outcomes, Page, PendingHeartbeat, PoolStatus, RestartRound, Wakeup, WakeupHandler, Write,
 };
 pub(crate) use types::{escape_like, fold};
 
@@ -90,7 +92,7 @@ pub trait Connectors: Send + Sync {
         &self,
         changes: &[Change],
         write: Write,
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send;
 
     /// `transitions` of one change: its outcome is the call's.
     fn transition(
@@ -154,8 +156,7 @@ pub trait Connectors: Send + Sync {
     fn issue_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
-    {
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send {
         let span = tracing::info_span!("issue_commands", changes = changes.len());
         self.transitions(changes, Write::Commit).instrument(span)
     }
@@ -164,8 +165,7 @@ pub trait Connectors: Send + Sync {
     fn preview_commands(
         &self,
         changes: &[Change],
-    ) -> impl Future<Output = Result<Vec<Result<CommandOutcome, StoreError>>, StoreError>> + Send
-    {
+    ) -> impl Future<Output = Result<Outcomes, StoreError>> + Send {
         let span = tracing::info_span!("preview_commands", changes = changes.len());
         self.transitions(changes, Write::Preview).instrument(span)
     }
@@ -187,22 +187,17 @@ pub trait Connectors: Send + Sync {
     /// transaction; a retry with an audited `request_id` changes nothing.
     fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> impl Future<Output = Result<Connector, StoreError>> + Send;
 
     fn get_command(&self, id: &str) -> impl Future<Output = Result<Command, StoreError>> + Send;
 
-    /// Up to `limit` of a connector's commands, newest (highest
-    /// generation) first and below `before_generation`, and whether more
-    /// follow. `ConnectorNotFound` when there is no such connector.
+    /// The page of a connector's commands `query` asks for (see
+    /// `HistoryQuery`), and whether more follow. `ConnectorNotFound` when
+    /// there is no such connector.
     fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> impl Future<Output = Result<(Vec<Command>, bool), StoreError>> + Send;
 
     /// The key page tokens are signed with, the same for every replica.
@@ -218,10 +213,7 @@ pub trait Batches: Send + Sync {
     /// there (with its answer once the call that wrote it finished).
     fn begin_batch(
         &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
+        batch: NewBatch<'_>,
     ) -> impl Future<Output = Result<BatchRecord, StoreError>> + Send;
 
     /// The record of a batch call, if one used `request_id`.
@@ -373,18 +365,16 @@ pub trait Dispatch: Send + Sync {
     /// Regions that have pending commands.
     fn pending_regions(&self) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
 
-    /// Delivers pending commands of `region` to the given local sessions
-    /// (each with how many more commands its queue takes): marks them
-    /// DELIVERED and returns them with the session they are for. Each goes
-    /// to the online agent running its connector, else to the least loaded
-    /// online agent of the region (`domain::assign::assign`); commands whose
-    /// agent is not among `sessions` stay pending. At most one unanswered
-    /// command per connector, oldest generation first.
+    /// Delivers pending commands of the claim's region to its local
+    /// sessions (`Claim`): marks them DELIVERED and returns them with the
+    /// session they are for. Each goes to the online agent running its
+    /// connector, else to the least loaded online agent of the region
+    /// (`domain::assign::assign`); commands whose agent is not among the
+    /// sessions stay pending. At most one unanswered command per
+    /// connector, oldest generation first.
     fn claim_commands(
         &self,
-        region: &str,
-        sessions: &[(Session, usize)],
-        offline_after: Duration,
+        claim: Claim<'_>,
     ) -> impl Future<Output = Result<Vec<(Session, Command)>, StoreError>> + Send;
 
     /// Makes a claimed command pending again (it could not be sent).

@@ -1,6 +1,7 @@
 //! The values the store traits take and give, shared by both backends.
 
-use crate::domain::{Command, CommandStatus, Connector, ConnectorState, LagCause};
+use super::StoreError;
+use crate::domain::{Command, CommandStatus, Connector, ConnectorState, LagCause, Session};
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,6 +32,11 @@ pub struct CommandOutcome {
     /// True when `request_id` matched an earlier call and nothing changed.
     pub replayed: bool,
 }
+
+/// What `Connectors::transitions` answers: each change's outcome, in the
+/// order of the changes (a refusal or a missing connector is that
+/// change's).
+pub type Outcomes = Vec<Result<CommandOutcome, StoreError>>;
 
 /// A change of a connector: its position in commit order, and what a
 /// search saw before it (None: the connector is new).
@@ -63,6 +69,33 @@ pub struct BatchRecord {
     pub connector_ids: Vec<String>,
     /// Its encoded answer, once it finished.
     pub response: Option<Vec<u8>>,
+}
+
+/// A batch call to record (`Batches::begin_batch`): under its request id,
+/// what it asked (hashed), who made it and the connectors it chose.
+#[derive(Clone, Copy, Debug)]
+pub struct NewBatch<'a> {
+    pub request_id: &'a str,
+    pub fingerprint: &'a str,
+    pub principal: &'a str,
+    pub connector_ids: &'a [String],
+}
+
+/// What `Dispatch::claim_commands` is asked: pending commands of
+/// `region` for these local sessions, each with how many more commands
+/// its queue takes; an agent silent for `offline_after` is offline.
+#[derive(Clone, Copy, Debug)]
+pub struct Claim<'a> {
+    pub region: &'a str,
+    pub sessions: &'a [(Session, usize)],
+    pub offline_after: Duration,
+}
+
+impl Claim<'_> {
+    /// How many commands the sessions take in all.
+    pub fn room(&self) -> usize {
+        self.sessions.iter().map(|(_, room)| room).sum()
+    }
 }
 
 /// A connection pool's occupancy.

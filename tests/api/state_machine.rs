@@ -9,8 +9,8 @@ use connector_control::domain::{
     CommandKind, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Endpoint, Hello,
     NewConnector, ObservedStatus, PauseRequest, Session, StartRequest, TimeRange,
 };
-use connector_control::store::SqliteStore;
 use connector_control::store::prelude::*;
+use connector_control::store::{Claim, SqliteStore};
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -177,7 +177,11 @@ async fn apply(world: &mut World, op: &Op) {
         Op::Deliver => {
             let claimed = world
                 .store
-                .claim_commands("eu-2", &[(world.session.clone(), 16)], hour)
+                .claim_commands(Claim {
+                    region: "eu-2",
+                    sessions: &[(world.session.clone(), 16)],
+                    offline_after: hour,
+                })
                 .await
                 .unwrap();
             // What the agent is handed is what the newest generation asks:

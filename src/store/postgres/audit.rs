@@ -2,7 +2,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for, page_of};
+use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for};
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
 
@@ -46,34 +46,30 @@ impl AuditLog for PgStore {
         filter: &AuditFilter,
         limit: usize,
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {AUDIT_COLUMNS}
-                     FROM audit_events
-                     WHERE ($1::text IS NULL OR connector_id = $1)
-                       AND ($2::text IS NULL OR principal = $2)
-                       AND ($3::timestamptz IS NULL OR time >= $3)
-                       AND ($4::timestamptz IS NULL OR time < $4)
-                       AND ($5::int8 IS NULL OR id < $5)
-                     ORDER BY id DESC
-                     LIMIT $6"
-                ),
-                &[
-                    &filter.connector_id,
-                    &filter.principal,
-                    &filter.start_time,
-                    &filter.end_time,
-                    &filter.before_id,
-                    &fetch_for(limit),
-                ],
-            )
-            .await?;
-        let events = rows
-            .iter()
-            .map(audit_event_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(page_of(events, limit))
+        let sql = format!(
+            "SELECT {AUDIT_COLUMNS}
+             FROM audit_events
+             WHERE ($1::text IS NULL OR connector_id = $1)
+               AND ($2::text IS NULL OR principal = $2)
+               AND ($3::timestamptz IS NULL OR time >= $3)
+               AND ($4::timestamptz IS NULL OR time < $4)
+               AND ($5::int8 IS NULL OR id < $5)
+             ORDER BY id DESC
+             LIMIT $6"
+        );
+        self.page(
+            &sql,
+            &[
+                &filter.connector_id,
+                &filter.principal,
+                &filter.start_time,
+                &filter.end_time,
+                &filter.before_id,
+                &fetch_for(limit),
+            ],
+            limit,
+            audit_event_from_row,
+        )
+        .await
     }
 }

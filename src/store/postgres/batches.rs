@@ -3,7 +3,7 @@
 
 use super::PgStore;
 use super::conn::Db;
-use crate::store::{BatchRecord, Batches, StoreError};
+use crate::store::{BatchRecord, Batches, NewBatch, StoreError};
 
 fn record(row: &tokio_postgres::Row) -> BatchRecord {
     BatchRecord {
@@ -15,13 +15,8 @@ fn record(row: &tokio_postgres::Row) -> BatchRecord {
 }
 
 impl Batches for PgStore {
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
+    async fn begin_batch(&self, batch: NewBatch<'_>) -> Result<BatchRecord, StoreError> {
+        let request_id = batch.request_id;
         let client = self.client().await?;
         // Inserted, or the row another call inserted first, so that two
         // retries racing agree on one selection.
@@ -36,7 +31,12 @@ impl Batches for PgStore {
                  UNION ALL
                  SELECT fingerprint, connector_ids, response, principal FROM batches
                  WHERE request_id = $1 AND NOT EXISTS (SELECT 1 FROM inserted)",
-                &[&request_id, &fingerprint, &connector_ids, &principal],
+                &[
+                    &request_id,
+                    &batch.fingerprint,
+                    &batch.connector_ids,
+                    &batch.principal,
+                ],
             )
             .await?;
         match row {
@@ -63,13 +63,10 @@ impl Batches for PgStore {
     }
 
     async fn finish_batch(&self, request_id: &str, response: &[u8]) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE batches SET response = $2 WHERE request_id = $1",
-                &[&request_id, &response],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "UPDATE batches SET response = $2 WHERE request_id = $1",
+            &[&request_id, &response],
+        )
+        .await
     }
 }

@@ -4,18 +4,18 @@
 
 use super::PgStore;
 use super::audit::insert_audit;
-use super::conn::Db;
+use super::conn::{Db, Params};
 use super::error::is_unique_violation;
 use super::rows::{
-    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, page_of,
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for,
 };
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
-    NewConnector, RestartPolicy, rules,
+    AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicyRequest,
 };
+use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
-use tokio_postgres::Row;
+use crate::store::{Connectors, Outcomes, StoreError, Write, fold};
 use tracing::instrument;
 
 impl Connectors for PgStore {
@@ -84,23 +84,17 @@ impl Connectors for PgStore {
             .await
     }
 
-    async fn transitions(
-        &self,
-        changes: &[Change],
-        write: Write,
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    async fn transitions(&self, changes: &[Change], write: Write) -> Result<Outcomes, StoreError> {
         self.retrying(|| self.transitions_once(changes, write))
             .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %id))]
+    #[instrument(skip_all, fields(connector_id = %request.connector_id))]
     async fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> Result<Connector, StoreError> {
+        let (id, policy) = (request.connector_id.as_str(), &request.policy);
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
@@ -114,15 +108,9 @@ impl Connectors for PgStore {
         {
             return Err(StoreError::ConnectorNotFound(id.to_owned()));
         }
-        if is_retry(
-            &tx,
-            id,
-            AuditAction::UpdateRestartPolicy,
-            request_id,
-            &actor.principal,
-        )
-        .await?
-        {
+        let action = AuditAction::UpdateRestartPolicy;
+        let call = AuditedCall::new(action, id, request.request_id.as_deref(), &request.actor);
+        if is_retry(&tx, call).await? {
             drop(tx);
             return self.get_connector(id).await;
         }
@@ -143,9 +131,9 @@ impl Connectors for PgStore {
         insert_audit(
             &tx,
             &NewAuditEvent {
-                request_id: request_id.unwrap_or_default().to_owned(),
+                request_id: request.request_id.clone().unwrap_or_default(),
                 detail: format!("restart policy: {policy}"),
-                ..NewAuditEvent::ok(actor, AuditAction::UpdateRestartPolicy, id)
+                ..NewAuditEvent::ok(&request.actor, action, id)
             },
         )
         .await?;
@@ -174,17 +162,9 @@ impl Connectors for PgStore {
                 None => return Err(StoreError::ConnectorNotFound(id.to_owned())),
             };
             // Under the lock: a retry racing its original sees it done.
-            let request_id = request.request_id.as_deref();
-            let principal = &request.actor.principal;
-            if is_retry(
-                &tx,
-                id,
-                AuditAction::MarkConnectorStopped,
-                request_id,
-                principal,
-            )
-            .await?
-            {
+            let action = AuditAction::MarkConnectorStopped;
+            let call = AuditedCall::new(action, id, request.request_id.as_deref(), &request.actor);
+            if is_retry(&tx, call).await? {
                 drop(tx);
                 return Ok((self.get_connector(id).await?, true));
             }
@@ -236,37 +216,27 @@ impl Connectors for PgStore {
         .await
     }
 
-    #[instrument(skip_all, fields(connector_id = %connector_id))]
+    #[instrument(skip_all, fields(connector_id = %query.connector_id))]
     async fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<(Vec<Command>, bool), StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {COMMAND_COLUMNS} FROM commands
-                     WHERE connector_id = $1 AND generation < $2
-                     ORDER BY generation DESC LIMIT $3"
-                ),
-                &[
-                    &connector_id,
-                    &before_generation.unwrap_or(i64::MAX),
-                    &fetch_for(limit),
-                ],
-            )
+        let sql = format!(
+            "SELECT {COMMAND_COLUMNS} FROM commands
+             WHERE connector_id = $1 AND generation < $2
+             ORDER BY generation DESC LIMIT $3"
+        );
+        let before = query.before_generation.unwrap_or(i64::MAX);
+        let fetch = fetch_for(query.page_size);
+        let params: Params<'_> = &[&query.connector_id, &before, &fetch];
+        let (commands, more) = self
+            .page(&sql, params, query.page_size, command_from_row)
             .await?;
-        if rows.is_empty() {
+        if commands.is_empty() {
             // None at all: is there a connector?
-            self.get_connector(connector_id).await?;
+            self.get_connector(&query.connector_id).await?;
         }
-        let commands = rows
-            .iter()
-            .map(command_from_row)
-            .collect::<Result<_, _>>()?;
-        Ok(page_of(commands, limit))
+        Ok((commands, more))
     }
 
     #[instrument(skip_all, fields(command_id = %id))]
@@ -285,34 +255,10 @@ impl Connectors for PgStore {
     }
 }
 
-impl PgStore {
-    /// The row `sql` selects with `$1` = `id`, mapped by `from_row`, or
-    /// `missing(id)` when there is none.
-    async fn by_id<T>(
-        &self,
-        sql: &str,
-        id: &str,
-        from_row: fn(&Row) -> Result<T, StoreError>,
-        missing: fn(String) -> StoreError,
-    ) -> Result<T, StoreError> {
-        match self.client().await?.query_opt(sql, &[&id]).await? {
-            Some(row) => from_row(&row),
-            None => Err(missing(id.to_owned())),
-        }
-    }
-}
-
-/// Whether a call with `request_id` retries the audited (OK) call
-/// `action` on `connector_id` that its principal made (nothing more to
-/// do); `rules::replay_of` refuses anyone else's.
-async fn is_retry(
-    client: &impl Db,
-    connector_id: &str,
-    action: AuditAction,
-    request_id: Option<&str>,
-    principal: &str,
-) -> Result<bool, StoreError> {
-    let Some(request_id) = request_id else {
+/// Whether `call` retries the call that wrote its audit event (nothing
+/// more to do; `AuditedCall::repeats`).
+async fn is_retry(client: &impl Db, call: Option<AuditedCall<'_>>) -> Result<bool, StoreError> {
+    let Some(call) = call else {
         return Ok(false);
     };
     let first: Option<String> = client
@@ -320,14 +266,9 @@ async fn is_retry(
             "SELECT principal FROM audit_events
              WHERE connector_id = $1 AND action = $2 AND request_id = $3 AND outcome = 'OK'
              ORDER BY id LIMIT 1",
-            &[&connector_id, &action.as_str(), &request_id],
+            &[&call.connector_id, &call.action.as_str(), &call.request_id],
         )
         .await?
         .map(|row| row.get(0));
-    Ok(rules::replay_of(
-        connector_id,
-        request_id,
-        first.as_deref(),
-        principal,
-    )?)
+    call.repeats(first.as_deref())
 }

@@ -11,32 +11,27 @@ use super::sessions::{apply_update, fence};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
 use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
-use crate::store::{Dispatch, StoreError};
+use crate::store::{Claim, Dispatch, StoreError};
 use std::collections::HashMap;
-use std::time::Duration;
 use tracing::instrument;
 
 impl Dispatch for PgStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
-                &[],
-            )
-            .await?;
-        Ok(rows.iter().map(|row| row.get(0)).collect())
+        self.all(
+            "SELECT DISTINCT region FROM commands WHERE status = 'PENDING'",
+            &[],
+            |row| Ok(row.get(0)),
+        )
+        .await
     }
 
-    #[instrument(skip_all, fields(region = %region))]
+    #[instrument(skip_all, fields(region = %claim.region))]
     async fn claim_commands(
         &self,
-        region: &str,
-        sessions: &[(Session, usize)],
-        offline_after: Duration,
+        claim: Claim<'_>,
     ) -> Result<Vec<(Session, Command)>, StoreError> {
         self.retrying(|| async move {
-            let room: usize = sessions.iter().map(|(_, room)| room).sum();
+            let room = claim.room();
             if room == 0 {
                 return Ok(Vec::new());
             }
@@ -63,7 +58,7 @@ impl Dispatch for PgStore {
                          FOR SHARE OF a",
                         online(2)
                     ),
-                    &[&region, &offline_after.as_secs_f64()],
+                    &[&claim.region, &claim.offline_after.as_secs_f64()],
                 )
                 .await?;
             let agents: Vec<Candidate> = rows
@@ -89,7 +84,7 @@ impl Dispatch for PgStore {
                          LIMIT $2
                          FOR UPDATE OF c, k SKIP LOCKED"
                     ),
-                    &[&region, &limit],
+                    &[&claim.region, &limit],
                 )
                 .await?
                 .iter()
@@ -101,7 +96,7 @@ impl Dispatch for PgStore {
             if deliverable.is_empty() {
                 return Ok(Vec::new());
             }
-            let local = assign_local(&deliverable, &agents, sessions);
+            let local = assign_local(&deliverable, &agents, claim.sessions);
             let sessions: HashMap<String, Session> = local
                 .iter()
                 .map(|(_, session)| (session.agent_id.clone(), session.clone()))

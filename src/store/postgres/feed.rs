@@ -54,16 +54,12 @@ impl Feed for PgStore {
     }
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {
-        let client = self.client().await?;
-        client
-            .query(
-                &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"),
-                &[&ids],
-            )
-            .await?
-            .iter()
-            .map(connector_from_row)
-            .collect()
+        self.all(
+            &format!("SELECT {CONNECTOR_COLUMNS} FROM connectors WHERE id = ANY($1)"),
+            &[&ids],
+            connector_from_row,
+        )
+        .await
     }
 }
 

@@ -54,62 +54,53 @@ impl Leadership for PgStore {
     }
 
     async fn list_replicas(&self, replica_ttl: Duration) -> Result<Vec<Replica>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
-                        r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
-                        r.draining,
-                        (SELECT l.term FROM leases l
-                         WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
-                           AND l.expire_time > now()) AS leader_term,
-                        (SELECT count(*) FROM agents a
-                         WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
-                 FROM replicas r
-                 ORDER BY r.id",
-                &[&replica_ttl.as_secs_f64()],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|row| Replica {
-                id: row.get("id"),
-                address: row.get("address"),
-                start_time: row.get("start_time"),
-                heartbeat_time: row.get("heartbeat_time"),
-                alive: row.get("alive"),
-                draining: row.get("draining"),
-                leader_term: row.get("leader_term"),
-                agents: row.get("agents"),
-            })
-            .collect())
+        self.all(
+            "SELECT r.id, r.address, r.start_time, r.heartbeat_time,
+                    r.heartbeat_time > now() - make_interval(secs => $1) AS alive,
+                    r.draining,
+                    (SELECT l.term FROM leases l
+                     WHERE l.name = 'leader' AND split_part(l.holder, '/', 1) = r.id
+                       AND l.expire_time > now()) AS leader_term,
+                    (SELECT count(*) FROM agents a
+                     WHERE a.replica_id = r.id AND a.disconnect_time IS NULL) AS agents
+             FROM replicas r
+             ORDER BY r.id",
+            &[&replica_ttl.as_secs_f64()],
+            |row| {
+                Ok(Replica {
+                    id: row.get("id"),
+                    address: row.get("address"),
+                    start_time: row.get("start_time"),
+                    heartbeat_time: row.get("heartbeat_time"),
+                    alive: row.get("alive"),
+                    draining: row.get("draining"),
+                    leader_term: row.get("leader_term"),
+                    agents: row.get("agents"),
+                })
+            },
+        )
+        .await
     }
 
     async fn replica_heartbeat(&self, address: &str, draining: bool) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
-                     address = EXCLUDED.address, draining = EXCLUDED.draining",
-                &[&&*self.replica_id, &address, &draining],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "INSERT INTO replicas (id, address, draining) VALUES ($1, $2, $3)
+             ON CONFLICT (id) DO UPDATE SET heartbeat_time = now(),
+                 address = EXCLUDED.address, draining = EXCLUDED.draining",
+            &[&&*self.replica_id, &address, &draining],
+        )
+        .await
     }
 
     async fn retire_replica(&self) -> Result<(), StoreError> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "WITH released AS (
-                     UPDATE leases SET expire_time = now()
-                     WHERE holder = $2 AND expire_time > now() RETURNING 1)
-                 DELETE FROM replicas WHERE id = $1",
-                &[&&*self.replica_id, &&*self.lease_holder],
-            )
-            .await?;
-        Ok(())
+        self.run(
+            "WITH released AS (
+                 UPDATE leases SET expire_time = now()
+                 WHERE holder = $2 AND expire_time > now() RETURNING 1)
+             DELETE FROM replicas WHERE id = $1",
+            &[&&*self.replica_id, &&*self.lease_holder],
+        )
+        .await
     }
 
     async fn acquire_lease(&self, ttl: Duration) -> Result<Option<Lease>, StoreError> {

@@ -37,6 +37,7 @@ pub use transitions::sql as transition_sql;
 
 use super::{PoolStatus, Store, StoreError};
 use anyhow::Context;
+use conn::Db;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 use tokio_postgres::NoTls;
@@ -349,6 +350,13 @@ impl PgStore {
             inner,
             types: self.param_types.clone(),
         })
+    }
+
+    /// Runs one statement on a pooled connection, in a transaction of its
+    /// own.
+    async fn run(&self, sql: &str, params: conn::Params<'_>) -> Result<(), StoreError> {
+        self.client().await?.execute(sql, params).await?;
+        Ok(())
     }
 }
 

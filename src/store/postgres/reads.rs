@@ -23,47 +23,43 @@ impl Reads for PgStore {
         region: Option<&str>,
         offline_after: Duration,
     ) -> Result<Vec<Agent>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
-                            a.replica_id, {} AS online,
-                            (SELECT count(*) FROM connectors c
-                             WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
-                     FROM agents a
-                     WHERE $1::text IS NULL OR a.region = $1
-                     ORDER BY a.region, a.id",
-                    online(2)
-                ),
-                &[&region, &offline_after.as_secs_f64()],
-            )
-            .await?;
-        rows.iter().map(agent_from_row).collect()
+        self.all(
+            &format!(
+                "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                        a.replica_id, {} AS online,
+                        (SELECT count(*) FROM connectors c
+                         WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
+                 FROM agents a
+                 WHERE $1::text IS NULL OR a.region = $1
+                 ORDER BY a.region, a.id",
+                online(2)
+            ),
+            &[&region, &offline_after.as_secs_f64()],
+            agent_from_row,
+        )
+        .await
     }
 
     async fn list_regions(
         &self,
         offline_after: Duration,
     ) -> Result<Vec<RegionSummary>, StoreError> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "WITH running AS (SELECT region AS name, count(*) AS connectors
-                                      FROM connectors GROUP BY region),
-                          serving AS (SELECT a.region AS name, count(*) FILTER (WHERE {}) AS online
-                                      FROM agents a GROUP BY a.region)
-                     SELECT COALESCE(r.name, s.name) AS name,
-                            COALESCE(s.online, 0) AS online, COALESCE(r.connectors, 0) AS connectors
-                     FROM running r FULL JOIN serving s ON s.name = r.name
-                     ORDER BY 1",
-                    online(1)
-                ),
-                &[&offline_after.as_secs_f64()],
-            )
-            .await?;
-        rows.iter().map(region_from_row).collect()
+        self.all(
+            &format!(
+                "WITH running AS (SELECT region AS name, count(*) AS connectors
+                                  FROM connectors GROUP BY region),
+                      serving AS (SELECT a.region AS name, count(*) FILTER (WHERE {}) AS online
+                                  FROM agents a GROUP BY a.region)
+                 SELECT COALESCE(r.name, s.name) AS name,
+                        COALESCE(s.online, 0) AS online, COALESCE(r.connectors, 0) AS connectors
+                 FROM running r FULL JOIN serving s ON s.name = r.name
+                 ORDER BY 1",
+                online(1)
+            ),
+            &[&offline_after.as_secs_f64()],
+            region_from_row,
+        )
+        .await
     }
 
     #[instrument(skip_all)]

@@ -26,14 +26,7 @@ pub(super) async fn fence(client: &impl Db, session: &Session) -> Result<(), Sto
         )
         .await?
         .map(|row| row.get(0));
-    if epoch == Some(session.epoch) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            agent_id: session.agent_id.clone(),
-            epoch: session.epoch,
-        })
-    }
+    StoreError::fence(session, epoch)
 }
 
 /// A CTE, `audited`, appending the `AGENT_SESSION_END` event of each
@@ -215,11 +208,7 @@ async fn record_hello(
     session: &Session,
     hello: &Hello,
 ) -> Result<(), StoreError> {
-    let listed: Vec<&str> = hello
-        .connectors
-        .iter()
-        .map(|status| status.connector_id.as_str())
-        .collect();
+    let listed: Vec<&str> = hello.listed().collect();
     let gone: Vec<Gone> = client
         .query(
             "SELECT id FROM connectors
@@ -461,9 +450,6 @@ impl Sessions for PgStore {
         &self,
         seen: &[PendingHeartbeat],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        if seen.is_empty() {
-            return Ok(Vec::new());
-        }
         let client = self.client().await?;
         let ids = column(seen, |s| s.agent_id.as_str());
         let epochs = column(seen, |s| s.epoch);

@@ -6,7 +6,7 @@ use super::PgStore;
 use super::conn::{Db, column};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
-use crate::store::{CommandOutcome, StoreError, Write};
+use crate::store::{CommandOutcome, Outcomes, StoreError, Write};
 use chrono::Utc;
 use std::collections::HashMap;
 
@@ -113,7 +113,7 @@ impl PgStore {
         &self,
         changes: &[Change],
         write: Write,
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    ) -> Result<Outcomes, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let outcomes = transitions_in(&tx, changes, write).await?;
@@ -128,7 +128,7 @@ pub(super) async fn transitions_in(
     tx: &super::conn::Tx<'_>,
     changes: &[Change],
     write: Write,
-) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+) -> Result<Outcomes, StoreError> {
     let ids: Vec<&str> = changes.iter().map(Change::connector_id).collect();
     if ids.iter().collect::<std::collections::HashSet<_>>().len() != ids.len() {
         return Err(StoreError::Internal(

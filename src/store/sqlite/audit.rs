@@ -1,7 +1,7 @@
 //! The audit trail in the embedded store.
 
 use super::error::translate;
-use super::rows::{AUDIT_COLUMNS, all, audit_event_from_row, fetch_for, page_of, text};
+use super::rows::{AUDIT_COLUMNS, audit_event_from_row, fetch_for, page, text};
 use super::{SqliteStore, now};
 use crate::domain::{AuditEvent, AuditFilter, NewAuditEvent};
 use crate::store::{AuditLog, StoreError};
@@ -50,7 +50,7 @@ impl AuditLog for SqliteStore {
     ) -> Result<(Vec<AuditEvent>, bool), StoreError> {
         let filter = filter.clone();
         self.with(move |connection| {
-            let events = all(
+            page(
                 connection,
                 &format!(
                     "SELECT {AUDIT_COLUMNS}
@@ -71,9 +71,9 @@ impl AuditLog for SqliteStore {
                     filter.before_id,
                     fetch_for(limit),
                 ],
+                limit,
                 |row| audit_event_from_row(row),
-            )?;
-            Ok(page_of(events, limit))
+            )
         })
         .await
     }

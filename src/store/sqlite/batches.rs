@@ -3,7 +3,7 @@
 use super::error::translate;
 use super::rows::text;
 use super::{SqliteStore, now};
-use crate::store::{BatchRecord, Batches, StoreError};
+use crate::store::{BatchRecord, Batches, NewBatch, StoreError};
 use rusqlite::{Connection, OptionalExtension, params};
 
 fn find(connection: &Connection, request_id: &str) -> Result<Option<BatchRecord>, StoreError> {
@@ -31,17 +31,11 @@ fn find(connection: &Connection, request_id: &str) -> Result<Option<BatchRecord>
 }
 
 impl Batches for SqliteStore {
-    async fn begin_batch(
-        &self,
-        request_id: &str,
-        fingerprint: &str,
-        principal: &str,
-        connector_ids: &[String],
-    ) -> Result<BatchRecord, StoreError> {
-        let (request_id, fingerprint) = (request_id.to_owned(), fingerprint.to_owned());
-        let principal = principal.to_owned();
-        let ids =
-            serde_json::to_string(connector_ids).map_err(|e| StoreError::Internal(e.into()))?;
+    async fn begin_batch(&self, batch: NewBatch<'_>) -> Result<BatchRecord, StoreError> {
+        let (request_id, fingerprint) = (batch.request_id.to_owned(), batch.fingerprint.to_owned());
+        let principal = batch.principal.to_owned();
+        let ids = serde_json::to_string(batch.connector_ids)
+            .map_err(|e| StoreError::Internal(e.into()))?;
         self.with(move |connection| {
             connection
                 .prepare_cached(

@@ -6,16 +6,17 @@ use super::audit::insert_audit;
 use super::error::is_unique_violation;
 use super::error::translate;
 use super::rows::{
-    COMMAND_COLUMNS, CONNECTOR_COLUMNS, all, command_from_row, connector_from_row, fetch_for,
-    first, page_of, text,
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, first,
+    page, text,
 };
 use super::{SqliteStore, now};
 use crate::domain::{
-    Actor, AuditAction, Change, Command, Connector, MarkStoppedRequest, NewAuditEvent,
-    NewConnector, RestartPolicy, rules, trace_context_to_text,
+    AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
+    NewConnector, RestartPolicyRequest, trace_context_to_text,
 };
+use crate::store::retries::AuditedCall;
 use crate::store::rows::policy_values;
-use crate::store::{CommandOutcome, Connectors, StoreError, Write, fold};
+use crate::store::{CommandOutcome, Connectors, Outcomes, StoreError, Write, fold};
 use chrono::Utc;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
@@ -70,7 +71,7 @@ fn transitions(
     connection: &mut Connection,
     changes: &[Change],
     write: Write,
-) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+) -> Result<Outcomes, StoreError> {
     let tx = connection
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(translate)?;
@@ -284,11 +285,7 @@ impl Connectors for SqliteStore {
             .await
     }
 
-    async fn transitions(
-        &self,
-        changes: &[Change],
-        write: Write,
-    ) -> Result<Vec<Result<CommandOutcome, StoreError>>, StoreError> {
+    async fn transitions(&self, changes: &[Change], write: Write) -> Result<Outcomes, StoreError> {
         let changes = changes.to_vec();
         self.with(move |connection| transitions(connection, &changes, write))
             .await
@@ -296,25 +293,17 @@ impl Connectors for SqliteStore {
 
     async fn update_restart_policy(
         &self,
-        id: &str,
-        policy: &RestartPolicy,
-        actor: &Actor,
-        request_id: Option<&str>,
+        request: &RestartPolicyRequest,
     ) -> Result<Connector, StoreError> {
-        let (id, policy, actor) = (id.to_owned(), *policy, actor.clone());
-        let request_id = request_id.map(str::to_owned);
+        let request = request.clone();
         self.write(move |tx| {
-            let request_id = request_id.as_deref();
-            if is_retry(
-                tx,
-                &id,
-                AuditAction::UpdateRestartPolicy,
-                request_id,
-                &actor.principal,
-            )? {
+            let (id, policy) = (request.connector_id.clone(), &request.policy);
+            let action = AuditAction::UpdateRestartPolicy;
+            let call = AuditedCall::new(action, &id, request.request_id.as_deref(), &request.actor);
+            if is_retry(tx, call)? {
                 return get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id));
             }
-            let (mode, max_restarts, initial, max_backoff, reset) = policy_values(&policy);
+            let (mode, max_restarts, initial, max_backoff, reset) = policy_values(policy);
             let updated = tx
                 .prepare_cached(
                     "UPDATE connectors
@@ -339,9 +328,9 @@ impl Connectors for SqliteStore {
             insert_audit(
                 tx,
                 &NewAuditEvent {
-                    request_id: request_id.unwrap_or_default().to_owned(),
+                    request_id: request.request_id.clone().unwrap_or_default(),
                     detail: format!("restart policy: {policy}"),
-                    ..NewAuditEvent::ok(&actor, AuditAction::UpdateRestartPolicy, &id)
+                    ..NewAuditEvent::ok(&request.actor, action, &id)
                 },
             )?;
             let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
@@ -358,15 +347,9 @@ impl Connectors for SqliteStore {
         let request = request.clone();
         self.write(move |tx| {
             let id = request.connector_id.clone();
-            let request_id = request.request_id.as_deref();
-            let principal = &request.actor.principal;
-            if is_retry(
-                tx,
-                &id,
-                AuditAction::MarkConnectorStopped,
-                request_id,
-                principal,
-            )? {
+            let action = AuditAction::MarkConnectorStopped;
+            let call = AuditedCall::new(action, &id, request.request_id.as_deref(), &request.actor);
+            if is_retry(tx, call)? {
                 let connector = get_connector(tx, &id)?.ok_or(StoreError::ConnectorNotFound(id))?;
                 return Ok((connector, true));
             }
@@ -419,13 +402,11 @@ impl Connectors for SqliteStore {
 
     async fn list_commands(
         &self,
-        connector_id: &str,
-        before_generation: Option<i64>,
-        limit: usize,
+        query: &HistoryQuery,
     ) -> Result<(Vec<Command>, bool), StoreError> {
-        let connector_id = connector_id.to_owned();
+        let query = query.clone();
         self.with(move |connection| {
-            let commands = all(
+            let (commands, more) = page(
                 connection,
                 &format!(
                     "SELECT {COMMAND_COLUMNS} FROM commands
@@ -433,16 +414,17 @@ impl Connectors for SqliteStore {
                      ORDER BY generation DESC LIMIT ?3"
                 ),
                 params![
-                    connector_id,
-                    before_generation.unwrap_or(i64::MAX),
-                    fetch_for(limit)
+                    query.connector_id,
+                    query.before_generation.unwrap_or(i64::MAX),
+                    fetch_for(query.page_size)
                 ],
+                query.page_size,
                 |row| command_from_row(row),
             )?;
-            if commands.is_empty() && get_connector(connection, &connector_id)?.is_none() {
-                return Err(StoreError::ConnectorNotFound(connector_id));
+            if commands.is_empty() && get_connector(connection, &query.connector_id)?.is_none() {
+                return Err(StoreError::ConnectorNotFound(query.connector_id));
             }
-            Ok(page_of(commands, limit))
+            Ok((commands, more))
         })
         .await
     }
@@ -466,16 +448,10 @@ impl Connectors for SqliteStore {
     }
 }
 
-/// Whether a call with `request_id` retries the audited (OK) call
-/// `action` on `connector_id` that its principal made (see PostgreSQL's).
-fn is_retry(
-    connection: &Connection,
-    connector_id: &str,
-    action: AuditAction,
-    request_id: Option<&str>,
-    principal: &str,
-) -> Result<bool, StoreError> {
-    let Some(request_id) = request_id else {
+/// Whether `call` retries the call that wrote its audit event (see
+/// PostgreSQL's).
+fn is_retry(connection: &Connection, call: Option<AuditedCall<'_>>) -> Result<bool, StoreError> {
+    let Some(call) = call else {
         return Ok(false);
     };
     let first: Option<String> = connection
@@ -485,15 +461,11 @@ fn is_retry(
              ORDER BY id LIMIT 1",
         )
         .map_err(translate)?
-        .query_row(params![connector_id, action.as_str(), request_id], |row| {
-            row.get(0)
-        })
+        .query_row(
+            params![call.connector_id, call.action.as_str(), call.request_id],
+            |row| row.get(0),
+        )
         .optional()
         .map_err(translate)?;
-    Ok(rules::replay_of(
-        connector_id,
-        request_id,
-        first.as_deref(),
-        principal,
-    )?)
+    call.repeats(first.as_deref())
 }

@@ -9,9 +9,8 @@ use super::{SqliteStore, now};
 use crate::domain::assign::{Candidate, Deliverable, assign_local};
 use crate::domain::reports::{ResultDisposition, result_disposition, result_effect};
 use crate::domain::{Command, CommandReport, CommandStatus, Session};
-use crate::store::{Dispatch, StoreError};
+use crate::store::{Claim, Dispatch, StoreError};
 use rusqlite::params;
-use std::time::Duration;
 
 impl Dispatch for SqliteStore {
     async fn pending_regions(&self) -> Result<Vec<String>, StoreError> {
@@ -31,15 +30,14 @@ impl Dispatch for SqliteStore {
 
     async fn claim_commands(
         &self,
-        region: &str,
-        sessions: &[(Session, usize)],
-        offline_after: Duration,
+        claim: Claim<'_>,
     ) -> Result<Vec<(Session, Command)>, StoreError> {
-        let room: usize = sessions.iter().map(|(_, room)| room).sum();
+        let room = claim.room();
         if room == 0 {
             return Ok(Vec::new());
         }
-        let (region, sessions) = (region.to_owned(), sessions.to_vec());
+        let (region, sessions) = (claim.region.to_owned(), claim.sessions.to_vec());
+        let offline_after = claim.offline_after;
         self.write(move |tx| {
             let deliverable: Vec<Deliverable> = tx
                 .prepare_cached(&format!(

@@ -1,6 +1,6 @@
 //! Reading SQLite rows for the shared row mapping (`store::rows`), and a
-//! query's rows mapped (`all`, `first`). Times are text in one fixed-width
-//! UTC format, so that text order is time order.
+//! query's rows mapped (`all`, `page`, `first`). Times are text in one
+//! fixed-width UTC format, so that text order is time order.
 
 use super::error::translate;
 use crate::store::StoreError;
@@ -66,6 +66,18 @@ pub(super) fn all<T>(
         all.push(from_row(row)?);
     }
     Ok(all)
+}
+
+/// The first `limit` rows `sql` selects (it asks for `fetch_for(limit)`),
+/// mapped by `from_row`, and whether more followed.
+pub(super) fn page<T>(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    limit: usize,
+    from_row: impl Fn(&Row<'_>) -> Result<T, StoreError>,
+) -> Result<(Vec<T>, bool), StoreError> {
+    Ok(page_of(all(connection, sql, params, from_row)?, limit))
 }
 
 /// The first row `sql` selects, if any, mapped by `from_row`.

@@ -2,7 +2,7 @@
 
 use super::SqliteStore;
 use super::error::translate;
-use super::rows::{CONNECTOR_COLUMNS, all, connector_from_row, fetch_for, page_of};
+use super::rows::{CONNECTOR_COLUMNS, connector_from_row, fetch_for, page};
 use crate::domain::{Cursor, SearchFilter, micros};
 use crate::store::{Page, Search, StoreError, escape_like, fold};
 use rusqlite::params_from_iter;
@@ -97,13 +97,13 @@ impl Search for SqliteStore {
                 " ORDER BY name, id LIMIT CAST(?{} AS INTEGER)",
                 page_values.len()
             ));
-            let connectors = all(
+            let (connectors, more) = page(
                 connection,
                 &sql,
                 params_from_iter(page_values.iter()),
+                limit,
                 |row| connector_from_row(row),
             )?;
-            let (connectors, more) = page_of(connectors, limit);
             let total: i64 = connection
                 .prepare_cached(&format!(
                     "SELECT count(*) FROM connectors WHERE {condition}"

@@ -62,14 +62,7 @@ pub(super) fn fence(connection: &Connection, session: &Session) -> Result<(), St
         .query_row([&session.agent_id], |row| row.get(0))
         .optional()
         .map_err(translate)?;
-    if epoch == Some(session.epoch) {
-        Ok(())
-    } else {
-        Err(StoreError::Fenced {
-            agent_id: session.agent_id.clone(),
-            epoch: session.epoch,
-        })
-    }
+    StoreError::fence(session, epoch)
 }
 
 pub(super) fn apply_update(
@@ -155,11 +148,7 @@ fn record_hello(
     hello: &Hello,
 ) -> Result<(), StoreError> {
     record(connection, session, &hello.connectors)?;
-    let listed: std::collections::HashSet<&str> = hello
-        .connectors
-        .iter()
-        .map(|status| status.connector_id.as_str())
-        .collect();
+    let listed: std::collections::HashSet<&str> = hello.listed().collect();
     let gone: Vec<Gone> = connection
         .prepare_cached(
             "SELECT id FROM connectors
@@ -343,9 +332,6 @@ impl Sessions for SqliteStore {
         &self,
         seen: &[PendingHeartbeat],
     ) -> Result<Vec<(String, i64)>, StoreError> {
-        if seen.is_empty() {
-            return Ok(Vec::new());
-        }
         let seen = seen.to_vec();
         self.write(move |tx| {
             {

@@ -22,7 +22,7 @@ pub(super) async fn several_changes_in_one_transaction_each_get_their_own_outcom
     assert_eq!(previews.len(), 4);
     assert!(
         store
-            .list_commands("c1", None, 10)
+            .list_commands(&history("c1", None, 10))
             .await
             .unwrap()
             .0
@@ -45,7 +45,12 @@ pub(super) async fn several_changes_in_one_transaction_each_get_their_own_outcom
     assert_eq!(outcomes[3].as_ref().unwrap().command.connector_id, "c3");
     for (id, commands) in [("c1", 1), ("c2", 1), ("c3", 1)] {
         assert_eq!(
-            store.list_commands(id, None, 10).await.unwrap().0.len(),
+            store
+                .list_commands(&history(id, None, 10))
+                .await
+                .unwrap()
+                .0
+                .len(),
             commands,
             "{id}"
         );
@@ -57,13 +62,26 @@ pub(super) async fn several_changes_in_one_transaction_each_get_their_own_outcom
 pub(super) async fn a_batch_record_keeps_its_first_selection_and_answer<S: FleetStore>(store: &S) {
     let ids = vec!["a".to_owned(), "b".to_owned()];
     assert_eq!(store.find_batch("b-1").await.unwrap(), None);
-    let first = store.begin_batch("b-1", "fp", "otto", &ids).await.unwrap();
+    let first = store
+        .begin_batch(NewBatch {
+            request_id: "b-1",
+            fingerprint: "fp",
+            principal: "otto",
+            connector_ids: &ids,
+        })
+        .await
+        .unwrap();
     assert_eq!(first.connector_ids, ids);
     assert_eq!(first.principal, "otto");
     assert_eq!(first.response, None);
     // A second call with the id finds the first one's record.
     let again = store
-        .begin_batch("b-1", "other", "ada", &["z".to_owned()])
+        .begin_batch(NewBatch {
+            request_id: "b-1",
+            fingerprint: "other",
+            principal: "ada",
+            connector_ids: &["z".to_owned()],
+        })
         .await
         .unwrap();
     assert_eq!(again, first);

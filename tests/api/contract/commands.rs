@@ -24,13 +24,13 @@ pub(super) async fn commands_are_claimed_once_redelivered_and_completed_with_fen
     assert_eq!(store.pending_regions().await.unwrap(), ["eu-2"]);
     assert!(
         store
-            .claim_commands("eu-1", &[(other_region, 16)], HOUR)
+            .claim_commands(claim("eu-1", &[(other_region, 16)]))
             .await
             .unwrap()
             .is_empty()
     );
     let claimed = store
-        .claim_commands("eu-2", &[(old.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(old.clone(), 16)]))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1);
@@ -44,7 +44,7 @@ pub(super) async fn commands_are_claimed_once_redelivered_and_completed_with_fen
         .unwrap();
     assert_eq!(new.epoch, old.epoch + 1);
     let again = store
-        .claim_commands("eu-2", &[(new.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(new.clone(), 16)]))
         .await
         .unwrap();
     assert_eq!(again.len(), 1);
@@ -71,7 +71,7 @@ pub(super) async fn commands_are_claimed_once_redelivered_and_completed_with_fen
         CommandStatus::Superseded
     );
     let pause = store
-        .claim_commands("eu-2", &[(new.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(new.clone(), 16)]))
         .await
         .unwrap();
     assert_eq!(pause.len(), 1);
@@ -160,12 +160,12 @@ pub(super) async fn concurrent_sessions_claims_changes_and_sweeps_never_fail_on_
         };
         let reconnect = store.open_session(&again);
         let room = [(session.clone(), 16)];
-        let claim = store.claim_commands("eu-2", &room, HOUR);
+        let claiming = store.claim_commands(claim("eu-2", &room));
         let sweep = async {
             let lease = store.acquire_lease(HOUR).await.unwrap().unwrap();
             store.sweep_offline(lease, HOUR, HOUR).await
         };
-        let ((), reconnected, claimed, swept) = tokio::join!(changes, reconnect, claim, sweep);
+        let ((), reconnected, claimed, swept) = tokio::join!(changes, reconnect, claiming, sweep);
         session = reconnected.unwrap_or_else(|e| panic!("round {round}: open_session: {e:?}"));
         claimed.unwrap_or_else(|e| panic!("round {round}: claim_commands: {e:?}"));
         swept.unwrap_or_else(|e| panic!("round {round}: sweep_offline: {e:?}"));

@@ -263,7 +263,7 @@ pub(super) async fn a_start_never_skips_a_checkpoint_the_store_no_longer_holds<S
     assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
     assert!(
         store
-            .list_commands("inc", None, 10)
+            .list_commands(&history("inc", None, 10))
             .await
             .unwrap()
             .0
@@ -335,7 +335,7 @@ pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fence
         .await
         .unwrap();
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 4)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 4)]))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "the start is with the agent");

@@ -59,7 +59,7 @@ pub(super) async fn a_dry_run_decides_as_the_call_would_and_writes_nothing<S: Fl
     );
     assert!(
         store
-            .list_commands("c1", None, 10)
+            .list_commands(&history("c1", None, 10))
             .await
             .unwrap()
             .0
@@ -117,7 +117,12 @@ pub(super) async fn a_dry_run_decides_as_the_call_would_and_writes_nothing<S: Fl
         "the start stays what the connector does"
     );
     assert_eq!(
-        store.list_commands("c1", None, 10).await.unwrap().0.len(),
+        store
+            .list_commands(&history("c1", None, 10))
+            .await
+            .unwrap()
+            .0
+            .len(),
         1
     );
 }
@@ -163,7 +168,7 @@ pub(super) async fn commands_list_newest_first_with_who_and_page<S: FleetStore>(
         .await
         .unwrap();
 
-    let (page, more) = store.list_commands("c1", None, 2).await.unwrap();
+    let (page, more) = store.list_commands(&history("c1", None, 2)).await.unwrap();
     assert!(more);
     let seen: Vec<_> = page
         .iter()
@@ -178,15 +183,21 @@ pub(super) async fn commands_list_newest_first_with_who_and_page<S: FleetStore>(
     );
     assert_eq!(page[0].region, "eu-1");
     assert_eq!(page[1].reason, "INC-7 latency");
-    let (rest, more) = store.list_commands("c1", Some(2), 2).await.unwrap();
+    let (rest, more) = store
+        .list_commands(&history("c1", Some(2), 2))
+        .await
+        .unwrap();
     assert!(!more);
     assert_eq!(rest.len(), 1);
     assert_eq!((rest[0].generation, rest[0].principal.as_str()), (1, "ada"));
 
-    let (none, more) = store.list_commands("quiet", None, 10).await.unwrap();
+    let (none, more) = store
+        .list_commands(&history("quiet", None, 10))
+        .await
+        .unwrap();
     assert!(none.is_empty() && !more, "a connector never started");
     assert!(matches!(
-        store.list_commands("nope", None, 10).await,
+        store.list_commands(&history("nope", None, 10)).await,
         Err(StoreError::ConnectorNotFound(id)) if id == "nope"
     ));
 }

@@ -11,7 +11,7 @@ async fn run_on<S: FleetStore>(
 ) {
     let command = store.start_connector(&start(id)).await.unwrap().command;
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 16)]))
         .await
         .unwrap();
     assert_eq!(claimed.len(), 1, "{id}: {claimed:?}");

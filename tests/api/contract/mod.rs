@@ -21,11 +21,14 @@ use chrono::Utc;
 #[allow(unused_imports)]
 use connector_control::domain::{
     Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
-    LagCause, MarkStoppedRequest, NewConnector, ObservedStatus, PauseRequest, Rejection,
-    SearchFilter, ServerNet, Session, SessionEnd, SessionReport, StartRequest, TimeRange,
+    HistoryQuery, LagCause, MarkStoppedRequest, NewConnector, ObservedStatus, PauseRequest,
+    Rejection, SearchFilter, ServerNet, Session, SessionEnd, SessionReport, StartRequest,
+    TimeRange,
 };
 #[allow(unused_imports)]
-use connector_control::store::{FleetStore, PendingHeartbeat, PgStore, SqliteStore, StoreError};
+use connector_control::store::{
+    Claim, FleetStore, NewBatch, PendingHeartbeat, PgStore, SqliteStore, StoreError,
+};
 use std::time::Duration;
 
 struct Postgres {
@@ -158,6 +161,22 @@ pub(super) fn pause(id: &str) -> PauseRequest {
         reason: "test".to_owned(),
         request_id: None,
         actor: Default::default(),
+    }
+}
+
+pub(super) fn history(id: &str, before_generation: Option<i64>, page_size: usize) -> HistoryQuery {
+    HistoryQuery {
+        connector_id: id.to_owned(),
+        before_generation,
+        page_size,
+    }
+}
+
+pub(super) fn claim<'a>(region: &'a str, sessions: &'a [(Session, usize)]) -> Claim<'a> {
+    Claim {
+        region,
+        sessions,
+        offline_after: HOUR,
     }
 }
 

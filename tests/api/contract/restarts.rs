@@ -38,7 +38,7 @@ async fn fail_delivered<S: FleetStore>(store: &S, session: &Session, reason: &st
 /// reason, or (None) a success.
 async fn answer_delivered<S: FleetStore>(store: &S, session: &Session, failure: Option<&str>) {
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 16)]))
         .await
         .unwrap();
     assert!(!claimed.is_empty(), "nothing to fail");
@@ -153,7 +153,7 @@ pub(super) async fn a_failed_connector_is_scheduled_and_started_once_when_due<S:
     // nothing more.
     let again = store.restart_round(lease, due).await.unwrap();
     assert!(again.started.is_empty());
-    let (history, _) = store.list_commands("c1", None, 10).await.unwrap();
+    let (history, _) = store.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(history.len(), 2, "one manual start, one automatic");
     let (events, _) = store
         .list_audit_events(&Default::default(), 10)
@@ -271,7 +271,7 @@ pub(super) async fn a_connector_that_ran_long_enough_has_its_count_reset<S: Flee
     let round = store.restart_round(lease, after(60)).await.unwrap();
     assert_eq!(round.started.len(), 1);
     let claimed = store
-        .claim_commands("eu-2", &[(session.clone(), 16)], HOUR)
+        .claim_commands(claim("eu-2", &[(session.clone(), 16)]))
         .await
         .unwrap();
     let (_, command) = &claimed[0];
@@ -350,7 +350,7 @@ async fn a_new_leader_keeps_the_schedule_and_the_old_one_is_fenced() {
         old.restart_round(old_lease, due).await,
         Err(StoreError::NotLeader { .. })
     ));
-    let (commands, _) = old.list_commands("c1", None, 10).await.unwrap();
+    let (commands, _) = old.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(commands.len(), 1, "the fenced round started nothing");
     let round = new.restart_round(new_lease, due).await.unwrap();
     assert_eq!(round.started.len(), 1, "the schedule survived the failover");
@@ -361,6 +361,6 @@ async fn a_new_leader_keeps_the_schedule_and_the_old_one_is_fenced() {
             .started
             .is_empty()
     );
-    let (commands, _) = new.list_commands("c1", None, 10).await.unwrap();
+    let (commands, _) = new.list_commands(&history("c1", None, 10)).await.unwrap();
     assert_eq!(commands.len(), 2);
 }
