@@ -1,7 +1,7 @@
 //! `connectors list`, `get` and `history`: reading connectors and their
 //! commands.
 
-use super::client::ClientArgs;
+use super::client::{ClientArgs, print_answer};
 use super::failure::Failure;
 use super::filters::FilterArgs;
 use super::render;
@@ -83,31 +83,21 @@ pub(super) async fn list(args: ListArgs) -> anyhow::Result<()> {
 }
 
 pub(super) async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let connector = args
+    let answer = args
         .client
         .connectors()
         .await?
         .get_connector(v1::GetConnectorRequest { id: args.id })
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    print!("{}", render::connector(&connector, args.client.output)?);
-    Ok(())
+        .await;
+    print_answer(answer, render::connector, args.client.output)
 }
 
 pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
-    let response = args
-        .client
-        .connectors()
-        .await?
-        .list_commands(v1::ListCommandsRequest {
-            connector_id: args.id,
-            page_size: args.page_size,
-            page_token: args.page_token,
-        })
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    print!("{}", render::commands(&response, args.client.output)?);
-    Ok(())
+    let request = v1::ListCommandsRequest {
+        connector_id: args.id,
+        page_size: args.page_size,
+        page_token: args.page_token,
+    };
+    let answer = args.client.connectors().await?.list_commands(request).await;
+    print_answer(answer, render::commands, args.client.output)
 }
