@@ -54,16 +54,7 @@ impl Filter {
     }
 
     pub fn list_request(&self) -> v1::ListConnectorsRequest {
-        v1::ListConnectorsRequest {
-            query: self.query.clone(),
-            region: self.region.clone(),
-            states: self.states(),
-            page_size: 50,
-            page_token: self.page.clone(),
-            lagging: self.lagging,
-            awaiting_restart: false,
-            server_ip: self.server.clone(),
-        }
+        v1::ListConnectorsRequest::matching(self.proto(), 50, self.page.clone())
     }
 
     fn pairs<'a>(&'a self, page: &'a str) -> Vec<(&'a str, &'a str)> {
