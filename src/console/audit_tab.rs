@@ -6,25 +6,25 @@ use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
 use super::format::time_cell;
 use super::layout::{Tab, layout};
-use super::params::{Params, query};
+use super::params::{FromParams, Params, Query, query};
 use super::state::Shared;
 use super::urls;
 use crate::proto::v1::{self, audit_service_server::AuditService};
 use crate::store::FleetStore;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
 /// The Audit tab's filters.
 #[derive(Debug, Default)]
-struct AuditFilter {
+pub struct AuditFilter {
     principal: String,
     connector_id: String,
     page: String,
 }
 
-impl AuditFilter {
+impl FromParams for AuditFilter {
     fn from_params(params: &Params) -> Self {
         AuditFilter {
             principal: params.get("principal").to_owned(),
@@ -34,26 +34,29 @@ impl AuditFilter {
     }
 }
 
+impl AuditFilter {
+    /// The page of the audit trail the filters ask for.
+    fn request(&self) -> v1::ListAuditEventsRequest {
+        v1::ListAuditEventsRequest {
+            connector_id: self.connector_id.clone(),
+            principal: self.principal.clone(),
+            page_size: 50,
+            page_token: self.page.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// GET /audit: who did what, filterable by principal and connector.
 pub async fn page<S: FleetStore>(
     State(c): Shared<S>,
     Viewer(caller): Viewer,
-    RawQuery(query): RawQuery,
+    Query(filter): Query<AuditFilter>,
 ) -> Response {
-    let filter = AuditFilter::from_params(&Params::of_query(query.as_deref()));
-    let events = AuditService::list_audit_events(
-        &c.audit,
-        caller.request(v1::ListAuditEventsRequest {
-            connector_id: filter.connector_id.clone(),
-            principal: filter.principal.clone(),
-            page_size: 50,
-            page_token: filter.page.clone(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(ShownFailure::from);
+    let events = AuditService::list_audit_events(&c.audit, caller.request(filter.request()))
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ShownFailure::from);
     caller.page(StatusCode::OK, markup(&caller, &filter, events))
 }
 

@@ -2,7 +2,7 @@
 //! string (or the bulk form's hidden fields), and turned into the API's
 //! filter, the page's links, the live stream's URL and words.
 
-use super::params::{Params, query};
+use super::params::{FromParams, Params, query};
 use crate::proto::v1;
 use maud::{Markup, html};
 
@@ -19,8 +19,8 @@ pub struct Filter {
     pub page: String,
 }
 
-impl Filter {
-    pub fn from_params(params: &Params) -> Self {
+impl FromParams for Filter {
+    fn from_params(params: &Params) -> Self {
         Filter {
             query: params.get("q").to_owned(),
             region: params.get("region").to_owned(),
@@ -30,7 +30,9 @@ impl Filter {
             page: params.get("page").to_owned(),
         }
     }
+}
 
+impl Filter {
     fn states(&self) -> Vec<i32> {
         if self.state.is_empty() {
             return Vec::new();

@@ -4,7 +4,7 @@
 
 use super::failure::ShownFailure;
 use super::filter::Filter;
-use super::params::Params;
+use super::params::{FromParams, Params};
 use crate::domain::AuditAction;
 use crate::proto::v1;
 
@@ -127,8 +127,8 @@ pub struct BulkForm {
     pub total: i32,
 }
 
-impl BulkForm {
-    pub fn from_params(params: &Params) -> Self {
+impl FromParams for BulkForm {
+    fn from_params(params: &Params) -> Self {
         let ids = params.all("ids");
         let all_matching = params.flag("all_matching");
         let total = params.get("total").parse().unwrap_or(0);
@@ -159,7 +159,9 @@ impl BulkForm {
             total,
         }
     }
+}
 
+impl BulkForm {
     /// What a refused form is audited as.
     pub fn action(&self) -> AuditAction {
         if self.pause {
