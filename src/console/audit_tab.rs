@@ -5,6 +5,7 @@ use super::access::Viewer;
 use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
 use super::format::time_cell;
+use super::forms::input_field;
 use super::layout::{Tab, layout};
 use super::params::{FromParams, Params, Query, query};
 use super::state::Shared;
@@ -73,14 +74,8 @@ fn markup(
     let body = html! {
         h1 { "Audit" }
         form.filters method="get" action="/audit" role="search" aria-label="Filter the audit trail" {
-            div.field {
-                label for="audit-principal" { "Principal" }
-                input #audit-principal type="search" name="principal" value=(filter.principal);
-            }
-            div.field {
-                label for="audit-connector" { "Connector ID" }
-                input #audit-connector type="search" name="connector_id" value=(filter.connector_id);
-            }
+            (input_field("audit-principal", "Principal", "search", "principal", &filter.principal))
+            (input_field("audit-connector", "Connector ID", "search", "connector_id", &filter.connector_id))
             div.field { button.primary type="submit" { "Filter" } }
         }
         (audit_table(&events))

@@ -1,12 +1,13 @@
 //! The console's forms as posted: what the Start, Pause and Mark stopped
 //! dialogs and the bulk form were filled in with, read once from their
-//! fields.
+//! fields; and a labelled input, drawn once.
 
 use super::failure::ShownFailure;
 use super::filter::Filter;
 use super::params::{FromParams, Params};
 use crate::domain::AuditAction;
 use crate::proto::v1;
+use maud::{Markup, html};
 
 /// A dialog's form, as typed.
 pub trait DialogForm: Send + Sync + Sized {
@@ -211,6 +212,17 @@ impl DialogForm for ReasonForm {
 
     fn request_id(&self) -> &str {
         &self.request_id
+    }
+}
+
+/// A form's field: `label`, and the input of `kind` (`text`, `search`)
+/// named `name` that holds `value`.
+pub fn input_field(id: &str, label: &str, kind: &str, name: &str, value: &str) -> Markup {
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input #(id) type=(kind) name=(name) value=(value);
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 use super::caller::Caller;
 use super::dialog::{ConnectorDialog, DialogView, Done};
 use super::failure::ShownFailure;
-use super::forms::{DialogForm, new_request_id};
+use super::forms::{DialogForm, input_field, new_request_id};
 use super::params::Params;
 use super::state::Console;
 use super::urls;
@@ -173,17 +173,8 @@ fn fields(typed: &PolicyForm) -> Markup {
             label for="max-restarts" { "At most in a row (0: unlimited)" }
             input #max-restarts type="number" min="0" max="1000000" name="max_restarts" value=(typed.max_restarts);
         }
-        div.field {
-            label for="initial-backoff" { "First after (for example 10s)" }
-            input #initial-backoff type="text" name="initial_backoff" value=(typed.initial_backoff);
-        }
-        div.field {
-            label for="max-backoff" { "Longest wait (for example 5m)" }
-            input #max-backoff type="text" name="max_backoff" value=(typed.max_backoff);
-        }
-        div.field {
-            label for="reset-after" { "Count reset after running (for example 10m)" }
-            input #reset-after type="text" name="reset_after" value=(typed.reset_after);
-        }
+        (input_field("initial-backoff", "First after (for example 10s)", "text", "initial_backoff", &typed.initial_backoff))
+        (input_field("max-backoff", "Longest wait (for example 5m)", "text", "max_backoff", &typed.max_backoff))
+        (input_field("reset-after", "Count reset after running (for example 10m)", "text", "reset_after", &typed.reset_after))
     }
 }
