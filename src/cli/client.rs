@@ -1,6 +1,6 @@
 //! Where the control plane is and how to reach it: the flags every verb of
-//! the people's CLI shares (address, output, token, TLS) and the connected,
-//! token-carrying gRPC clients they make.
+//! the people's CLI shares (address, output, token, TLS), the connected,
+//! token-carrying gRPC clients they make, and how an answer is printed.
 
 use super::failure::{Failure, exit};
 use super::render::Output;
@@ -124,4 +124,16 @@ impl ClientArgs {
     pub(super) async fn agents(&self) -> anyhow::Result<AgentServiceClient<Authed>> {
         Ok(AgentServiceClient::new(self.authed().await?))
     }
+}
+
+/// A call's answer printed as `render` shows it for `output`; a refused
+/// call is the `Failure` it says.
+pub(super) fn print_answer<M>(
+    answer: Result<tonic::Response<M>, tonic::Status>,
+    render: impl FnOnce(&M, Output) -> anyhow::Result<String>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let message = answer.map_err(Failure::from)?.into_inner();
+    print!("{}", render(&message, output)?);
+    Ok(())
 }

@@ -1,7 +1,7 @@
 //! `connectors list`, `get` and `history`: reading connectors and their
 //! commands.
 
-use super::client::ClientArgs;
+use super::client::{ClientArgs, print_answer};
 use super::failure::Failure;
 use super::filters::FilterArgs;
 use super::render;
@@ -49,65 +49,43 @@ pub struct HistoryArgs {
 
 pub(super) async fn list(args: ListArgs) -> anyhow::Result<()> {
     let mut client = args.client.connectors().await?;
-    let filter = args.filter.filter();
-    let mut request = v1::ListConnectorsRequest {
-        query: filter.query,
-        region: filter.region,
-        states: filter.states,
-        page_size: args.page_size,
-        page_token: args.page_token,
-        lagging: filter.lagging,
-        awaiting_restart: filter.awaiting_restart,
-        server_ip: filter.server_ip,
-    };
-    let mut page = client
-        .list_connectors(request.clone())
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    if args.all {
-        let mut all = std::mem::take(&mut page.connectors);
-        while !page.next_page_token.is_empty() {
-            request.page_token = std::mem::take(&mut page.next_page_token);
-            page = client
-                .list_connectors(request.clone())
-                .await
-                .map_err(Failure::from)?
-                .into_inner();
-            all.append(&mut page.connectors);
+    let mut request =
+        v1::ListConnectorsRequest::matching(args.filter.filter(), args.page_size, args.page_token);
+    // With --all, every page's connectors in the last page's answer.
+    let mut connectors = Vec::new();
+    let page = loop {
+        let mut page = client
+            .list_connectors(request.clone())
+            .await
+            .map_err(Failure::from)?
+            .into_inner();
+        connectors.append(&mut page.connectors);
+        if !args.all || page.next_page_token.is_empty() {
+            page.connectors = connectors;
+            break page;
         }
-        page.connectors = all;
-    }
+        request.page_token = std::mem::take(&mut page.next_page_token);
+    };
     print!("{}", render::connectors(&page, args.client.output)?);
     Ok(())
 }
 
 pub(super) async fn get(args: GetArgs) -> anyhow::Result<()> {
-    let connector = args
+    let answer = args
         .client
         .connectors()
         .await?
         .get_connector(v1::GetConnectorRequest { id: args.id })
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    print!("{}", render::connector(&connector, args.client.output)?);
-    Ok(())
+        .await;
+    print_answer(answer, render::connector, args.client.output)
 }
 
 pub(super) async fn history(args: HistoryArgs) -> anyhow::Result<()> {
-    let response = args
-        .client
-        .connectors()
-        .await?
-        .list_commands(v1::ListCommandsRequest {
-            connector_id: args.id,
-            page_size: args.page_size,
-            page_token: args.page_token,
-        })
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    print!("{}", render::commands(&response, args.client.output)?);
-    Ok(())
+    let request = v1::ListCommandsRequest {
+        connector_id: args.id,
+        page_size: args.page_size,
+        page_token: args.page_token,
+    };
+    let answer = args.client.connectors().await?.list_commands(request).await;
+    print_answer(answer, render::commands, args.client.output)
 }

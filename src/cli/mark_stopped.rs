@@ -1,8 +1,7 @@
 //! `connectors mark-stopped`: the way out for a connector whose agent is
 //! gone.
 
-use super::client::ClientArgs;
-use super::failure::Failure;
+use super::client::{ClientArgs, print_answer};
 use super::render;
 use crate::proto::v1;
 use clap::Args;
@@ -26,19 +25,17 @@ pub struct MarkStoppedArgs {
 }
 
 pub(super) async fn run(args: MarkStoppedArgs) -> anyhow::Result<()> {
-    let response = args
+    let request = v1::MarkConnectorStoppedRequest {
+        id: args.id,
+        reason: args.reason,
+        request_id: args.request_id.unwrap_or_default(),
+        validate_only: args.dry_run,
+    };
+    let answer = args
         .client
         .connectors()
         .await?
-        .mark_connector_stopped(v1::MarkConnectorStoppedRequest {
-            id: args.id,
-            reason: args.reason,
-            request_id: args.request_id.unwrap_or_default(),
-            validate_only: args.dry_run,
-        })
-        .await
-        .map_err(Failure::from)?
-        .into_inner();
-    print!("{}", render::marked_stopped(&response, args.client.output)?);
-    Ok(())
+        .mark_connector_stopped(request)
+        .await;
+    print_answer(answer, render::marked_stopped, args.client.output)
 }

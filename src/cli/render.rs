@@ -14,6 +14,22 @@ pub enum Output {
     Json,
 }
 
+impl Output {
+    /// `message` as this output asks: for scripts the proto JSON mapping
+    /// (`full_name` is its type), for people what `table` makes of it.
+    fn render<M: prost::Message>(
+        self,
+        message: &M,
+        full_name: &str,
+        table: impl FnOnce(&M) -> String,
+    ) -> anyhow::Result<String> {
+        match self {
+            Output::Json => json(message, full_name),
+            Output::Table => Ok(table(message)),
+        }
+    }
+}
+
 fn pool() -> anyhow::Result<&'static DescriptorPool> {
     static POOL: OnceLock<DescriptorPool> = OnceLock::new();
     if let Some(pool) = POOL.get() {
@@ -47,15 +63,24 @@ pub fn printable(text: &str) -> String {
     crate::domain::validate::escape(text, false)
 }
 
-/// A table for people: `header`, then one row per item, each cell
+/// A column of a table for people: its header, and an item's cell.
+type Column<'a, T> = (&'static str, &'a dyn Fn(&T) -> String);
+
+/// A table for people: the headers, then one row per item, each cell
 /// printable.
-fn rows<T>(header: &[&str], items: &[T], row: impl Fn(&T) -> Vec<String>) -> String {
+fn rows<T>(items: &[T], columns: &[Column<'_, T>]) -> String {
     let mut table = Table::new();
-    table
-        .load_style(presets::NOTHING)
-        .set_header(header.to_vec());
+    table.load_style(presets::NOTHING).set_header(
+        columns
+            .iter()
+            .map(|(header, _)| *header)
+            .collect::<Vec<_>>(),
+    );
     for item in items {
-        add_row(&mut table, row(item));
+        add_row(
+            &mut table,
+            columns.iter().map(|(_, cell)| cell(item)).collect(),
+        );
     }
     format!("{table}\n")
 }
@@ -103,46 +128,37 @@ fn flagged_state(c: &v1::Connector) -> String {
 }
 
 pub fn connectors(page: &v1::ListConnectorsResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(page, "connector.v1.ListConnectorsResponse");
-    }
-    let header = [
-        "ID",
-        "NAME",
-        "PROJECT",
-        "REGION",
-        "STATE",
-        "SERVER IP",
-        "LATENCY",
-        "CHECKPOINT",
-    ];
-    let mut out = rows(&header, &page.connectors, |c| {
-        vec![
-            c.id.clone(),
-            c.name.clone(),
-            c.project_name.clone(),
-            c.region.clone(),
-            flagged_state(c),
-            or_dash(&c.server_ip).to_owned(),
-            latency(c.latency.as_ref()),
-            time(c.checkpoint_time.as_ref()),
-        ]
-    });
-    out.push_str(&format!(
-        "{} shown, {} matching\n",
-        page.connectors.len(),
-        page.total_size
-    ));
-    out.push_str(&next_page(&page.next_page_token, |token| {
-        format!("more: add --page-token {token} (or --all)\n")
-    }));
-    Ok(out)
+    output.render(page, "connector.v1.ListConnectorsResponse", |page| {
+        let table = rows(
+            &page.connectors,
+            &[
+                ("ID", &|c| c.id.clone()),
+                ("NAME", &|c| c.name.clone()),
+                ("PROJECT", &|c| c.project_name.clone()),
+                ("REGION", &|c| c.region.clone()),
+                ("STATE", &flagged_state),
+                ("SERVER IP", &|c| or_dash(&c.server_ip).to_owned()),
+                ("LATENCY", &|c| latency(c.latency.as_ref())),
+                ("CHECKPOINT", &|c| time(c.checkpoint_time.as_ref())),
+            ],
+        );
+        format!(
+            "{table}{} shown, {} matching\n{}",
+            page.connectors.len(),
+            page.total_size,
+            next_page(&page.next_page_token, |token| {
+                format!("more: add --page-token {token} (or --all)\n")
+            })
+        )
+    })
 }
 
 pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(c, "connector.v1.Connector");
-    }
+    output.render(c, "connector.v1.Connector", fields)
+}
+
+/// One connector for people: a line a field.
+fn fields(c: &v1::Connector) -> String {
     let endpoint = |e: Option<&v1::Endpoint>| {
         e.map(|e| format!("{} {} ({})", e.r#type, e.address, e.region))
             .unwrap_or_default()
@@ -196,7 +212,7 @@ pub fn connector(c: &v1::Connector, output: Output) -> anyhow::Result<String> {
     ] {
         add_row(&mut table, vec![field.to_owned(), value]);
     }
-    Ok(format!("{table}\n"))
+    format!("{table}\n")
 }
 
 /// The answer of a Start or Pause (`dry_run`: of its validate_only form),
@@ -249,30 +265,32 @@ pub fn marked_stopped(
     response: &v1::MarkConnectorStoppedResponse,
     output: Output,
 ) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.MarkConnectorStoppedResponse");
-    }
+    output.render(
+        response,
+        "connector.v1.MarkConnectorStoppedResponse",
+        marked,
+    )
+}
+
+/// A MarkConnectorStopped answer for people: the connector as it is now
+/// (or would be).
+fn marked(response: &v1::MarkConnectorStoppedResponse) -> String {
     let Some(connector) = &response.connector else {
-        return Ok(String::new());
+        return String::new();
     };
-    let lead = if response.validate_only {
-        "dry run, nothing changed: connector"
+    let (lead, verb) = if response.validate_only {
+        ("dry run, nothing changed: connector", "would be")
     } else {
-        "connector"
+        ("connector", "is")
     };
-    let verb = if response.validate_only {
-        "would be"
-    } else {
-        "is"
-    };
-    Ok(format!(
+    format!(
         "{lead} {} {verb} {} (desired {}) at generation {}: {}\n",
         connector.id,
         state(connector.state),
         state(connector.desired_state),
         connector.generation,
         printable(&connector.status_message)
-    ))
+    )
 }
 
 fn command_kind(value: i32) -> String {
@@ -285,39 +303,46 @@ fn command_status(value: i32) -> String {
 
 /// A batch call's answer: each connector's outcome, then the counts.
 pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.BatchConnectorsResponse");
-    }
+    output.render(
+        response,
+        "connector.v1.BatchConnectorsResponse",
+        batch_results,
+    )
+}
+
+fn batch_results(response: &v1::BatchConnectorsResponse) -> String {
     let dry_run = response.validate_only;
-    let header = [
-        "CONNECTOR",
-        "OUTCOME",
-        "STATE",
-        "SERVER IP",
-        "COMMAND OR ERROR",
-    ];
-    let table = rows(&header, &response.results, |r| {
-        let outcome = match v1::BatchOutcome::try_from(r.outcome) {
+    let outcome = |r: &v1::BatchResult| {
+        match v1::BatchOutcome::try_from(r.outcome) {
             Ok(v1::BatchOutcome::Changed) if dry_run => "WOULD CHANGE",
             Ok(v1::BatchOutcome::Changed) => "CHANGED",
             Ok(v1::BatchOutcome::Unchanged) => "UNCHANGED",
             _ => "FAILED",
-        };
-        let (state, ip) = r
-            .connector
+        }
+        .to_owned()
+    };
+    let state = |r: &v1::BatchResult| {
+        r.connector
             .as_ref()
-            .map_or(("-".to_owned(), "-".to_owned()), |c| {
-                (flagged_state(c), or_dash(&c.server_ip).to_owned())
-            });
-        vec![
-            r.connector_id.clone(),
-            outcome.to_owned(),
-            state,
-            ip,
-            batch_what(r),
-        ]
-    });
-    Ok(format!(
+            .map_or_else(|| "-".to_owned(), flagged_state)
+    };
+    let server_ip = |r: &v1::BatchResult| {
+        r.connector
+            .as_ref()
+            .map_or("-", |c| or_dash(&c.server_ip))
+            .to_owned()
+    };
+    let table = rows(
+        &response.results,
+        &[
+            ("CONNECTOR", &|r| r.connector_id.clone()),
+            ("OUTCOME", &outcome),
+            ("STATE", &state),
+            ("SERVER IP", &server_ip),
+            ("COMMAND OR ERROR", &batch_what),
+        ],
+    );
+    format!(
         "{table}{} selected: {} {}, {} unchanged, {} failed{}\n",
         response.selected,
         response.changed,
@@ -329,7 +354,7 @@ pub fn batch(response: &v1::BatchConnectorsResponse, output: Output) -> anyhow::
         } else {
             ""
         }
-    ))
+    )
 }
 
 /// What a batch did to one connector: the command issued, or the error.
@@ -394,117 +419,87 @@ pub fn watch_event(event: &v1::WatchConnectorsResponse, output: Output) -> anyho
 
 /// A connector's commands, newest first.
 pub fn commands(response: &v1::ListCommandsResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.ListCommandsResponse");
-    }
-    let header = [
-        "GENERATION",
-        "KIND",
-        "STATUS",
-        "BY",
-        "REASON",
-        "PULL BACK",
-        "REGION",
-        "AGENT",
-        "ERROR",
-        "CREATED",
-        "COMPLETED",
-    ];
-    let out = rows(&header, &response.commands, |c| {
-        let error = match (c.error_reason.as_str(), c.error_message.as_str()) {
+    output.render(response, "connector.v1.ListCommandsResponse", |response| {
+        let error = |c: &v1::Command| match (c.error_reason.as_str(), c.error_message.as_str()) {
             ("", "") => "-".to_owned(),
             (reason, message) => format!("{reason}: {message}"),
         };
-        vec![
-            c.generation.to_string(),
-            command_kind(c.kind),
-            command_status(c.status),
-            or_dash(&c.principal).to_owned(),
-            or_dash(&c.reason).to_owned(),
-            time(c.pull_back_time.as_ref()),
-            c.region.clone(),
-            or_dash(&c.agent_id).to_owned(),
-            error,
-            time(c.create_time.as_ref()),
-            time(c.complete_time.as_ref()),
-        ]
-    });
-    Ok(out
-        + &next_page(&response.next_page_token, |token| {
-            format!("older commands: --page-token {token}\n")
-        }))
+        let table = rows(
+            &response.commands,
+            &[
+                ("GENERATION", &|c| c.generation.to_string()),
+                ("KIND", &|c| command_kind(c.kind)),
+                ("STATUS", &|c| command_status(c.status)),
+                ("BY", &|c| or_dash(&c.principal).to_owned()),
+                ("REASON", &|c| or_dash(&c.reason).to_owned()),
+                ("PULL BACK", &|c| time(c.pull_back_time.as_ref())),
+                ("REGION", &|c| c.region.clone()),
+                ("AGENT", &|c| or_dash(&c.agent_id).to_owned()),
+                ("ERROR", &error),
+                ("CREATED", &|c| time(c.create_time.as_ref())),
+                ("COMPLETED", &|c| time(c.complete_time.as_ref())),
+            ],
+        );
+        table
+            + &next_page(&response.next_page_token, |token| {
+                format!("older commands: --page-token {token}\n")
+            })
+    })
 }
 
 pub fn agents(response: &v1::ListAgentsResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.ListAgentsResponse");
-    }
-    let header = [
-        "ID",
-        "REGION",
-        "SERVER IP",
-        "STATE",
-        "CONNECTORS",
-        "LAST HEARTBEAT",
-        "VERSION",
-        "REPLICA",
-    ];
-    Ok(rows(&header, &response.agents, |a| {
-        vec![
-            a.id.clone(),
-            a.region.clone(),
-            a.server_ip.clone(),
-            short_name::<v1::AgentState>(a.state),
-            a.connectors.to_string(),
-            time(a.last_heartbeat_time.as_ref()),
-            or_dash(&a.version).to_owned(),
-            or_dash(&a.replica_id).to_owned(),
-        ]
-    }))
+    output.render(response, "connector.v1.ListAgentsResponse", |response| {
+        rows(
+            &response.agents,
+            &[
+                ("ID", &|a| a.id.clone()),
+                ("REGION", &|a| a.region.clone()),
+                ("SERVER IP", &|a| a.server_ip.clone()),
+                ("STATE", &|a| short_name::<v1::AgentState>(a.state)),
+                ("CONNECTORS", &|a| a.connectors.to_string()),
+                ("LAST HEARTBEAT", &|a| time(a.last_heartbeat_time.as_ref())),
+                ("VERSION", &|a| or_dash(&a.version).to_owned()),
+                ("REPLICA", &|a| or_dash(&a.replica_id).to_owned()),
+            ],
+        )
+    })
 }
 
 pub fn replicas(response: &v1::ListReplicasResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.ListReplicasResponse");
-    }
-    let header = [
-        "REPLICA",
-        "ADDRESS",
-        "STATE",
-        "LEADER",
-        "AGENTS",
-        "LAST HEARTBEAT",
-        "STARTED",
-    ];
-    Ok(rows(&header, &response.replicas, |r| {
-        vec![
-            r.id.clone(),
-            or_dash(&r.address).to_owned(),
-            short_name::<v1::ReplicaState>(r.state),
+    output.render(response, "connector.v1.ListReplicasResponse", |response| {
+        let leader = |r: &v1::Replica| {
             if r.leader {
                 format!("yes (term {})", r.leader_term)
             } else {
                 "-".to_owned()
-            },
-            r.agents.to_string(),
-            time(r.heartbeat_time.as_ref()),
-            time(r.start_time.as_ref()),
-        ]
-    }))
+            }
+        };
+        rows(
+            &response.replicas,
+            &[
+                ("REPLICA", &|r| r.id.clone()),
+                ("ADDRESS", &|r| or_dash(&r.address).to_owned()),
+                ("STATE", &|r| short_name::<v1::ReplicaState>(r.state)),
+                ("LEADER", &leader),
+                ("AGENTS", &|r| r.agents.to_string()),
+                ("LAST HEARTBEAT", &|r| time(r.heartbeat_time.as_ref())),
+                ("STARTED", &|r| time(r.start_time.as_ref())),
+            ],
+        )
+    })
 }
 
 pub fn regions(response: &v1::ListRegionsResponse, output: Output) -> anyhow::Result<String> {
-    if output == Output::Json {
-        return json(response, "connector.v1.ListRegionsResponse");
-    }
-    let header = ["REGION", "ONLINE AGENTS", "CONNECTORS"];
-    Ok(rows(&header, &response.regions, |r| {
-        vec![
-            r.name.clone(),
-            r.online_agents.to_string(),
-            r.connectors.to_string(),
-        ]
-    }))
+    output.render(response, "connector.v1.ListRegionsResponse", |response| {
+        rows(
+            &response.regions,
+            &[
+                ("REGION", &|r| r.name.clone()),
+                ("ONLINE AGENTS", &|r| r.online_agents.to_string()),
+                ("CONNECTORS", &|r| r.connectors.to_string()),
+            ],
+        )
+    })
 }
 
 #[cfg(test)]
@@ -513,8 +508,12 @@ mod tests {
 
     #[test]
     fn cells_cannot_reorder_or_break_what_is_printed() {
-        assert_eq!(printable("orders → warehouse"), "orders → warehouse");
-        assert_eq!(printable("ab\u{202E}cd"), "ab\\u{202e}cd");
-        assert_eq!(printable("a\nb\u{2028}c"), "a\\u{a}b\\u{2028}c");
+        for (text, printed) in [
+            ("orders → warehouse", "orders → warehouse"),
+            ("ab\u{202E}cd", "ab\\u{202e}cd"),
+            ("a\nb\u{2028}c", "a\\u{a}b\\u{2028}c"),
+        ] {
+            assert_eq!(printable(text), printed, "{text:?}");
+        }
     }
 }

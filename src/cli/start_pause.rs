@@ -61,7 +61,8 @@ pub struct ChangeArgs {
     pub timeout: Duration,
     #[command(flatten)]
     pub select: SelectArgs,
-    #[command(flatten)]
+    // The batch's flags stand under their own heading; these do not.
+    #[command(flatten, next_help_heading = None::<&str>)]
     pub client: ClientArgs,
 }
 

@@ -1,7 +1,6 @@
 //! `agents list`, `replicas list` and `regions list`: who serves where.
 
-use super::client::ClientArgs;
-use super::failure::Failure;
+use super::client::{ClientArgs, print_answer};
 use super::render;
 use crate::proto::v1;
 use clap::Subcommand;
@@ -40,44 +39,35 @@ pub enum RegionsCommand {
 impl AgentsCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let AgentsCommand::List { region, client } = self;
-        let response = client
+        let answer = client
             .agents()
             .await?
             .list_agents(v1::ListAgentsRequest { region })
-            .await
-            .map_err(Failure::from)?
-            .into_inner();
-        print!("{}", render::agents(&response, client.output)?);
-        Ok(())
+            .await;
+        print_answer(answer, render::agents, client.output)
     }
 }
 
 impl ReplicasCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let ReplicasCommand::List { client } = self;
-        let response = client
+        let answer = client
             .agents()
             .await?
             .list_replicas(v1::ListReplicasRequest {})
-            .await
-            .map_err(Failure::from)?
-            .into_inner();
-        print!("{}", render::replicas(&response, client.output)?);
-        Ok(())
+            .await;
+        print_answer(answer, render::replicas, client.output)
     }
 }
 
 impl RegionsCommand {
     pub async fn run(self) -> anyhow::Result<()> {
         let RegionsCommand::List { client } = self;
-        let response = client
+        let answer = client
             .connectors()
             .await?
             .list_regions(v1::ListRegionsRequest {})
-            .await
-            .map_err(Failure::from)?
-            .into_inner();
-        print!("{}", render::regions(&response, client.output)?);
-        Ok(())
+            .await;
+        print_answer(answer, render::regions, client.output)
     }
 }

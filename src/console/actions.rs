@@ -6,26 +6,31 @@
 
 use super::caller::Caller;
 use super::failure::ShownFailure;
-use super::forms::{BulkForm, StartChoice};
+use super::forms::{BulkForm, ReasonForm, StartChoice};
 use super::state::Console;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
 use std::future::Future;
 use tonic::Status;
 
-/// Starts connector `id` as `choice` says.
+/// The connector a change is for, and who asks for it.
+pub struct Target<'a, S> {
+    pub console: &'a Console<S>,
+    pub caller: &'a Caller,
+    pub id: &'a str,
+}
+
+/// Starts the connector as `choice` says.
 pub async fn start<S: FleetStore>(
-    c: &Console<S>,
-    caller: &Caller,
-    id: &str,
+    to: &Target<'_, S>,
     choice: &StartChoice,
     request_id: &str,
 ) -> Result<v1::StartConnectorResponse, ShownFailure> {
     dry_run_first(|validate_only| {
         ConnectorService::start_connector(
-            &c.connectors,
-            caller.request(v1::StartConnectorRequest {
-                id: id.to_owned(),
+            &to.console.connectors,
+            to.caller.request(v1::StartConnectorRequest {
+                id: to.id.to_owned(),
                 pull_back_time: choice.pull_back_time,
                 region: choice.region.clone(),
                 request_id: request_id.to_owned(),
@@ -38,21 +43,18 @@ pub async fn start<S: FleetStore>(
     .await
 }
 
-/// Pauses connector `id`, for `reason`.
+/// Pauses the connector, for the form's reason.
 pub async fn pause<S: FleetStore>(
-    c: &Console<S>,
-    caller: &Caller,
-    id: &str,
-    reason: &str,
-    request_id: &str,
+    to: &Target<'_, S>,
+    form: &ReasonForm,
 ) -> Result<v1::PauseConnectorResponse, ShownFailure> {
     dry_run_first(|validate_only| {
         ConnectorService::pause_connector(
-            &c.connectors,
-            caller.request(v1::PauseConnectorRequest {
-                id: id.to_owned(),
-                reason: reason.to_owned(),
-                request_id: request_id.to_owned(),
+            &to.console.connectors,
+            to.caller.request(v1::PauseConnectorRequest {
+                id: to.id.to_owned(),
+                reason: form.reason.clone(),
+                request_id: form.request_id.clone(),
                 wait: false,
                 validate_only,
             }),

@@ -5,26 +5,27 @@ use super::access::Viewer;
 use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
 use super::format::time_cell;
+use super::forms::input_field;
 use super::layout::{Tab, layout};
-use super::params::{Params, query};
+use super::params::{FromParams, Params, Query, query};
 use super::state::Shared;
 use super::urls;
 use crate::proto::v1::{self, audit_service_server::AuditService};
 use crate::store::FleetStore;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
 
 /// The Audit tab's filters.
 #[derive(Debug, Default)]
-struct AuditFilter {
+pub struct AuditFilter {
     principal: String,
     connector_id: String,
     page: String,
 }
 
-impl AuditFilter {
+impl FromParams for AuditFilter {
     fn from_params(params: &Params) -> Self {
         AuditFilter {
             principal: params.get("principal").to_owned(),
@@ -34,26 +35,29 @@ impl AuditFilter {
     }
 }
 
+impl AuditFilter {
+    /// The page of the audit trail the filters ask for.
+    fn request(&self) -> v1::ListAuditEventsRequest {
+        v1::ListAuditEventsRequest {
+            connector_id: self.connector_id.clone(),
+            principal: self.principal.clone(),
+            page_size: 50,
+            page_token: self.page.clone(),
+            ..Default::default()
+        }
+    }
+}
+
 /// GET /audit: who did what, filterable by principal and connector.
 pub async fn page<S: FleetStore>(
     State(c): Shared<S>,
     Viewer(caller): Viewer,
-    RawQuery(query): RawQuery,
+    Query(filter): Query<AuditFilter>,
 ) -> Response {
-    let filter = AuditFilter::from_params(&Params::of_query(query.as_deref()));
-    let events = AuditService::list_audit_events(
-        &c.audit,
-        caller.request(v1::ListAuditEventsRequest {
-            connector_id: filter.connector_id.clone(),
-            principal: filter.principal.clone(),
-            page_size: 50,
-            page_token: filter.page.clone(),
-            ..Default::default()
-        }),
-    )
-    .await
-    .map(tonic::Response::into_inner)
-    .map_err(ShownFailure::from);
+    let events = AuditService::list_audit_events(&c.audit, caller.request(filter.request()))
+        .await
+        .map(tonic::Response::into_inner)
+        .map_err(ShownFailure::from);
     caller.page(StatusCode::OK, markup(&caller, &filter, events))
 }
 
@@ -70,14 +74,8 @@ fn markup(
     let body = html! {
         h1 { "Audit" }
         form.filters method="get" action="/audit" role="search" aria-label="Filter the audit trail" {
-            div.field {
-                label for="audit-principal" { "Principal" }
-                input #audit-principal type="search" name="principal" value=(filter.principal);
-            }
-            div.field {
-                label for="audit-connector" { "Connector ID" }
-                input #audit-connector type="search" name="connector_id" value=(filter.connector_id);
-            }
+            (input_field("audit-principal", "Principal", "search", "principal", &filter.principal))
+            (input_field("audit-connector", "Connector ID", "search", "connector_id", &filter.connector_id))
             div.field { button.primary type="submit" { "Filter" } }
         }
         (audit_table(&events))

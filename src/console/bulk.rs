@@ -11,6 +11,7 @@ use super::dialog::{dialog_or_page, refusal, rows_to_put};
 use super::failure::{ShownFailure, failure_box};
 use super::format::state_name;
 use super::forms::BulkForm;
+use super::params::FromParams;
 use super::start::pull_back_choice;
 use super::state::Shared;
 use crate::proto::{short_name, v1};

@@ -6,13 +6,13 @@ use super::caller::Caller;
 use super::failure::{ShownFailure, failure_box};
 use super::filter::Filter;
 use super::layout::{Tab, layout};
-use super::params::Params;
+use super::params::Query;
 use super::row::row;
 use super::state::Shared;
 use crate::domain::ConnectorState;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{Markup, html};
@@ -21,9 +21,8 @@ use maud::{Markup, html};
 pub async fn page<S: FleetStore>(
     State(c): Shared<S>,
     Viewer(caller): Viewer,
-    RawQuery(query): RawQuery,
+    Query(filter): Query<Filter>,
 ) -> Response {
-    let filter = Filter::from_params(&Params::of_query(query.as_deref()));
     // The token is read before the page is listed: the live stream then
     // misses nothing the page does not show. The regions meanwhile.
     let page_and_token = async {

@@ -6,6 +6,7 @@
 //! The script gets a dialog's content; a browser without it, a page.
 
 use super::access::{Posted, Viewer, caller_or_return};
+use super::actions::Target;
 use super::caller::Caller;
 use super::contract::Finish;
 use super::failure::{ShownFailure, failure_box};
@@ -29,19 +30,8 @@ use std::sync::Arc;
 /// What one dialog about a connector is: its names, its form, and the
 /// change it makes. The frame does the rest.
 pub trait ConnectorDialog: 'static {
-    /// The action, as a refusal's title names it.
-    const TITLE: &'static str;
-    /// The title of the dialog opened as a page of its own.
-    const PAGE_TITLE: &'static str;
-    /// Its last path segment (`urls::START`, ...).
-    const PATH: &'static str;
-    /// What a post refused before it reaches the API (no session, a
-    /// failed CSRF check) is audited as.
-    const ACTION: AuditAction;
-    /// The submit button's label.
-    const SUBMIT: &'static str;
-    /// Said under a refusal, above the buttons.
-    const NOTE: Option<&'static str> = None;
+    /// Its names and its place.
+    const META: DialogMeta;
 
     /// What the form holds, as typed.
     type Form: DialogForm;
@@ -52,14 +42,29 @@ pub trait ConnectorDialog: 'static {
         view: DialogView<'_, S, Self::Form>,
     ) -> impl Future<Output = (Markup, Markup)> + Send;
 
-    /// The change the form asks for on connector `id`: what was done, or
+    /// The change the form asks for on the connector: what was done, or
     /// why not.
     fn submit<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        id: &str,
+        to: Target<'_, S>,
         form: &Self::Form,
     ) -> impl Future<Output = Result<Done, ShownFailure>> + Send;
+}
+
+/// A dialog's names and its place.
+pub struct DialogMeta {
+    /// The action, as a refusal's title names it.
+    pub title: &'static str,
+    /// The title of the dialog opened as a page of its own.
+    pub page_title: &'static str,
+    /// Its last path segment (`urls::START`, ...).
+    pub path: &'static str,
+    /// What a post refused before it reaches the API (no session, a
+    /// failed CSRF check) is audited as.
+    pub action: AuditAction,
+    /// The submit button's label.
+    pub submit: &'static str,
+    /// Said under a refusal, above the buttons.
+    pub note: Option<&'static str>,
 }
 
 /// What a dialog's fields are drawn from.
@@ -83,7 +88,7 @@ pub struct Done {
 
 /// The router's pattern of dialog `D`: `/connectors/{id}/start`, ...
 pub fn pattern<D: ConnectorDialog>() -> String {
-    format!("/connectors/{{id}}/{}", D::PATH)
+    format!("/connectors/{{id}}/{}", D::META.path)
 }
 
 /// Dialog `D`'s handlers: GET shows it, POST submits it.
@@ -91,7 +96,7 @@ pub fn methods<S: FleetStore, D: ConnectorDialog>() -> MethodRouter<Arc<Console<
     get(show::<S, D>).post(submit::<S, D>)
 }
 
-/// GET /connectors/{id}/<D::PATH>: the dialog.
+/// GET /connectors/{id}/<path>: the dialog.
 async fn show<S: FleetStore, D: ConnectorDialog>(
     State(c): Shared<S>,
     Viewer(caller): Viewer,
@@ -111,21 +116,26 @@ async fn show<S: FleetStore, D: ConnectorDialog>(
                 principal.role.as_str()
             ),
         );
-        return refusal(&caller, D::TITLE, &failure);
+        return refusal(&caller, D::META.title, &failure);
     }
     frame::<S, D>(&c, &caller, &id, None, None).await
 }
 
-/// POST /connectors/{id}/<D::PATH>: the change; the dialog closes, or
+/// POST /connectors/{id}/<path>: the change; the dialog closes, or
 /// stays open with the refusal.
 async fn submit<S: FleetStore, D: ConnectorDialog>(
     State(c): Shared<S>,
     Path(id): Path<String>,
     posted: Posted,
 ) -> Response {
-    let caller = caller_or_return!(c.changer(&posted, Some(D::ACTION), &id).await);
+    let caller = caller_or_return!(c.changer(&posted, Some(D::META.action), &id).await);
     let form = D::Form::read(&posted.params);
-    match D::submit(&c, &caller, &id, &form).await {
+    let to = Target {
+        console: &c,
+        caller: &caller,
+        id: &id,
+    };
+    match D::submit(to, &form).await {
         Ok(done) => done_response(&caller, &done),
         Err(failure) => frame::<S, D>(&c, &caller, &id, Some(&form), Some(failure)).await,
     }
@@ -147,7 +157,7 @@ async fn frame<S: FleetStore, D: ConnectorDialog>(
     .await
     {
         Ok(connector) => connector.into_inner(),
-        Err(status) => return refusal(caller, D::TITLE, &ShownFailure::from(&status)),
+        Err(status) => return refusal(caller, D::META.title, &ShownFailure::from(&status)),
     };
     let opened;
     let form = match typed {
@@ -167,21 +177,21 @@ async fn frame<S: FleetStore, D: ConnectorDialog>(
     })
     .await;
     let body = html! {
-        form.dialog-form method="post" action=(urls::connector_action(&connector.id, D::PATH)) data-dialog-form {
+        form.dialog-form method="post" action=(urls::connector_action(&connector.id, D::META.path)) data-dialog-form {
             input type="hidden" name="csrf" value=(caller.csrf);
             input type="hidden" name="request_id" value=(form.request_id());
             h2 #dialog-title { (heading) }
             (fields)
             @if let Some(failure) = failure { (failure_box(failure)) }
-            @if let Some(note) = D::NOTE { p.hint { (note) } }
+            @if let Some(note) = D::META.note { p.hint { (note) } }
             div.buttons {
-                button.primary type="submit" { (D::SUBMIT) }
+                button.primary type="submit" { (D::META.submit) }
                 button type="button" data-close { "Cancel" }
             }
         }
     };
     let status = failure.map_or(StatusCode::OK, ShownFailure::http_status);
-    caller.page(status, dialog_or_page(caller, D::PAGE_TITLE, body))
+    caller.page(status, dialog_or_page(caller, D::META.page_title, body))
 }
 
 /// The answer to a completed change: the script closes the dialog and

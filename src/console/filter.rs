@@ -2,7 +2,7 @@
 //! string (or the bulk form's hidden fields), and turned into the API's
 //! filter, the page's links, the live stream's URL and words.
 
-use super::params::{Params, query};
+use super::params::{FromParams, Params, query};
 use crate::proto::v1;
 use maud::{Markup, html};
 
@@ -19,8 +19,8 @@ pub struct Filter {
     pub page: String,
 }
 
-impl Filter {
-    pub fn from_params(params: &Params) -> Self {
+impl FromParams for Filter {
+    fn from_params(params: &Params) -> Self {
         Filter {
             query: params.get("q").to_owned(),
             region: params.get("region").to_owned(),
@@ -30,7 +30,9 @@ impl Filter {
             page: params.get("page").to_owned(),
         }
     }
+}
 
+impl Filter {
     fn states(&self) -> Vec<i32> {
         if self.state.is_empty() {
             return Vec::new();
@@ -54,16 +56,7 @@ impl Filter {
     }
 
     pub fn list_request(&self) -> v1::ListConnectorsRequest {
-        v1::ListConnectorsRequest {
-            query: self.query.clone(),
-            region: self.region.clone(),
-            states: self.states(),
-            page_size: 50,
-            page_token: self.page.clone(),
-            lagging: self.lagging,
-            awaiting_restart: false,
-            server_ip: self.server.clone(),
-        }
+        v1::ListConnectorsRequest::matching(self.proto(), 50, self.page.clone())
     }
 
     fn pairs<'a>(&'a self, page: &'a str) -> Vec<(&'a str, &'a str)> {

@@ -1,12 +1,13 @@
 //! The console's forms as posted: what the Start, Pause and Mark stopped
 //! dialogs and the bulk form were filled in with, read once from their
-//! fields.
+//! fields; and a labelled input, drawn once.
 
 use super::failure::ShownFailure;
 use super::filter::Filter;
-use super::params::Params;
+use super::params::{FromParams, Params};
 use crate::domain::AuditAction;
 use crate::proto::v1;
+use maud::{Markup, html};
 
 /// A dialog's form, as typed.
 pub trait DialogForm: Send + Sync + Sized {
@@ -127,8 +128,8 @@ pub struct BulkForm {
     pub total: i32,
 }
 
-impl BulkForm {
-    pub fn from_params(params: &Params) -> Self {
+impl FromParams for BulkForm {
+    fn from_params(params: &Params) -> Self {
         let ids = params.all("ids");
         let all_matching = params.flag("all_matching");
         let total = params.get("total").parse().unwrap_or(0);
@@ -159,7 +160,9 @@ impl BulkForm {
             total,
         }
     }
+}
 
+impl BulkForm {
     /// What a refused form is audited as.
     pub fn action(&self) -> AuditAction {
         if self.pause {
@@ -209,6 +212,17 @@ impl DialogForm for ReasonForm {
 
     fn request_id(&self) -> &str {
         &self.request_id
+    }
+}
+
+/// A form's field: `label`, and the input of `kind` (`text`, `search`)
+/// named `name` that holds `value`.
+pub fn input_field(id: &str, label: &str, kind: &str, name: &str, value: &str) -> Markup {
+    html! {
+        div.field {
+            label for=(id) { (label) }
+            input #(id) type=(kind) name=(name) value=(value);
+        }
     }
 }
 

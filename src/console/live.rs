@@ -6,12 +6,12 @@ use super::access::Viewer;
 use super::contract::LiveEvent;
 use super::failure::ShownFailure;
 use super::filter::Filter;
-use super::params::Params;
+use super::params::{FromParams, Query};
 use super::row::row;
 use super::state::{Console, Shared};
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
 use crate::store::FleetStore;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -36,14 +36,13 @@ pub async fn events<S: FleetStore>(
     State(c): Shared<S>,
     viewer: Result<Viewer, Response>,
     headers: HeaderMap,
-    RawQuery(query): RawQuery,
+    Query(params): Query,
 ) -> Response {
     let Ok(Viewer(caller)) = viewer else {
         // 204 ends the browser's reconnections; the script reloads the
         // page, which asks to sign in.
         return StatusCode::NO_CONTENT.into_response();
     };
-    let params = Params::of_query(query.as_deref());
     let filter = Filter::from_params(&params);
     let resume = headers
         .get("last-event-id")

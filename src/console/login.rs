@@ -5,24 +5,24 @@
 use super::access::{Posted, caller_or_return, cross_site};
 use super::failure::{ShownFailure, failure_box};
 use super::layout::document;
-use super::params::Params;
+use super::params::Query;
 use super::sign_in::safe_next;
 use super::state::Shared;
 use crate::auth::Permission;
 use crate::proto::v1::ErrorReason;
 use crate::store::FleetStore;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 use tonic::Status;
 
 /// GET /login.
-pub async fn login_page<S: FleetStore>(State(c): Shared<S>, RawQuery(query): RawQuery) -> Response {
+pub async fn login_page<S: FleetStore>(State(c): Shared<S>, Query(query): Query) -> Response {
     if !c.sessions.auth_enabled() {
         return Redirect::to("/").into_response();
     }
-    let next = safe_next(Params::of_query(query.as_deref()).get("next"));
+    let next = safe_next(query.get("next"));
     (StatusCode::OK, markup(&next, None)).into_response()
 }
 

@@ -2,12 +2,11 @@
 //! way out for a connector whose agent is gone (MarkConnectorStopped; the
 //! API decides and audits).
 
-use super::caller::Caller;
-use super::dialog::{ConnectorDialog, DialogView, Done};
+use super::actions::Target;
+use super::dialog::{ConnectorDialog, DialogMeta, DialogView, Done};
 use super::failure::ShownFailure;
 use super::format::state_name;
 use super::forms::ReasonForm;
-use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
@@ -18,19 +17,19 @@ use maud::{Markup, html};
 pub struct MarkStopped;
 
 impl ConnectorDialog for MarkStopped {
-    const TITLE: &'static str = "Mark stopped";
-    const PAGE_TITLE: &'static str = "Mark connector stopped";
-    const PATH: &'static str = urls::MARK_STOPPED;
-    const ACTION: AuditAction = AuditAction::MarkConnectorStopped;
-    const SUBMIT: &'static str = "Mark stopped";
+    const META: DialogMeta = DialogMeta {
+        title: "Mark stopped",
+        page_title: "Mark connector stopped",
+        path: urls::MARK_STOPPED,
+        action: AuditAction::MarkConnectorStopped,
+        submit: "Mark stopped",
+        note: None,
+    };
 
     type Form = ReasonForm;
 
     async fn fields<S: FleetStore>(view: DialogView<'_, S, ReasonForm>) -> (Markup, Markup) {
-        let DialogView {
-            connector, form, ..
-        } = view;
-        let heading = html! { "Mark " (connector.name) " stopped?" };
+        let heading = html! { "Mark " (view.connector.name) " stopped?" };
         let fields = html! {
             p {
                 "For a connector whose agent is gone: it is recorded STOPPED without telling any agent, "
@@ -40,22 +39,20 @@ impl ConnectorDialog for MarkStopped {
             div.field {
                 label for="mark-reason" { "Reason (required, kept in the audit trail)" }
                 textarea #mark-reason name="reason" maxlength="1000" rows="2" required
-                    placeholder="for example INC-4711: host of agent eu-2a lost" { (form.reason) }
+                    placeholder="for example INC-4711: host of agent eu-2a lost" { (view.form.reason) }
             }
         };
         (heading, fields)
     }
 
     async fn submit<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        id: &str,
+        to: Target<'_, S>,
         form: &ReasonForm,
     ) -> Result<Done, ShownFailure> {
         let response = ConnectorService::mark_connector_stopped(
-            &c.connectors,
-            caller.request(v1::MarkConnectorStoppedRequest {
-                id: id.to_owned(),
+            &to.console.connectors,
+            to.caller.request(v1::MarkConnectorStoppedRequest {
+                id: to.id.to_owned(),
                 reason: form.reason.clone(),
                 request_id: form.request_id.clone(),
                 validate_only: false,

@@ -1,5 +1,9 @@
 //! Query strings and form bodies, as name-value pairs (a name may repeat:
-//! the bulk form sends one `ids` per selected row).
+//! the bulk form sends one `ids` per selected row), and a page's query
+//! string read as what it holds (`Query`).
+
+use axum::http::request::Parts;
+use std::convert::Infallible;
 
 /// Parsed `application/x-www-form-urlencoded` pairs.
 #[derive(Clone, Debug, Default)]
@@ -12,11 +16,6 @@ impl Params {
                 .map(|(name, value)| (name.into_owned(), value.into_owned()))
                 .collect(),
         )
-    }
-
-    /// A request's query string (none: no pairs).
-    pub fn of_query(query: Option<&str>) -> Self {
-        Self::parse(query.unwrap_or(""))
     }
 
     /// The first value of `name`, trimmed; "" when absent.
@@ -38,6 +37,30 @@ impl Params {
 
     pub fn flag(&self, name: &str) -> bool {
         matches!(self.get(name), "1" | "on" | "true" | "yes")
+    }
+}
+
+/// What name-value pairs are read as: a tab's filters, ...
+pub trait FromParams {
+    fn from_params(params: &Params) -> Self;
+}
+
+impl FromParams for Params {
+    fn from_params(params: &Params) -> Self {
+        params.clone()
+    }
+}
+
+/// A request's query string read as `F`, as a handler's argument (no
+/// query string: no pairs).
+pub struct Query<F = Params>(pub F);
+
+impl<S: Send + Sync, F: FromParams> axum::extract::FromRequestParts<S> for Query<F> {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
+        let params = Params::parse(parts.uri.query().unwrap_or(""));
+        Ok(Query(F::from_params(&params)))
     }
 }
 

@@ -2,12 +2,11 @@
 //! a failed connector is started again automatically (UpdateRestartPolicy;
 //! the API validates and audits).
 
-use super::caller::Caller;
-use super::dialog::{ConnectorDialog, DialogView, Done};
+use super::actions::Target;
+use super::dialog::{ConnectorDialog, DialogMeta, DialogView, Done};
 use super::failure::ShownFailure;
-use super::forms::{DialogForm, new_request_id};
+use super::forms::{DialogForm, input_field, new_request_id};
 use super::params::Params;
-use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1::{self, connector_service_server::ConnectorService};
@@ -112,35 +111,31 @@ impl PolicyForm {
 pub struct RestartPolicy;
 
 impl ConnectorDialog for RestartPolicy {
-    const TITLE: &'static str = "Restart policy";
-    const PAGE_TITLE: &'static str = "Restart policy";
-    const PATH: &'static str = urls::RESTART_POLICY;
-    const ACTION: AuditAction = AuditAction::UpdateRestartPolicy;
-    const SUBMIT: &'static str = "Save";
+    const META: DialogMeta = DialogMeta {
+        title: "Restart policy",
+        page_title: "Restart policy",
+        path: urls::RESTART_POLICY,
+        action: AuditAction::UpdateRestartPolicy,
+        submit: "Save",
+        note: None,
+    };
 
     type Form = PolicyForm;
 
     async fn fields<S: FleetStore>(view: DialogView<'_, S, PolicyForm>) -> (Markup, Markup) {
-        let DialogView {
-            connector,
-            form: typed,
-            ..
-        } = view;
-        let heading = html! { "Restart policy of " (connector.name) };
-        (heading, fields(typed))
+        let heading = html! { "Restart policy of " (view.connector.name) };
+        (heading, fields(view.form))
     }
 
     async fn submit<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        id: &str,
+        to: Target<'_, S>,
         typed: &PolicyForm,
     ) -> Result<Done, ShownFailure> {
         let policy = typed.policy()?;
         let connector = ConnectorService::update_restart_policy(
-            &c.connectors,
-            caller.request(v1::UpdateRestartPolicyRequest {
-                id: id.to_owned(),
+            &to.console.connectors,
+            to.caller.request(v1::UpdateRestartPolicyRequest {
+                id: to.id.to_owned(),
                 restart_policy: Some(policy),
                 request_id: typed.request_id.clone(),
             }),
@@ -173,17 +168,8 @@ fn fields(typed: &PolicyForm) -> Markup {
             label for="max-restarts" { "At most in a row (0: unlimited)" }
             input #max-restarts type="number" min="0" max="1000000" name="max_restarts" value=(typed.max_restarts);
         }
-        div.field {
-            label for="initial-backoff" { "First after (for example 10s)" }
-            input #initial-backoff type="text" name="initial_backoff" value=(typed.initial_backoff);
-        }
-        div.field {
-            label for="max-backoff" { "Longest wait (for example 5m)" }
-            input #max-backoff type="text" name="max_backoff" value=(typed.max_backoff);
-        }
-        div.field {
-            label for="reset-after" { "Count reset after running (for example 10m)" }
-            input #reset-after type="text" name="reset_after" value=(typed.reset_after);
-        }
+        (input_field("initial-backoff", "First after (for example 10s)", "text", "initial_backoff", &typed.initial_backoff))
+        (input_field("max-backoff", "Longest wait (for example 5m)", "text", "max_backoff", &typed.max_backoff))
+        (input_field("reset-after", "Count reset after running (for example 10m)", "text", "reset_after", &typed.reset_after))
     }
 }

@@ -3,13 +3,11 @@
 //! the explicit choice to skip. The pull-back choice is the bulk form's
 //! too.
 
-use super::actions;
-use super::caller::Caller;
-use super::dialog::{ConnectorDialog, DialogView, Done, facts};
+use super::actions::{self, Target};
+use super::dialog::{ConnectorDialog, DialogMeta, DialogView, Done, facts};
 use super::failure::ShownFailure;
 use super::format::{kind_name, time_text};
 use super::forms::StartForm;
-use super::state::Console;
 use super::urls;
 use crate::domain::AuditAction;
 use crate::proto::v1;
@@ -20,13 +18,14 @@ use maud::{Markup, html};
 pub struct Start;
 
 impl ConnectorDialog for Start {
-    const TITLE: &'static str = "Start";
-    const PAGE_TITLE: &'static str = "Start connector";
-    const PATH: &'static str = urls::START;
-    const ACTION: AuditAction = AuditAction::StartConnector;
-    const SUBMIT: &'static str = "Start";
-    const NOTE: Option<&'static str> =
-        Some("Start runs a dry run first: a refusal is shown here and nothing changes.");
+    const META: DialogMeta = DialogMeta {
+        title: "Start",
+        page_title: "Start connector",
+        path: urls::START,
+        action: AuditAction::StartConnector,
+        submit: "Start",
+        note: Some("Start runs a dry run first: a refusal is shown here and nothing changes."),
+    };
 
     type Form = StartForm;
 
@@ -44,13 +43,11 @@ impl ConnectorDialog for Start {
     }
 
     async fn submit<S: FleetStore>(
-        c: &Console<S>,
-        caller: &Caller,
-        id: &str,
+        to: Target<'_, S>,
         form: &StartForm,
     ) -> Result<Done, ShownFailure> {
         let choice = form.choice()?;
-        let response = actions::start(c, caller, id, &choice, &form.request_id).await?;
+        let response = actions::start(&to, &choice, &form.request_id).await?;
         let connector = response.connector.unwrap_or_default();
         let message = format!(
             "Start issued for {} in region {}{}",

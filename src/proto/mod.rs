@@ -28,6 +28,23 @@ impl v1::ErrorReason {
     }
 }
 
+impl v1::ListConnectorsRequest {
+    /// The search for what `filter` chooses (ListConnectors takes the
+    /// filter's fields as its own), a page at a time.
+    pub fn matching(filter: v1::ConnectorFilter, page_size: i32, page_token: String) -> Self {
+        v1::ListConnectorsRequest {
+            query: filter.query,
+            region: filter.region,
+            states: filter.states,
+            lagging: filter.lagging,
+            awaiting_restart: filter.awaiting_restart,
+            server_ip: filter.server_ip,
+            page_size,
+            page_token,
+        }
+    }
+}
+
 /// An enum value as people read it, in the CLI and the console alike:
 /// `RUNNING` for `CONNECTOR_STATE_RUNNING`.
 pub trait ShortName: Copy + TryFrom<i32> {
