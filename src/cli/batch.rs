@@ -1,7 +1,7 @@
 //! `connectors pause|start` without an id: the batch calls, chosen by
 //! filters, shown and confirmed before anything changes.
 
-use super::failure::{Failure, exit, usage};
+use super::failure::{Exit, Failure, usage};
 use super::filters::SelectArgs;
 use super::render::{self, Output};
 use crate::proto::v1;
@@ -61,7 +61,7 @@ pub async fn run(
     print!("{}", render::batch(&response, output)?);
     if response.failed > 0 {
         return Err(Failure {
-            exit_code: exit::FAILED_PRECONDITION,
+            exit_code: Exit::FailedPrecondition,
             message: format!(
                 "error: {} of {} connectors were not {}ed (see above)",
                 response.failed,

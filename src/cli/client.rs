@@ -2,7 +2,7 @@
 //! the people's CLI shares (address, output, token, TLS), the connected,
 //! token-carrying gRPC clients they make, and how an answer is printed.
 
-use super::failure::{Failure, exit};
+use super::failure::{Exit, Failure};
 use super::render::Output;
 use crate::auth::Bearer;
 use crate::proto::v1::{
@@ -87,7 +87,7 @@ impl ClientArgs {
     async fn channel(&self) -> anyhow::Result<Channel> {
         let unreachable = |error: String| -> anyhow::Error {
             Failure {
-                exit_code: exit::UNAVAILABLE,
+                exit_code: Exit::Unavailable,
                 message: format!(
                     "error: cannot reach the control plane at {}: {error} (is `connector-control \
                      serve` running? set --server or CONNECTOR_CONTROL_SERVER)",

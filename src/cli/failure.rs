@@ -4,22 +4,32 @@
 use super::render::printable;
 use tonic_types::StatusExt;
 
-/// Exit codes of a failed call (clap itself exits with 2 on bad usage).
-pub mod exit {
-    pub const FAILED: u8 = 1;
-    pub const INVALID_ARGUMENT: u8 = 2;
-    pub const NOT_FOUND: u8 = 3;
-    pub const FAILED_PRECONDITION: u8 = 4;
-    pub const NOT_CONFIRMED: u8 = 5;
-    pub const UNAVAILABLE: u8 = 6;
+/// What kind of failure ended a call: its exit code (clap itself exits
+/// with 2 on bad usage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Exit {
+    Failed = 1,
+    InvalidArgument = 2,
+    NotFound = 3,
+    FailedPrecondition = 4,
+    /// `--wait` ended before the agent confirmed.
+    NotConfirmed = 5,
+    Unavailable = 6,
     /// UNAUTHENTICATED or PERMISSION_DENIED.
-    pub const NOT_ALLOWED: u8 = 7;
+    NotAllowed = 7,
+}
+
+impl From<Exit> for std::process::ExitCode {
+    fn from(exit: Exit) -> Self {
+        Self::from(exit as u8)
+    }
 }
 
 /// A call that failed, ready to print: `error: REASON: message`.
 #[derive(Debug)]
 pub struct Failure {
-    pub exit_code: u8,
+    pub exit_code: Exit,
     pub message: String,
 }
 
@@ -34,13 +44,13 @@ impl std::error::Error for Failure {}
 impl From<tonic::Status> for Failure {
     fn from(status: tonic::Status) -> Self {
         let exit_code = match status.code() {
-            tonic::Code::InvalidArgument => exit::INVALID_ARGUMENT,
-            tonic::Code::NotFound => exit::NOT_FOUND,
-            tonic::Code::FailedPrecondition => exit::FAILED_PRECONDITION,
-            tonic::Code::DeadlineExceeded => exit::NOT_CONFIRMED,
-            tonic::Code::Unavailable => exit::UNAVAILABLE,
-            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => exit::NOT_ALLOWED,
-            _ => exit::FAILED,
+            tonic::Code::InvalidArgument => Exit::InvalidArgument,
+            tonic::Code::NotFound => Exit::NotFound,
+            tonic::Code::FailedPrecondition => Exit::FailedPrecondition,
+            tonic::Code::DeadlineExceeded => Exit::NotConfirmed,
+            tonic::Code::Unavailable => Exit::Unavailable,
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => Exit::NotAllowed,
+            _ => Exit::Failed,
         };
         let reason = status
             .get_details_error_info()
@@ -85,7 +95,7 @@ impl From<tonic::Status> for Failure {
 
 pub(super) fn usage(message: String) -> anyhow::Error {
     Failure {
-        exit_code: exit::INVALID_ARGUMENT,
+        exit_code: Exit::InvalidArgument,
         message: format!("error: {message}"),
     }
     .into()

@@ -4,7 +4,7 @@
 
 use super::batch;
 use super::client::{Authed, ClientArgs};
-use super::failure::{Failure, exit, usage};
+use super::failure::{Exit, Failure, usage};
 use super::filters::SelectArgs;
 use super::render::{self, Output};
 use crate::api::timestamp_to_proto;
@@ -162,7 +162,7 @@ async fn run(change: Change, args: ChangeArgs) -> anyhow::Result<()> {
         .await
         .map_err(|status| {
             let mut failure = Failure::from(status);
-            if failure.exit_code == exit::NOT_CONFIRMED {
+            if failure.exit_code == Exit::NotConfirmed {
                 failure
                     .message
                     .push_str(&format!("\n  to wait again: {retry} --wait"));

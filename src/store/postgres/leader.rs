@@ -8,7 +8,8 @@ use super::listen;
 use super::sessions::audit_ended;
 use crate::domain::Replica;
 use crate::domain::fleet::SessionEnd;
-use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
+use crate::store::{Leadership, Lease, RestartRound, StoreError, Wakeup, WakeupHandler};
+use chrono::{DateTime, Utc};
 use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
@@ -234,8 +235,8 @@ impl Leadership for PgStore {
     async fn restart_round(
         &self,
         lease: Lease,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::store::RestartRound, StoreError> {
+        now: DateTime<Utc>,
+    ) -> Result<RestartRound, StoreError> {
         self.retrying(|| self.restart_round_once(lease, now)).await
     }
 

@@ -7,7 +7,8 @@ use super::reads::online_since;
 use super::rows::text;
 use super::{SqliteStore, now};
 use crate::domain::Replica;
-use crate::store::{Leadership, Lease, StoreError, Wakeup, WakeupHandler};
+use crate::store::{Leadership, Lease, RestartRound, StoreError, Wakeup, WakeupHandler};
+use chrono::{DateTime, Utc};
 use rusqlite::params;
 use std::time::Duration;
 
@@ -104,8 +105,8 @@ impl Leadership for SqliteStore {
     async fn restart_round(
         &self,
         lease: Lease,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Result<crate::store::RestartRound, StoreError> {
+        now: DateTime<Utc>,
+    ) -> Result<RestartRound, StoreError> {
         self.restart_round_in(lease, now).await
     }
 
