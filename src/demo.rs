@@ -154,12 +154,11 @@ pub fn spawn_agents_with(
             agent_id: (*id).to_owned(),
             region: (*region).to_owned(),
             server_ip: (*ip).to_owned(),
-            latency: *latency,
-            store_retention: Duration::from_secs(24 * 3600),
         };
+        let driver = agent::Simulated::new(*latency, Duration::from_secs(24 * 3600));
         let stop = stop.clone();
         tokio::spawn(async move {
-            if let Err(error) = agent::run(config, stop.cancelled_owned()).await {
+            if let Err(error) = agent::run(config, driver, stop.cancelled_owned()).await {
                 tracing::warn!(%error, "demo agent stopped");
             }
         });

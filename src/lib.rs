@@ -29,8 +29,9 @@
 //!   server-rendered pages, and a live table fed by WatchConnectors.
 //! - [`server`]: assembles the gRPC server (API, health, reflection) and
 //!   the console, limits message sizes, and shuts down gracefully.
-//! - [`agent`]: the reference agent, a real client of AgentService running
-//!   simulated connectors. [`demo`]: `serve --demo`. [`cli`]: the
+//! - [`agent`]: the reference agent, a real client of AgentService: the
+//!   session written once, and the `Driver` a connector runtime implements
+//!   (simulated connectors by default). [`demo`]: `serve --demo`. [`cli`]: the
 //!   `connector-control` command line.
 
 pub mod agent;

@@ -169,6 +169,7 @@ pub async fn open_agent_reporting(
             server_ip: "10.9.0.1".to_owned(),
             version: "bench".to_owned(),
             connectors: Vec::new(),
+            capabilities: None,
         })))
         .await?;
     let mut inbound = AgentServiceClient::new(channel)

@@ -22,6 +22,7 @@ pub(crate) fn storm_agent(
                 server_ip: "10.9.0.1".to_owned(),
                 version: "bench".to_owned(),
                 connectors: Vec::new(),
+                capabilities: None,
             };
             if outbound
                 .send(common::message(agent_message::Message::Hello(hello)))

@@ -2,6 +2,7 @@
 
 use super::convert::{invalid_request, timestamp};
 use super::error::ApiError;
+use crate::domain::fleet::Capabilities;
 use crate::domain::validate::{self, Violations};
 use crate::domain::{CommandReport, ConnectorState, Hello, ObservedStatus, TimeRange};
 use crate::proto::v1;
@@ -179,6 +180,23 @@ pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
     } else {
         violations.check("hello.version", validate::agent_label(&h.version));
     }
+    let capabilities = h.capabilities.map_or_else(Capabilities::default, |c| {
+        if c.driver.chars().count() > MAX_VERSION_LEN {
+            violations.add(
+                "hello.capabilities.driver",
+                format!("at most {MAX_VERSION_LEN} characters"),
+            );
+        } else {
+            violations.check(
+                "hello.capabilities.driver",
+                validate::agent_label(&c.driver),
+            );
+        }
+        Capabilities {
+            driver: c.driver,
+            pull_back: c.pull_back,
+        }
+    });
     let connectors = collect(&mut violations, "hello.connectors", h.connectors);
     invalid_request("Connect", violations)?;
     Ok(Hello {
@@ -188,6 +206,7 @@ pub fn hello(h: v1::Hello) -> Result<Hello, ApiError> {
         server_ip: ip,
         version: h.version,
         connectors,
+        capabilities,
         actor: Default::default(),
     })
 }

@@ -9,7 +9,9 @@ use super::status::{hello_required, superseded};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
 use crate::domain::{CommandReport, Gone, ObservedStatus, Session, SessionEnd, SessionReport};
 use crate::fleet::{Fleet, Outbound};
-use crate::proto::v1::{AgentMessage, ControlMessage, Reconnect, agent_message, control_message};
+use crate::proto::v1::{
+    self, AgentMessage, ControlMessage, Reconnect, agent_message, control_message,
+};
 use crate::store::{FleetStore, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -210,9 +212,13 @@ impl<S: FleetStore> Served<S> {
                     }
                 }
                 Some(agent_message::Message::Result(result)) => {
+                    let command_id = result.command_id.clone();
                     match agent_convert::report(result) {
                         Ok(report) => self.result(report).await,
-                        Err(error) => return End::Violation(error.into()),
+                        Err(error) => {
+                            self.refuse_result(command_id, error.into()).await;
+                            Ok(())
+                        }
                     }
                 }
                 Some(agent_message::Message::Hello(_)) => {
@@ -228,6 +234,40 @@ impl<S: FleetStore> Served<S> {
                 Err(error) => return Self::unrecordable(error),
             }
         }
+    }
+
+    /// Tells the agent why its result was not recorded; the command stays
+    /// open and the session goes on (one bad result must not end a session
+    /// that runs many connectors).
+    async fn refuse_result(&self, command_id: String, status: Status) {
+        warn!(
+            agent_id = %self.session.agent_id,
+            %command_id,
+            message = status.message(),
+            "an agent's result was refused"
+        );
+        crate::telemetry::metrics::report_refused("result_invalid", 1);
+        let field_violations = status
+            .get_details_bad_request()
+            .map(|bad| bad.field_violations)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|violation| v1::FieldViolation {
+                field: violation.field,
+                description: violation.description,
+            })
+            .collect();
+        let refused = ControlMessage {
+            message: Some(control_message::Message::ResultRefused(v1::ResultRefused {
+                command_id,
+                message: status.message().to_owned(),
+                field_violations,
+            })),
+        };
+        let _ = self
+            .outbound
+            .send_timeout(Ok(refused), Duration::from_secs(1))
+            .await;
     }
 
     /// Whether the reloaded auth file still lets the session's principal

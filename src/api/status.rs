@@ -261,6 +261,16 @@ fn rejection_status(rejection: Rejection) -> Status {
             "KIND",
             &[("kind", kind.to_string())],
         ),
+        Rejection::PullBackNotSupportedByAgents {
+            connector_id,
+            region,
+            agents,
+        } => failed(
+            ErrorReason::PullBackNotSupported,
+            connector_id,
+            "AGENT",
+            &[("region", region.clone()), ("agent_ids", agents.join(","))],
+        ),
         Rejection::PullBackOutOfRange {
             connector_id,
             requested,

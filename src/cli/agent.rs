@@ -33,6 +33,11 @@ pub struct AgentArgs {
     #[arg(long, env = "AGENT_ID")]
     pub agent_id: String,
 
+    /// What runs the connectors: `simulated` (connectors whose checkpoints
+    /// advance over a store of --store-retention, reporting --latency).
+    #[arg(long, env = "AGENT_DRIVER", value_enum, default_value = "simulated")]
+    pub driver: DriverKind,
+
     /// Replication lag the simulated connectors report, for example 2s or 15m
     /// (to rehearse a high-latency incident).
     #[arg(long, env = "AGENT_LATENCY", default_value = "1s", value_parser = humantime::parse_duration)]
@@ -50,6 +55,13 @@ pub struct AgentArgs {
     pub tls: TlsArgs,
 }
 
+/// The drivers the reference agent has.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DriverKind {
+    /// Simulated connectors (the default, what `serve --demo` runs).
+    Simulated,
+}
+
 /// Runs the reference agent until SIGTERM or SIGINT.
 pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let config = crate::agent::AgentConfig {
@@ -57,10 +69,13 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
         agent_id: args.agent_id,
         region: args.region,
         server_ip: args.server_ip,
-        latency: args.latency,
-        store_retention: args.store_retention,
         bearer: args.token.bearer()?,
         tls: args.tls.config()?,
     };
-    crate::agent::run(config, shutdown_signal()).await
+    match args.driver {
+        DriverKind::Simulated => {
+            let driver = crate::agent::Simulated::new(args.latency, args.store_retention);
+            crate::agent::run(config, driver, shutdown_signal()).await
+        }
+    }
 }

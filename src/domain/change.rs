@@ -149,6 +149,15 @@ impl Change {
         }
     }
 
+    /// The region whose agents must be able to pull back (a start with a
+    /// pull-back time), for `rules::check_pull_back_capable`.
+    pub fn pull_back_region<'a>(&'a self, connector: &'a Connector) -> Option<&'a str> {
+        match self {
+            Change::Start(request) => rules::pull_back_region(connector, request),
+            Change::Pause(_) => None,
+        }
+    }
+
     /// The domain decision, given what the backend looked up: whether the
     /// region override exists, and for a pause the region before a start
     /// it supersedes; `now` is the server's clock.

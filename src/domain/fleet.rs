@@ -28,8 +28,29 @@ pub struct Hello {
     pub server_ip: String,
     pub version: String,
     pub connectors: Vec<ObservedStatus>,
+    /// What its connector runtime can do.
+    pub capabilities: Capabilities,
     /// Who opens the session (its token's principal) and from where.
     pub actor: super::Actor,
+}
+
+/// What an agent's connector runtime (its driver) can do, as its hello
+/// said. The default is an agent that said nothing: able to do everything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// The driver's name; empty when not said.
+    pub driver: String,
+    /// Whether a start may carry a pull-back time.
+    pub pull_back: bool,
+}
+
+impl Default for Capabilities {
+    fn default() -> Self {
+        Capabilities {
+            driver: String::new(),
+            pull_back: true,
+        }
+    }
 }
 
 /// An accepted session: what every write on its behalf is fenced with.
@@ -98,6 +119,7 @@ pub struct Agent {
     pub version: String,
     /// The replica holding its session; empty when offline.
     pub replica_id: String,
+    pub capabilities: Capabilities,
 }
 
 /// A control-plane replica as operators see it.

@@ -32,6 +32,17 @@ pub enum Rejection {
         connector_id: String,
         kind: ConnectorKind,
     },
+    #[error(
+        "connector {connector_id} would run in region {region}, where agent(s) {} cannot pull back (their driver says so in its hello): start it without pull_back_time, or run it where the agents can (region)",
+        agents.join(", ")
+    )]
+    PullBackNotSupportedByAgents {
+        connector_id: String,
+        /// Where the start would run.
+        region: String,
+        /// The connected agents there whose driver cannot pull back.
+        agents: Vec<String>,
+    },
     #[error("{}", pull_back_message(connector_id, *requested, range.as_ref(), *now))]
     PullBackOutOfRange {
         connector_id: String,

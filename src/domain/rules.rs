@@ -45,6 +45,39 @@ pub fn region_to_verify<'a>(connector: &Connector, request: &'a StartRequest) ->
         .filter(|region| *region != connector.destination.region)
 }
 
+/// The region whose agents' capabilities a start depends on: where it runs,
+/// when it pulls back (any agent there may carry it out).
+pub fn pull_back_region<'a>(
+    connector: &'a Connector,
+    request: &'a StartRequest,
+) -> Option<&'a str> {
+    request.pull_back_time?;
+    Some(
+        request
+            .region
+            .as_deref()
+            .unwrap_or(&connector.destination.region),
+    )
+}
+
+/// A pull-back the agents of its region cannot carry out is refused at call
+/// time, not sent: `without_pull_back` are the connected agents of
+/// `pull_back_region` whose driver says it cannot pull back.
+pub fn check_pull_back_capable(
+    connector: &Connector,
+    region: &str,
+    without_pull_back: Vec<String>,
+) -> Result<(), Rejection> {
+    if without_pull_back.is_empty() {
+        return Ok(());
+    }
+    Err(Rejection::PullBackNotSupportedByAgents {
+        connector_id: connector.id.clone(),
+        region: region.to_owned(),
+        agents: without_pull_back,
+    })
+}
+
 /// Whether Start accepts a connector in `state` (the console enables its
 /// Start button by it; the call decides again).
 pub fn may_start(state: ConnectorState) -> bool {

@@ -165,6 +165,10 @@ pub fn agent_to_proto(a: crate::domain::Agent) -> v1::Agent {
         connectors: i32::try_from(a.connectors).unwrap_or(i32::MAX),
         version: a.version,
         replica_id: a.replica_id,
+        capabilities: Some(v1::AgentCapabilities {
+            driver: a.capabilities.driver,
+            pull_back: a.capabilities.pull_back,
+        }),
     }
 }
 

@@ -4,6 +4,7 @@
 //! agents, regions and recorded changes lives here, next to the column
 //! lists both backends select.
 
+use crate::domain::fleet::Capabilities;
 use crate::domain::{
     Agent, AuditEvent, Command, CommandKind, CommandStatus, Connector, ConnectorKind,
     ConnectorState, Endpoint, RegionSummary, RestartMode, RestartPolicy, Restarts, TimeRange,
@@ -222,6 +223,10 @@ pub(crate) fn agent_from_row(row: &impl ReadRow) -> Result<Agent, StoreError> {
             row.text("replica_id")?
         } else {
             String::new()
+        },
+        capabilities: Capabilities {
+            driver: row.text("driver")?,
+            pull_back: row.flag("pull_back")?,
         },
     })
 }

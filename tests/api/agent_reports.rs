@@ -196,6 +196,7 @@ async fn one_report_the_database_refuses_never_holds_up_another_agents() {
         server_ip: "10.0.2.7".to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        capabilities: Default::default(),
         actor: Default::default(),
     };
     let bad = store.open_session(&open("a-bad")).await.unwrap();

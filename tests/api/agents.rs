@@ -680,6 +680,7 @@ async fn writes_for_a_superseded_session_are_refused() {
         server_ip: "10.0.2.9".to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        capabilities: Default::default(),
         actor: Default::default(),
     };
     let old = store.open_session(&hello).await.unwrap();

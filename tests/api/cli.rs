@@ -2,7 +2,7 @@
 //! a real server: output for people and scripts, and exit codes.
 
 use crate::helpers::*;
-use connector_control::agent::{self, AgentConfig};
+use connector_control::agent::{self, AgentConfig, Simulated};
 use connector_control::proto::v1;
 use std::time::Duration;
 
@@ -176,9 +176,8 @@ async fn start_with_a_relative_pull_back_and_wait_returns_what_the_agent_confirm
             agent_id: "ref-1".to_owned(),
             region: "eu-2".to_owned(),
             server_ip: "10.0.2.9".to_owned(),
-            latency: Duration::from_secs(1),
-            store_retention: Duration::from_secs(3600),
         },
+        Simulated::new(Duration::from_secs(1), Duration::from_secs(3600)),
         async {
             let _ = stopped.await;
         },

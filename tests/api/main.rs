@@ -13,6 +13,7 @@ mod console;
 mod contract;
 mod create;
 mod demo;
+mod drivers;
 mod dry_run;
 mod failover;
 #[path = "../support/failover_load.rs"]

@@ -1,7 +1,7 @@
 //! The reference agent (`connector-control agent`) against the real server.
 
 use crate::helpers::*;
-use connector_control::agent::{self, AgentConfig};
+use connector_control::agent::{self, AgentConfig, Simulated};
 use connector_control::proto::v1::{self, ConnectorState as S};
 use std::time::Duration;
 
@@ -13,15 +13,18 @@ fn config(app: &TestApp, agent_id: &str) -> AgentConfig {
         agent_id: agent_id.to_owned(),
         region: "eu-2".to_owned(),
         server_ip: "10.0.2.9".to_owned(),
-        latency: Duration::from_secs(3),
-        store_retention: Duration::from_secs(3600),
     }
 }
 
+/// Simulated connectors lagging 3 s over a store of one hour.
+fn simulated() -> Simulated {
+    Simulated::new(Duration::from_secs(3), Duration::from_secs(3600))
+}
+
 /// Runs the reference agent in this process until the guard is dropped.
-fn run_agent(config: AgentConfig) -> tokio::sync::oneshot::Sender<()> {
+fn run_agent(config: AgentConfig, driver: Simulated) -> tokio::sync::oneshot::Sender<()> {
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent::run(config, async {
+    tokio::spawn(agent::run(config, driver, async {
         let _ = stopped.await;
     }));
     stop
@@ -48,7 +51,7 @@ async fn start_and_wait(
 async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;
-    let _agent = run_agent(config(&app, "ref-1"));
+    let _agent = run_agent(config(&app, "ref-1"), simulated());
 
     let started = start_and_wait(&app, start_request("c1")).await;
     let connector = started.connector.unwrap();
@@ -83,7 +86,7 @@ async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
 async fn the_reference_agent_fails_a_pull_back_its_store_cannot_serve() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;
-    let _agent = run_agent(config(&app, "ref-1"));
+    let _agent = run_agent(config(&app, "ref-1"), simulated());
     // The control plane knows no store range for c1 yet: the agent decides.
     let response = start_and_wait(
         &app,
@@ -105,11 +108,10 @@ async fn the_reference_agent_fails_a_pull_back_its_store_cannot_serve() {
 async fn a_connector_paused_longer_than_its_store_keeps_data_starts_only_by_an_explicit_skip() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;
-    let _agent = run_agent(AgentConfig {
-        latency: Duration::from_millis(100),
-        store_retention: Duration::from_secs(2),
-        ..config(&app, "ref-1")
-    });
+    let _agent = run_agent(
+        config(&app, "ref-1"),
+        Simulated::new(Duration::from_millis(100), Duration::from_secs(2)),
+    );
     start_and_wait(&app, start_request("c1")).await;
     let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
         wait: true,
@@ -166,7 +168,7 @@ async fn a_connector_paused_longer_than_its_store_keeps_data_starts_only_by_an_e
 async fn the_reference_agent_reconnects_after_the_control_plane_restarts() {
     let app = spawn_app().await;
     app.create(connector("c1", "orders")).await;
-    let _agent = run_agent(config(&app, "ref-1"));
+    let _agent = run_agent(config(&app, "ref-1"), simulated());
     start_and_wait(&app, start_request("c1")).await;
 
     let app = app.restart_in_place().await;

@@ -562,6 +562,7 @@ async fn a_second_process_under_a_live_replica_id_leaves_its_sessions_alone() {
             server_ip: "10.0.2.7".into(),
             version: String::new(),
             connectors: Vec::new(),
+            capabilities: Default::default(),
             actor: Default::default(),
         })
         .await

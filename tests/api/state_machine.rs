@@ -88,6 +88,7 @@ fn hello() -> Hello {
         server_ip: "10.0.2.7".to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        capabilities: Default::default(),
         actor: Default::default(),
     }
 }

@@ -26,7 +26,7 @@ impl Reads for PgStore {
         self.all(
             &format!(
                 "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
-                        a.replica_id, {} AS online,
+                        a.replica_id, a.driver, a.pull_back, {} AS online,
                         (SELECT count(*) FROM connectors c
                          WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors
                  FROM agents a

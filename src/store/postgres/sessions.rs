@@ -264,11 +264,12 @@ impl Sessions for PgStore {
                 .query_opt(
                     "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                          replica_id, session_epoch, connect_time,
-                                         last_heartbeat_time, principal, peer)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9)
+                                         last_heartbeat_time, principal, peer, driver, pull_back)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, now(), now(), $8, $9, $10, $11)
                      ON CONFLICT (id) DO UPDATE SET
                          region = EXCLUDED.region, server_ip = EXCLUDED.server_ip,
                          instance_id = EXCLUDED.instance_id, version = EXCLUDED.version,
+                         driver = EXCLUDED.driver, pull_back = EXCLUDED.pull_back,
                          session_id = EXCLUDED.session_id, replica_id = EXCLUDED.replica_id,
                          session_epoch = agents.session_epoch + 1,
                          connect_time = now(), last_heartbeat_time = now(), disconnect_time = NULL,
@@ -286,6 +287,8 @@ impl Sessions for PgStore {
                         &&*self.replica_id,
                         &hello.actor.principal,
                         &hello.actor.peer,
+                        &hello.capabilities.driver,
+                        &hello.capabilities.pull_back,
                     ],
                 )
                 .await?

@@ -5,6 +5,7 @@
 use super::PgStore;
 use super::conn::{Db, column};
 use super::rows::{COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row};
+use crate::domain::rules;
 use crate::domain::{Change, Command, Connector, Transition, trace_context_to_text};
 use crate::store::{CommandOutcome, Outcomes, StoreError, Write};
 use chrono::Utc;
@@ -177,7 +178,14 @@ pub(super) async fn transitions_in(
             },
         };
         let from = undelivered.get(change.connector_id()).map(String::as_str);
-        match change.decide(connector, region_known, from, now) {
+        let mut decided = change.decide(connector, region_known, from, now);
+        if let (Ok(_), Some(region)) = (&decided, change.pull_back_region(connector)) {
+            let agents = agents_without_pull_back(tx, region).await?;
+            if let Err(rejection) = rules::check_pull_back_capable(connector, region, agents) {
+                decided = Err(rejection);
+            }
+        }
+        match decided {
             Err(rejection) => outcomes.push(Some(Err(rejection.into()))),
             Ok(transition) if write == Write::Preview => {
                 let (connector, command) = change.preview(connector, &transition, now);
@@ -251,6 +259,21 @@ async fn undelivered_starts(
         from.entry(row.get(0)).or_insert_with(|| row.get(1));
     }
     Ok(from)
+}
+
+/// The connected agents of `region` whose driver cannot pull back.
+async fn agents_without_pull_back(
+    client: &impl Db,
+    region: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT id FROM agents
+             WHERE region = $1 AND NOT pull_back AND disconnect_time IS NULL ORDER BY id",
+            &[&region],
+        )
+        .await?;
+    Ok(rows.iter().map(|row| row.get(0)).collect())
 }
 
 async fn region_exists(client: &impl Db, region: &str) -> Result<bool, StoreError> {

@@ -6,10 +6,11 @@ use super::audit::insert_audit;
 use super::error::is_unique_violation;
 use super::error::translate;
 use super::rows::{
-    COMMAND_COLUMNS, CONNECTOR_COLUMNS, command_from_row, connector_from_row, fetch_for, first,
-    page, text,
+    COMMAND_COLUMNS, CONNECTOR_COLUMNS, all, command_from_row, connector_from_row, fetch_for,
+    first, page, text,
 };
 use super::{SqliteStore, now};
+use crate::domain::rules;
 use crate::domain::{
     AuditAction, Change, Command, Connector, HistoryQuery, MarkStoppedRequest, NewAuditEvent,
     NewConnector, RestartPolicyRequest, trace_context_to_text,
@@ -34,6 +35,20 @@ pub(super) fn get_command(
 ) -> Result<Option<Command>, StoreError> {
     let sql = format!("SELECT {COMMAND_COLUMNS} FROM commands WHERE id = ?1");
     first(connection, &sql, [id], |row| command_from_row(row))
+}
+
+/// The connected agents of `region` whose driver cannot pull back.
+fn agents_without_pull_back(
+    connection: &Connection,
+    region: &str,
+) -> Result<Vec<String>, StoreError> {
+    all(
+        connection,
+        "SELECT id FROM agents
+         WHERE region = ?1 AND pull_back = 0 AND disconnect_time IS NULL ORDER BY id",
+        [region],
+        |row| row.get(0).map_err(translate),
+    )
 }
 
 fn region_exists(connection: &Connection, region: &str) -> Result<bool, StoreError> {
@@ -141,6 +156,10 @@ pub(super) fn transition_in(
         undelivered_start_from.as_deref(),
         Utc::now(),
     )?;
+    if let Some(region) = change.pull_back_region(&connector) {
+        let agents = agents_without_pull_back(tx, region)?;
+        rules::check_pull_back_capable(&connector, region, agents)?;
+    }
     if write == Write::Preview {
         // Dropping the transaction rolls it back: only reads ran.
         let (connector, command) = change.preview(&connector, &transition, now());

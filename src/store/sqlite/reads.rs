@@ -28,6 +28,7 @@ impl Reads for SqliteStore {
             all(
                 connection,
                 "SELECT a.id, a.region, a.server_ip, a.version, a.last_heartbeat_time,
+                        a.driver, a.pull_back,
                         (a.disconnect_time IS NULL AND a.last_heartbeat_time > ?2) AS online,
                         (SELECT count(*) FROM connectors c
                          WHERE c.agent_id = a.id AND c.state <> 'STOPPED') AS connectors,

@@ -182,11 +182,12 @@ impl Sessions for SqliteStore {
                 .prepare_cached(
                     "INSERT INTO agents (id, region, server_ip, instance_id, version, session_id,
                                          session_epoch, connect_time, last_heartbeat_time,
-                                         principal, peer)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8, ?9)
+                                         principal, peer, driver, pull_back)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8, ?9, ?10, ?11)
                      ON CONFLICT (id) DO UPDATE SET
                          region = excluded.region, server_ip = excluded.server_ip,
                          instance_id = excluded.instance_id, version = excluded.version,
+                         driver = excluded.driver, pull_back = excluded.pull_back,
                          session_id = excluded.session_id,
                          session_epoch = agents.session_epoch + 1,
                          connect_time = excluded.connect_time,
@@ -209,6 +210,8 @@ impl Sessions for SqliteStore {
                         at,
                         hello.actor.principal,
                         hello.actor.peer,
+                        hello.capabilities.driver,
+                        hello.capabilities.pull_back,
                     ],
                     |row| row.get(0),
                 )

@@ -451,3 +451,53 @@ pub(super) async fn mark_stopped_frees_a_connector_whose_agent_is_gone_and_fence
     assert_eq!(audited[0].reason, "INC-7 host lost");
     assert_eq!(audited[0].request_id, "m-1");
 }
+
+pub(super) async fn a_pull_back_the_connected_agents_cannot_do_is_refused<S: FleetStore>(
+    store: &S,
+) {
+    store
+        .create_connector(new_connector("inc", "inc", ConnectorKind::IncrementalSync))
+        .await
+        .unwrap();
+    let unable = store
+        .open_session(&Hello {
+            capabilities: Capabilities {
+                driver: "process".to_owned(),
+                pull_back: false,
+            },
+            ..hello("ag", "eu-2", "10.0.2.7")
+        })
+        .await
+        .unwrap();
+    let pulling_back = StartRequest {
+        pull_back_time: Some(Utc::now() - chrono::Duration::minutes(5)),
+        ..start("inc")
+    };
+    for outcome in [
+        store
+            .preview_command(&Change::Start(pulling_back.clone()))
+            .await,
+        store.start_connector(&pulling_back).await,
+    ] {
+        match outcome {
+            Err(StoreError::Rejected(Rejection::PullBackNotSupportedByAgents {
+                region,
+                agents,
+                ..
+            })) => assert_eq!((region.as_str(), agents), ("eu-2", vec!["ag".to_owned()])),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(store.get_connector("inc").await.unwrap().generation, 0);
+    // Without pull-back, or once that agent has gone, it starts.
+    store
+        .preview_command(&Change::Start(start("inc")))
+        .await
+        .unwrap();
+    store
+        .close_session(&unable, &SessionEnd::Disconnected)
+        .await
+        .unwrap();
+    let started = store.start_connector(&pulling_back).await.unwrap();
+    assert!(started.command.pull_back_time.is_some());
+}

@@ -19,6 +19,8 @@ use crate::helpers::TestDatabase;
 #[allow(unused_imports)]
 use chrono::Utc;
 #[allow(unused_imports)]
+use connector_control::domain::fleet::Capabilities;
+#[allow(unused_imports)]
 use connector_control::domain::{
     Change, CommandReport, CommandStatus, ConnectorKind, ConnectorState, Cursor, Endpoint, Hello,
     HistoryQuery, LagCause, MarkStoppedRequest, NewConnector, ObservedStatus, PauseRequest,
@@ -96,6 +98,7 @@ contract_suite!(
     connectors::retried_requests_replay_and_conflicting_ones_are_refused,
     connectors::pull_back_rules_use_the_reported_store_range,
     connectors::a_start_never_skips_a_checkpoint_the_store_no_longer_holds,
+    connectors::a_pull_back_the_connected_agents_cannot_do_is_refused,
     connectors::mark_stopped_frees_a_connector_whose_agent_is_gone_and_fences_it,
     commands::commands_are_claimed_once_redelivered_and_completed_with_fencing,
     sessions::heartbeats_flush_and_silent_agents_go_offline,
@@ -188,6 +191,7 @@ pub(super) fn hello(agent_id: &str, region: &str, ip: &str) -> Hello {
         server_ip: ip.to_owned(),
         version: String::new(),
         connectors: Vec::new(),
+        capabilities: Default::default(),
         actor: Default::default(),
     }
 }

@@ -21,6 +21,7 @@ pub fn hello(agent_id: &str, region: &str, server_ip: &str) -> v1::Hello {
         server_ip: server_ip.to_owned(),
         version: "test".to_owned(),
         connectors: Vec::new(),
+        capabilities: None,
     }
 }
 
