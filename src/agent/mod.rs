@@ -19,10 +19,12 @@
 //!   most 30 s), moving to the next replica each time.
 
 pub mod driver;
+pub mod process;
 mod session;
 pub mod simulated;
 
 pub use driver::Driver;
+pub use process::Processes;
 pub use simulated::Simulated;
 
 use session::{Connectors, SessionEnd};

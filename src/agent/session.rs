@@ -295,6 +295,16 @@ pub(super) async fn session<D: Driver>(
                         .unwrap_or(super::BACKOFF_START);
                     return SessionEnd::Reconnect(after);
                 }
+                Ok(Some(v1::ControlMessage {
+                    message: Some(control_message::Message::ResultRefused(refused)),
+                })) => {
+                    tracing::warn!(
+                        command_id = %refused.command_id,
+                        message = %refused.message,
+                        "the control plane refused a result of this agent"
+                    );
+                    continue;
+                }
                 Ok(Some(_)) => continue,
                 Ok(None) => return lost(true, "the control plane closed the stream".to_owned()),
                 Err(status) => {

@@ -34,9 +34,21 @@ pub struct AgentArgs {
     pub agent_id: String,
 
     /// What runs the connectors: `simulated` (connectors whose checkpoints
-    /// advance over a store of --store-retention, reporting --latency).
+    /// advance over a store of --store-retention, reporting --latency) or
+    /// `process` (each connector a supervised process, as
+    /// --connectors-file says).
     #[arg(long, env = "AGENT_DRIVER", value_enum, default_value = "simulated")]
     pub driver: DriverKind,
+
+    /// `--driver process`: the TOML file naming, per connector id, its
+    /// command line, environment, working directory, stop signal, grace
+    /// period, readiness time and no-retry exit codes.
+    #[arg(
+        long,
+        env = "AGENT_CONNECTORS_FILE",
+        required_if_eq("driver", "process")
+    )]
+    pub connectors_file: Option<std::path::PathBuf>,
 
     /// Replication lag the simulated connectors report, for example 2s or 15m
     /// (to rehearse a high-latency incident).
@@ -60,6 +72,8 @@ pub struct AgentArgs {
 pub enum DriverKind {
     /// Simulated connectors (the default, what `serve --demo` runs).
     Simulated,
+    /// Each connector a supervised child process.
+    Process,
 }
 
 /// Runs the reference agent until SIGTERM or SIGINT.
@@ -75,6 +89,13 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
     match args.driver {
         DriverKind::Simulated => {
             let driver = crate::agent::Simulated::new(args.latency, args.store_retention);
+            crate::agent::run(config, driver, shutdown_signal()).await
+        }
+        DriverKind::Process => {
+            let file = args
+                .connectors_file
+                .expect("clap requires --connectors-file with --driver process");
+            let driver = crate::agent::Processes::from_file(&file)?;
             crate::agent::run(config, driver, shutdown_signal()).await
         }
     }

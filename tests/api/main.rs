@@ -26,6 +26,7 @@ mod observability;
 mod patroni;
 mod pgbouncer;
 mod process;
+mod process_driver;
 mod reference_agent;
 mod replica_processes;
 mod replicas;
