@@ -118,6 +118,7 @@ impl Driver for Tickers {
                     latency: (run == Run::Running).then(|| Duration::from_millis(100)),
                     store_range: None,
                     message: format!("{} rows applied", progress.rows),
+                    retriable: None,
                 }
             })
             .collect()

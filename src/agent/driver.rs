@@ -60,6 +60,9 @@ pub struct Observation {
     pub store_range: Option<TimeRange>,
     /// For operators: the reason of a failure, say.
     pub message: String,
+    /// FAILED only: false when starting it again cannot help (the control
+    /// plane then does not restart it automatically).
+    pub retriable: Option<bool>,
 }
 
 impl Observation {
@@ -72,6 +75,7 @@ impl Observation {
             latency: None,
             store_range: None,
             message: String::new(),
+            retriable: None,
         }
     }
 }

@@ -205,6 +205,7 @@ fn status(observed: Observation, generation: i64) -> v1::ConnectorStatus {
         store_range: observed.store_range.map(time_range_to_proto),
         generation,
         message: observed.message,
+        retriable: observed.retriable,
     }
 }
 

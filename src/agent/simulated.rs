@@ -111,6 +111,7 @@ impl Simulated {
             }),
             store_range: Some(self.store_range(now)),
             message: String::new(),
+            retriable: None,
         }
     }
 }

@@ -103,6 +103,7 @@ fn status(
         store_range,
         generation: s.generation,
         message: free_text(&s.message),
+        retriable: s.retriable,
     })
 }
 

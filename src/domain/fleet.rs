@@ -17,6 +17,8 @@ pub struct ObservedStatus {
     /// The newest command generation the agent has applied.
     pub generation: i64,
     pub message: String,
+    /// FAILED only: false when starting it again cannot help.
+    pub retriable: Option<bool>,
 }
 
 /// A validated `hello`.

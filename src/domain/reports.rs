@@ -216,6 +216,17 @@ pub fn status_effect(
         });
     }
     let current = status.generation >= connector.generation;
+    // Failed for good (its agent says starting again cannot help): no
+    // automatic start, it is back where an operator starts it.
+    if current && status.state == ConnectorState::Failed && status.retriable == Some(false) {
+        return Some(ConnectorUpdate {
+            state: Some(ConnectorState::Stopped),
+            desired_state: Some(ConnectorState::Stopped),
+            placement: Some(Placement::of(session, &connector.region)),
+            observed: Some(status.clone()),
+            status_message: Some(format!("failed for good: {}", status.message)),
+        });
+    }
     Some(ConnectorUpdate {
         state: (current && reportable(status.state)).then_some(status.state),
         desired_state: None,

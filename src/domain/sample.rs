@@ -79,5 +79,6 @@ pub fn status(state: ConnectorState, generation: i64) -> ObservedStatus {
         store_range: None,
         generation,
         message: String::new(),
+        retriable: None,
     }
 }

@@ -219,6 +219,7 @@ async fn one_report_the_database_refuses_never_holds_up_another_agents() {
             store_range: None,
             generation: 0,
             message: message.to_owned(),
+            retriable: None,
         }],
         gone: Vec::new(),
     };

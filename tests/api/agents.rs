@@ -694,6 +694,7 @@ async fn writes_for_a_superseded_session_are_refused() {
         store_range: None,
         generation: 9,
         message: "from the old session".to_owned(),
+        retriable: None,
     };
     let refused = store.record_statuses(&old, &[status]).await.unwrap_err();
     assert!(matches!(refused, StoreError::Fenced { .. }), "{refused:?}");

@@ -133,6 +133,31 @@ async fn a_result_that_breaks_a_rule_is_refused_alone_and_the_session_goes_on() 
     assert_eq!(app.command_status(&command.id).await, "SUCCEEDED");
 }
 
+#[tokio::test]
+async fn a_connector_its_agent_reports_failed_for_good_is_not_restarted() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+
+    let mut failed = status("c1", S::Failed, command.generation);
+    failed.message = "the process exited with code 78".to_owned();
+    failed.retriable = Some(false);
+    agent.heartbeat(1, vec![failed]).await;
+    let stopped = app
+        .connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+    assert_eq!(stopped.desired_state, S::Stopped as i32);
+    assert!(
+        stopped.status_message.contains("failed for good"),
+        "{}",
+        stopped.status_message
+    );
+}
+
 /// The simulation, except that starting `slow` waits until `release` is
 /// notified (a runtime that takes its time to come up).
 struct SlowStart {

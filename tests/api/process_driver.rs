@@ -136,9 +136,17 @@ async fn a_process_that_exits_by_itself_is_failed_with_its_code_and_stderr() {
         "{}",
         failed.message
     );
+    assert_eq!(failed.retriable, None, "restart policies apply");
     // Started again, it runs again (as an automatic start would).
     driver.start(start(2)).await.unwrap();
     assert_eq!(observed(&driver).run, Run::Running);
+
+    // An exit code the file calls final: starting again cannot help.
+    let dir = TempDir::new();
+    let final_exit = self::driver(&dir, body, "no_retry_exit_codes = [3]");
+    final_exit.start(start(1)).await.unwrap();
+    let failed = observed_when(&final_exit, |o| o.run == Run::Failed).await;
+    assert_eq!(failed.retriable, Some(false));
 }
 
 #[tokio::test]

@@ -139,6 +139,7 @@ fn observed(state: ConnectorState, generation: i64) -> ObservedStatus {
         }),
         generation,
         message: String::new(),
+        retriable: None,
     }
 }
 

@@ -71,6 +71,8 @@ enum Phase {
 /// One process (the latest of its connector).
 struct Supervised {
     connector_id: String,
+    /// Exit codes after which starting again cannot help.
+    no_retry_exit_codes: Vec<i32>,
     /// Its process group (its own pid).
     group: Pid,
     phase: watch::Sender<Phase>,
@@ -90,6 +92,8 @@ struct Observed {
     store_range: Option<TimeRange>,
     message: String,
     stderr: VecDeque<String>,
+    /// Set when it exited with one of its no-retry exit codes.
+    retriable: Option<bool>,
 }
 
 impl Processes {
@@ -127,6 +131,9 @@ impl Supervised {
                 .flatten(),
             store_range: observed.store_range,
             message: observed.message.clone(),
+            retriable: (observed.run == Run::Failed)
+                .then_some(observed.retriable)
+                .flatten(),
         }
     }
 
@@ -217,6 +224,12 @@ impl Supervised {
             observed.message = format!("stopped (it {why})");
         } else {
             observed.run = Run::Failed;
+            if status
+                .code()
+                .is_some_and(|code| self.no_retry_exit_codes.contains(&code))
+            {
+                observed.retriable = Some(false);
+            }
             let stderr = Vec::from(observed.stderr.clone()).join(" | ");
             observed.message = if stderr.is_empty() {
                 format!("the process {why}")
@@ -287,6 +300,7 @@ fn spawn(
     let pid = child.id().expect("a child that was just spawned has a pid");
     let supervised = Arc::new(Supervised {
         connector_id: start.connector_id.clone(),
+        no_retry_exit_codes: spec.no_retry_exit_codes.clone(),
         group: Pid::from_raw(pid as i32),
         phase: watch::Sender::new(Phase::Starting),
         stopping: AtomicBool::new(false),
@@ -297,6 +311,7 @@ fn spawn(
             store_range: None,
             message: String::new(),
             stderr: VecDeque::new(),
+            retriable: None,
         }),
         garbage: AtomicU64::new(0),
     });

@@ -205,6 +205,7 @@ pub(super) fn running(id: &str, generation: i64) -> ObservedStatus {
         store_range: None,
         generation,
         message: String::new(),
+        retriable: None,
     }
 }
 
