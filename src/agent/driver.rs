@@ -129,4 +129,11 @@ pub trait Driver: Send + Sync + 'static {
     /// started, as it is now. A connector it runs must be here: one missing
     /// is, for the control plane, not running.
     fn observe(&self) -> Vec<Observation>;
+
+    /// The agent is shutting down (SIGTERM): stop what must not outlive
+    /// it, as gently as a pause. Runs before the agent exits; the default
+    /// does nothing.
+    fn shutdown(&self) -> impl Future<Output = ()> + Send {
+        async {}
+    }
 }

@@ -103,7 +103,10 @@ pub async fn run<D: Driver>(
         next = (next + 1) % endpoints.len();
         let session = session::session(endpoint, &config, &instance_id, &connectors, &mut results);
         let outcome = tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                connectors.shutdown().await;
+                return Ok(());
+            }
             outcome = session => outcome,
         };
         let delay = match outcome {
@@ -122,7 +125,10 @@ pub async fn run<D: Driver>(
             }
         };
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
+            _ = &mut shutdown => {
+                connectors.shutdown().await;
+                return Ok(());
+            }
             _ = tokio::time::sleep(delay) => {}
         }
     }

@@ -65,6 +65,11 @@ impl<D: Driver> Connectors<D> {
             .collect()
     }
 
+    /// The driver's shutdown.
+    pub(super) async fn shutdown(&self) {
+        self.driver.shutdown().await;
+    }
+
     /// Queues `command` on its connector's task (made on its first
     /// command): commands of one connector run in order, those of others
     /// meanwhile.
@@ -297,12 +302,13 @@ pub(super) async fn session<D: Driver>(
                     return SessionEnd::Reconnect(after);
                 }
                 Ok(Some(v1::ControlMessage {
-                    message: Some(control_message::Message::ResultRefused(refused)),
+                    message: Some(control_message::Message::ReportRefused(refused)),
                 })) => {
                     tracing::warn!(
                         command_id = %refused.command_id,
+                        heartbeat_sequence = refused.heartbeat_sequence,
                         message = %refused.message,
-                        "the control plane refused a result of this agent"
+                        "the control plane refused a report of this agent"
                     );
                     continue;
                 }

@@ -208,7 +208,14 @@ impl<S: FleetStore> Served<S> {
                 Some(agent_message::Message::Heartbeat(heartbeat)) => {
                     match agent_convert::statuses(heartbeat.connectors, "heartbeat.connectors") {
                         Ok(statuses) => self.heartbeat(statuses).await,
-                        Err(error) => return End::Violation(error.into()),
+                        Err(error) => {
+                            let refused = v1::ReportRefused {
+                                heartbeat_sequence: heartbeat.sequence,
+                                ..Default::default()
+                            };
+                            self.refuse(refused, error.into()).await;
+                            Ok(())
+                        }
                     }
                 }
                 Some(agent_message::Message::Result(result)) => {
@@ -216,7 +223,11 @@ impl<S: FleetStore> Served<S> {
                     match agent_convert::report(result) {
                         Ok(report) => self.result(report).await,
                         Err(error) => {
-                            self.refuse_result(command_id, error.into()).await;
+                            let refused = v1::ReportRefused {
+                                command_id,
+                                ..Default::default()
+                            };
+                            self.refuse(refused, error.into()).await;
                             Ok(())
                         }
                     }
@@ -236,18 +247,20 @@ impl<S: FleetStore> Served<S> {
         }
     }
 
-    /// Tells the agent why its result was not recorded; the command stays
-    /// open and the session goes on (one bad result must not end a session
-    /// that runs many connectors).
-    async fn refuse_result(&self, command_id: String, status: Status) {
+    /// Tells the agent why its result or heartbeat was not recorded; the
+    /// session goes on (one bad report must not end a session that runs
+    /// many connectors).
+    async fn refuse(&self, mut refused: v1::ReportRefused, status: Status) {
         warn!(
             agent_id = %self.session.agent_id,
-            %command_id,
+            command_id = %refused.command_id,
+            heartbeat_sequence = refused.heartbeat_sequence,
             message = status.message(),
-            "an agent's result was refused"
+            "an agent's report was refused"
         );
-        crate::telemetry::metrics::report_refused("result_invalid", 1);
-        let field_violations = status
+        crate::telemetry::metrics::report_refused("report_invalid", 1);
+        refused.message = status.message().to_owned();
+        refused.field_violations = status
             .get_details_bad_request()
             .map(|bad| bad.field_violations)
             .unwrap_or_default()
@@ -258,11 +271,7 @@ impl<S: FleetStore> Served<S> {
             })
             .collect();
         let refused = ControlMessage {
-            message: Some(control_message::Message::ResultRefused(v1::ResultRefused {
-                command_id,
-                message: status.message().to_owned(),
-                field_violations,
-            })),
+            message: Some(control_message::Message::ReportRefused(refused)),
         };
         let _ = self
             .outbound

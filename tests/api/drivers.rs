@@ -115,8 +115,8 @@ async fn a_result_that_breaks_a_rule_is_refused_alone_and_the_session_goes_on() 
         }))
         .await;
     let refused = match agent.next().await {
-        Ok(v1::control_message::Message::ResultRefused(refused)) => refused,
-        other => panic!("expected result_refused, got {other:?}"),
+        Ok(v1::control_message::Message::ReportRefused(refused)) => refused,
+        other => panic!("expected report_refused, got {other:?}"),
     };
     assert_eq!(refused.command_id, command.id);
     let fields: Vec<_> = refused
@@ -296,4 +296,45 @@ async fn the_example_custom_driver_runs_connectors_end_to_end() {
     app.pause(pause_request("c1")).await.unwrap();
     app.connector_becomes("c1", |c| c.state == S::Stopped as i32)
         .await;
+}
+
+#[tokio::test]
+async fn a_heartbeat_that_breaks_a_rule_is_refused_and_the_next_one_counts() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+
+    let mut bad = status("c1", S::Running, command.generation);
+    bad.latency = Some(prost_types::Duration {
+        seconds: -5,
+        nanos: 0,
+    });
+    agent.heartbeat(7, vec![bad]).await;
+    let refused = match agent.next().await {
+        Ok(v1::control_message::Message::ReportRefused(refused)) => refused,
+        other => panic!("expected report_refused, got {other:?}"),
+    };
+    assert_eq!(refused.heartbeat_sequence, 7);
+    assert_eq!(
+        refused.field_violations[0].field,
+        "heartbeat.connectors[0].latency"
+    );
+    assert_eq!(
+        app.get("c1").await.latency,
+        None,
+        "nothing of it was recorded"
+    );
+
+    let mut good = status("c1", S::Running, command.generation);
+    good.latency = Some(prost_types::Duration {
+        seconds: 5,
+        nanos: 0,
+    });
+    agent.heartbeat(8, vec![good]).await;
+    let reported = app.connector_becomes("c1", |c| c.latency.is_some()).await;
+    assert_eq!(reported.latency.unwrap().seconds, 5);
 }

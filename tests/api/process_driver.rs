@@ -245,3 +245,16 @@ async fn a_killed_agent_leaves_no_process_and_its_next_hello_says_nothing_runs()
     app.connector_becomes("c1", |c| c.state == S::Failed as i32)
         .await;
 }
+
+#[tokio::test]
+async fn an_agent_shutting_down_stops_its_processes_with_their_stop_signal() {
+    let dir = TempDir::new();
+    let body = "trap 'echo stopped > \"$(dirname \"$0\")/stopped\"; exit 0' TERM\n\
+                echo '{}'\nwhile true; do sleep 0.1; done\n";
+    let driver = driver(&dir, body, "");
+    driver.start(start(1)).await.unwrap();
+    driver.shutdown().await;
+    assert_eq!(observed(&driver).run, Run::Stopped);
+    let said = std::fs::read_to_string(dir.0.join("stopped")).unwrap();
+    assert_eq!(said.trim(), "stopped", "it ran its SIGTERM handler");
+}

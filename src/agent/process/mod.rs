@@ -444,6 +444,20 @@ impl Driver for Processes {
         Ok(())
     }
 
+    /// Every process is stopped as a pause stops it (its stop signal, then
+    /// SIGKILL after its grace period), all at once.
+    async fn shutdown(&self) {
+        let running: Vec<String> = self
+            .connectors
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, supervised)| supervised.alive())
+            .map(|(id, _)| id.clone())
+            .collect();
+        futures_util::future::join_all(running.iter().map(|id| self.pause(id))).await;
+    }
+
     fn observe(&self) -> Vec<Observation> {
         self.connectors
             .lock()
