@@ -31,13 +31,16 @@
 //!   the console, limits message sizes, and shuts down gracefully.
 //! - [`agent`]: the reference agent, a real client of AgentService: the
 //!   session written once, and the `Driver` a connector runtime implements
-//!   (simulated connectors by default). [`demo`]: `serve --demo`. [`cli`]: the
+//!   (simulated connectors by default, or supervised processes).
+//!   [`conformance`]: `agent-conformance`, a scripted control plane that
+//!   checks any agent against the protocol. [`demo`]: `serve --demo`. [`cli`]: the
 //!   `connector-control` command line.
 
 pub mod agent;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod conformance;
 pub mod connections;
 pub mod console;
 pub mod defaults;

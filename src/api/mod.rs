@@ -56,3 +56,11 @@ pub use connector_api::ConnectorApi;
 pub use convert::{command_to_proto, timestamp_to_proto};
 pub use error::{ApiError, WaitEnd};
 pub use interceptor::interceptor;
+
+/// Checks a hello as the server does when a session opens (for the
+/// conformance suite, which judges agents by the same rules).
+pub fn agent_hello(hello: crate::proto::v1::Hello) -> Result<(), tonic::Status> {
+    agent_convert::hello(hello)
+        .map(|_| ())
+        .map_err(tonic::Status::from)
+}

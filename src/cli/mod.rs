@@ -16,6 +16,7 @@
 mod agent;
 mod batch;
 mod client;
+mod conformance;
 mod connectors;
 mod database;
 mod failure;
@@ -56,6 +57,10 @@ pub enum Command {
     /// Run the reference agent: connects to the control plane and runs
     /// simulated connectors for one server of one region.
     Agent(AgentArgs),
+    /// Check an agent (any language) against the protocol: serve Connect,
+    /// wait for it, script a control plane, print a table of checks; exit
+    /// non-zero if any failed.
+    AgentConformance(conformance::ConformanceArgs),
     /// Find, inspect, start and pause connectors.
     #[command(subcommand)]
     Connectors(connectors::ConnectorsCommand),
@@ -100,6 +105,7 @@ impl Cli {
                 Ok(())
             }
             Command::Agent(args) => agent::run(args).await,
+            Command::AgentConformance(args) => conformance::run(args).await,
             Command::Serve(args) => serve::run(args).await,
         }
     }

@@ -9,6 +9,7 @@ mod bouncer;
 mod cli;
 #[path = "../support/patroni.rs"]
 mod cluster;
+mod conformance;
 mod console;
 mod contract;
 mod create;

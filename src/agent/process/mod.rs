@@ -61,10 +61,13 @@ enum Phase {
     Starting,
     /// It reported its first status.
     Ready,
-    /// It exited: why, and its exit code if it had one.
+    /// It exited: why, its exit code if it had one, and the reason and
+    /// retriability it reported before, if it did.
     Exited {
         why: String,
         code: Option<i32>,
+        reason: Option<String>,
+        retriable: Option<bool>,
     },
 }
 
@@ -92,8 +95,10 @@ struct Observed {
     store_range: Option<TimeRange>,
     message: String,
     stderr: VecDeque<String>,
-    /// Set when it exited with one of its no-retry exit codes.
+    /// Set when it exited with one of its no-retry exit codes, or said so.
     retriable: Option<bool>,
+    /// The reason it gave for giving up, if it did.
+    error_reason: Option<String>,
 }
 
 impl Processes {
@@ -172,7 +177,18 @@ impl Supervised {
                 if let Some(message) = report.message {
                     observed.message = message;
                 }
+                if report.retriable.is_some() {
+                    observed.retriable = report.retriable;
+                }
+                let giving_up = report.error_reason.is_some();
+                if giving_up {
+                    observed.error_reason = report.error_reason;
+                }
                 drop(observed);
+                if giving_up {
+                    // Not ready: it is about to exit.
+                    return;
+                }
                 self.phase.send_if_modified(|phase| {
                     let first = *phase == Phase::Starting;
                     if first {
@@ -238,11 +254,15 @@ impl Supervised {
             };
         }
         let message = observed.message.clone();
+        let reason = observed.error_reason.clone();
+        let retriable = observed.retriable;
         drop(observed);
         info!(connector_id = %self.connector_id, %why, stopping, "connector process ended");
         self.phase.send_replace(Phase::Exited {
             why: message,
             code: status.code(),
+            reason,
+            retriable,
         });
     }
 }
@@ -312,6 +332,7 @@ fn spawn(
             message: String::new(),
             stderr: VecDeque::new(),
             retriable: None,
+            error_reason: None,
         }),
         garbage: AtomicU64::new(0),
     });
@@ -349,6 +370,8 @@ fn spawn(
                     supervised.phase.send_replace(Phase::Exited {
                         why: format!("could not be waited for: {error}"),
                         code: None,
+                        reason: None,
+                        retriable: None,
                     });
                 }
             }
@@ -409,15 +432,24 @@ impl Driver for Processes {
         .ok()
         .and_then(|phase| phase.ok().map(|phase| phase.clone()));
         // Ready once it reported a status, or stayed up its readiness time.
-        let Some(Phase::Exited { why, code }) = settled else {
+        let Some(Phase::Exited {
+            why,
+            code,
+            reason,
+            retriable,
+        }) = settled
+        else {
             return Ok(());
         };
-        let refusal = Refusal::new("PROCESS_EXITED", format!("before it was ready, {why}"));
+        let mut refusal = Refusal::new(
+            reason.as_deref().unwrap_or("PROCESS_EXITED"),
+            format!("before it was ready, {why}"),
+        );
+        refusal.retriable = retriable;
         if code.is_some_and(|code| spec.no_retry_exit_codes.contains(&code)) {
-            Err(refusal.not_retriable())
-        } else {
-            Err(refusal)
+            refusal.retriable = Some(false);
         }
+        Err(refusal)
     }
 
     async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {

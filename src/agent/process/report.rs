@@ -7,8 +7,15 @@
 //!  "message": "applying binlog 000123"}
 //! ```
 //!
+//! A process that must give up says why before it exits, in the same way:
+//! `{"error_reason": "PULL_BACK_OUT_OF_RANGE", "retriable": false,
+//! "message": "the store holds data from 2026-12-06T10:00:00Z"}`; the reason
+//! becomes the failed start's (or the failure's), `retriable: false` stops
+//! automatic starts.
+//!
 //! A line that is not such an object (a log line, say) is logged and never
-//! trusted. The first report also tells the driver the process is ready.
+//! trusted. The first report also tells the driver the process is ready,
+//! unless it carries an `error_reason`.
 
 use crate::domain::TimeRange;
 use chrono::{DateTime, Utc};
@@ -22,6 +29,10 @@ pub struct Report {
     pub latency_ms: Option<u64>,
     pub store_range: Option<Range>,
     pub message: Option<String>,
+    /// Why it is giving up (machine-readable, up to 64 characters).
+    pub error_reason: Option<String>,
+    /// Whether starting it again may help.
+    pub retriable: Option<bool>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -42,6 +53,15 @@ impl Report {
             && range.earliest_time > range.latest_time
         {
             return Err("store_range: earliest_time is after latest_time".to_owned());
+        }
+        if let Some(reason) = &report.error_reason
+            && (reason.is_empty()
+                || reason.len() > 64
+                || !reason
+                    .chars()
+                    .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
+        {
+            return Err("error_reason: 1-64 characters of A-Z, 0-9 and _".to_owned());
         }
         Ok(report)
     }
@@ -72,6 +92,14 @@ mod tests {
         assert_eq!(report.latency(), Some(Duration::from_millis(1200)));
         assert!(report.store_range().is_some());
         assert_eq!(Report::parse("{}").unwrap(), Report::default());
+        let giving_up =
+            Report::parse(r#"{"error_reason": "PULL_BACK_OUT_OF_RANGE", "retriable": false}"#)
+                .unwrap();
+        assert_eq!(
+            giving_up.error_reason.as_deref(),
+            Some("PULL_BACK_OUT_OF_RANGE")
+        );
+        assert_eq!(giving_up.retriable, Some(false));
     }
 
     #[test]
@@ -83,6 +111,8 @@ mod tests {
             r#"{"checkpoint_time": "yesterday"}"#,
             r#"{"store_range": {"earliest_time": "2026-12-07T10:00:00Z", "latest_time": "2026-12-06T10:00:00Z"}}"#,
             "{not json",
+            r#"{"error_reason": "bad reason"}"#,
+            r#"{"error_reason": ""}"#,
         ] {
             assert!(Report::parse(garbage).is_err(), "{garbage} was trusted");
         }

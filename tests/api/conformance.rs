@@ -1,0 +1,144 @@
+//! The conformance suite (`agent-conformance`) against the reference agent,
+//! with each of its drivers: every check passes.
+
+use crate::helpers::*;
+use connector_control::agent::process::spec;
+use connector_control::agent::{self, AgentConfig, Driver, Processes, Simulated};
+use connector_control::conformance::{self, Check, Options, Outcome};
+use std::time::Duration;
+
+/// Runs the suite, with the reference agent and `driver` connecting to it.
+async fn check(driver: impl Driver, connectors: &[&str], failing: Option<&str>) -> Vec<Check> {
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let suite = tokio::spawn(conformance::run(
+        Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            connectors: connectors.iter().map(|id| id.to_string()).collect(),
+            failing: failing.map(str::to_owned),
+            timeout: Duration::from_secs(30),
+        },
+        move |addr| {
+            let _ = bound.send(addr);
+        },
+    ));
+    let addr = address.await.unwrap();
+    let config = AgentConfig {
+        control_plane: vec![format!("http://{addr}")],
+        bearer: Default::default(),
+        tls: None,
+        agent_id: "under-test".to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.9".to_owned(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(config, driver, async {
+        let _ = stopped.await;
+    }));
+    let checks = suite.await.unwrap().unwrap();
+    drop(stop);
+    checks
+}
+
+fn assert_passed(checks: &[Check], skipped: &[&str]) {
+    let table = conformance::table(checks);
+    assert_eq!(checks.len(), 10, "{table}");
+    for check in checks {
+        let expected = if skipped.iter().any(|name| check.name.contains(name)) {
+            Outcome::Skipped
+        } else {
+            Outcome::Passed
+        };
+        assert_eq!(check.outcome, expected, "{}\n{table}", check.name);
+    }
+}
+
+#[tokio::test]
+async fn the_reference_agent_with_simulated_connectors_passes_every_check() {
+    let driver = Simulated::new(Duration::from_secs(1), Duration::from_secs(3600));
+    let checks = check(driver, &["c1"], None).await;
+    assert_passed(&checks, &["failing on its own"]);
+}
+
+/// A connector process that refuses a pull-back its store (one day) cannot
+/// serve, and otherwise runs until stopped.
+const REPLICATOR: &str = r#"if [ -n "$CONNECTOR_PULL_BACK_TIME" ]; then
+  asked=$(date -u -d "$CONNECTOR_PULL_BACK_TIME" +%s)
+  earliest=$(date -u -d '1 day ago' +%s)
+  if [ "$asked" -lt "$earliest" ]; then
+    echo '{"error_reason": "PULL_BACK_OUT_OF_RANGE", "retriable": false, "message": "the store holds one day"}'
+    exit 2
+  fi
+fi
+echo '{"message": "replicating"}'
+exec sleep 600
+"#;
+
+#[tokio::test]
+async fn the_reference_agent_with_supervised_processes_passes_every_check() {
+    let dir = TempDir::new();
+    let replicator = dir.0.join("replicator.sh");
+    std::fs::write(&replicator, REPLICATOR).unwrap();
+    let crashing = dir.0.join("crashing.sh");
+    std::fs::write(
+        &crashing,
+        "echo '{}'\nsleep 0.5\necho 'lost the source' >&2\nexit 1\n",
+    )
+    .unwrap();
+    let specs = spec::parse(&format!(
+        "[connectors.c1]\ncommand = [\"/bin/sh\", {:?}]\n\
+         [connectors.c3]\ncommand = [\"/bin/sh\", {:?}]\n",
+        replicator.display().to_string(),
+        crashing.display().to_string(),
+    ))
+    .unwrap();
+    let checks = check(Processes::new(specs), &["c1", "c3"], Some("c3")).await;
+    assert_passed(&checks, &[]);
+}
+
+#[tokio::test]
+async fn an_agent_that_skips_hello_fails_and_the_rest_is_not_reached() {
+    use connector_control::proto::v1::{self, agent_service_client::AgentServiceClient};
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let suite = tokio::spawn(conformance::run(
+        Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            connectors: vec!["c1".to_owned()],
+            failing: None,
+            timeout: Duration::from_secs(10),
+        },
+        move |addr| {
+            let _ = bound.send(addr);
+        },
+    ));
+    let addr = address.await.unwrap();
+    let (outbound, receiver) = tokio::sync::mpsc::channel(4);
+    outbound
+        .send(v1::AgentMessage {
+            message: Some(v1::agent_message::Message::Heartbeat(v1::Heartbeat {
+                sequence: 1,
+                connectors: Vec::new(),
+            })),
+        })
+        .await
+        .unwrap();
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = AgentServiceClient::new(channel);
+    let _call = client
+        .connect(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await;
+    let checks = suite.await.unwrap().unwrap();
+    let table = conformance::table(&checks);
+    assert_eq!(checks[0].outcome, Outcome::Failed, "{table}");
+    assert!(checks[0].saw.contains("not hello"), "{table}");
+    assert!(
+        checks[1..]
+            .iter()
+            .all(|c| c.outcome == Outcome::Failed && c.saw.starts_with("not reached")),
+        "{table}"
+    );
+    drop(outbound);
+}
