@@ -142,3 +142,45 @@ async fn an_agent_that_skips_hello_fails_and_the_rest_is_not_reached() {
     );
     drop(outbound);
 }
+
+#[tokio::test]
+async fn the_python_agent_written_from_the_proto_passes_every_check() {
+    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/python-agent");
+    let python = here.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run examples/python-agent/install.sh once (.ci/run does)",
+        python.display()
+    );
+    let (bound, address) = tokio::sync::oneshot::channel();
+    let suite = tokio::spawn(conformance::run(
+        Options {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            connectors: vec!["c1".to_owned(), "fail-1".to_owned()],
+            failing: Some("fail-1".to_owned()),
+            timeout: Duration::from_secs(30),
+        },
+        move |addr| {
+            let _ = bound.send(addr);
+        },
+    ));
+    let addr = address.await.unwrap();
+    let mut agent = std::process::Command::new(&python)
+        .arg(here.join("agent.py"))
+        .args(["--control-plane", &addr.to_string()])
+        .args([
+            "--region",
+            "eu-2",
+            "--server-ip",
+            "10.0.2.9",
+            "--agent-id",
+            "py-1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let checks = suite.await.unwrap().unwrap();
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert_passed(&checks, &[]);
+}
