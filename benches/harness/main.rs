@@ -9,7 +9,7 @@
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
 //! search, noop, delivery, streams, storm, bulk, watch, restarts, pgbouncer,
-//! failover, embedded. Each starts the release server as a
+//! failover, embedded, processes (the process driver, no server). Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -35,6 +35,7 @@ mod limiter;
 mod noop;
 mod pgbouncer;
 mod prelude;
+mod processes;
 mod refusals;
 mod restarts;
 mod runner;
@@ -108,6 +109,9 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("failover") {
         lines.extend(failover::failover(&plan).await?);
+    }
+    if plan.runs("processes") {
+        lines.extend(processes::processes(&plan).await?);
     }
     if plan.runs("embedded") {
         lines.extend(embedded::embedded(&plan).await?);

@@ -96,6 +96,8 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
                 .connectors_file
                 .expect("clap requires --connectors-file with --driver process");
             let driver = crate::agent::Processes::from_file(&file)?;
+            // Each supervised process holds two pipes open here.
+            crate::connections::raise_open_file_limit();
             crate::agent::run(config, driver, shutdown_signal()).await
         }
     }
