@@ -104,11 +104,7 @@ async fn carried_out(
     generation: i64,
     within: Duration,
 ) -> Result<String, String> {
-    let id = command.id.clone();
-    stream
-        .send(control_message::Message::Command(command))
-        .await?;
-    let result = stream.result(&id, within).await?;
+    let result = answer(stream, command, within).await?;
     let (now, applied) = state(result.status.as_ref());
     let saw = format!(
         "success {}, {now} at generation {applied}{}",
@@ -126,6 +122,19 @@ async fn carried_out(
             "{saw}; expected success {success}, {expected} at generation {generation}"
         ))
     }
+}
+
+/// Sends `command` and reads its result.
+async fn answer(
+    stream: &mut Stream,
+    command: v1::Command,
+    within: Duration,
+) -> Result<v1::CommandResult, String> {
+    let id = command.id.clone();
+    stream
+        .send(control_message::Message::Command(command))
+        .await?;
+    stream.result(&id, within).await
 }
 
 async fn next_call(calls: &mut mpsc::Receiver<Stream>, within: Duration) -> Result<Stream, String> {
@@ -263,11 +272,7 @@ async fn pull_back_refused(
     can_pull_back: bool,
     within: Duration,
 ) -> Result<String, String> {
-    let id = command.id.clone();
-    stream
-        .send(control_message::Message::Command(command))
-        .await?;
-    let result = stream.result(&id, within).await?;
+    let result = answer(stream, command, within).await?;
     let expected = if can_pull_back {
         "PULL_BACK_OUT_OF_RANGE"
     } else {
@@ -295,10 +300,7 @@ async fn fails_on_its_own(
     within: Duration,
 ) -> Result<String, String> {
     let start = command("start-failing", failing, v1::CommandKind::Start, 1);
-    stream
-        .send(control_message::Message::Command(start))
-        .await?;
-    let result = stream.result("start-failing", within).await?;
+    let result = answer(stream, start, within).await?;
     if !result.success {
         let (now, _) = state(result.status.as_ref());
         return Ok(format!("its start failed ({}), {now}", result.error_reason));

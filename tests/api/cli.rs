@@ -2,7 +2,7 @@
 //! a real server: output for people and scripts, and exit codes.
 
 use crate::helpers::*;
-use connector_control::agent::{self, AgentConfig, Simulated};
+use connector_control::agent::{self, Simulated};
 use connector_control::proto::v1;
 use std::time::Duration;
 
@@ -169,14 +169,7 @@ async fn start_with_a_relative_pull_back_and_wait_returns_what_the_agent_confirm
     app.create(connector("c1", "orders")).await;
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent::run(
-        AgentConfig {
-            control_plane: vec![format!("http://{}", app.addr)],
-            bearer: Default::default(),
-            tls: None,
-            agent_id: "ref-1".to_owned(),
-            region: "eu-2".to_owned(),
-            server_ip: "10.0.2.9".to_owned(),
-        },
+        agent_config(app.addr, "ref-1"),
         Simulated::new(Duration::from_secs(1), Duration::from_secs(3600)),
         async {
             let _ = stopped.await;

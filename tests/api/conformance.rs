@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use connector_control::agent::process::spec;
-use connector_control::agent::{self, AgentConfig, Driver, Processes, Simulated};
+use connector_control::agent::{self, Driver, Processes, Simulated};
 use connector_control::conformance::{self, Check, Options, Outcome};
 use std::time::Duration;
 
@@ -22,14 +22,7 @@ async fn check(driver: impl Driver, connectors: &[&str], failing: Option<&str>) 
         },
     ));
     let addr = address.await.unwrap();
-    let config = AgentConfig {
-        control_plane: vec![format!("http://{addr}")],
-        bearer: Default::default(),
-        tls: None,
-        agent_id: "under-test".to_owned(),
-        region: "eu-2".to_owned(),
-        server_ip: "10.0.2.9".to_owned(),
-    };
+    let config = agent_config(addr, "under-test");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent::run(config, driver, async {
         let _ = stopped.await;

@@ -4,7 +4,7 @@
 
 use crate::helpers::*;
 use connector_control::agent::driver::{Capabilities, Driver, Observation, Refusal, Start};
-use connector_control::agent::{self, AgentConfig, Simulated};
+use connector_control::agent::{self, Simulated};
 use connector_control::proto::v1::agent_service_client::AgentServiceClient;
 use connector_control::proto::v1::{self, ConnectorState as S};
 use std::sync::Arc;
@@ -21,6 +21,18 @@ fn without_pull_back(agent_id: &str) -> v1::Hello {
         }),
         ..hello(agent_id, "eu-2", "10.0.2.7")
     }
+}
+
+/// An app whose connector c1 runs on agent a1 (eu-2): the start answered.
+async fn running_c1() -> (TestApp, TestAgent, v1::Command) {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, S::Running).await;
+    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+    (app, agent, command)
 }
 
 fn pull_back(id: &str, validate_only: bool) -> v1::StartConnectorRequest {
@@ -135,13 +147,7 @@ async fn a_result_that_breaks_a_rule_is_refused_alone_and_the_session_goes_on() 
 
 #[tokio::test]
 async fn a_connector_its_agent_reports_failed_for_good_is_not_restarted() {
-    let app = spawn_app().await;
-    app.create(connector("c1", "orders")).await;
-    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
-    app.start(start_request("c1")).await.unwrap();
-    let command = agent.next_command().await;
-    agent.succeed(&command, S::Running).await;
-    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+    let (app, agent, command) = running_c1().await;
 
     let mut failed = status("c1", S::Failed, command.generation);
     failed.message = "the process exited with code 78".to_owned();
@@ -198,14 +204,7 @@ async fn a_slow_start_holds_up_no_other_connector_and_no_heartbeat() {
         slow: "c1",
         release: release.clone(),
     };
-    let config = AgentConfig {
-        control_plane: vec![format!("http://{}", app.addr)],
-        bearer: Default::default(),
-        tls: None,
-        agent_id: "ref-1".to_owned(),
-        region: "eu-2".to_owned(),
-        server_ip: "10.0.2.9".to_owned(),
-    };
+    let config = agent_config(app.addr, "ref-1");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(agent::run(config, driver, async {
         let _ = stopped.await;
@@ -300,13 +299,7 @@ async fn the_example_custom_driver_runs_connectors_end_to_end() {
 
 #[tokio::test]
 async fn a_heartbeat_that_breaks_a_rule_is_refused_and_the_next_one_counts() {
-    let app = spawn_app().await;
-    app.create(connector("c1", "orders")).await;
-    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
-    app.start(start_request("c1")).await.unwrap();
-    let command = agent.next_command().await;
-    agent.succeed(&command, S::Running).await;
-    app.connector_becomes("c1", |c| c.state == RUNNING).await;
+    let (app, mut agent, command) = running_c1().await;
 
     let mut bad = status("c1", S::Running, command.generation);
     bad.latency = Some(prost_types::Duration {

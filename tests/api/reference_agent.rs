@@ -6,14 +6,7 @@ use connector_control::proto::v1::{self, ConnectorState as S};
 use std::time::Duration;
 
 fn config(app: &TestApp, agent_id: &str) -> AgentConfig {
-    AgentConfig {
-        control_plane: vec![format!("http://{}", app.addr)],
-        bearer: Default::default(),
-        tls: None,
-        agent_id: agent_id.to_owned(),
-        region: "eu-2".to_owned(),
-        server_ip: "10.0.2.9".to_owned(),
-    }
+    agent_config(app.addr, agent_id)
 }
 
 /// Simulated connectors lagging 3 s over a store of one hour.

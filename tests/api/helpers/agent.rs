@@ -1,6 +1,7 @@
 //! A hand-driven agent speaking the real protocol, for precise scenarios.
 
 use super::*;
+use connector_control::agent::AgentConfig;
 use connector_control::proto::v1;
 use std::time::Duration;
 use tonic::transport::Channel;
@@ -212,5 +213,18 @@ pub fn status(
         state: state as i32,
         generation,
         ..Default::default()
+    }
+}
+
+/// The reference agent `agent_id` in eu-2 (10.0.2.9), connecting to
+/// `address` (host:port) without TLS or a token.
+pub fn agent_config(address: impl std::fmt::Display, agent_id: &str) -> AgentConfig {
+    AgentConfig {
+        control_plane: vec![format!("http://{address}")],
+        bearer: Default::default(),
+        tls: None,
+        agent_id: agent_id.to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.9".to_owned(),
     }
 }
