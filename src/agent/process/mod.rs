@@ -274,6 +274,20 @@ fn fill(text: &str, values: &[(&str, String)]) -> String {
     })
 }
 
+/// A task handing each line `output` gives to `each`, until it closes.
+fn read_lines(
+    output: impl tokio::io::AsyncRead + Unpin + Send + 'static,
+    supervised: Arc<Supervised>,
+    each: fn(&Supervised, &str),
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut lines = BufReader::new(output).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            each(&supervised, &line);
+        }
+    })
+}
+
 /// Spawns `spec`'s process for `start` and the tasks that read its output
 /// and wait for its end.
 fn spawn(
@@ -338,24 +352,8 @@ fn spawn(
     });
     let stdout = child.stdout.take().expect("piped");
     let stderr = child.stderr.take().expect("piped");
-    let reading = {
-        let supervised = supervised.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                supervised.stdout_line(&line);
-            }
-        })
-    };
-    let reading_stderr = {
-        let supervised = supervised.clone();
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                supervised.stderr_line(&line);
-            }
-        })
-    };
+    let reading = read_lines(stdout, supervised.clone(), Supervised::stdout_line);
+    let reading_stderr = read_lines(stderr, supervised.clone(), Supervised::stderr_line);
     {
         let supervised = supervised.clone();
         tokio::spawn(async move {
