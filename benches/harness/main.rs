@@ -9,7 +9,8 @@
 //!
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
 //! search, noop, delivery, streams, storm, bulk, watch, restarts, pgbouncer,
-//! failover, embedded, processes (the process driver, no server). Each starts the release server as a
+//! failover, embedded, processes (the process driver, no server),
+//! slowstart (a slow start in the reference agent holds up nothing else). Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -41,6 +42,7 @@ mod restarts;
 mod runner;
 mod search;
 mod server;
+mod slow_start;
 mod storm;
 mod streams;
 mod watch;
@@ -109,6 +111,11 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     }
     if plan.runs("failover") {
         lines.extend(failover::failover(&plan).await?);
+    }
+    if plan.runs("slowstart") {
+        lines.extend(
+            common::with_database_returning(|url| slow_start::slow_start(&plan, url)).await?,
+        );
     }
     if plan.runs("processes") {
         lines.extend(processes::processes(&plan).await?);
