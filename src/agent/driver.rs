@@ -130,6 +130,15 @@ pub trait Driver: Send + Sync + 'static {
     /// is, for the control plane, not running.
     fn observe(&self) -> Vec<Observation>;
 
+    /// One connector as it is now (what a command's result carries); None
+    /// when the driver knows nothing of it. The default looks through
+    /// `observe`; a driver with many connectors answers directly.
+    fn observe_connector(&self, connector_id: &str) -> Option<Observation> {
+        self.observe()
+            .into_iter()
+            .find(|observed| observed.connector_id == connector_id)
+    }
+
     /// The agent is shutting down (SIGTERM): stop what must not outlive
     /// it, as gently as a pause. Runs before the agent exits; the default
     /// does nothing.

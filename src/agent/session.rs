@@ -133,9 +133,7 @@ async fn carry_out<D: Driver>(
         };
         let generation = applied.lock().unwrap().get(id).copied().unwrap_or(0);
         let observed = driver
-            .observe()
-            .into_iter()
-            .find(|observed| &observed.connector_id == id)
+            .observe_connector(id)
             .unwrap_or_else(|| Observation::stopped(id));
         let mut result = v1::CommandResult {
             command_id: command.id.clone(),

@@ -179,6 +179,14 @@ impl Driver for Simulated {
             })
             .collect()
     }
+
+    fn observe_connector(&self, connector_id: &str) -> Option<Observation> {
+        let now = Utc::now();
+        let mut connectors = self.connectors.lock().unwrap();
+        let connector = connectors.get_mut(connector_id)?;
+        connector.advance(self.lag(), now);
+        Some(self.observation(connector_id, connector, now))
+    }
 }
 
 #[cfg(test)]
@@ -198,8 +206,23 @@ mod tests {
         }
     }
 
+    /// Changes c1's simulation behind the driver's back (time passing).
+    fn rewind(driver: &Simulated, change: impl FnOnce(&mut Connector)) {
+        change(driver.connectors.lock().unwrap().get_mut("c1").unwrap());
+    }
+
     fn observed(driver: &Simulated) -> Observation {
         driver.observe().remove(0)
+    }
+
+    #[tokio::test]
+    async fn one_connector_is_observed_as_all_are_and_none_is_made_up() {
+        let driver = simulated();
+        driver.start(start(1)).await.unwrap();
+        let one = driver.observe_connector("c1").unwrap();
+        assert_eq!((one.run, one.connector_id.as_str()), (Run::Running, "c1"));
+        assert!(driver.observe_connector("c9").is_none());
+        assert_eq!(driver.observe().len(), 1, "observing c9 made nothing");
     }
 
     #[tokio::test]
@@ -229,13 +252,7 @@ mod tests {
         driver.pause("c1").await.unwrap();
         // Two hours later, with one hour of retention.
         let stopped_at = Utc::now() - chrono::Duration::hours(2);
-        driver
-            .connectors
-            .lock()
-            .unwrap()
-            .get_mut("c1")
-            .unwrap()
-            .checkpoint = stopped_at;
+        rewind(&driver, |c| c.checkpoint = stopped_at);
         let refusal = driver.start(start(3)).await.unwrap_err();
         assert_eq!(refusal.reason, "CHECKPOINT_OUT_OF_RANGE");
         assert_eq!(refusal.retriable, Some(false));
@@ -267,13 +284,7 @@ mod tests {
         assert!(latency >= Duration::from_secs(29 * 60), "{latency:?}");
         // A minute later it replayed an hour's worth: caught up, to the
         // configured lag.
-        driver
-            .connectors
-            .lock()
-            .unwrap()
-            .get_mut("c1")
-            .unwrap()
-            .advanced -= chrono::Duration::minutes(1);
+        rewind(&driver, |c| c.advanced -= chrono::Duration::minutes(1));
         let status = observed(&driver);
         let latency = status.latency.unwrap();
         assert!(latency < Duration::from_secs(3), "{latency:?}");

@@ -95,6 +95,7 @@ async fn a_start_is_ready_at_the_first_report_and_a_pause_stops_the_process() {
         format!("from {} gen 3", pulled_back.to_rfc3339())
     );
     assert!(running.checkpoint_time.is_some());
+    assert_eq!(driver.observe_connector("c1"), Some(running.clone()));
 
     let pid = pid(&dir).await;
     assert!(!gone(pid));
@@ -193,6 +194,7 @@ async fn a_connector_not_in_the_file_is_refused_for_good() {
     assert_eq!(refusal.reason, "CONNECTOR_NOT_CONFIGURED");
     assert_eq!(refusal.retriable, Some(false));
     assert!(driver.observe().is_empty());
+    assert!(driver.observe_connector("c9").is_none());
 }
 
 // Several threads: spawning the agent waits for its log, blocking one.

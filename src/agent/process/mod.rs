@@ -488,6 +488,11 @@ impl Driver for Processes {
         futures_util::future::join_all(running.iter().map(|id| self.pause(id))).await;
     }
 
+    fn observe_connector(&self, connector_id: &str) -> Option<Observation> {
+        self.current(connector_id)
+            .map(|supervised| supervised.observation())
+    }
+
     fn observe(&self) -> Vec<Observation> {
         self.connectors
             .lock()
