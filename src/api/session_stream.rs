@@ -213,7 +213,7 @@ impl<S: FleetStore> Served<S> {
                                 heartbeat_sequence: heartbeat.sequence,
                                 ..Default::default()
                             };
-                            self.refuse(refused, error.into()).await;
+                            self.refuse(refused, error).await;
                             Ok(())
                         }
                     }
@@ -227,7 +227,7 @@ impl<S: FleetStore> Served<S> {
                                 command_id,
                                 ..Default::default()
                             };
-                            self.refuse(refused, error.into()).await;
+                            self.refuse(refused, error).await;
                             Ok(())
                         }
                     }
@@ -250,7 +250,18 @@ impl<S: FleetStore> Served<S> {
     /// Tells the agent why its result or heartbeat was not recorded; the
     /// session goes on (one bad report must not end a session that runs
     /// many connectors).
-    async fn refuse(&self, mut refused: v1::ReportRefused, status: Status) {
+    async fn refuse(&self, mut refused: v1::ReportRefused, error: ApiError) {
+        if let ApiError::InvalidArgument { violations, .. } = &error {
+            refused.field_violations = violations
+                .iter()
+                .map(|violation| v1::FieldViolation {
+                    field: violation.field.clone(),
+                    description: violation.description.clone(),
+                })
+                .collect();
+        }
+        // The message the call would have ended with.
+        let status = Status::from(error);
         warn!(
             agent_id = %self.session.agent_id,
             command_id = %refused.command_id,
@@ -260,16 +271,6 @@ impl<S: FleetStore> Served<S> {
         );
         crate::telemetry::metrics::report_refused("report_invalid", 1);
         refused.message = status.message().to_owned();
-        refused.field_violations = status
-            .get_details_bad_request()
-            .map(|bad| bad.field_violations)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|violation| v1::FieldViolation {
-                field: violation.field,
-                description: violation.description,
-            })
-            .collect();
         let refused = ControlMessage {
             message: Some(control_message::Message::ReportRefused(refused)),
         };
