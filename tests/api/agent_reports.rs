@@ -13,18 +13,6 @@ use connector_control::store::prelude::*;
 use std::time::Duration;
 use tonic::Code;
 
-async fn running_c1() -> (TestApp, TestAgent, v1::Command) {
-    let app = spawn_app().await;
-    app.create(connector("c1", "orders")).await;
-    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
-    app.start(start_request("c1")).await.unwrap();
-    let command = agent.next_command().await;
-    agent.succeed(&command, S::Running).await;
-    app.connector_becomes("c1", |c| c.state == S::Running as i32)
-        .await;
-    (app, agent, command)
-}
-
 fn timestamp_in(offset: chrono::TimeDelta) -> prost_types::Timestamp {
     timestamp(Utc::now() + offset)
 }

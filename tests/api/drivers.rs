@@ -23,16 +23,14 @@ fn without_pull_back(agent_id: &str) -> v1::Hello {
     }
 }
 
-/// An app whose connector c1 runs on agent a1 (eu-2): the start answered.
-async fn running_c1() -> (TestApp, TestAgent, v1::Command) {
-    let app = spawn_app().await;
-    app.create(connector("c1", "orders")).await;
-    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
-    app.start(start_request("c1")).await.unwrap();
-    let command = agent.next_command().await;
-    agent.succeed(&command, S::Running).await;
-    app.connector_becomes("c1", |c| c.state == RUNNING).await;
-    (app, agent, command)
+/// ListAgents: every agent, with its capabilities.
+async fn agents(app: &TestApp) -> Vec<v1::Agent> {
+    AgentServiceClient::new(app.channel().await)
+        .list_agents(v1::ListAgentsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .agents
 }
 
 fn pull_back(id: &str, validate_only: bool) -> v1::StartConnectorRequest {
@@ -71,12 +69,7 @@ async fn a_pull_back_the_regions_agents_cannot_do_is_refused_at_call_time_dry_ru
     let command = agent.next_command().await;
     assert_eq!((command.generation, command.pull_back_time), (1, None));
 
-    let agents = AgentServiceClient::new(app.channel().await)
-        .list_agents(v1::ListAgentsRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .agents;
+    let agents = agents(&app).await;
     let capabilities = agents[0].capabilities.clone().unwrap();
     assert_eq!(
         (capabilities.driver.as_str(), capabilities.pull_back),
@@ -265,12 +258,7 @@ async fn the_example_custom_driver_runs_connectors_end_to_end() {
     );
     // Connected, it tells what its driver can do.
     let agents = eventually(Duration::from_secs(20), || async {
-        let agents = AgentServiceClient::new(app.channel().await)
-            .list_agents(v1::ListAgentsRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .agents;
+        let agents = agents(&app).await;
         (!agents.is_empty()).then_some(agents)
     })
     .await;

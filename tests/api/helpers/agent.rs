@@ -228,3 +228,17 @@ pub fn agent_config(address: impl std::fmt::Display, agent_id: &str) -> AgentCon
         server_ip: "10.0.2.9".to_owned(),
     }
 }
+
+/// An app whose connector c1 runs on agent a1 (eu-2): the start answered
+/// RUNNING and recorded.
+pub async fn running_c1() -> (TestApp, TestAgent, v1::Command) {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    app.start(start_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent.succeed(&command, v1::ConnectorState::Running).await;
+    app.connector_becomes("c1", |c| c.state == v1::ConnectorState::Running as i32)
+        .await;
+    (app, agent, command)
+}
