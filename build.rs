@@ -37,5 +37,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .extern_path(".google.rpc", "::tonic_types::pb")
         .emit_rerun_if_changed(false)
         .compile_fds(descriptors)?;
+
+    // The conformance suite's AgentService.Connect: the same route, but it
+    // sends raw bytes, so that it can send fields and messages the agent
+    // under test does not know (they must be ignored).
+    let connect = tonic_build::manual::Method::builder()
+        .name("connect")
+        .route_name("Connect")
+        .input_type("crate::proto::v1::AgentMessage")
+        .output_type("crate::conformance::wire::Raw")
+        .codec_path("crate::conformance::wire::RawCodec")
+        .client_streaming()
+        .server_streaming()
+        .build();
+    tonic_build::manual::Builder::new()
+        .build_client(false)
+        .build_transport(false)
+        .compile(&[tonic_build::manual::Service::builder()
+            .name("AgentService")
+            .package("connector.v1")
+            .method(connect)
+            .build()]);
     Ok(())
 }

@@ -15,6 +15,7 @@ fn start(id: &str) -> Start {
         connector_id: id.to_owned(),
         generation: 1,
         pull_back_time: None,
+        checkpoint_time: None,
         skip_to_earliest: false,
     }
 }

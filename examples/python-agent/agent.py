@@ -38,7 +38,8 @@ class Connector:
         self.id = connector_id
         self.state = STOPPED
         self.generation = 0
-        self.checkpoint = datetime.now(timezone.utc)
+        # None until it runs here: never make a checkpoint up.
+        self.checkpoint = None
         self.message = ""
 
 
@@ -63,7 +64,8 @@ class Agent:
         if c.state == RUNNING:
             c.checkpoint = datetime.now(timezone.utc) - timedelta(seconds=1)
             status.latency.FromTimedelta(timedelta(seconds=1))
-        status.checkpoint_time.FromDatetime(c.checkpoint)
+        if c.checkpoint is not None:
+            status.checkpoint_time.FromDatetime(c.checkpoint)
         status.store_range.earliest_time.FromDatetime(earliest)
         status.store_range.latest_time.FromDatetime(latest)
         if c.state == FAILED:
@@ -107,8 +109,15 @@ class Agent:
                     f"the store holds data from {earliest.isoformat()} to {latest.isoformat()}",
                 )
             c.checkpoint = time
-        elif c.checkpoint < earliest and not command.skip_to_earliest:
-            return ("CHECKPOINT_OUT_OF_RANGE", "the checkpoint is gone from the store")
+        else:
+            # The checkpoint the control plane recorded wins over our own;
+            # neither: a new connector, which begins with the data of now.
+            checkpoint = c.checkpoint or latest
+            if command.HasField("checkpoint_time"):
+                checkpoint = command.checkpoint_time.ToDatetime(tzinfo=timezone.utc)
+            if checkpoint < earliest and not command.skip_to_earliest:
+                return ("CHECKPOINT_OUT_OF_RANGE", "the checkpoint is gone from the store")
+            c.checkpoint = max(checkpoint, earliest)
         c.state, c.message = RUNNING, ""
         if c.id.startswith(self.args.failing_prefix):
             asyncio.get_running_loop().call_later(0.5, self.fail, c, command.generation)

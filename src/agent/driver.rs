@@ -33,6 +33,11 @@ pub struct Start {
     /// Replay the destination from this time on. Only when the driver's
     /// capabilities allow pull-back.
     pub pull_back_time: Option<DateTime<Utc>>,
+    /// Without a pull-back time: the checkpoint the control plane recorded
+    /// last, whichever agent ran the connector. Resume from it, not from
+    /// one of the driver's own, which may be older or missing (after a
+    /// restart); None: none was recorded, use the driver's own if any.
+    pub checkpoint_time: Option<DateTime<Utc>>,
     /// The checkpoint is gone from the store and the operator chose to
     /// resume from the earliest data held, skipping what lies between.
     pub skip_to_earliest: bool,

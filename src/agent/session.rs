@@ -179,6 +179,10 @@ async fn run<D: Driver>(driver: &D, command: &v1::Command) -> Result<(), Refusal
                     connector_id: command.connector_id.clone(),
                     generation: command.generation,
                     pull_back_time,
+                    checkpoint_time: command
+                        .checkpoint_time
+                        .as_ref()
+                        .and_then(|time| timestamp_from_proto(time).ok()),
                     skip_to_earliest: command.skip_to_earliest,
                 })
                 .await

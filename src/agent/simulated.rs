@@ -32,8 +32,10 @@ pub struct Simulated {
 struct Connector {
     running: bool,
     /// Where replication stands; advances while running, towards `now -
-    /// latency`, at `CATCH_UP_SPEED` while it is further behind.
-    checkpoint: DateTime<Utc>,
+    /// latency`, at `CATCH_UP_SPEED` while it is further behind. None
+    /// until it first runs here: a simulation made for a command knows no
+    /// checkpoint, and never makes one up.
+    checkpoint: Option<DateTime<Utc>>,
     /// When the checkpoint last advanced.
     advanced: DateTime<Utc>,
 }
@@ -42,11 +44,11 @@ impl Connector {
     /// Replays what came since the last call: the checkpoint moves towards
     /// `now - lag`, at most `CATCH_UP_SPEED` times the time that passed.
     fn advance(&mut self, lag: chrono::Duration, now: DateTime<Utc>) {
-        if self.running {
+        if let (true, Some(checkpoint)) = (self.running, self.checkpoint) {
             let target = now - lag;
             let replayed = (now - self.advanced) * CATCH_UP_SPEED;
-            if self.checkpoint < target {
-                self.checkpoint = (self.checkpoint + replayed).min(target);
+            if checkpoint < target {
+                self.checkpoint = Some((checkpoint + replayed).min(target));
             }
         }
         self.advanced = now;
@@ -76,15 +78,15 @@ impl Simulated {
         }
     }
 
-    /// Runs `change` on the connector's simulation, made (stopped, caught
-    /// up) if this is its first command.
+    /// Runs `change` on the connector's simulation, made (stopped, no
+    /// checkpoint) if this is its first command.
     fn with<T>(&self, id: &str, change: impl FnOnce(&mut Connector, DateTime<Utc>) -> T) -> T {
         let now = Utc::now();
         let lag = self.lag();
         let mut connectors = self.connectors.lock().unwrap();
         let connector = connectors.entry(id.to_owned()).or_insert(Connector {
             running: false,
-            checkpoint: now - lag,
+            checkpoint: None,
             advanced: now,
         });
         connector.advance(lag, now);
@@ -99,12 +101,12 @@ impl Simulated {
             } else {
                 Run::Stopped
             },
-            checkpoint_time: Some(c.checkpoint),
+            checkpoint_time: c.checkpoint,
             // How far behind it is: the checkpoint's age, which agrees with
             // the checkpoint whatever happened (a pull-back is minutes
             // behind until it caught up).
-            latency: c.running.then(|| {
-                (now - c.checkpoint)
+            latency: c.checkpoint.filter(|_| c.running).map(|checkpoint| {
+                (now - checkpoint)
                     .to_std()
                     .unwrap_or_default()
                     .max(self.latency)
@@ -128,34 +130,38 @@ impl Driver for Simulated {
     async fn start(&self, start: Start) -> Result<(), Refusal> {
         self.with(&start.connector_id, |connector, now| {
             let range = self.store_range(now);
+            // The recorded checkpoint wins over this simulation's own: it
+            // may be newer (another agent ran the connector since) or this
+            // one missing (the agent restarted since). Neither: a new
+            // connector, which begins with the data of now.
+            let checkpoint = start
+                .checkpoint_time
+                .or(connector.checkpoint)
+                .unwrap_or(now - self.lag());
             let held = |time: &str| format!("the store holds data {range}; {time}");
-            match start.pull_back_time {
+            connector.checkpoint = match start.pull_back_time {
                 Some(time) if pull_back_out_of_range(time, Some(&range), now) => {
                     return Err(Refusal::new(
                         "PULL_BACK_OUT_OF_RANGE",
                         held(&format!("cannot pull back to {}", time.to_rfc3339())),
                     ));
                 }
-                None if checkpoint_lost(connector.checkpoint, &range)
-                    && !start.skip_to_earliest =>
-                {
+                None if checkpoint_lost(checkpoint, &range) && !start.skip_to_earliest => {
                     return Err(Refusal::new(
                         "CHECKPOINT_OUT_OF_RANGE",
                         format!(
                             "the checkpoint {} is gone: {}",
-                            connector.checkpoint.to_rfc3339(),
+                            checkpoint.to_rfc3339(),
                             held("pull back to a time within it, or start with skip_to_earliest")
                         ),
                     )
                     .not_retriable());
                 }
-                Some(time) => connector.checkpoint = time,
+                Some(time) => Some(time),
                 // Skipping on purpose: from the earliest data held.
-                None if checkpoint_lost(connector.checkpoint, &range) => {
-                    connector.checkpoint = range.earliest;
-                }
-                None => {}
-            }
+                None if checkpoint_lost(checkpoint, &range) => Some(range.earliest),
+                None => Some(checkpoint),
+            };
             connector.running = true;
             connector.advanced = now;
             Ok(())
@@ -202,6 +208,7 @@ mod tests {
             connector_id: "c1".into(),
             generation,
             pull_back_time: None,
+            checkpoint_time: None,
             skip_to_earliest: false,
         }
     }
@@ -252,7 +259,7 @@ mod tests {
         driver.pause("c1").await.unwrap();
         // Two hours later, with one hour of retention.
         let stopped_at = Utc::now() - chrono::Duration::hours(2);
-        rewind(&driver, |c| c.checkpoint = stopped_at);
+        rewind(&driver, |c| c.checkpoint = Some(stopped_at));
         let refusal = driver.start(start(3)).await.unwrap_err();
         assert_eq!(refusal.reason, "CHECKPOINT_OUT_OF_RANGE");
         assert_eq!(refusal.retriable, Some(false));
@@ -266,6 +273,35 @@ mod tests {
         assert!(
             resumed > stopped_at + chrono::Duration::minutes(59),
             "{resumed}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_simulation_resumes_from_the_recorded_checkpoint_never_from_now() {
+        // The agent restarted: it knows nothing of c1, which the control
+        // plane recorded paused two hours ago (one hour of retention).
+        let driver = simulated();
+        let recorded = Utc::now() - chrono::Duration::hours(2);
+        let from_record = Start {
+            checkpoint_time: Some(recorded),
+            ..start(5)
+        };
+        let refusal = driver.start(from_record.clone()).await.unwrap_err();
+        assert_eq!(refusal.reason, "CHECKPOINT_OUT_OF_RANGE");
+        assert_eq!(observed(&driver).run, Run::Stopped);
+        // Within the store: it replays from there.
+        let recorded = Utc::now() - chrono::Duration::minutes(30);
+        let within = Start {
+            checkpoint_time: Some(recorded),
+            ..from_record
+        };
+        driver.start(within).await.unwrap();
+        let status = observed(&driver);
+        assert_eq!(status.run, Run::Running);
+        assert!(
+            status.checkpoint_time.unwrap() < Utc::now() - chrono::Duration::minutes(29),
+            "resumed at {:?}, not near the recorded {recorded}",
+            status.checkpoint_time
         );
     }
 

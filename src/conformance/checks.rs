@@ -16,12 +16,15 @@ const DUPLICATE: &str = "a duplicate delivery acknowledged, no second effect";
 const STALE: &str = "a stale generation acknowledged and ignored";
 const PAUSE: &str = "PAUSE carried out: STOPPED at its generation";
 const PULL_BACK: &str = "a pull-back outside the store refused, not retriable";
+const CHECKPOINT: &str = "a start from a checkpoint the store lost refused, not retriable";
 const FAILING: &str = "a connector failing on its own reported FAILED";
+const UNKNOWN: &str = "unknown fields and message kinds ignored";
 const RECONNECT: &str = "reconnect honoured after retry_after; hello lists what runs";
 const BACKOFF: &str = "backoff while the control plane is down";
 
-const ALL: [&str; 10] = [
-    HELLO, HEARTBEATS, START, DUPLICATE, STALE, PAUSE, PULL_BACK, FAILING, RECONNECT, BACKOFF,
+const ALL: [&str; 12] = [
+    HELLO, HEARTBEATS, START, DUPLICATE, STALE, PAUSE, PULL_BACK, CHECKPOINT, FAILING, UNKNOWN,
+    RECONNECT, BACKOFF,
 ];
 
 /// The heartbeat interval the suite's welcome asks for.
@@ -218,8 +221,27 @@ async fn script(
     far_back.pull_back_time = Some(timestamp_to_proto(
         chrono::Utc::now() - chrono::Duration::days(3650),
     ));
-    let refused = pull_back_refused(&mut stream, far_back, can_pull_back, within).await;
-    report.add(PULL_BACK, refused);
+    let expected = if can_pull_back {
+        "PULL_BACK_OUT_OF_RANGE"
+    } else {
+        "PULL_BACK_NOT_SUPPORTED"
+    };
+    report.add(
+        PULL_BACK,
+        refused(&mut stream, far_back, expected, within).await,
+    );
+
+    // Resuming from a checkpoint the control plane recorded, long gone
+    // from any store: starting anyway would skip data silently.
+    let mut lost = command("checkpoint-lost-3", connector, v1::CommandKind::Start, 3);
+    lost.checkpoint_time = Some(timestamp_to_proto(
+        chrono::Utc::now() - chrono::Duration::days(3650),
+    ));
+    let expected = "CHECKPOINT_OUT_OF_RANGE";
+    report.add(
+        CHECKPOINT,
+        refused(&mut stream, lost, expected, within).await,
+    );
 
     match &options.failing {
         None => report.skip(FAILING, "no --failing connector named"),
@@ -229,9 +251,14 @@ async fn script(
         }
     }
 
-    // Running again, then asked to reconnect: its next hello lists it.
-    let start = command("start-4", connector, v1::CommandKind::Start, 4);
-    carried_out(&mut stream, start, true, "RUNNING", 4, within).await?;
+    // Running again (told so with fields and a message its proto may not
+    // have; skipping to the earliest data held, as an operator does after a
+    // lost checkpoint), then asked to reconnect: its next hello lists it.
+    let mut start = command("start-4", connector, v1::CommandKind::Start, 4);
+    start.skip_to_earliest = true;
+    if !report.add(UNKNOWN, unknown_ignored(&mut stream, start, within).await) {
+        return Err("the start with unknown fields was not carried out".to_owned());
+    }
     let reconnected = reconnect(stream, calls, connector, within).await;
     let stream = match reconnected {
         Ok((stream, saw)) => {
@@ -266,18 +293,16 @@ fn heartbeat_rhythm(stream: &Stream) -> Result<String, String> {
     if rising && on_time { Ok(saw) } else { Err(saw) }
 }
 
-async fn pull_back_refused(
+/// `command` (a START at generation 3, the connector STOPPED at 2) is
+/// refused with `expected`, not retriable, and applies nothing: still at
+/// generation 2, not running.
+async fn refused(
     stream: &mut Stream,
     command: v1::Command,
-    can_pull_back: bool,
+    expected: &str,
     within: Duration,
 ) -> Result<String, String> {
     let result = answer(stream, command, within).await?;
-    let expected = if can_pull_back {
-        "PULL_BACK_OUT_OF_RANGE"
-    } else {
-        "PULL_BACK_NOT_SUPPORTED"
-    };
     let (now, applied) = state(result.status.as_ref());
     let saw = format!(
         "success {}, reason {:?}, retriable {:?}, {now} at generation {applied}",
@@ -286,11 +311,61 @@ async fn pull_back_refused(
     let refused = !result.success
         && result.error_reason == expected
         && result.retriable != Some(true)
+        && (now == "STOPPED" || now == "FAILED")
         && applied == 2;
     if refused {
         Ok(saw)
     } else {
-        Err(format!("{saw}; expected {expected}, generation 2"))
+        Err(format!(
+            "{saw}; expected {expected}, STOPPED or FAILED at generation 2"
+        ))
+    }
+}
+
+/// A control message of a kind no agent knows yet, then `start` with
+/// fields its proto does not have (in the command and beside it): the
+/// agent must ignore what it does not know and carry out the start.
+async fn unknown_ignored(
+    stream: &mut Stream,
+    start: v1::Command,
+    within: Duration,
+) -> Result<String, String> {
+    use super::wire::append_field;
+    use prost::Message;
+    // Field 99 of ControlMessage: a message kind from a newer control plane.
+    let mut newer = Vec::new();
+    append_field(&mut newer, 99, b"a message kind this agent cannot know");
+    stream.send_raw(newer).await?;
+    let mut command = start.encode_to_vec();
+    append_field(
+        &mut command,
+        1000,
+        b"a command field this agent cannot know",
+    );
+    // Field 2 of ControlMessage is `command`.
+    let mut message = Vec::new();
+    append_field(&mut message, 2, &command);
+    append_field(&mut message, 1001, b"a field beside the command");
+    stream.send_raw(message).await?;
+    let result = stream.result(&start.id, within).await?;
+    let (now, applied) = state(result.status.as_ref());
+    let saw = format!(
+        "after a message of an unknown kind, a START with unknown fields: success {}, {now} at \
+         generation {applied}{}",
+        result.success,
+        if result.success {
+            String::new()
+        } else {
+            format!(", {}: {}", result.error_reason, result.error_message)
+        }
+    );
+    if result.success && now == "RUNNING" && applied == start.generation {
+        Ok(saw)
+    } else {
+        Err(format!(
+            "{saw}; expected RUNNING at generation {}",
+            start.generation
+        ))
     }
 }
 

@@ -2,10 +2,9 @@
 //! `Connect` stream to the checks, which script what it sends and read
 //! what the agent answers.
 
-use crate::proto::v1::{
-    self, AgentMessage, ControlMessage, agent_message, agent_service_server::AgentService,
-    control_message,
-};
+use super::wire::{Raw, agent_service_server::AgentService};
+use crate::proto::v1::{self, AgentMessage, ControlMessage, agent_message, control_message};
+use prost::Message;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -14,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 /// One `Connect` call of the agent under test.
 pub struct Stream {
     pub inbound: Streaming<AgentMessage>,
-    pub outbound: mpsc::Sender<Result<ControlMessage, Status>>,
+    pub outbound: mpsc::Sender<Result<Raw, Status>>,
     /// When the call arrived.
     pub at: Instant,
     /// Heartbeats read while waiting for something else.
@@ -28,7 +27,7 @@ pub struct Harness {
 
 #[tonic::async_trait]
 impl AgentService for Harness {
-    type ConnectStream = ReceiverStream<Result<ControlMessage, Status>>;
+    type ConnectStream = ReceiverStream<Result<Raw, Status>>;
 
     async fn connect(
         &self,
@@ -46,24 +45,6 @@ impl AgentService for Harness {
             .await
             .map_err(|_| Status::unavailable("the conformance run is over"))?;
         Ok(Response::new(ReceiverStream::new(receiver)))
-    }
-
-    async fn list_agents(
-        &self,
-        _: Request<v1::ListAgentsRequest>,
-    ) -> Result<Response<v1::ListAgentsResponse>, Status> {
-        Err(Status::unimplemented(
-            "the conformance suite serves Connect only",
-        ))
-    }
-
-    async fn list_replicas(
-        &self,
-        _: Request<v1::ListReplicasRequest>,
-    ) -> Result<Response<v1::ListReplicasResponse>, Status> {
-        Err(Status::unimplemented(
-            "the conformance suite serves Connect only",
-        ))
     }
 }
 
@@ -84,10 +65,17 @@ impl Stream {
     }
 
     pub async fn send(&self, message: control_message::Message) -> Result<(), String> {
+        let message = ControlMessage {
+            message: Some(message),
+        };
+        self.send_raw(message.encode_to_vec()).await
+    }
+
+    /// Sends bytes as they are: an encoded `ControlMessage`, perhaps with
+    /// fields the agent's proto does not have.
+    pub async fn send_raw(&self, bytes: Vec<u8>) -> Result<(), String> {
         self.outbound
-            .send(Ok(ControlMessage {
-                message: Some(message),
-            }))
+            .send(Ok(Raw(bytes)))
             .await
             .map_err(|_| "the stream is closed".to_owned())
     }

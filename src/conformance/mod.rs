@@ -8,11 +8,12 @@
 
 mod checks;
 mod harness;
+pub mod wire;
 
-use crate::proto::v1::agent_service_server::AgentServiceServer;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio_stream::wrappers::TcpListenerStream;
+use wire::agent_service_server::AgentServiceServer;
 
 /// What the run is told.
 #[derive(Clone, Debug)]

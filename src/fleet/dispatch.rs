@@ -2,10 +2,11 @@
 //! and handing them to their streams.
 
 use super::{Fleet, Outbound};
-use crate::domain::Session;
+use crate::domain::{Command, CommandKind, Session};
 use crate::proto::v1::ControlMessage;
 use crate::store::{Claim, FleetStore};
-use std::collections::HashSet;
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -76,6 +77,7 @@ impl<S: FleetStore> Fleet<S> {
                 return;
             }
         };
+        let checkpoints = self.checkpoints(&claimed).await;
         for (session, command) in claimed {
             let Some((_, outbound, session_token)) = local
                 .iter()
@@ -98,15 +100,27 @@ impl<S: FleetStore> Fleet<S> {
                 opentelemetry::KeyValue::new("region", region.to_owned()),
                 opentelemetry::KeyValue::new("kind", command.kind.as_str()),
             ];
-            let message = ControlMessage {
-                message: Some(crate::proto::v1::control_message::Message::Command(
-                    crate::proto::convert::command_to_proto(command),
-                )),
+            let resumes = resumes(&command);
+            let mut proto = crate::proto::convert::command_to_proto(command);
+            let sent = match (&checkpoints, resumes) {
+                // Unknown checkpoint: not sent without it; the next round
+                // tries again.
+                (None, true) => false,
+                (checkpoints, _) => {
+                    proto.checkpoint_time = checkpoints
+                        .as_ref()
+                        .filter(|_| resumes)
+                        .and_then(|c| c.get(&proto.connector_id).copied().flatten())
+                        .map(crate::proto::convert::timestamp_to_proto);
+                    let message = ControlMessage {
+                        message: Some(crate::proto::v1::control_message::Message::Command(proto)),
+                    };
+                    span.in_scope(|| {
+                        debug!("delivering command");
+                        outbound.try_send(Ok(message)).is_ok()
+                    })
+                }
             };
-            let sent = span.in_scope(|| {
-                debug!("delivering command");
-                outbound.try_send(Ok(message)).is_ok()
-            });
             if sent {
                 let delay = (chrono::Utc::now() - created).to_std().unwrap_or_default();
                 crate::telemetry::metrics::instruments()
@@ -121,4 +135,39 @@ impl<S: FleetStore> Fleet<S> {
             }
         }
     }
+
+    /// The recorded checkpoints of the connectors that claimed STARTs
+    /// resume from, so that an agent without one of its own (restarted, or
+    /// new to the connector) resumes there, never silently from now. None
+    /// when they could not be read.
+    async fn checkpoints(
+        &self,
+        claimed: &[(Session, Command)],
+    ) -> Option<HashMap<String, Option<DateTime<Utc>>>> {
+        let ids: Vec<String> = claimed
+            .iter()
+            .filter(|(_, command)| resumes(command))
+            .map(|(_, command)| command.connector_id.clone())
+            .collect();
+        if ids.is_empty() {
+            return Some(HashMap::new());
+        }
+        match self.store.connectors_by_id(&ids).await {
+            Ok(connectors) => Some(
+                connectors
+                    .into_iter()
+                    .map(|connector| (connector.id, connector.checkpoint_time))
+                    .collect(),
+            ),
+            Err(error) => {
+                warn!(%error, "reading the checkpoints starts resume from failed; they stay pending");
+                None
+            }
+        }
+    }
+}
+
+/// A START without a pull-back time: it resumes from the checkpoint.
+fn resumes(command: &Command) -> bool {
+    command.kind == CommandKind::Start && command.pull_back_time.is_none()
 }

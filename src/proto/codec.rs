@@ -36,7 +36,7 @@ where
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        MessageDecoder(PhantomData)
+        MessageDecoder::default()
     }
 }
 
@@ -44,6 +44,12 @@ where
 /// the reason `MALFORMED_MESSAGE`.
 #[derive(Debug)]
 pub struct MessageDecoder<U>(PhantomData<U>);
+
+impl<U> Default for MessageDecoder<U> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
 
 impl<U: Message + Default> Decoder for MessageDecoder<U> {
     type Item = U;

@@ -138,6 +138,8 @@ pub fn command_to_proto(c: Command) -> v1::Command {
         late_result_time: c.late_result.map(|(_, time)| timestamp_to_proto(time)),
         principal: c.principal,
         skip_to_earliest: c.skip_to_earliest,
+        // Set by dispatch, as the command is delivered.
+        checkpoint_time: None,
     }
 }
 

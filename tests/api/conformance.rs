@@ -2,6 +2,7 @@
 //! with each of its drivers: every check passes.
 
 use crate::helpers::*;
+use connector_control::agent::driver::{Capabilities, Observation, Refusal, Start};
 use connector_control::agent::process::spec;
 use connector_control::agent::{self, Driver, Processes, Simulated};
 use connector_control::conformance::{self, Check, Options, Outcome};
@@ -36,7 +37,7 @@ async fn check(driver: impl Driver, connectors: &[&str], failing: Option<&str>) 
 /// must have been skipped (not failed, not passed).
 fn assert_passed(checks: &[Check], expected_skipped: &[&str]) {
     let table = conformance::table(checks);
-    assert_eq!(checks.len(), 10, "{table}");
+    assert_eq!(checks.len(), 12, "{table}");
     for check in checks {
         let expected = if expected_skipped
             .iter()
@@ -57,13 +58,19 @@ async fn the_reference_agent_with_simulated_connectors_passes_every_check() {
     assert_passed(&checks, &["failing on its own"]);
 }
 
-/// A connector process that refuses a pull-back its store (one day) cannot
-/// serve, and otherwise runs until stopped.
-const REPLICATOR: &str = r#"if [ -n "$CONNECTOR_PULL_BACK_TIME" ]; then
-  asked=$(date -u -d "$CONNECTOR_PULL_BACK_TIME" +%s)
-  earliest=$(date -u -d '1 day ago' +%s)
-  if [ "$asked" -lt "$earliest" ]; then
+/// A connector process that refuses a pull-back or a checkpoint its store
+/// (one day) cannot serve, and otherwise runs until stopped. Each start
+/// leaves its generation in `starts`, beside the script.
+const REPLICATOR: &str = r#"echo "$CONNECTOR_GENERATION" >> "$(dirname "$0")/starts"
+earliest=$(date -u -d '1 day ago' +%s)
+if [ -n "$CONNECTOR_PULL_BACK_TIME" ]; then
+  if [ "$(date -u -d "$CONNECTOR_PULL_BACK_TIME" +%s)" -lt "$earliest" ]; then
     echo '{"error_reason": "PULL_BACK_OUT_OF_RANGE", "retriable": false, "message": "the store holds one day"}'
+    exit 2
+  fi
+elif [ -n "$CONNECTOR_CHECKPOINT_TIME" ] && [ "$CONNECTOR_SKIP_TO_EARLIEST" = false ]; then
+  if [ "$(date -u -d "$CONNECTOR_CHECKPOINT_TIME" +%s)" -lt "$earliest" ]; then
+    echo '{"error_reason": "CHECKPOINT_OUT_OF_RANGE", "retriable": false, "message": "the checkpoint is gone"}'
     exit 2
   fi
 fi
@@ -91,6 +98,61 @@ async fn the_reference_agent_with_supervised_processes_passes_every_check() {
     .unwrap();
     let checks = check(Processes::new(specs), &["c1", "c3"], Some("c3")).await;
     assert_passed(&checks, &[]);
+    // The duplicate START of generation 1 ran nothing: one process per
+    // start (the refused ones at generation 3 included).
+    let starts = std::fs::read_to_string(dir.0.join("starts")).unwrap();
+    assert_eq!(starts.lines().collect::<Vec<_>>(), ["1", "3", "3", "4"]);
+}
+
+/// The simulation, except that it ignores the store: it starts from any
+/// pull-back or checkpoint, however old (data skipped silently).
+struct IgnoresTheStore(Simulated);
+
+impl Driver for IgnoresTheStore {
+    fn name(&self) -> &str {
+        "ignores-the-store"
+    }
+    fn capabilities(&self) -> Capabilities {
+        self.0.capabilities()
+    }
+    async fn start(&self, start: Start) -> Result<(), Refusal> {
+        self.0
+            .start(Start {
+                pull_back_time: None,
+                checkpoint_time: None,
+                ..start
+            })
+            .await
+    }
+    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
+        self.0.pause(connector_id).await
+    }
+    fn observe(&self) -> Vec<Observation> {
+        self.0.observe()
+    }
+}
+
+#[tokio::test]
+async fn an_agent_that_skips_data_the_store_lost_fails_those_checks_alone() {
+    let driver = IgnoresTheStore(Simulated::new(
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    ));
+    let checks = check(driver, &["c1"], None).await;
+    let table = conformance::table(&checks);
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|c| c.outcome == Outcome::Failed)
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(
+        failed,
+        [
+            "a pull-back outside the store refused, not retriable",
+            "a start from a checkpoint the store lost refused, not retriable"
+        ],
+        "{table}"
+    );
 }
 
 #[tokio::test]

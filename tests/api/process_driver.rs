@@ -29,6 +29,7 @@ fn start(generation: i64) -> Start {
         connector_id: "c1".to_owned(),
         generation,
         pull_back_time: None,
+        checkpoint_time: None,
         skip_to_earliest: false,
     }
 }
@@ -104,6 +105,41 @@ async fn a_start_is_ready_at_the_first_report_and_a_pause_stops_the_process() {
     assert_eq!(stopped.run, Run::Stopped);
     assert!(stopped.message.contains("SIGTERM"), "{}", stopped.message);
     assert!(gone(pid));
+}
+
+#[tokio::test]
+async fn a_start_resumes_from_the_recorded_checkpoint_else_from_the_last_report() {
+    let dir = TempDir::new();
+    let script = r#"echo '{"checkpoint_time":"2026-12-07T10:00:00Z","message":"from '"$CONNECTOR_CHECKPOINT_TIME"'"}'
+exec sleep 600
+"#;
+    let driver = driver(&dir, script, "");
+    let resumed_from = async |start: Start| {
+        driver.start(start).await.unwrap();
+        let message = observed(&driver).message;
+        driver.pause("c1").await.unwrap();
+        message
+    };
+    assert_eq!(
+        resumed_from(start(1)).await,
+        "from ",
+        "nothing recorded yet"
+    );
+    assert_eq!(
+        resumed_from(start(2)).await,
+        "from 2026-12-07T10:00:00+00:00",
+        "its own last report"
+    );
+    let recorded = "2026-12-07T09:00:00Z".parse().unwrap();
+    let from_record = Start {
+        checkpoint_time: Some(recorded),
+        ..start(3)
+    };
+    assert_eq!(
+        resumed_from(from_record).await,
+        "from 2026-12-07T09:00:00+00:00",
+        "the control plane's record wins"
+    );
 }
 
 #[tokio::test]

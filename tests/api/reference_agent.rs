@@ -40,6 +40,20 @@ async fn start_and_wait(
         .into_inner()
 }
 
+async fn pause_and_wait(app: &TestApp, connector_id: &str) -> v1::PauseConnectorResponse {
+    let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
+        wait: true,
+        ..pause_request(connector_id)
+    });
+    pause.set_timeout(Duration::from_secs(20));
+    app.client
+        .clone()
+        .pause_connector(pause)
+        .await
+        .expect("PauseConnector")
+        .into_inner()
+}
+
 #[tokio::test]
 async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
     let app = spawn_app().await;
@@ -56,19 +70,7 @@ async fn the_reference_agent_runs_and_pauses_connectors_and_reports_them() {
         .await;
     assert_eq!(reported.latency.unwrap().seconds, 3);
 
-    let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
-        wait: true,
-        ..pause_request("c1")
-    });
-    pause.set_timeout(Duration::from_secs(20));
-    let paused = app
-        .client
-        .clone()
-        .pause_connector(pause)
-        .await
-        .unwrap()
-        .into_inner();
-    let paused = paused.connector.unwrap();
+    let paused = pause_and_wait(&app, "c1").await.connector.unwrap();
     assert_eq!(paused.state, S::Stopped as i32);
     // A stopped connector's last latency is history, not a lag: not shown.
     assert_eq!(paused.latency, None);
@@ -106,12 +108,7 @@ async fn a_connector_paused_longer_than_its_store_keeps_data_starts_only_by_an_e
         Simulated::new(Duration::from_millis(100), Duration::from_secs(2)),
     );
     start_and_wait(&app, start_request("c1")).await;
-    let mut pause = tonic::Request::new(v1::PauseConnectorRequest {
-        wait: true,
-        ..pause_request("c1")
-    });
-    pause.set_timeout(Duration::from_secs(20));
-    app.client.clone().pause_connector(pause).await.unwrap();
+    pause_and_wait(&app, "c1").await;
     // The store moves on while the connector waits: its checkpoint is
     // soon older than anything the store holds.
     let seconds = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
@@ -154,6 +151,64 @@ async fn a_connector_paused_longer_than_its_store_keeps_data_starts_only_by_an_e
     assert!(
         seconds(&running.checkpoint_time) > seconds(&stale.checkpoint_time),
         "it resumed from the earliest data, not the lost checkpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_restarted_agent_resumes_from_the_recorded_checkpoint_never_from_now() {
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    // Lagging 3 s: c1's checkpoint is 3 s old when it stops.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(agent::run(config(&app, "ref-1"), simulated(), async {
+        let _ = stopped.await;
+    }));
+    start_and_wait(&app, start_request("c1")).await;
+    let paused = pause_and_wait(&app, "c1").await.connector.unwrap();
+    let recorded = paused.checkpoint_time.expect("a recorded checkpoint");
+    drop(stop);
+    first
+        .await
+        .unwrap()
+        .expect("the first agent stopped cleanly");
+
+    // The agent restarts, knowing nothing of c1, over a store that now
+    // keeps only the last second: the recorded checkpoint is gone from it.
+    // Resuming "from now" would skip those 3 s of changes silently.
+    let _agent = run_agent(
+        config(&app, "ref-1"),
+        Simulated::new(Duration::from_millis(100), Duration::from_secs(1)),
+    );
+    let refused = start_and_wait(&app, start_request("c1")).await;
+    let command = refused.command.unwrap();
+    assert_eq!(
+        (command.status, command.error_reason.as_str()),
+        (v1::CommandStatus::Failed as i32, "CHECKPOINT_OUT_OF_RANGE"),
+        "{}",
+        command.error_message
+    );
+    let connector = refused.connector.unwrap();
+    assert_eq!(connector.state, S::Stopped as i32);
+    assert_eq!(
+        connector.checkpoint_time.as_ref(),
+        Some(&recorded),
+        "the refused start made up no checkpoint"
+    );
+
+    // Skipping on purpose resumes from the earliest data the store holds.
+    let skipped = start_and_wait(
+        &app,
+        v1::StartConnectorRequest {
+            skip_to_earliest: true,
+            ..start_request("c1")
+        },
+    )
+    .await;
+    let running = skipped.connector.unwrap();
+    assert_eq!(running.state, S::Running as i32);
+    assert!(
+        running.checkpoint_time.unwrap().seconds >= recorded.seconds,
+        "resumed after the lost checkpoint"
     );
 }
 

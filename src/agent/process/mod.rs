@@ -22,7 +22,8 @@
 //! The process is told what to do by environment variables, also usable as
 //! `{placeholders}` in its arguments: `CONNECTOR_ID`, `CONNECTOR_GENERATION`,
 //! `CONNECTOR_PULL_BACK_TIME` (RFC 3339; empty without a pull-back),
-//! `CONNECTOR_CHECKPOINT_TIME` (the last checkpoint it reported; empty if
+//! `CONNECTOR_CHECKPOINT_TIME` (where to resume: the checkpoint the control
+//! plane recorded last, else the last one the process reported; empty if
 //! none) and `CONNECTOR_SKIP_TO_EARLIEST` (`true` or `false`).
 
 pub mod report;
@@ -409,7 +410,11 @@ impl Driver for Processes {
             // Already running (a start the session had not heard of).
             return Ok(());
         }
-        let checkpoint = previous.and_then(|p| p.observed.lock().unwrap().checkpoint_time);
+        // The recorded checkpoint wins: the process's own last report may
+        // be older (another agent ran it since) or gone (agent restart).
+        let checkpoint = start
+            .checkpoint_time
+            .or_else(|| previous.and_then(|p| p.observed.lock().unwrap().checkpoint_time));
         let supervised = spawn(spec, &start, checkpoint).map_err(|error| {
             Refusal::new(
                 "PROCESS_NOT_STARTED",
