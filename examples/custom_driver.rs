@@ -89,7 +89,7 @@ impl Driver for Tickers {
         Ok(())
     }
 
-    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
+    async fn pause(&self, connector_id: &str, _generation: i64) -> Result<(), Refusal> {
         let ticking = self.running.lock().unwrap().remove(connector_id);
         if let Some(Ticking { stop, task }) = ticking {
             stop.cancel();
@@ -119,6 +119,7 @@ impl Driver for Tickers {
                     store_range: None,
                     message: format!("{} rows applied", progress.rows),
                     retriable: None,
+                    generation: None,
                 }
             })
             .collect()

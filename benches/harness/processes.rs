@@ -89,7 +89,7 @@ pub(crate) async fn processes(plan: &Plan) -> anyhow::Result<Vec<Line>> {
             .map_err(|refusal| anyhow::anyhow!("{refusal:?}"))?;
         ours.push(started.elapsed());
         driver
-            .pause(&id)
+            .pause(&id, 2)
             .await
             .map_err(|r| anyhow::anyhow!("{r:?}"))?;
     }

@@ -68,6 +68,11 @@ pub struct Observation {
     /// FAILED only: false when starting it again cannot help (the control
     /// plane then does not restart it automatically).
     pub retriable: Option<bool>,
+    /// The generation of the last start or pause the runtime itself keeps
+    /// as applied (it outlives the agent: after a restart, the session
+    /// reports it until a command applies a newer one). None: the runtime
+    /// keeps none; the session counts.
+    pub generation: Option<i64>,
 }
 
 impl Observation {
@@ -81,6 +86,7 @@ impl Observation {
             store_range: None,
             message: String::new(),
             retriable: None,
+            generation: None,
         }
     }
 }
@@ -127,8 +133,14 @@ pub trait Driver: Send + Sync + 'static {
     /// it. A refusal leaves the connector as it was.
     fn start(&self, start: Start) -> impl Future<Output = Result<(), Refusal>> + Send;
 
-    /// Stops a running connector; done once it has stopped.
-    fn pause(&self, connector_id: &str) -> impl Future<Output = Result<(), Refusal>> + Send;
+    /// Stops a running connector; done once it has stopped. `generation`
+    /// is the one this pause establishes (a runtime that keeps what it
+    /// applied, as `Observation::generation`, keeps it).
+    fn pause(
+        &self,
+        connector_id: &str,
+        generation: i64,
+    ) -> impl Future<Output = Result<(), Refusal>> + Send;
 
     /// Every connector it runs, or ran and stopped or failed since the agent
     /// started, as it is now. A connector it runs must be here: one missing

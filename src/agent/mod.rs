@@ -15,15 +15,20 @@
 //!   pull-back outside it (`PULL_BACK_OUT_OF_RANGE`) or a start from a
 //!   checkpoint it lost (`CHECKPOINT_OUT_OF_RANGE`, unless
 //!   `skip_to_earliest`);
+//! - `process/` (`--driver process`) runs each connector as a supervised
+//!   child process, and `postgres/` (`--driver postgres`) makes each a
+//!   PostgreSQL logical-replication subscription;
 //! - this file reconnects with jittered exponential backoff (1 s x 1.6, at
 //!   most 30 s), moving to the next replica each time.
 
 pub mod driver;
+pub mod postgres;
 pub mod process;
 mod session;
 pub mod simulated;
 
 pub use driver::Driver;
+pub use postgres::Subscriptions;
 pub use process::Processes;
 pub use simulated::Simulated;
 

@@ -60,7 +60,8 @@ impl<D: Driver> Connectors<D> {
             .into_iter()
             .map(|observed| {
                 let generation = applied.get(&observed.connector_id).copied();
-                status(observed, generation.unwrap_or(0))
+                let generation = generation.or(observed.generation).unwrap_or(0);
+                status(observed, generation)
             })
             .collect()
     }
@@ -117,7 +118,11 @@ async fn carry_out<D: Driver>(
     crate::telemetry::continue_trace(&span, &command.trace_context);
     async {
         let id = &command.connector_id;
-        let before = applied.lock().unwrap().get(id).copied().unwrap_or(0);
+        // What this agent applied, else what the runtime keeps (from before
+        // an agent restart).
+        let kept = || driver.observe_connector(id).and_then(|o| o.generation);
+        let before = applied.lock().unwrap().get(id).copied();
+        let before = before.or_else(kept).unwrap_or(0);
         let outcome = if command.generation <= before {
             // Already applied: a redelivery.
             Ok(())
@@ -131,10 +136,11 @@ async fn carry_out<D: Driver>(
             }
             outcome
         };
-        let generation = applied.lock().unwrap().get(id).copied().unwrap_or(0);
         let observed = driver
             .observe_connector(id)
             .unwrap_or_else(|| Observation::stopped(id));
+        let generation = applied.lock().unwrap().get(id).copied();
+        let generation = generation.or(observed.generation).unwrap_or(0);
         let mut result = v1::CommandResult {
             command_id: command.id.clone(),
             success: outcome.is_ok(),
@@ -187,7 +193,11 @@ async fn run<D: Driver>(driver: &D, command: &v1::Command) -> Result<(), Refusal
                 })
                 .await
         }
-        Ok(v1::CommandKind::Pause) => driver.pause(&command.connector_id).await,
+        Ok(v1::CommandKind::Pause) => {
+            driver
+                .pause(&command.connector_id, command.generation)
+                .await
+        }
         _ => Err(Refusal::new(
             "UNKNOWN_COMMAND",
             format!("command kind {} is not known", command.kind),
@@ -367,7 +377,7 @@ mod tests {
         let result = carry_out(&driver, &applied, start.clone()).await;
         assert!(result.success);
         assert_eq!(state(&result), (Running, 1));
-        driver.pause("c1").await.unwrap();
+        driver.pause("c1", 2).await.unwrap();
         // A redelivery is acknowledged and changes nothing.
         let result = carry_out(&driver, &applied, start).await;
         assert!(result.success);
@@ -403,8 +413,8 @@ mod tests {
         async fn start(&self, start: Start) -> Result<(), Refusal> {
             self.0.start(start).await
         }
-        async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
-            self.0.pause(connector_id).await
+        async fn pause(&self, connector_id: &str, generation: i64) -> Result<(), Refusal> {
+            self.0.pause(connector_id, generation).await
         }
         fn observe(&self) -> Vec<Observation> {
             self.0.observe()

@@ -114,6 +114,7 @@ impl Simulated {
             store_range: Some(self.store_range(now)),
             message: String::new(),
             retriable: None,
+            generation: None,
         }
     }
 }
@@ -168,7 +169,7 @@ impl Driver for Simulated {
         })
     }
 
-    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
+    async fn pause(&self, connector_id: &str, _generation: i64) -> Result<(), Refusal> {
         self.with(connector_id, |connector, _| connector.running = false);
         Ok(())
     }
@@ -256,7 +257,7 @@ mod tests {
     async fn a_start_from_a_checkpoint_the_store_lost_fails_unless_skipping() {
         let driver = simulated();
         driver.start(start(1)).await.unwrap();
-        driver.pause("c1").await.unwrap();
+        driver.pause("c1", 2).await.unwrap();
         // Two hours later, with one hour of retention.
         let stopped_at = Utc::now() - chrono::Duration::hours(2);
         rewind(&driver, |c| c.checkpoint = Some(stopped_at));

@@ -265,6 +265,7 @@ fn rejection_status(rejection: Rejection) -> Status {
             connector_id,
             region,
             agents,
+            ..
         } => failed(
             ErrorReason::PullBackNotSupported,
             connector_id,

@@ -34,11 +34,12 @@ pub(crate) fn connector_view(
         Some(crate::domain::LagCause::Latency) => v1::LagCause::Latency,
         Some(crate::domain::LagCause::AgentOffline) => v1::LagCause::AgentOffline,
     };
-    let running = connector.state == crate::domain::ConnectorState::Running;
+    let silent = connector.state == crate::domain::ConnectorState::Unknown;
     let mut view = convert::connector_to_proto(connector);
-    // A latency means something only while the connector runs: a stopped
-    // (or silent) connector's last one is history, not a lag.
-    if !running {
+    // The latency its agent measures now (each report replaces it): a
+    // paused PostgreSQL subscription falls behind, a stopped simulation
+    // reports none. A silent connector's last one is history, not a lag.
+    if silent {
         view.latency = None;
     }
     view.status_message = message;

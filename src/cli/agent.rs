@@ -34,19 +34,21 @@ pub struct AgentArgs {
     pub agent_id: String,
 
     /// What runs the connectors: `simulated` (connectors whose checkpoints
-    /// advance over a store of --store-retention, reporting --latency) or
+    /// advance over a store of --store-retention, reporting --latency),
     /// `process` (each connector a supervised process, as
-    /// --connectors-file says).
+    /// --connectors-file says) or `postgres` (each connector a PostgreSQL
+    /// logical-replication subscription, as --connectors-file says).
     #[arg(long, env = "AGENT_DRIVER", value_enum, default_value = "simulated")]
     pub driver: DriverKind,
 
     /// `--driver process`: the TOML file naming, per connector id, its
     /// command line, environment, working directory, stop signal, grace
-    /// period, readiness time and no-retry exit codes.
+    /// period, readiness time and no-retry exit codes. `--driver postgres`:
+    /// per connector id, its destination and subscription.
     #[arg(
         long,
         env = "AGENT_CONNECTORS_FILE",
-        required_if_eq("driver", "process")
+        required_if_eq_any([("driver", "process"), ("driver", "postgres")])
     )]
     pub connectors_file: Option<std::path::PathBuf>,
 
@@ -74,6 +76,8 @@ pub enum DriverKind {
     Simulated,
     /// Each connector a supervised child process.
     Process,
+    /// Each connector a PostgreSQL logical-replication subscription.
+    Postgres,
 }
 
 /// Runs the reference agent until SIGTERM or SIGINT.
@@ -98,6 +102,15 @@ pub(super) async fn run(args: AgentArgs) -> anyhow::Result<()> {
             let driver = crate::agent::Processes::from_file(&file)?;
             // Each supervised process holds two pipes open here.
             crate::connections::raise_open_file_limit();
+            crate::agent::run(config, driver, shutdown_signal()).await
+        }
+        DriverKind::Postgres => {
+            let file = args
+                .connectors_file
+                .expect("clap requires --connectors-file with --driver postgres");
+            let driver =
+                crate::agent::Subscriptions::from_file(&file, crate::agent::postgres::DEFAULT_POLL)
+                    .await?;
             crate::agent::run(config, driver, shutdown_signal()).await
         }
     }

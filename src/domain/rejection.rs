@@ -33,8 +33,9 @@ pub enum Rejection {
         kind: ConnectorKind,
     },
     #[error(
-        "connector {connector_id} would run in region {region}, where agent(s) {} cannot pull back (their driver says so in its hello): start it without pull_back_time, or run it where the agents can (region)",
-        agents.join(", ")
+        "connector {connector_id} would run in region {region}, where agent(s) {} cannot pull back: their driver ({}) cannot replay from a time, as its hello says. Start it without pull_back_time, or run it where the agents can (region)",
+        agents.join(", "),
+        drivers.join(", ")
     )]
     PullBackNotSupportedByAgents {
         connector_id: String,
@@ -42,6 +43,8 @@ pub enum Rejection {
         region: String,
         /// The connected agents there whose driver cannot pull back.
         agents: Vec<String>,
+        /// Their drivers, as their hellos name them.
+        drivers: Vec<String>,
     },
     #[error("{}", pull_back_message(connector_id, *requested, range.as_ref(), *now))]
     PullBackOutOfRange {

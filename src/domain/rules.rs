@@ -62,19 +62,24 @@ pub fn pull_back_region<'a>(
 
 /// A pull-back the agents of its region cannot carry out is refused at call
 /// time, not sent: `without_pull_back` are the connected agents of
-/// `pull_back_region` whose driver says it cannot pull back.
+/// `pull_back_region` whose driver says it cannot pull back, with that
+/// driver's name.
 pub fn check_pull_back_capable(
     connector: &Connector,
     region: &str,
-    without_pull_back: Vec<String>,
+    without_pull_back: Vec<(String, String)>,
 ) -> Result<(), Rejection> {
     if without_pull_back.is_empty() {
         return Ok(());
     }
+    let (agents, mut drivers): (Vec<String>, Vec<String>) = without_pull_back.into_iter().unzip();
+    drivers.sort();
+    drivers.dedup();
     Err(Rejection::PullBackNotSupportedByAgents {
         connector_id: connector.id.clone(),
         region: region.to_owned(),
-        agents: without_pull_back,
+        agents,
+        drivers,
     })
 }
 

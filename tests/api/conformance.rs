@@ -124,8 +124,8 @@ impl Driver for IgnoresTheStore {
             })
             .await
     }
-    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
-        self.0.pause(connector_id).await
+    async fn pause(&self, connector_id: &str, generation: i64) -> Result<(), Refusal> {
+        self.0.pause(connector_id, generation).await
     }
     fn observe(&self) -> Vec<Observation> {
         self.0.observe()

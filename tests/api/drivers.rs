@@ -178,8 +178,8 @@ impl Driver for SlowStart {
         }
         self.inner.start(start).await
     }
-    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
-        self.inner.pause(connector_id).await
+    async fn pause(&self, connector_id: &str, generation: i64) -> Result<(), Refusal> {
+        self.inner.pause(connector_id, generation).await
     }
     fn observe(&self) -> Vec<Observation> {
         self.inner.observe()

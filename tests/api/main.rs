@@ -26,6 +26,7 @@ mod list;
 mod observability;
 mod patroni;
 mod pgbouncer;
+mod postgres_driver;
 mod process;
 mod process_driver;
 mod reference_agent;

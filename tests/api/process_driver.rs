@@ -100,7 +100,7 @@ async fn a_start_is_ready_at_the_first_report_and_a_pause_stops_the_process() {
 
     let pid = pid(&dir).await;
     assert!(!gone(pid));
-    driver.pause("c1").await.unwrap();
+    driver.pause("c1", 2).await.unwrap();
     let stopped = observed(&driver);
     assert_eq!(stopped.run, Run::Stopped);
     assert!(stopped.message.contains("SIGTERM"), "{}", stopped.message);
@@ -117,7 +117,7 @@ exec sleep 600
     let resumed_from = async |start: Start| {
         driver.start(start).await.unwrap();
         let message = observed(&driver).message;
-        driver.pause("c1").await.unwrap();
+        driver.pause("c1", 2).await.unwrap();
         message
     };
     assert_eq!(
@@ -149,7 +149,7 @@ async fn a_process_that_ignores_its_stop_signal_is_killed_after_the_grace_period
     let driver = driver(&dir, body, "stop_grace = \"300ms\"");
     driver.start(start(1)).await.unwrap();
     let pid = pid(&dir).await;
-    driver.pause("c1").await.unwrap();
+    driver.pause("c1", 2).await.unwrap();
     let stopped = observed(&driver);
     assert_eq!(stopped.run, Run::Stopped);
     assert!(stopped.message.contains("SIGKILL"), "{}", stopped.message);
@@ -193,7 +193,7 @@ async fn readiness_is_a_first_report_or_staying_up_and_an_early_exit_fails_the_s
     let quiet = driver(&dir, "exec sleep 600\n", "readiness = \"200ms\"");
     quiet.start(start(1)).await.unwrap();
     assert_eq!(observed(&quiet).run, Run::Running);
-    quiet.pause("c1").await.unwrap();
+    quiet.pause("c1", 2).await.unwrap();
 
     let exits = |code: i32| format!("echo 'bad config' >&2\nexit {code}\n");
     let retried = driver(&dir, &exits(1), "no_retry_exit_codes = [78]");

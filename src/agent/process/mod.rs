@@ -140,6 +140,7 @@ impl Supervised {
             retriable: (observed.run == Run::Failed)
                 .then_some(observed.retriable)
                 .flatten(),
+            generation: None,
         }
     }
 
@@ -455,7 +456,7 @@ impl Driver for Processes {
         Err(refusal)
     }
 
-    async fn pause(&self, connector_id: &str) -> Result<(), Refusal> {
+    async fn pause(&self, connector_id: &str, _generation: i64) -> Result<(), Refusal> {
         let Some(supervised) = self.current(connector_id) else {
             return Ok(());
         };
@@ -490,7 +491,7 @@ impl Driver for Processes {
             .filter(|(_, supervised)| supervised.alive())
             .map(|(id, _)| id.clone())
             .collect();
-        futures_util::future::join_all(running.iter().map(|id| self.pause(id))).await;
+        futures_util::future::join_all(running.iter().map(|id| self.pause(id, 0))).await;
     }
 
     fn observe_connector(&self, connector_id: &str) -> Option<Observation> {

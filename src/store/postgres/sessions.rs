@@ -73,7 +73,8 @@ pub(super) async fn apply_updates(
     if updates.is_empty() {
         return Ok(());
     }
-    // NULL keeps a column as it is.
+    // NULL keeps a column as it is; but an observation replaces the latency
+    // (none: the agent measures no lag now, a stopped simulation say).
     let ids = column(updates, |(id, _)| *id);
     client
         .execute(
@@ -84,16 +85,16 @@ pub(super) async fn apply_updates(
                  server_ip = COALESCE(v.server_ip, c.server_ip),
                  region = COALESCE(v.region, c.region),
                  checkpoint_time = COALESCE(v.checkpoint_time, c.checkpoint_time),
-                 latency_us = COALESCE(v.latency_us, c.latency_us),
+                 latency_us = CASE WHEN v.observed THEN v.latency_us ELSE c.latency_us END,
                  store_earliest_time = COALESCE(v.earliest, c.store_earliest_time),
                  store_latest_time = COALESCE(v.latest, c.store_latest_time),
                  status_message = COALESCE(v.status_message, c.status_message),
                  update_time = now()
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
                          $7::timestamptz[], $8::int8[], $9::timestamptz[], $10::timestamptz[],
-                         $11::text[])
+                         $11::text[], $12::bool[])
                   AS v(id, state, desired_state, agent_id, server_ip, region, checkpoint_time,
-                       latency_us, earliest, latest, status_message)
+                       latency_us, earliest, latest, status_message, observed)
              WHERE c.id = v.id",
             &[
                 &ids,
@@ -117,6 +118,10 @@ pub(super) async fn apply_updates(
                     Some(u.observed.as_ref()?.store_range?.latest)
                 }),
                 &column(updates, |(_, u)| u.status_message.as_deref()),
+                &updates
+                    .iter()
+                    .map(|(_, u)| u.observed.is_some())
+                    .collect::<Vec<bool>>(),
             ],
         )
         .await?;

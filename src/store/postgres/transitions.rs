@@ -265,15 +265,15 @@ async fn undelivered_starts(
 async fn agents_without_pull_back(
     client: &impl Db,
     region: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     let rows = client
         .query(
-            "SELECT id FROM agents
+            "SELECT id, driver FROM agents
              WHERE region = $1 AND NOT pull_back AND disconnect_time IS NULL ORDER BY id",
             &[&region],
         )
         .await?;
-    Ok(rows.iter().map(|row| row.get(0)).collect())
+    Ok(rows.iter().map(|row| (row.get(0), row.get(1))).collect())
 }
 
 async fn region_exists(client: &impl Db, region: &str) -> Result<bool, StoreError> {

@@ -41,13 +41,18 @@ pub(super) fn get_command(
 fn agents_without_pull_back(
     connection: &Connection,
     region: &str,
-) -> Result<Vec<String>, StoreError> {
+) -> Result<Vec<(String, String)>, StoreError> {
     all(
         connection,
-        "SELECT id FROM agents
+        "SELECT id, driver FROM agents
          WHERE region = ?1 AND pull_back = 0 AND disconnect_time IS NULL ORDER BY id",
         [region],
-        |row| row.get(0).map_err(translate),
+        |row| {
+            Ok((
+                row.get(0).map_err(translate)?,
+                row.get(1).map_err(translate)?,
+            ))
+        },
     )
 }
 

@@ -81,7 +81,7 @@ pub(super) fn apply_update(
                  server_ip = COALESCE(?5, server_ip),
                  region = COALESCE(?6, region),
                  checkpoint_time = COALESCE(?7, checkpoint_time),
-                 latency_us = COALESCE(?8, latency_us),
+                 latency_us = CASE WHEN ?13 THEN ?8 ELSE latency_us END,
                  store_earliest_time = COALESCE(?9, store_earliest_time),
                  store_latest_time = COALESCE(?10, store_latest_time),
                  status_message = COALESCE(?11, status_message),
@@ -102,6 +102,7 @@ pub(super) fn apply_update(
             range.map(|r| text(r.latest)),
             update.status_message,
             text(now()),
+            observed.is_some(),
         ])
         .map_err(translate)?;
     Ok(())

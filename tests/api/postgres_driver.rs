@@ -1,0 +1,395 @@
+//! `--driver postgres` on real PostgreSQL logical replication: a cluster of
+//! the test's own (`wal_level = logical`), a source and a destination
+//! database, a publication and a subscription per connector, the control
+//! plane and the agent with this driver. Rows really stop and flow again.
+
+use crate::helpers::*;
+use connector_control::agent::postgres::{Subscriptions, spec};
+use connector_control::agent::{self, Driver};
+use connector_control::proto::v1::{self, ConnectorState as S};
+use std::time::Duration;
+use tokio_postgres::{Client, NoTls};
+
+/// A cluster with a source and a destination database, and per
+/// subscription `s` (made by `subscribe`) a table `s_t` in both and a
+/// publication `s_p` of it.
+struct Replication {
+    cluster: PrivateCluster,
+    source: Client,
+    destination: Client,
+}
+
+async fn connect(url: &str) -> Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+impl Replication {
+    async fn new() -> Self {
+        let cluster = PrivateCluster::with_settings(&["wal_level=logical"]);
+        let admin = connect(&cluster.url()).await;
+        for name in ["source", "destination"] {
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+                .unwrap();
+        }
+        let source = connect(&cluster.url_of("source")).await;
+        let destination = connect(&cluster.url_of("destination")).await;
+        Replication {
+            cluster,
+            source,
+            destination,
+        }
+    }
+
+    /// A disabled subscription `name` to its table's publication, from now
+    /// on. Its slot is made first: in one cluster, CREATE SUBSCRIPTION
+    /// cannot make it.
+    async fn subscribe(&self, name: &str) {
+        let table = format!("CREATE TABLE {name}_t (id int PRIMARY KEY, v text)");
+        self.source
+            .batch_execute(&format!(
+                "{table}; CREATE PUBLICATION {name}_p FOR TABLE {name}_t"
+            ))
+            .await
+            .unwrap();
+        self.destination.batch_execute(&table).await.unwrap();
+        self.source
+            .execute(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&name],
+            )
+            .await
+            .unwrap();
+        self.destination
+            .batch_execute(&format!(
+                "CREATE SUBSCRIPTION {name}
+                   CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=source'
+                   PUBLICATION {name}_p
+                   WITH (enabled = false, create_slot = false, slot_name = '{name}',
+                         copy_data = false, disable_on_error = true)",
+                self.cluster.port
+            ))
+            .await
+            .unwrap();
+    }
+
+    /// The connectors file naming `subscriptions`, one connector each.
+    fn connectors_file(&self, subscriptions: &[(&str, &str)]) -> String {
+        subscriptions
+            .iter()
+            .map(|(connector, subscription)| {
+                format!(
+                    "[connectors.{connector}]\ndestination = {:?}\nsubscription = {subscription:?}\n\
+                     readiness = \"20s\"\n",
+                    self.cluster.url_of("destination")
+                )
+            })
+            .collect()
+    }
+
+    /// Rows `ids` at the source, for subscription `name`.
+    async fn insert(&self, name: &str, ids: std::ops::RangeInclusive<i32>) {
+        for id in ids {
+            self.source
+                .execute(
+                    &format!("INSERT INTO {name}_t VALUES ($1, 'from the source')"),
+                    &[&id],
+                )
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Runs `sql` at the destination.
+    async fn at_destination(&self, sql: &str) {
+        self.destination.batch_execute(sql).await.unwrap();
+    }
+
+    /// The ids at the destination, of subscription `name`'s table.
+    async fn arrived(&self, name: &str) -> Vec<i32> {
+        self.destination
+            .query(&format!("SELECT id FROM {name}_t ORDER BY id"), &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+
+    /// Waits until the destination holds exactly `ids` in `name`'s table.
+    async fn arrives(&self, name: &str, ids: std::ops::RangeInclusive<i32>) {
+        let wanted: Vec<i32> = ids.collect();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let now = self.arrived(name).await;
+            if now == wanted {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the destination holds {now:?}, not {wanted:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The agent with the postgres driver, in this process, until dropped.
+async fn run_agent(app: &TestApp, file: &str) -> tokio::sync::oneshot::Sender<()> {
+    let driver = Subscriptions::new(spec::parse(file).unwrap(), Duration::from_millis(200)).await;
+    assert_eq!(driver.name(), "postgres");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(agent::run(agent_config(app.addr, "pg-1"), driver, async {
+        let _ = stopped.await;
+    }));
+    stop
+}
+
+async fn call_and_wait(app: &TestApp, start: bool, id: &str) -> v1::Connector {
+    let mut client = app.client.clone();
+    let connector = if start {
+        let mut request = tonic::Request::new(v1::StartConnectorRequest {
+            wait: true,
+            ..start_request(id)
+        });
+        request.set_timeout(Duration::from_secs(30));
+        client
+            .start_connector(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .connector
+    } else {
+        let mut request = tonic::Request::new(v1::PauseConnectorRequest {
+            wait: true,
+            ..pause_request(id)
+        });
+        request.set_timeout(Duration::from_secs(30));
+        client
+            .pause_connector(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .connector
+    };
+    connector.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_stop_at_a_pause_and_all_arrive_once_after_the_start() {
+    let replication = Replication::new().await;
+    replication.subscribe("c1_sub").await;
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    let _agent = run_agent(&app, &replication.connectors_file(&[("c1", "c1_sub")])).await;
+
+    let running = call_and_wait(&app, true, "c1").await;
+    assert_eq!(
+        running.state,
+        S::Running as i32,
+        "{}",
+        running.status_message
+    );
+    replication.insert("c1_sub", 1..=10).await;
+    replication.arrives("c1_sub", 1..=10).await;
+
+    let paused = call_and_wait(&app, false, "c1").await;
+    assert_eq!(paused.state, S::Stopped as i32);
+    replication.insert("c1_sub", 11..=20).await;
+    // Paused, it falls behind: its latency grows while no new row arrives.
+    let behind = app
+        .connector_becomes("c1", |c| c.latency.is_some_and(|l| l.seconds >= 1))
+        .await;
+    assert_eq!(behind.state, S::Stopped as i32);
+    assert_eq!(
+        replication.arrived("c1_sub").await,
+        (1..=10).collect::<Vec<_>>()
+    );
+
+    let again = call_and_wait(&app, true, "c1").await;
+    assert_eq!(again.state, S::Running as i32);
+    // Every row, exactly once (the primary key would refuse a second).
+    replication.arrives("c1_sub", 1..=20).await;
+    // Caught up: the latency falls back.
+    app.connector_becomes("c1", |c| c.latency.is_some_and(|l| l.seconds == 0))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conflicting_row_fails_the_connector_and_once_removed_the_automatic_start_heals_it() {
+    let replication = Replication::new().await;
+    replication.subscribe("c1_sub").await;
+    let app = spawn_app().await;
+    app.create(v1::Connector {
+        restart_policy: Some(v1::RestartPolicy {
+            initial_backoff: Some(prost_types::Duration {
+                seconds: 1,
+                nanos: 0,
+            }),
+            max_backoff: Some(prost_types::Duration {
+                seconds: 2,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        ..connector("c1", "orders")
+    })
+    .await;
+    let _agent = run_agent(&app, &replication.connectors_file(&[("c1", "c1_sub")])).await;
+    call_and_wait(&app, true, "c1").await;
+    replication.insert("c1_sub", 1..=3).await;
+    replication.arrives("c1_sub", 1..=3).await;
+
+    // Row 5 is already at the destination: applying the source's fails.
+    replication
+        .at_destination("INSERT INTO c1_sub_t VALUES (5, 'in the way')")
+        .await;
+    replication.insert("c1_sub", 4..=6).await;
+    let failed = app
+        .connector_becomes("c1", |c| {
+            c.state == S::Failed as i32 && c.status_message.contains("disabled")
+        })
+        .await;
+    assert!(
+        failed.status_message.contains("c1_sub"),
+        "{}",
+        failed.status_message
+    );
+
+    // Fixed at the destination: the restart policy's next start holds.
+    replication
+        .at_destination("DELETE FROM c1_sub_t WHERE id = 5")
+        .await;
+    let healed = app
+        .connector_becomes("c1", |c| {
+            c.state == S::Running as i32 && c.restart_count > 0
+        })
+        .await;
+    assert_eq!(healed.desired_state, S::Running as i32);
+    replication.arrives("c1_sub", 1..=6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_back_is_refused_at_the_call_and_a_missing_subscription_fails_for_good() {
+    let replication = Replication::new().await;
+    replication.subscribe("c1_sub").await;
+    let app = spawn_app().await;
+    app.create(connector("c1", "orders")).await;
+    app.create(connector("c2", "payments")).await;
+    let file = replication.connectors_file(&[("c1", "c1_sub"), ("c2", "no_such_sub")]);
+    let _agent = run_agent(&app, &file).await;
+
+    // The agent serves its other connectors when one fails for good.
+    let c2 = call_and_wait(&app, true, "c2").await;
+    assert_eq!(c2.state, S::Stopped as i32, "failed for good");
+    assert!(
+        c2.status_message.contains("no_such_sub") && c2.status_message.contains("does not exist"),
+        "{}",
+        c2.status_message
+    );
+
+    // Its hello said it cannot pull back: refused at the call.
+    let status = assert_error(
+        app.start(v1::StartConnectorRequest {
+            pull_back_time: Some(timestamp(chrono::Utc::now() - chrono::Duration::minutes(5))),
+            ..start_request("c1")
+        })
+        .await,
+        tonic::Code::FailedPrecondition,
+        "PULL_BACK_NOT_SUPPORTED",
+    );
+    assert!(
+        status.message().contains("driver (postgres)"),
+        "{}",
+        status.message()
+    );
+
+    let c1 = call_and_wait(&app, true, "c1").await;
+    assert_eq!(c1.state, S::Running as i32);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_the_agent_comes_back_to_what_postgresql_runs_and_nothing_is_lost() {
+    let replication = Replication::new().await;
+    replication.subscribe("c1_sub").await;
+    replication.subscribe("c2_sub").await;
+    let app = spawn_app().await;
+    // c1 is not restarted automatically: its failure stays to be seen.
+    app.create(v1::Connector {
+        restart_policy: Some(v1::RestartPolicy {
+            mode: v1::RestartMode::Never as i32,
+            ..Default::default()
+        }),
+        ..connector("c1", "orders")
+    })
+    .await;
+    app.create(connector("c2", "payments")).await;
+    let dir = TempDir::new();
+    let file = dir.0.join("connectors.toml");
+    std::fs::write(
+        &file,
+        replication.connectors_file(&[("c1", "c1_sub"), ("c2", "c2_sub")]),
+    )
+    .unwrap();
+    let control_plane = format!("http://{}", app.addr);
+    let args = [
+        "--control-plane",
+        &control_plane,
+        "--region",
+        "eu-2",
+        "--server-ip",
+        "10.0.2.9",
+        "--agent-id",
+        "pg-1",
+        "--driver",
+        "postgres",
+        "--connectors-file",
+        file.to_str().unwrap(),
+    ];
+    let mut agent = ServerProcess::spawn_agent(&args);
+    for id in ["c1", "c2"] {
+        assert_eq!(call_and_wait(&app, true, id).await.state, S::Running as i32);
+    }
+    replication.insert("c1_sub", 1..=5).await;
+    replication.insert("c2_sub", 1..=5).await;
+    replication.arrives("c1_sub", 1..=5).await;
+
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+    // Replication is PostgreSQL's: it goes on without the agent...
+    replication.insert("c2_sub", 6..=10).await;
+    replication.arrives("c2_sub", 1..=10).await;
+    // ... and c1's subscription fails on a conflicting row meanwhile.
+    replication
+        .at_destination("INSERT INTO c1_sub_t VALUES (7, 'in the way')")
+        .await;
+    replication.insert("c1_sub", 6..=8).await;
+
+    let _agent = ServerProcess::spawn_agent(&args);
+    let failed = app
+        .connector_becomes("c1", |c| c.state == S::Failed as i32)
+        .await;
+    assert!(
+        failed.status_message.contains("disabled"),
+        "{}",
+        failed.status_message
+    );
+    assert_eq!(app.get("c2").await.state, S::Running as i32);
+
+    // Fixed, and started again: every row once.
+    replication
+        .at_destination("DELETE FROM c1_sub_t WHERE id = 7")
+        .await;
+    assert_eq!(
+        call_and_wait(&app, true, "c1").await.state,
+        S::Running as i32
+    );
+    replication.arrives("c1_sub", 1..=8).await;
+    replication.insert("c2_sub", 11..=12).await;
+    replication.arrives("c2_sub", 1..=12).await;
+}
