@@ -139,12 +139,17 @@ impl Replication {
     }
 }
 
-/// The agent with the postgres driver, in this process, until dropped.
+/// The agent with the postgres driver (in eu-2), in this process, until
+/// dropped.
 async fn run_agent(app: &TestApp, file: &str) -> tokio::sync::oneshot::Sender<()> {
+    run_agent_at(app.addr, file).await
+}
+
+async fn run_agent_at(addr: std::net::SocketAddr, file: &str) -> tokio::sync::oneshot::Sender<()> {
     let driver = Subscriptions::new(spec::parse(file).unwrap(), Duration::from_millis(200)).await;
     assert_eq!(driver.name(), "postgres");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    tokio::spawn(agent::run(agent_config(app.addr, "pg-1"), driver, async {
+    tokio::spawn(agent::run(agent_config(addr, "pg-1"), driver, async {
         let _ = stopped.await;
     }));
     stop
@@ -392,4 +397,147 @@ async fn after_a_kill_9_the_agent_comes_back_to_what_postgresql_runs_and_nothing
     replication.arrives("c1_sub", 1..=8).await;
     replication.insert("c2_sub", 11..=12).await;
     replication.arrives("c2_sub", 1..=12).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_pauses_real_replication_from_the_console_in_a_browser() {
+    use crate::console::{Backend, Browser, ConsoleApp};
+    let replication = Replication::new().await;
+    replication.subscribe("pg_sub").await;
+    // The demo fleet, and beside it (in eu-2, where no demo agent runs) a
+    // connector that is a real subscription.
+    let app = ConsoleApp::start(Backend::Postgres).await;
+    app.client
+        .clone()
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(connector("pg-orders", "orders into PostgreSQL")),
+        })
+        .await
+        .unwrap();
+    let _agent = run_agent_at(
+        app.grpc,
+        &replication.connectors_file(&[("pg-orders", "pg_sub")]),
+    )
+    .await;
+    let mut start = tonic::Request::new(v1::StartConnectorRequest {
+        wait: true,
+        ..start_request("pg-orders")
+    });
+    start.set_timeout(Duration::from_secs(30));
+    app.client.clone().start_connector(start).await.unwrap();
+    replication.insert("pg_sub", 1..=3).await;
+    replication.arrives("pg_sub", 1..=3).await;
+
+    let browser = Browser::open().await;
+    browser.goto(&app.url("/")).await;
+    browser.until_row("pg-orders", "RUNNING").await;
+    browser.until_live().await;
+    browser
+        .click("#row-pg-orders a[href='/connectors/pg-orders/pause']")
+        .await;
+    let reason = browser.find("#pause-reason").await;
+    reason.send_keys("INC-5120 destination slow").await.unwrap();
+    browser.click("#dialog button.primary").await;
+    browser.until_row("pg-orders", "STOPPED").await;
+
+    // PostgreSQL stopped applying: new rows wait at the source while the
+    // connector falls behind.
+    replication.insert("pg_sub", 4..=6).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while app
+        .get("pg-orders")
+        .await
+        .latency
+        .is_none_or(|latency| latency.seconds < 1)
+    {
+        assert!(tokio::time::Instant::now() < deadline, "no latency grew");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        replication.arrived("pg_sub").await,
+        (1..=3).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_setup_script_makes_replication_the_agent_controls_and_removes_it() {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/postgres-replication.sh");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .unwrap();
+    let printed = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{printed}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // "PostgreSQL 15.x runs in DIR on port PORT:"
+    let words: Vec<&str> = printed.lines().next().unwrap().split_whitespace().collect();
+    let (dir, port) = (
+        words[4].to_owned(),
+        words[7].trim_end_matches(':').to_owned(),
+    );
+    // Stopped and removed even if an assertion fails first.
+    struct Cleanup<F: Fn() -> std::process::Output>(F);
+    impl<F: Fn() -> std::process::Output> Drop for Cleanup<F> {
+        fn drop(&mut self) {
+            (self.0)();
+        }
+    }
+    let cleanup = Cleanup(|| {
+        std::process::Command::new("bash")
+            .arg(&script)
+            .args(["--stop", &dir])
+            .output()
+            .unwrap()
+    });
+    for step in [
+        "connector-control serve",
+        "--driver postgres",
+        "connectors start orders-pg",
+    ] {
+        assert!(printed.contains(step), "{step} not in:\n{printed}");
+    }
+
+    // What it made is replication the agent controls.
+    let file = std::fs::read_to_string(format!("{dir}/connectors.toml")).unwrap();
+    let app = spawn_app().await;
+    app.create(connector("orders-pg", "orders")).await;
+    let agent = run_agent(&app, &file).await;
+    assert_eq!(
+        call_and_wait(&app, true, "orders-pg").await.state,
+        S::Running as i32
+    );
+    let source = connect(&format!("postgres://postgres@127.0.0.1:{port}/source")).await;
+    source
+        .execute(
+            "INSERT INTO orders (id, item) SELECT g, 'item' FROM generate_series(1, 3) g",
+            &[],
+        )
+        .await
+        .unwrap();
+    let destination = connect(&format!("postgres://postgres@127.0.0.1:{port}/destination")).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = destination
+            .query_one("SELECT count(*) FROM orders", &[])
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) == 3 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no rows arrived");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((agent, source, destination));
+
+    let stopped = (cleanup.0)();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+    assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
 }
