@@ -10,7 +10,9 @@
 //! Scenarios (names for --only): throughput, latency, limiter, refusals,
 //! search, noop, delivery, streams, storm, bulk, watch, restarts, pgbouncer,
 //! failover, embedded, processes (the process driver, no server),
-//! slowstart (a slow start in the reference agent holds up nothing else). Each starts the release server as a
+//! slowstart (a slow start in the reference agent holds up nothing else),
+//! replication (the postgres driver on a logical-replication cluster of
+//! its own, beside PostgreSQL's own ENABLE / DISABLE). Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -33,11 +35,14 @@ mod failover;
 #[path = "../../tests/support/failover_load.rs"]
 mod failover_load;
 mod limiter;
+#[path = "../../tests/support/logical.rs"]
+mod logical;
 mod noop;
 mod pgbouncer;
 mod prelude;
 mod processes;
 mod refusals;
+mod replication;
 mod restarts;
 mod runner;
 mod search;
@@ -115,6 +120,11 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
     if plan.runs("slowstart") {
         lines.extend(
             common::with_database_returning(|url| slow_start::slow_start(&plan, url)).await?,
+        );
+    }
+    if plan.runs("replication") {
+        lines.extend(
+            common::with_database_returning(|url| replication::replication(&plan, url)).await?,
         );
     }
     if plan.runs("processes") {

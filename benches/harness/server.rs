@@ -176,3 +176,38 @@ pub(crate) async fn settle(db: &tokio_postgres::Client) -> anyhow::Result<()> {
 pub(crate) fn connector_id(prefix: &str, n: u64) -> String {
     format!("{prefix}-{n:07}")
 }
+
+/// Creates incremental connector `id` in eu-2.
+pub(crate) async fn create_connector(
+    client: &mut ConnectorServiceClient<Channel>,
+    id: &str,
+) -> anyhow::Result<()> {
+    client
+        .create_connector(v1::CreateConnectorRequest {
+            connector: Some(v1::Connector {
+                id: id.to_owned(),
+                name: id.to_owned(),
+                project_id: "bench".to_owned(),
+                project_name: "Bench".to_owned(),
+                kind: v1::ConnectorKind::IncrementalSync as i32,
+                source: Some(common::endpoint("eu-2")),
+                destination: Some(common::endpoint("eu-2")),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(())
+}
+
+/// The reference agent's settings: `agent_id` in eu-2, to the server at
+/// `addr`.
+pub(crate) fn agent_config(addr: &str, agent_id: &str) -> connector_control::agent::AgentConfig {
+    connector_control::agent::AgentConfig {
+        control_plane: vec![format!("http://{addr}")],
+        bearer: Default::default(),
+        tls: None,
+        agent_id: agent_id.to_owned(),
+        region: "eu-2".to_owned(),
+        server_ip: "10.0.2.9".to_owned(),
+    }
+}

@@ -7,7 +7,7 @@
 
 use crate::prelude::*;
 use connector_control::agent::driver::{Capabilities, Driver, Observation, Refusal, Start};
-use connector_control::agent::{self, AgentConfig, Simulated};
+use connector_control::agent::{self, Simulated};
 use std::sync::Mutex;
 
 /// The simulation, except that starting `slow` takes `hold`; it notes when
@@ -40,24 +40,6 @@ impl Driver for Held {
     }
 }
 
-async fn create(client: &mut ConnectorServiceClient<Channel>, id: &str) -> anyhow::Result<()> {
-    client
-        .create_connector(v1::CreateConnectorRequest {
-            connector: Some(v1::Connector {
-                id: id.to_owned(),
-                name: id.to_owned(),
-                project_id: "bench".to_owned(),
-                project_name: "Bench".to_owned(),
-                kind: v1::ConnectorKind::IncrementalSync as i32,
-                source: Some(common::endpoint("eu-2")),
-                destination: Some(common::endpoint("eu-2")),
-                ..Default::default()
-            }),
-        })
-        .await?;
-    Ok(())
-}
-
 /// Starts `id` and waits until its agent confirmed it: how long that took.
 async fn confirmed(
     client: &mut ConnectorServiceClient<Channel>,
@@ -85,10 +67,10 @@ pub(crate) async fn slow_start(plan: &Plan, url: String) -> anyhow::Result<Vec<L
     let channel = common::channel(&process.addr).await?;
     let mut client = ConnectorServiceClient::new(channel);
     let others = 10;
-    create(&mut client, "slow").await?;
+    create_connector(&mut client, "slow").await?;
     for i in 0..others {
-        create(&mut client, &format!("base-{i}")).await?;
-        create(&mut client, &format!("during-{i}")).await?;
+        create_connector(&mut client, &format!("base-{i}")).await?;
+        create_connector(&mut client, &format!("during-{i}")).await?;
     }
     let observed = Arc::new(Mutex::new(Vec::new()));
     let driver = Held {
@@ -96,14 +78,7 @@ pub(crate) async fn slow_start(plan: &Plan, url: String) -> anyhow::Result<Vec<L
         hold,
         observed: observed.clone(),
     };
-    let config = AgentConfig {
-        control_plane: vec![format!("http://{}", process.addr)],
-        bearer: Default::default(),
-        tls: None,
-        agent_id: "held-1".to_owned(),
-        region: "eu-2".to_owned(),
-        server_ip: "10.0.2.9".to_owned(),
-    };
+    let config = agent_config(&process.addr, "held-1");
     let stop = tokio_util::sync::CancellationToken::new();
     tokio::spawn(agent::run(config, driver, stop.clone().cancelled_owned()));
 

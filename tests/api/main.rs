@@ -23,6 +23,8 @@ mod helpers;
 mod history;
 mod hostile;
 mod list;
+#[path = "../support/logical.rs"]
+mod logical;
 mod observability;
 mod patroni;
 mod pgbouncer;

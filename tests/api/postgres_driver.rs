@@ -8,136 +8,6 @@ use connector_control::agent::postgres::{Subscriptions, spec};
 use connector_control::agent::{self, Driver};
 use connector_control::proto::v1::{self, ConnectorState as S};
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
-
-/// A cluster with a source and a destination database, and per
-/// subscription `s` (made by `subscribe`) a table `s_t` in both and a
-/// publication `s_p` of it.
-struct Replication {
-    cluster: PrivateCluster,
-    source: Client,
-    destination: Client,
-}
-
-async fn connect(url: &str) -> Client {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
-        .await
-        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
-    tokio::spawn(connection);
-    client
-}
-
-impl Replication {
-    async fn new() -> Self {
-        let cluster = PrivateCluster::with_settings(&["wal_level=logical"]);
-        let admin = connect(&cluster.url()).await;
-        for name in ["source", "destination"] {
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .await
-                .unwrap();
-        }
-        let source = connect(&cluster.url_of("source")).await;
-        let destination = connect(&cluster.url_of("destination")).await;
-        Replication {
-            cluster,
-            source,
-            destination,
-        }
-    }
-
-    /// A disabled subscription `name` to its table's publication, from now
-    /// on. Its slot is made first: in one cluster, CREATE SUBSCRIPTION
-    /// cannot make it.
-    async fn subscribe(&self, name: &str) {
-        let table = format!("CREATE TABLE {name}_t (id int PRIMARY KEY, v text)");
-        self.source
-            .batch_execute(&format!(
-                "{table}; CREATE PUBLICATION {name}_p FOR TABLE {name}_t"
-            ))
-            .await
-            .unwrap();
-        self.destination.batch_execute(&table).await.unwrap();
-        self.source
-            .execute(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')",
-                &[&name],
-            )
-            .await
-            .unwrap();
-        self.destination
-            .batch_execute(&format!(
-                "CREATE SUBSCRIPTION {name}
-                   CONNECTION 'host=127.0.0.1 port={} user=postgres dbname=source'
-                   PUBLICATION {name}_p
-                   WITH (enabled = false, create_slot = false, slot_name = '{name}',
-                         copy_data = false, disable_on_error = true)",
-                self.cluster.port
-            ))
-            .await
-            .unwrap();
-    }
-
-    /// The connectors file naming `subscriptions`, one connector each.
-    fn connectors_file(&self, subscriptions: &[(&str, &str)]) -> String {
-        subscriptions
-            .iter()
-            .map(|(connector, subscription)| {
-                format!(
-                    "[connectors.{connector}]\ndestination = {:?}\nsubscription = {subscription:?}\n\
-                     readiness = \"20s\"\n",
-                    self.cluster.url_of("destination")
-                )
-            })
-            .collect()
-    }
-
-    /// Rows `ids` at the source, for subscription `name`.
-    async fn insert(&self, name: &str, ids: std::ops::RangeInclusive<i32>) {
-        for id in ids {
-            self.source
-                .execute(
-                    &format!("INSERT INTO {name}_t VALUES ($1, 'from the source')"),
-                    &[&id],
-                )
-                .await
-                .unwrap();
-        }
-    }
-
-    /// Runs `sql` at the destination.
-    async fn at_destination(&self, sql: &str) {
-        self.destination.batch_execute(sql).await.unwrap();
-    }
-
-    /// The ids at the destination, of subscription `name`'s table.
-    async fn arrived(&self, name: &str) -> Vec<i32> {
-        self.destination
-            .query(&format!("SELECT id FROM {name}_t ORDER BY id"), &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    }
-
-    /// Waits until the destination holds exactly `ids` in `name`'s table.
-    async fn arrives(&self, name: &str, ids: std::ops::RangeInclusive<i32>) {
-        let wanted: Vec<i32> = ids.collect();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-        loop {
-            let now = self.arrived(name).await;
-            if now == wanted {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "the destination holds {now:?}, not {wanted:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
 
 /// The agent with the postgres driver (in eu-2), in this process, until
 /// dropped.
@@ -540,4 +410,61 @@ async fn the_setup_script_makes_replication_the_agent_controls_and_removes_it() 
         String::from_utf8_lossy(&stopped.stderr)
     );
     assert!(!std::path::Path::new(&dir).exists(), "{dir} is left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_destination_and_a_missing_permission_say_what_to_do_and_others_run() {
+    let replication = Replication::new().await;
+    replication.subscribe("c1_sub").await;
+    replication.subscribe("c3_sub").await;
+    // A user who may read the catalogs but owns no subscription.
+    replication.at_destination("CREATE ROLE app LOGIN").await;
+    let app = spawn_app().await;
+    for id in ["c1", "c2", "c3"] {
+        app.create(connector(id, id)).await;
+    }
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let file = format!(
+        "{}[connectors.c2]\ndestination = \"postgres://postgres@127.0.0.1:{closed}/destination\"\n\
+         subscription = \"c2_sub\"\n\
+         [connectors.c3]\ndestination = \"postgres://app@127.0.0.1:{}/destination\"\n\
+         subscription = \"c3_sub\"\n",
+        replication.connectors_file(&[("c1", "c1_sub")]),
+        replication.cluster.port
+    );
+    let _agent = run_agent(&app, &file).await;
+
+    let unreachable = call_and_wait(&app, true, "c2").await;
+    assert_ne!(unreachable.state, S::Running as i32);
+    assert!(
+        unreachable
+            .status_message
+            .contains("DESTINATION_UNREACHABLE")
+            && unreachable
+                .status_message
+                .contains(&format!("127.0.0.1:{closed}/destination")),
+        "{}",
+        unreachable.status_message
+    );
+
+    let denied = call_and_wait(&app, true, "c3").await;
+    assert_eq!(denied.state, S::Stopped as i32);
+    assert!(
+        denied.status_message.contains("PERMISSION_DENIED")
+            && denied.status_message.contains("must own the subscription"),
+        "{}",
+        denied.status_message
+    );
+
+    // The agent serves its other connector all the same.
+    assert_eq!(
+        call_and_wait(&app, true, "c1").await.state,
+        S::Running as i32
+    );
+    replication.insert("c1_sub", 1..=2).await;
+    replication.arrives("c1_sub", 1..=2).await;
 }
