@@ -12,7 +12,8 @@
 //! failover, embedded, processes (the process driver, no server),
 //! slowstart (a slow start in the reference agent holds up nothing else),
 //! replication (the postgres driver on a logical-replication cluster of
-//! its own, beside PostgreSQL's own ENABLE / DISABLE). Each starts the release server as a
+//! its own, beside PostgreSQL's own ENABLE / DISABLE), feedcost (what the
+//! change feed's triggers cost single-row updates, pgbench style). Each starts the release server as a
 //! child process on a fresh PostgreSQL database (DATABASE_URL, default
 //! postgres://postgres@127.0.0.1:5432/postgres) and drives it with the
 //! generated tonic client. Baselines: the same SQL issued directly with
@@ -34,6 +35,7 @@ mod embedded;
 mod failover;
 #[path = "../../tests/support/failover_load.rs"]
 mod failover_load;
+mod feed_cost;
 mod limiter;
 #[path = "../../tests/support/logical.rs"]
 mod logical;
@@ -121,6 +123,10 @@ async fn run(plan: Plan) -> anyhow::Result<()> {
         lines.extend(
             common::with_database_returning(|url| slow_start::slow_start(&plan, url)).await?,
         );
+    }
+    if plan.runs("feedcost") {
+        lines
+            .extend(common::with_database_returning(|url| feed_cost::feed_cost(&plan, url)).await?);
     }
     if plan.runs("replication") {
         lines.extend(
