@@ -59,8 +59,8 @@ impl<D: Driver> Connectors<D> {
             .observe()
             .into_iter()
             .map(|observed| {
-                let generation = applied.get(&observed.connector_id).copied();
-                let generation = generation.or(observed.generation).unwrap_or(0);
+                let applied = applied.get(&observed.connector_id).copied();
+                let generation = newest(applied, observed.generation);
                 status(observed, generation)
             })
             .collect()
@@ -118,11 +118,11 @@ async fn carry_out<D: Driver>(
     crate::telemetry::continue_trace(&span, &command.trace_context);
     async {
         let id = &command.connector_id;
-        // What this agent applied, else what the runtime keeps (from before
-        // an agent restart).
-        let kept = || driver.observe_connector(id).and_then(|o| o.generation);
+        // What this agent applied, or what the runtime keeps (from before an
+        // agent restart, or a start it could not undo), whichever is newer.
+        let kept = driver.observe_connector(id).and_then(|o| o.generation);
         let before = applied.lock().unwrap().get(id).copied();
-        let before = before.or_else(kept).unwrap_or(0);
+        let before = newest(before, kept);
         let outcome = if command.generation <= before {
             // Already applied: a redelivery.
             Ok(())
@@ -140,7 +140,7 @@ async fn carry_out<D: Driver>(
             .observe_connector(id)
             .unwrap_or_else(|| Observation::stopped(id));
         let generation = applied.lock().unwrap().get(id).copied();
-        let generation = generation.or(observed.generation).unwrap_or(0);
+        let generation = newest(generation, observed.generation);
         let mut result = v1::CommandResult {
             command_id: command.id.clone(),
             success: outcome.is_ok(),
@@ -159,6 +159,12 @@ async fn carry_out<D: Driver>(
     }
     .instrument(span)
     .await
+}
+
+/// The newer of what the session applied and what the runtime keeps (0:
+/// neither).
+fn newest(applied: Option<i64>, kept: Option<i64>) -> i64 {
+    applied.into_iter().chain(kept).max().unwrap_or(0)
 }
 
 /// The driver's part of a command.

@@ -460,6 +460,15 @@ async fn an_unreachable_destination_and_a_missing_permission_say_what_to_do_and_
         denied.status_message
     );
 
+    // Refused again for the same reason: the failed write left the
+    // connection usable (no transaction left aborted on it).
+    let again = call_and_wait(&app, true, "c3").await;
+    assert!(
+        again.status_message.contains("PERMISSION_DENIED"),
+        "{}",
+        again.status_message
+    );
+
     // The agent serves its other connector all the same.
     assert_eq!(
         call_and_wait(&app, true, "c1").await.state,

@@ -29,6 +29,7 @@ use chrono::Utc;
 use spec::{SubscriptionSpec, describe};
 use status::{Destination, Lag, Mark, Memory};
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_postgres::{Client, Config, NoTls};
@@ -38,6 +39,16 @@ use tracing::{info, warn};
 /// How often each subscription is looked at.
 pub const DEFAULT_POLL: Duration = Duration::from_secs(1);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The whole of a connection's making (TCP, start-up, authentication).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A peer that vanished (no RST) fails a query within this, not the
+/// kernel's 15 minutes.
+const TCP_USER_TIMEOUT: Duration = Duration::from_secs(10);
+/// No statement of the driver waits longer (on a lock an operator's open
+/// transaction holds on the subscription, say).
+const SESSION_OPTIONS: &str = "-c statement_timeout=10s -c lock_timeout=5s";
+/// How long a pause waits for the publisher's lag before it disables.
+const LAG_BEFORE_PAUSE: Duration = Duration::from_secs(2);
 /// How often a start or pause looks for the apply worker.
 const SETTLE_POLL: Duration = Duration::from_millis(100);
 
@@ -61,7 +72,8 @@ const CONNINFO: &str = "
 const LAG: &str = "
     SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), s.confirmed_flush_lsn)::int8,
            EXTRACT(epoch FROM r.replay_lag)::float8,
-           r.pid IS NOT NULL
+           r.pid IS NOT NULL,
+           r.state IS NOT NULL
     FROM pg_replication_slots s LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
     WHERE s.slot_name = $1";
 
@@ -80,7 +92,9 @@ impl Subscriptions {
             .map(|(id, spec)| {
                 let link = Link {
                     id: id.clone(),
-                    observation: Mutex::new(Observation::stopped(&id)),
+                    observation: Mutex::new((0, Observation::stopped(&id))),
+                    looks: AtomicU64::new(0),
+                    lag: Mutex::new(Err("not read yet".to_owned())),
                     spec,
                     destination: tokio::sync::Mutex::default(),
                     publisher: tokio::sync::Mutex::default(),
@@ -89,7 +103,7 @@ impl Subscriptions {
                 (id, Arc::new(link))
             })
             .collect();
-        futures_util::future::join_all(links.values().map(|link| link.refresh())).await;
+        futures_util::future::join_all(links.values().map(|link| link.refresh(true))).await;
         let stop = CancellationToken::new();
         for link in links.values() {
             let (link, stop) = (link.clone(), stop.clone());
@@ -97,7 +111,7 @@ impl Subscriptions {
                 loop {
                     tokio::select! {
                         _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(poll) => link.refresh().await,
+                        _ = tokio::time::sleep(poll) => link.refresh(true).await,
                     }
                 }
             });
@@ -153,13 +167,13 @@ impl Driver for Subscriptions {
     fn observe(&self) -> Vec<Observation> {
         self.links
             .values()
-            .map(|link| link.observation.lock().unwrap().clone())
+            .map(|link| link.observation.lock().unwrap().1.clone())
             .collect()
     }
 
     fn observe_connector(&self, connector_id: &str) -> Option<Observation> {
         let link = self.links.get(connector_id)?;
-        Some(link.observation.lock().unwrap().clone())
+        Some(link.observation.lock().unwrap().1.clone())
     }
 }
 
@@ -171,7 +185,14 @@ struct Link {
     destination: tokio::sync::Mutex<Option<Arc<Client>>>,
     publisher: tokio::sync::Mutex<Option<Arc<Client>>>,
     memory: Mutex<Memory>,
-    observation: Mutex<Observation>,
+    /// The publisher's lag as last read (a start or pause does not wait for
+    /// the publisher).
+    lag: Mutex<Result<Lag, String>>,
+    /// Looks taken so far: a look stores what it saw only if no later one
+    /// stored already (the poller and a start race).
+    looks: AtomicU64,
+    /// The newest look stored, and what it saw.
+    observation: Mutex<(u64, Observation)>,
 }
 
 impl Link {
@@ -195,9 +216,8 @@ impl Link {
         }
         let client = connect(&self.spec.destination).await.map_err(|error| {
             format!(
-                "cannot connect to the destination {}: {}",
-                describe(&self.spec.destination),
-                pg_error(&error)
+                "cannot connect to the destination {}: {error}",
+                describe(&self.spec.destination)
             )
         })?;
         *held = Some(client.clone());
@@ -232,9 +252,8 @@ impl Link {
         };
         let client = connect(&config).await.map_err(|error| {
             format!(
-                "cannot connect to the publisher {}: {}",
-                describe(&config),
-                pg_error(&error)
+                "cannot connect to the publisher {}: {error}",
+                describe(&config)
             )
         })?;
         *held = Some(client.clone());
@@ -254,6 +273,7 @@ impl Link {
             mark: row
                 .get::<_, Option<String>>(3)
                 .and_then(|comment| Mark::parse(&comment, &self.id)),
+            comment: row.get(3),
             slot: row.get(4),
         }))
     }
@@ -266,17 +286,26 @@ impl Link {
             .await
             .map_err(|error| format!("reading the publisher's slot {slot}: {}", pg_error(&error)))?
             .ok_or_else(|| format!("the publisher has no replication slot {slot}"))?;
+        let (streaming, readable): (bool, bool) = (row.get(2), row.get(3));
+        if streaming && !readable {
+            return Err(format!(
+                "the publisher's user cannot read the lag in pg_stat_replication (grant it \
+                 pg_read_all_stats) for slot {slot}"
+            ));
+        }
         Ok(Lag {
             behind_bytes: row.get::<_, Option<i64>>(0).unwrap_or(0),
             replay_lag: row
                 .get::<_, Option<f64>>(1)
                 .map(|seconds| Duration::from_secs_f64(seconds.max(0.0))),
-            streaming: row.get(2),
+            streaming,
         })
     }
 
-    /// Looks at the subscription and keeps what it saw.
-    async fn refresh(&self) {
+    /// Looks at the subscription and keeps what it saw; at the publisher's
+    /// lag too with `publisher`, else the lag last read counts.
+    async fn refresh(&self, publisher: bool) {
+        let look = self.looks.fetch_add(1, Ordering::SeqCst) + 1;
         let mut missing = false;
         let (destination, lag) = match self.destination().await {
             Err(why) => (Err(why), Err(String::new())),
@@ -286,10 +315,12 @@ impl Link {
                     missing = true;
                     (Err(self.missing()), Err(String::new()))
                 }
-                Ok(Some(d)) => {
+                Ok(Some(d)) if publisher => {
                     let lag = self.lag(&client, d.slot.as_deref()).await;
+                    *self.lag.lock().unwrap() = lag.clone();
                     (Ok(d), lag)
                 }
+                Ok(Some(d)) => (Ok(d), self.lag.lock().unwrap().clone()),
             },
         };
         let mut observation = {
@@ -306,7 +337,10 @@ impl Link {
         if missing {
             observation.retriable = Some(false);
         }
-        *self.observation.lock().unwrap() = observation;
+        let mut stored = self.observation.lock().unwrap();
+        if look > stored.0 {
+            *stored = (look, observation);
+        }
     }
 
     fn missing(&self) -> String {
@@ -319,88 +353,104 @@ impl Link {
 
     /// Enables (`start`) or disables the subscription and waits until its
     /// apply worker runs, or has exited. A start that does not come up is
-    /// undone.
+    /// undone: the subscription and its comment as they were.
     async fn switch(&self, start: bool, generation: i64) -> Result<(), Refusal> {
-        let client = self
-            .destination()
-            .await
-            .map_err(|why| Refusal::new("DESTINATION_UNREACHABLE", why))?;
+        let unreachable = |why| Refusal::new("DESTINATION_UNREACHABLE", why);
+        let client = self.destination().await.map_err(unreachable)?;
         let before = self
             .look(&client)
             .await
-            .map_err(|why| Refusal::new("DESTINATION_UNREACHABLE", why))?
+            .map_err(unreachable)?
             .ok_or_else(|| {
                 Refusal::new("SUBSCRIPTION_NOT_FOUND", self.missing()).not_retriable()
             })?;
+        if !start {
+            // Where it stops: the lag while it still streams (the publisher
+            // may hold up a pause this long at most).
+            let _ = tokio::time::timeout(LAG_BEFORE_PAUSE, self.refresh(true)).await;
+        }
         let mark = Mark {
             start,
             generation,
             errors: before.errors,
         };
-        self.write(&client, start, Some(mark)).await?;
+        self.write(start, Some(mark.text(&self.id))).await?;
         info!(connector_id = %self.id, subscription = %self.subscription(), start, generation,
               "subscription switched");
-        let settled = self.settle(&client, start).await;
+        let settled = self.settle(start).await;
         if let (Err(_), true) = (&settled, start) {
-            // Undone: as it was before.
-            if let Err(error) = self.write(&client, false, before.mark).await {
+            let mut undone = self.write(before.enabled, before.comment.clone()).await;
+            if undone.is_err() {
+                // Once more, on a connection made again.
+                undone = self.write(before.enabled, before.comment).await;
+            }
+            if let Err(error) = undone {
                 warn!(connector_id = %self.id, message = %error.message,
-                      "undoing a start that did not come up failed");
+                      "undoing a start that did not come up failed: the subscription stays \
+                       enabled, and its comment says so");
             }
         }
-        self.refresh().await;
+        self.refresh(false).await;
         settled
     }
 
-    /// ENABLE or DISABLE, and the mark, in one transaction.
-    async fn write(
-        &self,
-        client: &Client,
-        enable: bool,
-        mark: Option<Mark>,
-    ) -> Result<(), Refusal> {
-        let name = identifier(self.subscription());
-        let comment = mark.map_or("NULL".to_owned(), |mark| literal(&mark.text(&self.id)));
-        let action = if enable { "ENABLE" } else { "DISABLE" };
-        client
-            .batch_execute(&format!(
-                "BEGIN; ALTER SUBSCRIPTION {name} {action}; \
-                 COMMENT ON SUBSCRIPTION {name} IS {comment}; COMMIT"
-            ))
+    /// ENABLE or DISABLE, and the comment (a mark), in one transaction:
+    /// two statements in one message run as one.
+    async fn write(&self, enable: bool, comment: Option<String>) -> Result<(), Refusal> {
+        let client = self
+            .destination()
             .await
-            .map_err(|error| {
-                let denied =
-                    error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
-                let refusal = Refusal::new(
-                    if denied {
-                        "PERMISSION_DENIED"
-                    } else {
-                        "POSTGRES_ERROR"
-                    },
-                    format!(
-                        "ALTER SUBSCRIPTION {action} of {}: {}{}",
-                        self.where_(),
-                        pg_error(&error),
-                        if denied {
-                            ": the destination's user must own the subscription (or be a superuser)"
-                        } else {
-                            ""
-                        }
-                    ),
-                );
+            .map_err(|why| Refusal::new("DESTINATION_UNREACHABLE", why))?;
+        let name = identifier(self.subscription());
+        let comment = comment.map_or("NULL".to_owned(), |text| literal(&text));
+        let action = if enable { "ENABLE" } else { "DISABLE" };
+        let written = client
+            .batch_execute(&format!(
+                "ALTER SUBSCRIPTION {name} {action}; COMMENT ON SUBSCRIPTION {name} IS {comment}"
+            ))
+            .await;
+        if written.is_err() {
+            // Whatever state the connection is in now, the next call makes
+            // a fresh one.
+            *self.destination.lock().await = None;
+        }
+        written.map_err(|error| {
+            let denied =
+                error.code() == Some(&tokio_postgres::error::SqlState::INSUFFICIENT_PRIVILEGE);
+            let refusal = Refusal::new(
                 if denied {
-                    refusal.not_retriable()
+                    "PERMISSION_DENIED"
                 } else {
-                    refusal
-                }
-            })
+                    "POSTGRES_ERROR"
+                },
+                format!(
+                    "ALTER SUBSCRIPTION {action} of {}: {}{}",
+                    self.where_(),
+                    pg_error(&error),
+                    if denied {
+                        ": the destination's user must own the subscription (or be a superuser)"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+            if denied {
+                refusal.not_retriable()
+            } else {
+                refusal
+            }
+        })
     }
 
     /// Waits until the apply worker runs (`start`) or has exited.
-    async fn settle(&self, client: &Client, start: bool) -> Result<(), Refusal> {
+    async fn settle(&self, start: bool) -> Result<(), Refusal> {
         let deadline = tokio::time::Instant::now() + self.spec.readiness;
         loop {
-            match self.look(client).await {
+            let looked = match self.destination().await {
+                Ok(client) => self.look(&client).await,
+                Err(why) => Err(why),
+            };
+            match looked {
                 Ok(Some(d)) if start && d.enabled && d.worker => return Ok(()),
                 Ok(Some(d)) if !start && !d.worker => return Ok(()),
                 Ok(Some(d)) if start && !d.enabled => {
@@ -444,13 +494,26 @@ impl Link {
     }
 }
 
-async fn connect(config: &Config) -> Result<Arc<Client>, tokio_postgres::Error> {
+/// A connection whose making, statements, locks and dead peers are
+/// bounded; an error says why in PostgreSQL's words.
+async fn connect(config: &Config) -> Result<Arc<Client>, String> {
     let mut config = config.clone();
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(TCP_USER_TIMEOUT);
+    }
+    let options = match config.get_options() {
+        Some(theirs) => format!("{theirs} {SESSION_OPTIONS}"),
+        None => SESSION_OPTIONS.to_owned(),
+    };
+    config.options(options);
     config.application_name("connector-control agent");
-    let (client, connection) = config.connect(NoTls).await?;
+    let (client, connection) = tokio::time::timeout(HANDSHAKE_TIMEOUT, config.connect(NoTls))
+        .await
+        .map_err(|_| format!("no answer within {HANDSHAKE_TIMEOUT:?}"))?
+        .map_err(|error| pg_error(&error))?;
     tokio::spawn(async move {
         if let Err(error) = connection.await {
             warn!(%error, "a PostgreSQL connection of the postgres driver ended");

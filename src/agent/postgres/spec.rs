@@ -8,6 +8,7 @@
 //! subscription = "orders_sub"
 //! password_file = "/run/secrets/orders-eu"   # or password_env = "ORDERS_EU_PASSWORD"
 //! publisher = "postgres://monitor@10.0.1.4:5432/orders"   # for the lag; default: the subscription's own
+//! publisher_password_env = "ORDERS_SOURCE_PASSWORD"       # or publisher_password_file
 //! readiness = "30s"   # how long a start or pause waits for the apply worker (the default)
 //! ```
 
@@ -32,6 +33,8 @@ struct Entry {
     password_file: Option<PathBuf>,
     password_env: Option<String>,
     publisher: Option<String>,
+    publisher_password_file: Option<PathBuf>,
+    publisher_password_env: Option<String>,
     readiness: Option<String>,
 }
 
@@ -74,9 +77,18 @@ pub fn load(path: &Path) -> anyhow::Result<BTreeMap<String, SubscriptionSpec>> {
     parse(&text).with_context(|| format!("in the connectors file {}", path.display()))
 }
 
-/// Parses a connectors file's text.
+/// Parses a connectors file's text. A mistake is named by its line, never
+/// shown: the line may hold a password.
 pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, SubscriptionSpec>> {
-    let file: File = toml::from_str(text)?;
+    let file: File = toml::from_str(text).map_err(|error| {
+        let line = error
+            .span()
+            .map(|span| text[..span.start].matches('\n').count() + 1);
+        match line {
+            Some(line) => anyhow::anyhow!("line {line}: {}", error.message()),
+            None => anyhow::anyhow!("{}", error.message()),
+        }
+    })?;
     file.connectors
         .into_iter()
         .map(|(id, entry)| {
@@ -87,37 +99,24 @@ pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, SubscriptionSpec>> {
 }
 
 fn check(entry: Entry) -> anyhow::Result<SubscriptionSpec> {
-    let mut destination: tokio_postgres::Config = entry.destination.parse().context(
-        "destination is no PostgreSQL connection string (say \"postgres://user@host:5432/db\")",
+    let destination = connection(
+        "destination",
+        &entry.destination,
+        ("password_file", entry.password_file),
+        ("password_env", entry.password_env),
     )?;
-    if destination.get_password().is_some() {
-        bail!(
-            "destination holds a password: keep it out of this file, in password_file or \
-             password_env"
-        );
-    }
-    match (entry.password_file, entry.password_env) {
-        (Some(_), Some(_)) => bail!("name password_file or password_env, not both"),
-        (Some(file), None) => {
-            let password = std::fs::read_to_string(&file)
-                .with_context(|| format!("reading password_file {}", file.display()))?;
-            destination.password(password.trim_end_matches(['\r', '\n']));
-        }
-        (None, Some(variable)) => {
-            let password = std::env::var(&variable)
-                .with_context(|| format!("password_env names {variable}, which is not set"))?;
-            destination.password(password);
-        }
-        (None, None) => {}
-    }
     if entry.subscription.is_empty() {
         bail!("subscription must name the subscription on the destination");
     }
     let publisher = entry
         .publisher
         .map(|text| {
-            text.parse::<tokio_postgres::Config>()
-                .context("publisher is no PostgreSQL connection string")
+            connection(
+                "publisher",
+                &text,
+                ("publisher_password_file", entry.publisher_password_file),
+                ("publisher_password_env", entry.publisher_password_env),
+            )
         })
         .transpose()?;
     let readiness = match entry.readiness {
@@ -131,6 +130,39 @@ fn check(entry: Entry) -> anyhow::Result<SubscriptionSpec> {
         publisher,
         readiness,
     })
+}
+
+/// The connection string `field` holds, with its password from a file or
+/// the environment (never from this file).
+fn connection(
+    field: &str,
+    text: &str,
+    (file_field, file): (&str, Option<PathBuf>),
+    (env_field, variable): (&str, Option<String>),
+) -> anyhow::Result<tokio_postgres::Config> {
+    let mut config: tokio_postgres::Config = text.parse().map_err(|_| {
+        anyhow::anyhow!(
+            "{field} is no PostgreSQL connection string (say \"postgres://user@host:5432/db\")"
+        )
+    })?;
+    if config.get_password().is_some() {
+        bail!("{field} holds a password: keep it out of this file, in {file_field} or {env_field}");
+    }
+    match (file, variable) {
+        (Some(_), Some(_)) => bail!("name {file_field} or {env_field}, not both"),
+        (Some(file), None) => {
+            let password = std::fs::read_to_string(&file)
+                .with_context(|| format!("reading {file_field} {}", file.display()))?;
+            config.password(password.trim_end_matches(['\r', '\n']));
+        }
+        (None, Some(variable)) => {
+            let password = std::env::var(&variable)
+                .with_context(|| format!("{env_field} names {variable}, which is not set"))?;
+            config.password(password);
+        }
+        (None, None) => {}
+    }
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -203,5 +235,24 @@ mod tests {
                 .contains("subscription must name")
         );
         assert!(error("[connectors.c1]\ndestination = \"postgres://db/d\"").contains("missing"));
+        // A mistake on a line holding a password names the line, not its text.
+        let unknown = error(
+            "[connectors.c1]\ndestination = \"postgres://db/d\"\nsubscription = \"s\"\n\
+             password = \"s3cret\"\n",
+        );
+        assert!(
+            unknown.contains("line 4") && unknown.contains("unknown field"),
+            "{unknown}"
+        );
+        assert!(!unknown.contains("s3cret"), "{unknown}");
+        let publisher = error(
+            "[connectors.c1]\ndestination = \"postgres://db/d\"\nsubscription = \"s\"\n\
+             publisher = \"postgres://u:s3cret@src/d\"\n",
+        );
+        assert!(
+            publisher.contains("publisher holds a password"),
+            "{publisher}"
+        );
+        assert!(!publisher.contains("s3cret"), "{publisher}");
     }
 }

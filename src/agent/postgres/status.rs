@@ -15,6 +15,8 @@ pub struct Destination {
     pub errors: i64,
     /// What connector-control last did to it, from its comment.
     pub mark: Option<Mark>,
+    /// The comment as it is (an operator's, say), to restore it.
+    pub comment: Option<String>,
     /// The replication slot it uses on the publisher.
     pub slot: Option<String>,
 }
@@ -90,6 +92,9 @@ pub struct Memory {
     /// The mark last read: its generation still counts while the
     /// destination cannot be read.
     pub mark: Option<Mark>,
+    /// The state last read: kept while the destination cannot be read (a
+    /// network blip is not a failure of the replication, which goes on).
+    pub run: Option<Run>,
 }
 
 /// The observation of connector `id`: `destination` as read (an error: why
@@ -106,8 +111,11 @@ pub fn observe(
     let d = match destination {
         Ok(d) => d,
         Err(why) => {
-            observation.run = Run::Failed;
-            observation.message = why.clone();
+            observation.run = memory.run.unwrap_or(Run::Failed);
+            observation.message = match memory.run {
+                Some(_) => format!("{why} (the state shown is the last one read)"),
+                None => why.clone(),
+            };
             observation.generation = memory.mark.map(|mark| mark.generation);
             return observation;
         }
@@ -115,9 +123,28 @@ pub fn observe(
     memory.mark = d.mark;
     observation.generation = d.mark.map(|mark| mark.generation);
     let wanted_running = d.mark.is_some_and(|mark| mark.start);
-    let new_errors = d.mark.map_or(0, |mark| d.errors - mark.errors);
+    // Counted since the mark; statistics reset (a crash, or by hand) count
+    // from zero again.
+    let new_errors = d.mark.map_or(0, |mark| {
+        if d.errors >= mark.errors {
+            d.errors - mark.errors
+        } else {
+            d.errors
+        }
+    });
     (observation.run, observation.message) = match (d.enabled, d.worker) {
         (true, true) => (Run::Running, String::new()),
+        // Without disable_on_error, PostgreSQL restarts a failing worker
+        // for ever: failed, so that operators see it.
+        (true, false) if wanted_running && new_errors > 0 => (
+            Run::Failed,
+            format!(
+                "the apply worker of subscription {subscription} keeps failing ({new_errors} \
+                 error(s) since it was started; PostgreSQL retries it): the destination's server \
+                 log names the error. Create subscriptions WITH (disable_on_error = true) to stop \
+                 at the first"
+            ),
+        ),
         (true, false) => (
             Run::Running,
             format!(
@@ -145,6 +172,7 @@ pub fn observe(
         ),
         (false, _) => (Run::Stopped, String::new()),
     };
+    memory.run = Some(observation.run);
     match lag {
         Ok(lag) if observation.run == Run::Running && lag.streaming => {
             let latency = lag.replay_lag.unwrap_or_default();
@@ -191,6 +219,7 @@ mod tests {
                 generation: 4,
                 errors: 0,
             }),
+            comment: None,
             slot: Some("s".into()),
         }
     }
@@ -293,6 +322,45 @@ mod tests {
         );
         assert_eq!(by_hand.run, Run::Stopped);
         assert!(by_hand.message.contains("outside connector-control"));
+        // Statistics reset since the mark (errors 3 then): still its error.
+        let mut reset = destination(false, false, 1, Some(true));
+        reset.mark.as_mut().unwrap().errors = 3;
+        assert_eq!(
+            look(reset, streaming(None), &mut Memory::default()).run,
+            Run::Failed
+        );
+        // No disable_on_error: enabled, the worker failing and restarted.
+        let looping = look(
+            destination(true, false, 2, Some(true)),
+            streaming(None),
+            &mut Memory::default(),
+        );
+        assert_eq!(looping.run, Run::Failed);
+        assert!(
+            looping.message.contains("keeps failing"),
+            "{}",
+            looping.message
+        );
+    }
+
+    #[test]
+    fn an_unreachable_destination_keeps_the_last_state_read() {
+        let mut memory = Memory::default();
+        look(
+            destination(true, true, 0, Some(true)),
+            streaming(None),
+            &mut memory,
+        );
+        let blip = observe(
+            "c1",
+            "s",
+            &Err("cannot connect to postgres://app@db:5432/dst: timed out".into()),
+            &Err("unused".into()),
+            &mut memory,
+            Utc::now(),
+        );
+        assert_eq!((blip.run, blip.generation), (Run::Running, Some(4)));
+        assert!(blip.message.contains("last one read"), "{}", blip.message);
     }
 
     #[test]
