@@ -17,10 +17,12 @@
 //!   `skip_to_earliest`);
 //! - `process/` (`--driver process`) runs each connector as a supervised
 //!   child process, and `postgres/` (`--driver postgres`) makes each a
-//!   PostgreSQL logical-replication subscription;
+//!   PostgreSQL logical-replication subscription; both read their
+//!   `--connectors-file` through `connectors_file.rs`;
 //! - this file reconnects with jittered exponential backoff (1 s x 1.6, at
 //!   most 30 s), moving to the next replica each time.
 
+mod connectors_file;
 pub mod driver;
 pub mod postgres;
 pub mod process;

@@ -12,18 +12,12 @@
 //! readiness = "30s"   # how long a start or pause waits for the apply worker (the default)
 //! ```
 
+use crate::agent::connectors_file;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    connectors: BTreeMap<String, Entry>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -72,30 +66,12 @@ pub fn describe(config: &tokio_postgres::Config) -> String {
 
 /// Reads and checks a connectors file (and the password files it names).
 pub fn load(path: &Path) -> anyhow::Result<BTreeMap<String, SubscriptionSpec>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the connectors file {}", path.display()))?;
-    parse(&text).with_context(|| format!("in the connectors file {}", path.display()))
+    connectors_file::load(path, parse)
 }
 
-/// Parses a connectors file's text. A mistake is named by its line, never
-/// shown: the line may hold a password.
+/// Parses a connectors file's text.
 pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, SubscriptionSpec>> {
-    let file: File = toml::from_str(text).map_err(|error| {
-        let line = error
-            .span()
-            .map(|span| text[..span.start].matches('\n').count() + 1);
-        match line {
-            Some(line) => anyhow::anyhow!("line {line}: {}", error.message()),
-            None => anyhow::anyhow!("{}", error.message()),
-        }
-    })?;
-    file.connectors
-        .into_iter()
-        .map(|(id, entry)| {
-            let spec = check(entry).with_context(|| format!("connector {id}"))?;
-            Ok((id, spec))
-        })
-        .collect()
+    connectors_file::parse(text, check)
 }
 
 fn check(entry: Entry) -> anyhow::Result<SubscriptionSpec> {

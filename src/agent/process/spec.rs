@@ -12,6 +12,7 @@
 //! no_retry_exit_codes = [78]   # exits that automatic starts must not retry
 //! ```
 
+use crate::agent::connectors_file;
 use anyhow::{Context, bail};
 use nix::sys::signal::Signal;
 use serde::Deserialize;
@@ -19,14 +20,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
-
-/// The file as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct File {
-    #[serde(default)]
-    connectors: BTreeMap<String, Entry>,
-}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -67,21 +60,12 @@ pub const DEFAULT_READINESS: Duration = Duration::from_secs(2);
 
 /// Reads and checks a connectors file.
 pub fn load(path: &Path) -> anyhow::Result<BTreeMap<String, ProcessSpec>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the connectors file {}", path.display()))?;
-    parse(&text).with_context(|| format!("in the connectors file {}", path.display()))
+    connectors_file::load(path, parse)
 }
 
 /// Parses a connectors file's text.
 pub fn parse(text: &str) -> anyhow::Result<BTreeMap<String, ProcessSpec>> {
-    let file: File = toml::from_str(text)?;
-    file.connectors
-        .into_iter()
-        .map(|(id, entry)| {
-            let spec = check(entry).with_context(|| format!("connector {id}"))?;
-            Ok((id, spec))
-        })
-        .collect()
+    connectors_file::parse(text, check)
 }
 
 fn check(entry: Entry) -> anyhow::Result<ProcessSpec> {
