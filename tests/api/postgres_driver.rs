@@ -211,22 +211,7 @@ async fn after_a_kill_9_the_agent_comes_back_to_what_postgresql_runs_and_nothing
         replication.connectors_file(&[("c1", "c1_sub"), ("c2", "c2_sub")]),
     )
     .unwrap();
-    let control_plane = format!("http://{}", app.addr);
-    let args = [
-        "--control-plane",
-        &control_plane,
-        "--region",
-        "eu-2",
-        "--server-ip",
-        "10.0.2.9",
-        "--agent-id",
-        "pg-1",
-        "--driver",
-        "postgres",
-        "--connectors-file",
-        file.to_str().unwrap(),
-    ];
-    let mut agent = ServerProcess::spawn_agent(&args);
+    let mut agent = ServerProcess::spawn_driver_agent(app.addr, "pg-1", "postgres", &file);
     for id in ["c1", "c2"] {
         assert_eq!(call_and_wait(&app, true, id).await.state, S::Running as i32);
     }
@@ -245,7 +230,7 @@ async fn after_a_kill_9_the_agent_comes_back_to_what_postgresql_runs_and_nothing
         .await;
     replication.insert("c1_sub", 6..=8).await;
 
-    let _agent = ServerProcess::spawn_agent(&args);
+    let _agent = ServerProcess::spawn_driver_agent(app.addr, "pg-1", "postgres", &file);
     let failed = app
         .connector_becomes("c1", |c| c.state == S::Failed as i32)
         .await;

@@ -246,22 +246,7 @@ async fn a_killed_agent_leaves_no_process_and_its_next_hello_says_nothing_runs()
         format!("[connectors.c1]\ncommand = [\"/bin/sh\", {path:?}]\n"),
     )
     .unwrap();
-    let control_plane = format!("http://{}", app.addr);
-    let args = [
-        "--driver",
-        "process",
-        "--connectors-file",
-        file.to_str().unwrap(),
-        "--control-plane",
-        &control_plane,
-        "--region",
-        "eu-2",
-        "--server-ip",
-        "10.0.2.9",
-        "--agent-id",
-        "p1",
-    ];
-    let mut agent = ServerProcess::spawn_agent(&args);
+    let mut agent = ServerProcess::spawn_driver_agent(app.addr, "p1", "process", &file);
     app.start(start_request("c1")).await.unwrap();
     let running = app
         .connector_becomes("c1", |c| {
@@ -279,7 +264,7 @@ async fn a_killed_agent_leaves_no_process_and_its_next_hello_says_nothing_runs()
     .await;
 
     // Back, it runs nothing: the connector meant to run is not RUNNING.
-    let _agent = ServerProcess::spawn_agent(&args);
+    let _agent = ServerProcess::spawn_driver_agent(app.addr, "p1", "process", &file);
     app.connector_becomes("c1", |c| c.state == S::Failed as i32)
         .await;
 }

@@ -51,6 +51,30 @@ impl ServerProcess {
         Self::spawn_agent_with_env(args, &[])
     }
 
+    /// The reference agent in eu-2 (server 10.0.2.9) with `driver` and its
+    /// `connectors_file`, connected to the server at `addr`.
+    pub fn spawn_driver_agent(
+        addr: std::net::SocketAddr,
+        agent_id: &str,
+        driver: &str,
+        connectors_file: &std::path::Path,
+    ) -> Self {
+        Self::spawn_agent(&[
+            "--control-plane",
+            &format!("http://{addr}"),
+            "--region",
+            "eu-2",
+            "--server-ip",
+            "10.0.2.9",
+            "--agent-id",
+            agent_id,
+            "--driver",
+            driver,
+            "--connectors-file",
+            connectors_file.to_str().unwrap(),
+        ])
+    }
+
     /// As `spawn_agent`, with more environment variables.
     pub fn spawn_agent_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connector-control"));
