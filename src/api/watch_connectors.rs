@@ -276,6 +276,7 @@ impl<S: Store> Watch<S> {
                     r#type: v1::WatchEventType::Progress as i32,
                     connector: None,
                     resume_token: encode(&self.tokens, &self.query.filter, cursor),
+                    version: 0,
                 };
                 self.send(tx, progress, Some(cursor)).await?;
                 last_sent = tokio::time::Instant::now();
@@ -327,6 +328,7 @@ impl<S: Store> Watch<S> {
             for connector in page.connectors {
                 let event = v1::WatchConnectorsResponse {
                     r#type: v1::WatchEventType::Snapshot as i32,
+                    version: connector.version,
                     connector: Some(connector_view(connector, self.latency_alert)),
                     resume_token: String::new(),
                 };
@@ -343,6 +345,7 @@ impl<S: Store> Watch<S> {
             r#type: v1::WatchEventType::SnapshotEnd as i32,
             connector: None,
             resume_token: encode(&self.tokens, &self.query.filter, head),
+            version: 0,
         };
         self.send(tx, end, None).await?;
         Ok(head)
@@ -362,6 +365,7 @@ impl<S: Store> Watch<S> {
                 .clone()
                 .map(|connector| connector_view(connector, self.latency_alert)),
             resume_token: encode(&self.tokens, &self.query.filter, item.seq),
+            version: item.version,
         })
     }
 

@@ -149,6 +149,9 @@ pub struct Connector {
     /// operator marked it stopped (at this generation) while its agent was
     /// away, and what that agent says of earlier generations is stale.
     pub fenced_below: i64,
+    /// Its changes counted: 1 when created, one more at every change of
+    /// any field (the change feed carries the version each change made).
+    pub version: i64,
 }
 
 #[derive(Clone, Debug, PartialEq)]

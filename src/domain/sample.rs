@@ -41,6 +41,7 @@ pub fn connector(state: ConnectorState) -> Connector {
         last_heartbeat_time: None,
         restart: Default::default(),
         fenced_below: 0,
+        version: 1,
     }
 }
 

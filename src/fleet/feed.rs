@@ -7,7 +7,7 @@
 use super::Fleet;
 use crate::domain::Connector;
 use crate::domain::watch::Searchable;
-use crate::store::{FleetStore, StoreError};
+use crate::store::{FleetStore, SEQUENCE_BATCH, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
 use tokio::sync::watch;
@@ -18,6 +18,9 @@ use tracing::{debug, warn};
 pub struct FeedItem {
     pub seq: i64,
     pub connector_id: String,
+    /// The connector's version this change made (`Connector::version`;
+    /// 0 when not recorded).
+    pub version: i64,
     /// What a search saw before the change (None: it is new).
     pub before: Option<Searchable>,
     /// The connector as it is now (None: it is gone).
@@ -26,6 +29,9 @@ pub struct FeedItem {
 
 /// Changes read per statement.
 pub const FEED_BATCH: usize = 1000;
+/// How often a replica that sequenced changes reclaims the space they
+/// took while waiting (`Feed::tidy_changes`).
+const TIDY_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Ring {
     /// Every change after this position is in `items` (or came later).
@@ -136,6 +142,7 @@ pub async fn read_changes<S: crate::store::Feed>(
         .map(|entry| FeedItem {
             now: now.get(&entry.connector_id).cloned(),
             seq: entry.seq,
+            version: entry.version,
             connector_id: entry.connector_id,
             before: entry.before,
         })
@@ -148,15 +155,27 @@ impl<S: FleetStore> Fleet<S> {
         &self.feed
     }
 
-    /// Reads new changes every `watch_poll_interval` into the feed.
+    /// Every `watch_poll_interval`: gives the changes committed since
+    /// their positions (any replica may: `Feed::sequence_changes`), then
+    /// reads new changes into the feed.
     pub(super) async fn feed_loop(self: Arc<Self>) {
         let mut head = None;
         let mut tick = tokio::time::interval(self.options.watch_poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut untidy = false;
+        let mut last_tidy = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = tick.tick() => {}
+            }
+            untidy |= self.sequence().await;
+            if untidy && last_tidy.elapsed() >= TIDY_EVERY {
+                if let Err(error) = self.store.tidy_changes().await {
+                    debug!(%error, "reclaiming the space of sequenced changes failed");
+                }
+                untidy = false;
+                last_tidy = tokio::time::Instant::now();
             }
             let after = match head {
                 Some(after) => after,
@@ -199,6 +218,29 @@ impl<S: FleetStore> Fleet<S> {
             }
             if head.is_some() {
                 head = Some(after);
+            }
+        }
+    }
+
+    /// Gives every change committed so far its position; true if there
+    /// were any.
+    async fn sequence(&self) -> bool {
+        let mut any = false;
+        loop {
+            match self.store.sequence_changes(SEQUENCE_BATCH).await {
+                Ok(done) => {
+                    if done > 0 {
+                        any = true;
+                        crate::telemetry::metrics::changes_sequenced(done);
+                    }
+                    if done < SEQUENCE_BATCH {
+                        return any;
+                    }
+                }
+                Err(error) => {
+                    debug!(%error, "sequencing changes failed; retrying");
+                    return any;
+                }
             }
         }
     }

@@ -93,6 +93,7 @@ pub fn connector_to_proto(c: Connector) -> v1::Connector {
         restart_policy: Some(policy_to_proto(&c.restart.policy)),
         restart_count: i32::try_from(c.restart.count).unwrap_or(i32::MAX),
         next_restart_time: c.restart.next_time.map(timestamp_to_proto),
+        version: c.version,
     }
 }
 

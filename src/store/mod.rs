@@ -260,10 +260,14 @@ pub trait AuditLog: Send + Sync {
     ) -> impl Future<Output = Result<(Vec<AuditEvent>, bool), StoreError>> + Send;
 }
 
+/// Changes given their positions per transaction (`Feed::sequence_changes`).
+pub const SEQUENCE_BATCH: usize = 100_000;
+
 /// The change feed: every new version of a connector in commit order, for
 /// WatchConnectors.
 pub trait Feed: Send + Sync {
-    /// The newest change's position (the pruned horizon when none is kept).
+    /// The newest change's position (the pruned horizon when none is kept),
+    /// covering every change committed before the call.
     fn change_head(&self) -> impl Future<Output = Result<i64, StoreError>> + Send;
 
     /// Up to `limit` changes after position `after`, in commit order.
@@ -273,6 +277,21 @@ pub trait Feed: Send + Sync {
         after: i64,
         limit: usize,
     ) -> impl Future<Output = Result<Vec<ChangeEntry>, StoreError>> + Send;
+
+    /// Gives the oldest `up_to` changes committed and not yet in the feed
+    /// their positions, and says how many it did. On PostgreSQL writers
+    /// only record their changes (no lock: they commit concurrently) and
+    /// this orders them (migration V20; any replica may call it at any
+    /// time). The embedded store numbers changes as they are written: 0.
+    fn sequence_changes(
+        &self,
+        up_to: usize,
+    ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Reclaims the space changes took while they waited for their
+    /// positions (PostgreSQL: a VACUUM of that table, sooner than
+    /// autovacuum would; skipped if one runs already). Nothing elsewhere.
+    fn tidy_changes(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The connectors with these ids, as they are now (missing ids are
     /// gone).

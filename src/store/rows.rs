@@ -21,7 +21,7 @@ pub const CONNECTOR_COLUMNS: &str = "id, name, project_id, project_name, kind, \
     checkpoint_time, latency_us, store_earliest_time, store_latest_time, \
     status_message, create_time, update_time, \
     restart_mode, max_restarts, initial_backoff_ms, max_backoff_ms, reset_after_ms, \
-    restart_count, next_restart_time, fenced_below, \
+    restart_count, next_restart_time, fenced_below, version, \
     (SELECT a.last_heartbeat_time FROM agents a WHERE a.id = connectors.agent_id) \
     AS last_heartbeat_time";
 
@@ -140,6 +140,7 @@ pub(crate) fn connector_from_row(row: &impl ReadRow) -> Result<Connector, StoreE
             next_time: row.optional_time("next_restart_time")?,
         },
         fenced_below: row.integer("fenced_below")?,
+        version: row.integer("version")?,
     })
 }
 
@@ -240,12 +241,14 @@ pub(crate) fn region_from_row(row: &impl ReadRow) -> Result<RegionSummary, Store
     })
 }
 
-/// A recorded change: seq, connector_id and before (what a search saw
-/// before it, as JSON; NULL for a new connector).
+/// A recorded change: seq, connector_id, version (NULL before versions
+/// were recorded) and before (what a search saw before it, as JSON; NULL
+/// for a new connector).
 pub(crate) fn change_from_row(row: &impl ReadRow) -> Result<ChangeEntry, StoreError> {
     Ok(ChangeEntry {
         seq: row.integer("seq")?,
         connector_id: row.text("connector_id")?,
+        version: row.optional_integer("version")?.unwrap_or(0),
         before: row
             .optional_text("before")?
             .map(|json| serde_json::from_str(&json))

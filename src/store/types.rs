@@ -38,12 +38,16 @@ pub struct CommandOutcome {
 /// change's).
 pub type Outcomes = Vec<Result<CommandOutcome, StoreError>>;
 
-/// A change of a connector: its position in commit order, and what a
-/// search saw before it (None: the connector is new).
+/// A change of a connector: its position in the feed, the connector's
+/// version it made, and what a search saw before it (None: the connector
+/// is new).
 #[derive(Clone, Debug)]
 pub struct ChangeEntry {
     pub seq: i64,
     pub connector_id: String,
+    /// 0 for changes recorded before versions were (PostgreSQL migration
+    /// V20, SQLite V16).
+    pub version: i64,
     pub before: Option<crate::domain::watch::Searchable>,
 }
 

@@ -80,6 +80,7 @@ pub struct Instruments {
     pub unauthenticated: opentelemetry::metrics::Counter<u64>,
     pub connections_refused: opentelemetry::metrics::Counter<u64>,
     pub reports_refused: opentelemetry::metrics::Counter<u64>,
+    pub changes_sequenced: opentelemetry::metrics::Counter<u64>,
 }
 
 fn meter() -> Meter {
@@ -162,8 +163,22 @@ pub fn instruments() -> &'static Instruments {
                      store_range_in_future, unwritable",
                 )
                 .build(),
+            changes_sequenced: meter
+                .u64_counter("connector_control.feed.changes_sequenced")
+                .with_unit("{change}")
+                .with_description(
+                    "Connector changes this replica gave their positions in the change feed",
+                )
+                .build(),
         }
     })
+}
+
+/// Counts changes this replica put in the change feed.
+pub fn changes_sequenced(count: usize) {
+    instruments()
+        .changes_sequenced
+        .add(u64::try_from(count).unwrap_or(u64::MAX), &[]);
 }
 
 /// Records one heartbeat write transaction of `kind` ("times" or

@@ -6,11 +6,14 @@ use super::conn::Db;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, change_from_row, connector_from_row};
 use crate::domain::Connector;
-use crate::store::{ChangeEntry, Feed, Lease, StoreError};
+use crate::store::{ChangeEntry, Feed, Lease, SEQUENCE_BATCH, StoreError};
 use std::time::Duration;
 
 impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
+        // Changes committed before this call get their positions first, so
+        // that the head covers them (a snapshot read after it shows them).
+        while self.sequence_changes(SEQUENCE_BATCH).await? == SEQUENCE_BATCH {}
         let client = self.client().await?;
         let row = client
             .query_one(
@@ -31,7 +34,7 @@ impl Feed for PgStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = client
             .query(
-                "SELECT seq, connector_id, before::text AS before,
+                "SELECT seq, connector_id, version, before::text AS before,
                         (SELECT pruned_through FROM connector_changes_horizon) AS pruned_through
                  FROM connector_changes WHERE seq > $1 ORDER BY seq LIMIT $2",
                 &[&after, &limit],
@@ -51,6 +54,23 @@ impl Feed for PgStore {
             });
         }
         rows.iter().map(change_from_row).collect()
+    }
+
+    async fn sequence_changes(&self, up_to: usize) -> Result<usize, StoreError> {
+        let client = self.client().await?;
+        let up_to = i64::try_from(up_to).unwrap_or(i64::MAX);
+        let row = client
+            .query_one("SELECT connector_changes_sequence($1)", &[&up_to])
+            .await?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    async fn tidy_changes(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .simple_query("VACUUM (SKIP_LOCKED) connector_changes_pending")
+            .await?;
+        Ok(())
     }
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {

@@ -49,13 +49,21 @@ impl Feed for SqliteStore {
             let limit = i64::try_from(limit).unwrap_or(i64::MAX);
             all(
                 &tx,
-                "SELECT seq, connector_id, before FROM connector_changes
+                "SELECT seq, connector_id, version, before FROM connector_changes
                  WHERE seq > ?1 ORDER BY seq LIMIT ?2",
                 params![after, limit],
                 |row| change_from_row(row),
             )
         })
         .await
+    }
+
+    async fn sequence_changes(&self, _up_to: usize) -> Result<usize, StoreError> {
+        Ok(0)
+    }
+
+    async fn tidy_changes(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     async fn connectors_by_id(&self, ids: &[String]) -> Result<Vec<Connector>, StoreError> {
