@@ -37,7 +37,10 @@ impl Feed {
 
 /// What a replica's feed loop does, until `stop`: sequence every 20 ms,
 /// tidy every 5 s, then a last round. Returns the changes it sequenced.
-async fn sequencer(store: PgStore, stop: tokio_util::sync::CancellationToken) -> anyhow::Result<u64> {
+async fn sequencer(
+    store: PgStore,
+    stop: tokio_util::sync::CancellationToken,
+) -> anyhow::Result<u64> {
     let mut tick = tokio::time::interval(Duration::from_millis(20));
     let mut last_tidy = Instant::now();
     let mut sequenced = 0;

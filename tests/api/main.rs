@@ -19,6 +19,7 @@ mod dry_run;
 mod failover;
 #[path = "../support/failover_load.rs"]
 mod failover_load;
+mod feed_order;
 mod helpers;
 mod history;
 mod hostile;
