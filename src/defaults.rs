@@ -38,6 +38,12 @@ pub const MAX_WATCHES_PER_CALLER: usize = 100;
 pub const DRAIN_TIMEOUT: &str = "30s";
 /// `--delivery-timeout`: a delivered, unanswered command is delivered again.
 pub const DELIVERY_TIMEOUT: &str = "5m";
+/// `--progress-refresh`, unless it is set: a connector's progress alone
+/// (checkpoint, store range, small latency moves) is written at most every
+/// six heartbeats, and at most every minute.
+pub fn progress_refresh(heartbeat_interval: std::time::Duration) -> std::time::Duration {
+    (heartbeat_interval * 6).min(std::time::Duration::from_secs(60))
+}
 /// `--latency-alert`: more reported latency flags a connector LAGGING.
 pub const LATENCY_ALERT: &str = "60s";
 /// `--metrics-interval`: how often the database-wide gauges are re-read.

@@ -21,17 +21,8 @@ enum Feed {
 
 impl Feed {
     /// The triggers as this way has them.
-    async fn set(self, db: &tokio_postgres::Client) -> anyhow::Result<()> {
-        let enable = match self {
-            Feed::Shipped => "ENABLE",
-            Feed::Off => "DISABLE",
-        };
-        db.batch_execute(&format!(
-            "ALTER TABLE connectors {enable} TRIGGER connectors_updated;
-             ALTER TABLE connectors {enable} TRIGGER connectors_inserted_or_deleted"
-        ))
-        .await?;
-        Ok(())
+    async fn set(self, url: &str) -> anyhow::Result<()> {
+        crate::changes::feed_triggers(url, self == Feed::Shipped).await
     }
 }
 
@@ -108,7 +99,7 @@ pub(crate) async fn feed_cost(plan: &Plan, url: String) -> anyhow::Result<Vec<Li
         let (mut shipped, mut off) = (Vec::new(), Vec::new());
         for _ in 0..2 {
             for feed in [Feed::Shipped, Feed::Off] {
-                feed.set(&db).await?;
+                feed.set(&url).await?;
                 if feed == Feed::Off {
                     off.push(slice(&url, writers, plan.window).await?);
                     continue;
@@ -122,7 +113,7 @@ pub(crate) async fn feed_cost(plan: &Plan, url: String) -> anyhow::Result<Vec<Li
                 shipped.push(tps);
             }
         }
-        Feed::Shipped.set(&db).await?;
+        Feed::Shipped.set(&url).await?;
         let pending: i64 = db
             .query_one("SELECT count(*) FROM connector_changes_pending", &[])
             .await?

@@ -46,7 +46,12 @@ impl<S: FleetStore> ConnectorApi<S> {
                 actor: audit.actor.clone(),
                 deadline: self.deadline(&request),
             };
-            work(call, request.into_inner()).await.map(Response::new)
+            let response = work(call, request.into_inner()).await?;
+            if !audit.dry_run {
+                // What it changed is in the watch feed when it answers.
+                self.feed.sequenced().await;
+            }
+            Ok::<_, ApiError>(Response::new(response))
         }
         .await
         .map_err(Status::from);

@@ -7,6 +7,7 @@ use super::agent_convert;
 use super::error::ApiError;
 use super::status::{hello_required, superseded};
 use crate::auth::{AuthError, Authenticator, Permission, Principal};
+use crate::domain::progress;
 use crate::domain::{CommandReport, Gone, ObservedStatus, Session, SessionEnd, SessionReport};
 use crate::fleet::{Fleet, Outbound};
 use crate::proto::v1::{
@@ -51,8 +52,10 @@ pub(super) struct Served<S> {
     reloads: tokio::sync::watch::Receiver<u64>,
     session: Session,
     outbound: Outbound,
-    /// The last status written per connector: unchanged reports cost nothing.
-    reported: HashMap<String, ObservedStatus>,
+    /// The last status written per connector, and when: unchanged reports
+    /// cost nothing, progress alone is written now and then
+    /// (`domain::progress`).
+    reported: HashMap<String, (ObservedStatus, Instant)>,
     /// The connectors the last hello or heartbeat listed, with the
     /// generation each was at: one that a heartbeat no longer lists is
     /// not running any more.
@@ -101,7 +104,7 @@ impl<S: FleetStore> Served<S> {
             outbound,
             reported: connectors
                 .into_iter()
-                .map(|status| (status.connector_id.clone(), status))
+                .map(|status| (status.connector_id.clone(), (status, Instant::now())))
                 .collect(),
             listed,
             last_heard: Instant::now(),
@@ -369,16 +372,29 @@ impl<S: FleetStore> Served<S> {
         for gone in &gone {
             self.reported.remove(&gone.connector_id);
         }
+        let options = self.fleet.options();
         let changed: Vec<ObservedStatus> = statuses
             .into_iter()
-            .filter(|status| self.reported.get(&status.connector_id) != Some(status))
+            .filter(|status| {
+                let last = self
+                    .reported
+                    .get(&status.connector_id)
+                    .map(|(last, at)| (last, at.elapsed()));
+                progress::worth_writing(
+                    last,
+                    status,
+                    options.latency_alert,
+                    options.progress_refresh,
+                )
+            })
             .collect();
         if changed.is_empty() && gone.is_empty() {
             return Ok(());
         }
+        let now = Instant::now();
         for status in &changed {
             self.reported
-                .insert(status.connector_id.clone(), status.clone());
+                .insert(status.connector_id.clone(), (status.clone(), now));
         }
         // Written with every session's changes within `STATUS_FLUSH`; a failed
         // write is retried from the queue.

@@ -147,6 +147,14 @@ pub struct ServeArgs {
     #[arg(long, env = "CONNECTOR_CONTROL_WATCH_RETENTION", default_value = defaults::WATCH_RETENTION, value_parser = humantime::parse_duration)]
     pub watch_retention: Duration,
 
+    /// A connector's progress alone (checkpoint, store range, latency moving
+    /// by less than max(1 s, 10%)) is recorded at most this often; a report
+    /// that changes its state, generation or message, or a latency that
+    /// crosses --latency-alert, is recorded at once. Default: six heartbeat
+    /// intervals, at most 60s.
+    #[arg(long, env = "CONNECTOR_CONTROL_PROGRESS_REFRESH", value_parser = humantime::parse_duration)]
+    pub progress_refresh: Option<Duration>,
+
     /// Connectors that should run and report more replication latency than
     /// this are flagged LAGGING (status_message, `lagging` filter, metric).
     #[arg(long, env = "CONNECTOR_CONTROL_LATENCY_ALERT", default_value = defaults::LATENCY_ALERT, value_parser = humantime::parse_duration)]
@@ -371,6 +379,9 @@ async fn serve<S: FleetStore>(args: ServeArgs, store: S) -> anyhow::Result<()> {
             max_stream_age: (!args.max_stream_age.is_zero()).then_some(args.max_stream_age),
             delivery_timeout: args.delivery_timeout,
             watch_retention: args.watch_retention,
+            progress_refresh: args
+                .progress_refresh
+                .unwrap_or_else(|| defaults::progress_refresh(args.heartbeat_interval)),
             address: listener.local_addr()?.to_string(),
             ..FleetOptions::new(args.heartbeat_interval)
         },

@@ -10,6 +10,7 @@ pub mod mark_stopped;
 mod model;
 pub mod page_token;
 pub mod presence;
+pub mod progress;
 pub mod pull_back;
 mod rejection;
 pub mod reports;

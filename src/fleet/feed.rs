@@ -9,7 +9,9 @@ use crate::domain::Connector;
 use crate::domain::watch::Searchable;
 use crate::store::{FleetStore, SEQUENCE_BATCH, StoreError};
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
+use tokio::sync::Notify;
 use tokio::sync::watch;
 use tracing::{debug, warn};
 
@@ -39,12 +41,33 @@ struct Ring {
     items: VecDeque<Arc<FeedItem>>,
 }
 
+/// The feed loop's rounds, for calls that answer only once their change
+/// is in the feed (`Feed::sequenced`).
+#[derive(Default)]
+struct Rounds {
+    /// Whether a feed loop runs rounds.
+    served: AtomicBool,
+    /// Rounds begun.
+    begun: AtomicU64,
+    /// The last round done.
+    done: watch::Sender<u64>,
+    /// Asks the sequencer for a round now.
+    wake: Notify,
+    /// Tells the reader that a round gave changes their positions.
+    moved: Notify,
+}
+
+/// How long a call waits for its change to be in the feed at most (a
+/// database that does not answer: the change is in it later).
+const SEQUENCED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The ring of recent changes and the newest position read.
 #[derive(Clone)]
 pub struct Feed {
     ring: Arc<RwLock<Ring>>,
     head: watch::Sender<i64>,
     capacity: usize,
+    rounds: Arc<Rounds>,
 }
 
 impl std::fmt::Debug for Feed {
@@ -64,7 +87,27 @@ impl Feed {
             })),
             head: watch::Sender::new(0),
             capacity,
+            rounds: Arc::default(),
         }
+    }
+
+    /// Returns once every change committed before the call is in the feed
+    /// (has its position: a watch resumed from a token read now, or a
+    /// snapshot's head, covers it), by waiting for a round of the feed loop
+    /// that begins after the call; rounds are shared by every caller
+    /// waiting. Mutating calls wait so that what they changed is in the
+    /// feed when they answer, as it was when positions were given at
+    /// commit. At most `SEQUENCED_WAIT`; at once where no loop runs.
+    pub async fn sequenced(&self) {
+        let rounds = &self.rounds;
+        if !rounds.served.load(Ordering::SeqCst) {
+            return;
+        }
+        // A round begun after this read begins after the caller's commit.
+        let target = rounds.begun.load(Ordering::SeqCst) + 1;
+        let mut done = rounds.done.subscribe();
+        rounds.wake.notify_one();
+        let _ = tokio::time::timeout(SEQUENCED_WAIT, done.wait_for(|done| *done >= target)).await;
     }
 
     /// Changes to the newest position read (for watchers to wait on).
@@ -155,27 +198,56 @@ impl<S: FleetStore> Fleet<S> {
         &self.feed
     }
 
-    /// Every `watch_poll_interval`: gives the changes committed since
-    /// their positions (any replica may: `Feed::sequence_changes`), then
-    /// reads new changes into the feed.
-    pub(super) async fn feed_loop(self: Arc<Self>) {
-        let mut head = None;
+    /// Every `watch_poll_interval`, and at once when a call asks
+    /// (`Feed::sequenced`): gives the changes committed since their
+    /// positions (any replica may: `store::Feed::sequence_changes`) and
+    /// wakes the reader if there were any.
+    pub(super) async fn sequencer_loop(self: Arc<Self>) {
         let mut tick = tokio::time::interval(self.options.watch_poll_interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut untidy = false;
         let mut last_tidy = tokio::time::Instant::now();
+        let rounds = self.feed.rounds.clone();
+        rounds.served.store(true, Ordering::SeqCst);
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return,
+                _ = self.shutdown.cancelled() => {
+                    rounds.served.store(false, Ordering::SeqCst);
+                    rounds.done.send_replace(u64::MAX);
+                    return;
+                }
                 _ = tick.tick() => {}
+                _ = rounds.wake.notified() => {}
             }
-            untidy |= self.sequence().await;
+            let round = rounds.begun.fetch_add(1, Ordering::SeqCst) + 1;
+            let moved = self.sequence().await;
+            rounds.done.send_replace(round);
+            if moved {
+                rounds.moved.notify_one();
+            }
+            untidy |= moved;
             if untidy && last_tidy.elapsed() >= TIDY_EVERY {
                 if let Err(error) = self.store.tidy_changes().await {
                     debug!(%error, "reclaiming the space of sequenced changes failed");
                 }
                 untidy = false;
                 last_tidy = tokio::time::Instant::now();
+            }
+        }
+    }
+
+    /// Every `watch_poll_interval`, and at once when the sequencer gave
+    /// changes their positions: reads new changes into the feed.
+    pub(super) async fn feed_loop(self: Arc<Self>) {
+        let mut head = None;
+        let mut tick = tokio::time::interval(self.options.watch_poll_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let rounds = self.feed.rounds.clone();
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+                _ = rounds.moved.notified() => {}
             }
             let after = match head {
                 Some(after) => after,

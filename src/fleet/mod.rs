@@ -75,6 +75,13 @@ pub struct FleetOptions {
     /// How long a watch stream's full buffer waits for its reader before
     /// the stream ends (WATCHER_TOO_SLOW).
     pub watch_grace: Duration,
+    /// Reported latency over this flags a connector LAGGING: a report
+    /// crossing it is written at once (`domain::progress`). The server sets
+    /// it to its own `latency_alert`.
+    pub latency_alert: Duration,
+    /// A connector's progress alone (checkpoint, store range, small latency
+    /// moves) is written at most this often (`domain::progress`).
+    pub progress_refresh: Duration,
 }
 
 impl FleetOptions {
@@ -94,6 +101,8 @@ impl FleetOptions {
             watch_poll_interval: duration(defaults::WATCH_POLL_INTERVAL),
             watch_retention: duration(defaults::WATCH_RETENTION),
             watch_grace: duration(defaults::WATCH_GRACE),
+            latency_alert: duration(defaults::LATENCY_ALERT),
+            progress_refresh: defaults::progress_refresh(heartbeat_interval),
         }
     }
 }
@@ -220,6 +229,11 @@ impl<S: FleetStore> Fleet<S> {
         self.heartbeat_interval
     }
 
+    /// What this fleet was started with.
+    pub fn options(&self) -> &FleetOptions {
+        &self.options
+    }
+
     /// How long an agent may be silent before it counts as offline.
     pub fn offline_after(&self) -> Duration {
         self.heartbeat_interval * MISSED_HEARTBEATS
@@ -235,6 +249,7 @@ impl<S: FleetStore> Fleet<S> {
             tokio::spawn(self.clone().replica_loop()),
             tokio::spawn(self.clone().restart_loop()),
             tokio::spawn(self.clone().feed_loop()),
+            tokio::spawn(self.clone().sequencer_loop()),
         ];
         if let Some(outbox) = self.outbox.lock().unwrap().take() {
             loops.push(tokio::spawn(self.clone().publish_loop(outbox)));

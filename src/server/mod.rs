@@ -129,6 +129,8 @@ pub async fn serve<S: FleetStore>(
     let probe_draining = draining.clone();
     let stopping = CancellationToken::new();
     let mut fleet_options = options.fleet.clone();
+    // One threshold: the views' LAGGING flag and the reports written at once.
+    fleet_options.latency_alert = options.latency_alert;
     if fleet_options.address.is_empty() {
         fleet_options.address = listener.local_addr()?.to_string();
     }

@@ -236,3 +236,65 @@ async fn one_report_the_database_refuses_never_holds_up_another_agents() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn progress_alone_is_recorded_now_and_then_and_what_shows_at_once() {
+    let app = spawn_tuned(|options| {
+        options.fleet.progress_refresh = Duration::from_secs(3600);
+    })
+    .await;
+    let mut agent = TestAgent::connect(&app, hello("a1", "eu-2", "10.0.2.7")).await;
+    let mut generations = Vec::new();
+    for id in ["c1", "c2"] {
+        app.create(connector(id, "orders")).await;
+        app.start(start_request(id)).await.unwrap();
+        let command = agent.next_command().await;
+        agent.succeed(&command, S::Running).await;
+        app.connector_becomes(id, |c| c.state == S::Running as i32)
+            .await;
+        generations.push(command.generation);
+    }
+    // Whole seconds: what the database keeps and gives back.
+    let start = chrono::DateTime::from_timestamp(Utc::now().timestamp() - 300, 0).unwrap();
+    let c1 = |round: i64, latency_ms: i64| v1::ConnectorStatus {
+        checkpoint_time: Some(timestamp(start + chrono::TimeDelta::seconds(round))),
+        latency: Some(prost_types::Duration {
+            seconds: latency_ms / 1000,
+            nanos: i32::try_from(latency_ms % 1000 * 1_000_000).unwrap(),
+        }),
+        ..status("c1", S::Running, generations[0])
+    };
+    let c2 = |round: i64| v1::ConnectorStatus {
+        message: format!("round {round}"),
+        ..status("c2", S::Running, generations[1])
+    };
+    agent.heartbeat(1, vec![c1(1, 2000), c2(1)]).await;
+    let first = app
+        .connector_becomes("c1", |c| c.checkpoint_time.is_some())
+        .await;
+
+    // Ten heartbeats in which c1 only progresses (its checkpoint moves,
+    // its latency by 50 ms), while c2's message changes: each of c2's is
+    // recorded, in the same writes c1's would be in.
+    for round in 2..12 {
+        agent
+            .heartbeat(round, vec![c1(round, 2000 + 50 * round), c2(round)])
+            .await;
+        app.connector_becomes("c2", |c| {
+            c.status_message.ends_with(&format!("round {round}"))
+        })
+        .await;
+    }
+    let progressed = app.get("c1").await;
+    assert_eq!(progressed.version, first.version, "no change recorded");
+    assert_eq!(progressed.checkpoint_time, first.checkpoint_time);
+
+    // A latency that moves by a second is recorded at once, with the
+    // checkpoint of its report.
+    agent.heartbeat(12, vec![c1(12, 3600), c2(11)]).await;
+    let moved = app
+        .connector_becomes("c1", |c| c.latency.is_some_and(|l| l.seconds == 3))
+        .await;
+    assert_eq!(moved.version, first.version + 1);
+    assert_eq!(moved.checkpoint_time, c1(12, 3600).checkpoint_time);
+}

@@ -4,6 +4,7 @@
 
 use super::*;
 use connector_control::domain::watch::Searchable;
+use connector_control::store::SEQUENCE_BATCH;
 use connector_control::store::prelude::*;
 
 pub(super) async fn changes_are_recorded_in_order_with_what_a_search_saw_before<S: FleetStore>(
@@ -20,10 +21,20 @@ pub(super) async fn changes_are_recorded_in_order_with_what_a_search_saw_before<
         .unwrap();
     store.start_connector(&start("c1")).await.unwrap();
     store.pause_connector(&pause("c1")).await.unwrap();
+    // Changes get their positions once sequenced (PostgreSQL: writers only
+    // record them; the embedded store numbers them as it writes them).
+    store.sequence_changes(SEQUENCE_BATCH).await.unwrap();
+    assert_eq!(store.sequence_changes(SEQUENCE_BATCH).await.unwrap(), 0);
     let entries = store.changes_after(start_head, 100).await.unwrap();
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
     assert!(entries.iter().all(|e| e.connector_id == "c1"));
+    let versions: Vec<i64> = entries.iter().map(|e| e.version).collect();
+    assert_eq!(
+        versions,
+        [1, 2, 3],
+        "each change's version of the connector"
+    );
     assert!(entries[0].before.is_none(), "created");
     let before_start = entries[1].before.as_ref().unwrap();
     assert_eq!(before_start.state, ConnectorState::Stopped);
