@@ -16,6 +16,7 @@ mod rejection;
 pub mod reports;
 pub mod restart;
 pub mod restart_policy;
+pub mod resumable;
 pub mod rules;
 #[doc(hidden)]
 pub mod sample;

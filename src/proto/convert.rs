@@ -61,7 +61,9 @@ fn endpoint_to_proto(endpoint: Endpoint) -> v1::Endpoint {
 }
 
 pub fn connector_to_proto(c: Connector) -> v1::Connector {
+    let resumable_until = crate::domain::resumable::resumable_until(&c).map(timestamp_to_proto);
     v1::Connector {
+        resumable_until,
         id: c.id,
         name: c.name,
         project_id: c.project_id,

@@ -298,3 +298,51 @@ async fn progress_alone_is_recorded_now_and_then_and_what_shows_at_once() {
     assert_eq!(moved.version, first.version + 1);
     assert_eq!(moved.checkpoint_time, c1(12, 3600).checkpoint_time);
 }
+
+#[tokio::test]
+async fn a_stopped_connector_says_until_when_its_store_holds_its_checkpoint() {
+    let (app, mut agent, _) = running_c1().await;
+    let whole = |hours_ago: i64| {
+        let at = Utc::now().timestamp() - hours_ago * 3600;
+        chrono::DateTime::from_timestamp(at, 0).unwrap()
+    };
+    let (checkpoint, earliest, latest) = (whole(1), whole(6), whole(0));
+    let report = |state| v1::ConnectorStatus {
+        checkpoint_time: Some(timestamp(checkpoint)),
+        store_range: Some(v1::TimeRange {
+            earliest_time: Some(timestamp(earliest)),
+            latest_time: Some(timestamp(latest)),
+        }),
+        ..status("c1", state, 1)
+    };
+    agent.heartbeat(1, vec![report(S::Running)]).await;
+    let running = app
+        .connector_becomes("c1", |c| c.checkpoint_time.is_some())
+        .await;
+    assert_eq!(
+        running.resumable_until, None,
+        "a running connector reads on"
+    );
+
+    app.pause(pause_request("c1")).await.unwrap();
+    let command = agent.next_command().await;
+    agent
+        .send(v1::agent_message::Message::Result(v1::CommandResult {
+            command_id: command.id.clone(),
+            success: true,
+            status: Some(v1::ConnectorStatus {
+                generation: command.generation,
+                ..report(S::Stopped)
+            }),
+            ..Default::default()
+        }))
+        .await;
+    let stopped = app
+        .connector_becomes("c1", |c| c.state == S::Stopped as i32)
+        .await;
+    // Five hours: the store keeps six, and the checkpoint is one old.
+    assert_eq!(
+        stopped.resumable_until,
+        Some(timestamp(checkpoint + (latest - earliest)))
+    );
+}
