@@ -9,7 +9,7 @@
 //! the baseline.
 
 use crate::prelude::*;
-use connector_control::store::{Feed as _, PgStore, SEQUENCE_BATCH};
+use connector_control::store::{Feed as _, PgStore};
 
 const ROWS: u64 = 10_000;
 
@@ -38,13 +38,7 @@ async fn sequencer(
     loop {
         let last = stop.is_cancelled();
         tick.tick().await;
-        loop {
-            let done = store.sequence_changes(SEQUENCE_BATCH).await?;
-            sequenced += done as u64;
-            if done < SEQUENCE_BATCH {
-                break;
-            }
-        }
+        sequenced += store.sequence_all().await? as u64;
         if last_tidy.elapsed() >= Duration::from_secs(5) {
             store.tidy_changes().await?;
             last_tidy = Instant::now();

@@ -114,14 +114,16 @@ async fn fan_out(addr: &str, streams: usize, rounds: usize) -> anyhow::Result<Ve
     let (arrivals_tx, mut arrivals) = mpsc::unbounded_channel::<(usize, Instant)>();
     let (ready_tx, mut ready) = mpsc::unbounded_channel::<()>();
     let mut channel = common::channel(addr).await?;
-    let mut watchers = Vec::new();
+    // Its streams end with it (a JoinSet aborts its tasks when dropped), so
+    // that the next measurement has only its own.
+    let mut watchers = tokio::task::JoinSet::new();
     for i in 0..streams {
         if i % PER_CONNECTION == 0 {
             channel = common::channel(addr).await?;
         }
         let mut watcher = ConnectorServiceClient::new(channel.clone());
         let (arrivals_tx, ready_tx, id) = (arrivals_tx.clone(), ready_tx.clone(), id.clone());
-        watchers.push(tokio::spawn(async move {
+        watchers.spawn(async move {
             let mut events = watcher
                 .watch_connectors(v1::WatchConnectorsRequest {
                     filter: Some(v1::ConnectorFilter {
@@ -153,17 +155,9 @@ async fn fan_out(addr: &str, streams: usize, rounds: usize) -> anyhow::Result<Ve
                     _ => {}
                 }
             }
-        }));
+        });
     }
     drop((arrivals_tx, ready_tx));
-    // Its streams end with it (so that the next measurement has only its own).
-    struct AbortAll(Vec<tokio::task::JoinHandle<()>>);
-    impl Drop for AbortAll {
-        fn drop(&mut self) {
-            self.0.iter().for_each(tokio::task::JoinHandle::abort);
-        }
-    }
-    let _streams = AbortAll(watchers);
     for _ in 0..streams {
         ready.recv().await.expect("every stream begins");
     }

@@ -29,15 +29,20 @@ mod tests {
     use crate::domain::{TimeRange, sample};
     use chrono::TimeDelta;
 
+    /// A store holding the six hours up to `now`.
+    fn six_hours_to(now: DateTime<Utc>) -> TimeRange {
+        TimeRange {
+            earliest: now - TimeDelta::hours(6),
+            latest: now,
+        }
+    }
+
     #[test]
     fn a_stopped_connector_can_wait_as_long_as_its_store_keeps_data() {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut c = sample::connector(ConnectorState::Stopped);
         c.checkpoint_time = Some(now - TimeDelta::hours(1));
-        c.store_range = Some(TimeRange {
-            earliest: now - TimeDelta::hours(6),
-            latest: now,
-        });
+        c.store_range = Some(six_hours_to(now));
         assert_eq!(resumable_until(&c), Some(now + TimeDelta::hours(5)));
         for state in [
             ConnectorState::Failed,
@@ -60,10 +65,7 @@ mod tests {
         c.checkpoint_time = Some(now);
         assert_eq!(resumable_until(&c), None, "no store range");
         c.checkpoint_time = None;
-        c.store_range = Some(TimeRange {
-            earliest: now - TimeDelta::hours(6),
-            latest: now,
-        });
+        c.store_range = Some(six_hours_to(now));
         assert_eq!(resumable_until(&c), None, "no checkpoint");
     }
 
@@ -72,10 +74,7 @@ mod tests {
         let now = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         let mut c = sample::connector(ConnectorState::Stopped);
         c.checkpoint_time = Some(now - TimeDelta::hours(7));
-        c.store_range = Some(TimeRange {
-            earliest: now - TimeDelta::hours(6),
-            latest: now,
-        });
+        c.store_range = Some(six_hours_to(now));
         assert!(resumable_until(&c).unwrap() < now);
     }
 }

@@ -7,7 +7,7 @@
 use super::Fleet;
 use crate::domain::Connector;
 use crate::domain::watch::Searchable;
-use crate::store::{FleetStore, SEQUENCE_BATCH, StoreError};
+use crate::store::{FleetStore, StoreError};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -297,22 +297,15 @@ impl<S: FleetStore> Fleet<S> {
     /// Gives every change committed so far its position; true if there
     /// were any.
     async fn sequence(&self) -> bool {
-        let mut any = false;
-        loop {
-            match self.store.sequence_changes(SEQUENCE_BATCH).await {
-                Ok(done) => {
-                    if done > 0 {
-                        any = true;
-                        crate::telemetry::metrics::changes_sequenced(done);
-                    }
-                    if done < SEQUENCE_BATCH {
-                        return any;
-                    }
-                }
-                Err(error) => {
-                    debug!(%error, "sequencing changes failed; retrying");
-                    return any;
-                }
+        match self.store.sequence_all().await {
+            Ok(0) => false,
+            Ok(done) => {
+                crate::telemetry::metrics::changes_sequenced(done);
+                true
+            }
+            Err(error) => {
+                debug!(%error, "sequencing changes failed; retrying");
+                false
             }
         }
     }

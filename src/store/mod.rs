@@ -260,8 +260,8 @@ pub trait AuditLog: Send + Sync {
     ) -> impl Future<Output = Result<(Vec<AuditEvent>, bool), StoreError>> + Send;
 }
 
-/// Changes given their positions per transaction (`Feed::sequence_changes`).
-pub const SEQUENCE_BATCH: usize = 100_000;
+/// Changes given their positions per transaction (`Feed::sequence_all`).
+const SEQUENCE_BATCH: usize = 100_000;
 
 /// The change feed: every new version of a connector in commit order, for
 /// WatchConnectors.
@@ -287,6 +287,21 @@ pub trait Feed: Send + Sync {
         &self,
         up_to: usize,
     ) -> impl Future<Output = Result<usize, StoreError>> + Send;
+
+    /// Gives every change committed so far its position, a bounded batch
+    /// per transaction, and says how many it did.
+    fn sequence_all(&self) -> impl Future<Output = Result<usize, StoreError>> + Send {
+        async move {
+            let mut total = 0;
+            loop {
+                let done = self.sequence_changes(SEQUENCE_BATCH).await?;
+                total += done;
+                if done < SEQUENCE_BATCH {
+                    return Ok(total);
+                }
+            }
+        }
+    }
 
     /// Reclaims the space changes took while they waited for their
     /// positions (PostgreSQL: a VACUUM of that table, sooner than

@@ -116,6 +116,16 @@ async fn watcher(
     })
 }
 
+/// Sets a connector's status message: a change of it.
+async fn say(db: &impl tokio_postgres::GenericClient, id: &str, message: &str) {
+    db.execute(
+        "UPDATE connectors SET status_message = $2, update_time = now() WHERE id = $1",
+        &[&id, &message],
+    )
+    .await
+    .unwrap();
+}
+
 /// SQL transactions of one to three connectors (in id order, so that they
 /// cannot deadlock), one in five rolled back.
 async fn sql_writer(db: Arc<TestDatabase>, writer: usize, done: Arc<AtomicUsize>) {
@@ -129,12 +139,7 @@ async fn sql_writer(db: Arc<TestDatabase>, writer: usize, done: Arc<AtomicUsize>
         ids.dedup();
         let tx = client.transaction().await.unwrap();
         for id in &ids {
-            tx.execute(
-                "UPDATE connectors SET status_message = $2, update_time = now() WHERE id = $1",
-                &[id, &format!("writer {writer} round {round}")],
-            )
-            .await
-            .unwrap();
+            say(&tx, id, &format!("writer {writer} round {round}")).await;
         }
         if dice.below(5) == 0 {
             tx.rollback().await.unwrap();
@@ -212,22 +217,12 @@ async fn every_watcher_sees_every_change_once_in_one_order_whatever_the_writers_
         let done = done.clone();
         async move {
             let tx = long.transaction().await.unwrap();
-            tx.execute(
-                "UPDATE connectors SET status_message = 'held' WHERE id = 'held'",
-                &[],
-            )
-            .await
-            .unwrap();
+            say(&tx, "held", "held").await;
             eventually(SETTLE, || async {
                 (done.load(Ordering::Relaxed) >= WRITERS * ROUNDS / 2).then_some(())
             })
             .await;
-            tx.execute(
-                "UPDATE connectors SET status_message = 'late' WHERE id = 'c00'",
-                &[],
-            )
-            .await
-            .unwrap();
+            say(&tx, "c00", "late").await;
             tx.commit().await.unwrap();
         }
     });
@@ -365,41 +360,18 @@ async fn a_change_made_last_comes_last_even_from_the_transaction_that_began_firs
         app.db.client().await,
     );
     let first = first.transaction().await.unwrap();
-    first
-        .execute(
-            "UPDATE connectors SET status_message = 'first' WHERE id = 'other'",
-            &[],
-        )
-        .await
-        .unwrap();
+    say(&first, "other", "first").await;
     let held = held.transaction().await.unwrap();
-    held.execute(
-        "UPDATE connectors SET status_message = 'held' WHERE id = 'held'",
-        &[],
-    )
-    .await
-    .unwrap();
+    say(&held, "held", "held").await;
     let second = second.transaction().await.unwrap();
-    second
-        .execute(
-            "UPDATE connectors SET status_message = 'second' WHERE id = 'c1'",
-            &[],
-        )
-        .await
-        .unwrap();
+    say(&second, "c1", "second").await;
     let pid: i32 = first
         .query_one("SELECT pg_backend_pid()", &[])
         .await
         .unwrap()
         .get(0);
     let later = async {
-        first
-            .execute(
-                "UPDATE connectors SET status_message = 'first' WHERE id = 'c1'",
-                &[],
-            )
-            .await
-            .unwrap();
+        say(&first, "c1", "first").await;
         first.commit().await.unwrap();
     };
     let unblock = async {

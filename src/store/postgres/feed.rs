@@ -6,14 +6,14 @@ use super::conn::Db;
 use super::leader::LEASE_CTE;
 use super::rows::{CONNECTOR_COLUMNS, change_from_row, connector_from_row};
 use crate::domain::Connector;
-use crate::store::{ChangeEntry, Feed, Lease, SEQUENCE_BATCH, StoreError};
+use crate::store::{ChangeEntry, Feed, Lease, StoreError};
 use std::time::Duration;
 
 impl Feed for PgStore {
     async fn change_head(&self) -> Result<i64, StoreError> {
         // Changes committed before this call get their positions first, so
         // that the head covers them (a snapshot read after it shows them).
-        while self.sequence_changes(SEQUENCE_BATCH).await? == SEQUENCE_BATCH {}
+        self.sequence_all().await?;
         let client = self.client().await?;
         let row = client
             .query_one(

@@ -4,7 +4,6 @@
 
 use super::*;
 use connector_control::domain::watch::Searchable;
-use connector_control::store::SEQUENCE_BATCH;
 use connector_control::store::prelude::*;
 
 pub(super) async fn changes_are_recorded_in_order_with_what_a_search_saw_before<S: FleetStore>(
@@ -23,8 +22,8 @@ pub(super) async fn changes_are_recorded_in_order_with_what_a_search_saw_before<
     store.pause_connector(&pause("c1")).await.unwrap();
     // Changes get their positions once sequenced (PostgreSQL: writers only
     // record them; the embedded store numbers them as it writes them).
-    store.sequence_changes(SEQUENCE_BATCH).await.unwrap();
-    assert_eq!(store.sequence_changes(SEQUENCE_BATCH).await.unwrap(), 0);
+    store.sequence_all().await.unwrap();
+    assert_eq!(store.sequence_all().await.unwrap(), 0, "each once");
     let entries = store.changes_after(start_head, 100).await.unwrap();
     assert_eq!(entries.len(), 3, "{entries:?}");
     assert!(entries.windows(2).all(|w| w[0].seq < w[1].seq));
